@@ -1,0 +1,35 @@
+#include "common/time_format.h"
+
+#include <gtest/gtest.h>
+
+using namespace pcloud;
+
+TEST(TimeFormat, Rfc3339RoundTrip) {
+    Millis t = 1'795'300'801'123;
+    std::string s = formatRfc3339(t);
+    EXPECT_EQ(s.size(), 24u);
+    EXPECT_EQ(s.back(), 'Z');
+    auto back = parseRfc3339(s);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_EQ(*back, t);
+}
+
+TEST(TimeFormat, Rfc3339RejectsGarbageAndOffsets) {
+    EXPECT_FALSE(parseRfc3339("yesterday").ok());
+    EXPECT_FALSE(parseRfc3339("2026-11-21T22:40:01+02:00").ok());
+}
+
+TEST(TimeFormat, Durations) {
+    EXPECT_EQ(*parseDuration("500ms"), 500);
+    EXPECT_EQ(*parseDuration("30s"), 30'000);
+    EXPECT_EQ(*parseDuration("30"), 30'000);
+    EXPECT_EQ(*parseDuration("5m"), 300'000);
+    EXPECT_EQ(*parseDuration("2h"), 7'200'000);
+    EXPECT_EQ(*parseDuration("INFINITY"), kInfinite);
+    EXPECT_FALSE(parseDuration("5 parsecs").ok());
+    EXPECT_FALSE(parseDuration("-3s").ok());
+    EXPECT_FALSE(parseDuration("").ok());
+    EXPECT_EQ(formatDuration(300'000), "5m");
+    EXPECT_EQ(formatDuration(1'500), "1500ms");
+    EXPECT_EQ(formatDuration(kInfinite), "INFINITY");
+}
