@@ -1,0 +1,452 @@
+#include "store/model_xml.h"
+
+#include "common/time_format.h"
+
+#include <charconv>
+#include <set>
+#include <sstream>
+
+namespace pcloud::store::detail {
+namespace {
+
+std::string q(const std::string& s) {
+    return "\"" + s + "\"";
+}
+
+std::string formatNumber(double d) {
+    char buf[64];
+    auto [p, ec] = std::to_chars(buf, buf + sizeof buf, d);
+    if (ec != std::errc())
+        return "0";
+    return std::string(buf, p);
+}
+
+void setIfNotEmpty(pugi::xml_node n, const char* attr, const std::string& v) {
+    if (!v.empty())
+        n.append_attribute(attr).set_value(v.c_str());
+}
+void set(pugi::xml_node n, const char* attr, const std::string& v) {
+    n.append_attribute(attr).set_value(v.c_str());
+}
+
+// Re-anchors a validate* message on the element being parsed, so it gets file and line.
+Status atElement(const Element& e, const Status& st) {
+    if (st)
+        return st;
+    return e.error(e.label() + ": " + st.error().message);
+}
+
+} // namespace
+
+std::string formatFailures(int failures) {
+    if (failures == model::kUnlimitedFailures)
+        return "INFINITY";
+    return std::to_string(failures);
+}
+
+// ---- parsing ---------------------------------------------------------------------------
+
+Status parseEscalation(Element& e, model::Escalation& out) {
+    if (auto st = e.failures("escalation_failures", out.failures); !st)
+        return st;
+    if (auto st = e.duration("escalation_period", out.period, /*allowInfinite=*/true,
+                             /*allowZero=*/false);
+        !st)
+        return st;
+    return {};
+}
+
+Status parseDeployableAttributes(Element& e, model::Deployable& d) {
+    Status st;
+    if (!(st = e.string("uuid", d.uuid)))
+        return st;
+    if (!(st = e.string("infrastructure", d.infrastructure)))
+        return st;
+    if (!(st = e.string("username", d.username)))
+        return st;
+    if (auto v = e.text("monitor"); v && !model::parseMonitorMode(*v, d.monitor))
+        return e.invalid("monitor",
+                         "use monitor=\"active\" (act on failures) or monitor=\"passive\" "
+                         "(observe and report only)");
+    if (!(st = e.string("uri", d.uri)))
+        return st;
+    if (!(st = parseEscalation(e, d.escalation)))
+        return st;
+    if (auto v = e.text("outcome"); v && !model::parseDeployableOutcome(*v, d.outcome))
+        return e.invalid("outcome", "use outcome=\"leave-stopped\" or outcome=\"stop-deployable\"");
+    if (!(st = e.duration("heartbeat_interval", d.heartbeat_interval, false, false)))
+        return st;
+    if (!(st = e.duration("heartbeat_timeout", d.heartbeat_timeout, false, false)))
+        return st;
+    return {};
+}
+
+Status parseBackoff(Element& e, model::Backoff& b) {
+    Status st;
+    if (!(st = e.duration("base", b.base, false, true)))
+        return st;
+    if (!(st = e.number("factor", b.factor, 1.0)))
+        return st;
+    if (!(st = e.duration("cap", b.cap, false, true)))
+        return st;
+    if (!(st = e.duration("reset_after", b.reset_after, false, true)))
+        return st;
+    return {};
+}
+
+Status parseReferee(Element& e, model::RefereeConfig& r) {
+    for (auto [attr, field] : {std::pair<const char*, std::string*>{"socket", &r.socket},
+                               {"backend", &r.backend},
+                               {"config_file", &r.config_file},
+                               {"cluster", &r.cluster},
+                               {"alias", &r.alias},
+                               {"apachectl", &r.apachectl}})
+        if (auto st = e.string(attr, *field); !st)
+            return st;
+    if (auto v = e.text("driver")) {
+        r.driver = *v;
+        if (!(r.driver.empty() || r.driver == "log" || r.driver == "haproxy" ||
+              r.driver == "apache"))
+            return e.invalid("driver",
+                             "use driver=\"haproxy\", \"apache\", \"log\" or \"\" (none)");
+    }
+    return {};
+}
+
+Status parseProbe(Element& e, model::Probe& p) {
+    Status st;
+    if (auto v = e.text("kind"); v && !model::parseProbeKind(*v, p.kind))
+        return e.invalid("kind", "use kind=\"http\" or kind=\"tcp\"");
+    if (!(st = e.string("host", p.host)))
+        return st;
+    if (!(st = e.integer("port", p.port, 1, 65535)))
+        return st;
+    if (!(st = e.string("path", p.path)))
+        return st;
+    if (!(st = e.integer("expect_status", p.expect_status, 100, 599)))
+        return st;
+    if (!(st = e.duration("interval", p.interval, false, false)))
+        return st;
+    if (!(st = e.duration("timeout", p.timeout, false, false)))
+        return st;
+    if (!(st = e.integer("threshold", p.threshold, 1, 1000)))
+        return st;
+    return atElement(e, validateProbe(p));
+}
+
+Status parseResourceBody(const XmlFile& f, Element& e, model::Resource& r,
+                         std::vector<Error>& warnings) {
+    Status st;
+    if (!(st = e.string("type", r.type)))
+        return st;
+    if (auto v = e.text("class"); v && !model::parseResourceClass(*v, r.klass))
+        return e.invalid("class", "use class=\"systemd\", \"lsb\" or \"process\"");
+    if (!(st = e.string("provider", r.provider)))
+        return st;
+    if (auto v = e.text("unit")) {
+        r.unit = *v;
+    } else {
+        // Pacemaker Cloud files name the service by type only ("httpd", class lsb).
+        const std::string base = r.type.empty() ? r.name : r.type;
+        if (r.klass == model::ResourceClass::Systemd)
+            r.unit = base + ".service";
+        else if (r.klass == model::ResourceClass::Lsb)
+            r.unit = base;
+    }
+    if (!(st = e.duration("monitor_interval", r.monitor_interval, false, false)))
+        return st;
+    if (!(st = parseEscalation(e, r.escalation)))
+        return st;
+
+    for (pugi::xml_node c : e.node().children()) {
+        if (c.type() != pugi::node_element)
+            continue;
+        const std::string cname = c.name();
+        if (cname == "param") {
+            Element p(f, c, e.label() + ", <param>");
+            auto name = p.text("name");
+            if (!name || name->empty())
+                return p.error(p.label() + ": a <param> needs a non-empty name=\"...\"");
+            std::string value;
+            if (!(st = p.string("value", value)))
+                return st;
+            if (r.params.count(*name))
+                return p.error(e.label() + ": <param name=" + q(*name) +
+                               "> is given twice; keep one");
+            r.params[*name] = value;
+            p.unknownAttributes(warnings);
+        } else if (cname == "probe") {
+            if (r.probe)
+                return f.error(c, e.label() + ": more than one <probe>; keep one");
+            Element p(f, c, e.label() + ", <probe>");
+            model::Probe probe;
+            if (!(st = parseProbe(p, probe)))
+                return st;
+            p.unknownAttributes(warnings);
+            r.probe = probe;
+        } else {
+            warnings.push_back(f.error(c, e.label() + ": unknown element " + describeNode(c) +
+                                              " ignored (it will not be saved back)"));
+        }
+    }
+    return {};
+}
+
+Status parseAssembly(const XmlFile& f, Element& e, model::Assembly& a,
+                     std::vector<Error>& warnings) {
+    Status st;
+    if (!(st = e.string("uuid", a.uuid)))
+        return st;
+    if (!(st = parseEscalation(e, a.escalation)))
+        return st;
+    if (!(st = e.string("image", a.image)))
+        return st;
+    if (!(st = e.string("address", a.address)))
+        return st;
+    if (!(st = e.boolean("parked", a.parked)))
+        return st;
+    // Written by Pacemaker Cloud's pcloudsh; pcloud keeps the deployable link in
+    // db_deployable.xml only.
+    for (const char* legacy : {"jeos_name", "infrastructure", "username", "deployment"})
+        e.ignore(legacy);
+    e.unknownAttributes(warnings);
+
+    bool haveDomain = false, haveResources = false;
+    for (pugi::xml_node c : e.node().children()) {
+        if (c.type() != pugi::node_element)
+            continue;
+        const std::string cname = c.name();
+        if (cname == "domain") {
+            if (haveDomain)
+                return f.error(c, e.label() + ": more than one <domain>; keep one");
+            haveDomain = true;
+            Element d(f, c, e.label() + ", <domain>");
+            d.unknownAttributes(warnings);
+            // Written as CDATA (split by the writer where the text holds "]]>"); a domain
+            // pasted in as an element is accepted too.
+            for (pugi::xml_node t : c.children()) {
+                if (t.type() == pugi::node_cdata || t.type() == pugi::node_pcdata) {
+                    a.domain_xml += t.value();
+                } else if (t.type() == pugi::node_element) {
+                    std::ostringstream os;
+                    t.print(os, "", pugi::format_raw);
+                    a.domain_xml += os.str();
+                }
+            }
+        } else if (cname == "resources") {
+            if (haveResources)
+                return f.error(c, e.label() + ": more than one <resources>; merge them");
+            haveResources = true;
+            std::map<std::string, int> firstLine;
+            for (pugi::xml_node rn : c.children()) {
+                if (rn.type() != pugi::node_element)
+                    continue;
+                if (std::string(rn.name()) != "resource") {
+                    warnings.push_back(f.error(rn, e.label() + ": unknown element " +
+                                                       describeNode(rn) +
+                                                       " in <resources> ignored"));
+                    continue;
+                }
+                Element re(f, rn,
+                           "resource " + q(rn.attribute("name").value()) + " in assembly " +
+                               q(a.name));
+                model::Resource r;
+                if (!(st = re.name("name", r.name)))
+                    return st;
+                if (auto it = firstLine.find(r.name); it != firstLine.end())
+                    return re.error(re.label() + " is defined twice (first at line " +
+                                    std::to_string(it->second) + "); remove or rename one");
+                firstLine[r.name] = f.lineOf(rn);
+                if (!(st = parseResourceBody(f, re, r, warnings)))
+                    return st;
+                re.unknownAttributes(warnings);
+                if (!(st = atElement(re, validateResource(r))))
+                    return st;
+                a.resources.push_back(std::move(r));
+            }
+        } else {
+            warnings.push_back(f.error(c, e.label() + ": unknown element " + describeNode(c) +
+                                              " ignored (it will not be saved back)"));
+        }
+    }
+    return atElement(e, validateAssembly(a));
+}
+
+// ---- writing ---------------------------------------------------------------------------
+
+void writeDeployable(pugi::xml_node parent, const model::Deployable& d) {
+    pugi::xml_node n = parent.append_child("deployable");
+    set(n, "name", d.name);
+    setIfNotEmpty(n, "uuid", d.uuid);
+    setIfNotEmpty(n, "infrastructure", d.infrastructure);
+    setIfNotEmpty(n, "username", d.username);
+    set(n, "monitor", model::toString(d.monitor));
+    set(n, "uri", d.uri);
+    set(n, "escalation_failures", formatFailures(d.escalation.failures));
+    set(n, "escalation_period", formatDuration(d.escalation.period));
+    set(n, "outcome", model::toString(d.outcome));
+    set(n, "heartbeat_interval", formatDuration(d.heartbeat_interval));
+    set(n, "heartbeat_timeout", formatDuration(d.heartbeat_timeout));
+    for (const auto& a : d.assemblies)
+        set(n.append_child("assembly"), "name", a);
+    pugi::xml_node b = n.append_child("backoff");
+    set(b, "base", formatDuration(d.backoff.base));
+    set(b, "factor", formatNumber(d.backoff.factor));
+    set(b, "cap", formatDuration(d.backoff.cap));
+    set(b, "reset_after", formatDuration(d.backoff.reset_after));
+    if (!(d.referee == model::RefereeConfig{})) {
+        pugi::xml_node r = n.append_child("referee");
+        set(r, "driver", d.referee.driver);
+        set(r, "socket", d.referee.socket);
+        set(r, "backend", d.referee.backend);
+        set(r, "config_file", d.referee.config_file);
+        set(r, "cluster", d.referee.cluster);
+        set(r, "alias", d.referee.alias);
+        set(r, "apachectl", d.referee.apachectl);
+    }
+}
+
+void writeResourceBody(pugi::xml_node n, const model::Resource& r) {
+    setIfNotEmpty(n, "type", r.type);
+    set(n, "class", model::toString(r.klass));
+    setIfNotEmpty(n, "provider", r.provider);
+    set(n, "unit", r.unit);
+    set(n, "monitor_interval", formatDuration(r.monitor_interval));
+    set(n, "escalation_failures", formatFailures(r.escalation.failures));
+    set(n, "escalation_period", formatDuration(r.escalation.period));
+    for (const auto& [k, v] : r.params) {
+        pugi::xml_node p = n.append_child("param");
+        set(p, "name", k);
+        set(p, "value", v);
+    }
+    if (r.probe) {
+        const auto& p = *r.probe;
+        pugi::xml_node pn = n.append_child("probe");
+        set(pn, "kind", model::toString(p.kind));
+        set(pn, "host", p.host);
+        set(pn, "port", std::to_string(p.port));
+        set(pn, "path", p.path);
+        set(pn, "expect_status", std::to_string(p.expect_status));
+        set(pn, "interval", formatDuration(p.interval));
+        set(pn, "timeout", formatDuration(p.timeout));
+        set(pn, "threshold", std::to_string(p.threshold));
+    }
+}
+
+void writeAssembly(pugi::xml_node parent, const model::Assembly& a) {
+    pugi::xml_node n = parent.append_child("assembly");
+    set(n, "name", a.name);
+    setIfNotEmpty(n, "uuid", a.uuid);
+    set(n, "escalation_failures", formatFailures(a.escalation.failures));
+    set(n, "escalation_period", formatDuration(a.escalation.period));
+    setIfNotEmpty(n, "image", a.image);
+    setIfNotEmpty(n, "address", a.address);
+    if (a.parked)
+        set(n, "parked", "true");
+    if (!a.domain_xml.empty())
+        n.append_child("domain").append_child(pugi::node_cdata).set_value(a.domain_xml.c_str());
+    pugi::xml_node rs = n.append_child("resources");
+    for (const auto& r : a.resources) {
+        pugi::xml_node rn = rs.append_child("resource");
+        set(rn, "name", r.name);
+        writeResourceBody(rn, r);
+    }
+}
+
+// ---- validation ------------------------------------------------------------------------
+
+Status validateEscalation(const model::Escalation& e) {
+    if (e.failures < 0 && e.failures != model::kUnlimitedFailures)
+        return makeError("escalation_failures=" + std::to_string(e.failures) +
+                         " is negative; use a number >= 0 or INFINITY");
+    if (e.period <= 0 && e.period != model::kUnlimitedPeriod)
+        return makeError("escalation_period must be longer than zero (or INFINITY)");
+    return {};
+}
+
+Status validateProbe(const model::Probe& p) {
+    if (p.port < 1 || p.port > 65535)
+        return makeError("probe port must be 1-65535");
+    if (p.host.empty())
+        return makeError("probe host is empty; use e.g. host=\"127.0.0.1\"");
+    if (p.kind == model::ProbeKind::Http && (p.path.empty() || p.path[0] != '/'))
+        return makeError("probe path=" + q(p.path) + " must start with '/'");
+    if (p.expect_status < 100 || p.expect_status > 599)
+        return makeError("probe expect_status must be an HTTP status, 100-599");
+    if (p.interval <= 0 || p.timeout <= 0)
+        return makeError("probe interval and timeout must be longer than zero");
+    if (p.threshold < 1)
+        return makeError("probe threshold must be at least 1");
+    return {};
+}
+
+Status validateResource(const model::Resource& r) {
+    if (!model::isValidName(r.name))
+        return makeError("resource name " + q(r.name) + " is not a valid name");
+    if (r.monitor_interval <= 0)
+        return makeError("monitor_interval must be longer than zero");
+    if (auto st = validateEscalation(r.escalation); !st)
+        return st;
+    if (r.unit.empty() && r.klass == model::ResourceClass::Process)
+        return makeError("class=\"process\" needs unit=\"COMMAND\" (the command line to run)");
+    for (const auto& [k, _] : r.params)
+        if (k.empty())
+            return makeError("a param has an empty name");
+    if (r.probe)
+        if (auto st = validateProbe(*r.probe); !st)
+            return st;
+    return {};
+}
+
+Status validateAssembly(const model::Assembly& a) {
+    if (!model::isValidName(a.name))
+        return makeError("assembly name " + q(a.name) + " is not a valid name");
+    if (auto st = validateEscalation(a.escalation); !st)
+        return st;
+    std::set<std::string> seen;
+    for (const auto& r : a.resources) {
+        if (!seen.insert(r.name).second)
+            return makeError("resource " + q(r.name) + " is listed twice");
+        if (auto st = validateResource(r); !st)
+            return makeError("resource " + q(r.name) + ": " + st.error().message);
+    }
+    return {};
+}
+
+Status validateDeployable(const model::Deployable& d) {
+    if (!model::isValidName(d.name))
+        return makeError("deployable name " + q(d.name) + " is not a valid name");
+    if (d.uri.empty())
+        return makeError("uri is empty; use e.g. uri=\"qemu:///system\"");
+    if (auto st = validateEscalation(d.escalation); !st)
+        return st;
+    if (d.heartbeat_interval <= 0)
+        return makeError("heartbeat_interval must be longer than zero");
+    if (d.heartbeat_timeout < d.heartbeat_interval)
+        return makeError("heartbeat_timeout (" + formatDuration(d.heartbeat_timeout) +
+                         ") is shorter than heartbeat_interval (" +
+                         formatDuration(d.heartbeat_interval) +
+                         "); make it several intervals so one late beat is not a failure");
+    const auto& b = d.backoff;
+    if (b.base < 0 || b.cap < 0 || b.reset_after < 0)
+        return makeError("backoff durations must not be negative");
+    if (!(b.factor >= 1.0))
+        return makeError("backoff factor must be >= 1");
+    if (b.cap < b.base)
+        return makeError("backoff cap (" + formatDuration(b.cap) + ") is below its base (" +
+                         formatDuration(b.base) + "); raise the cap");
+    const auto& drv = d.referee.driver;
+    if (!(drv.empty() || drv == "log" || drv == "haproxy" || drv == "apache"))
+        return makeError("referee driver " + q(drv) +
+                         " is unknown; use haproxy, apache, log or \"\"");
+    std::set<std::string> seen;
+    for (const auto& a : d.assemblies) {
+        if (!model::isValidName(a))
+            return makeError("assembly name " + q(a) + " is not a valid name");
+        if (!seen.insert(a).second)
+            return makeError("assembly " + q(a) + " is listed twice");
+    }
+    return {};
+}
+
+} // namespace pcloud::store::detail

@@ -1,0 +1,39 @@
+#pragma once
+// Internal to pcloud_store: the XML form of each model object, shared by the state files
+// and the resource templates. Parsers check syntax per attribute (with file and line);
+// validate* check the rules between fields and are also run on models built in memory.
+
+#include "model/model.h"
+#include "store/xml_file.h"
+
+#include <vector>
+
+namespace pcloud::store::detail {
+
+Status parseEscalation(Element& e, model::Escalation& out);
+Status parseDeployableAttributes(Element& e, model::Deployable& out);
+Status parseBackoff(Element& e, model::Backoff& out);
+Status parseReferee(Element& e, model::RefereeConfig& out);
+// Attributes and children (<domain>, <resources>) of an <assembly> in db_assemblies.xml.
+Status parseAssembly(const XmlFile& f, Element& e, model::Assembly& out,
+                     std::vector<Error>& warnings);
+// The attributes shared by <resource> and <template>: type, class, provider, unit,
+// monitor_interval, escalation; and the children <param> and <probe>.
+Status parseResourceBody(const XmlFile& f, Element& e, model::Resource& out,
+                         std::vector<Error>& warnings);
+Status parseProbe(Element& e, model::Probe& out);
+
+void writeDeployable(pugi::xml_node parent, const model::Deployable& d);
+void writeAssembly(pugi::xml_node parent, const model::Assembly& a);
+// Writes type/class/provider/unit/monitor_interval/escalation and <param>/<probe> children.
+void writeResourceBody(pugi::xml_node node, const model::Resource& r);
+
+Status validateEscalation(const model::Escalation& e);
+Status validateDeployable(const model::Deployable& d);
+Status validateAssembly(const model::Assembly& a);
+Status validateResource(const model::Resource& r);
+Status validateProbe(const model::Probe& p);
+
+std::string formatFailures(int failures);
+
+} // namespace pcloud::store::detail
