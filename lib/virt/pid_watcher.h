@@ -1,0 +1,64 @@
+#pragma once
+// PidWatcher: the earliest proof that a local QEMU process is gone. It holds a pidfd
+// (pidfd_open) per watched pid in one epoll set served by its own thread; a pidfd becomes
+// readable the moment the process exits, whoever killed it. Unlike a pid number, a pidfd
+// cannot be fooled by pid reuse once it is open.
+//
+// Callbacks run on the watcher's thread. Each watch fires at most once, then is removed.
+
+#include "common/result.h"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <sys/types.h>
+#include <thread>
+
+namespace pcloud::virt {
+
+struct PidExit {
+    std::string key; // what the caller called it (e.g. the domain name)
+    pid_t pid = 0;
+    std::int64_t monotonicUs = 0; // steady clock when the exit was seen
+    bool alreadyGone = false;     // the process had exited before the watch was added
+};
+
+class PidWatcher {
+public:
+    using Callback = std::function<void(const PidExit&)>;
+
+    explicit PidWatcher(Callback callback);
+    ~PidWatcher();
+    PidWatcher(const PidWatcher&) = delete;
+    PidWatcher& operator=(const PidWatcher&) = delete;
+
+    // Starts watching `pid` under `key` (replacing an earlier watch of the same key). If the
+    // process is already gone, the callback fires (alreadyGone = true) from the watcher
+    // thread. Errors: pidfd_open unsupported, or no permission.
+    Status watch(const std::string& key, pid_t pid);
+    // Stops watching `key` (no callback). Unknown keys are fine.
+    void unwatch(const std::string& key);
+    size_t size() const;
+
+private:
+    void run();
+    void wake();
+
+    Callback callback_;
+    int epoll_fd_ = -1;
+    int wake_fd_ = -1;
+    mutable std::mutex mu_;
+    struct Entry {
+        int fd;
+        pid_t pid;
+    };
+    std::map<std::string, Entry> by_key_; // guarded by mu_
+    std::map<int, std::string> by_fd_;    // guarded by mu_
+    std::map<std::string, pid_t> gone_;   // already-exited watches to report; guarded
+    bool stopping_ = false;               // guarded by mu_
+    std::thread thread_;
+};
+
+} // namespace pcloud::virt

@@ -1,0 +1,237 @@
+// PidWatcher and ChannelConnection against real processes and real sockets (no QEMU).
+
+#include "virt/channel.h"
+#include "virt/pid_watcher.h"
+
+#include "test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace pcloud::virt;
+using namespace pcloud::virt::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+pid_t spawnSleeper() {
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sleep", "sleep", "60", static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    return pid;
+}
+
+// A unix socket server standing in for QEMU's side of the channel.
+class FakeQemuSocket {
+public:
+    explicit FakeQemuSocket(std::string path) : path_(std::move(path)) {
+        ::unlink(path_.c_str());
+        fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
+        ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        ::listen(fd_, 1);
+    }
+    ~FakeQemuSocket() {
+        closeClient();
+        ::close(fd_);
+        ::unlink(path_.c_str());
+    }
+    bool accept(std::chrono::milliseconds d) {
+        if (!LoopbackServer::readable(fd_, d))
+            return false;
+        client_ = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        return client_ >= 0;
+    }
+    void closeClient() {
+        if (client_ >= 0)
+            ::close(client_);
+        client_ = -1;
+    }
+    bool write(const std::string& s) {
+        return ::write(client_, s.data(), s.size()) == (ssize_t)s.size();
+    }
+    std::string readUntil(const std::string& needle, std::chrono::milliseconds d) {
+        auto end = std::chrono::steady_clock::now() + d;
+        while (got_.find(needle) == std::string::npos) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                end - std::chrono::steady_clock::now());
+            if (left.count() <= 0 || !LoopbackServer::readable(client_, left))
+                break;
+            char buf[4096];
+            ssize_t n = ::read(client_, buf, sizeof buf);
+            if (n <= 0)
+                break;
+            got_.append(buf, static_cast<size_t>(n));
+        }
+        return got_;
+    }
+    bool waitEof(std::chrono::milliseconds d) {
+        for (;;) {
+            if (!LoopbackServer::readable(client_, d))
+                return false;
+            char buf[4096];
+            ssize_t n = ::read(client_, buf, sizeof buf);
+            if (n <= 0)
+                return true;
+        }
+    }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+    int client_ = -1;
+    std::string got_;
+};
+
+std::string tempPath(const std::string& stem) {
+    return "/tmp/pcloud-virt-" + std::to_string(getpid()) + "-" + stem;
+}
+
+auto kindIs(ChannelEventKind k) {
+    return [k](const ChannelEvent& e) { return e.kind == k; };
+}
+
+} // namespace
+
+TEST(PidWatcherTest, FiresWhenTheProcessIsKilled) {
+    Recorder<PidExit> exits;
+    PidWatcher watcher([&](const PidExit& e) { exits.add(e); });
+    pid_t pid = spawnSleeper();
+    ASSERT_GT(pid, 0);
+    ASSERT_TRUE(watcher.watch("dom-a", pid).ok());
+    EXPECT_EQ(watcher.size(), 1u);
+    EXPECT_FALSE(exits.waitFor([](const PidExit&) { return true; }, 50ms).has_value());
+    ::kill(pid, SIGKILL);
+    auto e = exits.waitFor([](const PidExit& x) { return x.key == "dom-a"; }, 5s);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->pid, pid);
+    EXPECT_FALSE(e->alreadyGone);
+    EXPECT_EQ(watcher.size(), 0u);
+    ::waitpid(pid, nullptr, 0);
+}
+
+TEST(PidWatcherTest, AlreadyGoneProcessIsReported) {
+    Recorder<PidExit> exits;
+    PidWatcher watcher([&](const PidExit& e) { exits.add(e); });
+    pid_t pid = spawnSleeper();
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0); // reaped: the pid no longer exists
+    ASSERT_TRUE(watcher.watch("gone", pid).ok());
+    auto e = exits.waitFor([](const PidExit& x) { return x.key == "gone"; }, 5s);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_TRUE(e->alreadyGone);
+}
+
+TEST(PidWatcherTest, UnwatchedProcessDoesNotFire) {
+    Recorder<PidExit> exits;
+    PidWatcher watcher([&](const PidExit& e) { exits.add(e); });
+    pid_t a = spawnSleeper(), b = spawnSleeper();
+    ASSERT_TRUE(watcher.watch("a", a).ok());
+    ASSERT_TRUE(watcher.watch("b", b).ok());
+    watcher.unwatch("a");
+    ::kill(a, SIGKILL);
+    ::kill(b, SIGKILL);
+    ASSERT_TRUE(exits.waitFor([](const PidExit& x) { return x.key == "b"; }, 5s).has_value());
+    for (const auto& e : exits.snapshot())
+        EXPECT_NE(e.key, "a");
+    ::waitpid(a, nullptr, 0);
+    ::waitpid(b, nullptr, 0);
+}
+
+TEST(ChannelConnectionTest, DataBothWaysThenEofOnPeerClose) {
+    const std::string path = tempPath("chan1.sock");
+    FakeQemuSocket qemu(path);
+    Recorder<ChannelEvent> events;
+    Recorder<std::string> data;
+    ChannelConnection ch({.key = "dom1", .socket_path = path},
+                         {.on_event = [&](const ChannelEvent& e) { events.add(e); },
+                          .on_data = [&](std::string_view d) { data.add(std::string(d)); }});
+    ASSERT_TRUE(ch.start().ok());
+    ASSERT_TRUE(qemu.accept(5s));
+    ASSERT_TRUE(events.waitFor(kindIs(ChannelEventKind::Connected), 5s).has_value());
+    EXPECT_TRUE(ch.connected());
+
+    ASSERT_TRUE(qemu.write("hello from guest\n"));
+    EXPECT_TRUE(data.waitFor(
+        [](const std::string& s) { return s.find("hello") != std::string::npos; }, 5s));
+    ASSERT_TRUE(ch.send("ping\n"));
+    EXPECT_NE(qemu.readUntil("ping\n", 5s).find("ping\n"), std::string::npos);
+
+    qemu.closeClient(); // QEMU died
+    auto eof = events.waitFor(kindIs(ChannelEventKind::Eof), 5s);
+    ASSERT_TRUE(eof.has_value());
+    EXPECT_EQ(eof->key, "dom1");
+    EXPECT_FALSE(ch.connected());
+    EXPECT_FALSE(ch.send("dropped"));
+
+    // The domain came back: reconnect() connects again.
+    ch.reconnect();
+    ASSERT_TRUE(qemu.accept(5s));
+    EXPECT_TRUE(eventually([&] { return ch.connected(); }, 5s));
+}
+
+TEST(ChannelConnectionTest, ConnectFailureIsReportedOnceThenRetried) {
+    const std::string path = tempPath("chan2.sock");
+    ::unlink(path.c_str());
+    Recorder<ChannelEvent> events;
+    ChannelConnection ch({.key = "dom2", .socket_path = path, .retry_ms = 20},
+                         {.on_event = [&](const ChannelEvent& e) { events.add(e); }});
+    ASSERT_TRUE(ch.start().ok());
+    ASSERT_TRUE(events.waitFor(kindIs(ChannelEventKind::ConnectFailed), 5s).has_value());
+    FakeQemuSocket qemu(path); // the domain starts: the retry timer finds it
+    ASSERT_TRUE(qemu.accept(5s));
+    ASSERT_TRUE(events.waitFor(kindIs(ChannelEventKind::Connected), 5s).has_value());
+    int failures = 0;
+    for (const auto& e : events.snapshot())
+        failures += e.kind == ChannelEventKind::ConnectFailed;
+    EXPECT_EQ(failures, 1);
+}
+
+TEST(ChannelConnectionTest, RelaysBetweenGuestAndHub) {
+    const std::string path = tempPath("chan3.sock");
+    FakeQemuSocket qemu(path);
+    LoopbackServer hub;
+    Recorder<ChannelEvent> events;
+    ChannelConnection ch(
+        {.key = "dom3", .socket_path = path, .hub_port = hub.port(), .hub_retry_ms = 20},
+        {.on_event = [&](const ChannelEvent& e) { events.add(e); }});
+    ASSERT_TRUE(ch.start().ok());
+    ASSERT_TRUE(qemu.accept(5s));
+    ASSERT_TRUE(hub.accept(5s));
+    ASSERT_TRUE(events.waitFor(kindIs(ChannelEventKind::HubConnected), 5s).has_value());
+
+    // Guest -> hub, a payload bigger than one read, then hub -> guest.
+    std::string big(300 * 1024, 'x');
+    big = "AMQP" + big + "END";
+    ASSERT_TRUE(qemu.write(big));
+    EXPECT_EQ(hub.readUntil("END", 10s).size(), big.size());
+    ASSERT_TRUE(hub.write("AMQP-reply"));
+    EXPECT_NE(qemu.readUntil("AMQP-reply", 5s).find("AMQP-reply"), std::string::npos);
+
+    // The hub goes away: the guest side is closed too (so the agent starts afresh), then the
+    // relay reconnects both.
+    hub.closeClient();
+    ASSERT_TRUE(events.waitFor(kindIs(ChannelEventKind::HubClosed), 5s).has_value());
+    EXPECT_TRUE(qemu.waitEof(5s));
+    qemu.closeClient();
+    ASSERT_TRUE(qemu.accept(5s));
+    ASSERT_TRUE(hub.accept(5s));
+    ASSERT_TRUE(qemu.write("again"));
+    EXPECT_NE(hub.readUntil("again", 5s).find("again"), std::string::npos);
+
+    // QEMU dies: EOF is reported and the hub connection is closed.
+    qemu.closeClient();
+    ASSERT_TRUE(events.waitFor(kindIs(ChannelEventKind::Eof), 5s).has_value());
+    EXPECT_TRUE(hub.waitClientEof(5s));
+}
