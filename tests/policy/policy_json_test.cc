@@ -1,0 +1,121 @@
+#include "policy/policy_json.h"
+#include "policy/simulation.h"
+
+#include <gtest/gtest.h>
+
+using namespace pcloud;
+using namespace pcloud::policy;
+using nlohmann::json;
+
+TEST(ObservedJson, GarbageStatesMapToUnknown) {
+    json j = {{"assemblies",
+               {{"node01",
+                 {{"domain", "on fire"},
+                  {"services", {{"httpd", {{"state", "sort-of-ok"}}}, {"db", {{"state", 42}}}}}}}}}};
+    auto o = observedFromJson(j);
+    ASSERT_TRUE(o.ok()) << o.error().message;
+    const auto& a = o->assemblies.at("node01");
+    EXPECT_EQ(a.domain, DomainState::Unknown);
+    EXPECT_EQ(a.services.at("httpd").state, ServiceState::Unknown);
+    EXPECT_EQ(a.services.at("httpd").raw, "sort-of-ok");
+    EXPECT_EQ(a.services.at("db").state, ServiceState::Unknown);
+}
+
+TEST(ObservedJson, RoundTrips) {
+    Observed o;
+    o.desired = DesiredState::Stopped;
+    o.infra_ok = false;
+    auto& a = o.assemblies["n"];
+    a.domain = DomainState::Crashed;
+    a.suspect = true;
+    a.agent_connected = true;
+    a.heartbeat_seq = 7;
+    a.last_heartbeat = 1234;
+    a.services["s"] = ObservedService{ServiceState::Failed, "failed", 99, false};
+    auto back = observedFromJson(json::parse(toJson(o).dump()));
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(*back, o);
+}
+
+TEST(ObservedJson, BadTypesNameThePath) {
+    auto o = observedFromJson(json{{"assemblies", {{"n", {{"suspect", "yes"}}}}}});
+    ASSERT_FALSE(o.ok());
+    EXPECT_EQ(o.error().message, "assemblies.n.suspect: expected true or false, got string");
+    o = observedFromJson(json{{"desired", "maybe"}});
+    ASSERT_FALSE(o.ok());
+    EXPECT_NE(o.error().message.find("desired"), std::string::npos);
+    o = observedFromJson(json{{"assemblies", {{"n", {{"services", {{"s", {{"changed_at", "soon"}}}}}}}}}});
+    ASSERT_FALSE(o.ok());
+    EXPECT_NE(o.error().message.find("assemblies.n.services.s.changed_at"), std::string::npos);
+}
+
+TEST(EscalationStateJson, RoundTripsEverything) {
+    EscalationState s;
+    s.deployable.failures = {1, 2};
+    s.deployable.outcome_applied = true;
+    s.deployable.outcome_cause = "n@2";
+    s.deployable.infra_down = true;
+    s.deployable.infra_recovered_at = 77;
+    s.deployable.reported = "failed";
+    auto& a = s.assemblies["n"];
+    a.phase = Phase::RestartPending;
+    a.phase_since = 5;
+    a.due = 10;
+    a.cause_id = "n@5";
+    a.seen_running = true;
+    a.recovery = Recovery{{3, 4}, 2, 4, std::nullopt};
+    a.membership = Membership::Draining;
+    a.reported = "failed";
+    auto& sv = a.services["httpd"];
+    sv.phase = Phase::Restarting;
+    sv.recovery.stable_since = 1;
+    sv.cause_id = "n/httpd@3";
+    auto back = escalationStateFromJson(json::parse(toJson(s).dump()));
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(*back, s);
+}
+
+TEST(EscalationStateJson, RejectsBadInput) {
+    auto r = escalationStateFromJson(json{{"assemblies", {{"n", {{"phase", "dancing"}}}}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("assemblies.n.phase: expected one of"), std::string::npos);
+    r = escalationStateFromJson(json{{"v", 2}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("unsupported state version"), std::string::npos);
+    r = escalationStateFromJson(
+        json{{"assemblies", {{"n", {{"services", {{"s", {{"recovery", {{"failures", {"x"}}}}}}}}}}}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message,
+              "assemblies.n.services.s.recovery.failures[0]: expected integer milliseconds");
+    r = escalationStateFromJson(json{{"deployable", {{"bogus", 1}}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("deployable.bogus: unknown key"), std::string::npos);
+}
+
+TEST(Scenario, SyntaxErrorGivesFileAndLine) {
+    auto s = parseScenario("{\n \"model\": {},\n \"steps\": [\n  {\"at\": }\n ]\n}\n", "x.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().file, "x.json");
+    EXPECT_EQ(s.error().line, 4);
+}
+
+TEST(Scenario, BadStepNamesThePath) {
+    std::string text = R"({"model": {"deployables": {"web": {}}},
+        "steps": [{"at": "+0s"}, {"at": "+5s", "observe": {"assemblies": {"n": {"last_heartbeat": "later"}}}}]})";
+    auto s = parseScenario(text, "y.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("y.json: steps[1].observe.assemblies.n.last_heartbeat"),
+              std::string::npos)
+        << s.error().describe();
+    s = parseScenario(R"({"model": {"deployables": {"web": {}}}, "steps": [{"at": "+5s"}, {"at": "+1s"}]})",
+                      "z.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().message.find("back in time"), std::string::npos);
+}
+
+TEST(Scenario, RelativeTimes) {
+    EXPECT_EQ(formatRelative(0), "+0s");
+    EXPECT_EQ(formatRelative(1500), "+1.5s");
+    EXPECT_EQ(formatRelative(120'001), "+120.001s");
+    EXPECT_EQ(lineOfOffset("a\nb\nc", 4), 3);
+}
