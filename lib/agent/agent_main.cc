@@ -1,0 +1,179 @@
+#include "agent/agent_main.h"
+
+#include "agent/agent_core.h"
+#include "agent/amqp_link.h"
+#include "agent/config.h"
+#include "agent/event_loop.h"
+#include "agent/probe.h"
+#include "agent/process_backend.h"
+#include "agent/systemd_backend.h"
+#include "common/exit_codes.h"
+#include "common/fs.h"
+#include "common/log.h"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdio>
+#include <iostream>
+
+namespace pcloud::agent {
+namespace {
+
+Millis boottimeMs() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_BOOTTIME, &ts);
+    return static_cast<Millis>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+std::string firstLine(const std::string& path) {
+    auto text = fs::readFile(path);
+    if (!text)
+        return {};
+    std::string s = *text;
+    auto nl = s.find('\n');
+    if (nl != std::string::npos)
+        s.resize(nl);
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+        s.pop_back();
+    return s;
+}
+
+// SIGTERM/SIGINT end the loop; read through a signalfd so they arrive inside poll().
+class SignalSource : public Source {
+public:
+    SignalSource(EventLoop& loop) : loop_(loop) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
+        ::sigprocmask(SIG_BLOCK, &set, nullptr);
+        fd_ = ::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    }
+    ~SignalSource() override {
+        if (fd_ >= 0)
+            ::close(fd_);
+    }
+    void prepare(PollSet& ps, Millis) override {
+        if (fd_ >= 0)
+            idx_ = ps.add(fd_, POLLIN);
+    }
+    void dispatch(const PollSet& ps, Millis) override {
+        if (fd_ < 0 || !(ps.revents(idx_) & POLLIN))
+            return;
+        signalfd_siginfo si{};
+        while (::read(fd_, &si, sizeof si) == sizeof si) {
+            if (si.ssi_signo == SIGHUP) {
+                PCLOUD_LOG(Info, "SIGHUP ignored; restart the agent to reread its config");
+                continue;
+            }
+            PCLOUD_LOG(Notice, "Stopping on signal", {{"signal", std::to_string(si.ssi_signo)}});
+            loop_.stop();
+        }
+    }
+
+private:
+    EventLoop& loop_;
+    int fd_ = -1;
+    std::size_t idx_ = 0;
+};
+
+} // namespace
+
+int runAgent(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    auto parsed = parseCommandLine(args);
+    if (!parsed) {
+        std::fprintf(stderr, "pcloud-agent: %s\n", parsed.error().describe().c_str());
+        return toInt(ExitCode::Usage);
+    }
+    if (parsed->help) {
+        std::cout << usageText();
+        return toInt(ExitCode::Ok);
+    }
+    if (parsed->version) {
+        std::cout << "pcloud-agent 0.1.0\n";
+        return toInt(ExitCode::Ok);
+    }
+    AgentConfig cfg = parsed->config;
+    log::Level level;
+    if (log::parseLevel(cfg.log_level, level))
+        log::setLevel(level);
+    if (cfg.assembly.empty()) {
+        std::string uuid = firstLine("/sys/class/dmi/id/product_uuid");
+        for (auto& c : uuid)
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (uuid.empty() || !model::isValidName(uuid)) {
+            std::fprintf(stderr, "pcloud-agent: no --assembly given and "
+                                 "/sys/class/dmi/id/product_uuid is not readable\n");
+            return toInt(ExitCode::Usage);
+        }
+        cfg.assembly = uuid;
+    }
+    log::setIdent("pcloud-agent[" + cfg.assembly + "]");
+    auto ep = parseEndpoint(cfg.connect);
+    if (!ep) {
+        std::fprintf(stderr, "pcloud-agent: %s\n", ep.error().describe().c_str());
+        return toInt(ExitCode::Usage);
+    }
+    ::signal(SIGPIPE, SIG_IGN);
+
+    SystemClock clock;
+    EventLoop loop(clock);
+    SignalSource signals(loop);
+
+    std::unique_ptr<UnitBackend> backend;
+    ProcessBackend* processBackend = nullptr;
+    if (cfg.backend == BackendKind::Process) {
+        auto pb = std::make_unique<ProcessBackend>(clock, cfg.process_commands);
+        processBackend = pb.get();
+        backend = std::move(pb);
+    } else {
+        backend = std::make_unique<SystemdBackend>(clock);
+    }
+
+    Identity id;
+    id.assembly = cfg.assembly;
+    id.boot_id = firstLine("/proc/sys/kernel/random/boot_id");
+    id.seq_base = static_cast<std::uint64_t>(boottimeMs());
+
+    AgentCore* corePtr = nullptr;
+    ProbeRunner probes(clock, [&corePtr](const std::string& unit, std::optional<bool> ready) {
+        if (corePtr)
+            corePtr->onReady(unit, ready);
+    });
+    AgentCore core(cfg, id, *backend, &probes, clock, boottimeMs);
+    corePtr = &core;
+    backend->setListener(&core);
+    for (const auto& [unit, p] : cfg.probes)
+        probes.setProbe(unit, p);
+    backend->setWatch(cfg.watch, cfg.process_commands);
+    if (processBackend)
+        processBackend->startAll();
+
+    std::string prefix = cfg.address_prefix;
+    AmqpLink link(*ep, prefix + "pcloud.reports." + cfg.assembly,
+                  prefix + "pcloud.agent." + cfg.assembly, "pcloud-agent-" + cfg.assembly,
+                  cfg.max_message_size, core, clock);
+
+    loop.add(&signals);
+    loop.add(backend.get());
+    loop.add(&probes);
+    loop.add(&core);
+    loop.add(&link);
+    PCLOUD_LOG(Notice, "pcloud-agent started",
+               {{"assembly", cfg.assembly},
+                {"backend", backend->name()},
+                {"connect", cfg.connect},
+                {"units", std::to_string(cfg.watch.size())}});
+    loop.run();
+    backend->shutdown();
+    PCLOUD_LOG(Notice, "pcloud-agent stopped", {{"assembly", cfg.assembly}});
+    return toInt(ExitCode::Ok);
+}
+
+} // namespace pcloud::agent
