@@ -1,0 +1,738 @@
+#include "bus/client.h"
+
+#include "bus/address.h"
+#include "bus/proton_util.h"
+#include "common/log.h"
+
+#include <proton/connection.hpp>
+#include <proton/connection_options.hpp>
+#include <proton/container.hpp>
+#include <proton/delivery.hpp>
+#include <proton/duration.hpp>
+#include <proton/error_condition.hpp>
+#include <proton/message.hpp>
+#include <proton/message_id.hpp>
+#include <proton/messaging_handler.hpp>
+#include <proton/receiver.hpp>
+#include <proton/receiver_options.hpp>
+#include <proton/sender.hpp>
+#include <proton/sender_options.hpp>
+#include <proton/session.hpp>
+#include <proton/source.hpp>
+#include <proton/source_options.hpp>
+#include <proton/target.hpp>
+#include <proton/tracker.hpp>
+#include <proton/transport.hpp>
+#include <proton/work_queue.hpp>
+
+#include <algorithm>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace pcloud::bus {
+
+namespace {
+
+struct Outgoing {
+    proton::message message;
+    std::string requestId; // non-empty: reply_to is filled in when written
+    bool reply = false;    // addressed to someone's reply address
+};
+
+struct Subscription {
+    std::string logical;
+    std::string wire;
+    MessageCallback callback;
+    RequestHandler handler; // set for serve()
+    bool ready = false;     // the peer has opened the receiver link
+};
+
+struct PendingRequest {
+    ReplyCallback callback;
+    std::string wire;
+    bool written = false;
+    std::chrono::steady_clock::time_point deadline;
+    std::string timeoutMessage;
+};
+
+proton::duration toDuration(std::chrono::milliseconds ms) {
+    return proton::duration(static_cast<proton::duration::numeric_type>(ms.count()));
+}
+
+} // namespace
+
+struct Client::Impl : proton::messaging_handler {
+    ClientOptions options;
+    detail::ParsedUrl url;
+    std::string queuePrefix;
+    std::string topicPrefix;
+
+    // ---- shared with user threads, under mutex ----
+    mutable std::mutex mutex;
+    mutable std::condition_variable changed;
+    std::map<std::string, std::deque<Outgoing>> outgoing; // by wire address, in order
+    std::size_t pending = 0;
+    std::map<std::uint64_t, Subscription> subs;
+    std::map<std::string, PendingRequest> requests;
+    bool isConnected = false;
+    bool replyReady = false;
+    bool closing = false;
+    Stats stats;
+    std::uint64_t nextId = 0;
+    std::string idPrefix;
+
+    // ---- client thread only ----
+    // The open connection's work queue, under mutex: the way user threads hand work to the
+    // client thread. (Proton 0.37's container-level work_queue does not wake the proactor
+    // until its next timer, which cost seconds per call.) Null while disconnected: then
+    // everything waits in outgoing/subs and is picked up by on_connection_open.
+    proton::work_queue* connWork = nullptr;
+    std::unique_ptr<proton::container> container;
+    std::thread thread;
+    std::atomic<std::thread::id> threadId{};
+    proton::connection conn;
+    bool open = false; // conn is usable
+    std::map<std::string, proton::sender> senders; // by wire address
+    std::map<std::uint64_t, proton::receiver> subLinks;
+    std::map<proton::receiver, std::uint64_t> linkToSub;
+    proton::receiver replyReceiver;
+    std::string replyAddress;
+    // RabbitMQ 3.10 refuses dynamic sources; then the reply address is a private topic
+    // subscription (an auto-deleted queue there). Remembered across reconnects.
+    bool dynamicRefused = false;
+    std::string replyFallback;
+    std::chrono::milliseconds backoff{0};
+
+    std::string wireAddress(const std::string& logical) const {
+        return (matchesTopic(logical, options.topics) ? topicPrefix : queuePrefix) + logical;
+    }
+
+    void post(std::function<void()> fn) {
+        std::lock_guard lock(mutex);
+        if (connWork) connWork->add(std::move(fn));
+    }
+
+    // Fails requests whose deadline has passed and re-arms itself for the next one (client
+    // thread). Armed when a request is posted and on every (re)connect attempt.
+    std::chrono::steady_clock::time_point sweepAt = std::chrono::steady_clock::time_point::max();
+    void armSweep() {
+        auto next = std::chrono::steady_clock::time_point::max();
+        {
+            std::lock_guard lock(mutex);
+            for (const auto& [id, r] : requests) next = std::min(next, r.deadline);
+        }
+        if (next == std::chrono::steady_clock::time_point::max() || next >= sweepAt) return;
+        sweepAt = next;
+        auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(
+            next - std::chrono::steady_clock::now());
+        if (delay.count() < 0) delay = std::chrono::milliseconds(0);
+        container->schedule(toDuration(delay + std::chrono::milliseconds(1)), [this] {
+            sweepAt = std::chrono::steady_clock::time_point::max();
+            sweep();
+        });
+    }
+    void sweep() {
+        auto now = std::chrono::steady_clock::now();
+        std::vector<std::pair<ReplyCallback, std::string>> expired;
+        {
+            std::lock_guard lock(mutex);
+            for (auto it = requests.begin(); it != requests.end();) {
+                if (it->second.deadline <= now) {
+                    expired.emplace_back(std::move(it->second.callback), it->second.timeoutMessage);
+                    dropQueuedRequest(it->second.wire, it->first);
+                    it = requests.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+        }
+        changed.notify_all();
+        for (auto& [cb, text] : expired) invoke([&] { cb(makeError(text)); });
+        armSweep();
+    }
+    // mutex held: takes back a request not yet written, nobody waits for its reply any more.
+    void dropQueuedRequest(const std::string& wire, const std::string& id) {
+        auto qit = outgoing.find(wire);
+        if (qit == outgoing.end()) return;
+        auto& q = qit->second;
+        for (auto o = q.begin(); o != q.end(); ++o) {
+            if (o->requestId == id) {
+                q.erase(o);
+                --pending;
+                break;
+            }
+        }
+        if (q.empty()) outgoing.erase(qit);
+    }
+
+    // ---- connection management (client thread) ----
+    void connectNow() {
+        {
+            std::lock_guard lock(mutex);
+            if (closing) return;
+        }
+        armSweep();
+        proton::connection_options co;
+        co.idle_timeout(toDuration(options.idleTimeout));
+        if (!url.user.empty()) {
+            co.user(url.user).password(url.password).sasl_allowed_mechs("PLAIN");
+            // PLAIN sends the password in clear: allowed only on loopback.
+            co.sasl_allow_insecure_mechs(url.loopback());
+        }
+        try {
+            container->connect(url.hostPort(), co);
+        } catch (const std::exception& e) {
+            PCLOUD_LOG(Warning, "Bus connect failed", {{"url", url.hostPort()}, {"error", e.what()}});
+            scheduleReconnect();
+        }
+    }
+
+    void scheduleReconnect() {
+        {
+            std::lock_guard lock(mutex);
+            if (closing) return;
+        }
+        backoff = backoff.count() == 0 ? options.reconnectMin
+                                       : std::min(backoff * 2, options.reconnectMax);
+        container->schedule(toDuration(backoff), [this] { connectNow(); });
+    }
+
+    void openSubscription(std::uint64_t id, const std::string& wire) {
+        if (!open || subLinks.count(id)) return;
+        proton::receiver r =
+            conn.open_receiver(wire, proton::receiver_options().credit_window(
+                                         static_cast<int>(options.receiverCredit)));
+        subLinks[id] = r;
+        linkToSub[r] = id;
+    }
+
+    void on_connection_open(proton::connection& c) override {
+        conn = c;
+        open = true;
+        backoff = std::chrono::milliseconds(0);
+        openReplyReceiver();
+        std::vector<std::pair<std::uint64_t, std::string>> toOpen;
+        {
+            std::lock_guard lock(mutex);
+            connWork = &c.work_queue();
+            isConnected = true;
+            ++stats.connects;
+            for (const auto& [id, s] : subs) toOpen.emplace_back(id, s.wire);
+        }
+        for (const auto& [id, wire] : toOpen) openSubscription(id, wire);
+        PCLOUD_LOG(Info, "Bus connected", {{"url", url.hostPort()}});
+        flushAll();
+        armSweep();
+    }
+
+    void openReplyReceiver() {
+        auto ro = proton::receiver_options().credit_window(static_cast<int>(options.receiverCredit));
+        if (!dynamicRefused) {
+            replyReceiver = conn.open_receiver("", ro.source(proton::source_options().dynamic(true)));
+        } else {
+            replyFallback = topicPrefix + std::string(kDynamicPrefix) + idPrefix +
+                            std::to_string(++fallbackCounter);
+            replyReceiver = conn.open_receiver(replyFallback, ro);
+        }
+    }
+    std::uint64_t fallbackCounter = 0;
+
+    void on_receiver_open(proton::receiver& r) override {
+        if (auto it = linkToSub.find(r); it != linkToSub.end()) {
+            {
+                std::lock_guard lock(mutex);
+                if (auto sit = subs.find(it->second); sit != subs.end()) sit->second.ready = true;
+            }
+            changed.notify_all();
+            return;
+        }
+        if (r != replyReceiver) return;
+        replyAddress = dynamicRefused ? replyFallback : r.source().address();
+        {
+            std::lock_guard lock(mutex);
+            replyReady = !replyAddress.empty();
+        }
+        changed.notify_all();
+        if (replyAddress.empty())
+            PCLOUD_LOG(Warning, "Bus peer gave no dynamic reply address; requests will time out",
+                       {{"url", url.hostPort()}});
+        flushAll();
+    }
+
+    void on_transport_error(proton::transport& t) override {
+        PCLOUD_LOG(Info, "Bus connection failed", {{"url", url.hostPort()}, {"error", t.error().what()}});
+    }
+
+    void on_transport_close(proton::transport&) override { lost(); }
+
+    void on_connection_error(proton::connection& c) override {
+        PCLOUD_LOG(Warning, "Bus peer closed the connection",
+                   {{"url", url.hostPort()}, {"error", c.error().what()}});
+    }
+    void on_receiver_error(proton::receiver& r) override {
+        if (r == replyReceiver && !dynamicRefused && open && !topicPrefix.empty()) {
+            dynamicRefused = true;
+            PCLOUD_LOG(Info, "Bus peer refused a dynamic reply address; using a private topic",
+                       {{"url", url.hostPort()}, {"error", r.error().what()}});
+            openReplyReceiver();
+            return;
+        }
+        PCLOUD_LOG(Warning, "Bus peer refused a receiver",
+                   {{"address", r.source().address()}, {"error", r.error().what()}});
+    }
+    void on_sender_error(proton::sender& s) override {
+        PCLOUD_LOG(Warning, "Bus peer refused a sender",
+                   {{"address", s.target().address()}, {"error", s.error().what()}});
+    }
+    // Errors the handlers above do not cover: logged, never thrown (the default throws,
+    // which would end the client's thread).
+    void on_error(const proton::error_condition& e) override {
+        PCLOUD_LOG(Warning, "Bus protocol error", {{"url", url.hostPort()}, {"error", e.what()}});
+    }
+    void on_session_error(proton::session& s) override {
+        if (replyAddress.empty() && !dynamicRefused && !topicPrefix.empty()) {
+            // RabbitMQ ends the whole session when it refuses a dynamic source: start over
+            // with a private-topic reply address.
+            dynamicRefused = true;
+            PCLOUD_LOG(Info, "Bus peer refused a dynamic reply address; reconnecting with a private topic",
+                       {{"url", url.hostPort()}, {"error", s.error().what()}});
+            if (open) conn.close();
+            return;
+        }
+        PCLOUD_LOG(Warning, "Bus peer closed a session",
+                   {{"url", url.hostPort()}, {"error", s.error().what()}});
+    }
+
+    void on_sender_close(proton::sender& s) override {
+        // The peer closed it (e.g. a reply address that went away): forget it; the next send
+        // to that address opens a new one.
+        for (auto it = senders.begin(); it != senders.end(); ++it) {
+            if (it->second == s) {
+                senders.erase(it);
+                break;
+            }
+        }
+    }
+
+    void lost() {
+        bool wasOpen = open;
+        open = false;
+        conn = proton::connection();
+        senders.clear();
+        subLinks.clear();
+        linkToSub.clear();
+        replyReceiver = proton::receiver();
+        replyAddress.clear();
+        std::vector<ReplyCallback> failed;
+        {
+            std::lock_guard lock(mutex);
+            connWork = nullptr;
+            isConnected = false;
+            replyReady = false;
+            for (auto& [id, sub] : subs) sub.ready = false;
+            // Replies to requests already written would go to the old reply address.
+            for (auto it = requests.begin(); it != requests.end();) {
+                if (it->second.written) {
+                    failed.push_back(std::move(it->second.callback));
+                    it = requests.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+        }
+        changed.notify_all();
+        for (auto& cb : failed)
+            invoke([&] {
+                cb(makeError("connection to " + url.hostPort() + " lost before the reply came"));
+            });
+        bool stopping;
+        {
+            std::lock_guard lock(mutex);
+            stopping = closing;
+        }
+        if (stopping) {
+            container->stop();
+            return;
+        }
+        if (wasOpen) PCLOUD_LOG(Notice, "Bus connection lost; reconnecting", {{"url", url.hostPort()}});
+        scheduleReconnect();
+    }
+
+    // ---- sending (client thread) ----
+    void flushAll() {
+        std::vector<std::string> addresses;
+        {
+            std::lock_guard lock(mutex);
+            for (const auto& [a, q] : outgoing) addresses.push_back(a);
+        }
+        for (const auto& a : addresses) flush(a);
+    }
+
+    void flush(const std::string& wire) {
+        if (!open) return;
+        std::unique_lock lock(mutex);
+        auto qit = outgoing.find(wire);
+        if (qit == outgoing.end()) return;
+        auto& q = qit->second;
+        while (!q.empty()) {
+            Outgoing& o = q.front();
+            if (!o.requestId.empty()) {
+                if (replyAddress.empty()) break;
+                o.message.reply_to(replyAddress);
+            }
+            auto sit = senders.find(wire);
+            if (sit == senders.end()) {
+                if (senders.size() > 256) closeIdleReplySenders();
+                senders[wire] = conn.open_sender(wire);
+                break; // credit comes with on_sendable
+            }
+            proton::sender& s = sit->second;
+            if (!s.active() || s.credit() <= 0) break;
+            s.send(o.message);
+            ++stats.sent;
+            if (!o.requestId.empty()) {
+                auto rit = requests.find(o.requestId);
+                if (rit != requests.end()) rit->second.written = true;
+            }
+            q.pop_front();
+            --pending;
+        }
+        if (q.empty()) outgoing.erase(qit);
+        lock.unlock();
+        changed.notify_all();
+    }
+
+    // mutex held
+    void closeIdleReplySenders() {
+        for (auto it = senders.begin(); it != senders.end();) {
+            if (!outgoing.count(it->first) && it->first.rfind(kDynamicPrefix, 0) == 0) {
+                it->second.close();
+                it = senders.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    void on_sendable(proton::sender& s) override { flush(s.target().address()); }
+
+    void on_tracker_reject(proton::tracker& t) override {
+        {
+            std::lock_guard lock(mutex);
+            ++stats.rejected;
+        }
+        PCLOUD_LOG(Warning, "Bus peer rejected a message", {{"address", t.sender().target().address()}});
+    }
+
+    // ---- receiving (client thread) ----
+    template <typename F> void invoke(F&& f) {
+        try {
+            f();
+        } catch (const std::exception& e) {
+            PCLOUD_LOG(Error, "Bus callback threw; message dropped", {{"error", e.what()}});
+        }
+    }
+
+    void on_message(proton::delivery& d, proton::message& m) override {
+        proton::receiver r = d.receiver();
+        Message msg = detail::fromProton(m);
+        if (r == replyReceiver) {
+            ReplyCallback cb;
+            {
+                std::lock_guard lock(mutex);
+                ++stats.received;
+                auto it = requests.find(msg.correlationId);
+                if (it != requests.end()) {
+                    cb = std::move(it->second.callback);
+                    requests.erase(it);
+                }
+            }
+            if (cb) invoke([&] { cb(std::move(msg)); });
+            // else: a late reply to a request that timed out; nothing waits for it.
+            return;
+        }
+        auto lit = linkToSub.find(r);
+        if (lit == linkToSub.end()) return;
+        MessageCallback callback;
+        RequestHandler handler;
+        {
+            std::lock_guard lock(mutex);
+            ++stats.received;
+            auto sit = subs.find(lit->second);
+            if (sit == subs.end()) return;
+            msg.address = sit->second.logical;
+            callback = sit->second.callback;
+            handler = sit->second.handler;
+        }
+        if (callback) invoke([&] { callback(msg); });
+        if (!handler) return;
+        std::optional<std::string> reply;
+        invoke([&] { reply = handler(msg); });
+        if (!reply) return;
+        if (msg.replyTo.empty()) {
+            PCLOUD_LOG(Warning, "Bus request has no reply_to; reply dropped",
+                       {{"address", msg.address}, {"id", msg.correlationId}});
+            return;
+        }
+        proton::message out = detail::toProton(msg.replyTo, *reply, {});
+        out.correlation_id(msg.correlationId);
+        {
+            std::lock_guard lock(mutex);
+            outgoing[msg.replyTo].push_back(Outgoing{std::move(out), {}, true});
+            ++pending;
+        }
+        flush(msg.replyTo);
+    }
+};
+
+Client::Client() = default;
+
+Client::~Client() { close(); }
+
+Status Client::connect(const std::string& url, const std::string& addressPrefix) {
+    ClientOptions o;
+    o.url = url;
+    o.addressPrefix = addressPrefix;
+    return connect(std::move(o));
+}
+
+Status Client::connect(ClientOptions options) {
+    if (impl_) return makeError("the bus client is already connected to " + impl_->options.url);
+    auto impl = std::make_shared<Impl>();
+    std::string err;
+    if (!detail::parseUrl(options.url, impl->url, err)) return makeError(err);
+    if (options.topics.empty()) options.topics = defaultTopicPatterns();
+    impl->queuePrefix = options.addressPrefix;
+    impl->topicPrefix = options.topicPrefix ? *options.topicPrefix
+                        : options.addressPrefix == "/queue/" ? std::string("/topic/")
+                                                             : options.addressPrefix;
+    std::random_device rd;
+    impl->idPrefix = std::to_string(rd()) + "-";
+    impl->options = std::move(options);
+    impl->container = impl->options.containerId.empty()
+                          ? std::make_unique<proton::container>(*impl)
+                          : std::make_unique<proton::container>(*impl, impl->options.containerId);
+    impl->container->auto_stop(false);
+    Impl* raw = impl.get();
+    // The first connect runs as soon as the container starts.
+    impl->container->schedule(proton::duration(0), [raw] { raw->connectNow(); });
+    impl->thread = std::thread([raw] {
+        raw->threadId = std::this_thread::get_id();
+        try {
+            raw->container->run();
+        } catch (const std::exception& e) {
+            PCLOUD_LOG(Error, "Bus client thread stopped on an exception", {{"error", e.what()}});
+        }
+    });
+    impl_ = std::move(impl);
+    return Status::success();
+}
+
+void Client::close() {
+    if (!impl_) return;
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->closing = true;
+    }
+    // Stop from the client's own thread: container::stop() from another thread may wait for
+    // the proactor's next timer (the heartbeat tick) before it takes effect.
+    Impl* raw = impl_.get();
+    bool posted = false;
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->connWork)
+            // A clean AMQP close; lost() stops the container once the transport is closed.
+            posted = impl_->connWork->add([raw] {
+                if (raw->open) raw->conn.close();
+                else raw->container->stop();
+            });
+    }
+    if (!posted) impl_->container->stop();
+    if (impl_->thread.joinable()) impl_->thread.join();
+    std::vector<ReplyCallback> failed;
+    {
+        std::lock_guard lock(impl_->mutex);
+        for (auto& [id, r] : impl_->requests) failed.push_back(std::move(r.callback));
+        impl_->requests.clear();
+    }
+    for (auto& cb : failed) impl_->invoke([&] { cb(makeError("the bus client was closed")); });
+    impl_->container.reset();
+    impl_.reset();
+}
+
+bool Client::connected() const {
+    if (!impl_) return false;
+    std::lock_guard lock(impl_->mutex);
+    return impl_->isConnected && impl_->replyReady;
+}
+
+bool Client::waitConnected(std::chrono::milliseconds timeout) const {
+    if (!impl_) return false;
+    std::unique_lock lock(impl_->mutex);
+    return impl_->changed.wait_for(lock, timeout,
+                                   [&] { return impl_->isConnected && impl_->replyReady; });
+}
+
+bool Client::waitIdle(std::chrono::milliseconds timeout) const {
+    if (!impl_) return false;
+    std::unique_lock lock(impl_->mutex);
+    return impl_->changed.wait_for(lock, timeout, [&] { return impl_->pending == 0; });
+}
+
+bool Client::waitSubscribed(std::uint64_t id, std::chrono::milliseconds timeout) const {
+    if (!impl_) return false;
+    std::unique_lock lock(impl_->mutex);
+    return impl_->changed.wait_for(lock, timeout, [&] {
+        auto it = impl_->subs.find(id);
+        return it != impl_->subs.end() && it->second.ready;
+    });
+}
+
+Status Client::send(const std::string& address, const std::string& body,
+                    const Properties& properties) {
+    if (!impl_) return makeError("the bus client is not connected; call connect() first");
+    std::string wire = impl_->wireAddress(address);
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->pending >= impl_->options.maxPendingSends)
+            return makeError("bus outgoing queue is full (" +
+                             std::to_string(impl_->options.maxPendingSends) +
+                             " messages waiting); the peer is slow or unreachable: " +
+                             impl_->url.hostPort());
+        impl_->outgoing[wire].push_back(
+            Outgoing{detail::toProton(wire, body, properties), {}, false});
+        ++impl_->pending;
+    }
+    Impl* raw = impl_.get();
+    impl_->post([raw, wire] { raw->flush(wire); });
+    return Status::success();
+}
+
+std::uint64_t Client::subscribe(const std::string& address, MessageCallback callback) {
+    if (!impl_) return 0;
+    std::string wire = impl_->wireAddress(address);
+    std::uint64_t id;
+    {
+        std::lock_guard lock(impl_->mutex);
+        id = ++impl_->nextId;
+        impl_->subs[id] = Subscription{address, wire, std::move(callback), nullptr};
+    }
+    Impl* raw = impl_.get();
+    impl_->post([raw, id, wire] { raw->openSubscription(id, wire); });
+    return id;
+}
+
+std::uint64_t Client::serve(const std::string& address, RequestHandler handler) {
+    if (!impl_) return 0;
+    std::string wire = impl_->wireAddress(address);
+    std::uint64_t id;
+    {
+        std::lock_guard lock(impl_->mutex);
+        id = ++impl_->nextId;
+        impl_->subs[id] = Subscription{address, wire, nullptr, std::move(handler)};
+    }
+    Impl* raw = impl_.get();
+    impl_->post([raw, id, wire] { raw->openSubscription(id, wire); });
+    return id;
+}
+
+void Client::unsubscribe(std::uint64_t id) {
+    if (!impl_) return;
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->subs.erase(id);
+    }
+    Impl* raw = impl_.get();
+    impl_->post([raw, id] {
+        auto it = raw->subLinks.find(id);
+        if (it == raw->subLinks.end()) return;
+        raw->linkToSub.erase(it->second);
+        it->second.close();
+        raw->subLinks.erase(it);
+    });
+}
+
+void Client::requestAsync(const std::string& address, const std::string& body,
+                          std::chrono::milliseconds timeout, ReplyCallback callback,
+                          const Properties& properties, const std::string& correlationId) {
+    if (!impl_) {
+        callback(makeError("the bus client is not connected; call connect() first"));
+        return;
+    }
+    std::string wire = impl_->wireAddress(address);
+    std::string id = correlationId;
+    {
+        std::unique_lock lock(impl_->mutex);
+        if (id.empty()) id = impl_->idPrefix + std::to_string(++impl_->nextId);
+        if (impl_->pending >= impl_->options.maxPendingSends) {
+            lock.unlock();
+            callback(makeError("bus outgoing queue is full; request to " + address + " not sent"));
+            return;
+        }
+        proton::message m = detail::toProton(wire, body, properties);
+        m.correlation_id(id);
+        m.id(id);
+        impl_->requests[id] = PendingRequest{
+            std::move(callback), wire, false, std::chrono::steady_clock::now() + timeout,
+            "no reply from " + address + " within " + std::to_string(timeout.count()) +
+                " ms (request id " + id + ")"};
+        impl_->outgoing[wire].push_back(Outgoing{std::move(m), id, false});
+        ++impl_->pending;
+    }
+    Impl* raw = impl_.get();
+    impl_->post([raw, wire] {
+        raw->flush(wire);
+        raw->armSweep();
+    });
+}
+
+Result<Message> Client::request(const std::string& address, const std::string& body,
+                                std::chrono::milliseconds timeout, const Properties& properties,
+                                const std::string& correlationId) {
+    if (!impl_) return makeError("the bus client is not connected; call connect() first");
+    if (std::this_thread::get_id() == impl_->threadId.load())
+        return makeError("request() called on the bus client's own thread would deadlock; "
+                         "use requestAsync() in callbacks");
+    auto promise = std::make_shared<std::promise<Result<Message>>>();
+    auto future = promise->get_future();
+    std::string id = correlationId;
+    if (id.empty()) {
+        std::lock_guard lock(impl_->mutex);
+        id = impl_->idPrefix + std::to_string(++impl_->nextId);
+    }
+    requestAsync(
+        address, body, timeout, [promise](Result<Message> r) { promise->set_value(std::move(r)); },
+        properties, id);
+    // The caller keeps its own deadline too: while disconnected the client thread may only
+    // notice an expired request at its next reconnect attempt.
+    if (future.wait_for(timeout) != std::future_status::ready) {
+        std::unique_lock lock(impl_->mutex);
+        auto it = impl_->requests.find(id);
+        if (it != impl_->requests.end()) {
+            std::string text = it->second.timeoutMessage;
+            impl_->dropQueuedRequest(it->second.wire, id);
+            impl_->requests.erase(it);
+            lock.unlock();
+            impl_->changed.notify_all();
+            return makeError(text);
+        }
+    }
+    return future.get(); // answered, or its callback is running right now
+}
+
+Client::Stats Client::stats() const {
+    if (!impl_) return {};
+    std::lock_guard lock(impl_->mutex);
+    Stats s = impl_->stats;
+    s.pending = impl_->pending;
+    return s;
+}
+
+} // namespace pcloud::bus

@@ -1,0 +1,487 @@
+#include "bus/hub.h"
+
+#include "bus/address.h"
+#include "bus/proton_util.h"
+#include "common/log.h"
+
+#include <proton/connection.hpp>
+#include <proton/connection_options.hpp>
+#include <proton/container.hpp>
+#include <proton/delivery.hpp>
+#include <proton/error_condition.hpp>
+#include <proton/listen_handler.hpp>
+#include <proton/listener.hpp>
+#include <proton/message.hpp>
+#include <proton/messaging_handler.hpp>
+#include <proton/receiver.hpp>
+#include <proton/receiver_options.hpp>
+#include <proton/sender.hpp>
+#include <proton/sender_options.hpp>
+#include <proton/source.hpp>
+#include <proton/source_options.hpp>
+#include <proton/target.hpp>
+#include <proton/target_options.hpp>
+#include <proton/transport.hpp>
+#include <proton/work_queue.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace pcloud::bus {
+
+namespace {
+
+// A queued message and its coalesce key (read once, on arrival).
+struct Entry {
+    proton::message message;
+    std::string key;
+};
+
+// Replaces an entry with the same non-empty key, else appends. Returns true if replaced.
+bool enqueue(std::deque<Entry>& q, Entry e) {
+    if (!e.key.empty()) {
+        for (auto& old : q) {
+            if (old.key == e.key) {
+                old = std::move(e);
+                return true;
+            }
+        }
+    }
+    q.push_back(std::move(e));
+    return false;
+}
+
+struct Subscriber {
+    proton::sender link;
+    std::deque<Entry> buffer;
+};
+
+// One address: a queue (messages + competing consumers) or a topic (subscribers).
+struct Node {
+    bool topic = false;
+    bool dynamic = false;
+    std::deque<Entry> messages;        // queues
+    std::vector<proton::sender> consumers; // queues
+    std::size_t next = 0;              // round-robin cursor over consumers
+    std::vector<Subscriber> subscribers; // topics
+    std::vector<proton::receiver> producers;
+    AddressCounters counters;
+};
+
+struct LinkInfo {
+    std::string address;
+    proton::connection connection;
+};
+
+} // namespace
+
+struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
+    explicit Impl(const HubOptions& o) : options(o) {
+        if (options.topics.empty()) options.topics = defaultTopicPatterns();
+    }
+
+    HubOptions options;
+    mutable std::mutex mutex; // guards everything below (handlers run on the hub thread)
+    std::map<std::string, Node> nodes;
+    std::map<proton::sender, LinkInfo> senders;
+    std::map<proton::receiver, LinkInfo> receivers;
+    std::uint64_t dynamicCounter = 0;
+    int port = 0;
+    std::promise<std::string> opened; // "" on success, else the error
+    bool openedSet = false;
+
+    // Connections whose links this handler call touched (sends, credit). Proton writes a
+    // connection's frames only when that connection itself has an event, so each one that
+    // is not the connection being handled gets a no-op wake (work_queue add) afterwards;
+    // otherwise a fanned-out message would sit in memory until the receiver's next heartbeat.
+    std::set<proton::connection> touched;
+    void touch(const proton::link& l) { touched.insert(l.connection()); }
+    void wakeTouched() {
+        for (auto c : touched) {
+            if (c.active()) c.work_queue().add([] {});
+        }
+        touched.clear();
+    }
+    // Entry points lock the state and wake the touched connections on the way out.
+    struct Guard {
+        Impl& impl;
+        std::unique_lock<std::mutex> lock;
+        explicit Guard(Impl& i) : impl(i), lock(i.mutex) {}
+        ~Guard() { impl.wakeTouched(); }
+    };
+
+    std::unique_ptr<proton::container> container;
+    std::unique_ptr<proton::work_queue> work;
+    std::thread thread;
+
+    // ---- listener ----
+    void on_open(proton::listener& l) override {
+        std::lock_guard lock(mutex);
+        port = l.port();
+        if (!openedSet) {
+            openedSet = true;
+            opened.set_value("");
+        }
+    }
+    void on_error(proton::listener&, const std::string& what) override {
+        std::lock_guard lock(mutex);
+        if (!openedSet) {
+            openedSet = true;
+            opened.set_value(what);
+        }
+        PCLOUD_LOG(Error, "Hub listener failed", {{"error", what}});
+    }
+    proton::connection_options on_accept(proton::listener&) override {
+        return proton::connection_options().handler(*this).container_id(options.containerId);
+    }
+
+    // ---- helpers (mutex held) ----
+    Node& node(const std::string& address) {
+        auto it = nodes.find(address);
+        if (it != nodes.end()) return it->second;
+        Node& n = nodes[address];
+        n.topic = matchesTopic(address, options.topics);
+        n.counters.topic = n.topic;
+        return n;
+    }
+
+    std::string logical(const std::string& wire) const {
+        return stripPrefix(wire, options.stripPrefixes);
+    }
+
+    void refillCredit(Node& n) {
+        const auto window = static_cast<long>(options.producerCreditWindow);
+        if (n.topic) {
+            for (auto& p : n.producers) {
+                long have = p.credit();
+                if (have < window) {
+                    p.add_credit(static_cast<std::uint32_t>(window - have));
+                    touch(p);
+                }
+            }
+            return;
+        }
+        long room = static_cast<long>(options.maxQueueDepth) - static_cast<long>(n.messages.size());
+        for (auto& p : n.producers) room -= p.credit();
+        for (auto& p : n.producers) {
+            if (room <= 0) break;
+            long give = std::min(window - static_cast<long>(p.credit()), room);
+            if (give > 0) {
+                p.add_credit(static_cast<std::uint32_t>(give));
+                touch(p);
+                room -= give;
+            }
+        }
+    }
+
+    void pumpQueue(Node& n) {
+        while (!n.messages.empty() && !n.consumers.empty()) {
+            std::size_t count = n.consumers.size();
+            bool sent = false;
+            for (std::size_t i = 0; i < count; ++i) {
+                std::size_t idx = (n.next + i) % count;
+                proton::sender& s = n.consumers[idx];
+                if (s.active() && s.credit() > 0) {
+                    s.send(n.messages.front().message);
+                    touch(s);
+                    n.messages.pop_front();
+                    ++n.counters.out;
+                    n.next = (idx + 1) % count;
+                    sent = true;
+                    break;
+                }
+            }
+            if (!sent) break;
+        }
+        n.counters.depth = n.messages.size();
+        refillCredit(n);
+    }
+
+    void pumpSubscriber(Node& n, Subscriber& sub) {
+        while (!sub.buffer.empty() && sub.link.active() && sub.link.credit() > 0) {
+            sub.link.send(sub.buffer.front().message);
+            touch(sub.link);
+            sub.buffer.pop_front();
+            ++n.counters.out;
+        }
+    }
+
+    void updateTopicDepth(Node& n) {
+        std::size_t d = 0;
+        for (auto& s : n.subscribers) d += s.buffer.size();
+        n.counters.depth = d;
+    }
+
+    void route(Node& n, proton::message& m) {
+        Entry e{m, detail::stringProperty(m, std::string(kCoalesceKey))};
+        ++n.counters.in;
+        if (n.topic) {
+            for (auto& sub : n.subscribers) {
+                bool replaced = enqueue(sub.buffer, e);
+                if (replaced) ++n.counters.coalesced;
+                while (sub.buffer.size() > options.maxSubscriberBuffer) {
+                    sub.buffer.pop_front();
+                    ++n.counters.dropped;
+                }
+                pumpSubscriber(n, sub);
+            }
+            updateTopicDepth(n);
+            return;
+        }
+        if (enqueue(n.messages, std::move(e))) ++n.counters.coalesced;
+        pumpQueue(n);
+    }
+
+    // Forgets every link of `c` (or just `only` when given) and tidies their nodes.
+    void dropLinks(const proton::connection* c, const proton::link* only) {
+        std::vector<std::string> touched;
+        for (auto it = senders.begin(); it != senders.end();) {
+            bool match = only ? (proton::link(it->first) == *only) : (it->second.connection == *c);
+            if (!match) {
+                ++it;
+                continue;
+            }
+            auto nit = nodes.find(it->second.address);
+            if (nit != nodes.end()) {
+                Node& n = nit->second;
+                auto& cs = n.consumers;
+                cs.erase(std::remove(cs.begin(), cs.end(), it->first), cs.end());
+                if (n.next >= cs.size()) n.next = 0;
+                auto& ss = n.subscribers;
+                ss.erase(std::remove_if(ss.begin(), ss.end(),
+                                        [&](const Subscriber& s) { return s.link == it->first; }),
+                         ss.end());
+                touched.push_back(it->second.address);
+            }
+            it = senders.erase(it);
+        }
+        for (auto it = receivers.begin(); it != receivers.end();) {
+            bool match = only ? (proton::link(it->first) == *only) : (it->second.connection == *c);
+            if (!match) {
+                ++it;
+                continue;
+            }
+            auto nit = nodes.find(it->second.address);
+            if (nit != nodes.end()) {
+                auto& ps = nit->second.producers;
+                ps.erase(std::remove(ps.begin(), ps.end(), it->first), ps.end());
+                touched.push_back(it->second.address);
+            }
+            it = receivers.erase(it);
+        }
+        for (const auto& a : touched) {
+            auto nit = nodes.find(a);
+            if (nit == nodes.end()) continue;
+            Node& n = nit->second;
+            n.counters.receivers = n.topic ? n.subscribers.size() : n.consumers.size();
+            n.counters.producers = n.producers.size();
+            if (n.topic) updateTopicDepth(n);
+            // A reply address lives as long as the link that asked for it.
+            if (n.dynamic && n.consumers.empty()) nodes.erase(nit);
+        }
+    }
+
+    // ---- links ----
+    void on_receiver_open(proton::receiver& r) override {
+        Guard guard(*this);
+        std::string wire = r.target().address();
+        std::string address = logical(wire);
+        if (address.empty()) {
+            r.close(proton::error_condition(
+                "amqp:not-implemented",
+                "the pcloud hub has no anonymous relay: open the sender with a target address"));
+            return;
+        }
+        r.open(proton::receiver_options()
+                   .credit_window(0)
+                   .auto_accept(false)
+                   .target(proton::target_options().address(wire)));
+        receivers[r] = LinkInfo{address, r.connection()};
+        Node& n = node(address);
+        n.producers.push_back(r);
+        n.counters.producers = n.producers.size();
+        refillCredit(n);
+    }
+
+    void on_sender_open(proton::sender& s) override {
+        Guard guard(*this);
+        std::string wire;
+        std::string address;
+        bool dynamic = s.source().dynamic();
+        if (dynamic) {
+            address = std::string(kDynamicPrefix) + std::to_string(++dynamicCounter);
+            wire = address;
+        } else {
+            wire = s.source().address();
+            address = logical(wire);
+        }
+        if (address.empty()) {
+            s.close(proton::error_condition(
+                "amqp:invalid-field", "a receiver needs a source address or dynamic=true"));
+            return;
+        }
+        s.open(proton::sender_options().source(proton::source_options().address(wire)));
+        senders[s] = LinkInfo{address, s.connection()};
+        Node& n = node(address);
+        if (dynamic) n.dynamic = true;
+        if (n.topic) {
+            n.subscribers.push_back(Subscriber{s, {}});
+            n.counters.receivers = n.subscribers.size();
+        } else {
+            n.consumers.push_back(s);
+            n.counters.receivers = n.consumers.size();
+            pumpQueue(n);
+        }
+    }
+
+    void on_sendable(proton::sender& s) override {
+        Guard guard(*this);
+        auto it = senders.find(s);
+        if (it == senders.end()) return;
+        auto nit = nodes.find(it->second.address);
+        if (nit == nodes.end()) return;
+        Node& n = nit->second;
+        if (n.topic) {
+            for (auto& sub : n.subscribers)
+                if (sub.link == s) pumpSubscriber(n, sub);
+            updateTopicDepth(n);
+        } else {
+            pumpQueue(n);
+        }
+    }
+
+    void on_message(proton::delivery& d, proton::message& m) override {
+        Guard guard(*this);
+        auto it = receivers.find(d.receiver());
+        if (it == receivers.end()) {
+            d.reject();
+            return;
+        }
+        Node& n = node(it->second.address);
+        if (detail::bodySize(m) > options.maxMessageBytes) {
+            ++n.counters.rejected;
+            PCLOUD_LOG(Warning, "Hub rejected an oversized message",
+                       {{"address", it->second.address},
+                        {"bytes", std::to_string(detail::bodySize(m))},
+                        {"limit", std::to_string(options.maxMessageBytes)}});
+            d.reject();
+            refillCredit(n);
+            return;
+        }
+        route(n, m);
+        d.accept();
+        refillCredit(n);
+    }
+
+    void on_sender_close(proton::sender& s) override {
+        Guard guard(*this);
+        proton::link l = s;
+        dropLinks(nullptr, &l);
+    }
+    void on_receiver_close(proton::receiver& r) override {
+        Guard guard(*this);
+        proton::link l = r;
+        dropLinks(nullptr, &l);
+    }
+    void on_sender_detach(proton::sender& s) override { on_sender_close(s); }
+    void on_receiver_detach(proton::receiver& r) override { on_receiver_close(r); }
+    void on_connection_close(proton::connection& c) override {
+        Guard guard(*this);
+        dropLinks(&c, nullptr);
+    }
+    void on_transport_close(proton::transport& t) override {
+        Guard guard(*this);
+        proton::connection c = t.connection();
+        dropLinks(&c, nullptr);
+    }
+    void on_transport_error(proton::transport& t) override {
+        PCLOUD_LOG(Info, "Hub connection failed", {{"error", t.error().what()}});
+    }
+    void on_error(const proton::error_condition& e) override {
+        PCLOUD_LOG(Warning, "Hub protocol error", {{"error", e.what()}});
+    }
+};
+
+Hub::Hub(HubOptions options) : options_(std::move(options)) {}
+
+Hub::~Hub() { stop(); }
+
+Status Hub::start(const std::string& url) {
+    if (impl_) return makeError("the hub is already running on port " + std::to_string(boundPort()));
+    detail::ParsedUrl parsed;
+    std::string err;
+    if (!detail::parseUrl(url, parsed, err)) return makeError(err);
+    auto impl = std::make_unique<Impl>(options_);
+    auto opened = impl->opened.get_future();
+    impl->container = std::make_unique<proton::container>(*impl, options_.containerId);
+    try {
+        impl->container->listen(parsed.hostPort(), *impl);
+    } catch (const std::exception& e) {
+        return makeError("cannot listen on " + url + ": " + e.what());
+    }
+    impl->work = std::make_unique<proton::work_queue>(*impl->container);
+    Impl* raw = impl.get();
+    impl->thread = std::thread([raw] {
+        try {
+            raw->container->run();
+        } catch (const std::exception& e) {
+            PCLOUD_LOG(Error, "Hub thread stopped on an exception", {{"error", e.what()}});
+        }
+    });
+    std::string error = opened.get();
+    impl_ = std::move(impl);
+    if (!error.empty()) {
+        stop();
+        return makeError("cannot listen on " + url + ": " + error +
+                         " (is another process bound to that port?)");
+    }
+    PCLOUD_LOG(Notice, "Hub listening", {{"url", url}, {"port", std::to_string(boundPort())}});
+    return Status::success();
+}
+
+void Hub::stop() {
+    if (!impl_) return;
+    // Stop from the hub's own thread (see Client::close()).
+    Impl* raw = impl_.get();
+    if (!impl_->work || !impl_->work->add([raw] { raw->container->stop(); }))
+        impl_->container->stop();
+    if (impl_->thread.joinable()) impl_->thread.join();
+    impl_->work.reset();
+    impl_.reset();
+}
+
+bool Hub::running() const { return impl_ != nullptr; }
+
+int Hub::boundPort() const {
+    if (!impl_) return 0;
+    std::lock_guard lock(impl_->mutex);
+    return impl_->port;
+}
+
+std::map<std::string, AddressCounters> Hub::counters() const {
+    std::map<std::string, AddressCounters> out;
+    if (!impl_) return out;
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& [address, n] : impl_->nodes) out[address] = n.counters;
+    return out;
+}
+
+std::string Hub::countersJson() const {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [address, c] : counters()) {
+        j[address] = {{"topic", c.topic},       {"in", c.in},
+                      {"out", c.out},           {"dropped", c.dropped},
+                      {"coalesced", c.coalesced}, {"rejected", c.rejected},
+                      {"depth", c.depth},       {"receivers", c.receivers},
+                      {"producers", c.producers}};
+    }
+    return j.dump();
+}
+
+} // namespace pcloud::bus

@@ -1,0 +1,80 @@
+#pragma once
+// The embedded AMQP 1.0 message hub that cped hosts, so pcloud needs no separate broker
+// (Pacemaker Cloud's cped doubled as its broker the same way). Semantics are in
+// docs/protocol/bus.md; in short:
+//   - any address that is not a topic is a bounded point-to-point queue: each message goes
+//     to one receiver (round robin) and waits while none is attached;
+//   - topics (default "pcloud.events" and "pcloud.events.*") fan out to every current
+//     subscriber and store nothing; a slow subscriber loses its oldest events (counted);
+//   - a receiver link asking for a dynamic source gets a fresh "pcloud.reply.N" queue;
+//   - flow control is AMQP credit both ways: producers get credit only while their queue
+//     has room (back-pressure, commands are never dropped), receivers' credit is respected;
+//   - messages with the application property "coalesce-key" replace an older queued one
+//     with the same key on the same queue (heartbeats).
+// All AMQP work runs on the hub's own thread; the public methods are thread-safe.
+
+#include "common/result.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pcloud::bus {
+
+struct HubOptions {
+    // Patterns of topic addresses (see address.h); everything else is a queue.
+    std::vector<std::string> topics;  // empty = defaultTopicPatterns()
+    // Prefixes stripped from link addresses, so clients using RabbitMQ naming also work.
+    std::vector<std::string> stripPrefixes{"/queue/", "/topic/"};
+    std::size_t maxQueueDepth = 1000;      // per queue; producers get no credit beyond it
+    std::size_t maxSubscriberBuffer = 1000; // per topic subscriber; oldest dropped beyond it
+    std::uint32_t producerCreditWindow = 100; // most credit one producer link holds at once
+    std::size_t maxMessageBytes = 1 << 20;  // larger bodies are rejected (counted)
+    std::string containerId = "pcloud-hub";
+};
+
+// Per-address counters, for the status command.
+struct AddressCounters {
+    bool topic = false;
+    std::uint64_t in = 0;        // messages accepted from producers
+    std::uint64_t out = 0;       // messages handed to receivers
+    std::uint64_t dropped = 0;   // events dropped for slow subscribers (topics only)
+    std::uint64_t coalesced = 0; // queued messages replaced by a newer one with the same key
+    std::uint64_t rejected = 0;  // messages refused (oversized)
+    std::size_t depth = 0;       // queued now (queue) or buffered over all subscribers (topic)
+    std::size_t receivers = 0;   // attached receiver links
+    std::size_t producers = 0;   // attached sender links
+};
+
+class Hub {
+public:
+    explicit Hub(HubOptions options = {});
+    ~Hub(); // stops the hub
+    Hub(const Hub&) = delete;
+    Hub& operator=(const Hub&) = delete;
+
+    // Listens on `url` (e.g. "amqp://127.0.0.1:5672"; port 0 picks a free port) and starts
+    // the hub's thread. Returns once the listener is open, or the error if it is not.
+    Status start(const std::string& url);
+    // Closes every connection and joins the thread. Queued messages are lost (the hub keeps
+    // nothing on disk: events are in the journal, commands are re-sent by their owners).
+    void stop();
+    bool running() const;
+    // The port the listener is bound to (the real one when started with port 0); 0 if stopped.
+    int boundPort() const;
+
+    std::map<std::string, AddressCounters> counters() const;
+    // The counters as a JSON object {"address": {"in": ..}, ...} for the status command.
+    std::string countersJson() const;
+
+    struct Impl;
+
+private:
+    HubOptions options_;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace pcloud::bus

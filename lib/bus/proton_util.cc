@@ -1,0 +1,121 @@
+#include "bus/proton_util.h"
+
+#include <proton/binary.hpp>
+#include <proton/codec/map.hpp>
+#include <proton/scalar.hpp>
+#include <proton/types.hpp>
+#include <proton/value.hpp>
+
+#include <map>
+
+namespace pcloud::bus::detail {
+
+std::string bodyText(const proton::message& m) {
+    const proton::value& b = m.body();
+    switch (b.type()) {
+    case proton::STRING:
+        return proton::get<std::string>(b);
+    case proton::BINARY: {
+        auto bin = proton::get<proton::binary>(b);
+        return std::string(bin.begin(), bin.end());
+    }
+    case proton::NULL_TYPE:
+        return {};
+    default:
+        return proton::to_string(b);
+    }
+}
+
+std::size_t bodySize(const proton::message& m) {
+    const proton::value& b = m.body();
+    if (b.type() == proton::STRING) return proton::get<std::string>(b).size();
+    if (b.type() == proton::BINARY) return proton::get<proton::binary>(b).size();
+    return 0;
+}
+
+std::string stringProperty(const proton::message& m, const std::string& key) {
+    const auto& props = m.properties();
+    if (props.empty() || !props.exists(key)) return {};
+    proton::scalar v = props.get(key);
+    if (v.type() == proton::STRING) return proton::get<std::string>(v);
+    return {};
+}
+
+std::string idText(const proton::message_id& id) {
+    if (id.empty()) return {};
+    if (id.type() == proton::STRING) return proton::get<std::string>(id);
+    return proton::to_string(id);
+}
+
+Message fromProton(const proton::message& m) {
+    Message out;
+    out.address = m.to();
+    out.body = bodyText(m);
+    out.correlationId = idText(m.correlation_id());
+    out.replyTo = m.reply_to();
+    out.subject = m.subject();
+    const auto& props = m.properties();
+    if (!props.empty()) {
+        std::map<std::string, proton::scalar> all;
+        proton::get(props.value(), all);
+        for (const auto& [k, v] : all)
+            out.properties[k] =
+                v.type() == proton::STRING ? proton::get<std::string>(v) : proton::to_string(v);
+    }
+    return out;
+}
+
+proton::message toProton(const std::string& address, const std::string& body,
+                         const Properties& properties) {
+    proton::message m;
+    m.to(address);
+    m.body(body);
+    for (const auto& [k, v] : properties) m.properties().put(k, v);
+    return m;
+}
+
+bool ParsedUrl::loopback() const {
+    return host == "127.0.0.1" || host == "localhost" || host == "::1" || host == "[::1]";
+}
+
+bool parseUrl(const std::string& url, ParsedUrl& out, std::string& error) {
+    std::string rest = url;
+    auto scheme = rest.find("://");
+    if (scheme != std::string::npos) {
+        std::string s = rest.substr(0, scheme);
+        if (s != "amqp") {
+            error = "unsupported URL scheme '" + s + "' in '" + url + "' (only amqp://)";
+            return false;
+        }
+        rest = rest.substr(scheme + 3);
+    }
+    auto at = rest.rfind('@');
+    if (at != std::string::npos) {
+        std::string info = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+        auto colon = info.find(':');
+        out.user = info.substr(0, colon);
+        out.password = colon == std::string::npos ? "" : info.substr(colon + 1);
+    }
+    auto slash = rest.find('/');
+    if (slash != std::string::npos) rest = rest.substr(0, slash);
+    auto colon = rest.rfind(':');
+    if (colon == std::string::npos || (rest.find(']') != std::string::npos && colon < rest.find(']'))) {
+        out.host = rest;
+        out.port = "5672";
+    } else {
+        out.host = rest.substr(0, colon);
+        out.port = rest.substr(colon + 1);
+    }
+    if (out.host.empty()) {
+        error = "no host in AMQP URL '" + url + "' (expected amqp://HOST:PORT)";
+        return false;
+    }
+    if (out.port.empty() || out.port.find_first_not_of("0123456789") != std::string::npos) {
+        error = "bad port '" + out.port + "' in AMQP URL '" + url + "'";
+        return false;
+    }
+    return true;
+}
+
+} // namespace pcloud::bus::detail

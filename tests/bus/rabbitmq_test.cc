@@ -1,0 +1,72 @@
+// The same client against RabbitMQ 3.10 with its AMQP 1.0 plugin (scripts/setup-rabbitmq.sh,
+// opt-in with PCLOUD_TEST_RABBITMQ=1). SKIPs when no broker answers on 127.0.0.1:5672.
+#include "bus_test_util.h"
+
+#include <nlohmann/json.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <random>
+
+namespace pcloud::bus::test {
+
+namespace {
+bool portAnswers(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return false;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return ok;
+}
+const char* kRabbitUrl = "amqp://guest:guest@127.0.0.1:5672";
+} // namespace
+
+TEST(BusRabbitMq, RequestReplyAndTopicThroughRabbitMq) {
+    if (!portAnswers(5672))
+        GTEST_SKIP() << "RabbitMQ is not reachable on 127.0.0.1:5672 "
+                        "(run PCLOUD_TEST_RABBITMQ=1 scripts/setup-rabbitmq.sh)";
+    // Unique names so reruns against a long-lived broker do not see old messages.
+    std::string tag = std::to_string(std::random_device{}());
+    std::string service = "pcloud.test.cped." + tag;
+    std::string topic = "pcloud.events.test" + tag;
+
+    Client server, shell;
+    ClientOptions o;
+    o.url = kRabbitUrl;
+    o.addressPrefix = "/queue/";
+    ASSERT_TRUE(server.connect(o).ok());
+    ASSERT_TRUE(shell.connect(o).ok());
+    if (!server.waitConnected(10s))
+        GTEST_SKIP() << "RabbitMQ answers on 5672 but no AMQP 1.0 session with a dynamic reply "
+                        "address came up (is rabbitmq_amqp1_0 enabled?)";
+    ASSERT_TRUE(shell.waitConnected(kDeadline));
+
+    auto serveId = server.serve(service, [](const Message& m) -> std::optional<std::string> {
+        auto j = nlohmann::json::parse(m.body, nullptr, false);
+        return nlohmann::json{{"v", 1}, {"id", j.is_discarded() ? "" : j.value("id", "")}, {"ok", true}}.dump();
+    });
+    ASSERT_TRUE(server.waitSubscribed(serveId, kDeadline));
+    auto r = shell.request(service, R"({"v":1,"type":"status","id":"rq1"})", 10s, {}, "rq1");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(nlohmann::json::parse(r->body)["id"], "rq1");
+    EXPECT_EQ(r->correlationId, "rq1");
+
+    Inbox a, b;
+    auto ia = server.subscribe(topic, a.callback());
+    auto ib = shell.subscribe(topic, b.callback());
+    ASSERT_TRUE(server.waitSubscribed(ia, kDeadline));
+    ASSERT_TRUE(shell.waitSubscribed(ib, kDeadline));
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(shell.send(topic, numbered(i)).ok());
+    ASSERT_TRUE(a.waitFor(3));
+    ASSERT_TRUE(b.waitFor(3));
+    EXPECT_EQ(a.bodies()[2], numbered(2));
+}
+
+} // namespace pcloud::bus::test
