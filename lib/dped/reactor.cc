@@ -1,0 +1,632 @@
+#include "dped/reactor.h"
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/time_format.h"
+#include "events/event.h"
+#include "policy/policy_json.h"
+#include "proto/agent_messages.h"
+#include "store/store.h"
+#include "virt/guest_xml.h"
+
+#include <algorithm>
+#include <chrono>
+#include <unistd.h>
+
+namespace pcloud::dped {
+
+using nlohmann::json;
+using policy::ActionKind;
+
+namespace {
+
+std::int64_t monoUs() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+json errorReply(const std::string& id, const std::string& code, const std::string& message) {
+    return json{{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", false},
+                {"error", {{"code", code}, {"message", message}}}};
+}
+
+} // namespace
+
+std::string agentUnitFor(const model::Resource& r) {
+    if (r.klass == model::ResourceClass::Process || r.unit.empty()) return r.name;
+    return r.unit;
+}
+
+std::string domainNameFor(const model::Assembly& a) {
+    if (!a.domain_xml.empty())
+        if (auto n = virt::domainNameOf(a.domain_xml)) return *n;
+    return a.name;
+}
+
+policy::DomainState toPolicyState(virt::DomainState s) {
+    switch (s) {
+    case virt::DomainState::Missing: return policy::DomainState::Missing;
+    case virt::DomainState::Running: return policy::DomainState::Running;
+    case virt::DomainState::ShuttingDown: return policy::DomainState::Running;
+    case virt::DomainState::Paused: return policy::DomainState::Paused;
+    case virt::DomainState::Shutoff: return policy::DomainState::Shutoff;
+    case virt::DomainState::Crashed: return policy::DomainState::Crashed;
+    case virt::DomainState::Unknown: return policy::DomainState::Unknown;
+    }
+    return policy::DomainState::Unknown;
+}
+
+std::vector<referee::Member> desiredMembers(const model::Model& model,
+                                            const std::string& deployable,
+                                            const policy::EscalationState& state) {
+    std::vector<referee::Member> out;
+    const auto* d = model.findDeployable(deployable);
+    if (!d) return out;
+    for (const auto& name : d->assemblies) {
+        const auto* a = model.findAssembly(name);
+        if (!a || a->address.empty()) continue;
+        referee::Member m{name, a->address, referee::MemberState::Out};
+        auto it = state.assemblies.find(name);
+        if (it != state.assemblies.end()) {
+            switch (it->second.membership) {
+            case policy::Membership::In: m.desired = referee::MemberState::Ready; break;
+            case policy::Membership::Draining: m.desired = referee::MemberState::Drain; break;
+            default: m.desired = referee::MemberState::Out; break;
+            }
+        }
+        out.push_back(std::move(m));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const referee::Member& x, const referee::Member& y) { return x.name < y.name; });
+    return out;
+}
+
+std::string escalationPath(const std::string& stateDir, const std::string& deployable) {
+    return stateDir + "/escalation-" + deployable + ".json";
+}
+
+Reactor::Reactor(ReactorConfig config, model::Model model, const Clock& clock,
+                 virt::Hypervisor& hypervisor, Messenger& messenger, HostWatch& watch,
+                 RefereeSink* referee, policy::JitterSource& jitter)
+    : cfg_(std::move(config)), model_(std::move(model)), clock_(clock), hv_(hypervisor),
+      bus_(messenger), watch_(watch), referee_(referee), jitter_(jitter) {}
+
+Status Reactor::start() {
+    if (!dep())
+        return makeError("deployable '" + cfg_.deployable + "' is not in the model (" +
+                         cfg_.state_dir + "/" + store::kDeployablesFile + ")");
+    std::string path = escalationPath(cfg_.state_dir, cfg_.deployable);
+    if (fs::exists(path)) {
+        auto text = fs::readFile(path);
+        if (!text) return text.error();
+        auto j = json::parse(*text, nullptr, false);
+        if (j.is_discarded())
+            return makeError("escalation state is not valid JSON; move it away to start with "
+                             "no failure history",
+                             path);
+        auto st = policy::escalationStateFromJson(j);
+        if (!st) return makeError(st.error().message, path);
+        state_ = std::move(*st);
+        persisted_ = state_;
+        PCLOUD_LOG(Notice, "Loaded escalation state",
+                   {{"deployable", cfg_.deployable}, {"file", path}});
+    }
+    // dped's own observation had a gap (it was not running): heartbeat ages and deadlines
+    // count from now, as after an infrastructure outage, so a healthy guest whose agent is
+    // still reconnecting is not declared dead by a restarted dped.
+    state_.deployable.infra_recovered_at = clock_.nowMs();
+    for (const auto& name : dep()->assemblies)
+        if (const auto* a = model_.findAssembly(name)) subscribeReports(*a);
+    refreshAll();
+    emitEvent("", "", "dped-started", "dped started (pid " + std::to_string(::getpid()) + ")",
+              "");
+    step();
+    return Status::success();
+}
+
+const model::Assembly* Reactor::assemblyOfDomain(const std::string& domain) const {
+    const auto* d = dep();
+    if (!d) return nullptr;
+    for (const auto& name : d->assemblies)
+        if (const auto* a = model_.findAssembly(name); a && domainNameFor(*a) == domain) return a;
+    return nullptr;
+}
+
+void Reactor::subscribeReports(const model::Assembly& a) {
+    auto sub = [this](const std::string& key, const std::string& assembly) {
+        if (!subscribed_.insert(key).second) return;
+        bus_.subscribe("pcloud.reports." + key, [this, assembly](const bus::Message& m) {
+            onReport(assembly, m.body);
+        });
+    };
+    sub(a.name, a.name);
+    if (!a.uuid.empty() && a.uuid != a.name) sub(a.uuid, a.name);
+}
+
+std::string Reactor::channelPath(const model::Assembly& a) const {
+    std::string p = a.domain_xml.empty() ? "" : virt::agentChannelPath(a.domain_xml);
+    return p.empty() ? cfg_.state_dir + "/channels/" + a.name + ".sock" : p;
+}
+
+void Reactor::agentGone(policy::ObservedAssembly& oa, const std::string& assembly) {
+    oa.agent_connected = false;
+    oa.services.clear();
+    last_report_.erase(assembly);
+    awaiting_heartbeat_.insert(assembly);
+}
+
+void Reactor::refreshDomain(const std::string& assembly) {
+    const auto* a = model_.findAssembly(assembly);
+    if (!a) return;
+    auto info = hv_.lookup(domainNameFor(*a));
+    if (!info) {
+        PCLOUD_LOG(Warning, "Domain lookup failed",
+                   {{"assembly", assembly}, {"error", info.error().describe()}});
+        return;
+    }
+    auto& oa = observed_.assemblies[assembly];
+    auto before = oa.domain;
+    oa.domain = toPolicyState(info->state);
+    if (oa.domain == policy::DomainState::Running) {
+        auto pid = hv_.qemuPid(domainNameFor(*a));
+        if (pid) {
+            auto it = pids_.find(assembly);
+            if (it == pids_.end() || it->second != *pid) {
+                pids_[assembly] = *pid;
+                watch_.watchPid(assembly, *pid);
+                oa.qemu_exited = false;
+                oa.suspect = false;
+                PCLOUD_LOG(Notice, "Domain running",
+                           {{"assembly", assembly}, {"pid", std::to_string(*pid)},
+                            {"mono_us", std::to_string(monoUs())}});
+            }
+        } else if (!oa.qemu_exited) {
+            // Not local qemu (test:///default): there is no pid; the domain state is the proof.
+            oa.qemu_exited = false;
+        }
+        watch_.ensureChannel(assembly, channelPath(*a));
+    } else {
+        if (pids_.erase(assembly)) watch_.unwatchPid(assembly);
+        if (before == policy::DomainState::Running) agentGone(oa, assembly);
+        oa.suspect = false;
+        if (oa.domain != policy::DomainState::Unknown) oa.qemu_exited = false;
+    }
+}
+
+void Reactor::refreshAll() {
+    if (const auto* d = dep())
+        for (const auto& name : d->assemblies) refreshDomain(name);
+}
+
+void Reactor::onDomainEvent(const virt::DomainEvent& event) {
+    const auto* a = assemblyOfDomain(event.domain);
+    if (!a) return;
+    PCLOUD_LOG(Info, "libvirt event",
+               {{"assembly", a->name}, {"event", virt::toString(event.kind)},
+                {"detail", event.detail}, {"mono_us", std::to_string(event.monotonicUs)}});
+    if (event.kind == virt::DomainEventKind::Stopped || event.kind == virt::DomainEventKind::Crashed)
+        PCLOUD_LOG(Notice, "libvirt reports domain stopped",
+                   {{"assembly", a->name}, {"detail", event.detail},
+                    {"mono_us", std::to_string(event.monotonicUs)}});
+    // Level-triggered: the event only says "look again". An old STOPPED event arriving after
+    // we already restarted the domain then reads "running" and changes nothing.
+    refreshDomain(a->name);
+}
+
+void Reactor::onInfrastructureDown(const std::string& reason) {
+    observed_.infra_ok = false;
+    PCLOUD_LOG(Warning, "Hypervisor connection lost", {{"reason", reason}});
+}
+
+void Reactor::onInfrastructureUp() {
+    observed_.infra_ok = true;
+    PCLOUD_LOG(Notice, "Hypervisor connection back; re-reading every domain", {});
+    refreshAll();
+}
+
+void Reactor::onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid) {
+    auto it = pids_.find(assembly);
+    if (it == pids_.end()) return;  // an exit we caused (planned stop) or a stale watch
+    if (pid != 0 && it->second != pid) return;  // the previous qemu, already dealt with
+    PCLOUD_LOG(Notice, "qemu process exited",
+               {{"assembly", assembly}, {"pid", std::to_string(it->second)},
+                {"mono_us", std::to_string(monotonicUs)}});
+    pids_.erase(it);
+    auto& oa = observed_.assemblies[assembly];
+    oa.qemu_exited = true;
+    agentGone(oa, assembly);
+}
+
+void Reactor::onChannelEvent(const std::string& assembly, bool connected,
+                             const std::string& detail, std::int64_t monotonicUs) {
+    auto& oa = observed_.assemblies[assembly];
+    if (connected) {
+        oa.suspect = false;
+        return;
+    }
+    if (oa.domain == policy::DomainState::Running && !oa.qemu_exited && !oa.suspect) {
+        PCLOUD_LOG(Notice, "Guest channel closed; suspecting the domain",
+                   {{"assembly", assembly}, {"detail", detail},
+                    {"mono_us", std::to_string(monotonicUs ? monotonicUs : monoUs())}});
+        // Only a suspicion: the engine drains the member at once. Proof comes from the pidfd
+        // (local qemu) or libvirt's own event. Do NOT ask libvirt here: while libvirtd handles
+        // a dead qemu it holds the domain for 1.2-2 s and virDomainGetState waits that long,
+        // which would stall this thread and hold back the pidfd exit queued behind it.
+        oa.suspect = true;
+    }
+}
+
+void Reactor::onReport(const std::string& assembly, const std::string& body) {
+    auto rep = proto::decodeReport(body);
+    if (!rep) {
+        PCLOUD_LOG(Warning, "Ignoring a malformed agent report",
+                   {{"assembly", assembly}, {"error", rep.error().describe()}});
+        return;
+    }
+    Millis now = clock_.nowMs();
+    auto& oa = observed_.assemblies[assembly];
+    const auto* a = model_.findAssembly(assembly);
+    auto resourceOf = [&](const std::string& unit) -> std::string {
+        if (!a) return {};
+        for (const auto& r : a->resources)
+            if (agentUnitFor(r) == unit) return r.name;
+        return {};
+    };
+    auto setService = [&](const proto::UnitState& u) {
+        std::string res = resourceOf(u.unit);
+        if (res.empty()) return;
+        policy::ObservedService s;
+        s.raw = u.active_state;
+        s.state = u.active_state == "reloading" ? policy::ServiceState::Active
+                                                : policy::parseServiceState(u.active_state);
+        if (u.changed_at > 0) s.changed_at = u.changed_at;
+        s.probe_ready = u.ready;
+        oa.services[res] = s;
+    };
+    bool wasConnected = last_report_.count(assembly) > 0;
+    last_report_[assembly] = now;
+    oa.agent_connected = true;
+    if (auto* hb = std::get_if<proto::Heartbeat>(&rep->body)) {
+        // The agent's hello usually comes first, so "first" is per agent connection.
+        bool first = awaiting_heartbeat_.erase(assembly) > 0;
+        if (first || !oa.last_heartbeat || !wasConnected)
+            PCLOUD_LOG(Notice, "First heartbeat from the agent",
+                       {{"assembly", assembly}, {"seq", std::to_string(hb->seq)},
+                        {"mono_us", std::to_string(monoUs())}});
+        oa.heartbeat_seq = hb->seq;
+        oa.last_heartbeat = now;
+    } else if (auto* u = std::get_if<proto::UnitState>(&rep->body)) {
+        setService(*u);
+    } else if (auto* h = std::get_if<proto::Hello>(&rep->body)) {
+        PCLOUD_LOG(Notice, "Agent connected",
+                   {{"assembly", assembly}, {"backend", h->backend}, {"boot_id", h->boot_id}});
+        oa.services.clear();
+        for (const auto& unit : h->units) setService(unit);
+        sendWatch(assembly);
+    } else if (auto* r = std::get_if<proto::Reply>(&rep->body)) {
+        auto it = pending_cmds_.find(r->id);
+        std::string what = it == pending_cmds_.end() ? assembly : it->second;
+        if (it != pending_cmds_.end()) pending_cmds_.erase(it);
+        if (!r->ok)
+            PCLOUD_LOG(Warning, "Agent command failed; the engine's deadline will handle it",
+                       {{"target", what}, {"id", r->id},
+                        {"code", r->error ? r->error->code : ""},
+                        {"error", r->error ? r->error->message : ""}});
+        else
+            PCLOUD_LOG(Info, "Agent command done", {{"target", what}, {"id", r->id}});
+    }
+}
+
+void Reactor::sendWatch(const std::string& assembly) {
+    const auto* a = model_.findAssembly(assembly);
+    if (!a) return;
+    proto::Command c;
+    c.type = proto::CommandType::Watch;
+    c.id = assembly + "-watch-" + std::to_string(next_cmd_++);
+    c.deadline = 10'000;
+    for (const auto& r : a->resources) {
+        std::string unit = agentUnitFor(r);
+        c.units.push_back(unit);
+        if (r.klass == model::ResourceClass::Process) c.commands[unit] = r.unit;
+        if (r.probe) c.probes[unit] = *r.probe;
+    }
+    pending_cmds_[c.id] = assembly + " watch";
+    auto st = bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c),
+                        {{"correlation-id", c.id}});
+    if (!st) PCLOUD_LOG(Warning, "Could not send watch", {{"assembly", assembly},
+                                                          {"error", st.error().describe()}});
+}
+
+void Reactor::step() {
+    const auto* d = dep();
+    if (!d) return;
+    Millis now = clock_.nowMs();
+    // Agent connected = a report within the heartbeat timeout.
+    for (auto& [name, oa] : observed_.assemblies) {
+        auto it = last_report_.find(name);
+        oa.agent_connected = it != last_report_.end() && now - it->second <= d->heartbeat_timeout;
+    }
+    auto decision = policy::decide(model_, cfg_.deployable, observed_, state_, now, jitter_,
+                                   cfg_.tunables);
+    state_ = std::move(decision.state);
+    // Hand the referee its wish before acting: StopDomain/StartDomain wait on libvirt for
+    // seconds, and a crashed member must be drained now, not after the restart.
+    updateReferee();
+    for (const auto& action : decision.actions) execute(action);
+    persist();
+    next_wake_ = decision.next_wake;
+    for (const auto& [name, t] : last_report_) {
+        Millis expiry = t + d->heartbeat_timeout + 1;
+        if (!next_wake_ || expiry < *next_wake_) next_wake_ = expiry;
+    }
+    checkStopDone();
+}
+
+void Reactor::updateReferee() {
+    if (!referee_) return;
+    auto members = desiredMembers(model_, cfg_.deployable, state_);
+    if (!last_members_ || *last_members_ != members) {
+        last_members_ = members;
+        referee_->setDesired(members);
+    }
+}
+
+void Reactor::execute(const policy::Action& action) {
+    switch (action.kind) {
+    case ActionKind::EmitEvent:
+        emitEvent(action.assembly, action.service, action.state, action.reason, action.cause_id);
+        break;
+    case ActionKind::StartDomain: startDomain(action); break;
+    case ActionKind::StopDomain: stopDomain(action); break;
+    case ActionKind::RestartService:
+    case ActionKind::StartService:
+    case ActionKind::StopService: serviceCommand(action); break;
+    case ActionKind::MarkFailed:
+    case ActionKind::Escalate:
+        PCLOUD_LOG(Warning, "Policy decision", {{"action", policy::describe(action, cfg_.deployable)}});
+        break;
+    case ActionKind::RefereeDrain:
+    case ActionKind::RefereeRemove:
+    case ActionKind::RefereeAdd:
+        // The membership is applied by level after the decision (desiredMembers()).
+        PCLOUD_LOG(Info, "Referee change", {{"action", policy::describe(action, cfg_.deployable)}});
+        break;
+    }
+}
+
+void Reactor::startDomain(const policy::Action& action) {
+    const auto* a = model_.findAssembly(action.assembly);
+    if (!a) return;
+    std::string name = domainNameFor(*a);
+    // Never start a second instance of a domain that is really running.
+    auto info = hv_.lookup(name);
+    if (info && info->state == virt::DomainState::Running) {
+        PCLOUD_LOG(Notice, "Domain already running; adopting it", {{"assembly", a->name}});
+        refreshDomain(a->name);
+        return;
+    }
+    if (a->domain_xml.empty()) {
+        emitEvent(a->name, "", "error",
+                  "cannot start: the assembly has no domain XML (set one with assembly_create)",
+                  action.cause_id);
+        return;
+    }
+    std::string sock = channelPath(*a);
+    (void)fs::makeDirs(cfg_.state_dir + "/channels");
+    auto xml = virt::injectAgentChannel(a->domain_xml, sock, a->uuid, "assembly " + a->name);
+    if (!xml) {
+        emitEvent(a->name, "", "error", "bad domain XML: " + xml.error().describe(),
+                  action.cause_id);
+        return;
+    }
+    auto started = hv_.defineAndStart(*xml);
+    if (!started) {
+        PCLOUD_LOG(Error, "libvirt refused to start the domain",
+                   {{"assembly", a->name}, {"error", started.error().describe()}});
+        emitEvent(a->name, "", "error", "libvirt rejected the domain: " + started.error().describe(),
+                  action.cause_id);
+        return;
+    }
+    PCLOUD_LOG(Notice, "Domain started", {{"assembly", a->name}, {"domain", name},
+                                           {"cause_id", action.cause_id}});
+    refreshDomain(a->name);
+}
+
+void Reactor::stopDomain(const policy::Action& action) {
+    const auto* a = model_.findAssembly(action.assembly);
+    if (!a) return;
+    if (pids_.erase(a->name)) watch_.unwatchPid(a->name);
+    auto st = hv_.destroy(domainNameFor(*a));
+    if (!st) {
+        PCLOUD_LOG(Warning, "Domain destroy failed",
+                   {{"assembly", a->name}, {"error", st.error().describe()}});
+    } else {
+        PCLOUD_LOG(Notice, "Domain destroyed", {{"assembly", a->name},
+                                                 {"cause_id", action.cause_id}});
+    }
+    auto& oa = observed_.assemblies[a->name];
+    agentGone(oa, a->name);
+    refreshDomain(a->name);
+}
+
+void Reactor::serviceCommand(const policy::Action& action) {
+    const auto* a = model_.findAssembly(action.assembly);
+    if (!a) return;
+    const auto* r = a->findResource(action.service);
+    if (!r) return;
+    proto::Command c;
+    c.type = action.kind == ActionKind::RestartService ? proto::CommandType::Restart
+             : action.kind == ActionKind::StartService ? proto::CommandType::Start
+                                                       : proto::CommandType::Stop;
+    c.id = a->name + "-" + std::to_string(next_cmd_++);
+    c.deadline = cfg_.tunables.service_start_deadline;
+    c.unit = agentUnitFor(*r);
+    pending_cmds_[c.id] = a->name + "/" + r->name;
+    if (pending_cmds_.size() > 1000) pending_cmds_.erase(pending_cmds_.begin());
+    auto st = bus_.send("pcloud.agent." + a->name, proto::encodeCommand(c),
+                        {{"correlation-id", c.id}});
+    PCLOUD_LOG(Notice, "Agent command sent",
+               {{"assembly", a->name}, {"service", r->name},
+                {"command", proto::toString(c.type)}, {"id", c.id},
+                {"cause_id", action.cause_id}, {"sent", st ? "yes" : st.error().message}});
+}
+
+void Reactor::emitEvent(const std::string& assembly, const std::string& service,
+                        const std::string& state, const std::string& reason,
+                        const std::string& cause) {
+    events::Event e;
+    e.time = clock_.nowMs();
+    e.deployable = cfg_.deployable;
+    e.assembly = assembly;
+    if (!service.empty()) e.service = service;
+    e.state = state;
+    e.reason = reason;
+    e.cause_id = cause;
+    PCLOUD_LOG(Notice, "Event",
+               {{"deployable", cfg_.deployable}, {"assembly", assembly}, {"service", service},
+                {"state", state}, {"reason", reason}, {"cause_id", cause}});
+    auto st = bus_.send("pcloud.journal", events::toJson(e).dump());
+    if (!st)
+        PCLOUD_LOG(Warning, "Could not queue an event", {{"error", st.error().describe()}});
+}
+
+void Reactor::persist() {
+    if (persisted_ && *persisted_ == state_) return;
+    std::string path = escalationPath(cfg_.state_dir, cfg_.deployable);
+    auto st = fs::writeAtomic(path, policy::toJson(state_).dump(1) + "\n");
+    if (!st) {
+        PCLOUD_LOG(Error, "Could not persist escalation state; failure history would be lost "
+                          "on restart",
+                   {{"file", path}, {"error", st.error().describe()}});
+        return;
+    }
+    persisted_ = state_;
+}
+
+void Reactor::checkStopDone() {
+    if (!stop_requested_ || finished_) return;
+    for (const auto& [name, oa] : observed_.assemblies) {
+        if (oa.domain == policy::DomainState::Running ||
+            oa.domain == policy::DomainState::Paused)
+            return;
+    }
+    finished_ = true;
+    emitEvent("", "", "stopped", "deployable stopped (planned)", "");
+}
+
+nlohmann::json Reactor::statusJson() const {
+    Millis now = clock_.nowMs();
+    json out;
+    out["deployable"] = cfg_.deployable;
+    std::string st = observed_.desired == policy::DesiredState::Stopped
+                         ? (finished_ ? "stopped" : "stopping")
+                         : (state_.deployable.outcome_applied ? "failed" : "running");
+    if (!observed_.infra_ok) st = "infrastructure-down";
+    out["state"] = st;
+    json list = json::array();
+    const auto* d = dep();
+    if (d) {
+        for (const auto& name : d->assemblies) {
+            const auto* a = model_.findAssembly(name);
+            static const policy::ObservedAssembly kNone;
+            static const policy::AssemblyTrack kNoTrack;
+            auto oit = observed_.assemblies.find(name);
+            const auto& oa = oit == observed_.assemblies.end() ? kNone : oit->second;
+            auto tit = state_.assemblies.find(name);
+            const auto& at = tit == state_.assemblies.end() ? kNoTrack : tit->second;
+            json j;
+            j["name"] = name;
+            j["domain"] = oa.qemu_exited ? "crashed" : policy::toString(oa.domain);
+            j["agent"] = oa.agent_connected ? "connected" : "disconnected";
+            j["heartbeat_age_ms"] =
+                oa.last_heartbeat ? json(now - *oa.last_heartbeat) : json(nullptr);
+            j["phase"] = policy::toString(at.phase);
+            json svcs = json::array();
+            if (a) {
+                for (const auto& r : a->resources) {
+                    json s{{"name", r.name}};
+                    auto sit = oa.services.find(r.name);
+                    if (sit == oa.services.end()) {
+                        s["state"] = "unknown";
+                        s["ready"] = false;
+                    } else {
+                        s["state"] = sit->second.raw.empty() ? policy::toString(sit->second.state)
+                                                             : sit->second.raw;
+                        bool active = sit->second.state == policy::ServiceState::Active;
+                        s["ready"] = active && sit->second.probe_ready.value_or(true);
+                    }
+                    svcs.push_back(std::move(s));
+                }
+            }
+            j["services"] = std::move(svcs);
+            model::Escalation esc = a ? a->escalation : model::Escalation{};
+            int used = 0;
+            for (Millis f : at.recovery.failures)
+                if (esc.period == model::kUnlimitedPeriod || f > now - esc.period) ++used;
+            j["failures"] = {{"used", used}, {"budget", esc.failures}, {"period_ms", esc.period}};
+            j["backoff_remaining_ms"] =
+                at.phase == policy::Phase::RestartPending && at.due && *at.due > now ? *at.due - now
+                                                                                      : 0;
+            j["referee"] = policy::toString(at.membership);
+            list.push_back(std::move(j));
+        }
+    }
+    out["assemblies"] = std::move(list);
+    return out;
+}
+
+std::string Reactor::onCommand(const std::string& body, const std::string& correlationId) {
+    auto j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+        return errorReply(correlationId, "malformed", "request body is not a JSON object").dump();
+    std::string id = j.value("id", correlationId);
+    if (!j.contains("command") || !j["command"].is_string())
+        return errorReply(id, "bad-field", "missing string field 'command'").dump();
+    std::string cmd = j["command"];
+    json reply{{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", true}};
+    if (cmd == "status") {
+        reply["result"] = statusJson();
+    } else if (cmd == "reload") {
+        std::vector<Error> warnings;
+        auto m = store::loadModel(cfg_.state_dir, &warnings);
+        if (!m) return errorReply(id, "config", m.error().describe()).dump();
+        if (!m->findDeployable(cfg_.deployable))
+            return errorReply(id, "not-found",
+                              "deployable '" + cfg_.deployable + "' is no longer in the model")
+                .dump();
+        model_ = std::move(*m);
+        for (const auto& name : dep()->assemblies)
+            if (const auto* a = model_.findAssembly(name)) subscribeReports(*a);
+        for (auto it = observed_.assemblies.begin(); it != observed_.assemblies.end();) {
+            const auto& names = dep()->assemblies;
+            if (std::find(names.begin(), names.end(), it->first) == names.end())
+                it = observed_.assemblies.erase(it);
+            else
+                ++it;
+        }
+        refreshAll();
+        PCLOUD_LOG(Notice, "Model reloaded", {{"deployable", cfg_.deployable}});
+        emitEvent("", "", "reloaded", "model reloaded", "");
+        step();
+        reply["result"] = {{"reloaded", true}};
+    } else if (cmd == "stop") {
+        observed_.desired = policy::DesiredState::Stopped;
+        stop_requested_ = true;
+        PCLOUD_LOG(Notice, "Planned stop requested", {{"deployable", cfg_.deployable}});
+        step();
+        reply["result"] = {{"state", finished_ ? "stopped" : "stopping"}};
+    } else if (cmd == "start") {
+        observed_.desired = policy::DesiredState::Running;
+        stop_requested_ = false;
+        finished_ = false;
+        step();
+        reply["result"] = {{"state", "running"}};
+    } else {
+        return errorReply(id, "unknown-command", "unknown command '" + cmd +
+                                                     "' (status, reload, stop, start)")
+            .dump();
+    }
+    return reply.dump();
+}
+
+} // namespace pcloud::dped

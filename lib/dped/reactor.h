@@ -1,0 +1,131 @@
+#pragma once
+// The dped reactor: everything dped knows and does for one deployable, on one thread.
+//
+// Inputs (libvirt events, pidfd exits, channel events, agent reports, cped commands, timer
+// ticks) arrive as calls to the on*() methods, which only update the observed state. Then
+// step() re-reads the whole observed state (level-triggered), calls policy::decide(),
+// executes the actions in order, persists the EscalationState to
+// STATE_DIR/escalation-NAME.json when it changed, and hands the referee its desired set.
+// The caller (runtime.cc, or a test) owns the threading: every method must be called from
+// the same thread. The clock is injected, so tests drive it with a ManualClock.
+
+#include "common/clock.h"
+#include "dped/ports.h"
+#include "model/model.h"
+#include "policy/policy.h"
+#include "policy/types.h"
+#include "virt/hypervisor.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace pcloud::dped {
+
+struct ReactorConfig {
+    std::string deployable;
+    std::string state_dir;
+    policy::Tunables tunables;
+};
+
+// Unit name the agent watches for a resource: for class process the resource name (the
+// command goes in the watch command), else the systemd unit / lsb script.
+std::string agentUnitFor(const model::Resource& r);
+// libvirt domain name of an assembly: <name> in its domain XML, else the assembly name.
+std::string domainNameFor(const model::Assembly& a);
+policy::DomainState toPolicyState(virt::DomainState s);
+// Referee members from the engine's remembered membership (In->Ready, Draining->Drain,
+// Out/Parked->Out). Assemblies without an address are left out (nothing to route to).
+std::vector<referee::Member> desiredMembers(const model::Model& model,
+                                            const std::string& deployable,
+                                            const policy::EscalationState& state);
+// STATE_DIR/escalation-NAME.json
+std::string escalationPath(const std::string& stateDir, const std::string& deployable);
+
+class Reactor {
+public:
+    Reactor(ReactorConfig config, model::Model model, const Clock& clock,
+            virt::Hypervisor& hypervisor, Messenger& messenger, HostWatch& watch,
+            RefereeSink* referee, policy::JitterSource& jitter);
+
+    // Loads the persisted escalation state (a corrupt file is an error naming it), subscribes
+    // to the agents' reports, re-reads every domain (adopting running ones) and takes the
+    // first decision.
+    Status start();
+
+    // ---- inputs --------------------------------------------------------------------------
+    void onDomainEvent(const virt::DomainEvent& event);
+    void onInfrastructureDown(const std::string& reason);
+    void onInfrastructureUp();
+    // `pid` is the exited process; an exit of an older qemu of the same assembly is ignored.
+    void onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid = 0);
+    // `monotonicUs`: steady clock when the relay saw it (0: unknown), logged for benchmarks.
+    void onChannelEvent(const std::string& assembly, bool connected, const std::string& detail,
+                        std::int64_t monotonicUs = 0);
+    void onReport(const std::string& assembly, const std::string& body);
+    // A cped request body; returns the reply body.
+    std::string onCommand(const std::string& body, const std::string& correlationId = {});
+
+    // Decide, act, persist. Call after every input and when nextWake() is reached.
+    void step();
+    // Wall-clock ms at which step() must run again (nullopt: only on input).
+    std::optional<Millis> nextWake() const { return next_wake_; }
+    // True once a planned stop finished (every domain is down): dped exits 0.
+    bool finished() const { return finished_; }
+
+    nlohmann::json statusJson() const;
+    const policy::Observed& observed() const { return observed_; }
+    const policy::EscalationState& state() const { return state_; }
+    const model::Model& model() const { return model_; }
+
+private:
+    const model::Deployable* dep() const { return model_.findDeployable(cfg_.deployable); }
+    const model::Assembly* assemblyOfDomain(const std::string& domain) const;
+    void subscribeReports(const model::Assembly& a);
+    void refreshDomain(const std::string& assembly);
+    void refreshAll();
+    void agentGone(policy::ObservedAssembly& oa, const std::string& assembly);
+    void execute(const policy::Action& action);
+    void startDomain(const policy::Action& action);
+    void stopDomain(const policy::Action& action);
+    void serviceCommand(const policy::Action& action);
+    void sendWatch(const std::string& assembly);
+    void emitEvent(const std::string& assembly, const std::string& service,
+                   const std::string& state, const std::string& reason,
+                   const std::string& cause);
+    std::string channelPath(const model::Assembly& a) const;
+    void persist();
+    void updateReferee();
+    void checkStopDone();
+
+    ReactorConfig cfg_;
+    model::Model model_;
+    const Clock& clock_;
+    virt::Hypervisor& hv_;
+    Messenger& bus_;
+    HostWatch& watch_;
+    RefereeSink* referee_;
+    policy::JitterSource& jitter_;
+
+    policy::Observed observed_;
+    policy::EscalationState state_;
+    std::optional<policy::EscalationState> persisted_;
+    std::optional<Millis> next_wake_;
+    std::map<std::string, Millis> last_report_;   // assembly -> host time of newest report
+    std::map<std::string, pid_t> pids_;           // assembly -> watched qemu pid
+    std::map<std::string, std::string> unit_to_resource_;  // "assembly/unit" -> resource
+    std::set<std::string> subscribed_;
+    std::set<std::string> awaiting_heartbeat_;  // agent gone: log its next first heartbeat
+    std::map<std::string, std::string> pending_cmds_;      // command id -> "assembly/service"
+    std::optional<std::vector<referee::Member>> last_members_;
+    std::uint64_t next_cmd_ = 1;
+    bool finished_ = false;
+    bool stop_requested_ = false;
+};
+
+} // namespace pcloud::dped

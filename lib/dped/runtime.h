@@ -1,0 +1,31 @@
+#pragma once
+// dped's process: option parsing and the wiring of the reactor (reactor.h) to the real
+// world: the bus client, libvirt, the pidfd watcher, the guest channel relays, a referee
+// worker thread, signals and the reactor thread's inbox. dped/main.cc only calls runDped().
+
+#include "common/result.h"
+
+#include <string>
+
+namespace pcloud::dped {
+
+struct Options {
+    std::string deployable;
+    std::string state_dir = "/var/lib/pcloud";
+    std::string broker = "amqp://127.0.0.1:5672";
+    std::string address_prefix;
+    std::string uri;        // overrides the deployable's libvirt URI when set
+    std::string log_level;  // error|warning|notice|info|debug
+};
+
+// Errors say which option is wrong; --help gives an Error whose message is the usage text
+// and whose file is "help".
+Result<Options> parseOptions(int argc, char** argv);
+std::string usage();
+
+// Runs dped until SIGTERM/SIGINT (exit 0, VMs left running) or a finished planned stop
+// (exit 0). Returns an ExitCode value.
+int runDped(const Options& options);
+int dpedMain(int argc, char** argv);
+
+} // namespace pcloud::dped

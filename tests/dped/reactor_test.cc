@@ -1,0 +1,422 @@
+// The dped reactor with fakes of the hypervisor, the bus and the host watchers, and a
+// ManualClock: observation mapping, actions executed, status JSON, commands, persistence.
+#include "dped/reactor.h"
+
+#include "common/fs.h"
+#include "proto/agent_messages.h"
+#include "store/store.h"
+#include "virt/guest_xml.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <map>
+#include <unistd.h>
+
+using namespace pcloud;
+using nlohmann::json;
+
+namespace {
+
+class FakeHv : public virt::Hypervisor {
+public:
+    std::map<std::string, virt::DomainState> domains;
+    std::vector<std::string> calls;
+    std::string reject;  // defineAndStart fails with this message when set
+    pid_t next_pid = 1000;
+    std::map<std::string, pid_t> pids;
+
+    Result<virt::DomainInfo> lookup(const std::string& name) override {
+        virt::DomainInfo i;
+        i.name = name;
+        auto it = domains.find(name);
+        i.state = it == domains.end() ? virt::DomainState::Missing : it->second;
+        return i;
+    }
+    Result<virt::DomainInfo> defineAndStart(const std::string& xml) override {
+        auto n = virt::domainNameOf(xml).value_or("?");
+        calls.push_back("start " + n);
+        if (!reject.empty()) return makeError(reject);
+        domains[n] = virt::DomainState::Running;
+        pids[n] = next_pid++;
+        last_xml = xml;
+        return lookup(n);
+    }
+    Result<virt::DomainInfo> createTransient(const std::string& xml) override {
+        return defineAndStart(xml);
+    }
+    Status start(const std::string& name) override { return Status::success(); }
+    Status destroy(const std::string& name) override {
+        calls.push_back("destroy " + name);
+        if (domains.count(name)) domains[name] = virt::DomainState::Shutoff;
+        return Status::success();
+    }
+    Status undefine(const std::string& name) override { return Status::success(); }
+    Result<pid_t> qemuPid(const std::string& name) override {
+        auto it = pids.find(name);
+        if (it == pids.end()) return makeError("no pid");
+        return it->second;
+    }
+    void setListener(virt::HypervisorListener*) override {}
+    std::string last_xml;
+};
+
+class FakeBus : public dped::Messenger {
+public:
+    std::vector<std::pair<std::string, std::string>> sent;
+    std::map<std::string, std::function<void(const bus::Message&)>> subs;
+    Status send(const std::string& a, const std::string& b, const bus::Properties&) override {
+        sent.emplace_back(a, b);
+        return Status::success();
+    }
+    void subscribe(const std::string& a, std::function<void(const bus::Message&)> cb) override {
+        subs[a] = std::move(cb);
+    }
+    std::vector<json> events() const {
+        std::vector<json> out;
+        for (const auto& [a, b] : sent)
+            if (a == "pcloud.journal") out.push_back(json::parse(b));
+        return out;
+    }
+    std::vector<json> to(const std::string& addr) const {
+        std::vector<json> out;
+        for (const auto& [a, b] : sent)
+            if (a == addr) out.push_back(json::parse(b));
+        return out;
+    }
+};
+
+class FakeWatch : public dped::HostWatch {
+public:
+    std::map<std::string, pid_t> pids;
+    std::map<std::string, std::string> channels;
+    void watchPid(const std::string& a, pid_t p) override { pids[a] = p; }
+    void unwatchPid(const std::string& a) override { pids.erase(a); }
+    void ensureChannel(const std::string& a, const std::string& s) override { channels[a] = s; }
+};
+
+class FakeReferee : public dped::RefereeSink {
+public:
+    std::vector<std::vector<referee::Member>> applied;
+    void setDesired(const std::vector<referee::Member>& m) override { applied.push_back(m); }
+};
+
+model::Model makeModel() {
+    model::Model m;
+    model::Deployable d;
+    d.name = "web";
+    d.assemblies = {"node01", "node02"};
+    d.heartbeat_timeout = 3'000;
+    d.backoff.base = 0;
+    d.referee.driver = "log";
+    m.deployables["web"] = d;
+    for (std::string n : {"node01", "node02"}) {
+        model::Assembly a;
+        a.name = n;
+        a.uuid = "";
+        a.address = n == "node01" ? "127.0.0.1:18001" : "127.0.0.1:18002";
+        a.domain_xml = "<domain type='qemu'><name>" + n + "-dom</name><devices/></domain>";
+        model::Resource r;
+        r.name = "httpd";
+        r.klass = model::ResourceClass::Process;
+        r.unit = "/bin/busybox httpd -f -p 80";
+        a.resources.push_back(r);
+        m.assemblies[n] = a;
+    }
+    return m;
+}
+
+struct Fixture : ::testing::Test {
+    std::string dir;
+    ManualClock clock{1'700'000'000'000};
+    FakeHv hv;
+    FakeBus bus;
+    FakeWatch watch;
+    FakeReferee ref;
+    policy::ZeroJitter jitter;
+    std::unique_ptr<dped::Reactor> r;
+
+    void SetUp() override {
+        dir = "/tmp/dped-test-" + std::to_string(::getpid()) + "-" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name();
+        std::filesystem::remove_all(dir);
+        std::filesystem::create_directories(dir);
+    }
+    void TearDown() override { std::filesystem::remove_all(dir); }
+    void make(model::Model m = makeModel()) {
+        r = std::make_unique<dped::Reactor>(dped::ReactorConfig{"web", dir, {}}, m, clock, hv, bus,
+                                            watch, &ref, jitter);
+    }
+    void report(const std::string& a, const std::string& body) {
+        bus.subs.at("pcloud.reports." + a)(bus::Message{"pcloud.reports." + a, body});
+        r->step();
+    }
+    void heartbeat(const std::string& a, std::uint64_t seq) {
+        proto::Heartbeat h;
+        h.seq = seq;
+        report(a, proto::encodeHeartbeat(h));
+    }
+    void service(const std::string& a, const std::string& state) {
+        proto::UnitState u;
+        u.unit = "httpd";
+        u.active_state = state;
+        report(a, proto::encodeService(u));
+    }
+    bool hasEvent(const std::string& assembly, const std::string& state) {
+        for (const auto& e : bus.events())
+            if (e.value("assembly", "") == assembly && e.value("state", "") == state) return true;
+        return false;
+    }
+};
+
+TEST_F(Fixture, StartsMissingDomainsWithTheAgentChannelInjected) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"start node01-dom", "start node02-dom"}));
+    EXPECT_NE(hv.last_xml.find("org.pcloud.agent.0"), std::string::npos);
+    EXPECT_NE(hv.last_xml.find(dir + "/channels/node02.sock"), std::string::npos);
+    EXPECT_EQ(watch.pids.size(), 2u);
+    EXPECT_EQ(watch.channels["node01"], dir + "/channels/node01.sock");
+    EXPECT_TRUE(hasEvent("", "dped-started"));
+    EXPECT_TRUE(hasEvent("node01", "starting"));
+    EXPECT_TRUE(std::filesystem::exists(dped::escalationPath(dir, "web")));
+}
+
+TEST_F(Fixture, AdoptsRunningDomainNeverStartsASecondInstance) {
+    hv.domains["node01-dom"] = virt::DomainState::Running;
+    hv.domains["node02-dom"] = virt::DomainState::Running;
+    hv.pids["node01-dom"] = 10;
+    hv.pids["node02-dom"] = 11;
+    make();
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_TRUE(hv.calls.empty());
+    EXPECT_EQ(watch.pids["node01"], 10);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    EXPECT_TRUE(hasEvent("node01", "running"));
+    EXPECT_TRUE(hv.calls.empty());
+}
+
+TEST_F(Fixture, HelloSendsWatchWithProcessCommandsAndServiceStartFollows) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    proto::Hello h;
+    h.assembly = "node01";
+    h.backend = "process";
+    proto::UnitState u;
+    u.unit = "httpd";
+    u.active_state = "inactive";
+    h.units.push_back(u);
+    report("node01", proto::encodeHello(h));
+    auto cmds = bus.to("pcloud.agent.node01");
+    ASSERT_FALSE(cmds.empty());
+    EXPECT_EQ(cmds[0]["type"], "watch");
+    EXPECT_EQ(cmds[0]["commands"]["httpd"], "/bin/busybox httpd -f -p 80");
+    clock.advance(100);
+    heartbeat("node01", 1);
+    // Domain up with a fresh heartbeat, service inactive -> start it through the agent.
+    cmds = bus.to("pcloud.agent.node01");
+    bool started = false;
+    for (const auto& c : cmds) started = started || (c["type"] == "start" && c["unit"] == "httpd");
+    EXPECT_TRUE(started);
+    service("node01", "active");
+    auto st = r->statusJson();
+    EXPECT_EQ(st["assemblies"][0]["services"][0]["state"], "active");
+    EXPECT_EQ(st["assemblies"][0]["agent"], "connected");
+}
+
+TEST_F(Fixture, ServiceFailureRestartsInPlaceWithCause) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    service("node01", "active");
+    clock.advance(100);
+    heartbeat("node01", 2);
+    ASSERT_TRUE(hasEvent("node01", "running"));
+    bus.sent.clear();
+    clock.advance(100);
+    service("node01", "failed");
+    bool restart = false;
+    for (const auto& c : bus.to("pcloud.agent.node01"))
+        restart = restart || (c["type"] == "restart" && c["unit"] == "httpd");
+    EXPECT_TRUE(restart);
+    bool failedEvent = false;
+    for (const auto& e : bus.events())
+        if (e.value("service", "") == "httpd" && !e.value("cause_id", "").empty())
+            failedEvent = true;
+    EXPECT_TRUE(failedEvent);
+    EXPECT_TRUE(hv.calls.size() == 2);  // no domain restart
+}
+
+TEST_F(Fixture, PidExitDestroysAndStartsTheDomainAgain) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    hv.calls.clear();
+    clock.advance(100);
+    r->onPidExit("node01", 0);
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
+    EXPECT_EQ(watch.pids["node01"], 1002);
+    auto st = r->statusJson();
+    EXPECT_EQ(st["assemblies"][0]["failures"]["used"], 1);
+}
+
+// One qemu death reaches dped three times (channel EOF, pidfd, libvirt's late STOPPED event),
+// and the pidfd exit of the old qemu can be delivered again after the restart: it is one
+// failure. The EOF must not ask libvirt (libvirtd holds a dying domain for seconds).
+TEST_F(Fixture, OneCrashSeenByEverySignalCountsOnce) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    service("node01", "active");
+    ASSERT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
+    pid_t oldPid = watch.pids.at("node01");
+    hv.calls.clear();
+    clock.advance(100);
+    r->onChannelEvent("node01", false, "peer closed");
+    r->step();
+    EXPECT_TRUE(hv.calls.empty());  // a suspicion: drained, nothing destroyed yet
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Drain);
+    r->onPidExit("node01", 0, oldPid);
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
+    r->onDomainEvent(virt::DomainEvent{.domain = "node01-dom",
+                                       .kind = virt::DomainEventKind::Stopped});
+    r->onPidExit("node01", 0, oldPid);  // stale: the previous qemu
+    r->onChannelEvent("node01", false, "peer closed");  // the old socket's EOF, late
+    r->step();
+    clock.advance(100);
+    heartbeat("node01", 2);
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 1);
+    int failed = 0;
+    for (const auto& e : bus.events())
+        if (e.value("assembly", "") == "node01" && e.value("state", "") == "failed") ++failed;
+    EXPECT_EQ(failed, 1);
+    EXPECT_EQ(hv.calls.size(), 2u);
+}
+
+TEST_F(Fixture, HeartbeatTimeoutIsAFailureOnlyAfterTheTimeout) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    hv.calls.clear();
+    ASSERT_TRUE(r->nextWake());
+    clock.advance(2'000);  // one missed beat is no failure
+    heartbeat("node02", 2);
+    EXPECT_TRUE(hv.calls.empty());
+    clock.set(*r->nextWake());
+    r->step();
+    clock.advance(1'100);
+    heartbeat("node02", 3);
+    // A hung guest is destroyed, then started again.
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
+}
+
+TEST_F(Fixture, RejectedDomainXmlIsAnEventAndTheOtherAssemblyStarts) {
+    hv.reject = "XML error: bad thing";
+    make();
+    ASSERT_TRUE(r->start().ok());
+    bool errorEvent = false;
+    for (const auto& e : bus.events())
+        if (e["state"] == "error" &&
+            e["reason"].get<std::string>().find("XML error: bad thing") != std::string::npos)
+            errorEvent = true;
+    EXPECT_TRUE(errorEvent);
+    EXPECT_EQ(hv.calls.size(), 2u);  // both tried; neither stopped the other
+}
+
+TEST_F(Fixture, EscalationStateSurvivesARestart) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    clock.advance(100);
+    r->onPidExit("node01", 0);
+    r->step();
+    auto before = r->state();
+    EXPECT_EQ(before.assemblies.at("node01").recovery.failures.size(), 1u);
+    r.reset();
+    make();
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(r->state().assemblies.at("node01").recovery.failures.size(), 1u);
+}
+
+TEST_F(Fixture, CorruptEscalationFileIsAnErrorNamingIt) {
+    ASSERT_TRUE(fs::writeAtomic(dped::escalationPath(dir, "web"), "{not json").ok());
+    make();
+    auto st = r->start();
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.error().describe().find("escalation-web.json"), std::string::npos);
+}
+
+TEST_F(Fixture, StatusCommandAndBadCommands) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    auto rep = json::parse(r->onCommand(R"({"v":1,"type":"command","id":"7","command":"status"})"));
+    EXPECT_EQ(rep["ok"], true);
+    EXPECT_EQ(rep["id"], "7");
+    EXPECT_EQ(rep["result"]["deployable"], "web");
+    EXPECT_EQ(rep["result"]["assemblies"].size(), 2u);
+    auto a = rep["result"]["assemblies"][0];
+    for (const char* k : {"name", "domain", "agent", "heartbeat_age_ms", "services", "failures",
+                          "backoff_remaining_ms", "referee"})
+        EXPECT_TRUE(a.contains(k)) << k;
+    EXPECT_EQ(a["failures"]["budget"], 3);
+    EXPECT_EQ(json::parse(r->onCommand("nope"))["error"]["code"], "malformed");
+    EXPECT_EQ(json::parse(r->onCommand(R"({"command":"frob"})"))["error"]["code"],
+              "unknown-command");
+}
+
+TEST_F(Fixture, PlannedStopDestroysDomainsWithoutCountingFailures) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    hv.calls.clear();
+    auto rep = json::parse(r->onCommand(R"({"command":"stop"})"));
+    EXPECT_EQ(rep["ok"], true);
+    r->step();
+    EXPECT_TRUE(r->finished());
+    for (const auto& [n, at] : r->state().assemblies) EXPECT_TRUE(at.recovery.failures.empty());
+    EXPECT_TRUE(hasEvent("", "stopped"));
+}
+
+TEST_F(Fixture, RefereeGetsMembersFromMembership) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    service("node01", "active");
+    clock.advance(10);
+    heartbeat("node01", 2);
+    ASSERT_FALSE(ref.applied.empty());
+    auto last = ref.applied.back();
+    ASSERT_EQ(last.size(), 2u);
+    EXPECT_EQ(last[0].name, "node01");
+    EXPECT_EQ(last[0].desired, referee::MemberState::Ready);
+    EXPECT_EQ(last[1].desired, referee::MemberState::Out);
+}
+
+TEST_F(Fixture, ReloadPicksUpParkedFlag) {
+    auto m = makeModel();
+    ASSERT_TRUE(store::saveModel(dir, m).ok());
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    m.assemblies["node02"].parked = true;
+    ASSERT_TRUE(store::saveModel(dir, m).ok());
+    auto rep = json::parse(r->onCommand(R"({"command":"reload"})"));
+    EXPECT_EQ(rep["ok"], true) << rep.dump();
+    EXPECT_TRUE(hasEvent("node02", "parked"));
+}
+
+} // namespace

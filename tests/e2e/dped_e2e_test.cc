@@ -1,0 +1,459 @@
+// End to end: the real dped binary, real libvirtd + QEMU tiny guests running the real
+// pcloud-agent over the virtio channel, and an in-process AMQP hub standing in for cped
+// (the test reads dped's events from the "pcloud.journal" queue and talks to
+// pcloud.dped.NAME like cped does). One deployable, two guests; the scenarios run in order
+// on the same guests because each boot costs seconds under TCG.
+//
+// How the service is "killed": the guest has no exec channel, so the resource is a real
+// one-shot web server, `busybox nc -l -p 80 -e busybox httpd -i`: it answers exactly one
+// HTTP request and then its process exits for real. A GET from the host through the
+// hostfwd port is therefore a genuine service death inside the guest, seen by the agent's
+// process backend and reported over the channel.
+//
+// Skips (with the reason) when libvirtd, the guest image or the binaries are missing.
+#include "bus/client.h"
+#include "bus/hub.h"
+#include "common/fs.h"
+#include "model/model.h"
+#include "store/store.h"
+#include "virt/guest_xml.h"
+#include "virt/libvirt_hypervisor.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <csignal>
+#include <map>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace pcloud;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kBin = PCLOUD_BIN_DIR;
+const std::string kSrc = PCLOUD_SOURCE_DIR;
+
+int freePort() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    int port = ntohs(a.sin_port);
+    ::close(fd);
+    return port;
+}
+
+// One HTTP GET on loopback; returns the response text ("" on failure).
+std::string httpGet(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string out;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        std::string req = "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        (void)!::write(fd, req.data(), req.size());
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, n);
+    }
+    ::close(fd);
+    return out;
+}
+
+std::string runCapture(const std::string& cmd) {
+    std::string out;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p) return out;
+    char buf[512];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+    ::pclose(p);
+    return out;
+}
+
+pid_t qemuPidOf(const std::string& domain) {
+    auto text = fs::readFile("/run/libvirt/qemu/" + domain + ".pid");
+    if (!text) return 0;
+    try {
+        return std::stoi(*text);
+    } catch (...) {
+        return 0;
+    }
+}
+
+template <typename Pred>
+bool waitFor(Pred pred, std::chrono::milliseconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(100ms);
+    }
+    return pred();
+}
+
+class DpedE2e : public ::testing::Test {
+protected:
+    static inline std::string guest_dir_;
+    static inline std::string skip_;
+
+    static void SetUpTestSuite() {
+        if (::geteuid() != 0) {
+            skip_ = "needs root for qemu:///system";
+            return;
+        }
+        if (!fs::exists(kBin + "/dped") || !fs::exists(kBin + "/pcloud-agent")) {
+            skip_ = "build dped and pcloud-agent first";
+            return;
+        }
+        auto rc = ::system("virsh -c qemu:///system version >/dev/null 2>&1");
+        if (rc != 0) {
+            skip_ = "libvirtd is not running (run scripts/setup-libvirt.sh)";
+            return;
+        }
+        sweepStaleDomains();
+        std::string out = runCapture(kSrc + "/scripts/build-guest.sh " + kBin +
+                                     "/pcloud-agent 2>&1");
+        auto pos = out.rfind("GUEST_DIR=");
+        if (pos == std::string::npos) {
+            skip_ = "could not build the tiny guest: " + out.substr(out.size() > 400 ? out.size() - 400 : 0);
+            return;
+        }
+        guest_dir_ = out.substr(pos + 10);
+        while (!guest_dir_.empty() && isspace(guest_dir_.back())) guest_dir_.pop_back();
+    }
+
+    // Domains of an earlier run that died without its TearDown (killed by a ctest timeout):
+    // pce2e<PID>-x where PID is no longer alive. Destroyed and undefined so they cost no CPU.
+    static void sweepStaleDomains() {
+        std::string names = runCapture("virsh -c qemu:///system list --all --name 2>/dev/null");
+        std::size_t pos = 0;
+        while (pos < names.size()) {
+            auto end = names.find('\n', pos);
+            std::string n = names.substr(pos, end == std::string::npos ? end : end - pos);
+            pos = end == std::string::npos ? names.size() : end + 1;
+            if (n.rfind("pce2e", 0) != 0) continue;
+            auto dash = n.find('-');
+            if (dash == std::string::npos) continue;
+            pid_t owner = static_cast<pid_t>(std::atol(n.substr(5, dash - 5).c_str()));
+            if (owner > 0 && (::kill(owner, 0) == 0 || errno != ESRCH)) continue;
+            std::fprintf(stderr, "removing stale domain %s of a dead test run\n", n.c_str());
+            (void)::system(("virsh -c qemu:///system destroy " + n + " >/dev/null 2>&1").c_str());
+            (void)::system(("virsh -c qemu:///system undefine " + n + " >/dev/null 2>&1").c_str());
+        }
+    }
+
+    // Failure timestamps per assembly in the persisted escalation state.
+    std::map<std::string, std::size_t> persistedFailures() {
+        std::map<std::string, std::size_t> out;
+        auto text = fs::readFile(dir_ + "/escalation-" + dep_ + ".json");
+        if (!text) return out;
+        auto j = json::parse(*text, nullptr, false);
+        if (j.is_discarded() || !j.contains("assemblies")) return out;
+        for (const auto& [name, a] : j["assemblies"].items())
+            out[name] = a.contains("recovery") ? a["recovery"].value("failures", json::array()).size()
+                                               : 0;
+        return out;
+    }
+
+    void SetUp() override {
+        if (!skip_.empty()) GTEST_SKIP() << skip_;
+        tag_ = "pce2e" + std::to_string(::getpid());
+        dep_ = tag_;
+        dir_ = "/tmp/" + tag_;
+        std::filesystem::remove_all(dir_);
+        std::filesystem::create_directories(dir_ + "/channels");
+        ASSERT_TRUE(hub_.start("amqp://127.0.0.1:0").ok());
+        ASSERT_TRUE(client_.connect("amqp://127.0.0.1:" + std::to_string(hub_.boundPort())).ok());
+        ASSERT_TRUE(client_.waitConnected(10s));
+        auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
+            auto j = json::parse(m.body, nullptr, false);
+            if (j.is_discarded()) return;
+            std::lock_guard lock(mu_);
+            events_.push_back(j);
+        });
+        ASSERT_TRUE(client_.waitSubscribed(sub, 10s));
+    }
+
+    void TearDown() override {
+        stopDped(SIGKILL);
+        for (const auto& d : domains_) {
+            (void)::system(("virsh -c qemu:///system destroy " + d + " >/dev/null 2>&1").c_str());
+            (void)::system(("virsh -c qemu:///system undefine " + d + " >/dev/null 2>&1").c_str());
+        }
+        client_.close();
+        hub_.stop();
+        if (!HasFailure()) std::filesystem::remove_all(dir_);
+        else std::fprintf(stderr, "state dir kept for inspection: %s\n", dir_.c_str());
+    }
+
+    model::Assembly tinyAssembly(const std::string& name, int port) {
+        virt::TinyGuest g;
+        g.name = name;
+        g.uuid = virt::randomUuid();
+        g.kernel = guest_dir_ + "/vmlinuz";
+        g.initrd = guest_dir_ + "/initrd.img";
+        g.consoleLog = dir_ + "/" + name + ".console.log";
+        g.channelSocket = dir_ + "/channels/" + name + ".sock";
+        g.httpPort = port;
+        model::Assembly a;
+        a.name = name;
+        a.uuid = g.uuid;
+        a.domain_xml = virt::renderTinyGuestXml(g).value();
+        a.escalation = {3, 600'000};
+        model::Resource r;
+        // Not "httpd": the guest's agent.conf already runs a persistent httpd under that
+        // name; dped's watch replaces it with this one-shot server.
+        r.name = "web";
+        r.type = "busybox-httpd";
+        r.klass = model::ResourceClass::Process;
+        r.unit = "/bin/busybox nc -l -p 80 -e /bin/busybox httpd -i -h /www";
+        r.escalation = {2, 600'000};  // the 2nd failure escalates to a VM restart
+        a.resources.push_back(r);
+        domains_.push_back(name);
+        return a;
+    }
+
+    void writeModel() { ASSERT_TRUE(store::saveModel(dir_, model_).ok()); }
+
+    void startDped() {
+        log_ = dir_ + "/dped." + std::to_string(++runs_) + ".log";
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            // Never outlive the test (a ctest timeout kills it with SIGKILL).
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            ::dup2(fd, 2);
+            ::dup2(fd, 1);
+            std::string broker = "amqp://127.0.0.1:" + std::to_string(hub_.boundPort());
+            ::execl((kBin + "/dped").c_str(), "dped", "--deployable", dep_.c_str(), "--state-dir",
+                    dir_.c_str(), "--broker", broker.c_str(), "--log-level", "info", nullptr);
+            _exit(127);
+        }
+    }
+    int stopDped(int sig) {
+        if (pid_ <= 0) return -1;
+        ::kill(pid_, sig);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return status;
+    }
+
+    json status() {
+        auto r = client_.request("pcloud.dped." + dep_,
+                                 R"({"v":1,"type":"command","id":"s","command":"status"})", 5s);
+        if (!r) return json();
+        auto j = json::parse(r->body, nullptr, false);
+        return j.is_discarded() ? json() : j.value("result", json());
+    }
+    json assemblyStatus(const json& st, const std::string& name) {
+        if (!st.is_object()) return json();
+        for (const auto& a : st["assemblies"])
+            if (a["name"] == name) return a;
+        return json();
+    }
+    bool healthy(const std::string& name) {
+        auto a = assemblyStatus(status(), name);
+        return a.is_object() && a["domain"] == "running" && a["agent"] == "connected" &&
+               a["phase"] == "up" && !a["services"].empty() && a["services"][0]["state"] == "active";
+    }
+    std::vector<json> eventsFor(const std::string& assembly) {
+        std::lock_guard lock(mu_);
+        std::vector<json> out;
+        for (const auto& e : events_)
+            if (e.value("assembly", "") == assembly) out.push_back(e);
+        return out;
+    }
+    bool hasEvent(const std::string& assembly, const std::string& state,
+                  const std::string& reasonPart = "", std::size_t from = 0) {
+        std::lock_guard lock(mu_);
+        for (std::size_t i = from; i < events_.size(); ++i) {
+            const auto& e = events_[i];
+            if (e.value("assembly", "") == assembly && e.value("state", "") == state &&
+                e.value("reason", "").find(reasonPart) != std::string::npos)
+                return true;
+        }
+        return false;
+    }
+    std::size_t eventCount() {
+        std::lock_guard lock(mu_);
+        return events_.size();
+    }
+    std::string dumpEvents() {
+        std::lock_guard lock(mu_);
+        std::string s;
+        for (const auto& e : events_) s += e.dump() + "\n";
+        return s + "\n--- dped log: " + log_ + "\n" + [&] { auto t = fs::readFile(log_); return t ? *t : std::string(); }();
+    }
+
+    bus::Hub hub_;
+    bus::Client client_;
+    std::mutex mu_;
+    std::vector<json> events_;
+    std::string tag_, dep_, dir_, log_;
+    std::vector<std::string> domains_;
+    model::Model model_;
+    pid_t pid_ = -1;
+    int runs_ = 0;
+};
+
+TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
+    const std::string A = tag_ + "-a", B = tag_ + "-b";
+    int portA = freePort(), portB = freePort();
+    model::Deployable d;
+    d.name = dep_;
+    d.assemblies = {A, B};
+    d.heartbeat_interval = 1'000;
+    // 10 s: under TCG on a busy 2-core machine an agent needs a few seconds to open a fresh
+    // AMQP connection through the relay after the host side of its channel went away.
+    d.heartbeat_timeout = 10'000;
+    d.backoff = {200, 2.0, 2'000, 300'000};
+    d.escalation = {5, 3'600'000};
+    d.referee.driver = "log";
+    model_.deployables[dep_] = d;
+    model_.assemblies[A] = tinyAssembly(A, portA);
+    model_.assemblies[B] = tinyAssembly(B, portB);
+    model_.assemblies[A].address = "127.0.0.1:" + std::to_string(portA);
+    model_.assemblies[B].address = "127.0.0.1:" + std::to_string(portB);
+    writeModel();
+    startDped();
+
+    // 1. Both guests start and report healthy over the virtio channel.
+    ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 120s)) << dumpEvents();
+    EXPECT_TRUE(hasEvent(A, "running"));
+    EXPECT_TRUE(hasEvent(B, "running"));
+
+    // 2. Kill the web server in A for real: it serves one request and exits.
+    std::size_t mark = eventCount();
+    pid_t qemuA = qemuPidOf(A), qemuB = qemuPidOf(B);
+    ASSERT_GT(qemuA, 0);
+    ASSERT_NE(httpGet(portA).find("pcloud tiny guest"), std::string::npos) << dumpEvents();
+    ASSERT_TRUE(waitFor([&] { return hasEvent(A, "failed", "monitor failed", mark); }, 30s))
+        << dumpEvents();
+    ASSERT_TRUE(waitFor([&] { return healthy(A) && hasEvent(A, "active", "restarted", mark); },
+                        30s))
+        << dumpEvents();
+    {
+        // The restart carries the failure's cause_id and happened in place (same qemu).
+        std::string cause;
+        for (const auto& e : eventsFor(A))
+            if (e.value("state", "") == "failed" && e.contains("service")) cause = e["cause_id"];
+        EXPECT_FALSE(cause.empty());
+        bool linked = false;
+        for (const auto& e : eventsFor(A))
+            if (e.value("state", "") == "active" && e.value("cause_id", "") == cause) linked = true;
+        EXPECT_TRUE(linked) << dumpEvents();
+        EXPECT_EQ(qemuPidOf(A), qemuA);
+        EXPECT_EQ(qemuPidOf(B), qemuB);
+    }
+
+    // 3. SIGKILL B's qemu: pidfd -> destroy + start again -> the agent reconnects.
+    mark = eventCount();
+    ASSERT_EQ(::kill(qemuB, SIGKILL), 0);
+    ASSERT_TRUE(waitFor([&] { return hasEvent(B, "failed", "", mark); }, 10s))
+        << dumpEvents();
+    ASSERT_TRUE(waitFor([&] { return healthy(B) && hasEvent(B, "running", "restarted", mark); },
+                        120s))
+        << dumpEvents();
+    qemuB = qemuPidOf(B);
+    EXPECT_EQ(qemuPidOf(A), qemuA);
+    // One crash is one failure, although three signals saw it (pidfd, channel EOF, libvirt).
+    json usedB = assemblyStatus(status(), B)["failures"]["used"];
+    EXPECT_EQ(usedB, 1) << dumpEvents();
+    {
+        int failed = 0;
+        std::lock_guard lock(mu_);
+        for (std::size_t i = mark; i < events_.size(); ++i)
+            if (events_[i].value("assembly", "") == B && events_[i].value("state", "") == "failed")
+                ++failed;
+        EXPECT_EQ(failed, 1);
+    }
+
+    // 4. SIGKILL dped; a new one adopts: no healthy domain restarted, failure counts kept.
+    stopDped(SIGKILL);
+    mark = eventCount();
+    startDped();
+    ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 60s)) << dumpEvents();
+    EXPECT_EQ(qemuPidOf(A), qemuA);
+    EXPECT_EQ(qemuPidOf(B), qemuB);
+    EXPECT_EQ(assemblyStatus(status(), B)["failures"]["used"], usedB);
+    EXPECT_FALSE(hasEvent(A, "starting", "starting", mark));
+
+    // 5. A second failure of A's service uses up its budget (2): escalate to a VM restart.
+    mark = eventCount();
+    ASSERT_NE(httpGet(portA).find("pcloud tiny guest"), std::string::npos) << dumpEvents();
+    ASSERT_TRUE(waitFor([&] { return hasEvent(A, "escalated", "escalating service failure", mark); },
+                        30s))
+        << dumpEvents();
+    ASSERT_TRUE(waitFor([&] { return healthy(A) && qemuPidOf(A) != qemuA; }, 120s))
+        << dumpEvents();
+    EXPECT_EQ(qemuPidOf(B), qemuB);
+
+    // 6. Bad input: a domain XML libvirt rejects -> a clear event; the others are unaffected.
+    const std::string C = tag_ + "-c";
+    model::Assembly c;
+    c.name = C;
+    c.domain_xml = "<domain type='qemu'><name>" + C +
+                   "</name><memory unit='MiB'>64</memory><os><type arch='x86_64' "
+                   "machine='no-such-machine'>hvm</type></os><devices/></domain>";
+    domains_.push_back(C);
+    model_.assemblies[C] = c;
+    model_.deployables[dep_].assemblies.push_back(C);
+    writeModel();
+    mark = eventCount();
+    qemuA = qemuPidOf(A);
+    auto rep = client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"r","command":"reload"})", 10s);
+    ASSERT_TRUE(rep.ok());
+    ASSERT_TRUE(waitFor([&] { return hasEvent(C, "error", "libvirt rejected", mark); }, 20s))
+        << dumpEvents();
+    EXPECT_TRUE(healthy(A));
+    EXPECT_TRUE(healthy(B));
+    EXPECT_EQ(qemuPidOf(A), qemuA);
+    EXPECT_EQ(qemuPidOf(B), qemuB);
+    // Take C out again so the planned stop below has only real domains.
+    model_.deployables[dep_].assemblies.pop_back();
+    model_.assemblies.erase(C);
+    writeModel();
+    ASSERT_TRUE(client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"r2","command":"reload"})", 10s).ok());
+
+    // 7. Planned stop: all domains stopped, no failure recorded, dped exits 0.
+    auto before = persistedFailures();
+    ASSERT_EQ(before.count(B), 1u);
+    mark = eventCount();
+    auto stopRep = client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"st","command":"stop"})", 10s);
+    ASSERT_TRUE(stopRep.ok());
+    int wstatus = 0;
+    bool exited = waitFor([&] { return ::waitpid(pid_, &wstatus, WNOHANG) == pid_; }, 60s);
+    ASSERT_TRUE(exited) << dumpEvents();
+    pid_ = -1;
+    EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    EXPECT_EQ(qemuPidOf(A), 0);
+    EXPECT_EQ(qemuPidOf(B), 0);
+    EXPECT_FALSE(hasEvent(A, "failed", "", mark));
+    EXPECT_FALSE(hasEvent(B, "failed", "", mark));
+    EXPECT_EQ(persistedFailures(), before);
+    // Nothing left running, so TearDown has only definitions to remove.
+    EXPECT_TRUE(runCapture("virsh -c qemu:///system list --name 2>/dev/null").find(tag_) ==
+                std::string::npos);
+}
+
+} // namespace
