@@ -1,0 +1,769 @@
+#include "control/commands.h"
+
+#include "common/time_format.h"
+#include "store/store.h"
+#include "store/templates.h"
+
+#include <algorithm>
+#include <map>
+#include <pugixml.hpp>
+
+namespace pcloud::control {
+
+using nlohmann::json;
+
+nlohmann::json Response::toJson() const {
+    json j = {{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", ok}};
+    if (ok) j["result"] = result;
+    else j["error"] = {{"code", error_code}, {"message", error_message}};
+    return j;
+}
+
+Response Response::failure(std::string id, std::string code, std::string message) {
+    Response r;
+    r.id = std::move(id);
+    r.ok = false;
+    r.error_code = std::move(code);
+    r.error_message = std::move(message);
+    return r;
+}
+
+Result<Request> parseRequest(const std::string& body, Response* rejection) {
+    auto reject = [&](std::string id, std::string msg) -> Result<Request> {
+        if (rejection) *rejection = Response::failure(id, code::BadRequest, msg);
+        return makeError(msg);
+    };
+    auto j = json::parse(body, nullptr, false);
+    if (j.is_discarded()) return reject("", "the request body is not JSON");
+    if (!j.is_object()) return reject("", "the request body is not a JSON object");
+    Request r;
+    if (auto it = j.find("id"); it != j.end()) {
+        if (it->is_string()) r.id = it->get<std::string>();
+        else if (it->is_number_integer()) r.id = std::to_string(it->get<long long>());
+    }
+    auto v = j.find("v");
+    if (v == j.end() || !v->is_number_integer() || v->get<int>() != 1)
+        return reject(r.id, "unsupported protocol version (want \"v\": 1)");
+    auto t = j.find("type");
+    if (t == j.end() || *t != "command") return reject(r.id, "\"type\" must be \"command\"");
+    auto c = j.find("command");
+    if (c == j.end() || !c->is_string() || c->get<std::string>().empty())
+        return reject(r.id, "\"command\" is missing or not a string");
+    r.command = c->get<std::string>();
+    if (auto a = j.find("args"); a != j.end() && !a->is_null()) {
+        if (!a->is_object()) return reject(r.id, "\"args\" must be a JSON object");
+        r.args = *a;
+    }
+    return r;
+}
+
+namespace {
+
+// Why an exception here: ~30 commands each validate several arguments; a failure thrown
+// from the argument readers keeps every command a straight line. It never leaves this file:
+// handle() turns it into an error reply.
+struct CommandError {
+    std::string code;
+    std::string message;
+};
+
+[[noreturn]] void fail(std::string c, std::string message) {
+    throw CommandError{std::move(c), std::move(message)};
+}
+
+class Args {
+public:
+    explicit Args(const json& j) : j_(j) {}
+
+    bool has(const char* key) const {
+        auto it = j_.find(key);
+        return it != j_.end() && !it->is_null();
+    }
+    std::string str(const char* key) const {
+        auto it = j_.find(key);
+        if (it == j_.end() || it->is_null())
+            fail(code::InvalidArgument, std::string("missing argument \"") + key + "\"");
+        if (!it->is_string())
+            fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a string");
+        return it->get<std::string>();
+    }
+    std::string optStr(const char* key, std::string dflt = {}) const {
+        return has(key) ? str(key) : dflt;
+    }
+    std::string name(const char* key) const {
+        std::string n = str(key);
+        if (!model::isValidName(n))
+            fail(code::InvalidArgument,
+                 std::string("argument \"") + key + "\": '" + n +
+                     "' is not a valid name (1-64 of A-Z a-z 0-9 - _ ., not starting with - or .)");
+        return n;
+    }
+    // A failure budget: a positive integer, or INFINITY.
+    int failures(const char* key) const {
+        auto it = j_.find(key);
+        if (it == j_.end() || it->is_null())
+            fail(code::InvalidArgument, std::string("missing argument \"") + key + "\"");
+        long long n = 0;
+        if (it->is_number_integer()) {
+            n = it->get<long long>();
+        } else if (it->is_string()) {
+            std::string s = it->get<std::string>();
+            if (s == "INFINITY" || s == "infinity") return model::kUnlimitedFailures;
+            size_t used = 0;
+            try {
+                n = std::stoll(s, &used);
+            } catch (...) {
+                used = 0;
+            }
+            if (used == 0 || used != s.size())
+                fail(code::InvalidArgument, std::string("argument \"") + key + "\": '" + s +
+                                                "' is not a number of failures (want e.g. 3 or INFINITY)");
+        } else {
+            fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a number");
+        }
+        if (n < 1 || n > 1'000'000)
+            fail(code::InvalidArgument, std::string("argument \"") + key + "\": " +
+                                            std::to_string(n) + " is out of range (1..1000000 or INFINITY)");
+        return static_cast<int>(n);
+    }
+    // A window: milliseconds as a number, or text like "10m" / INFINITY.
+    Millis period(const char* key) const {
+        auto it = j_.find(key);
+        if (it == j_.end() || it->is_null())
+            fail(code::InvalidArgument, std::string("missing argument \"") + key + "\"");
+        Millis ms = 0;
+        if (it->is_number_integer()) {
+            ms = it->get<Millis>();
+        } else if (it->is_string()) {
+            auto d = parseDuration(it->get<std::string>());
+            if (!d) fail(code::InvalidArgument, std::string("argument \"") + key + "\": " + d.error().message);
+            if (*d == kInfinite) return model::kUnlimitedPeriod;
+            ms = *d;
+        } else {
+            fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a duration");
+        }
+        if (ms <= 0)
+            fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be longer than 0");
+        return ms;
+    }
+    std::uint64_t count(const char* key, std::uint64_t dflt) const {
+        auto it = j_.find(key);
+        if (it == j_.end() || it->is_null()) return dflt;
+        if (it->is_number_unsigned()) return it->get<std::uint64_t>();
+        if (it->is_number_integer() && it->get<long long>() >= 0) return it->get<std::uint64_t>();
+        if (it->is_string()) {
+            const std::string s = it->get<std::string>();
+            if (!s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+                s.size() < 19)
+                return std::stoull(s);
+        }
+        fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a non-negative integer");
+    }
+    const json& raw(const char* key) const { return j_.at(key); }
+
+private:
+    const json& j_;
+};
+
+model::Deployable& needDeployable(model::Model& m, const std::string& name) {
+    auto it = m.deployables.find(name);
+    if (it == m.deployables.end()) fail(code::NotFound, "no deployable named '" + name + "'");
+    return it->second;
+}
+model::Assembly& needAssembly(model::Model& m, const std::string& name) {
+    auto it = m.assemblies.find(name);
+    if (it == m.assemblies.end()) fail(code::NotFound, "no assembly named '" + name + "'");
+    return it->second;
+}
+
+std::string failuresText(int f) {
+    return f == model::kUnlimitedFailures ? "INFINITY" : std::to_string(f);
+}
+json escalationJson(const model::Escalation& e) {
+    return {{"failures", failuresText(e.failures)},
+            {"period", formatDuration(e.period == model::kUnlimitedPeriod ? kInfinite : e.period)},
+            {"period_ms", e.period}};
+}
+
+json deployableJson(const model::Deployable& d, const DesiredState* desired) {
+    return {{"name", d.name},
+            {"uri", d.uri},
+            {"monitor", model::toString(d.monitor)},
+            {"assemblies", d.assemblies},
+            {"started", desired && desired->started(d.name)},
+            {"escalation", escalationJson(d.escalation)},
+            {"outcome", model::toString(d.outcome)},
+            {"referee", d.referee.driver.empty() ? "none" : d.referee.driver}};
+}
+
+json resourceJson(const model::Resource& r) {
+    return {{"name", r.name},
+            {"type", r.type},
+            {"class", model::toString(r.klass)},
+            {"unit", r.unit},
+            {"monitor_interval", formatDuration(r.monitor_interval)},
+            {"escalation", escalationJson(r.escalation)}};
+}
+
+json assemblyJson(const model::Model& m, const model::Assembly& a) {
+    const auto* owner = m.owner(a.name);
+    json res = json::array();
+    for (const auto& r : a.resources) res.push_back(r.name);
+    return {{"name", a.name},
+            {"deployable", owner ? owner->name : ""},
+            {"source", a.domain_xml.empty() ? "image" : "domain_xml"},
+            {"image", a.image},
+            {"address", a.address},
+            {"parked", a.parked},
+            {"resources", res},
+            {"escalation", escalationJson(a.escalation)}};
+}
+
+class Handler {
+public:
+    Handler(const Request& req, model::Model& model, Context& ctx)
+        : req_(req), model_(model), ctx_(ctx), args_(req.args) {}
+
+    json run();
+
+private:
+    // Validates, saves, then swaps in. Nothing changes when any step fails.
+    void commit(model::Model next) {
+        if (auto st = store::validateModel(next); !st)
+            fail(code::InvalidArgument, st.error().describe());
+        Status saved = ctx_.save ? ctx_.save(next) : store::saveModel(ctx_.state_dir, next);
+        if (!saved)
+            fail(code::Internal, "cannot save the model, nothing was changed: " + saved.error().describe());
+        model_ = std::move(next);
+    }
+    void setStarted(const std::string& dep, bool on) {
+        if (!ctx_.desired) return;
+        DesiredState next = *ctx_.desired;
+        next.setStarted(dep, on);
+        if (auto st = next.save(ctx_.state_dir); !st)
+            fail(code::Internal, "cannot save the desired state, nothing was changed: " +
+                                     st.error().describe());
+        *ctx_.desired = std::move(next);
+    }
+    bool started(const std::string& dep) const { return ctx_.desired && ctx_.desired->started(dep); }
+    void emit(const std::string& dep, const std::string& assy, const std::string& state,
+              const std::string& reason) {
+        if (!ctx_.runtime) return;
+        events::Event e;
+        e.deployable = dep;
+        e.assembly = assy;
+        e.state = state;
+        e.reason = reason;
+        e.cause_id = req_.id.empty() ? "" : "cmd:" + req_.id;
+        ctx_.runtime->emit(std::move(e));
+    }
+    // Tells a running dped to re-read the db files. Best effort: the change is saved already.
+    json reloadDped(const std::string& dep) {
+        if (!started(dep) || !ctx_.runtime) return "not running";
+        auto r = ctx_.runtime->askDped(dep, "reload", json::object());
+        if (!r) return "dped not answering: " + r.error().message;
+        return "reloaded";
+    }
+
+    json deployableCreate();
+    json deployableDelete();
+    json deployableStart();
+    json deployableStop();
+    json deployableStatus();
+    json assemblyAdd();
+    json assemblyRemove();
+    json assemblyCreate();
+    json assemblyClone();
+    json assemblyDelete();
+    json resourceAdd();
+    json resourceRemove();
+    json escalationAssembly();
+    json escalationResource();
+    json escalationDeployable();
+    json refereeSet();
+    json park(bool on);
+    json templateList();
+    json status();
+    json eventsCmd();
+    json ping();
+
+    const Request& req_;
+    model::Model& model_;
+    Context& ctx_;
+    Args args_;
+};
+
+json Handler::deployableCreate() {
+    auto name = args_.name("name");
+    if (model_.deployables.count(name)) fail(code::Exists, "deployable '" + name + "' exists already");
+    model::Model next = model_;
+    model::Deployable d;
+    d.name = name;
+    d.uri = args_.optStr("uri", d.uri);
+    if (d.uri.empty()) fail(code::InvalidArgument, "argument \"uri\" must not be empty");
+    if (args_.has("monitor") && !model::parseMonitorMode(args_.str("monitor"), d.monitor))
+        fail(code::InvalidArgument, "argument \"monitor\": '" + args_.str("monitor") +
+                                        "' is neither active nor passive");
+    next.deployables[name] = d;
+    commit(std::move(next));
+    emit(name, "", "created", "deployable created");
+    return deployableJson(model_.deployables.at(name), ctx_.desired);
+}
+
+json Handler::deployableDelete() {
+    auto name = args_.str("name");
+    needDeployable(model_, name);
+    if (started(name))
+        fail(code::Conflict, "deployable '" + name + "' is started; deployable_stop it first");
+    model::Model next = model_;
+    next.deployables.erase(name);
+    commit(std::move(next));
+    emit(name, "", "deleted", "deployable deleted");
+    return {{"deleted", name}};
+}
+
+json Handler::deployableStart() {
+    auto name = args_.str("name");
+    const auto& d = needDeployable(model_, name);
+    if (d.assemblies.empty())
+        fail(code::Conflict, "deployable '" + name +
+                                 "' has no assemblies; add one with deployable_assembly_add first");
+    bool already = started(name);
+    if (!already) setStarted(name, true);
+    if (ctx_.runtime) ctx_.runtime->startDeployable(name);
+    if (!already) emit(name, "", "starting", "start requested by operator");
+    return {{"deployable", name}, {"started", true}, {"already", already}};
+}
+
+json Handler::deployableStop() {
+    auto name = args_.str("name");
+    needDeployable(model_, name);
+    bool was = started(name);
+    if (was) setStarted(name, false);
+    json out = {{"deployable", name}, {"stopped", true}, {"already", !was}};
+    if (ctx_.runtime) {
+        auto r = ctx_.runtime->stopDeployable(name);
+        if (!r) fail(code::Unavailable, "deployable '" + name + "' is marked stopped, but: " +
+                                            r.error().message);
+        out["dped"] = *r;
+    }
+    if (was) emit(name, "", "stopped", "stopped by operator");
+    return out;
+}
+
+json Handler::deployableStatus() {
+    auto name = args_.str("name");
+    const auto& d = needDeployable(model_, name);
+    json out = deployableJson(d, ctx_.desired);
+    json assys = json::array();
+    for (const auto& a : d.assemblies)
+        if (const auto* as = model_.findAssembly(a)) assys.push_back(assemblyJson(model_, *as));
+    out["model_assemblies"] = assys;
+    out["desired"] = started(name) ? "started" : "stopped";
+    if (ctx_.runtime) {
+        out["dped"] = ctx_.runtime->dpedProcess(name);
+        if (started(name)) {
+            auto r = ctx_.runtime->askDped(name, "status", json::object());
+            if (r) out["status"] = *r;
+            else out["dped_error"] = "dped not answering: " + r.error().message;
+        }
+    }
+    return out;
+}
+
+json Handler::assemblyAdd() {
+    auto dep = args_.str("deployable");
+    auto assy = args_.str("assembly");
+    needDeployable(model_, dep);
+    needAssembly(model_, assy);
+    if (const auto* owner = model_.owner(assy)) {
+        if (owner->name == dep) fail(code::Exists, "assembly '" + assy + "' is already in '" + dep + "'");
+        fail(code::Conflict, "assembly '" + assy + "' belongs to deployable '" + owner->name +
+                                 "'; remove it there first");
+    }
+    model::Model next = model_;
+    next.deployables[dep].assemblies.push_back(assy);
+    commit(std::move(next));
+    return {{"deployable", dep}, {"assembly", assy}, {"dped", reloadDped(dep)}};
+}
+
+json Handler::assemblyRemove() {
+    auto dep = args_.str("deployable");
+    auto assy = args_.str("assembly");
+    auto& d = needDeployable(model_, dep);
+    if (std::find(d.assemblies.begin(), d.assemblies.end(), assy) == d.assemblies.end())
+        fail(code::NotFound, "assembly '" + assy + "' is not in deployable '" + dep + "'");
+    if (started(dep) && d.assemblies.size() == 1)
+        fail(code::Conflict, "'" + assy + "' is the last assembly of started deployable '" + dep +
+                                 "'; deployable_stop it first");
+    model::Model next = model_;
+    auto& list = next.deployables[dep].assemblies;
+    list.erase(std::remove(list.begin(), list.end(), assy), list.end());
+    commit(std::move(next));
+    return {{"deployable", dep}, {"assembly", assy}, {"dped", reloadDped(dep)}};
+}
+
+json Handler::assemblyCreate() {
+    auto name = args_.name("name");
+    if (model_.assemblies.count(name)) fail(code::Exists, "assembly '" + name + "' exists already");
+    model::Assembly a;
+    a.name = name;
+    a.domain_xml = args_.optStr("domain_xml");
+    a.image = args_.optStr("image");
+    a.address = args_.optStr("address");
+    if (a.domain_xml.empty() == a.image.empty())
+        fail(code::InvalidArgument, "give exactly one of \"domain_xml\" (libvirt domain XML text) or \"image\"");
+    if (!a.domain_xml.empty()) {
+        pugi::xml_document doc;
+        auto parsed = doc.load_buffer(a.domain_xml.data(), a.domain_xml.size());
+        if (!parsed)
+            fail(code::InvalidArgument, std::string("domain_xml is not well-formed XML: ") +
+                                            parsed.description() + " at byte " +
+                                            std::to_string(parsed.offset));
+        if (std::string(doc.document_element().name()) != "domain")
+            fail(code::InvalidArgument, "domain_xml must be a libvirt <domain> element, not <" +
+                                            std::string(doc.document_element().name()) + ">");
+    }
+    if (!a.address.empty() && a.address.find(':') == std::string::npos)
+        fail(code::InvalidArgument, "argument \"address\": '" + a.address + "' is not IP:PORT");
+    model::Model next = model_;
+    next.assemblies[name] = a;
+    commit(std::move(next));
+    return assemblyJson(model_, model_.assemblies.at(name));
+}
+
+json Handler::assemblyClone() {
+    auto src = args_.str("source");
+    auto name = args_.name("name");
+    const auto& s = needAssembly(model_, src);
+    if (model_.assemblies.count(name)) fail(code::Exists, "assembly '" + name + "' exists already");
+    model::Assembly a = s;
+    a.name = name;
+    a.uuid.clear();
+    a.parked = false;
+    a.address = args_.optStr("address");
+    model::Model next = model_;
+    next.assemblies[name] = a;
+    commit(std::move(next));
+    return assemblyJson(model_, model_.assemblies.at(name));
+}
+
+json Handler::assemblyDelete() {
+    auto name = args_.str("name");
+    needAssembly(model_, name);
+    if (const auto* owner = model_.owner(name))
+        fail(code::Conflict, "assembly '" + name + "' is in deployable '" + owner->name +
+                                 "'; deployable_assembly_remove it first");
+    model::Model next = model_;
+    next.assemblies.erase(name);
+    commit(std::move(next));
+    return {{"deleted", name}};
+}
+
+json Handler::resourceAdd() {
+    auto rsc = args_.name("resource");
+    auto tmpl = args_.str("template");
+    auto assy = args_.str("assembly");
+    const auto& a = needAssembly(model_, assy);
+    if (a.findResource(rsc)) fail(code::Exists, "resource '" + rsc + "' exists already in '" + assy + "'");
+    if (!ctx_.templates) fail(code::NotFound, "no resource templates are loaded");
+    auto r = ctx_.templates->instantiate(tmpl, rsc);
+    if (!r) fail(code::NotFound, r.error().describe());
+    model::Model next = model_;
+    next.assemblies[assy].resources.push_back(*r);
+    commit(std::move(next));
+    json out = resourceJson(*model_.assemblies.at(assy).findResource(rsc));
+    out["assembly"] = assy;
+    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    return out;
+}
+
+json Handler::resourceRemove() {
+    auto rsc = args_.str("resource");
+    auto assy = args_.str("assembly");
+    const auto& a = needAssembly(model_, assy);
+    if (!a.findResource(rsc)) fail(code::NotFound, "no resource '" + rsc + "' in assembly '" + assy + "'");
+    model::Model next = model_;
+    auto& list = next.assemblies[assy].resources;
+    list.erase(std::remove_if(list.begin(), list.end(), [&](const auto& r) { return r.name == rsc; }),
+               list.end());
+    commit(std::move(next));
+    json out = {{"resource", rsc}, {"assembly", assy}};
+    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    return out;
+}
+
+json Handler::escalationAssembly() {
+    auto assy = args_.str("assembly");
+    needAssembly(model_, assy);
+    model::Escalation e{args_.failures("failures"), args_.period("period")};
+    model::Model next = model_;
+    next.assemblies[assy].escalation = e;
+    commit(std::move(next));
+    json out = {{"assembly", assy}, {"escalation", escalationJson(e)}};
+    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    return out;
+}
+
+json Handler::escalationResource() {
+    auto rsc = args_.str("resource");
+    auto assy = args_.str("assembly");
+    const auto& a = needAssembly(model_, assy);
+    if (!a.findResource(rsc)) fail(code::NotFound, "no resource '" + rsc + "' in assembly '" + assy + "'");
+    model::Escalation e{args_.failures("failures"), args_.period("period")};
+    model::Model next = model_;
+    for (auto& r : next.assemblies[assy].resources)
+        if (r.name == rsc) r.escalation = e;
+    commit(std::move(next));
+    json out = {{"resource", rsc}, {"assembly", assy}, {"escalation", escalationJson(e)}};
+    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    return out;
+}
+
+json Handler::escalationDeployable() {
+    auto dep = args_.str("deployable");
+    needDeployable(model_, dep);
+    model::Escalation e{args_.failures("failures"), args_.period("period")};
+    model::Model next = model_;
+    auto& d = next.deployables[dep];
+    d.escalation = e;
+    if (args_.has("outcome") && !model::parseDeployableOutcome(args_.str("outcome"), d.outcome))
+        fail(code::InvalidArgument, "argument \"outcome\": '" + args_.str("outcome") +
+                                        "' is neither leave-stopped nor stop-deployable");
+    commit(std::move(next));
+    return {{"deployable", dep},
+            {"escalation", escalationJson(e)},
+            {"outcome", model::toString(model_.deployables.at(dep).outcome)},
+            {"dped", reloadDped(dep)}};
+}
+
+json Handler::refereeSet() {
+    auto dep = args_.str("deployable");
+    needDeployable(model_, dep);
+    std::string driver = args_.str("driver");
+    if (driver == "none") driver.clear();
+    if (driver != "" && driver != "log" && driver != "haproxy" && driver != "apache")
+        fail(code::InvalidArgument, "argument \"driver\": '" + driver +
+                                        "' is not one of none, log, haproxy, apache");
+    model::RefereeConfig rc;
+    rc.driver = driver;
+    if (args_.has("options")) {
+        const json& o = args_.raw("options");
+        if (!o.is_object()) fail(code::InvalidArgument, "argument \"options\" must be an object");
+        static const std::map<std::string, std::string model::RefereeConfig::*> fields = {
+            {"socket", &model::RefereeConfig::socket},
+            {"backend", &model::RefereeConfig::backend},
+            {"config_file", &model::RefereeConfig::config_file},
+            {"cluster", &model::RefereeConfig::cluster},
+            {"alias", &model::RefereeConfig::alias},
+            {"apachectl", &model::RefereeConfig::apachectl}};
+        for (const auto& [k, v] : o.items()) {
+            auto f = fields.find(k);
+            if (f == fields.end())
+                fail(code::InvalidArgument, "unknown referee option '" + k +
+                                                "' (known: socket backend config_file cluster alias apachectl)");
+            if (!v.is_string()) fail(code::InvalidArgument, "referee option '" + k + "' must be a string");
+            rc.*(f->second) = v.get<std::string>();
+        }
+    }
+    if (driver == "haproxy" && (rc.socket.empty() || rc.backend.empty()))
+        fail(code::InvalidArgument, "the haproxy referee needs options socket and backend");
+    if (driver == "apache" && (rc.config_file.empty() || rc.cluster.empty()))
+        fail(code::InvalidArgument, "the apache referee needs options config_file and cluster");
+    model::Model next = model_;
+    next.deployables[dep].referee = rc;
+    commit(std::move(next));
+    return {{"deployable", dep}, {"driver", driver.empty() ? "none" : driver}, {"dped", reloadDped(dep)}};
+}
+
+json Handler::park(bool on) {
+    auto assy = args_.str("assembly");
+    const auto& a = needAssembly(model_, assy);
+    json out = {{"assembly", assy}, {"parked", on}};
+    const auto* owner = model_.owner(assy);
+    if (a.parked != on) {
+        model::Model next = model_;
+        next.assemblies[assy].parked = on;
+        commit(std::move(next));
+        emit(owner ? owner->name : "", assy, on ? "parked" : "unparked",
+             on ? "parked by operator" : "unparked by operator");
+    } else {
+        out["already"] = true;
+    }
+    if (owner) out["dped"] = reloadDped(owner->name);
+    return out;
+}
+
+json Handler::templateList() {
+    json out = json::array();
+    if (ctx_.templates)
+        for (const auto* t : ctx_.templates->list())
+            out.push_back({{"name", t->name},
+                           {"description", t->description},
+                           {"class", model::toString(t->resource.klass)},
+                           {"unit", t->resource.unit},
+                           {"source", t->source}});
+    return {{"templates", out}};
+}
+
+json Handler::status() {
+    json deps = json::array();
+    for (const auto& [name, d] : model_.deployables) {
+        json e = {{"name", name},
+                  {"desired", started(name) ? "started" : "stopped"},
+                  {"assemblies", d.assemblies.size()}};
+        if (ctx_.runtime) {
+            e["dped"] = ctx_.runtime->dpedProcess(name);
+            if (started(name)) {
+                auto r = ctx_.runtime->askDped(name, "status", json::object());
+                if (r) e["status"] = *r;
+                else e["dped_error"] = "dped not answering: " + r.error().message;
+            }
+        }
+        deps.push_back(e);
+    }
+    json out = {{"deployables", deps}, {"assemblies", model_.assemblies.size()}};
+    if (ctx_.journal) out["last_seq"] = ctx_.journal->lastSeq();
+    return out;
+}
+
+json Handler::eventsCmd() {
+    if (!ctx_.journal) fail(code::Unavailable, "the event journal is not open");
+    events::ReplayQuery q;
+    bool since = false;
+    if (args_.has("since_seq")) {
+        q.since_seq = args_.count("since_seq", 0);
+        since = true;
+    }
+    if (args_.has("since_time")) {
+        auto t = parseRfc3339(args_.str("since_time"));
+        if (!t) fail(code::InvalidArgument, "argument \"since_time\": " + t.error().message);
+        q.since_time = *t;
+        since = true;
+    }
+    q.deployable = args_.optStr("deployable");
+    q.limit = args_.count("limit", since ? 1000 : 20);
+    q.newest = !since;
+    auto r = ctx_.journal->replay(q);
+    if (!r) fail(code::Internal, r.error().describe());
+    json evs = json::array();
+    for (const auto& e : r->events) evs.push_back(events::toJson(e));
+    return {{"events", evs}, {"more", r->more}, {"last_seq", r->last_seq}};
+}
+
+json Handler::ping() {
+    std::vector<std::string> targets;
+    if (args_.has("assemblies")) {
+        const json& a = args_.raw("assemblies");
+        if (!a.is_array()) fail(code::InvalidArgument, "argument \"assemblies\" must be a list");
+        for (const auto& n : a) {
+            if (!n.is_string()) fail(code::InvalidArgument, "argument \"assemblies\" holds a non-string");
+            needAssembly(model_, n.get<std::string>());
+            targets.push_back(n.get<std::string>());
+        }
+    }
+    if (targets.empty())
+        for (const auto& [n, _] : model_.assemblies) targets.push_back(n);
+    Millis timeout = ctx_.ping_timeout_ms;
+    if (args_.has("timeout_ms")) timeout = static_cast<Millis>(args_.count("timeout_ms", 0));
+    if (timeout <= 0 || timeout > 60'000) fail(code::InvalidArgument, "timeout_ms must be 1..60000");
+    json out = json::array();
+    if (ctx_.runtime && !targets.empty()) {
+        for (const auto& p : ctx_.runtime->pingAgents(targets, timeout)) {
+            json e = {{"assembly", p.assembly}, {"ok", p.ok}};
+            if (p.ok) e["rtt_ms"] = p.rtt_ms;
+            else e["error"] = p.error;
+            out.push_back(e);
+        }
+    }
+    return {{"pings", out}};
+}
+
+json Handler::run() {
+    const std::string& c = req_.command;
+    if (c == "deployable_create") return deployableCreate();
+    if (c == "deployable_delete") return deployableDelete();
+    if (c == "deployable_list") {
+        json out = json::array();
+        for (const auto& [_, d] : model_.deployables) out.push_back(deployableJson(d, ctx_.desired));
+        return {{"deployables", out}};
+    }
+    if (c == "deployable_start") return deployableStart();
+    if (c == "deployable_stop") return deployableStop();
+    if (c == "deployable_reload") {
+        auto name = args_.str("name");
+        needDeployable(model_, name);
+        return {{"deployable", name}, {"dped", reloadDped(name)}};
+    }
+    if (c == "deployable_status") return deployableStatus();
+    if (c == "deployable_assembly_add") return assemblyAdd();
+    if (c == "deployable_assembly_remove") return assemblyRemove();
+    if (c == "deployable_assembly_list") {
+        const auto& d = needDeployable(model_, args_.str("deployable"));
+        json out = json::array();
+        for (const auto& a : d.assemblies)
+            if (const auto* as = model_.findAssembly(a)) out.push_back(assemblyJson(model_, *as));
+        return {{"deployable", d.name}, {"assemblies", out}};
+    }
+    if (c == "assembly_create") return assemblyCreate();
+    if (c == "assembly_clone") return assemblyClone();
+    if (c == "assembly_delete") return assemblyDelete();
+    if (c == "assembly_list") {
+        json out = json::array();
+        for (const auto& [_, a] : model_.assemblies) out.push_back(assemblyJson(model_, a));
+        return {{"assemblies", out}};
+    }
+    if (c == "assembly_resource_add") return resourceAdd();
+    if (c == "assembly_resource_remove") return resourceRemove();
+    if (c == "assembly_resource_list") {
+        const auto& a = needAssembly(model_, args_.str("assembly"));
+        json out = json::array();
+        for (const auto& r : a.resources) out.push_back(resourceJson(r));
+        return {{"assembly", a.name}, {"resources", out}};
+    }
+    if (c == "escalation_assembly_set") return escalationAssembly();
+    if (c == "escalation_resource_set") return escalationResource();
+    if (c == "escalation_deployable_set") return escalationDeployable();
+    if (c == "referee_set") return refereeSet();
+    if (c == "assembly_park") return park(true);
+    if (c == "assembly_unpark") return park(false);
+    if (c == "template_list") return templateList();
+    if (c == "status") return status();
+    if (c == "events") return eventsCmd();
+    if (c == "ping") return ping();
+    fail(code::UnknownCommand, "unknown command '" + c + "'");
+}
+
+} // namespace
+
+const std::vector<std::string>& commandNames() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> n = {
+            "deployable_create", "deployable_delete", "deployable_list", "deployable_start",
+            "deployable_stop", "deployable_reload", "deployable_status", "deployable_assembly_add",
+            "deployable_assembly_remove", "deployable_assembly_list", "assembly_create",
+            "assembly_clone", "assembly_delete", "assembly_list", "assembly_resource_add",
+            "assembly_resource_remove", "assembly_resource_list", "escalation_assembly_set",
+            "escalation_resource_set", "escalation_deployable_set", "referee_set", "assembly_park",
+            "assembly_unpark", "template_list", "status", "events", "ping"};
+        std::sort(n.begin(), n.end());
+        return n;
+    }();
+    return names;
+}
+
+Response handle(const Request& request, model::Model& model, Context& ctx) {
+    Response r;
+    r.id = request.id;
+    try {
+        Handler h(request, model, ctx);
+        r.result = h.run();
+    } catch (const CommandError& e) {
+        return Response::failure(request.id, e.code, e.message);
+    } catch (const std::exception& e) {
+        return Response::failure(request.id, code::Internal, std::string("internal error: ") + e.what());
+    }
+    return r;
+}
+
+} // namespace pcloud::control

@@ -1,0 +1,493 @@
+#include "control/cped_app.h"
+
+#include "bus/client.h"
+#include "bus/hub.h"
+#include "common/exit_codes.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/time_format.h"
+#include "control/commands.h"
+#include "control/lock_file.h"
+#include "control/supervisor.h"
+#include "store/store.h"
+#include "store/templates.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+namespace pcloud::control {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+const char* kUsage = R"(Usage: cped [OPTIONS]
+The pcloud control daemon: hosts the message hub, serves the command API on pcloud.cped,
+keeps the event journal and runs one dped per started deployable.
+
+  --state-dir DIR           model, journal and locks (default /var/lib/pcloud)
+  --listen URL              embedded hub address (default amqp://127.0.0.1:5672)
+  --broker URL              use an external AMQP 1.0 broker instead of the embedded hub
+  --address-prefix P        prepended to addresses (e.g. /queue/ for RabbitMQ)
+  --dped-path PATH          the dped executable (default: next to cped)
+  --log-level LEVEL         error, warning, notice, info or debug
+  --journal-max-size N      rotate events.jsonl at N bytes (suffix K, M, G allowed)
+  --journal-max-age D       rotate events.jsonl when its first event is older (e.g. 7d)
+  --journal-max-files K     rotated journal files kept (default 5)
+  --dped-timeout D          how long to wait for a dped's reply (default 3s)
+Signals: SIGTERM/SIGINT exit (dpeds and VMs keep running; the next cped adopts them),
+SIGHUP re-reads the db files and tells every dped to reload.
+)";
+
+struct Options {
+    std::string state_dir = "/var/lib/pcloud";
+    std::string listen = "amqp://127.0.0.1:5672";
+    std::string broker;
+    std::string prefix;
+    std::string dped_path;
+    std::string log_level;
+    events::JournalOptions journal;
+    Millis dped_timeout = 3000;
+};
+
+bool parseSize(const std::string& s, std::uint64_t& out) {
+    if (s.empty()) return false;
+    std::size_t used = 0;
+    unsigned long long n = 0;
+    try {
+        n = std::stoull(s, &used);
+    } catch (...) {
+        return false;
+    }
+    std::string unit = s.substr(used);
+    std::uint64_t mult = 1;
+    if (unit == "K" || unit == "k") mult = 1024;
+    else if (unit == "M") mult = 1024 * 1024;
+    else if (unit == "G") mult = 1024ULL * 1024 * 1024;
+    else if (!unit.empty()) return false;
+    out = n * mult;
+    return out > 0;
+}
+
+std::string selfDir() {
+    char buf[4096];
+    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return ".";
+    std::string p(buf, static_cast<size_t>(n));
+    return p.substr(0, p.rfind('/'));
+}
+
+// Returns an exit code >= 0 to stop with, -1 to go on.
+int parseOptions(int argc, char** argv, Options& o) {
+    auto usage = [](const std::string& msg) {
+        std::cerr << "cped: " << msg << "\n" << kUsage;
+        return toInt(ExitCode::Usage);
+    };
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--help" || a == "-h") {
+            std::cout << kUsage;
+            return 0;
+        }
+        std::string v;
+        auto eq = a.find('=');
+        if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
+            v = a.substr(eq + 1);
+            a = a.substr(0, eq);
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            return usage("option " + a + " needs a value");
+        }
+        if (a == "--state-dir") o.state_dir = v;
+        else if (a == "--listen") o.listen = v;
+        else if (a == "--broker") o.broker = v;
+        else if (a == "--address-prefix") o.prefix = v;
+        else if (a == "--dped-path") o.dped_path = v;
+        else if (a == "--log-level") {
+            log::Level l;
+            if (!log::parseLevel(v, l)) return usage("unknown log level '" + v + "'");
+            log::setLevel(l);
+        } else if (a == "--journal-max-size") {
+            if (!parseSize(v, o.journal.max_bytes)) return usage("bad --journal-max-size '" + v + "'");
+        } else if (a == "--journal-max-age") {
+            auto d = parseDuration(v);
+            if (!d || *d <= 0) return usage("bad --journal-max-age '" + v + "'");
+            o.journal.max_age = *d;
+        } else if (a == "--journal-max-files") {
+            try {
+                o.journal.keep_files = std::stoi(v);
+            } catch (...) {
+                return usage("bad --journal-max-files '" + v + "'");
+            }
+            if (o.journal.keep_files < 0) return usage("bad --journal-max-files '" + v + "'");
+        } else if (a == "--dped-timeout") {
+            auto d = parseDuration(v);
+            if (!d || *d <= 0) return usage("bad --dped-timeout '" + v + "'");
+            o.dped_timeout = *d;
+        } else {
+            return usage("unknown option " + a);
+        }
+    }
+    if (o.dped_path.empty()) o.dped_path = selfDir() + "/dped";
+    return -1;
+}
+
+json commandBody(const std::string& id, const std::string& command, const json& args) {
+    return {{"v", 1}, {"type", "command"}, {"id", id}, {"command", command}, {"args", args}};
+}
+
+// The daemon: owns the model and everything that touches it.
+class Cped : public Runtime {
+public:
+    Cped(Options o) : o_(std::move(o)) {}
+
+    int run();
+
+    // Runtime
+    void startDeployable(const std::string& d) override { supervisor_->want(d); }
+    Result<json> stopDeployable(const std::string& d) override;
+    Result<json> askDped(const std::string& d, const std::string& command, const json& args) override;
+    json dpedProcess(const std::string& d) override { return supervisor_->info(d); }
+    std::vector<PingResult> pingAgents(const std::vector<std::string>& as, Millis timeout) override;
+    void emit(events::Event e) override { journalAndPublish(std::move(e)); }
+
+private:
+    void journalAndPublish(events::Event e);
+    std::optional<std::string> serveCommand(const bus::Message& m);
+    void onJournalSubmission(const bus::Message& m);
+    void reloadFromDisk();
+
+    Options o_;
+    SystemClock clock_;
+    std::unique_ptr<bus::Hub> hub_;
+    bus::Client server_;  // serves pcloud.cped; its handler may block on `client_`
+    bus::Client client_;  // journal submissions, events, requests to dpeds and agents
+    std::unique_ptr<events::EventJournal> journal_;
+    std::unique_ptr<Supervisor> supervisor_;
+    std::mutex publish_mutex_;  // journal order == publish order
+    std::mutex model_mutex_;
+    model::Model model_;
+    DesiredState desired_;
+    store::TemplateRegistry templates_;
+    std::atomic<std::uint64_t> next_id_{0};
+};
+
+void Cped::journalAndPublish(events::Event e) {
+    std::lock_guard lock(publish_mutex_);
+    auto written = journal_->append(std::move(e));
+    if (!written) {
+        PCLOUD_LOG(Error, "Cannot journal an event; it is published without a seq",
+                   {{"error", written.error().describe()}});
+        return;
+    }
+    for (auto& w : journal_->takeWarnings()) PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
+    if (auto st = client_.send("pcloud.events", events::toLine(*written)); !st)
+        PCLOUD_LOG(Warning, "Cannot publish an event", {{"seq", std::to_string(written->seq)},
+                                                         {"error", st.error().message}});
+}
+
+void Cped::onJournalSubmission(const bus::Message& m) {
+    auto j = json::parse(m.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("type", "") != "event") {
+        PCLOUD_LOG(Warning, "Dropped a journal submission that is not an event",
+                   {{"body", m.body.substr(0, 200)}});
+        return;
+    }
+    auto e = events::fromJson(j);
+    if (!e) {
+        PCLOUD_LOG(Warning, "Dropped a malformed event submission",
+                   {{"error", e.error().message}, {"body", m.body.substr(0, 200)}});
+        return;
+    }
+    e->seq = 0;  // cped assigns it
+    journalAndPublish(std::move(*e));
+}
+
+Result<json> Cped::askDped(const std::string& d, const std::string& command, const json& args) {
+    std::string id = "cped-" + std::to_string(++next_id_);
+    auto reply = client_.request("pcloud.dped." + d, commandBody(id, command, args).dump(),
+                                 std::chrono::milliseconds(o_.dped_timeout), {}, id);
+    if (!reply) return reply.error();
+    auto j = json::parse(reply->body, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return makeError("dped sent a reply that is not JSON");
+    if (!j.value("ok", false)) {
+        std::string msg = "dped refused";
+        if (auto it = j.find("error"); it != j.end() && it->is_object())
+            msg += ": " + it->value("message", it->value("code", std::string("?")));
+        return makeError(msg);
+    }
+    return j.contains("result") ? j["result"] : json::object();
+}
+
+Result<json> Cped::stopDeployable(const std::string& d) {
+    supervisor_->unwant(d);
+    if (!supervisor_->pid(d)) return json{{"dped", "not running"}};
+    json out;
+    auto r = askDped(d, "stop", json::object());
+    out["stop"] = r ? "acknowledged" : "dped not answering: " + r.error().message;
+    // dped exits 0 once the deployable is stopped; give it time to drain and stop domains.
+    // One that did not even acknowledge gets SIGTERM (its clean-exit signal) right away.
+    std::optional<int> st;
+    if (r) st = supervisor_->waitExit(d, 20'000);
+    if (!st) {
+        PCLOUD_LOG(Warning, "dped did not exit after stop; sending SIGTERM", {{"deployable", d}});
+        supervisor_->signal(d, SIGTERM);
+        st = supervisor_->waitExit(d, 5'000);
+    }
+    if (!st) {
+        supervisor_->signal(d, SIGKILL);
+        st = supervisor_->waitExit(d, 2'000);
+        out["killed"] = true;
+    }
+    out["exit"] = st ? *st : -1;
+    return out;
+}
+
+std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>& as, Millis timeout) {
+    // Agents answer on pcloud.reports.ASSY, which their dped consumes, so a started
+    // deployable's agents are pinged through their dped; others directly, with reply_to.
+    struct Slot {
+        PingResult r;
+        bool done = false;
+    };
+    auto slots = std::make_shared<std::vector<Slot>>(as.size());
+    auto mutex = std::make_shared<std::mutex>();
+    auto cv = std::make_shared<std::condition_variable>();
+    std::vector<std::thread> viaDped;
+    for (size_t i = 0; i < as.size(); ++i) {
+        (*slots)[i].r.assembly = as[i];
+        const auto* owner = model_.owner(as[i]);
+        const auto start = std::chrono::steady_clock::now();
+        auto finish = [slots, mutex, cv, i, start](bool ok, std::string err, Millis rtt) {
+            std::lock_guard lock(*mutex);
+            auto& s = (*slots)[i];
+            s.r.ok = ok;
+            s.r.error = std::move(err);
+            s.r.rtt_ms = rtt >= 0 ? rtt
+                                  : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - start)
+                                        .count();
+            s.done = true;
+            cv->notify_all();
+        };
+        if (owner && desired_.started(owner->name)) {
+            std::string dep = owner->name, assy = as[i];
+            viaDped.emplace_back([this, dep, assy, timeout, finish] {
+                auto r = askDped(dep, "ping", {{"assembly", assy}, {"timeout_ms", timeout}});
+                if (!r) return finish(false, r.error().message, -1);
+                finish(true, "", r->value("rtt_ms", Millis(-1)));
+            });
+        } else {
+            std::string id = "ping-" + std::to_string(++next_id_);
+            json body = {{"v", 1}, {"type", "ping"}, {"id", id}, {"deadline", timeout}};
+            client_.requestAsync(
+                "pcloud.agent." + as[i], body.dump(), std::chrono::milliseconds(timeout),
+                [finish](Result<bus::Message> m) {
+                    if (!m) return finish(false, m.error().message, -1);
+                    auto j = json::parse(m->body, nullptr, false);
+                    if (!j.is_object() || !j.value("ok", false))
+                        return finish(false, "agent refused: " + m->body.substr(0, 200), -1);
+                    finish(true, "", -1);
+                },
+                {}, id);
+        }
+    }
+    for (auto& t : viaDped) t.join();
+    std::unique_lock lock(*mutex);
+    cv->wait_for(lock, std::chrono::milliseconds(timeout + 1000), [&] {
+        return std::all_of(slots->begin(), slots->end(), [](const Slot& s) { return s.done; });
+    });
+    std::vector<PingResult> out;
+    for (auto& s : *slots) {
+        if (!s.done) s.r.error = "no reply";
+        out.push_back(s.r);
+    }
+    return out;
+}
+
+std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
+    Response rejection;
+    auto req = parseRequest(m.body, &rejection);
+    if (!req) {
+        if (rejection.id.empty()) rejection.id = m.correlationId;
+        return rejection.toJson().dump();
+    }
+    if (req->id.empty()) req->id = m.correlationId;
+    std::lock_guard lock(model_mutex_);
+    Context ctx;
+    ctx.state_dir = o_.state_dir;
+    ctx.clock = &clock_;
+    ctx.desired = &desired_;
+    ctx.journal = journal_.get();
+    ctx.templates = &templates_;
+    ctx.runtime = this;
+    auto resp = handle(*req, model_, ctx);
+    PCLOUD_LOG(Info, "Command handled", {{"command", req->command}, {"id", req->id},
+                                         {"ok", resp.ok ? "true" : "false"},
+                                         {"error", resp.error_message}});
+    return resp.toJson().dump();
+}
+
+void Cped::reloadFromDisk() {
+    std::vector<std::string> started;
+    {
+        std::lock_guard lock(model_mutex_);
+        std::vector<Error> warnings;
+        auto m = store::loadModel(o_.state_dir, &warnings);
+        if (!m) {
+            PCLOUD_LOG(Error, "Reload refused: the db files are invalid; keeping the model in memory",
+                       {{"error", m.error().describe()}});
+            return;
+        }
+        for (const auto& w : warnings) PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
+        model_ = std::move(*m);
+        templates_ = store::TemplateRegistry::load();
+        for (const auto& d : desired_.startedSet()) started.push_back(d);
+    }
+    PCLOUD_LOG(Notice, "Reloaded the model from disk", {{"state_dir", o_.state_dir}});
+    for (const auto& d : started) {
+        auto r = askDped(d, "reload", json::object());
+        if (!r) PCLOUD_LOG(Warning, "dped did not confirm the reload", {{"deployable", d}, {"error", r.error().message}});
+    }
+}
+
+int Cped::run() {
+    if (auto st = fs::makeDirs(o_.state_dir); !st) {
+        std::cerr << "cped: cannot start: " << st.error().describe() << "\n";
+        return toInt(ExitCode::Config);
+    }
+    pid_t other = 0;
+    auto lock = LockFile::acquire(o_.state_dir + "/cped.lock", &other);
+    if (!lock) {
+        std::cerr << "cped: cannot start: another cped uses this state dir: "
+                  << lock.error().describe() << "\n";
+        return toInt(ExitCode::Locked);
+    }
+    std::vector<Error> warnings;
+    auto m = store::loadModel(o_.state_dir, &warnings);
+    if (!m) {
+        std::cerr << "cped: cannot start: " << m.error().describe()
+                  << "\ncped: fix the file (it was not changed) and start cped again\n";
+        return toInt(ExitCode::Config);
+    }
+    for (const auto& w : warnings) PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
+    model_ = std::move(*m);
+    auto desired = DesiredState::load(o_.state_dir);
+    if (!desired) {
+        std::cerr << "cped: cannot start: " << desired.error().describe() << "\n";
+        return toInt(ExitCode::Config);
+    }
+    desired_ = std::move(*desired);
+    templates_ = store::TemplateRegistry::load();
+    for (const auto& w : templates_.warnings()) PCLOUD_LOG(Warning, "template", {{"problem", w.describe()}});
+    auto journal = events::EventJournal::open(o_.state_dir, o_.journal, clock_);
+    if (!journal) {
+        std::cerr << "cped: cannot start: " << journal.error().describe() << "\n";
+        return toInt(ExitCode::Config);
+    }
+    journal_ = std::move(*journal);
+    for (auto& w : journal_->takeWarnings()) PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
+
+    // Signals are taken synchronously by the main thread; every thread inherits the mask.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    std::string url = o_.broker;
+    if (url.empty()) {
+        hub_ = std::make_unique<bus::Hub>();
+        if (auto st = hub_->start(o_.listen); !st) {
+            std::cerr << "cped: cannot listen on " << o_.listen << ": " << st.error().describe() << "\n";
+            return toInt(ExitCode::Unavailable);
+        }
+        url = "amqp://127.0.0.1:" + std::to_string(hub_->boundPort());
+        PCLOUD_LOG(Notice, "Hub listening", {{"url", o_.listen}, {"port", std::to_string(hub_->boundPort())}});
+    }
+    for (auto* c : {&client_, &server_}) {
+        if (auto st = c->connect(url, o_.prefix); !st) {
+            std::cerr << "cped: cannot use broker " << url << ": " << st.error().describe() << "\n";
+            return toInt(ExitCode::Usage);
+        }
+    }
+    if (!client_.waitConnected(10s) || !server_.waitConnected(10s)) {
+        std::cerr << "cped: cannot connect to the broker at " << url << "\n";
+        return toInt(ExitCode::Unavailable);
+    }
+
+    SupervisorOptions so;
+    so.dped_path = o_.dped_path;
+    so.state_dir = o_.state_dir;
+    so.broker_url = url;
+    so.address_prefix = o_.prefix;
+    if (log::level() >= log::Level::Info) {
+        so.extra_args = {"--log-level", log::level() == log::Level::Debug ? "debug" : "info"};
+    }
+    supervisor_ = std::make_unique<Supervisor>(so, clock_, [this](events::Event e) { emit(std::move(e)); });
+
+    client_.subscribe("pcloud.journal", [this](const bus::Message& msg) { onJournalSubmission(msg); });
+    server_.serve("pcloud.cped", [this](const bus::Message& msg) { return serveCommand(msg); });
+
+    {
+        std::lock_guard lock(model_mutex_);
+        for (const auto& d : desired_.startedSet())
+            if (model_.findDeployable(d)) supervisor_->want(d);
+    }
+    std::atomic<bool> stopping{false};
+    std::thread supervision([&] {
+        while (!stopping) {
+            Millis next = supervisor_->tick();
+            supervisor_->waitActivity(next < 0 ? 1000 : std::min<Millis>(next, 1000));
+        }
+    });
+    PCLOUD_LOG(Notice, "cped ready", {{"state_dir", o_.state_dir}, {"broker", url},
+                                      {"last_seq", std::to_string(journal_->lastSeq())}});
+
+    int exitCode = 0;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            std::thread([this] { reloadFromDisk(); }).detach();
+            continue;
+        }
+        PCLOUD_LOG(Notice, "cped stopping; dpeds keep running", {{"signal", std::to_string(sig)}});
+        break;
+    }
+    stopping = true;
+    supervisor_->wake();
+    supervision.join();
+    server_.close();
+    client_.waitIdle(2s);
+    client_.close();
+    if (hub_) hub_->stop();
+    return exitCode;
+}
+
+} // namespace
+
+int runCped(int argc, char** argv) {
+    log::setIdent("cped");
+    Options o;
+    if (int rc = parseOptions(argc, argv, o); rc >= 0) return rc;
+    try {
+        Cped cped(std::move(o));
+        return cped.run();
+    } catch (const std::exception& e) {
+        std::cerr << "cped: internal error: " << e.what() << "\n";
+        return toInt(ExitCode::Software);
+    }
+}
+
+} // namespace pcloud::control

@@ -1,0 +1,384 @@
+// The command handler over a real store in a temp dir, with a recording Runtime in place of
+// the bus and the supervisor (those are exercised by the cped/pcloudsh tests).
+#include "common/fs.h"
+#include "control/commands.h"
+#include "store/store.h"
+#include "store/templates.h"
+
+#include <gtest/gtest.h>
+
+using namespace pcloud;
+using namespace pcloud::control;
+using nlohmann::json;
+
+namespace {
+
+std::string tempDir() {
+    char tmpl[] = "/tmp/pcloud-cmd-XXXXXX";
+    return ::mkdtemp(tmpl);
+}
+
+const char* kDomain = "<domain type='qemu'><name>n1</name><memory>65536</memory></domain>";
+
+struct RecordingRuntime : Runtime {
+    std::vector<std::string> calls;
+    std::vector<events::Event> emitted;
+    bool dped_answers = true;
+    void startDeployable(const std::string& d) override { calls.push_back("start " + d); }
+    Result<json> stopDeployable(const std::string& d) override {
+        calls.push_back("stop " + d);
+        return json{{"exit", 0}};
+    }
+    Result<json> askDped(const std::string& d, const std::string& c, const json&) override {
+        calls.push_back("ask " + d + " " + c);
+        if (!dped_answers) return makeError("no reply from pcloud.dped." + d + " within 2000 ms");
+        if (c == "status") return json{{"deployable", d}, {"state", "running"}, {"assemblies", json::array()}};
+        return json::object();
+    }
+    json dpedProcess(const std::string&) override { return {{"state", "running"}, {"running", true}}; }
+    std::vector<PingResult> pingAgents(const std::vector<std::string>& as, Millis) override {
+        std::vector<PingResult> out;
+        for (const auto& a : as) out.push_back({a, a != "n2", 3, a == "n2" ? "no reply" : ""});
+        return out;
+    }
+    void emit(events::Event e) override { emitted.push_back(std::move(e)); }
+};
+
+struct Env {
+    std::string dir = tempDir();
+    ManualClock clock;
+    model::Model model;
+    DesiredState desired;
+    RecordingRuntime runtime;
+    store::TemplateRegistry templates;
+    std::unique_ptr<events::EventJournal> journal;
+    Context ctx;
+    int n = 0;
+
+    Env() {
+        store::Template t;
+        t.name = "nginx";
+        t.description = "nginx web server";
+        t.resource.type = "nginx";
+        t.resource.unit = "nginx.service";
+        templates.add(t);
+        journal = std::move(events::EventJournal::open(dir, {}, clock).value());
+        ctx.state_dir = dir;
+        ctx.clock = &clock;
+        ctx.desired = &desired;
+        ctx.journal = journal.get();
+        ctx.templates = &templates;
+        ctx.runtime = &runtime;
+    }
+    Response run(const std::string& cmd, json args = json::object()) {
+        Request r;
+        r.id = std::to_string(++n);
+        r.command = cmd;
+        r.args = std::move(args);
+        return handle(r, model, ctx);
+    }
+    json ok(const std::string& cmd, json args = json::object()) {
+        auto r = run(cmd, std::move(args));
+        EXPECT_TRUE(r.ok) << cmd << ": " << r.error_code << ": " << r.error_message;
+        return r.result;
+    }
+    std::string files() {
+        std::string s;
+        for (auto f : {"db_deployable.xml", "db_assemblies.xml", "desired.json"}) {
+            auto t = fs::readFile(dir + "/" + f);
+            s += std::string(f) + "=" + (t ? *t : "<none>") + "\n";
+        }
+        return s;
+    }
+    // Runs a command that must fail with `code` and leave memory and disk untouched.
+    std::string rejected(const std::string& cmd, json args, const std::string& code) {
+        auto before = files();
+        auto modelBefore = model;
+        auto desiredBefore = desired;
+        auto r = run(cmd, std::move(args));
+        EXPECT_FALSE(r.ok) << cmd;
+        EXPECT_EQ(r.error_code, code) << cmd << ": " << r.error_message;
+        EXPECT_EQ(files(), before) << cmd;
+        EXPECT_TRUE(model == modelBefore) << cmd;
+        EXPECT_TRUE(desired == desiredBefore) << cmd;
+        return r.error_message;
+    }
+    void populate() {
+        ok("deployable_create", {{"name", "web"}});
+        ok("assembly_create", {{"name", "n1"}, {"domain_xml", kDomain}, {"address", "127.0.0.1:8080"}});
+        ok("assembly_create", {{"name", "n2"}, {"image", "/var/lib/pcloud/n2.qcow2"}});
+        ok("deployable_assembly_add", {{"deployable", "web"}, {"assembly", "n1"}});
+    }
+};
+
+} // namespace
+
+TEST(ParseRequest, AcceptsCommandAndRejectsGarbage) {
+    Response rej;
+    auto r = parseRequest(R"({"v":1,"type":"command","id":"7","command":"status","args":{}})", &rej);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->id, "7");
+    EXPECT_EQ(r->command, "status");
+    EXPECT_FALSE(parseRequest("not json", &rej).ok());
+    EXPECT_EQ(rej.error_code, "bad-request");
+    EXPECT_FALSE(parseRequest(R"({"v":2,"type":"command","id":"8","command":"x"})", &rej).ok());
+    EXPECT_EQ(rej.id, "8");
+    EXPECT_FALSE(parseRequest(R"({"v":1,"type":"command","id":"9"})", &rej).ok());
+    EXPECT_FALSE(parseRequest(R"({"v":1,"type":"command","id":"9","command":"x","args":[1]})", &rej).ok());
+    auto j = rej.toJson();
+    EXPECT_EQ(j["ok"], false);
+    EXPECT_EQ(j["error"]["code"], "bad-request");
+}
+
+TEST(Commands, UnknownCommand) {
+    Env e;
+    auto m = e.rejected("frobnicate", json::object(), "unknown-command");
+    EXPECT_NE(m.find("frobnicate"), std::string::npos);
+}
+
+TEST(Commands, DeployableLifecycle) {
+    Env e;
+    auto r = e.ok("deployable_create", {{"name", "web"}, {"uri", "test:///default"}, {"monitor", "passive"}});
+    EXPECT_EQ(r["uri"], "test:///default");
+    EXPECT_EQ(r["monitor"], "passive");
+    auto loaded = store::loadModel(e.dir);
+    ASSERT_TRUE(loaded.ok());
+    EXPECT_TRUE(loaded->findDeployable("web"));
+    EXPECT_EQ(e.runtime.emitted.back().state, "created");
+
+    e.rejected("deployable_create", {{"name", "web"}}, "exists");
+    e.rejected("deployable_create", {{"name", "bad name"}}, "invalid-argument");
+    e.rejected("deployable_create", {{"name", "x"}, {"monitor", "sometimes"}}, "invalid-argument");
+    e.rejected("deployable_create", json::object(), "invalid-argument");
+    e.rejected("deployable_create", {{"name", 5}}, "invalid-argument");
+
+    auto list = e.ok("deployable_list");
+    ASSERT_EQ(list["deployables"].size(), 1u);
+    EXPECT_EQ(list["deployables"][0]["name"], "web");
+
+    e.rejected("deployable_delete", {{"name", "nope"}}, "not-found");
+    e.ok("deployable_delete", {{"name", "web"}});
+    EXPECT_TRUE(store::loadModel(e.dir)->deployables.empty());
+}
+
+TEST(Commands, StartStopPersistDesiredState) {
+    Env e;
+    e.ok("deployable_create", {{"name", "empty"}});
+    e.rejected("deployable_start", {{"name", "empty"}}, "conflict");  // no assemblies yet
+    e.rejected("deployable_start", {{"name", "nope"}}, "not-found");
+    e.populate();
+    auto r = e.ok("deployable_start", {{"name", "web"}});
+    EXPECT_EQ(r["already"], false);
+    EXPECT_EQ(e.runtime.calls.back(), "start web");
+    EXPECT_TRUE(DesiredState::load(e.dir)->started("web"));
+    EXPECT_EQ(e.ok("deployable_start", {{"name", "web"}})["already"], true);
+    // A started deployable cannot be deleted, nor lose its last assembly.
+    e.rejected("deployable_delete", {{"name", "web"}}, "conflict");
+    e.rejected("deployable_assembly_remove", {{"deployable", "web"}, {"assembly", "n1"}}, "conflict");
+
+    auto st = e.ok("deployable_status", {{"name", "web"}});
+    EXPECT_EQ(st["desired"], "started");
+    EXPECT_EQ(st["status"]["state"], "running");
+    e.runtime.dped_answers = false;
+    st = e.ok("deployable_status", {{"name", "web"}});
+    EXPECT_NE(st["dped_error"].get<std::string>().find("dped not answering"), std::string::npos);
+    e.rejected("deployable_status", {{"name", "nope"}}, "not-found");
+    e.runtime.dped_answers = true;
+
+    r = e.ok("deployable_stop", {{"name", "web"}});
+    EXPECT_EQ(e.runtime.calls.back(), "stop web");
+    EXPECT_FALSE(DesiredState::load(e.dir)->started("web"));
+    EXPECT_EQ(e.ok("deployable_stop", {{"name", "web"}})["already"], true);
+    e.rejected("deployable_stop", {{"name", "nope"}}, "not-found");
+}
+
+TEST(Commands, ReloadAsksTheDpedOnlyWhenStarted) {
+    Env e;
+    e.populate();
+    EXPECT_EQ(e.ok("deployable_reload", {{"name", "web"}})["dped"], "not running");
+    e.ok("deployable_start", {{"name", "web"}});
+    EXPECT_EQ(e.ok("deployable_reload", {{"name", "web"}})["dped"], "reloaded");
+    EXPECT_EQ(e.runtime.calls.back(), "ask web reload");
+    e.runtime.dped_answers = false;
+    auto r = e.ok("deployable_reload", {{"name", "web"}});
+    EXPECT_NE(r["dped"].get<std::string>().find("not answering"), std::string::npos);
+    e.rejected("deployable_reload", {{"name", "nope"}}, "not-found");
+}
+
+TEST(Commands, AssemblyMembership) {
+    Env e;
+    e.populate();
+    e.ok("deployable_create", {{"name", "db"}});
+    e.rejected("deployable_assembly_add", {{"deployable", "web"}, {"assembly", "n1"}}, "exists");
+    e.rejected("deployable_assembly_add", {{"deployable", "db"}, {"assembly", "n1"}}, "conflict");
+    e.rejected("deployable_assembly_add", {{"deployable", "web"}, {"assembly", "zz"}}, "not-found");
+    e.rejected("deployable_assembly_add", {{"deployable", "zz"}, {"assembly", "n2"}}, "not-found");
+    e.ok("deployable_assembly_add", {{"deployable", "web"}, {"assembly", "n2"}});
+    auto l = e.ok("deployable_assembly_list", {{"deployable", "web"}});
+    ASSERT_EQ(l["assemblies"].size(), 2u);
+    EXPECT_EQ(l["assemblies"][0]["name"], "n1");
+    e.rejected("deployable_assembly_list", {{"deployable", "zz"}}, "not-found");
+    e.rejected("deployable_assembly_remove", {{"deployable", "db"}, {"assembly", "n2"}}, "not-found");
+    e.ok("deployable_assembly_remove", {{"deployable", "web"}, {"assembly", "n2"}});
+    EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").assemblies,
+              std::vector<std::string>{"n1"});
+}
+
+TEST(Commands, AssemblyCreateCloneDelete) {
+    Env e;
+    e.populate();
+    e.rejected("assembly_create", {{"name", "n1"}, {"image", "x"}}, "exists");
+    e.rejected("assembly_create", {{"name", "n3"}}, "invalid-argument");  // neither
+    e.rejected("assembly_create", {{"name", "n3"}, {"image", "x"}, {"domain_xml", kDomain}},
+               "invalid-argument");  // both
+    auto m = e.rejected("assembly_create", {{"name", "n3"}, {"domain_xml", "<domain><name>"}},
+                        "invalid-argument");
+    EXPECT_NE(m.find("not well-formed"), std::string::npos) << m;
+    e.rejected("assembly_create", {{"name", "n3"}, {"domain_xml", "<network/>"}}, "invalid-argument");
+    e.rejected("assembly_create", {{"name", "n3"}, {"image", "x"}, {"address", "nocolon"}},
+               "invalid-argument");
+
+    auto c = e.ok("assembly_clone", {{"source", "n1"}, {"name", "n1b"}});
+    EXPECT_EQ(c["source"], "domain_xml");
+    EXPECT_EQ(c["deployable"], "");
+    EXPECT_EQ(e.model.assemblies.at("n1b").domain_xml, kDomain);
+    e.rejected("assembly_clone", {{"source", "zz"}, {"name", "n4"}}, "not-found");
+    e.rejected("assembly_clone", {{"source", "n1"}, {"name", "n2"}}, "exists");
+
+    EXPECT_EQ(e.ok("assembly_list")["assemblies"].size(), 3u);
+    e.rejected("assembly_delete", {{"name", "n1"}}, "conflict");  // member of web
+    e.rejected("assembly_delete", {{"name", "zz"}}, "not-found");
+    e.ok("assembly_delete", {{"name", "n1b"}});
+    EXPECT_FALSE(store::loadModel(e.dir)->findAssembly("n1b"));
+}
+
+TEST(Commands, ResourcesFromTemplates) {
+    Env e;
+    e.populate();
+    auto r = e.ok("assembly_resource_add", {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}});
+    EXPECT_EQ(r["type"], "nginx");
+    EXPECT_EQ(r["unit"], "nginx.service");
+    e.rejected("assembly_resource_add", {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}},
+               "exists");
+    auto m = e.rejected("assembly_resource_add",
+                        {{"resource", "db"}, {"template", "oracle"}, {"assembly", "n1"}}, "not-found");
+    EXPECT_NE(m.find("oracle"), std::string::npos) << m;
+    e.rejected("assembly_resource_add", {{"resource", "x"}, {"template", "nginx"}, {"assembly", "zz"}},
+               "not-found");
+    auto l = e.ok("assembly_resource_list", {{"assembly", "n1"}});
+    ASSERT_EQ(l["resources"].size(), 1u);
+    EXPECT_EQ(l["resources"][0]["name"], "www");
+    EXPECT_EQ(store::loadModel(e.dir)->assemblies.at("n1").resources.size(), 1u);
+    e.rejected("assembly_resource_remove", {{"resource", "zz"}, {"assembly", "n1"}}, "not-found");
+    e.ok("assembly_resource_remove", {{"resource", "www"}, {"assembly", "n1"}});
+    EXPECT_TRUE(store::loadModel(e.dir)->assemblies.at("n1").resources.empty());
+    auto t = e.ok("template_list");
+    ASSERT_EQ(t["templates"].size(), 1u);
+    EXPECT_EQ(t["templates"][0]["name"], "nginx");
+}
+
+TEST(Commands, Escalations) {
+    Env e;
+    e.populate();
+    e.ok("assembly_resource_add", {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}});
+    auto r = e.ok("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 5}, {"period", "10m"}});
+    EXPECT_EQ(r["escalation"]["failures"], "5");
+    EXPECT_EQ(store::loadModel(e.dir)->assemblies.at("n1").escalation, (model::Escalation{5, 600'000}));
+    e.ok("escalation_assembly_set", {{"assembly", "n1"}, {"failures", "INFINITY"}, {"period", "INFINITY"}});
+    EXPECT_EQ(e.model.assemblies.at("n1").escalation,
+              (model::Escalation{model::kUnlimitedFailures, model::kUnlimitedPeriod}));
+    e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", "three"}, {"period", "1m"}},
+               "invalid-argument");
+    e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 0}, {"period", "1m"}},
+               "invalid-argument");
+    auto m = e.rejected("escalation_assembly_set",
+                        {{"assembly", "n1"}, {"failures", 3}, {"period", "10 minutes"}}, "invalid-argument");
+    EXPECT_NE(m.find("period"), std::string::npos) << m;
+    e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 3}, {"period", "0s"}},
+               "invalid-argument");
+    e.rejected("escalation_assembly_set", {{"assembly", "zz"}, {"failures", 3}, {"period", "1m"}},
+               "not-found");
+
+    e.ok("escalation_resource_set", {{"resource", "www"}, {"assembly", "n1"}, {"failures", "2"}, {"period", 30000}});
+    EXPECT_EQ(e.model.assemblies.at("n1").resources[0].escalation, (model::Escalation{2, 30'000}));
+    e.rejected("escalation_resource_set", {{"resource", "zz"}, {"assembly", "n1"}, {"failures", 2}, {"period", "1m"}},
+               "not-found");
+
+    r = e.ok("escalation_deployable_set",
+             {{"deployable", "web"}, {"failures", 2}, {"period", "1h"}, {"outcome", "stop-deployable"}});
+    EXPECT_EQ(r["outcome"], "stop-deployable");
+    EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").outcome, model::DeployableOutcome::StopDeployable);
+    e.rejected("escalation_deployable_set",
+               {{"deployable", "web"}, {"failures", 2}, {"period", "1h"}, {"outcome", "explode"}},
+               "invalid-argument");
+    e.rejected("escalation_deployable_set", {{"deployable", "zz"}, {"failures", 2}, {"period", "1h"}},
+               "not-found");
+}
+
+TEST(Commands, RefereeSet) {
+    Env e;
+    e.populate();
+    e.ok("referee_set", {{"deployable", "web"}, {"driver", "haproxy"},
+                         {"options", {{"socket", "/run/haproxy.sock"}, {"backend", "web"}}}});
+    EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").referee.driver, "haproxy");
+    e.rejected("referee_set", {{"deployable", "web"}, {"driver", "haproxy"}}, "invalid-argument");
+    e.rejected("referee_set", {{"deployable", "web"}, {"driver", "nginx"}}, "invalid-argument");
+    e.rejected("referee_set", {{"deployable", "web"}, {"driver", "log"}, {"options", {{"colour", "red"}}}},
+               "invalid-argument");
+    e.rejected("referee_set", {{"deployable", "zz"}, {"driver", "log"}}, "not-found");
+    e.ok("referee_set", {{"deployable", "web"}, {"driver", "none"}});
+    EXPECT_EQ(e.model.deployables.at("web").referee.driver, "");
+}
+
+TEST(Commands, ParkAndUnpark) {
+    Env e;
+    e.populate();
+    e.ok("deployable_start", {{"name", "web"}});
+    auto r = e.ok("assembly_park", {{"assembly", "n1"}});
+    EXPECT_EQ(r["dped"], "reloaded");
+    EXPECT_TRUE(store::loadModel(e.dir)->assemblies.at("n1").parked);
+    EXPECT_EQ(e.runtime.emitted.back().state, "parked");
+    EXPECT_EQ(e.ok("assembly_park", {{"assembly", "n1"}})["already"], true);
+    e.ok("assembly_unpark", {{"assembly", "n1"}});
+    EXPECT_FALSE(store::loadModel(e.dir)->assemblies.at("n1").parked);
+    e.rejected("assembly_park", {{"assembly", "zz"}}, "not-found");
+}
+
+TEST(Commands, FailedSaveRollsBack) {
+    Env e;
+    e.populate();
+    e.ctx.save = [](const model::Model&) -> Status { return makeError("disk full", "/x/db_deployable.xml"); };
+    auto m = e.rejected("deployable_create", {{"name", "db"}}, "internal");
+    EXPECT_NE(m.find("disk full"), std::string::npos);
+    e.rejected("assembly_park", {{"assembly", "n1"}}, "internal");
+    EXPECT_FALSE(e.model.assemblies.at("n1").parked);
+}
+
+TEST(Commands, StatusEventsPing) {
+    Env e;
+    e.populate();
+    for (int i = 0; i < 5; ++i) {
+        events::Event ev;
+        ev.deployable = i % 2 ? "web" : "db";
+        ev.state = "started";
+        ASSERT_TRUE(e.journal->append(ev).ok());
+        e.clock.advance(1000);
+    }
+    auto st = e.ok("status");
+    EXPECT_EQ(st["deployables"].size(), 1u);
+    EXPECT_EQ(st["last_seq"], 5);
+    auto ev = e.ok("events", {{"since_seq", 2}});
+    ASSERT_EQ(ev["events"].size(), 3u);
+    EXPECT_EQ(ev["events"][0]["seq"], 3);
+    EXPECT_EQ(e.ok("events", {{"deployable", "web"}})["events"].size(), 2u);
+    EXPECT_EQ(e.ok("events", {{"limit", 2}})["events"][1]["seq"], 5);
+    e.rejected("events", {{"since_time", "last tuesday"}}, "invalid-argument");
+    e.rejected("events", {{"since_seq", "x"}}, "invalid-argument");
+
+    auto p = e.ok("ping", {{"assemblies", {"n1", "n2"}}});
+    ASSERT_EQ(p["pings"].size(), 2u);
+    EXPECT_EQ(p["pings"][0]["ok"], true);
+    EXPECT_EQ(p["pings"][1]["ok"], false);
+    e.rejected("ping", {{"assemblies", {"zz"}}}, "not-found");
+    EXPECT_EQ(e.ok("ping")["pings"].size(), 2u);  // all assemblies
+}

@@ -1,0 +1,245 @@
+// Supervision logic against real processes (a fake dped script) and an injected clock:
+// waits are for real process exits, with deadlines; backoff time only moves when the test
+// advances the ManualClock.
+#include "common/fs.h"
+#include "control/lock_file.h"
+#include "control/supervisor.h"
+
+#include <csignal>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
+using namespace pcloud;
+using namespace pcloud::control;
+
+namespace {
+
+std::string tempDir() {
+    char tmpl[] = "/tmp/pcloud-sup-XXXXXX";
+    return ::mkdtemp(tmpl);
+}
+
+int startsOf(const std::string& dir, const std::string& dep) {
+    std::ifstream in(dir + "/fake-dped-" + dep + ".starts");
+    int n = 0;
+    std::string line;
+    while (std::getline(in, line)) ++n;
+    return n;
+}
+
+// Waits (deadline) until the fake dped recorded `n` starts.
+bool waitStarts(const std::string& dir, const std::string& dep, int n) {
+    for (int i = 0; i < 500; ++i) {
+        if (startsOf(dir, dep) >= n) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
+void setMode(const std::string& dir, const std::string& dep, const std::string& mode) {
+    ASSERT_TRUE(fs::writeAtomic(dir + "/fake-dped-" + dep + ".mode", mode + "\n").ok());
+}
+
+struct Fixture {
+    std::string dir = tempDir();
+    ManualClock clock;
+    std::vector<events::Event> events;
+    std::mutex mutex;
+    std::unique_ptr<Supervisor> sup;
+
+    Fixture() { sup = make(); }
+    ~Fixture() {
+        // A failed test must not leave a fake dped running.
+        if (sup && sup->pid("web")) sup->signal("web", SIGKILL);
+    }
+    std::unique_ptr<Supervisor> make() {
+        SupervisorOptions o;
+        o.dped_path = FAKE_DPED;
+        o.state_dir = dir;
+        o.broker_url = "amqp://127.0.0.1:1";
+        o.backoff = model::Backoff{1000, 2.0, 4000, 60'000};
+        return std::make_unique<Supervisor>(o, clock, [this](events::Event e) {
+            std::lock_guard lock(mutex);
+            events.push_back(std::move(e));
+        });
+    }
+    bool sawEvent(const std::string& state) {
+        std::lock_guard lock(mutex);
+        for (const auto& e : events)
+            if (e.state == state) return true;
+        return false;
+    }
+    // Waits (deadline) until the lock shows a holder: the fake dped is up.
+    bool waitLocked(const std::string& dep, int deadlineMs = 5000) {
+        for (int i = 0; i < deadlineMs / 10; ++i) {
+            auto h = LockFile::holder(dpedLockPath(dir, dep));
+            if (h && *h > 0) return true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        return false;
+    }
+};
+
+} // namespace
+
+TEST(RestartDelay, ExponentialWithCap) {
+    model::Backoff b{1000, 2.0, 5000, 60'000};
+    EXPECT_EQ(restartDelay(1, b), 0);
+    EXPECT_EQ(restartDelay(2, b), 1000);
+    EXPECT_EQ(restartDelay(3, b), 2000);
+    EXPECT_EQ(restartDelay(4, b), 4000);
+    EXPECT_EQ(restartDelay(5, b), 5000);
+    EXPECT_EQ(restartDelay(50, b), 5000);
+}
+
+TEST(LockFile, SecondAcquireFailsAndNamesHolder) {
+    auto dir = tempDir();
+    auto path = dir + "/x.lock";
+    EXPECT_FALSE(LockFile::holder(path).has_value());
+    auto a = LockFile::acquire(path);
+    ASSERT_TRUE(a.ok()) << a.error().describe();
+    // flock locks belong to the open file description, so a second open in the same
+    // process conflicts just like another process would.
+    pid_t holder = 0;
+    auto b = LockFile::acquire(path, &holder);
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(holder, ::getpid());
+    EXPECT_NE(b.error().describe().find("already locked by pid"), std::string::npos);
+    EXPECT_EQ(LockFile::holder(path), std::optional<pid_t>(::getpid()));
+    { auto released = std::move(a.value()); }
+    EXPECT_FALSE(LockFile::holder(path).has_value());
+    EXPECT_TRUE(LockFile::acquire(path).ok());
+}
+
+TEST(Supervisor, StartsOneDpedAndStopsOnTerm) {
+    Fixture f;
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(f.waitLocked("web"));
+    auto pid = f.sup->pid("web");
+    ASSERT_TRUE(pid.has_value());
+    EXPECT_EQ(LockFile::holder(dpedLockPath(f.dir, "web")), std::optional<pid_t>(*pid));
+    EXPECT_EQ(f.sup->info("web")["state"], "running");
+    f.sup->tick();  // nothing to do: still one
+    EXPECT_EQ(startsOf(f.dir, "web"), 1);
+
+    f.sup->unwant("web");
+    ASSERT_TRUE(f.sup->signal("web", SIGTERM));
+    auto st = f.sup->waitExit("web", 5000);
+    ASSERT_TRUE(st.has_value());
+    EXPECT_EQ(*st, 0);
+    f.sup->tick();
+    EXPECT_EQ(startsOf(f.dir, "web"), 1);  // not restarted
+    EXPECT_EQ(f.sup->info("web")["state"], "stopped");
+    EXPECT_TRUE(f.sawEvent("dped-exited"));
+}
+
+TEST(Supervisor, CrashRestartsWithBackoffOnInjectedClock) {
+    Fixture f;
+    setMode(f.dir, "web", "exit 1");
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 1));
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    // The first restart is immediate (inside waitExit's reaping tick or this one).
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 2));
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    Millis next = f.sup->tick();
+    EXPECT_EQ(next, 1000);
+    EXPECT_FALSE(f.sup->pid("web").has_value());
+    EXPECT_EQ(f.sup->info("web")["state"], "backoff");
+    f.clock.advance(999);
+    f.sup->tick();
+    EXPECT_FALSE(f.sup->pid("web").has_value());
+    EXPECT_EQ(startsOf(f.dir, "web"), 2);
+    f.clock.advance(1);
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 3));
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    EXPECT_EQ(f.sup->tick(), 2000);  // doubled
+    EXPECT_TRUE(f.sawEvent("dped-crashed"));
+    EXPECT_EQ(f.sup->info("web")["restarts"].get<int>(), 3);
+    f.sup->unwant("web");
+}
+
+TEST(Supervisor, ConfigErrorIsNotRespawned) {
+    Fixture f;
+    setMode(f.dir, "web", "exit 78");
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(78));
+    f.sup->tick();
+    f.clock.advance(3'600'000);
+    f.sup->tick();
+    EXPECT_FALSE(f.sup->pid("web").has_value());
+    EXPECT_EQ(startsOf(f.dir, "web"), 1);
+    EXPECT_EQ(f.sup->info("web")["state"], "failed");
+    EXPECT_TRUE(f.sawEvent("dped-failed"));
+    // The operator fixes the cause and starts it again.
+    setMode(f.dir, "web", "run");
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 2));
+    ASSERT_TRUE(f.waitLocked("web"));
+    f.sup->unwant("web");
+    f.sup->signal("web", SIGTERM);
+    EXPECT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(0));
+}
+
+TEST(Supervisor, NewSupervisorAdoptsRunningDpedAndRestartsItWhenItDies) {
+    Fixture f;
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(f.waitLocked("web"));
+    pid_t first = *f.sup->pid("web");
+    f.sup.reset();  // cped exits: the dped keeps running
+    ASSERT_EQ(::kill(first, 0), 0);
+
+    auto second = f.make();
+    second->want("web");
+    second->tick();
+    ASSERT_EQ(second->pid("web"), std::optional<pid_t>(first));
+    EXPECT_EQ(second->info("web")["adopted"], true);
+    EXPECT_EQ(startsOf(f.dir, "web"), 1);  // adopted, not started twice
+    EXPECT_TRUE(f.sawEvent("adopted"));
+
+    // The adopted dped dies: not our child, so the status is unknown: treated as a crash.
+    ::kill(first, SIGKILL);
+    auto st = second->waitExit("web", 5000);
+    ASSERT_TRUE(st.has_value());
+    EXPECT_EQ(*st, -1);
+    // The dead holder's lock may linger for an instant (a child of the script holds the
+    // fd until it exits); the supervisor then looks again 100 ms later (injected clock).
+    for (int i = 0; i < 500 && !second->pid("web"); ++i) {
+        second->tick();
+        if (second->pid("web")) break;
+        f.clock.advance(100);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(waitStarts(f.dir, "web", 2));
+    EXPECT_NE(*second->pid("web"), first);
+    ASSERT_TRUE(f.waitLocked("web"));
+    second->unwant("web");
+    second->signal("web", SIGTERM);
+    EXPECT_EQ(second->waitExit("web", 5000), std::optional<int>(0));
+    ::waitpid(first, nullptr, WNOHANG);
+}
+
+TEST(Supervisor, SecondDpedForSameDeployableRefusesWithLocked) {
+    Fixture f;
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(f.waitLocked("web"));
+    // Someone starts another dped by hand: it must not run.
+    std::string cmd = std::string(FAKE_DPED) + " --deployable web --state-dir " + f.dir;
+    int rc = std::system(cmd.c_str());
+    EXPECT_EQ(WEXITSTATUS(rc), 75);
+    EXPECT_EQ(startsOf(f.dir, "web"), 1);
+    f.sup->unwant("web");
+    f.sup->signal("web", SIGTERM);
+    EXPECT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(0));
+}
