@@ -10,7 +10,8 @@
 set -euo pipefail
 
 want="${PCLOUD_TEST_RABBITMQ:-0}"
-port=5672
+# Not 5672: that is the embedded hub's default, and the demo must be able to use it.
+port="${PCLOUD_RABBITMQ_PORT:-5682}"
 t0=$(date +%s.%N)
 
 installed() { dpkg-query -W -f='${Status}' rabbitmq-server 2>/dev/null | grep -q "install ok installed"; }
@@ -57,6 +58,8 @@ mkdir -p /var/log/rabbitmq /var/lib/rabbitmq
 chown -R rabbitmq:rabbitmq /var/log/rabbitmq /var/lib/rabbitmq 2>/dev/null || true
 # Loopback only: the tests never talk to anything else.
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT="$port"
+export RABBITMQ_DIST_PORT=$((port + 20000))
 echo "setup-rabbitmq: starting rabbitmq-server"
 # The server wrapper drops to the rabbitmq user by itself when started as root.
 setsid nohup rabbitmq-server >/var/log/rabbitmq/pcloud-setup.log 2>&1 < /dev/null &

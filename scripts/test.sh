@@ -4,9 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# The external-broker test runs for real in CI (RabbitMQ on 127.0.0.1:5682).
+export PCLOUD_TEST_RABBITMQ=1
 for setup in scripts/setup-*.sh; do
     [ -e "$setup" ] && bash "$setup"
 done
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2
 ctest --test-dir build --output-on-failure
+
+# The pure parts (common, store, policy engine and its golden cases) again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
+cmake --preset asan >/dev/null
+cmake --build --preset asan --target common_test store_test policy_test policy_golden pcloud-simulate
+ctest --preset asan -R '^(policy\.|Store|Templates|TimeFormat|Fs\.)'
