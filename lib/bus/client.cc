@@ -615,6 +615,27 @@ Status Client::send(const std::string& address, const std::string& body,
     return Status::success();
 }
 
+Status Client::reply(const std::string& replyTo, const std::string& correlationId,
+                     const std::string& body) {
+    if (!impl_) return makeError("the bus client is not connected; call connect() first");
+    if (replyTo.empty()) return makeError("the request has no reply_to; nowhere to send the reply");
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->pending >= impl_->options.maxPendingSends)
+            return makeError("bus outgoing queue is full (" +
+                             std::to_string(impl_->options.maxPendingSends) +
+                             " messages waiting); the peer is slow or unreachable: " +
+                             impl_->url.hostPort());
+        proton::message out = detail::toProton(replyTo, body, {});
+        out.correlation_id(correlationId);
+        impl_->outgoing[replyTo].push_back(Outgoing{std::move(out), {}, true});
+        ++impl_->pending;
+    }
+    Impl* raw = impl_.get();
+    impl_->post([raw, replyTo] { raw->flush(replyTo); });
+    return Status::success();
+}
+
 std::uint64_t Client::subscribe(const std::string& address, MessageCallback callback) {
     if (!impl_) return 0;
     std::string wire = impl_->wireAddress(address);

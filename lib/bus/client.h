@@ -74,6 +74,12 @@ public:
     Status send(const std::string& address, const std::string& body,
                 const Properties& properties = {});
 
+    // Sends the reply to a request received earlier and answered later (a serve handler that
+    // returned nullopt): `replyTo` is the request's reply address, used verbatim, and
+    // `correlationId` the request's. Fails like send().
+    Status reply(const std::string& replyTo, const std::string& correlationId,
+                 const std::string& body);
+
     // Receives every message on `address` (a queue competes with other receivers; a topic
     // gets them all). Returns an id for unsubscribe().
     std::uint64_t subscribe(const std::string& address, MessageCallback callback);

@@ -213,8 +213,12 @@ void Cped::onJournalSubmission(const bus::Message& m) {
 
 Result<json> Cped::askDped(const std::string& d, const std::string& command, const json& args) {
     std::string id = "cped-" + std::to_string(++next_id_);
+    // A ping is answered when the agent replies (or after its own timeout_ms): wait that long.
+    Millis timeout = o_.dped_timeout;
+    if (command == "ping" && args.contains("timeout_ms") && args["timeout_ms"].is_number_integer())
+        timeout = std::max<Millis>(timeout, args["timeout_ms"].get<Millis>() + 1000);
     auto reply = client_.request("pcloud.dped." + d, commandBody(id, command, args).dump(),
-                                 std::chrono::milliseconds(o_.dped_timeout), {}, id);
+                                 std::chrono::milliseconds(timeout), {}, id);
     if (!reply) return reply.error();
     auto j = json::parse(reply->body, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return makeError("dped sent a reply that is not JSON");

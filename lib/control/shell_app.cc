@@ -270,6 +270,12 @@ int Shell::execute(const std::vector<std::string>& words) {
     } else {
         std::cout << cli::format(inv->command, result, ::isatty(1)) << std::flush;
     }
+    if (inv->command == "ping") {
+        // Like ping(8): success only if someone answered.
+        for (const auto& p : result.value("pings", json::array()))
+            if (p.value("ok", false)) return kOk;
+        return kCpedError;
+    }
     return kOk;
 }
 

@@ -24,6 +24,10 @@ public:
                         const bus::Properties& properties = {}) = 0;
     virtual void subscribe(const std::string& address,
                            std::function<void(const bus::Message&)> callback) = 0;
+    // The late reply to a request (reply_to used verbatim, correlation id set): commands
+    // such as ping are answered when the agent replies, not by the serve handler.
+    virtual Status reply(const std::string& replyTo, const std::string& correlationId,
+                         const std::string& body) = 0;
 };
 
 // Earliest-signal detectors and the guest channel relay, per assembly.

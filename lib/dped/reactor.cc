@@ -304,6 +304,21 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
         for (const auto& unit : h->units) setService(unit);
         sendWatch(assembly);
     } else if (auto* r = std::get_if<proto::Reply>(&rep->body)) {
+        if (auto pit = pending_pings_.find(r->id); pit != pending_pings_.end()) {
+            const PendingPing& p = pit->second;
+            json reply{{"v", 1}, {"type", "reply"}, {"id", p.request_id}};
+            if (r->ok) {
+                reply["ok"] = true;
+                reply["result"] = {{"assembly", p.assembly},
+                                   {"rtt_ms", clock_.monotonicMs() - p.sent_mono}};
+            } else {
+                reply = errorReply(p.request_id, r->error ? r->error->code : "agent-error",
+                                   "agent refused the ping: " +
+                                       (r->error ? r->error->message : std::string("?")));
+            }
+            finishPing(r->id, reply);
+            return;
+        }
         auto it = pending_cmds_.find(r->id);
         std::string what = it == pending_cmds_.end() ? assembly : it->second;
         if (it != pending_cmds_.end()) pending_cmds_.erase(it);
@@ -338,6 +353,7 @@ void Reactor::sendWatch(const std::string& assembly) {
 }
 
 void Reactor::step() {
+    expirePings();
     const auto* d = dep();
     if (!d) return;
     Millis now = clock_.nowMs();
@@ -359,6 +375,8 @@ void Reactor::step() {
         Millis expiry = t + d->heartbeat_timeout + 1;
         if (!next_wake_ || expiry < *next_wake_) next_wake_ = expiry;
     }
+    for (const auto& [id, p] : pending_pings_)
+        if (!next_wake_ || p.deadline < *next_wake_) next_wake_ = p.deadline;
     checkStopDone();
 }
 
@@ -567,7 +585,9 @@ nlohmann::json Reactor::statusJson() const {
             j["backoff_remaining_ms"] =
                 at.phase == policy::Phase::RestartPending && at.due && *at.due > now ? *at.due - now
                                                                                       : 0;
-            j["referee"] = policy::toString(at.membership);
+            // No load balancer configured: "out" would read as "drained"; say there is none.
+            j["referee"] = d->referee.driver.empty() ? std::string("none")
+                                                     : std::string(policy::toString(at.membership));
             list.push_back(std::move(j));
         }
     }
@@ -621,12 +641,95 @@ std::string Reactor::onCommand(const std::string& body, const std::string& corre
         finished_ = false;
         step();
         reply["result"] = {{"state", "running"}};
+    } else if (cmd == "ping") {
+        return errorReply(id, "bad-field",
+                          "ping must arrive as a bus request with a reply address")
+            .dump();
     } else {
         return errorReply(id, "unknown-command", "unknown command '" + cmd +
-                                                     "' (status, reload, stop, start)")
+                                                     "' (status, reload, stop, start, ping)")
             .dump();
     }
     return reply.dump();
+}
+
+std::optional<std::string> Reactor::onRequest(const bus::Message& m) {
+    auto j = json::parse(m.body, nullptr, false);
+    if (j.is_object() && j.contains("command") && j["command"] == "ping")
+        return startPing(j, j.value("id", m.correlationId), m);
+    return onCommand(m.body, m.correlationId);
+}
+
+std::optional<std::string> Reactor::startPing(const json& request, const std::string& id,
+                                              const bus::Message& m) {
+    json args = request.value("args", json::object());
+    if (!args.is_object()) return errorReply(id, "bad-field", "'args' must be an object").dump();
+    if (!args.contains("assembly") || !args["assembly"].is_string())
+        return errorReply(id, "bad-field", "ping needs args.assembly (a string)").dump();
+    std::string assembly = args["assembly"];
+    const auto* d = dep();
+    if (!d || std::find(d->assemblies.begin(), d->assemblies.end(), assembly) ==
+                  d->assemblies.end())
+        return errorReply(id, "not-found",
+                          "assembly '" + assembly + "' is not in deployable '" +
+                              cfg_.deployable + "'")
+            .dump();
+    Millis timeout = 2'000;
+    if (args.contains("timeout_ms")) {
+        if (!args["timeout_ms"].is_number_integer())
+            return errorReply(id, "bad-field", "args.timeout_ms must be an integer").dump();
+        timeout = args["timeout_ms"].get<Millis>();
+    }
+    if (timeout <= 0 || timeout > 60'000)
+        return errorReply(id, "bad-field", "args.timeout_ms must be 1..60000").dump();
+    if (m.replyTo.empty())
+        return errorReply(id, "bad-field", "ping must arrive as a bus request with a reply address")
+            .dump();
+    proto::Command c;
+    c.type = proto::CommandType::Ping;
+    c.id = assembly + "-ping-" + std::to_string(next_cmd_++);
+    c.deadline = timeout;
+    PendingPing p;
+    p.reply_to = m.replyTo;
+    p.correlation_id = m.correlationId.empty() ? id : m.correlationId;
+    p.request_id = id;
+    p.assembly = assembly;
+    p.timeout = timeout;
+    p.deadline = clock_.nowMs() + timeout;
+    p.sent_mono = clock_.monotonicMs();
+    auto st = bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c),
+                        {{"correlation-id", c.id}});
+    if (!st)
+        return errorReply(id, "unavailable", "could not send the ping: " + st.error().describe())
+            .dump();
+    PCLOUD_LOG(Info, "Ping sent", {{"assembly", assembly}, {"id", c.id},
+                                   {"timeout_ms", std::to_string(timeout)}});
+    pending_pings_[c.id] = std::move(p);
+    return std::nullopt;
+}
+
+void Reactor::finishPing(const std::string& pingId, const json& reply) {
+    auto it = pending_pings_.find(pingId);
+    if (it == pending_pings_.end()) return;
+    PendingPing p = std::move(it->second);
+    pending_pings_.erase(it);
+    auto st = bus_.reply(p.reply_to, p.correlation_id, reply.dump());
+    if (!st)
+        PCLOUD_LOG(Warning, "Could not send the ping reply",
+                   {{"assembly", p.assembly}, {"error", st.error().describe()}});
+}
+
+void Reactor::expirePings() {
+    Millis now = clock_.nowMs();
+    std::vector<std::string> expired;
+    for (const auto& [id, p] : pending_pings_)
+        if (now >= p.deadline) expired.push_back(id);
+    for (const auto& id : expired) {
+        const PendingPing& p = pending_pings_.at(id);
+        PCLOUD_LOG(Info, "Ping timed out", {{"assembly", p.assembly}, {"id", id}});
+        finishPing(id, errorReply(p.request_id, "timeout",
+                                  "no reply within " + std::to_string(p.timeout) + " ms"));
+    }
 }
 
 } // namespace pcloud::dped

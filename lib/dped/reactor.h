@@ -68,8 +68,11 @@ public:
     void onChannelEvent(const std::string& assembly, bool connected, const std::string& detail,
                         std::int64_t monotonicUs = 0);
     void onReport(const std::string& assembly, const std::string& body);
-    // A cped request body; returns the reply body.
+    // A cped request body; returns the reply body. (ping needs onRequest: it answers later.)
     std::string onCommand(const std::string& body, const std::string& correlationId = {});
+    // A cped request as received: returns the reply body now, or nullopt when the reply is
+    // sent later through Messenger::reply (ping: when the agent answers or the ping times out).
+    std::optional<std::string> onRequest(const bus::Message& request);
 
     // Decide, act, persist. Call after every input and when nextWake() is reached.
     void step();
@@ -102,6 +105,11 @@ private:
     void persist();
     void updateReferee();
     void checkStopDone();
+    // ping: sends the agent a proto ping and remembers the request; nullopt if it went out.
+    std::optional<std::string> startPing(const nlohmann::json& request, const std::string& id,
+                                         const bus::Message& m);
+    void finishPing(const std::string& pingId, const nlohmann::json& reply);
+    void expirePings();
 
     ReactorConfig cfg_;
     model::Model model_;
@@ -122,6 +130,16 @@ private:
     std::set<std::string> subscribed_;
     std::set<std::string> awaiting_heartbeat_;  // agent gone: log its next first heartbeat
     std::map<std::string, std::string> pending_cmds_;      // command id -> "assembly/service"
+    struct PendingPing {
+        std::string reply_to;        // the cped request's reply address
+        std::string correlation_id;  // the cped request's correlation id
+        std::string request_id;      // the cped request's "id"
+        std::string assembly;
+        Millis sent_mono = 0;        // monotonic ms when the agent ping went out
+        Millis deadline = 0;         // wall ms (clock_.nowMs()) after which we answer "no reply"
+        Millis timeout = 0;
+    };
+    std::map<std::string, PendingPing> pending_pings_;  // agent ping id -> cped request
     std::optional<std::vector<referee::Member>> last_members_;
     std::uint64_t next_cmd_ = 1;
     bool finished_ = false;

@@ -76,6 +76,10 @@ public:
                 const bus::Properties& properties) override {
         return client_.send(address, body, properties);
     }
+    Status reply(const std::string& replyTo, const std::string& correlationId,
+                 const std::string& body) override {
+        return client_.reply(replyTo, correlationId, body);
+    }
     void subscribe(const std::string& address,
                    std::function<void(const bus::Message&)> callback) override {
         auto cb = std::make_shared<std::function<void(const bus::Message&)>>(std::move(callback));
@@ -146,11 +150,13 @@ private:
 };
 
 // Applies the desired referee membership on its own thread, retrying with backoff and
-// reconciling every 10 s, so a slow or broken balancer never holds up recovery.
+// reconciling every 10 s, so a slow or broken balancer never holds up recovery. Retries are
+// capped at 5 s: a balancer that is restarting is usually back within seconds, and every
+// second it runs with a stale membership sends traffic to dead members.
 class RefereeWorker final : public RefereeSink {
 public:
     RefereeWorker(std::unique_ptr<referee::Referee> ref, bus::Client& client, std::string dep)
-        : ref_(std::move(ref)), client_(client), dep_(std::move(dep)), backoff_(clock_),
+        : ref_(std::move(ref)), client_(client), dep_(std::move(dep)), backoff_(clock_, 500, 5'000),
           thread_([this] { run(); }) {}
     ~RefereeWorker() override {
         {
@@ -427,12 +433,12 @@ int runDped(const Options& opt) {
     // and waits a bounded time (the reactor never waits for the bus thread).
     client.serve("pcloud.dped." + opt.deployable,
                  [&](const bus::Message& m) -> std::optional<std::string> {
-                     auto p = std::make_shared<std::promise<std::string>>();
+                     auto p = std::make_shared<std::promise<std::optional<std::string>>>();
                      auto f = p->get_future();
-                     std::string body = m.body, cid = m.correlationId;
-                     inbox.post([&reactor, p, body, cid] {
-                         p->set_value(reactor.onCommand(body, cid));
-                     });
+                     std::string cid = m.correlationId;
+                     // ping answers later (when the agent replies): onRequest then returns
+                     // nullopt and the reactor sends the reply itself.
+                     inbox.post([&reactor, p, m] { p->set_value(reactor.onRequest(m)); });
                      if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
                          return nlohmann::json{{"v", 1}, {"type", "reply"}, {"id", cid},
                                                {"ok", false},

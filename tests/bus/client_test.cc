@@ -64,6 +64,38 @@ TEST(BusClient, RequestGetsTheReplyOnADynamicAddress) {
     EXPECT_TRUE(sawReply);
 }
 
+// A server that answers later (dped's ping): the handler keeps the request and sends no reply;
+// reply() from another thread reaches the waiting requester with its correlation id.
+TEST(BusClient, LateReplyThroughReplyReachesTheRequester) {
+    auto hub = startHub();
+    auto server = connectTo(*hub);
+    std::promise<Message> held;
+    auto heldFuture = held.get_future();
+    ASSERT_TRUE(server->waitSubscribed(
+        server->serve("pcloud.dped.web",
+                      [&held](const Message& m) -> std::optional<std::string> {
+                          held.set_value(m);
+                          return std::nullopt;
+                      }),
+        kDeadline));
+    auto shell = connectTo(*hub);
+    std::promise<Result<Message>> got;
+    shell->requestAsync("pcloud.dped.web", R"({"v":1,"id":"p1","command":"ping"})", 5s,
+                        [&got](Result<Message> r) { got.set_value(std::move(r)); }, {}, "p1");
+    ASSERT_EQ(heldFuture.wait_for(5s), std::future_status::ready);
+    Message req = heldFuture.get();
+    EXPECT_EQ(req.correlationId, "p1");
+    ASSERT_FALSE(req.replyTo.empty());
+    ASSERT_TRUE(server->reply(req.replyTo, req.correlationId, R"({"v":1,"id":"p1","ok":true})").ok());
+    auto f = got.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    auto r = f.get();
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->correlationId, "p1");
+    EXPECT_EQ(nlohmann::json::parse(r->body)["ok"], true);
+    EXPECT_FALSE(server->reply("", "p1", "{}").ok());  // no reply address: a clear error
+}
+
 TEST(BusClient, ConcurrentRequestsFromManyThreadsEachGetTheirOwnReply) {
     auto hub = startHub();
     auto server = connectTo(*hub);

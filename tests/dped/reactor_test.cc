@@ -73,6 +73,15 @@ public:
     void subscribe(const std::string& a, std::function<void(const bus::Message&)> cb) override {
         subs[a] = std::move(cb);
     }
+    struct Reply {
+        std::string reply_to, correlation_id;
+        json body;
+    };
+    std::vector<Reply> replies;
+    Status reply(const std::string& to, const std::string& cid, const std::string& b) override {
+        replies.push_back({to, cid, json::parse(b)});
+        return Status::success();
+    }
     std::vector<json> events() const {
         std::vector<json> out;
         for (const auto& [a, b] : sent)
@@ -420,3 +429,92 @@ TEST_F(Fixture, ReloadPicksUpParkedFlag) {
 }
 
 } // namespace
+
+namespace {
+bus::Message pingRequest(const std::string& assembly, long timeoutMs = 2000) {
+    bus::Message m;
+    m.address = "pcloud.dped.web";
+    m.replyTo = "reply-addr-1";
+    m.correlationId = "cped-9";
+    m.body = json{{"v", 1}, {"type", "command"}, {"id", "cped-9"}, {"command", "ping"},
+                  {"args", {{"assembly", assembly}, {"timeout_ms", timeoutMs}}}}
+                 .dump();
+    return m;
+}
+} // namespace
+
+TEST_F(Fixture, PingIsAnsweredWhenTheAgentRepliesWithMonotonicRtt) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_FALSE(r->onRequest(pingRequest("node02")).has_value());  // answered later
+    r->step();
+    EXPECT_TRUE(bus.replies.empty());
+    auto cmds = bus.to("pcloud.agent.node02");
+    ASSERT_FALSE(cmds.empty());
+    auto ping = cmds.back();
+    EXPECT_EQ(ping["type"], "ping");
+    EXPECT_EQ(ping["deadline"], 2000);
+    std::string pingId = ping["id"];
+    // The deadline is a wake-up, so a lost reply is answered without any other input.
+    ASSERT_TRUE(r->nextWake().has_value());
+    EXPECT_LE(*r->nextWake(), clock.nowMs() + 2000);
+    clock.advance(7);
+    proto::Reply rep;
+    rep.id = pingId;
+    rep.ok = true;
+    report("node02", proto::encodeReply(rep));
+    ASSERT_EQ(bus.replies.size(), 1u);
+    EXPECT_EQ(bus.replies[0].reply_to, "reply-addr-1");
+    EXPECT_EQ(bus.replies[0].correlation_id, "cped-9");
+    EXPECT_EQ(bus.replies[0].body["id"], "cped-9");
+    EXPECT_EQ(bus.replies[0].body["ok"], true);
+    EXPECT_EQ(bus.replies[0].body["result"]["rtt_ms"], 7);
+    EXPECT_EQ(bus.replies[0].body["result"]["assembly"], "node02");
+    // A duplicate agent reply answers nothing twice.
+    report("node02", proto::encodeReply(rep));
+    EXPECT_EQ(bus.replies.size(), 1u);
+}
+
+TEST_F(Fixture, PingTimesOutAndUnknownAssemblyIsAnError) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    auto unknown = r->onRequest(pingRequest("nodeXX"));
+    ASSERT_TRUE(unknown.has_value());
+    auto u = json::parse(*unknown);
+    EXPECT_EQ(u["ok"], false);
+    EXPECT_EQ(u["error"]["code"], "not-found");
+    EXPECT_NE(u["error"]["message"].get<std::string>().find("nodeXX"), std::string::npos);
+    auto bad = json::parse(*r->onRequest(pingRequest("node01", 0)));
+    EXPECT_EQ(bad["error"]["code"], "bad-field");
+
+    EXPECT_FALSE(r->onRequest(pingRequest("node01", 500)).has_value());
+    clock.advance(499);
+    r->step();
+    EXPECT_TRUE(bus.replies.empty());
+    clock.advance(1);
+    r->step();
+    ASSERT_EQ(bus.replies.size(), 1u);
+    EXPECT_EQ(bus.replies[0].body["ok"], false);
+    EXPECT_EQ(bus.replies[0].body["error"]["message"], "no reply within 500 ms");
+    // Other commands still answer at once.
+    bus::Message st = pingRequest("node01");
+    st.body = R"({"v":1,"type":"command","id":"s1","command":"status"})";
+    auto now = r->onRequest(st);
+    ASSERT_TRUE(now.has_value());
+    EXPECT_EQ(json::parse(*now)["ok"], true);
+}
+
+TEST_F(Fixture, StatusSaysRefereeNoneWhenNoRefereeIsConfigured) {
+    auto m = makeModel();
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(json::parse(r->onCommand(R"({"command":"status"})"))["result"]["assemblies"][0]
+                  ["referee"],
+              "out");  // a referee is configured, the member is not in yet
+    m.deployables["web"].referee.driver = "";
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    auto st = json::parse(r->onCommand(R"({"command":"status"})"));
+    EXPECT_EQ(st["result"]["assemblies"][0]["referee"], "none");
+    EXPECT_EQ(st["result"]["assemblies"][1]["referee"], "none");
+}
