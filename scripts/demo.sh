@@ -56,6 +56,15 @@ SH deployable_list >/dev/null || { say "cped does not answer; see $STATE/cped.lo
 # The demo deployable, created once: two assemblies from the tiny guest, each with the
 # busybox-httpd resource (process class, HTTP readiness probe).
 if ! SH deployable_list | grep -qw demo; then
+    # A domain left defined by an earlier demo with another state dir has another UUID,
+    # and libvirt would refuse to define ours over it: clear it out if it is not running.
+    for node in node01 node02; do
+        case "$(virsh -c qemu:///system domstate "demo-$node" 2>/dev/null)" in
+            "") ;;
+            "shut off"|crashed) virsh -c qemu:///system undefine "demo-$node" >/dev/null ;;
+            *) say "domain demo-$node is running outside this demo; destroy it first"; exit 1 ;;
+        esac
+    done
     SH deployable_create demo --uri qemu:///system
     i=0
     for node in node01 node02; do

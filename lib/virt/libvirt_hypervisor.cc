@@ -609,6 +609,12 @@ Status LibvirtHypervisor::destroy(const std::string& name) {
             return {};
         return makeError("Cannot destroy domain " + name + ": " + lastError());
     }
+    // virDomainDestroy sends qemu SIGTERM and waits up to 10 s before SIGKILL. A hung
+    // (e.g. SIGSTOPped) qemu never acts on SIGTERM, so recovery of a hung guest would wait
+    // out that whole delay. Destroy is a hard power-off anyway: on a local hypervisor kill
+    // the qemu process ourselves first, and let libvirt clean up after it at once.
+    if (Result<pid_t> pid = qemuPid(name); pid.ok())
+        ::kill(*pid, SIGKILL);
     if (virDomainDestroy(d.get()) < 0) {
         // Not running (or already gone) is the state we wanted.
         if (lastErrorIs(VIR_ERR_OPERATION_INVALID) || lastErrorIs(VIR_ERR_NO_DOMAIN))
