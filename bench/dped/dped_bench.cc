@@ -14,6 +14,7 @@
 #include "common/fs.h"
 #include "model/model.h"
 #include "store/store.h"
+#include "support/test_support.h"
 #include "virt/guest_xml.h"
 
 #include <nlohmann/json.hpp>
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 using namespace pcloud;
+using namespace pcloud::testsupport;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -46,39 +48,6 @@ const std::string kSrc = PCLOUD_SOURCE_DIR;
 std::int64_t monoUs() {
     using namespace std::chrono;
     return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
-}
-
-std::string runCapture(const std::string& cmd) {
-    std::string out;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p) return out;
-    char buf[512];
-    while (fgets(buf, sizeof buf, p)) out += buf;
-    ::pclose(p);
-    return out;
-}
-
-int freePort() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    int port = ntohs(a.sin_port);
-    ::close(fd);
-    return port;
-}
-
-pid_t qemuPidOf(const std::string& domain) {
-    auto text = fs::readFile("/run/libvirt/qemu/" + domain + ".pid");
-    if (!text) return 0;
-    try {
-        return std::stoi(*text);
-    } catch (...) {
-        return 0;
-    }
 }
 
 long rssKb(pid_t pid) {
@@ -143,14 +112,6 @@ private:
     json status();
     bool healthy(const std::string& name);
     bool allHealthy();
-    template <typename Pred> bool waitFor(Pred pred, std::chrono::milliseconds timeout) {
-        auto end = std::chrono::steady_clock::now() + timeout;
-        while (std::chrono::steady_clock::now() < end) {
-            if (pred()) return true;
-            std::this_thread::sleep_for(50ms);
-        }
-        return pred();
-    }
     std::optional<std::int64_t> eventAt(const std::string& assembly, const std::string& state,
                                         const std::string& reasonPart, std::int64_t after,
                                         std::string* reason = nullptr) {
@@ -242,17 +203,7 @@ bool Bench::setUp(int assemblies, Millis hbTimeout) {
     if (!store::saveModel(dir_, m).ok()) return false;
 
     log_ = dir_ + "/dped.log";
-    dped_ = ::fork();
-    if (dped_ == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        ::dup2(fd, 2);
-        ::dup2(fd, 1);
-        std::string broker = "amqp://127.0.0.1:" + std::to_string(hub_.boundPort());
-        ::execl((kBin + "/dped").c_str(), "dped", "--deployable", dep_.c_str(), "--state-dir",
-                dir_.c_str(), "--broker", broker.c_str(), "--log-level", "info", nullptr);
-        _exit(127);
-    }
+    dped_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_);
     return true;
 }
 
@@ -301,7 +252,7 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
     }
     std::printf("dped_bench: %d tiny TCG guest(s), heartbeat timeout %lld ms, state %s\n",
                 assemblies, static_cast<long long>(hbTimeout), dir_.c_str());
-    if (!waitFor([&] { return allHealthy(); }, 180s)) {
+    if (!waitFor([&] { return allHealthy(); }, 180s, 50ms)) {
         std::fprintf(stderr, "dped_bench: guests did not become healthy; see %s\n", log_.c_str());
         tearDown();
         return 1;
@@ -320,13 +271,13 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
             std::fprintf(stderr, "kill %d: no qemu pid for %s\n", i + 1, target.c_str());
             break;
         }
-        bool ok = waitFor([&] { return qemuPidOf(target) != qemu && healthy(target); }, 180s);
+        bool ok = waitFor([&] { return qemuPidOf(target) != qemu && healthy(target); }, 180s, 50ms);
         // The libvirt event may trail the restart; give it its own bounded wait.
         std::string log;
         waitFor([&] {
             log = readLog();
             return logMono(log, logSize, "libvirt reports domain stopped", target, t0).has_value();
-        }, 10s);
+        }, 10s, 50ms);
         auto ms = [&](std::optional<std::int64_t> us) { return us ? (*us - t0) / 1000.0 : -1.0; };
         auto p = logMono(log, logSize, "qemu process exited", target, t0);
         auto c = logMono(log, logSize, "Guest channel closed", target, t0);
@@ -348,7 +299,7 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
         if (f) failedEv.push_back(ms(f));
         if (!ok) break;
         // Let the other guests settle too, so each kill starts from a healthy deployable.
-        waitFor([&] { return allHealthy(); }, 60s);
+        waitFor([&] { return allHealthy(); }, 60s, 50ms);
     }
 
     std::vector<double> hangTotal, hangExcess;
@@ -360,7 +311,7 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
         std::string reason;
         bool declared = waitFor([&] {
             return eventAt(target, "failed", "heartbeat timeout", t0, &reason).has_value();
-        }, std::chrono::milliseconds(hbTimeout + 30'000));
+        }, std::chrono::milliseconds(hbTimeout + 30'000), 50ms);
         auto at = eventAt(target, "failed", "heartbeat timeout", t0);
         // "heartbeat timeout: no heartbeat for 3012ms (timeout 3s)": dped's own measure.
         double excess = -1;
@@ -375,7 +326,7 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
         hangTotal.push_back(total);
         hangExcess.push_back(excess);
         ::kill(qemu, SIGCONT);  // dped destroys it anyway; do not leave a stopped process
-        if (!waitFor([&] { return qemuPidOf(target) != qemu && allHealthy(); }, 180s)) break;
+        if (!waitFor([&] { return qemuPidOf(target) != qemu && allHealthy(); }, 180s, 50ms)) break;
     }
     long rssEnd = rssKb(dped_);
     long rssSelf = rssKb(::getpid());

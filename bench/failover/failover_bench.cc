@@ -22,6 +22,7 @@
 #include "referee/haproxy_referee.h"
 #include "referee/runtime_api.h"
 #include "store/store.h"
+#include "support/test_support.h"
 #include "virt/guest_xml.h"
 
 #include <nlohmann/json.hpp>
@@ -44,6 +45,7 @@
 #include <unistd.h>
 
 using namespace pcloud;
+using testsupport::qemuPidOf;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -260,38 +262,15 @@ int cmdWaitReady(const Args& a) {
 }
 
 // -------------------------------------------------------------------------------- trial
-pid_t qemuPidOf(const std::string& domain) {
-    auto text = fs::readFile("/run/libvirt/qemu/" + domain + ".pid");
-    if (!text)
-        return 0;
-    return static_cast<pid_t>(std::atol(text->c_str()));
-}
-
 // GET /cgi-bin/die straight at the guest's forward (not through HAProxy): the CGI kills
 // the guest's httpd listener with SIGKILL from inside the guest.
 std::string killService(int port, double& doneMs) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::string out;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-        std::string req = "GET /cgi-bin/die HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        (void)!::write(fd, req.data(), req.size());
-        char buf[1024];
-        ssize_t n;
-        while ((n = ::read(fd, buf, sizeof buf)) > 0)
-            out.append(buf, static_cast<size_t>(n));
-        // The CGI writes its answer, then kills; the connection closes once it exits.
-        doneMs = bench::steadyMs();
-    } else {
-        out = std::string("connect failed: ") + std::strerror(errno);
-    }
-    ::close(fd);
-    return out;
+    auto r = testsupport::httpRequest(port, "/cgi-bin/die", 2s);
+    if (!r.connected)
+        return std::string("connect failed: ") + std::strerror(r.error);
+    // The CGI writes its answer, then kills; the connection closes once it exits.
+    doneMs = bench::steadyMs();
+    return r.text;
 }
 
 int cmdTrial(const Args& a) {

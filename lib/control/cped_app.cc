@@ -5,6 +5,7 @@
 #include "common/exit_codes.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "common/time_format.h"
 #include "control/commands.h"
 #include "control/lock_file.h"
@@ -401,13 +402,7 @@ int Cped::run() {
     for (auto& w : journal_->takeWarnings()) PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
 
     // Signals are taken synchronously by the main thread; every thread inherits the mask.
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-    std::signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs = signals::blockShutdownSignals();
 
     std::string url = o_.broker;
     if (url.empty()) {

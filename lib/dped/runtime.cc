@@ -4,6 +4,7 @@
 #include "common/exit_codes.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "control/lock_file.h"
 #include "dped/reactor.h"
 #include "events/event.h"
@@ -333,13 +334,7 @@ int runDped(const Options& opt) {
         log::setLevel(l);
     }
     // Signals are taken by a sigwait thread; block them before any thread starts.
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-    std::signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs = signals::blockShutdownSignals();
 
     (void)fs::makeDirs(opt.state_dir);
     std::string lockPath = control::dpedLockPath(opt.state_dir, opt.deployable);

@@ -16,6 +16,7 @@
 // failure; leftovers of a run killed by a ctest timeout (pcce2e<PID>-* with PID gone) are
 // swept at the next start. Skips (with the reason) without root, libvirtd or the binaries.
 #include "common/fs.h"
+#include "support/test_support.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 using namespace pcloud;
+using namespace pcloud::testsupport;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -46,62 +48,11 @@ namespace {
 const std::string kBin = PCLOUD_BIN_DIR;
 const std::string kSrc = PCLOUD_SOURCE_DIR;
 const std::string kVirsh = "virsh -c qemu:///system ";
-
-int freePort() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    int port = ntohs(a.sin_port);
-    ::close(fd);
-    return port;
-}
-
-struct ShellRun {
-    int rc = -1;
-    std::string out;
-};
-
-ShellRun runCapture(const std::string& cmd) {
-    ShellRun r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p)
-        return r;
-    char buf[4096];
-    std::size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        r.out.append(buf, n);
-    int st = ::pclose(p);
-    r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    return r;
-}
-
-pid_t qemuPidOf(const std::string& domain) {
-    auto text = fs::readFile("/run/libvirt/qemu/" + domain + ".pid");
-    if (!text)
-        return 0;
-    try {
-        return std::stoi(*text);
-    } catch (...) {
-        return 0;
-    }
-}
+// Each poll runs pcloudsh (or virsh), so poll no faster than this.
+constexpr auto kPoll = 200ms;
 
 bool alive(pid_t pid) {
     return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH);
-}
-
-template <typename Pred> bool waitFor(Pred pred, std::chrono::milliseconds timeout) {
-    auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred())
-            return true;
-        std::this_thread::sleep_for(200ms);
-    }
-    return pred();
 }
 
 // Pids of processes whose command line holds `needle` (a unique state dir path).
@@ -147,7 +98,7 @@ protected:
             return;
         }
         sweepStale();
-        auto r = runCapture(kSrc + "/scripts/build-guest.sh " + kBin + "/pcloud-agent 2>&1");
+        auto r = runCommand(kSrc + "/scripts/build-guest.sh " + kBin + "/pcloud-agent 2>&1");
         auto pos = r.out.rfind("GUEST_DIR=");
         if (pos == std::string::npos) {
             skip_ = "could not build the tiny guest: " +
@@ -162,7 +113,7 @@ protected:
     // What a run killed by a ctest timeout left behind: its dpeds (they outlive cped by
     // design) and its domains, named after a test pid that is gone.
     static void sweepStale() {
-        std::string names = runCapture(kVirsh + "list --all --name 2>/dev/null").out;
+        std::string names = runCommand(kVirsh + "list --all --name 2>/dev/null").out;
         std::istringstream in(names);
         std::string n;
         std::set<std::string> deadTags;
@@ -213,7 +164,7 @@ protected:
                     broker_.c_str(), "--log-level", "info", nullptr);
             _exit(127);
         }
-        ASSERT_TRUE(waitFor([&] { return sh("deployable_list").rc == 0; }, 15s))
+        ASSERT_TRUE(waitFor([&] { return sh("deployable_list").rc == 0; }, 15s, kPoll))
             << "cped does not answer\n"
             << log(cped_log_);
     }
@@ -252,12 +203,12 @@ protected:
     }
 
     // One pcloudsh one-shot command (words contain no shell metacharacters). stderr joins stdout.
-    ShellRun sh(const std::string& words) {
-        return runCapture(kBin + "/pcloudsh --broker " + broker_ + " --timeout 20 " + words +
+    CommandResult sh(const std::string& words) {
+        return runCommand(kBin + "/pcloudsh --broker " + broker_ + " --timeout 20 " + words +
                           " 2>&1");
     }
     json shJson(const std::string& words) {
-        auto r = runCapture(kBin + "/pcloudsh --broker " + broker_ + " --timeout 20 --json " +
+        auto r = runCommand(kBin + "/pcloudsh --broker " + broker_ + " --timeout 20 --json " +
                             words + " 2>/dev/null");
         if (r.rc != 0)
             return json();
@@ -266,7 +217,7 @@ protected:
     }
     // Events with seq > `after` (--since is exclusive).
     std::vector<json> events(std::uint64_t after = 0) {
-        auto r = runCapture(kBin + "/pcloudsh --broker " + broker_ +
+        auto r = runCommand(kBin + "/pcloudsh --broker " + broker_ +
                             " --timeout 20 --json events --since " + std::to_string(after) +
                             " --limit 100000 2>/dev/null");
         std::vector<json> out;
@@ -341,7 +292,7 @@ protected:
         return false;
     }
     std::string domState(const std::string& d) {
-        auto r = runCapture(kVirsh + "domstate " + d + " 2>&1");
+        auto r = runCommand(kVirsh + "domstate " + d + " 2>&1");
         while (!r.out.empty() && isspace(r.out.back()))
             r.out.pop_back();
         while (!r.out.empty() && r.out.find('\n') != std::string::npos)
@@ -354,7 +305,7 @@ protected:
         domains_.push_back(name);
         std::string xmlPath = dir_ + "/" + name + ".xml";
         auto r =
-            runCapture(kBin + "/pcloud-guest-xml " + name + " --http-port " + std::to_string(port) +
+            runCommand(kBin + "/pcloud-guest-xml " + name + " --http-port " + std::to_string(port) +
                        " --kernel " + guest_dir_ + "/vmlinuz" + " --initrd " + guest_dir_ +
                        "/initrd.img --console-log " + dir_ + "/" + name + ".console.log 2>&1");
         ASSERT_EQ(r.rc, 0) << r.out;
@@ -401,7 +352,7 @@ TEST_F(CpedE2e, ShellDrivesCpedDpedAndTwoGuestsThroughCrashesAndStop) {
         [&] {
             return allHealthy(dep, {A, B});
         },
-        90s))
+        90s, kPoll))
         << status(dep).dump(1) << "\n"
         << logs();
     std::fprintf(stderr, "[cped_e2e] both healthy after %s\n", elapsed().c_str());
@@ -442,7 +393,7 @@ TEST_F(CpedE2e, ShellDrivesCpedDpedAndTwoGuestsThroughCrashesAndStop) {
             return dped2 > 0 && dped2 != dped1 && st.contains("status") &&
                    healthy(assemblyOf(st, A)) && healthy(assemblyOf(st, B));
         },
-        60s))
+        60s, kPoll))
         << status(dep).dump(1) << "\n"
         << logs();
     std::fprintf(stderr, "[cped_e2e] new dped %d adopted after %s\n", dped2, elapsed().c_str());
@@ -463,13 +414,13 @@ TEST_F(CpedE2e, ShellDrivesCpedDpedAndTwoGuestsThroughCrashesAndStop) {
             auto ev = events(mark);
             return hasEvent(ev, A, "failed", "qemu exited") && hasEvent(ev, A, "running");
         },
-        60s))
+        60s, kPoll))
         << logs();
     ASSERT_TRUE(waitFor(
         [&] {
             return allHealthy(dep, {A, B});
         },
-        60s))
+        60s, kPoll))
         << status(dep).dump(1) << "\n"
         << logs();
     std::fprintf(stderr, "[cped_e2e] A recovered from the qemu kill after %s\n", elapsed().c_str());
@@ -512,9 +463,9 @@ TEST_F(CpedE2e, ShellDrivesCpedDpedAndTwoGuestsThroughCrashesAndStop) {
     auto stop = sh("deployable_stop " + dep);
     EXPECT_EQ(stop.rc, 0) << stop.out;
     EXPECT_TRUE(
-        waitFor([&] { return domState(A) == "shut off" && domState(B) == "shut off"; }, 30s))
+        waitFor([&] { return domState(A) == "shut off" && domState(B) == "shut off"; }, 30s, kPoll))
         << domState(A) << " / " << domState(B);
-    EXPECT_TRUE(waitFor([&] { return !alive(dpedLast); }, 10s)) << "dped still running";
+    EXPECT_TRUE(waitFor([&] { return !alive(dpedLast); }, 10s, kPoll)) << "dped still running";
     {
         auto st = status(dep);
         EXPECT_EQ(dpedPidOf(st), 0) << st.dump(1);
@@ -543,7 +494,7 @@ TEST_F(CpedE2e, ShellDrivesCpedDpedAndTwoGuestsThroughCrashesAndStop) {
                 }
             return false;
         },
-        30s))
+        30s, kPoll))
         << logs();
     EXPECT_NE(reason.find("libvirt rejected the domain"), std::string::npos) << reason;
     EXPECT_NE(reason.find("lots"), std::string::npos) << "libvirt's complaint: " << reason;

@@ -16,6 +16,7 @@
 #include "common/fs.h"
 #include "model/model.h"
 #include "store/store.h"
+#include "support/test_support.h"
 #include "virt/guest_xml.h"
 #include "virt/libvirt_hypervisor.h"
 
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 using namespace pcloud;
+using namespace pcloud::testsupport;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -45,70 +47,6 @@ namespace {
 
 const std::string kBin = PCLOUD_BIN_DIR;
 const std::string kSrc = PCLOUD_SOURCE_DIR;
-
-int freePort() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    int port = ntohs(a.sin_port);
-    ::close(fd);
-    return port;
-}
-
-// One HTTP GET on loopback; returns the response text ("" on failure).
-std::string httpGet(int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{3, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::string out;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-        std::string req = "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        (void)!::write(fd, req.data(), req.size());
-        char buf[4096];
-        ssize_t n;
-        while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, n);
-    }
-    ::close(fd);
-    return out;
-}
-
-std::string runCapture(const std::string& cmd) {
-    std::string out;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p) return out;
-    char buf[512];
-    while (fgets(buf, sizeof buf, p)) out += buf;
-    ::pclose(p);
-    return out;
-}
-
-pid_t qemuPidOf(const std::string& domain) {
-    auto text = fs::readFile("/run/libvirt/qemu/" + domain + ".pid");
-    if (!text) return 0;
-    try {
-        return std::stoi(*text);
-    } catch (...) {
-        return 0;
-    }
-}
-
-template <typename Pred>
-bool waitFor(Pred pred, std::chrono::milliseconds timeout) {
-    auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(100ms);
-    }
-    return pred();
-}
 
 class DpedE2e : public ::testing::Test {
 protected:
@@ -236,18 +174,7 @@ protected:
 
     void startDped() {
         log_ = dir_ + "/dped." + std::to_string(++runs_) + ".log";
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            // Never outlive the test (a ctest timeout kills it with SIGKILL).
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            ::dup2(fd, 2);
-            ::dup2(fd, 1);
-            std::string broker = "amqp://127.0.0.1:" + std::to_string(hub_.boundPort());
-            ::execl((kBin + "/dped").c_str(), "dped", "--deployable", dep_.c_str(), "--state-dir",
-                    dir_.c_str(), "--broker", broker.c_str(), "--log-level", "info", nullptr);
-            _exit(127);
-        }
+        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_);
     }
     int stopDped(int sig) {
         if (pid_ <= 0) return -1;

@@ -3,6 +3,7 @@
 // once and in order, across a cped restart, --since then live) and the interactive shell
 // through a real pty (completion, history, Ctrl-C). Waits poll with deadlines.
 #include "common/fs.h"
+#include "support/test_support.h"
 
 #include <arpa/inet.h>
 #include <atomic>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 using namespace pcloud;
+using testsupport::freePort;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -30,19 +32,6 @@ namespace {
 std::string tempDir(const char* what) {
     std::string tmpl = std::string("/tmp/pcloud-") + what + "-XXXXXX";
     return ::mkdtemp(tmpl.data());
-}
-
-int freePort() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    int port = ntohs(a.sin_port);
-    ::close(fd);
-    return port;
 }
 
 std::string readAll(int fd) {

@@ -1,0 +1,105 @@
+#include "support/test_support.h"
+
+#include "common/fs.h"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace pcloud::testsupport {
+
+int freePort() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    int port = ntohs(a.sin_port);
+    ::close(fd);
+    return port;
+}
+
+HttpReply httpRequest(int port, const std::string& path, std::chrono::seconds timeout) {
+    HttpReply r;
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{static_cast<time_t>(timeout.count()), 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        r.connected = true;
+        std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        (void)!::write(fd, req.data(), req.size());
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof buf)) > 0)
+            r.text.append(buf, static_cast<size_t>(n));
+    } else {
+        r.error = errno;
+    }
+    ::close(fd);
+    return r;
+}
+
+std::string httpGet(int port) {
+    return httpRequest(port, "/", std::chrono::seconds(3)).text;
+}
+
+CommandResult runCommand(const std::string& cmd) {
+    CommandResult r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p)
+        return r;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
+        r.out.append(buf, n);
+    int st = ::pclose(p);
+    r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return r;
+}
+
+std::string runCapture(const std::string& cmd) {
+    return runCommand(cmd).out;
+}
+
+pid_t qemuPidOf(const std::string& domain) {
+    auto text = fs::readFile("/run/libvirt/qemu/" + domain + ".pid");
+    if (!text)
+        return 0;
+    try {
+        return std::stoi(*text);
+    } catch (...) {
+        return 0;
+    }
+}
+
+pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
+                const std::string& stateDir, int brokerPort, const std::string& logPath) {
+    std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(fd, 2);
+        ::dup2(fd, 1);
+        ::execl(dpedPath.c_str(), "dped", "--deployable", deployable.c_str(), "--state-dir",
+                stateDir.c_str(), "--broker", broker.c_str(), "--log-level", "info", nullptr);
+        _exit(127);
+    }
+    return pid;
+}
+
+} // namespace pcloud::testsupport
