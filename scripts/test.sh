@@ -9,7 +9,8 @@ export PCLOUD_TEST_RABBITMQ=1
 for setup in scripts/setup-*.sh; do
     [ -e "$setup" ] && bash "$setup"
 done
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# Tests ON explicitly: scripts/demo.sh configures the same build dir with them off.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPCLOUD_BUILD_TESTS=ON >/dev/null
 cmake --build build -j2
 ctest --test-dir build --output-on-failure
 
