@@ -175,6 +175,12 @@ model::Assembly& needAssembly(model::Model& m, const std::string& name) {
     if (it == m.assemblies.end()) fail(code::NotFound, "no assembly named '" + name + "'");
     return it->second;
 }
+const model::Resource& needResource(model::Model& m, const std::string& assembly,
+                                    const std::string& resource) {
+    const auto* r = needAssembly(m, assembly).findResource(resource);
+    if (!r) fail(code::NotFound, "no resource '" + resource + "' in assembly '" + assembly + "'");
+    return *r;
+}
 
 std::string failuresText(int f) {
     return f == model::kUnlimitedFailures ? "INFINITY" : std::to_string(f);
@@ -263,6 +269,11 @@ private:
         auto r = ctx_.runtime->askDped(dep, "reload", json::object());
         if (!r) return "dped not answering: " + r.error().message;
         return "reloaded";
+    }
+    // After a change to an assembly: reload the dped of the deployable it belongs to, if any,
+    // and say what happened in the reply.
+    void reloadOwnerOf(const std::string& assy, json& out) {
+        if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
     }
 
     json deployableCreate();
@@ -474,22 +485,21 @@ json Handler::resourceAdd() {
     commit(std::move(next));
     json out = resourceJson(*model_.assemblies.at(assy).findResource(rsc));
     out["assembly"] = assy;
-    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    reloadOwnerOf(assy, out);
     return out;
 }
 
 json Handler::resourceRemove() {
     auto rsc = args_.str("resource");
     auto assy = args_.str("assembly");
-    const auto& a = needAssembly(model_, assy);
-    if (!a.findResource(rsc)) fail(code::NotFound, "no resource '" + rsc + "' in assembly '" + assy + "'");
+    needResource(model_, assy, rsc);
     model::Model next = model_;
     auto& list = next.assemblies[assy].resources;
     list.erase(std::remove_if(list.begin(), list.end(), [&](const auto& r) { return r.name == rsc; }),
                list.end());
     commit(std::move(next));
     json out = {{"resource", rsc}, {"assembly", assy}};
-    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    reloadOwnerOf(assy, out);
     return out;
 }
 
@@ -501,22 +511,21 @@ json Handler::escalationAssembly() {
     next.assemblies[assy].escalation = e;
     commit(std::move(next));
     json out = {{"assembly", assy}, {"escalation", escalationJson(e)}};
-    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    reloadOwnerOf(assy, out);
     return out;
 }
 
 json Handler::escalationResource() {
     auto rsc = args_.str("resource");
     auto assy = args_.str("assembly");
-    const auto& a = needAssembly(model_, assy);
-    if (!a.findResource(rsc)) fail(code::NotFound, "no resource '" + rsc + "' in assembly '" + assy + "'");
+    needResource(model_, assy, rsc);
     model::Escalation e{args_.failures("failures"), args_.period("period")};
     model::Model next = model_;
     for (auto& r : next.assemblies[assy].resources)
         if (r.name == rsc) r.escalation = e;
     commit(std::move(next));
     json out = {{"resource", rsc}, {"assembly", assy}, {"escalation", escalationJson(e)}};
-    if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+    reloadOwnerOf(assy, out);
     return out;
 }
 
