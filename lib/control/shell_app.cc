@@ -194,7 +194,9 @@ int Shell::follow(const cli::Invocation& inv) {
     if (!haveHistory && !client_.connected()) {
         std::cerr << "pcloudsh: cannot reach cped; will keep trying\n";
     }
-    bool wasConnected = client_.connected();
+    // Reconnects are recognised by the client's connect counter, not by sampling
+    // connected(): a cped restart can fall entirely between two samples.
+    std::uint64_t seenConnects = client_.stats().connects;
     auto resume = [&]() {
         json a = {{"since_seq", last}};
         if (!dep.empty()) a["deployable"] = dep;
@@ -210,12 +212,15 @@ int Shell::follow(const cli::Invocation& inv) {
                 live.pop_front();
             }
         }
-        bool isConnected = client_.connected();
-        if (isConnected && (!wasConnected || !haveHistory)) {
+        const std::uint64_t connects = client_.stats().connects;
+        if (client_.connected() && (connects != seenConnects || !haveHistory)) {
             // Reconnected (or cped came back): whatever happened meanwhile is in the journal.
+            // Read it only once the live subscription is attached again, so that no event
+            // can fall between the end of the replay and the start of the live feed.
+            if (connects != seenConnects) client_.waitSubscribed(sub, 5s);
+            seenConnects = connects;
             haveHistory = resume();
         }
-        wasConnected = isConnected;
         if (!next) continue;
         if (next->seq <= last) continue;          // already printed from the journal
         if (next->seq > last + 1) {               // a gap: fetch it before this one
