@@ -112,6 +112,7 @@ public:
             return false;
         if (client_ >= 0)
             ::close(client_);
+        received_.clear(); // received() is per connection
         client_ = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
         return client_ >= 0;
     }
