@@ -6,9 +6,15 @@
 //     a subscriber;
 //   - SIGSTOP of a qemu (a hung guest), STOPS times: -> declared failed, and the excess over
 //     the heartbeat timeout;
+//   - overlapping crashes, PAIRS times (needs 2 assemblies): SIGKILL guest A's qemu, and as
+//     soon as dped has seen it (A's destroy+start is then under way), SIGKILL guest B's;
+//     B's kill -> dped sees B's pidfd exit, and -> B's "failed" event. Shows whether one
+//     assembly's slow libvirt calls hold back another's recovery;
 //   - dped's RSS per supervised assembly.
 // dped logs mono_us= (CLOCK_MONOTONIC, shared by all processes) on the lines parsed here.
-//   usage: dped_bench [KILLS=10] [STOPS=3] [ASSEMBLIES=2] [HEARTBEAT_TIMEOUT_MS=3000]
+// DPED_BIN=/path/to/dped benchmarks another dped build (a baseline arm) against this one's
+// agent and guest.
+//   usage: dped_bench [KILLS=10] [STOPS=3] [ASSEMBLIES=2] [HEARTBEAT_TIMEOUT_MS=3000] [PAIRS=5]
 #include "bus/client.h"
 #include "bus/hub.h"
 #include "common/fs.h"
@@ -104,7 +110,7 @@ std::optional<std::int64_t> logMono(const std::string& log, std::size_t from,
 
 class Bench {
 public:
-    int run(int kills, int stops, int assemblies, Millis hbTimeout);
+    int run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs);
 
 private:
     bool setUp(int assemblies, Millis hbTimeout);
@@ -203,7 +209,10 @@ bool Bench::setUp(int assemblies, Millis hbTimeout) {
     if (!store::saveModel(dir_, m).ok()) return false;
 
     log_ = dir_ + "/dped.log";
-    dped_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_);
+    const char* other = std::getenv("DPED_BIN");
+    std::string bin = other && *other ? other : kBin + "/dped";
+    std::printf("dped_bench: dped binary %s\n", bin.c_str());
+    dped_ = spawnDped(bin, dep_, dir_, hub_.boundPort(), log_);
     return true;
 }
 
@@ -245,7 +254,7 @@ bool Bench::allHealthy() {
     return true;
 }
 
-int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
+int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs) {
     if (!setUp(assemblies, hbTimeout)) {
         tearDown();
         return 1;
@@ -328,6 +337,47 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
         ::kill(qemu, SIGCONT);  // dped destroys it anyway; do not leave a stopped process
         if (!waitFor([&] { return qemuPidOf(target) != qemu && allHealthy(); }, 180s, 50ms)) break;
     }
+    std::vector<double> otherPidfd, otherFailed;
+    int overlapped = 0;
+    if (pairs > 0 && names_.size() >= 2) {
+        const std::string& a = names_[0];
+        const std::string& b = names_[1];
+        std::printf("\n%-5s %14s %14s %18s\n", "pair", "B:pidfd_seen", "B:failed_ev",
+                    "A:running_after_B");
+        for (int i = 0; i < pairs; ++i) {
+            if (!waitFor([&] { return allHealthy(); }, 120s, 50ms)) break;
+            pid_t qa = qemuPidOf(a), qb = qemuPidOf(b);
+            if (qa <= 0 || qb <= 0) break;
+            auto logSize = readLog().size();
+            std::int64_t tA = monoUs();
+            ::kill(qa, SIGKILL);
+            // B dies once dped has taken in A's death, i.e. while A's recovery is starting.
+            std::string log;
+            if (!waitFor([&] {
+                    log = readLog();
+                    return logMono(log, logSize, "qemu process exited", a, tA).has_value();
+                }, 10s, 2ms))
+                break;
+            std::int64_t tB = monoUs();
+            ::kill(qb, SIGKILL);
+            bool ok = waitFor([&] {
+                return qemuPidOf(a) != qa && qemuPidOf(b) != qb && allHealthy();
+            }, 180s, 50ms);
+            log = readLog();
+            auto ms = [&](std::optional<std::int64_t> us) { return us ? (*us - tB) / 1000.0 : -1.0; };
+            auto bp = logMono(log, logSize, "qemu process exited", b, tB);
+            auto bf = eventAt(b, "failed", "", tB);
+            auto ar = logMono(log, logSize, "Domain running", a, tA);
+            // The pair tests the overlap only if A was not running again before B died.
+            bool overlap = ar && *ar > tB;
+            overlapped += overlap ? 1 : 0;
+            std::printf("%-5d %14.1f %14.1f %18.1f%s\n", i + 1, ms(bp), ms(bf), ms(ar),
+                        ok ? "" : "  (not healthy again!)");
+            if (bp) otherPidfd.push_back(ms(bp));
+            if (bf) otherFailed.push_back(ms(bf));
+            if (!ok) break;
+        }
+    }
     long rssEnd = rssKb(dped_);
     long rssSelf = rssKb(::getpid());
 
@@ -344,6 +394,13 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout) {
                 static_cast<long long>(hbTimeout));
     printRow("SIGSTOP -> 'failed' event", hangTotal);
     printRow("excess over the timeout (dped's measure)", hangExcess);
+    if (pairs > 0 && names_.size() >= 2) {
+        std::printf("\nOverlapping crashes: B killed while A's restart is under way "
+                    "(%d of %zu pairs overlapped)\n",
+                    overlapped, otherFailed.size());
+        printRow("B's kill -> dped sees B's pidfd exit", otherPidfd);
+        printRow("B's kill -> B's 'failed' event", otherFailed);
+    }
     std::printf("\nRSS (kB): dped %ld at start, %ld at end, %d assemblies -> %.0f kB/assembly\n",
                 rssStart, rssEnd, assemblies, static_cast<double>(rssEnd) / assemblies);
     std::printf("RSS (kB): this process (in-process hub standing in for cped + client) %ld\n",
@@ -365,6 +422,7 @@ int main(int argc, char** argv) {
     int stops = argc > 2 ? std::max(0, std::atoi(argv[2])) : 3;
     int assemblies = argc > 3 ? std::max(1, std::atoi(argv[3])) : 2;
     Millis hb = argc > 4 ? std::max(1000, std::atoi(argv[4])) : 3000;
+    int pairs = argc > 5 ? std::max(0, std::atoi(argv[5])) : 5;
     if (::geteuid() != 0) {
         std::fprintf(stderr, "dped_bench: needs root (qemu:///system)\n");
         return 77;
@@ -375,5 +433,5 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGPIPE, SIG_IGN);
     Bench b;
-    return b.run(kills, stops, assemblies, hb);
+    return b.run(kills, stops, assemblies, hb, pairs);
 }

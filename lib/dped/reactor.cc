@@ -87,9 +87,10 @@ std::string escalationPath(const std::string& stateDir, const std::string& deplo
 
 Reactor::Reactor(ReactorConfig config, model::Model model, const Clock& clock,
                  virt::Hypervisor& hypervisor, Messenger& messenger, HostWatch& watch,
-                 RefereeSink* referee, policy::JitterSource& jitter)
+                 RefereeSink* referee, policy::JitterSource& jitter, JobRunner* jobs)
     : cfg_(std::move(config)), model_(std::move(model)), clock_(clock), hv_(hypervisor),
-      bus_(messenger), watch_(watch), referee_(referee), jitter_(jitter) {}
+      bus_(messenger), watch_(watch), referee_(referee), jitter_(jitter),
+      jobs_(jobs ? *jobs : inline_jobs_) {}
 
 Status Reactor::start() {
     if (!dep())
@@ -158,6 +159,7 @@ void Reactor::agentGone(policy::ObservedAssembly& oa, const std::string& assembl
 void Reactor::refreshDomain(const std::string& assembly) {
     const auto* a = model_.findAssembly(assembly);
     if (!a) return;
+    if (jobBusy(assembly)) return;  // jobDone() looks again
     auto info = hv_.lookup(domainNameFor(*a));
     if (!info) {
         PCLOUD_LOG(Warning, "Domain lookup failed",
@@ -257,6 +259,11 @@ void Reactor::onChannelEvent(const std::string& assembly, bool connected,
 }
 
 void Reactor::onReport(const std::string& assembly, const std::string& body) {
+    if (deaf_.count(assembly)) {
+        PCLOUD_LOG(Debug, "Dropping a report from an agent whose domain is being destroyed",
+                   {{"assembly", assembly}});
+        return;
+    }
     auto rep = proto::decodeReport(body);
     if (!rep) {
         PCLOUD_LOG(Warning, "Ignoring a malformed agent report",
@@ -412,59 +419,104 @@ void Reactor::execute(const policy::Action& action) {
     }
 }
 
+void Reactor::jobQueued(const std::string& assembly, const std::string& what) {
+    jobs_inflight_[assembly].push_back(what);
+    auto& oa = observed_.assemblies[assembly];
+    oa.domain = policy::DomainState::Unknown;
+    oa.qemu_exited = false;  // about the qemu being replaced; the new one is watched afresh
+    oa.suspect = false;
+}
+
+void Reactor::jobDone(const std::string& assembly) {
+    auto it = jobs_inflight_.find(assembly);
+    if (it == jobs_inflight_.end()) return;
+    if (!it->second.empty()) it->second.erase(it->second.begin());
+    if (!it->second.empty()) return;
+    jobs_inflight_.erase(it);
+    refreshDomain(assembly);
+}
+
 void Reactor::startDomain(const policy::Action& action) {
     const auto* a = model_.findAssembly(action.assembly);
     if (!a) return;
     std::string name = domainNameFor(*a);
-    // Never start a second instance of a domain that is really running.
-    auto info = hv_.lookup(name);
-    if (info && info->state == virt::DomainState::Running) {
-        PCLOUD_LOG(Notice, "Domain already running; adopting it", {{"assembly", a->name}});
-        refreshDomain(a->name);
-        return;
+    std::optional<std::string> xml;
+    std::string xmlError;
+    if (!a->domain_xml.empty()) {
+        (void)fs::makeDirs(cfg_.state_dir + "/channels");
+        auto x = virt::injectAgentChannel(a->domain_xml, channelPath(*a), a->uuid,
+                                          "assembly " + a->name);
+        if (x) xml = std::move(*x);
+        else xmlError = x.error().describe();
     }
-    if (a->domain_xml.empty()) {
-        emitEvent(a->name, "", "error",
-                  "cannot start: the assembly has no domain XML (set one with assembly_create)",
-                  action.cause_id);
-        return;
-    }
-    std::string sock = channelPath(*a);
-    (void)fs::makeDirs(cfg_.state_dir + "/channels");
-    auto xml = virt::injectAgentChannel(a->domain_xml, sock, a->uuid, "assembly " + a->name);
-    if (!xml) {
-        emitEvent(a->name, "", "error", "bad domain XML: " + xml.error().describe(),
-                  action.cause_id);
-        return;
-    }
-    auto started = hv_.defineAndStart(*xml);
-    if (!started) {
-        PCLOUD_LOG(Error, "libvirt refused to start the domain",
-                   {{"assembly", a->name}, {"error", started.error().describe()}});
-        emitEvent(a->name, "", "error", "libvirt rejected the domain: " + started.error().describe(),
-                  action.cause_id);
-        return;
-    }
-    PCLOUD_LOG(Notice, "Domain started", {{"assembly", a->name}, {"domain", name},
-                                           {"cause_id", action.cause_id}});
-    refreshDomain(a->name);
+    struct Outcome {
+        bool adopted = false;
+        std::optional<Status> started;
+    };
+    auto out = std::make_shared<Outcome>();
+    virt::Hypervisor* hv = &hv_;
+    jobQueued(a->name, "start");
+    jobs_.run(
+        a->name,
+        [hv, name, xml, out] {
+            // Never start a second instance of a domain that is really running.
+            auto info = hv->lookup(name);
+            if (info && info->state == virt::DomainState::Running) {
+                out->adopted = true;
+                return;
+            }
+            if (!xml) return;
+            auto started = hv->defineAndStart(*xml);
+            out->started = started ? Status::success() : Status(started.error());
+        },
+        [this, assembly = a->name, name, hasXml = !a->domain_xml.empty(), xmlError, out,
+         cause = action.cause_id] {
+            if (out->adopted) {
+                PCLOUD_LOG(Notice, "Domain already running; adopting it", {{"assembly", assembly}});
+            } else if (!hasXml) {
+                emitEvent(assembly, "", "error",
+                          "cannot start: the assembly has no domain XML (set one with "
+                          "assembly_create)",
+                          cause);
+            } else if (!xmlError.empty()) {
+                emitEvent(assembly, "", "error", "bad domain XML: " + xmlError, cause);
+            } else if (out->started && !out->started->ok()) {
+                const auto& err = out->started->error();
+                PCLOUD_LOG(Error, "libvirt refused to start the domain",
+                           {{"assembly", assembly}, {"error", err.describe()}});
+                emitEvent(assembly, "", "error", "libvirt rejected the domain: " + err.describe(),
+                          cause);
+            } else if (out->started) {
+                PCLOUD_LOG(Notice, "Domain started",
+                           {{"assembly", assembly}, {"domain", name}, {"cause_id", cause}});
+            }
+            jobDone(assembly);
+        });
 }
 
 void Reactor::stopDomain(const policy::Action& action) {
     const auto* a = model_.findAssembly(action.assembly);
     if (!a) return;
     if (pids_.erase(a->name)) watch_.unwatchPid(a->name);
-    auto st = hv_.destroy(domainNameFor(*a));
-    if (!st) {
-        PCLOUD_LOG(Warning, "Domain destroy failed",
-                   {{"assembly", a->name}, {"error", st.error().describe()}});
-    } else {
-        PCLOUD_LOG(Notice, "Domain destroyed", {{"assembly", a->name},
-                                                 {"cause_id", action.cause_id}});
-    }
-    auto& oa = observed_.assemblies[a->name];
-    agentGone(oa, a->name);
-    refreshDomain(a->name);
+    agentGone(observed_.assemblies[a->name], a->name);
+    deaf_.insert(a->name);
+    auto result = std::make_shared<Status>(Status::success());
+    virt::Hypervisor* hv = &hv_;
+    jobQueued(a->name, "destroy");
+    jobs_.run(
+        a->name, [hv, name = domainNameFor(*a), result] { *result = hv->destroy(name); },
+        [this, assembly = a->name, result, cause = action.cause_id] {
+            if (!result->ok()) {
+                PCLOUD_LOG(Warning, "Domain destroy failed",
+                           {{"assembly", assembly}, {"error", result->error().describe()}});
+            } else {
+                PCLOUD_LOG(Notice, "Domain destroyed", {{"assembly", assembly}, {"cause_id", cause}});
+            }
+            deaf_.erase(assembly);
+            // Whatever the agent said while its VM was being killed is void.
+            agentGone(observed_.assemblies[assembly], assembly);
+            jobDone(assembly);
+        });
 }
 
 void Reactor::serviceCommand(const policy::Action& action) {
@@ -523,6 +575,7 @@ void Reactor::persist() {
 
 void Reactor::checkStopDone() {
     if (!stop_requested_ || finished_) return;
+    if (!jobs_inflight_.empty()) return;  // a destroy is still under way
     for (const auto& [name, oa] : observed_.assemblies) {
         if (oa.domain == policy::DomainState::Running ||
             oa.domain == policy::DomainState::Paused)
@@ -559,6 +612,8 @@ nlohmann::json Reactor::statusJson() const {
             j["heartbeat_age_ms"] =
                 oa.last_heartbeat ? json(now - *oa.last_heartbeat) : json(nullptr);
             j["phase"] = policy::toString(at.phase);
+            if (auto jit = jobs_inflight_.find(name); jit != jobs_inflight_.end())
+                j["libvirt_jobs"] = jit->second;  // e.g. ["destroy", "start"] mid-restart
             json svcs = json::array();
             if (a) {
                 for (const auto& r : a->resources) {

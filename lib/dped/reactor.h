@@ -49,9 +49,11 @@ std::string escalationPath(const std::string& stateDir, const std::string& deplo
 
 class Reactor {
 public:
+    // `jobs` runs the slow libvirt calls (define+start, destroy); nullptr runs them inline,
+    // which is what the unit tests of decisions want.
     Reactor(ReactorConfig config, model::Model model, const Clock& clock,
             virt::Hypervisor& hypervisor, Messenger& messenger, HostWatch& watch,
-            RefereeSink* referee, policy::JitterSource& jitter);
+            RefereeSink* referee, policy::JitterSource& jitter, JobRunner* jobs = nullptr);
 
     // Loads the persisted escalation state (a corrupt file is an error naming it), subscribes
     // to the agents' reports, re-reads every domain (adopting running ones) and takes the
@@ -96,6 +98,13 @@ private:
     void execute(const policy::Action& action);
     void startDomain(const policy::Action& action);
     void stopDomain(const policy::Action& action);
+    // A libvirt job for `assembly` is handed to jobs_. Until the last one is done the domain
+    // reads Unknown: libvirt events and refreshes about it are ignored, because a state read
+    // half-way through a destroy+start (still running, then shut off) would look like a
+    // failure of the restart in progress. jobDone() re-reads the domain when none is left.
+    void jobQueued(const std::string& assembly, const std::string& what);
+    void jobDone(const std::string& assembly);
+    bool jobBusy(const std::string& assembly) const { return jobs_inflight_.count(assembly) > 0; }
     void serviceCommand(const policy::Action& action);
     void sendWatch(const std::string& assembly);
     void emitEvent(const std::string& assembly, const std::string& service,
@@ -119,6 +128,8 @@ private:
     HostWatch& watch_;
     RefereeSink* referee_;
     policy::JitterSource& jitter_;
+    InlineJobRunner inline_jobs_;
+    JobRunner& jobs_;
 
     policy::Observed observed_;
     policy::EscalationState state_;
@@ -128,6 +139,11 @@ private:
     std::map<std::string, pid_t> pids_;           // assembly -> watched qemu pid
     std::map<std::string, std::string> unit_to_resource_;  // "assembly/unit" -> resource
     std::set<std::string> subscribed_;
+    // assembly -> its queued libvirt jobs ("start", "destroy"), the running one first.
+    std::map<std::string, std::vector<std::string>> jobs_inflight_;
+    // Assemblies whose domain is being destroyed: reports are dropped until the destroy is
+    // done, so a late heartbeat from the agent being killed cannot pass for the new one's.
+    std::set<std::string> deaf_;
     std::set<std::string> awaiting_heartbeat_;  // agent gone: log its next first heartbeat
     std::map<std::string, std::string> pending_cmds_;      // command id -> "assembly/service"
     struct PendingPing {

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/signals.h"
 #include "control/lock_file.h"
+#include "dped/job_runner.h"
 #include "dped/reactor.h"
 #include "events/event.h"
 #include "referee/referee.h"
@@ -415,7 +416,9 @@ int runDped(const Options& opt) {
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;
     ReactorConfig rc{opt.deployable, opt.state_dir, {}};
-    Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter);
+    // Declared after hv (its jobs call libvirt) and before the reactor (which holds it).
+    ThreadJobRunner jobs([&inbox](std::function<void()> done) { inbox.post(std::move(done)); });
+    Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter, &jobs);
     reactorPtr = &reactor;
     hv.setListener(&listener);
     if (auto st = reactor.start(); !st) {

@@ -1,7 +1,8 @@
 #pragma once
 // dped's process: option parsing and the wiring of the reactor (reactor.h) to the real
 // world: the bus client, libvirt, the pidfd watcher, the guest channel relays, a referee
-// worker thread, signals and the reactor thread's inbox. dped/main.cc only calls runDped().
+// worker thread, the libvirt job lanes (job_runner.h), signals and the reactor thread's
+// inbox. dped/main.cc only calls runDped().
 
 #include "common/result.h"
 

@@ -111,6 +111,36 @@ public:
     void setDesired(const std::vector<referee::Member>& m) override { applied.push_back(m); }
 };
 
+// Holds the libvirt jobs until the test runs them, as dped's job lanes do while libvirt
+// works: the reactor goes on handling inputs meanwhile.
+class DeferredJobs : public dped::JobRunner {
+public:
+    struct Job {
+        std::string key;
+        std::function<void()> work, done;
+    };
+    std::vector<Job> queue;
+    void run(const std::string& key, std::function<void()> job,
+             std::function<void()> done) override {
+        queue.push_back({key, std::move(job), std::move(done)});
+    }
+    // Runs the oldest job of `key` and its completion; false when there is none.
+    bool runNext(const std::string& key) {
+        for (auto it = queue.begin(); it != queue.end(); ++it) {
+            if (it->key != key) continue;
+            Job j = std::move(*it);
+            queue.erase(it);
+            j.work();
+            j.done();
+            return true;
+        }
+        return false;
+    }
+    void runAll() {
+        while (!queue.empty()) runNext(queue.front().key);
+    }
+};
+
 model::Model makeModel() {
     model::Model m;
     model::Deployable d;
@@ -144,6 +174,8 @@ struct Fixture : ::testing::Test {
     FakeWatch watch;
     FakeReferee ref;
     policy::ZeroJitter jitter;
+    DeferredJobs deferred;
+    bool defer = false;  // set before make(): libvirt jobs wait in `deferred`
     std::unique_ptr<dped::Reactor> r;
 
     void SetUp() override {
@@ -155,7 +187,7 @@ struct Fixture : ::testing::Test {
     void TearDown() override { std::filesystem::remove_all(dir); }
     void make(model::Model m = makeModel()) {
         r = std::make_unique<dped::Reactor>(dped::ReactorConfig{"web", dir, {}}, m, clock, hv, bus,
-                                            watch, &ref, jitter);
+                                            watch, &ref, jitter, defer ? &deferred : nullptr);
     }
     void report(const std::string& a, const std::string& body) {
         bus.subs.at("pcloud.reports." + a)(bus::Message{"pcloud.reports." + a, body});
@@ -309,6 +341,97 @@ TEST_F(Fixture, OneCrashSeenByEverySignalCountsOnce) {
         if (e.value("assembly", "") == "node01" && e.value("state", "") == "failed") ++failed;
     EXPECT_EQ(failed, 1);
     EXPECT_EQ(hv.calls.size(), 2u);
+}
+
+// libvirt calls run off the reactor thread. While node01's destroy+start waits on libvirt,
+// node02's service failure is handled at once; node01's domain reads unknown, so neither the
+// old agent's last heartbeat nor libvirt's STOPPED event for the destroy counts as anything.
+TEST_F(Fixture, DomainRestartInFlightHoldsBackNothingAndIsNotMisread) {
+    defer = true;
+    make();
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_TRUE(hv.calls.empty());  // queued, not run on the reactor thread
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["libvirt_jobs"], json::array({"start"}));
+    deferred.runAll();
+    r->step();
+    EXPECT_EQ(hv.calls.size(), 2u);
+    EXPECT_FALSE(r->statusJson()["assemblies"][0].contains("libvirt_jobs"));
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    service("node01", "active");
+    service("node02", "active");
+    ASSERT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
+    hv.calls.clear();
+
+    clock.advance(100);
+    r->onPidExit("node01", 0, watch.pids.at("node01"));
+    r->step();
+    EXPECT_TRUE(hv.calls.empty());
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["libvirt_jobs"],
+              json::array({"destroy", "start"}));
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Out);
+
+    // node02 is not held back by node01's restart.
+    bus.sent.clear();
+    clock.advance(100);
+    service("node02", "failed");
+    bool restart = false;
+    for (const auto& c : bus.to("pcloud.agent.node02"))
+        restart = restart || (c["type"] == "restart" && c["unit"] == "httpd");
+    EXPECT_TRUE(restart);
+
+    // Noise about node01 while its jobs wait.
+    heartbeat("node01", 2);  // the dying agent's last beat
+    service("node01", "active");
+    r->onDomainEvent(virt::DomainEvent{.domain = "node01-dom",
+                                       .kind = virt::DomainEventKind::Stopped});
+    r->step();
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["domain"], "unknown");
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["agent"], "disconnected");
+
+    ASSERT_TRUE(deferred.runNext("node01"));  // the destroy
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom"}));
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["domain"], "unknown");  // start still queued
+    ASSERT_TRUE(deferred.runNext("node01"));  // the start
+    r->step();
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["domain"], "running");
+    EXPECT_EQ(watch.pids.at("node01"), 1002);
+    EXPECT_NE(ref.applied.back()[0].desired, referee::MemberState::Ready);  // no agent yet
+
+    clock.advance(100);
+    heartbeat("node01", 1);  // the new agent
+    service("node01", "active");
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 1);
+    int failed = 0;
+    for (const auto& e : bus.events())
+        if (e.value("assembly", "") == "node01" && e.value("service", "").empty() &&
+            e.value("state", "") == "failed")
+            ++failed;
+    EXPECT_EQ(failed, 0);  // cleared by sent.clear(); nothing new while in flight
+    EXPECT_EQ(hv.calls.size(), 2u);
+}
+
+// A planned stop is finished only when libvirt has really destroyed every domain.
+TEST_F(Fixture, PlannedStopWaitsForTheDestroyJobs) {
+    defer = true;
+    make();
+    ASSERT_TRUE(r->start().ok());
+    deferred.runAll();
+    r->step();
+    ASSERT_EQ(json::parse(r->onCommand(R"({"command":"stop"})"))["ok"], true);
+    r->step();
+    EXPECT_FALSE(r->finished());
+    EXPECT_EQ(deferred.queue.size(), 2u);
+    deferred.runNext("node01");
+    r->step();
+    EXPECT_FALSE(r->finished());
+    deferred.runNext("node02");
+    r->step();
+    EXPECT_TRUE(r->finished());
+    EXPECT_TRUE(hasEvent("", "stopped"));
 }
 
 TEST_F(Fixture, HeartbeatTimeoutIsAFailureOnlyAfterTheTimeout) {
