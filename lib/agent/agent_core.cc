@@ -2,6 +2,8 @@
 
 #include "common/log.h"
 
+#include <algorithm>
+
 namespace pcloud::agent {
 
 using nlohmann::json;
@@ -9,7 +11,8 @@ using nlohmann::json;
 AgentCore::AgentCore(const AgentConfig& cfg, Identity id, UnitBackend& backend, ProbeRunner* probes,
                      const Clock& clock, std::function<Millis()> uptimeMs)
     : cfg_(cfg), id_(std::move(id)), backend_(backend), probes_(probes), clock_(clock),
-      uptime_ms_(std::move(uptimeMs)), start_(clock.monotonicMs()) {}
+      uptime_ms_(std::move(uptimeMs)), start_(clock.monotonicMs()),
+      heartbeat_interval_(cfg.heartbeat_interval) {}
 
 void AgentCore::push(std::string body, std::string correlation) {
     if (!link_up_)
@@ -218,10 +221,22 @@ void AgentCore::handle(proto::Command cmd) {
                 probes_->setProbe(u, p);
         }
         backend_.setWatch(cmd.units, cmd.commands);
+        if (cmd.heartbeat_interval && *cmd.heartbeat_interval != heartbeat_interval_) {
+            PCLOUD_LOG(Notice, "Heartbeat period set by the controller",
+                       {{"assembly", id_.assembly},
+                        {"was_ms", std::to_string(heartbeat_interval_)},
+                        {"now_ms", std::to_string(*cmd.heartbeat_interval)}});
+            heartbeat_interval_ = *cmd.heartbeat_interval;
+            // A shorter period takes effect now, not after the old one runs out.
+            if (link_up_)
+                next_heartbeat_ = std::min(next_heartbeat_,
+                                           clock_.monotonicMs() + heartbeat_interval_);
+        }
         json units = json::array();
         for (const auto& s : snapshot())
             units.push_back(proto::unitStateToJson(s));
-        reply(cmd.id, true, json{{"units", std::move(units)}});
+        reply(cmd.id, true,
+              json{{"units", std::move(units)}, {"heartbeat_ms", heartbeat_interval_}});
         return;
     }
     case proto::CommandType::Probe: {
@@ -314,9 +329,9 @@ void AgentCore::dispatch(const PollSet& ps, Millis now) {
         ++heartbeats_;
         push(proto::encodeHeartbeat(h));
         // Fixed rate, but never a burst of catch-up beats after a stall.
-        next_heartbeat_ += cfg_.heartbeat_interval;
+        next_heartbeat_ += heartbeat_interval_;
         if (next_heartbeat_ <= now)
-            next_heartbeat_ = now + cfg_.heartbeat_interval;
+            next_heartbeat_ = now + heartbeat_interval_;
     }
 }
 

@@ -72,6 +72,8 @@ public:
     // The last known state of every watched unit (ready merged in).
     std::vector<proto::UnitState> snapshot() const;
     std::uint64_t heartbeatsSent() const { return heartbeats_; }
+    // The configured period until a watch sets another (kept across reconnects).
+    Millis heartbeatInterval() const { return heartbeat_interval_; }
     std::size_t pendingCommands() const { return pending_.size(); }
 
 private:
@@ -105,6 +107,7 @@ private:
     std::map<std::string, proto::UnitState> reported_; // last sent on this connection
     bool in_unit_update_ = false;
     Millis next_heartbeat_ = kNever;
+    Millis heartbeat_interval_;
     std::uint64_t heartbeats_ = 0;
     std::list<std::shared_ptr<Pending>> pending_;
 };

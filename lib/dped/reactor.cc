@@ -352,6 +352,11 @@ void Reactor::sendWatch(const std::string& assembly) {
         if (r.klass == model::ResourceClass::Process) c.commands[unit] = r.unit;
         if (r.probe) c.probes[unit] = *r.probe;
     }
+    // The agent beats at the deployable's period, so heartbeat_timeout (checked here) and
+    // the period are set in one place.
+    if (const auto* d = dep())
+        c.heartbeat_interval =
+            std::clamp(d->heartbeat_interval, proto::kMinHeartbeatMs, proto::kMaxHeartbeatMs);
     pending_cmds_[c.id] = assembly + " watch";
     auto st = bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c),
                         {{"correlation-id", c.id}});

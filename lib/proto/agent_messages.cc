@@ -234,6 +234,8 @@ std::string encodeCommand(const Command& c) {
                 p[unit] = probeToJson(probe);
             j["probes"] = std::move(p);
         }
+        if (c.heartbeat_interval)
+            j["heartbeat_ms"] = *c.heartbeat_interval;
         break;
     }
     case CommandType::Probe:
@@ -354,6 +356,14 @@ CommandOrFailure decodeCommand(std::string_view body, std::size_t maxSize, Milli
                     return fail(kErrBadField, "probes." + it.key() + ": " + p.error().message);
                 c.probes[it.key()] = *p;
             }
+        }
+        if (auto hb = j.find("heartbeat_ms"); hb != j.end()) {
+            if (!hb->is_number_integer() || hb->get<std::int64_t>() < kMinHeartbeatMs ||
+                hb->get<std::int64_t>() > kMaxHeartbeatMs)
+                return fail(kErrBadField, "field 'heartbeat_ms' must be an integer from " +
+                                              std::to_string(kMinHeartbeatMs) + " to " +
+                                              std::to_string(kMaxHeartbeatMs));
+            c.heartbeat_interval = hb->get<Millis>();
         }
         break;
     }

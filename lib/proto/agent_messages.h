@@ -96,7 +96,14 @@ struct Command {
     std::map<std::string, std::string> commands; // watch, process backend only
     std::map<std::string, model::Probe> probes;  // watch: optional probe per unit
     std::optional<model::Probe> probe;           // probe: absent = remove the probe
+    // watch: the heartbeat period the controller wants ("heartbeat_ms"), so its heartbeat
+    // timeout and the agent's period come from one place, the deployable. Absent: keep.
+    std::optional<Millis> heartbeat_interval;
 };
+
+// The heartbeat periods a watch may ask for (ms), inclusive.
+inline constexpr Millis kMinHeartbeatMs = 100;
+inline constexpr Millis kMaxHeartbeatMs = 600'000;
 
 // Why a command body was rejected. id is filled when the body had a readable one, so the
 // error reply can still be correlated.

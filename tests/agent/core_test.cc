@@ -238,6 +238,42 @@ TEST_F(CoreFixture, StatusPingAndWatch) {
     EXPECT_EQ(onlyReply().error->code, "not-found");
 }
 
+// The controller sets the period through watch: a shorter one takes effect at once, it
+// outlives a reconnect, and a watch without it keeps the current one.
+TEST_F(CoreFixture, WatchSetsTheHeartbeatPeriod) {
+    core->onLinkUp();
+    tick();
+    drain(); // hello + first heartbeat; the next is due in 1000 ms
+    ASSERT_EQ(core->heartbeatInterval(), 1000);
+    clock.advance(100);
+    core->onMessage(R"({"v":1,"type":"watch","id":"w","units":["web"],"heartbeat_ms":250})");
+    auto rep = onlyReply();
+    ASSERT_TRUE(rep.ok);
+    EXPECT_EQ(rep.result["heartbeat_ms"], 250);
+    EXPECT_EQ(core->heartbeatInterval(), 250);
+    auto beatsAfter = [&](Millis ms) {
+        clock.advance(ms);
+        tick();
+        std::size_t n = 0;
+        for (const auto& m : drain())
+            n += m.type == "heartbeat" ? 1 : 0;
+        return n;
+    };
+    EXPECT_EQ(beatsAfter(249), 0u);
+    EXPECT_EQ(beatsAfter(1), 1u); // 250 ms after the watch, not 1000 ms after the last beat
+    EXPECT_EQ(beatsAfter(250), 1u);
+    core->onLinkDown();
+    core->onLinkUp();
+    tick();
+    drain(); // hello + first heartbeat of the new connection
+    EXPECT_EQ(beatsAfter(250), 1u);
+    core->onMessage(R"({"v":1,"type":"watch","id":"w2","units":["web"]})");
+    EXPECT_EQ(onlyReply().result["heartbeat_ms"], 250);
+    core->onMessage(R"({"v":1,"type":"watch","id":"w3","units":["web"],"heartbeat_ms":5})");
+    EXPECT_EQ(onlyReply().error->code, "bad-field");
+    EXPECT_EQ(core->heartbeatInterval(), 250);
+}
+
 TEST_F(CoreFixture, OutboxIsBounded) {
     core->onLinkUp();
     for (int i = 0; i < 5000; ++i)

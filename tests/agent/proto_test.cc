@@ -105,6 +105,7 @@ TEST(AgentProto, EveryCommandRoundTrips) {
             model::Probe p;
             p.port = 8080;
             c.probes = {{"web.service", p}};
+            c.heartbeat_interval = 750;
         }
         if (t == CommandType::Probe)
             c.probe = model::Probe{};
@@ -116,6 +117,7 @@ TEST(AgentProto, EveryCommandRoundTrips) {
             EXPECT_EQ(back.units, c.units);
             EXPECT_EQ(back.commands, c.commands);
             EXPECT_EQ(back.probes.at("web.service").port, 8080);
+            EXPECT_EQ(back.heartbeat_interval, 750);
         }
         if (t == CommandType::Probe) {
             EXPECT_TRUE(back.probe.has_value());
@@ -146,6 +148,15 @@ TEST(AgentProto, GarbageIsRejectedWithACodeAndTheIdWhenReadable) {
     EXPECT_EQ(failureOf(R"({"v":1,"type":"start","id":"a","unit":"../x y"})").code, kErrBadField);
     EXPECT_EQ(failureOf(R"({"v":1,"type":"watch","id":"a","units":"x"})").code, kErrBadField);
     EXPECT_EQ(failureOf(R"({"v":1,"type":"watch","id":"a","units":[1]})").code, kErrBadField);
+    for (const char* hb : {"99", "600001", "\"1s\"", "1.5", "-1"}) {
+        auto bad = failureOf(std::string(R"({"v":1,"type":"watch","id":"hb","units":[],)") +
+                             "\"heartbeat_ms\":" + hb + "}");
+        EXPECT_EQ(bad.code, kErrBadField) << hb;
+        EXPECT_NE(bad.message.find("heartbeat_ms"), std::string::npos) << bad.message;
+        EXPECT_EQ(bad.id, "hb");
+    }
+    EXPECT_FALSE(commandOf(R"({"v":1,"type":"watch","id":"a","units":[]})")
+                     .heartbeat_interval.has_value());
     EXPECT_EQ(
         failureOf(R"({"v":1,"type":"probe","id":"a","unit":"u","probe":{"kind":"udp","port":1}})")
             .code,

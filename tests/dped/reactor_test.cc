@@ -254,6 +254,7 @@ TEST_F(Fixture, HelloSendsWatchWithProcessCommandsAndServiceStartFollows) {
     ASSERT_FALSE(cmds.empty());
     EXPECT_EQ(cmds[0]["type"], "watch");
     EXPECT_EQ(cmds[0]["commands"]["httpd"], "/bin/busybox httpd -f -p 80");
+    EXPECT_EQ(cmds[0]["heartbeat_ms"], 1000);  // the deployable's heartbeat_interval
     clock.advance(100);
     heartbeat("node01", 1);
     // Domain up with a fresh heartbeat, service inactive -> start it through the agent.
