@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/signals.h"
 #include "control/lock_file.h"
+#include "dped/inbox.h"
 #include "dped/job_runner.h"
 #include "dped/reactor.h"
 #include "events/event.h"
@@ -33,43 +34,6 @@
 namespace pcloud::dped {
 
 namespace {
-
-// The reactor thread's inbox: every input is a closure run on that thread.
-class Inbox {
-public:
-    void post(std::function<void()> f) {
-        {
-            std::lock_guard lock(mu_);
-            q_.push_back(std::move(f));
-        }
-        cv_.notify_one();
-    }
-    void requestStop() {
-        {
-            std::lock_guard lock(mu_);
-            stop_ = true;
-        }
-        cv_.notify_one();
-    }
-    // Waits until there is work, a stop, or `deadline` (steady). Returns the work.
-    std::deque<std::function<void()>> wait(std::optional<std::chrono::steady_clock::time_point> deadline,
-                                           bool& stop) {
-        std::unique_lock lock(mu_);
-        auto ready = [&] { return stop_ || !q_.empty(); };
-        if (deadline) cv_.wait_until(lock, *deadline, ready);
-        else cv_.wait(lock, ready);
-        stop = stop_;
-        std::deque<std::function<void()>> out;
-        out.swap(q_);
-        return out;
-    }
-
-private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::deque<std::function<void()>> q_;
-    bool stop_ = false;
-};
 
 class BusMessenger final : public Messenger {
 public:
