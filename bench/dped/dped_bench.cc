@@ -182,14 +182,7 @@ bool Bench::setUp(int assemblies, Millis hbTimeout) {
     d.referee.driver = "log";
     for (int i = 0; i < assemblies; ++i) {
         std::string name = dep_ + "-" + std::to_string(i);
-        virt::TinyGuest g;
-        g.name = name;
-        g.uuid = virt::randomUuid();
-        g.kernel = guest + "/vmlinuz";
-        g.initrd = guest + "/initrd.img";
-        g.consoleLog = dir_ + "/" + name + ".console.log";
-        g.channelSocket = dir_ + "/channels/" + name + ".sock";
-        g.httpPort = freePort();
+        auto g = virt::tinyGuestIn(name, guest, dir_, freePort());
         model::Assembly a;
         a.name = name;
         a.uuid = g.uuid;

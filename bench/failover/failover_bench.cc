@@ -170,14 +170,7 @@ int cmdModel(const Args& a) {
         }
         std::string name = spec.substr(0, colon);
         int port = std::atoi(spec.c_str() + colon + 1);
-        virt::TinyGuest g;
-        g.name = name;
-        g.uuid = virt::randomUuid();
-        g.kernel = guestDir + "/vmlinuz";
-        g.initrd = guestDir + "/initrd.img";
-        g.consoleLog = dir + "/" + name + ".console.log";
-        g.channelSocket = dir + "/channels/" + name + ".sock";
-        g.httpPort = port;
+        auto g = virt::tinyGuestIn(name, guestDir, dir, port);
         auto xml = virt::renderTinyGuestXml(g);
         if (!xml) {
             std::fprintf(stderr, "failover_bench model: %s\n", xml.error().describe().c_str());

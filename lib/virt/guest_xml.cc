@@ -137,6 +137,19 @@ Result<std::string> injectAgentChannel(const std::string& xml, const std::string
     return out.str();
 }
 
+TinyGuest tinyGuestIn(const std::string& name, const std::string& guestDir,
+                      const std::string& stateDir, int httpPort) {
+    TinyGuest g;
+    g.name = name;
+    g.uuid = randomUuid();
+    g.kernel = guestDir + "/vmlinuz";
+    g.initrd = guestDir + "/initrd.img";
+    g.consoleLog = stateDir + "/" + name + ".console.log";
+    g.channelSocket = stateDir + "/channels/" + name + ".sock";
+    g.httpPort = httpPort;
+    return g;
+}
+
 Result<std::string> renderTinyGuestXml(const TinyGuest& g) {
     if (g.name.empty())
         return makeError("tiny guest: name is empty");

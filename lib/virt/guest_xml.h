@@ -45,6 +45,12 @@ struct TinyGuest {
 };
 Result<std::string> renderTinyGuestXml(const TinyGuest& guest);
 
+// A tiny guest named `name` booting the image in `guestDir` (vmlinuz, initrd.img, as
+// scripts/build-guest.sh leaves them), with a fresh random UUID and the layout dped uses
+// under `stateDir`: console log NAME.console.log, channel socket channels/NAME.sock.
+TinyGuest tinyGuestIn(const std::string& name, const std::string& guestDir,
+                      const std::string& stateDir, int httpPort);
+
 // A random RFC 4122 version 4 UUID string.
 std::string randomUuid();
 

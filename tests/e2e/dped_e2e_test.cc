@@ -144,14 +144,7 @@ protected:
     }
 
     model::Assembly tinyAssembly(const std::string& name, int port) {
-        virt::TinyGuest g;
-        g.name = name;
-        g.uuid = virt::randomUuid();
-        g.kernel = guest_dir_ + "/vmlinuz";
-        g.initrd = guest_dir_ + "/initrd.img";
-        g.consoleLog = dir_ + "/" + name + ".console.log";
-        g.channelSocket = dir_ + "/channels/" + name + ".sock";
-        g.httpPort = port;
+        auto g = virt::tinyGuestIn(name, guest_dir_, dir_, port);
         model::Assembly a;
         a.name = name;
         a.uuid = g.uuid;

@@ -81,6 +81,20 @@ TEST(InjectAgentChannel, InjectedXmlIsAcceptedByLibvirt) {
     EXPECT_TRUE(hv.destroy("pcloud-inject").ok());
 }
 
+TEST(TinyGuestXml, TinyGuestInUsesDpedsLayoutAndAFreshUuid) {
+    auto g = tinyGuestIn("n1", "/cache/guest/agent", "/state", 18081);
+    EXPECT_EQ(g.kernel, "/cache/guest/agent/vmlinuz");
+    EXPECT_EQ(g.initrd, "/cache/guest/agent/initrd.img");
+    EXPECT_EQ(g.consoleLog, "/state/n1.console.log");
+    EXPECT_EQ(g.channelSocket, "/state/channels/n1.sock");
+    EXPECT_EQ(g.httpPort, 18081);
+    EXPECT_EQ(g.uuid.size(), 36u);
+    EXPECT_NE(g.uuid, tinyGuestIn("n1", "/g", "/s", 1).uuid);
+    auto xml = renderTinyGuestXml(g);
+    ASSERT_TRUE(xml.ok()) << xml.error().describe();
+    EXPECT_EQ(domainUuidOf(*xml).value_or(""), g.uuid);
+}
+
 TEST(TinyGuestXml, RendersTheTemplate) {
     TinyGuest g;
     g.name = "tiny-1";
