@@ -21,11 +21,10 @@ int recordFailure(std::vector<Millis>& failures, const model::Escalation& budget
                    failures.end());
     failures.push_back(now);
     size_t keep = budget.failures == model::kUnlimitedFailures
-                      ? 1
+                      ? kUnlimitedRemembered
                       : static_cast<size_t>(std::max(budget.failures, 1));
     if (failures.size() > keep)
         failures.erase(failures.begin(), failures.end() - static_cast<std::ptrdiff_t>(keep));
-    if (budget.failures == model::kUnlimitedFailures) return static_cast<int>(failures.size());
     return static_cast<int>(failures.size());
 }
 

@@ -11,7 +11,10 @@ namespace pcloud::policy {
 // Sliding failure window. A failure at time t is inside the window at `now` when
 // now - period <= t <= now (both ends inclusive: "N failures within T" includes failures
 // exactly T apart). Records `now`, drops what fell out of the window and returns the count.
-// The vector never grows beyond max(failures, 1) entries, even with an unlimited period.
+// The vector never grows beyond max(failures, 1) entries, even with an unlimited period;
+// an unlimited budget keeps the newest kUnlimitedRemembered, which is all status needs to
+// say how often it failed (it never escalates).
+inline constexpr std::size_t kUnlimitedRemembered = 100;
 int recordFailure(std::vector<Millis>& failures, const model::Escalation& budget, Millis now);
 int countInWindow(const std::vector<Millis>& failures, const model::Escalation& budget,
                   Millis now);

@@ -28,9 +28,16 @@ TEST(SlidingWindow, FailureOneMillisecondOutsideSlidesOut) {
 TEST(SlidingWindow, UnlimitedFailuresNeverUsedUpAndStayBounded) {
     model::Escalation b{model::kUnlimitedFailures, model::kUnlimitedPeriod};
     std::vector<Millis> w;
-    for (int i = 0; i < 1000; ++i) recordFailure(w, b, i);
+    EXPECT_EQ(recordFailure(w, b, 0), 1);
+    EXPECT_EQ(recordFailure(w, b, 1), 2);  // counted, for status, though never used up
+    for (int i = 2; i < 1000; ++i) recordFailure(w, b, i);
     EXPECT_FALSE(budgetUsedUp(1000, b));
-    EXPECT_LE(w.size(), 1u);
+    EXPECT_EQ(w.size(), kUnlimitedRemembered);
+    EXPECT_EQ(w.back(), 999);  // the newest are kept
+    model::Escalation hourly{model::kUnlimitedFailures, 3'600'000};
+    std::vector<Millis> h;
+    recordFailure(h, hourly, 0);
+    EXPECT_EQ(recordFailure(h, hourly, 3'600'001), 1);  // an unlimited count still slides
 }
 
 TEST(SlidingWindow, UnlimitedPeriodCountsForever) {
