@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <iterator>
+#include <thread>
 
 using namespace pcloud;
 using namespace pcloud::testing;
@@ -24,6 +26,17 @@ namespace {
 
 bool isState(const proto::UnitState& s, const char* active) {
     return s.active_state == active;
+}
+
+// Polls `pred` every 100 ms until it holds or `deadline` passes.
+template <class Pred> bool eventuallyTrue(Pred pred, std::chrono::milliseconds deadline) {
+    auto end = std::chrono::steady_clock::now() + deadline;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() >= end)
+            return false;
+        std::this_thread::sleep_for(100ms);
+    }
+    return true;
 }
 
 class SystemdAgent : public ::testing::Test {
@@ -220,6 +233,43 @@ TEST_F(SystemdAgent, DaemonReexecKeepsReporting) {
     ASSERT_TRUE(peer->waitService(
         "late.service", [](auto& s) { return isState(s, "inactive"); }, 30s))
         << "no report after daemon-reexec";
+}
+
+// The system bus itself restarts (a dbus upgrade does this): the agent's connection is
+// cut, it reconnects with backoff, subscribes again and re-reads every unit, so a change
+// made while it was away and one made after are both reported.
+TEST_F(SystemdAgent, SystemBusRestartIsSurvived) {
+    std::string out;
+    ASSERT_EQ(guest->run("systemctl start late.service", &out), 0) << out;
+    ASSERT_TRUE(peer->waitService(
+        "late.service", [](auto& s) { return isState(s, "active"); }, 30s));
+    peer->skipAll();
+    ASSERT_EQ(guest->run("systemctl restart dbus.service", &out), 0) << out;
+    // Changed right after the restart: the agent may or may not be connected yet; either
+    // the signal or the re-read after reconnecting must report it.
+    ASSERT_EQ(guest->run("systemctl stop late.service", &out), 0) << out;
+    ASSERT_TRUE(peer->waitService(
+        "late.service", [](auto& s) { return isState(s, "inactive"); }, 60s))
+        << "the stop made around the bus restart was never reported";
+    ASSERT_TRUE(eventuallyTrue(
+        [&] {
+            std::ifstream log(agentLog);
+            std::string all((std::istreambuf_iterator<char>(log)), {});
+            auto lost = all.rfind("Lost the system D-Bus");
+            return lost != std::string::npos &&
+                   all.find("Connected to the system D-Bus", lost) != std::string::npos;
+        },
+        60s))
+        << "the agent never noticed the bus restart, or never reconnected";
+    // Signals flow again on the new connection.
+    peer->skipAll();
+    ASSERT_EQ(guest->run("systemctl start late.service", &out), 0) << out;
+    ASSERT_TRUE(peer->waitService(
+        "late.service", [](auto& s) { return isState(s, "active"); }, 30s))
+        << "no report after the bus came back";
+    auto st = command("status", "nginx.service");
+    ASSERT_TRUE(st && st->ok) << "status over the new D-Bus connection failed";
+    EXPECT_EQ(st->result["active_state"], "active");
 }
 
 int main(int argc, char** argv) {
