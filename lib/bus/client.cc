@@ -66,6 +66,77 @@ proton::duration toDuration(std::chrono::milliseconds ms) {
     return proton::duration(static_cast<proton::duration::numeric_type>(ms.count()));
 }
 
+constexpr const char* kClosedMessage = "the bus client was closed";
+// How long close() lets the peer answer the AMQP close before cutting the connection.
+constexpr std::chrono::milliseconds kCloseGrace{1000};
+
+// Runs work on the client's thread at a later time. Proton 0.37's container::schedule() cannot
+// be cancelled, and container::run() does not return after stop() until every task scheduled
+// on it has fired: one request with a 30 s timeout, even answered, kept close() waiting 30 s,
+// and a pending reconnect up to reconnectMax. So the waiting happens here, on a small thread of
+// the client's own that stop() simply drops, and the container only ever gets due work, with no
+// delay, which leaves no timer behind.
+class Alarms {
+public:
+    using Clock = std::chrono::steady_clock;
+    using Work = std::function<void()>;
+
+    ~Alarms() { stop(); }
+
+    // `dispatch` hands due work to the client's thread; it is called on the alarm thread.
+    void start(std::function<void(Work)> dispatch) {
+        dispatch_ = std::move(dispatch);
+        thread_ = std::thread([this] { loop(); });
+    }
+    // Ignored once stopped.
+    void at(Clock::time_point when, Work work) {
+        {
+            std::lock_guard lock(mutex_);
+            if (stopped_) return;
+            due_.emplace(when, std::move(work));
+        }
+        wake_.notify_one();
+    }
+    // Drops what is still waiting; once it returns, nothing more is dispatched.
+    void stop() {
+        {
+            std::lock_guard lock(mutex_);
+            stopped_ = true;
+            due_.clear();
+        }
+        wake_.notify_one();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    void loop() {
+        std::unique_lock lock(mutex_);
+        while (!stopped_) {
+            if (due_.empty()) {
+                wake_.wait(lock);
+                continue;
+            }
+            auto first = due_.begin();
+            if (const Clock::time_point when = first->first; when > Clock::now()) {
+                wake_.wait_until(lock, when); // a copy: the entry may be gone when it wakes
+                continue;
+            }
+            Work work = std::move(first->second);
+            due_.erase(first);
+            lock.unlock();
+            dispatch_(std::move(work));
+            lock.lock();
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::multimap<Clock::time_point, Work> due_;
+    std::function<void(Work)> dispatch_;
+    bool stopped_ = false;
+    std::thread thread_;
+};
+
 } // namespace
 
 struct Client::Impl : proton::messaging_handler {
@@ -83,7 +154,8 @@ struct Client::Impl : proton::messaging_handler {
     std::map<std::string, PendingRequest> requests;
     bool isConnected = false;
     bool replyReady = false;
-    bool closing = false;
+    bool closing = false;  // close() has begun: no new work is accepted
+    bool finished = false; // the client's thread has left container::run()
     Stats stats;
     std::uint64_t nextId = 0;
     std::string idPrefix;
@@ -96,6 +168,7 @@ struct Client::Impl : proton::messaging_handler {
     proton::work_queue* connWork = nullptr;
     std::unique_ptr<proton::container> container;
     std::thread thread;
+    Alarms alarms; // every delayed task (request deadlines, reconnects) goes through here
     std::atomic<std::thread::id> threadId{};
     proton::connection conn;
     bool open = false; // conn is usable
@@ -110,6 +183,11 @@ struct Client::Impl : proton::messaging_handler {
     std::string replyFallback;
     std::chrono::milliseconds backoff{0};
 
+    bool closed() const {
+        std::lock_guard lock(mutex);
+        return closing;
+    }
+
     std::string wireAddress(const std::string& logical) const {
         return (matchesTopic(logical, options.topics) ? topicPrefix : queuePrefix) + logical;
     }
@@ -119,43 +197,51 @@ struct Client::Impl : proton::messaging_handler {
         if (connWork) connWork->add(std::move(fn));
     }
 
-    // Fails requests whose deadline has passed and re-arms itself for the next one (client
-    // thread). Armed when a request is posted and on every (re)connect attempt.
+    // Request deadlines: one sweep is armed for the earliest deadline (under mutex, from any
+    // thread); it fails what has expired (client thread) and arms the next one.
     std::chrono::steady_clock::time_point sweepAt = std::chrono::steady_clock::time_point::max();
-    void armSweep() {
-        auto next = std::chrono::steady_clock::time_point::max();
-        {
-            std::lock_guard lock(mutex);
-            for (const auto& [id, r] : requests) next = std::min(next, r.deadline);
-        }
-        if (next == std::chrono::steady_clock::time_point::max() || next >= sweepAt) return;
-        sweepAt = next;
-        auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(
-            next - std::chrono::steady_clock::now());
-        if (delay.count() < 0) delay = std::chrono::milliseconds(0);
-        container->schedule(toDuration(delay + std::chrono::milliseconds(1)), [this] {
-            sweepAt = std::chrono::steady_clock::time_point::max();
-            sweep();
-        });
+    // mutex held
+    void armSweepLocked(std::chrono::steady_clock::time_point deadline) {
+        if (deadline >= sweepAt) return;
+        sweepAt = deadline;
+        alarms.at(deadline, [this] { sweep(); });
     }
     void sweep() {
         auto now = std::chrono::steady_clock::now();
         std::vector<std::pair<ReplyCallback, std::string>> expired;
         {
             std::lock_guard lock(mutex);
+            sweepAt = std::chrono::steady_clock::time_point::max();
+            auto next = std::chrono::steady_clock::time_point::max();
             for (auto it = requests.begin(); it != requests.end();) {
                 if (it->second.deadline <= now) {
                     expired.emplace_back(std::move(it->second.callback), it->second.timeoutMessage);
                     dropQueuedRequest(it->second.wire, it->first);
                     it = requests.erase(it);
                 } else {
+                    next = std::min(next, it->second.deadline);
                     ++it;
                 }
             }
+            if (next != std::chrono::steady_clock::time_point::max()) armSweepLocked(next);
         }
         changed.notify_all();
         for (auto& [cb, text] : expired) invoke([&] { cb(makeError(text)); });
-        armSweep();
+    }
+    // Fails every waiting request with `text`, written or not (client thread, or the closing
+    // thread once the client's thread has ended).
+    void failAll(const std::string& text) {
+        std::vector<ReplyCallback> failed;
+        {
+            std::lock_guard lock(mutex);
+            for (auto& [id, r] : requests) {
+                failed.push_back(std::move(r.callback));
+                dropQueuedRequest(r.wire, id);
+            }
+            requests.clear();
+        }
+        changed.notify_all();
+        for (auto& cb : failed) invoke([&] { cb(makeError(text)); });
     }
     // mutex held: takes back a request not yet written, nobody waits for its reply any more.
     void dropQueuedRequest(const std::string& wire, const std::string& id) {
@@ -178,7 +264,6 @@ struct Client::Impl : proton::messaging_handler {
             std::lock_guard lock(mutex);
             if (closing) return;
         }
-        armSweep();
         proton::connection_options co;
         co.idle_timeout(toDuration(options.idleTimeout));
         if (!url.user.empty()) {
@@ -201,7 +286,20 @@ struct Client::Impl : proton::messaging_handler {
         }
         backoff = backoff.count() == 0 ? options.reconnectMin
                                        : std::min(backoff * 2, options.reconnectMax);
-        container->schedule(toDuration(backoff), [this] { connectNow(); });
+        alarms.at(std::chrono::steady_clock::now() + backoff, [this] { connectNow(); });
+    }
+
+    // close(), on the client's thread: every waiting request fails now, what the peer has
+    // credit for is written, and the connection is closed the AMQP way (the peer then sees a
+    // normal close, not an aborted transport); lost() stops the container once it is closed.
+    void shutdown() {
+        failAll(kClosedMessage);
+        if (open) {
+            flushAll();
+            conn.close();
+        } else {
+            container->stop();
+        }
     }
 
     void openSubscription(std::uint64_t id, const std::string& wire) {
@@ -229,7 +327,6 @@ struct Client::Impl : proton::messaging_handler {
         for (const auto& [id, wire] : toOpen) openSubscription(id, wire);
         PCLOUD_LOG(Info, "Bus connected", {{"url", url.hostPort()}});
         flushAll();
-        armSweep();
     }
 
     void openReplyReceiver() {
@@ -323,6 +420,11 @@ struct Client::Impl : proton::messaging_handler {
 
     void lost() {
         bool wasOpen = open;
+        bool stopping;
+        {
+            std::lock_guard lock(mutex);
+            stopping = closing;
+        }
         open = false;
         conn = proton::connection();
         senders.clear();
@@ -339,7 +441,7 @@ struct Client::Impl : proton::messaging_handler {
             for (auto& [id, sub] : subs) sub.ready = false;
             // Replies to requests already written would go to the old reply address.
             for (auto it = requests.begin(); it != requests.end();) {
-                if (it->second.written) {
+                if (it->second.written && !stopping) {
                     failed.push_back(std::move(it->second.callback));
                     it = requests.erase(it);
                 } else {
@@ -352,12 +454,8 @@ struct Client::Impl : proton::messaging_handler {
             invoke([&] {
                 cb(makeError("connection to " + url.hostPort() + " lost before the reply came"));
             });
-        bool stopping;
-        {
-            std::lock_guard lock(mutex);
-            stopping = closing;
-        }
         if (stopping) {
+            failAll(kClosedMessage);
             container->stop();
             return;
         }
@@ -504,7 +602,8 @@ Status Client::connect(const std::string& url, const std::string& addressPrefix)
 }
 
 Status Client::connect(ClientOptions options) {
-    if (impl_) return makeError("the bus client is already connected to " + impl_->options.url);
+    if (impl_ && !impl_->closed())
+        return makeError("the bus client is already connected to " + impl_->options.url);
     auto impl = std::make_shared<Impl>();
     std::string err;
     if (!detail::parseUrl(options.url, impl->url, err)) return makeError(err);
@@ -521,6 +620,11 @@ Status Client::connect(ClientOptions options) {
                           : std::make_unique<proton::container>(*impl, impl->options.containerId);
     impl->container->auto_stop(false);
     Impl* raw = impl.get();
+    // Due work is handed over as a zero-delay task: that wakes the proactor at once from any
+    // thread, connected or not, and leaves no timer pending.
+    impl->alarms.start([raw](Alarms::Work work) {
+        raw->container->schedule(proton::duration(0), [work = std::move(work)] { work(); });
+    });
     // The first connect runs as soon as the container starts.
     impl->container->schedule(proton::duration(0), [raw] { raw->connectNow(); });
     impl->thread = std::thread([raw] {
@@ -530,41 +634,58 @@ Status Client::connect(ClientOptions options) {
         } catch (const std::exception& e) {
             PCLOUD_LOG(Error, "Bus client thread stopped on an exception", {{"error", e.what()}});
         }
+        {
+            std::lock_guard lock(raw->mutex);
+            raw->finished = true;
+        }
+        raw->changed.notify_all();
     });
     impl_ = std::move(impl);
     return Status::success();
 }
 
+// The Impl outlives close() (until the Client is destroyed or connects again), so threads that
+// are still inside request() or send() when another thread closes find a closed client, not
+// freed memory.
 void Client::close() {
     if (!impl_) return;
-    {
-        std::lock_guard lock(impl_->mutex);
-        impl_->closing = true;
-    }
-    // Stop from the client's own thread: container::stop() from another thread may wait for
-    // the proactor's next timer (the heartbeat tick) before it takes effect.
     Impl* raw = impl_.get();
+    {
+        std::lock_guard lock(raw->mutex);
+        if (raw->closing) return;
+        raw->closing = true;
+    }
+    // No more timers; nothing the container holds can delay its stop now.
+    raw->alarms.stop();
+    // The rest happens on the client's thread (shutdown()): the connection's own work queue
+    // keeps it behind sends already handed over; without a connection, a zero-delay task.
     bool posted = false;
     {
-        std::lock_guard lock(impl_->mutex);
-        if (impl_->connWork)
-            // A clean AMQP close; lost() stops the container once the transport is closed.
-            posted = impl_->connWork->add([raw] {
-                if (raw->open) raw->conn.close();
-                else raw->container->stop();
-            });
+        std::lock_guard lock(raw->mutex);
+        if (raw->connWork) posted = raw->connWork->add([raw] { raw->shutdown(); });
     }
-    if (!posted) impl_->container->stop();
-    if (impl_->thread.joinable()) impl_->thread.join();
-    std::vector<ReplyCallback> failed;
+    if (!posted) raw->container->schedule(proton::duration(0), [raw] { raw->shutdown(); });
     {
-        std::lock_guard lock(impl_->mutex);
-        for (auto& [id, r] : impl_->requests) failed.push_back(std::move(r.callback));
-        impl_->requests.clear();
+        std::unique_lock lock(raw->mutex);
+        if (!raw->changed.wait_for(lock, kCloseGrace, [&] { return raw->finished; })) {
+            lock.unlock();
+            // The peer did not answer the AMQP close: drop the connection without it.
+            PCLOUD_LOG(Info, "Bus peer did not answer the close; disconnecting",
+                       {{"url", raw->url.hostPort()}});
+            raw->container->stop();
+        }
     }
-    for (auto& cb : failed) impl_->invoke([&] { cb(makeError("the bus client was closed")); });
-    impl_->container.reset();
-    impl_.reset();
+    if (raw->thread.joinable()) raw->thread.join();
+    // The client's thread has ended: whatever it did not fail, fails here.
+    raw->failAll(kClosedMessage);
+    {
+        std::lock_guard lock(raw->mutex);
+        raw->connWork = nullptr;
+        raw->isConnected = false;
+        raw->replyReady = false;
+    }
+    raw->changed.notify_all();
+    raw->container.reset();
 }
 
 bool Client::connected() const {
@@ -601,6 +722,7 @@ Status Client::send(const std::string& address, const std::string& body,
     std::string wire = impl_->wireAddress(address);
     {
         std::lock_guard lock(impl_->mutex);
+        if (impl_->closing) return makeError(kClosedMessage);
         if (impl_->pending >= impl_->options.maxPendingSends)
             return makeError("bus outgoing queue is full (" +
                              std::to_string(impl_->options.maxPendingSends) +
@@ -621,6 +743,7 @@ Status Client::reply(const std::string& replyTo, const std::string& correlationI
     if (replyTo.empty()) return makeError("the request has no reply_to; nowhere to send the reply");
     {
         std::lock_guard lock(impl_->mutex);
+        if (impl_->closing) return makeError(kClosedMessage);
         if (impl_->pending >= impl_->options.maxPendingSends)
             return makeError("bus outgoing queue is full (" +
                              std::to_string(impl_->options.maxPendingSends) +
@@ -642,6 +765,7 @@ std::uint64_t Client::subscribe(const std::string& address, MessageCallback call
     std::uint64_t id;
     {
         std::lock_guard lock(impl_->mutex);
+        if (impl_->closing) return 0;
         id = ++impl_->nextId;
         impl_->subs[id] = Subscription{address, wire, std::move(callback), nullptr};
     }
@@ -656,6 +780,7 @@ std::uint64_t Client::serve(const std::string& address, RequestHandler handler) 
     std::uint64_t id;
     {
         std::lock_guard lock(impl_->mutex);
+        if (impl_->closing) return 0;
         id = ++impl_->nextId;
         impl_->subs[id] = Subscription{address, wire, nullptr, std::move(handler)};
     }
@@ -691,6 +816,11 @@ void Client::requestAsync(const std::string& address, const std::string& body,
     std::string id = correlationId;
     {
         std::unique_lock lock(impl_->mutex);
+        if (impl_->closing) {
+            lock.unlock();
+            callback(makeError(kClosedMessage));
+            return;
+        }
         if (id.empty()) id = impl_->idPrefix + std::to_string(++impl_->nextId);
         if (impl_->pending >= impl_->options.maxPendingSends) {
             lock.unlock();
@@ -700,18 +830,18 @@ void Client::requestAsync(const std::string& address, const std::string& body,
         proton::message m = detail::toProton(wire, body, properties);
         m.correlation_id(id);
         m.id(id);
+        auto deadline = std::chrono::steady_clock::now() + timeout;
         impl_->requests[id] = PendingRequest{
-            std::move(callback), wire, false, std::chrono::steady_clock::now() + timeout,
+            std::move(callback), wire, false, deadline,
             "no reply from " + address + " within " + std::to_string(timeout.count()) +
                 " ms (request id " + id + ")"};
         impl_->outgoing[wire].push_back(Outgoing{std::move(m), id, false});
         ++impl_->pending;
+        // Armed here, not on the client's thread: it fires even while disconnected.
+        impl_->armSweepLocked(deadline);
     }
     Impl* raw = impl_.get();
-    impl_->post([raw, wire] {
-        raw->flush(wire);
-        raw->armSweep();
-    });
+    impl_->post([raw, wire] { raw->flush(wire); });
 }
 
 Result<Message> Client::request(const std::string& address, const std::string& body,
@@ -731,8 +861,8 @@ Result<Message> Client::request(const std::string& address, const std::string& b
     requestAsync(
         address, body, timeout, [promise](Result<Message> r) { promise->set_value(std::move(r)); },
         properties, id);
-    // The caller keeps its own deadline too: while disconnected the client thread may only
-    // notice an expired request at its next reconnect attempt.
+    // The caller keeps its own deadline too, in case the client's thread is held up (a slow
+    // callback) when the sweep is due.
     if (future.wait_for(timeout) != std::future_status::ready) {
         std::unique_lock lock(impl_->mutex);
         auto it = impl_->requests.find(id);

@@ -57,10 +57,16 @@ public:
     Client& operator=(const Client&) = delete;
 
     // Starts the client's thread and begins connecting. Fails only on a bad URL or if
-    // already started.
+    // already started (a closed client may connect again; not concurrently with other calls).
     Status connect(ClientOptions options);
     Status connect(const std::string& url, const std::string& addressPrefix = {});
-    // Stops the thread; pending requests fail, unsent messages are discarded.
+    // Returns promptly, whatever timeouts or reconnects are pending: every pending request
+    // fails at once with "the bus client was closed", queued messages the peer has credit for
+    // are written and the rest discarded (call waitIdle() first to deliver them), and the
+    // connection ends with an AMQP close, so the peer logs no error (a peer that does not
+    // answer the close within a second is disconnected). Then the thread stops. Other threads
+    // may be inside any method meanwhile; afterwards send(), request() etc. fail with the same
+    // error and subscribe()/serve() return 0. Idempotent; not from the client's own thread.
     void close();
 
     bool connected() const;
@@ -94,8 +100,9 @@ public:
     std::uint64_t serve(const std::string& address, RequestHandler handler);
 
     // Sends `body` to `address` with a dynamic reply address and a fresh correlation id, and
-    // waits for the reply. Fails on timeout, on a lost connection, or if called on the
-    // client's thread. `correlationId` empty = generated.
+    // waits for the reply. Fails on timeout, on a lost connection, when the client is closed
+    // (at once, also while waiting), or if called on the client's thread. `correlationId`
+    // empty = generated.
     Result<Message> request(const std::string& address, const std::string& body,
                             std::chrono::milliseconds timeout, const Properties& properties = {},
                             const std::string& correlationId = {});

@@ -400,8 +400,22 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         proton::connection c = t.connection();
         dropLinks(&c, nullptr);
     }
+    // A clean AMQP close logs nothing. A peer that just went away is worth an info line; one
+    // that sent something other than AMQP 1.0 is a warning, with its address to find it by.
     void on_transport_error(proton::transport& t) override {
-        PCLOUD_LOG(Info, "Hub connection failed", {{"error", t.error().what()}});
+        proton::error_condition e = t.error();
+        auto failure = detail::classifyTransportFailure(e.name(), e.description());
+        std::string peer = detail::peerAddress(t);
+        std::string container;
+        if (proton::connection c = t.connection()) container = c.container_id();
+        if (peer.empty()) peer = "-";
+        if (container.empty()) container = "-";
+        if (failure.protocolError)
+            PCLOUD_LOG(Warning, "Hub dropped a peer that broke the AMQP 1.0 protocol",
+                       {{"peer", peer}, {"container", container}, {"error", failure.reason}});
+        else
+            PCLOUD_LOG(Info, "Hub peer disconnected without closing its connection",
+                       {{"peer", peer}, {"container", container}, {"reason", failure.reason}});
     }
     void on_error(const proton::error_condition& e) override {
         PCLOUD_LOG(Warning, "Hub protocol error", {{"error", e.what()}});
@@ -447,7 +461,8 @@ Status Hub::start(const std::string& url) {
 
 void Hub::stop() {
     if (!impl_) return;
-    // Stop from the hub's own thread (see Client::close()).
+    // Stop from the hub's own thread. (The hub schedules no container timers, which would
+    // hold container::run() until they fire; see Client::close().)
     Impl* raw = impl_.get();
     if (!impl_->work || !impl_->work->add([raw] { raw->container->stop(); }))
         impl_->container->stop();

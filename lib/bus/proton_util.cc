@@ -2,6 +2,7 @@
 
 #include <proton/binary.hpp>
 #include <proton/codec/map.hpp>
+#include <proton/netaddr.h>
 #include <proton/scalar.hpp>
 #include <proton/types.hpp>
 #include <proton/value.hpp>
@@ -9,6 +10,47 @@
 #include <map>
 
 namespace pcloud::bus::detail {
+
+namespace {
+
+// proton::transport keeps its pn_transport_t to itself; the socket address is only in the C
+// proactor API. A derived wrapper may read the protected handle of its own copy.
+struct RawTransport : proton::transport {
+    explicit RawTransport(const proton::transport& t) : proton::transport(t) {}
+    pn_transport_t* get() const { return pn_object(); }
+};
+
+} // namespace
+
+TransportFailure classifyTransportFailure(const std::string& condition,
+                                          const std::string& description) {
+    const std::string framing = "amqp:connection:framing-error";
+    if (condition == "proton:io") {
+        // "Connection reset by peer - disconnected :5672 (connection aborted)": the tail names
+        // no useful address (the peer's is logged separately), so only the cause is kept.
+        auto tail = description.find(" - disconnected");
+        return {false, tail == std::string::npos ? description : description.substr(0, tail)};
+    }
+    if (condition == framing && description == "connection aborted")
+        return {false, "the connection ended without an AMQP close"};
+    if (condition == framing && description == "No protocol header found (connection aborted)")
+        return {false, "the peer left before sending anything"};
+    if (condition == "amqp:resource-limit-exceeded" &&
+        description.find("idle-timeout expired") != std::string::npos)
+        return {false, "no heartbeat within the idle timeout"};
+    return {true, description.empty() ? condition : condition + ": " + description};
+}
+
+std::string peerAddress(const proton::transport& t) {
+    pn_transport_t* raw = RawTransport(t).get();
+    if (!raw) return {};
+    const pn_netaddr_t* addr = pn_transport_remote_addr(raw);
+    if (!addr) return {};
+    char buf[256];
+    int n = pn_netaddr_str(addr, buf, sizeof buf);
+    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof buf) return {};
+    return std::string(buf, static_cast<std::size_t>(n));
+}
 
 std::string bodyText(const proton::message& m) {
     const proton::value& b = m.body();

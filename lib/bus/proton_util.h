@@ -4,6 +4,7 @@
 #include "bus/message.h"
 
 #include <proton/message.hpp>
+#include <proton/transport.hpp>
 
 #include <string>
 
@@ -31,5 +32,19 @@ struct ParsedUrl {
     bool loopback() const;
 };
 bool parseUrl(const std::string& url, ParsedUrl& out, std::string& error);
+
+// A transport that ended without an AMQP close, in an operator's terms. Most of these are a
+// peer that went away (killed, _exit, cable pulled, a port probe that connects and leaves):
+// Proton reports those as framing or I/O errors, which read like a protocol bug but are not.
+// `protocolError` is set only when the peer sent something that is not AMQP 1.0, or broke it.
+struct TransportFailure {
+    bool protocolError = false;
+    std::string reason; // plain words, or Proton's condition text for a protocol error
+};
+TransportFailure classifyTransportFailure(const std::string& condition,
+                                          const std::string& description);
+
+// "host:port" of the other end of a transport the proactor runs; "" when unknown.
+std::string peerAddress(const proton::transport& t);
 
 } // namespace pcloud::bus::detail

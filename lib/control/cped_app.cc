@@ -411,8 +411,7 @@ int Cped::run() {
             std::cerr << "cped: cannot listen on " << o_.listen << ": " << st.error().describe() << "\n";
             return toInt(ExitCode::Unavailable);
         }
-        url = "amqp://127.0.0.1:" + std::to_string(hub_->boundPort());
-        PCLOUD_LOG(Notice, "Hub listening", {{"url", o_.listen}, {"port", std::to_string(hub_->boundPort())}});
+        url = "amqp://127.0.0.1:" + std::to_string(hub_->boundPort()); // Hub::start() logged it
     }
     for (auto* c : {&client_, &server_}) {
         if (auto st = c->connect(url, o_.prefix); !st) {

@@ -50,7 +50,9 @@ struct ShellOptions {
 class Shell {
 public:
     explicit Shell(ShellOptions o) : o_(std::move(o)) {}
-    ~Shell() { client_.close(); }
+    ~Shell() { close(); }
+    // Ends the AMQP connection the normal way, so cped sees a close, not a vanished peer.
+    void close() { client_.close(); }
 
     // One command line (already split). Returns the exit status.
     int execute(const std::vector<std::string>& words);
@@ -76,6 +78,7 @@ bool Shell::ensureConnected() {
         co.url = o_.broker;
         co.addressPrefix = o_.prefix;
         co.reconnectMax = 1000ms;
+        co.containerId = "pcloudsh-" + std::to_string(::getpid()); // how cped's log names us
         if (auto st = client_.connect(co); !st) {
             std::cerr << "pcloudsh: " << st.error().describe() << "\n";
             return false;
@@ -482,16 +485,14 @@ int runShell(int argc, char** argv) {
             words.push_back(a);
         }
     }
-    // The shell leaves through quickExit(): closing the bus client cleanly can wait for its
-    // pending request timers, and a CLI has nothing else to tear down.
-    auto quickExit = [](int status) {
+    // Every way out closes the bus connection first (an AMQP close: cped logs nothing, where a
+    // connection dropped by _exit() showed up in its log as a transport error).
+    Shell shell(o);
+    auto leave = [&shell](int status) {
+        shell.close();
         std::cout.flush();
-        std::cerr.flush();
-        std::fflush(nullptr);
-        ::_exit(status);
         return status;
     };
-    Shell shell(o);
     if (words.empty()) {
         if (!::isatty(0)) {
             // Commands from a pipe, one per line.
@@ -502,11 +503,11 @@ int runShell(int argc, char** argv) {
                 if (!w) return (std::cerr << "pcloudsh: " << w.error().message << "\n", kUsage);
                 if (w->empty() || (*w)[0][0] == '#') continue;
                 status = shell.execute(*w);
-                if (status != kOk) return quickExit(status);
+                if (status != kOk) return leave(status);
             }
-            return quickExit(status);
+            return leave(status);
         }
-        return quickExit(shell.interactive());
+        return leave(shell.interactive());
     }
     // One-shot: Ctrl-C ends a follow cleanly.
     if (::pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) == 0) {
@@ -516,7 +517,7 @@ int runShell(int argc, char** argv) {
         ::sigaction(SIGINT, &sa, nullptr);
         ::sigaction(SIGTERM, &sa, nullptr);
     }
-    return quickExit(shell.execute(words));
+    return leave(shell.execute(words));
 }
 
 } // namespace pcloud::control

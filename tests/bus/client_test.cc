@@ -3,8 +3,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
 #include <atomic>
 #include <future>
+#include <memory>
+#include <thread>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <type_traits>
+#include <unistd.h>
 
 namespace pcloud::bus::test {
 
@@ -123,6 +131,260 @@ TEST(BusClient, RequestWithoutServerTimesOutWithAClearError) {
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("no reply from pcloud.dped.nobody"), std::string::npos)
         << r.error().message;
+}
+
+// ---- close() ----
+// Proton 0.37's container::run() does not return after stop() while a task scheduled on the
+// container is still pending, and such tasks cannot be cancelled: close() used to wait out
+// every request's timeout (answered or not) and any pending reconnect. Each test below makes
+// the thing close() used to wait for last 10 minutes, far beyond the bounded waits, so only a
+// prompt close() passes. A close() that does not return fails the test; the client is then
+// left to its background thread (leaked) so that the test does not hang.
+
+namespace {
+
+// Runs `f` on a thread of its own; the future does not block in its destructor.
+template <typename F> auto inBackground(F f) {
+    auto done = std::make_shared<std::promise<decltype(f())>>();
+    auto future = done->get_future();
+    std::thread([done, f = std::move(f)]() mutable {
+        if constexpr (std::is_void_v<decltype(f())>) {
+            f();
+            done->set_value();
+        } else {
+            done->set_value(f());
+        }
+    }).detach();
+    return future;
+}
+
+// close() on another thread, waited for up to kDeadline.
+bool closesInTime(std::unique_ptr<Client>& c) {
+    Client* raw = c.get();
+    if (inBackground([raw] { raw->close(); }).wait_for(kDeadline) == std::future_status::ready)
+        return true;
+    (void)c.release(); // still inside close(): leaked on purpose
+    return false;
+}
+
+// A TCP relay to the hub that can freeze: from then on it swallows every byte, like a peer
+// whose host hung. Serves one connection.
+class Relay {
+public:
+    explicit Relay(int target) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&a), len), 0);
+        EXPECT_EQ(::listen(listener_, 1), 0);
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this, target] { run(target); });
+    }
+    ~Relay() {
+        stop_ = true;
+        thread_.join();
+        ::close(listener_);
+    }
+    int port() const { return port_; }
+    void freeze() { frozen_ = true; }
+
+private:
+    void run(int target) {
+        pollfd l{listener_, POLLIN, 0};
+        while (!stop_ && ::poll(&l, 1, 20) == 0) {
+        }
+        if (stop_) return;
+        int client = ::accept(listener_, nullptr, nullptr);
+        int hub = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<uint16_t>(target));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        EXPECT_EQ(::connect(hub, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        char buf[4096];
+        while (!stop_) {
+            pollfd p[2] = {{client, POLLIN, 0}, {hub, POLLIN, 0}};
+            if (::poll(p, 2, 20) <= 0) continue;
+            for (int i = 0; i < 2; ++i) {
+                if (!(p[i].revents & (POLLIN | POLLHUP))) continue;
+                ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+                if (n <= 0) {
+                    stop_ = true;
+                    break;
+                }
+                if (!frozen_) (void)!::write(p[1 - i].fd, buf, static_cast<size_t>(n));
+            }
+        }
+        ::close(client);
+        ::close(hub);
+    }
+
+    int listener_ = -1;
+    int port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<bool> frozen_{false};
+    std::thread thread_;
+};
+
+} // namespace
+
+// close() with a request still waiting for its reply (a server that never answers): the
+// waiting request() fails at once with a "closed" error instead of waiting out its timeout,
+// and close() itself returns.
+TEST(BusClient, CloseFailsAPendingRequestAtOnce) {
+    auto hub = startHub();
+    auto server = connectTo(*hub);
+    std::atomic<int> held{0};
+    ASSERT_TRUE(server->waitSubscribed(server->serve("pcloud.cped",
+                                                     [&held](const Message&) -> std::optional<std::string> {
+                                                         ++held;
+                                                         return std::nullopt; // never answers
+                                                     }),
+                                       kDeadline));
+    auto shell = connectTo(*hub);
+    Client* raw = shell.get();
+    auto pending = inBackground(
+        [raw] { return raw->request("pcloud.cped", R"({"v":1,"id":"never"})", 10min, {}, "never"); });
+    ASSERT_TRUE(waitUntil([&] { return held.load() == 1; })); // the request is out, unanswered
+    ASSERT_TRUE(closesInTime(shell)) << "close() did not return";
+    if (pending.wait_for(kDeadline) != std::future_status::ready) {
+        (void)shell.release(); // request() still uses it
+        FAIL() << "request() still waits after close()";
+    }
+    auto r = pending.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message, "the bus client was closed");
+    EXPECT_FALSE(shell->connected());
+    // The closed client refuses new work with the same error, at once.
+    auto after = shell->request("pcloud.cped", "{}", 10min);
+    ASSERT_FALSE(after.ok());
+    EXPECT_EQ(after.error().message, "the bus client was closed");
+    EXPECT_FALSE(shell->send("pcloud.cped", "{}").ok());
+    EXPECT_EQ(shell->subscribe("pcloud.events", [](const Message&) {}), 0u);
+}
+
+// The same for requestAsync(): each callback runs exactly once, with the "closed" error, also
+// for a request that was never written (its client never connected).
+TEST(BusClient, CloseFailsPendingAsyncRequestsOnceEach) {
+    auto hub = startHub();
+    auto server = connectTo(*hub);
+    ASSERT_TRUE(server->waitSubscribed(
+        server->serve("pcloud.cped", [](const Message&) -> std::optional<std::string> { return std::nullopt; }),
+        kDeadline));
+    auto shell = connectTo(*hub);
+    auto offline = std::make_unique<Client>();
+    ClientOptions o;
+    o.url = "amqp://127.0.0.1:1"; // nothing listens: the request stays queued, unwritten
+    ASSERT_TRUE(offline->connect(o).ok());
+
+    auto state = std::make_shared<std::pair<std::mutex, std::vector<std::string>>>();
+    auto record = [state](Result<Message> r) {
+        std::lock_guard lock(state->first);
+        state->second.push_back(r.ok() ? std::string("ok") : r.error().message);
+    };
+    auto results = [state] {
+        std::lock_guard lock(state->first);
+        return state->second;
+    };
+    for (int i = 0; i < 3; ++i) shell->requestAsync("pcloud.cped", numbered(i), 10min, record);
+    offline->requestAsync("pcloud.cped", numbered(9), 10min, record);
+    ASSERT_TRUE(waitUntil([&] { return shell->stats().pending == 0; })); // written, unanswered
+
+    ASSERT_TRUE(closesInTime(shell));
+    ASSERT_TRUE(closesInTime(offline));
+    auto errors = results();
+    ASSERT_EQ(errors.size(), 4u);
+    for (const auto& e : errors) EXPECT_EQ(e, "the bus client was closed");
+    shell->close(); // a second close is harmless and fails nothing twice
+    EXPECT_EQ(results().size(), 4u);
+}
+
+// An answered request leaves nothing behind that close() has to wait for, however long its
+// timeout was.
+TEST(BusClient, CloseIsPromptAfterAnAnsweredRequestWithALongTimeout) {
+    auto hub = startHub();
+    auto server = connectTo(*hub);
+    ASSERT_TRUE(server->waitSubscribed(server->serve("pcloud.cped", echoHandler()), kDeadline));
+    auto shell = connectTo(*hub);
+    auto r = shell->request("pcloud.cped", R"({"v":1,"id":"a"})", 10min, {}, "a");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    ASSERT_TRUE(closesInTime(shell));
+}
+
+// A client waiting to reconnect (its hub went away, or was never there) closes without
+// waiting for the next attempt.
+TEST(BusClient, CloseIsPromptWhileWaitingToReconnect) {
+    auto hub = startHub();
+    ClientOptions o;
+    o.url = hubUrl(*hub);
+    o.reconnectMin = 10min; // the first retry after a loss is 10 minutes away
+    o.reconnectMax = 10min;
+    auto lostHub = std::make_unique<Client>();
+    ASSERT_TRUE(lostHub->connect(o).ok());
+    ASSERT_TRUE(lostHub->waitConnected(kDeadline));
+    hub->stop();
+    ASSERT_TRUE(waitUntil([&] { return !lostHub->connected(); }));
+
+    o.url = "amqp://127.0.0.1:1"; // refused at once, then 10 minutes until the next attempt
+    auto neverConnected = std::make_unique<Client>();
+    ASSERT_TRUE(neverConnected->connect(o).ok());
+    EXPECT_FALSE(neverConnected->waitConnected(200ms));
+
+    ASSERT_TRUE(closesInTime(lostHub));
+    ASSERT_TRUE(closesInTime(neverConnected));
+}
+
+// A client that sent and closes at once (waitIdle() then close(), as cped and dped do on their
+// way out) still delivers what it sent: close() ends the connection after it, not over it.
+TEST(BusClient, CloseRightAfterSendStillDelivers) {
+    auto hub = startHub();
+    Inbox inbox;
+    auto listener = connectTo(*hub);
+    ASSERT_TRUE(listener->waitSubscribed(listener->subscribe("pcloud.t", inbox.callback()), kDeadline));
+    auto c = connectTo(*hub);
+    ASSERT_TRUE(c->send("pcloud.t", numbered(1)).ok());
+    ASSERT_TRUE(c->waitIdle(kDeadline));
+    ASSERT_TRUE(closesInTime(c));
+    ASSERT_TRUE(inbox.waitFor(1));
+    EXPECT_EQ(inbox.bodies()[0], numbered(1));
+}
+
+// A peer that stops answering (its host hung) cannot hold close() up: the AMQP close gets no
+// answer, and after a short grace the client drops the connection without it.
+TEST(BusClient, CloseGivesUpOnAPeerThatDoesNotAnswer) {
+    auto hub = startHub();
+    Relay relay(hub->boundPort());
+    auto c = std::make_unique<Client>();
+    ASSERT_TRUE(c->connect("amqp://127.0.0.1:" + std::to_string(relay.port())).ok());
+    ASSERT_TRUE(c->waitConnected(kDeadline));
+    relay.freeze();
+    Client* raw = c.get();
+    auto pending = inBackground([raw] { return raw->request("pcloud.cped", "{}", 10min); });
+    ASSERT_TRUE(waitUntil([&] { return raw->stats().pending == 0; })); // written into the void
+    ASSERT_TRUE(closesInTime(c));
+    if (pending.wait_for(kDeadline) != std::future_status::ready) {
+        (void)c.release();
+        FAIL() << "request() still waits after close()";
+    }
+    auto r = pending.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message, "the bus client was closed");
+}
+
+// After close(), the same Client can connect again.
+TEST(BusClient, ConnectsAgainAfterClose) {
+    auto hub = startHub();
+    auto server = connectTo(*hub);
+    ASSERT_TRUE(server->waitSubscribed(server->serve("pcloud.cped", echoHandler()), kDeadline));
+    auto c = connectTo(*hub);
+    c->close();
+    ASSERT_TRUE(c->connect(hubUrl(*hub)).ok());
+    ASSERT_TRUE(c->waitConnected(kDeadline));
+    auto r = c->request("pcloud.cped", R"({"v":1,"id":"again"})", 5s, {}, "again");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
 }
 
 TEST(BusClient, RequestOnTheClientThreadFailsInsteadOfDeadlocking) {

@@ -81,7 +81,8 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
 
 class Cped {
 public:
-    Cped(std::string dir, int port) : dir_(std::move(dir)), port_(port) {}
+    Cped(std::string dir, int port, std::vector<std::string> extra = {})
+        : dir_(std::move(dir)), port_(port), extra_(std::move(extra)) {}
     ~Cped() { stop(); }
     std::string url() const { return "amqp://127.0.0.1:" + std::to_string(port_); }
 
@@ -92,8 +93,14 @@ public:
             int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             ::dup2(fd, 1);
             ::dup2(fd, 2);
-            ::execl(CPED_BIN, CPED_BIN, "--state-dir", dir_.c_str(), "--listen", url().c_str(),
-                    "--dped-path", FAKE_DPED, "--dped-timeout", "1s", nullptr);
+            std::vector<std::string> argv = {CPED_BIN,    "--state-dir",    dir_,
+                                             "--listen",  url(),            "--dped-path",
+                                             FAKE_DPED,   "--dped-timeout", "1s"};
+            argv.insert(argv.end(), extra_.begin(), extra_.end());
+            std::vector<char*> args;
+            for (auto& a : argv) args.push_back(a.data());
+            args.push_back(nullptr);
+            ::execv(CPED_BIN, args.data());
             ::_exit(127);
         }
     }
@@ -124,9 +131,38 @@ public:
 private:
     std::string dir_;
     int port_;
+    std::vector<std::string> extra_;
     pid_t pid_ = 0;
     std::string log_;
 };
+
+// A peer that connects to the hub, sends the AMQP header and goes away without a close, as a
+// killed process does. Returns its address as the hub's log names it ("127.0.0.1:PORT").
+std::string vanishingPeer(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    std::string self = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    EXPECT_EQ(::write(fd, "AMQP\x00\x01\x00\x00", 8), 8);
+    // Read the hub's header first, so the close is a plain FIN.
+    std::string got;
+    char buf[64];
+    for (int i = 0; i < 500 && got.size() < 8; ++i) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 20) > 0) {
+            ssize_t n = ::read(fd, buf, sizeof buf);
+            if (n <= 0) break;
+            got.append(buf, static_cast<size_t>(n));
+        }
+    }
+    ::close(fd);
+    return self;
+}
 
 class ShellTest : public ::testing::Test {
 protected:
@@ -335,6 +371,44 @@ TEST_F(ShellTest, BadInputIsRejectedAndChangesNothing) {
                   "--timeout", "1", "status"});
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.err.find("cannot reach cped"), std::string::npos) << r.err;
+}
+
+// A one-shot pcloudsh ends its connection with an AMQP close, so cped, even at info level, logs
+// nothing about it; a peer that really vanishes is still logged, as a disconnect that names it.
+// (pcloudsh used to _exit() with the connection open: one "framing-error" line per command.)
+TEST(ShellExit, OneShotClosesItsConnectionSoCpedLogsNothing) {
+    int port = freePort();
+    Cped cped(tempDir("shell-exit"), port, {"--log-level", "info"});
+    cped.start();
+    ASSERT_TRUE(cped.waitReady()) << cped.log();
+    for (int i = 0; i < 5; ++i) {
+        auto r = run({PCLOUDSH_BIN, "--broker", cped.url(), "deployable_list"});
+        EXPECT_EQ(r.status, 0) << r.err;
+    }
+    auto refused = run({PCLOUDSH_BIN, "--broker", cped.url(), "deployable_start", "nope"});
+    EXPECT_EQ(refused.status, 1) << refused.err; // an error reply ends with a close as well
+
+    // The vanished peer's line, once there, shows that cped has handled every close before it.
+    const std::string field = "peer=" + vanishingPeer(port) + " ";
+    std::string log;
+    for (int i = 0; i < 500 && log.find(field) == std::string::npos; ++i) {
+        std::this_thread::sleep_for(20ms);
+        log = cped.log();
+    }
+    ASSERT_NE(log.find(field), std::string::npos) << log;
+    std::string line = log.substr(log.rfind('\n', log.find(field)) + 1);
+    line = line.substr(0, line.find('\n'));
+    EXPECT_NE(line.find(" info: Hub peer disconnected without closing its connection"), std::string::npos)
+        << line;
+    size_t disconnects = 0;
+    for (size_t p = log.find("Hub peer disconnected"); p != std::string::npos;
+         p = log.find("Hub peer disconnected", p + 1))
+        ++disconnects;
+    EXPECT_EQ(disconnects, 1u) << log;
+    EXPECT_EQ(log.find("framing"), std::string::npos) << log;
+    EXPECT_EQ(log.find("Hub dropped"), std::string::npos) << log;
+    EXPECT_NE(log.find("Command handled command=deployable_start"), std::string::npos) << log;
+    cped.stop();
 }
 
 TEST(CpedStart, CorruptDbRefusesToStartAndLeavesFileAlone) {
