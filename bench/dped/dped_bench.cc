@@ -58,7 +58,8 @@ std::int64_t monoUs() {
 
 long rssKb(pid_t pid) {
     auto text = fs::readFile("/proc/" + std::to_string(pid) + "/status");
-    if (!text) return -1;
+    if (!text)
+        return -1;
     auto pos = text->find("VmRSS:");
     return pos == std::string::npos ? -1 : std::atol(text->c_str() + pos + 6);
 }
@@ -70,7 +71,8 @@ struct Stats {
 Stats stats(std::vector<double> v) {
     Stats s;
     s.n = v.size();
-    if (v.empty()) return s;
+    if (v.empty())
+        return s;
     std::sort(v.begin(), v.end());
     auto at = [&](double q) {
         auto i = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
@@ -83,8 +85,10 @@ Stats stats(std::vector<double> v) {
 }
 void printRow(const char* what, const std::vector<double>& v) {
     auto s = stats(v);
-    if (s.n == 0) std::printf("%-44s %10s %10s %10s %4s\n", what, "-", "-", "-", "0");
-    else std::printf("%-44s %10.1f %10.1f %10.1f %4zu\n", what, s.median, s.p99, s.max, s.n);
+    if (s.n == 0)
+        std::printf("%-44s %10s %10s %10s %4s\n", what, "-", "-", "-", "0");
+    else
+        std::printf("%-44s %10.1f %10.1f %10.1f %4zu\n", what, s.median, s.p99, s.max, s.n);
 }
 
 // First line at/after byte `from` of the log containing `what` and `assembly=A ` with a
@@ -95,15 +99,20 @@ std::optional<std::int64_t> logMono(const std::string& log, std::size_t from,
     std::size_t pos = from;
     while (pos < log.size()) {
         auto end = log.find('\n', pos);
-        if (end == std::string::npos) end = log.size();
+        if (end == std::string::npos)
+            end = log.size();
         std::string_view line(log.data() + pos, end - pos);
         pos = end + 1;
-        if (line.find(what) == std::string_view::npos) continue;
-        if (line.find("assembly=" + assembly + " ") == std::string_view::npos) continue;
+        if (line.find(what) == std::string_view::npos)
+            continue;
+        if (line.find("assembly=" + assembly + " ") == std::string_view::npos)
+            continue;
         auto m = line.find("mono_us=");
-        if (m == std::string_view::npos) continue;
+        if (m == std::string_view::npos)
+            continue;
         std::int64_t us = std::atoll(std::string(line.substr(m + 8, 24)).c_str());
-        if (us >= after) return us;
+        if (us >= after)
+            return us;
     }
     return std::nullopt;
 }
@@ -126,7 +135,8 @@ private:
             if (us >= after && e.value("assembly", "") == assembly &&
                 e.value("state", "") == state &&
                 e.value("reason", "").find(reasonPart) != std::string::npos) {
-                if (reason) *reason = e.value("reason", "");
+                if (reason)
+                    *reason = e.value("reason", "");
                 return us;
             }
         return std::nullopt;
@@ -135,7 +145,7 @@ private:
     bus::Hub hub_;
     bus::Client client_;
     std::mutex mu_;
-    std::vector<std::pair<std::int64_t, json>> events_;  // receive mono_us, event
+    std::vector<std::pair<std::int64_t, json>> events_; // receive mono_us, event
     std::string dep_, dir_, log_;
     std::vector<std::string> names_;
     std::string readLog() {
@@ -153,31 +163,35 @@ bool Bench::setUp(int assemblies, Millis hbTimeout) {
         return false;
     }
     std::string guest = out.substr(pos + 10);
-    while (!guest.empty() && isspace(static_cast<unsigned char>(guest.back()))) guest.pop_back();
+    while (!guest.empty() && isspace(static_cast<unsigned char>(guest.back())))
+        guest.pop_back();
 
     dep_ = "pcb" + std::to_string(::getpid());
     dir_ = "/tmp/" + dep_;
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_ + "/channels");
-    if (!hub_.start("amqp://127.0.0.1:0").ok()) return false;
+    if (!hub_.start("amqp://127.0.0.1:0").ok())
+        return false;
     if (!client_.connect("amqp://127.0.0.1:" + std::to_string(hub_.boundPort())).ok() ||
         !client_.waitConnected(10s))
         return false;
     auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
         auto now = monoUs();
         auto j = json::parse(m.body, nullptr, false);
-        if (j.is_discarded()) return;
+        if (j.is_discarded())
+            return;
         std::lock_guard lock(mu_);
         events_.emplace_back(now, j);
     });
-    if (!client_.waitSubscribed(sub, 10s)) return false;
+    if (!client_.waitSubscribed(sub, 10s))
+        return false;
 
     model::Model m;
     model::Deployable d;
     d.name = dep_;
     d.heartbeat_interval = 1'000;
     d.heartbeat_timeout = hbTimeout;
-    d.backoff = {0, 1.0, 0, 300'000};  // restart at once every time: measure, not back off
+    d.backoff = {0, 1.0, 0, 300'000}; // restart at once every time: measure, not back off
     d.escalation = {100'000, 3'600'000};
     d.referee.driver = "log";
     for (int i = 0; i < assemblies; ++i) {
@@ -199,7 +213,8 @@ bool Bench::setUp(int assemblies, Millis hbTimeout) {
         names_.push_back(name);
     }
     m.deployables[dep_] = d;
-    if (!store::saveModel(dir_, m).ok()) return false;
+    if (!store::saveModel(dir_, m).ok())
+        return false;
 
     log_ = dir_ + "/dped.log";
     const char* other = std::getenv("DPED_BIN");
@@ -226,14 +241,16 @@ void Bench::tearDown() {
 json Bench::status() {
     auto r = client_.request("pcloud.dped." + dep_,
                              R"({"v":1,"type":"command","id":"s","command":"status"})", 5s);
-    if (!r) return json();
+    if (!r)
+        return json();
     auto j = json::parse(r->body, nullptr, false);
     return j.is_discarded() ? json() : j.value("result", json());
 }
 
 bool Bench::healthy(const std::string& name) {
     auto st = status();
-    if (!st.is_object()) return false;
+    if (!st.is_object())
+        return false;
     for (const auto& a : st["assemblies"])
         if (a["name"] == name)
             return a["domain"] == "running" && a["agent"] == "connected" && a["phase"] == "up" &&
@@ -243,7 +260,8 @@ bool Bench::healthy(const std::string& name) {
 
 bool Bench::allHealthy() {
     for (const auto& n : names_)
-        if (!healthy(n)) return false;
+        if (!healthy(n))
+            return false;
     return true;
 }
 
@@ -276,10 +294,13 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs
         bool ok = waitFor([&] { return qemuPidOf(target) != qemu && healthy(target); }, 180s, 50ms);
         // The libvirt event may trail the restart; give it its own bounded wait.
         std::string log;
-        waitFor([&] {
-            log = readLog();
-            return logMono(log, logSize, "libvirt reports domain stopped", target, t0).has_value();
-        }, 10s, 50ms);
+        waitFor(
+            [&] {
+                log = readLog();
+                return logMono(log, logSize, "libvirt reports domain stopped", target, t0)
+                    .has_value();
+            },
+            10s, 50ms);
         auto ms = [&](std::optional<std::int64_t> us) { return us ? (*us - t0) / 1000.0 : -1.0; };
         auto p = logMono(log, logSize, "qemu process exited", target, t0);
         auto c = logMono(log, logSize, "Guest channel closed", target, t0);
@@ -289,17 +310,26 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs
         auto f = eventAt(target, "failed", "", t0);
         std::optional<std::int64_t> first;
         for (const std::optional<std::int64_t>& v : {p, c})
-            if (v && (!first || *v < *first)) first = v;
+            if (v && (!first || *v < *first))
+                first = v;
         std::printf("%-5d %9.1f %9.1f %9.1f %11.1f %10.1f %10.1f %9.1f%s\n", i + 1, ms(p), ms(c),
                     ms(first), ms(l), ms(r), ms(h), ms(f), ok ? "" : "  (not healthy again!)");
-        if (p) pidfd.push_back(ms(p));
-        if (c) eof.push_back(ms(c));
-        if (first) earliest.push_back(ms(first));
-        if (l) libvirtEv.push_back(ms(l));
-        if (r) running.push_back(ms(r));
-        if (h) heartbeat.push_back(ms(h));
-        if (f) failedEv.push_back(ms(f));
-        if (!ok) break;
+        if (p)
+            pidfd.push_back(ms(p));
+        if (c)
+            eof.push_back(ms(c));
+        if (first)
+            earliest.push_back(ms(first));
+        if (l)
+            libvirtEv.push_back(ms(l));
+        if (r)
+            running.push_back(ms(r));
+        if (h)
+            heartbeat.push_back(ms(h));
+        if (f)
+            failedEv.push_back(ms(f));
+        if (!ok)
+            break;
         // Let the other guests settle too, so each kill starts from a healthy deployable.
         waitFor([&] { return allHealthy(); }, 60s, 50ms);
     }
@@ -309,11 +339,12 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs
     for (int i = 0; i < stops; ++i) {
         pid_t qemu = qemuPidOf(target);
         std::int64_t t0 = monoUs();
-        if (qemu <= 0 || ::kill(qemu, SIGSTOP) != 0) break;
+        if (qemu <= 0 || ::kill(qemu, SIGSTOP) != 0)
+            break;
         std::string reason;
-        bool declared = waitFor([&] {
-            return eventAt(target, "failed", "heartbeat timeout", t0, &reason).has_value();
-        }, std::chrono::milliseconds(hbTimeout + 30'000), 50ms);
+        bool declared = waitFor(
+            [&] { return eventAt(target, "failed", "heartbeat timeout", t0, &reason).has_value(); },
+            std::chrono::milliseconds(hbTimeout + 30'000), 50ms);
         auto at = eventAt(target, "failed", "heartbeat timeout", t0);
         // "heartbeat timeout: no heartbeat for 3012ms (timeout 3s)": dped's own measure.
         double excess = -1;
@@ -327,8 +358,9 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs
         }
         hangTotal.push_back(total);
         hangExcess.push_back(excess);
-        ::kill(qemu, SIGCONT);  // dped destroys it anyway; do not leave a stopped process
-        if (!waitFor([&] { return qemuPidOf(target) != qemu && allHealthy(); }, 180s, 50ms)) break;
+        ::kill(qemu, SIGCONT); // dped destroys it anyway; do not leave a stopped process
+        if (!waitFor([&] { return qemuPidOf(target) != qemu && allHealthy(); }, 180s, 50ms))
+            break;
     }
     std::vector<double> otherPidfd, otherFailed;
     int overlapped = 0;
@@ -338,26 +370,32 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs
         std::printf("\n%-5s %14s %14s %18s\n", "pair", "B:pidfd_seen", "B:failed_ev",
                     "A:running_after_B");
         for (int i = 0; i < pairs; ++i) {
-            if (!waitFor([&] { return allHealthy(); }, 120s, 50ms)) break;
+            if (!waitFor([&] { return allHealthy(); }, 120s, 50ms))
+                break;
             pid_t qa = qemuPidOf(a), qb = qemuPidOf(b);
-            if (qa <= 0 || qb <= 0) break;
+            if (qa <= 0 || qb <= 0)
+                break;
             auto logSize = readLog().size();
             std::int64_t tA = monoUs();
             ::kill(qa, SIGKILL);
             // B dies once dped has taken in A's death, i.e. while A's recovery is starting.
             std::string log;
-            if (!waitFor([&] {
-                    log = readLog();
-                    return logMono(log, logSize, "qemu process exited", a, tA).has_value();
-                }, 10s, 2ms))
+            if (!waitFor(
+                    [&] {
+                        log = readLog();
+                        return logMono(log, logSize, "qemu process exited", a, tA).has_value();
+                    },
+                    10s, 2ms))
                 break;
             std::int64_t tB = monoUs();
             ::kill(qb, SIGKILL);
-            bool ok = waitFor([&] {
-                return qemuPidOf(a) != qa && qemuPidOf(b) != qb && allHealthy();
-            }, 180s, 50ms);
+            bool ok =
+                waitFor([&] { return qemuPidOf(a) != qa && qemuPidOf(b) != qb && allHealthy(); },
+                        180s, 50ms);
             log = readLog();
-            auto ms = [&](std::optional<std::int64_t> us) { return us ? (*us - tB) / 1000.0 : -1.0; };
+            auto ms = [&](std::optional<std::int64_t> us) {
+                return us ? (*us - tB) / 1000.0 : -1.0;
+            };
             auto bp = logMono(log, logSize, "qemu process exited", b, tB);
             auto bf = eventAt(b, "failed", "", tB);
             auto ar = logMono(log, logSize, "Domain running", a, tA);
@@ -366,9 +404,12 @@ int Bench::run(int kills, int stops, int assemblies, Millis hbTimeout, int pairs
             overlapped += overlap ? 1 : 0;
             std::printf("%-5d %14.1f %14.1f %18.1f%s\n", i + 1, ms(bp), ms(bf), ms(ar),
                         ok ? "" : "  (not healthy again!)");
-            if (bp) otherPidfd.push_back(ms(bp));
-            if (bf) otherFailed.push_back(ms(bf));
-            if (!ok) break;
+            if (bp)
+                otherPidfd.push_back(ms(bp));
+            if (bf)
+                otherFailed.push_back(ms(bf));
+            if (!ok)
+                break;
         }
     }
     long rssEnd = rssKb(dped_);

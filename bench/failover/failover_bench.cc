@@ -45,8 +45,8 @@
 #include <unistd.h>
 
 using namespace pcloud;
-using testsupport::qemuPidOf;
 using nlohmann::json;
+using testsupport::qemuPidOf;
 using namespace std::chrono_literals;
 
 namespace {

@@ -229,8 +229,8 @@ void AgentCore::handle(proto::Command cmd) {
             heartbeat_interval_ = *cmd.heartbeat_interval;
             // A shorter period takes effect now, not after the old one runs out.
             if (link_up_)
-                next_heartbeat_ = std::min(next_heartbeat_,
-                                           clock_.monotonicMs() + heartbeat_interval_);
+                next_heartbeat_ =
+                    std::min(next_heartbeat_, clock_.monotonicMs() + heartbeat_interval_);
         }
         json units = json::array();
         for (const auto& s : snapshot())

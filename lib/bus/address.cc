@@ -8,9 +8,11 @@ std::vector<std::string> defaultTopicPatterns() {
 
 bool matchesTopic(std::string_view address, const std::vector<std::string>& patterns) {
     for (const auto& p : patterns) {
-        if (p.empty()) continue;
+        if (p.empty())
+            continue;
         if (p.back() == '.') {
-            if (address.size() > p.size() && address.substr(0, p.size()) == p) return true;
+            if (address.size() > p.size() && address.substr(0, p.size()) == p)
+                return true;
         } else if (address == p) {
             return true;
         }

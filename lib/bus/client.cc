@@ -92,7 +92,8 @@ public:
     void at(Clock::time_point when, Work work) {
         {
             std::lock_guard lock(mutex_);
-            if (stopped_) return;
+            if (stopped_)
+                return;
             due_.emplace(when, std::move(work));
         }
         wake_.notify_one();
@@ -105,7 +106,8 @@ public:
             due_.clear();
         }
         wake_.notify_one();
-        if (thread_.joinable()) thread_.join();
+        if (thread_.joinable())
+            thread_.join();
     }
 
 private:
@@ -171,7 +173,7 @@ struct Client::Impl : proton::messaging_handler {
     Alarms alarms; // every delayed task (request deadlines, reconnects) goes through here
     std::atomic<std::thread::id> threadId{};
     proton::connection conn;
-    bool open = false; // conn is usable
+    bool open = false;                             // conn is usable
     std::map<std::string, proton::sender> senders; // by wire address
     std::map<std::uint64_t, proton::receiver> subLinks;
     std::map<proton::receiver, std::uint64_t> linkToSub;
@@ -194,7 +196,8 @@ struct Client::Impl : proton::messaging_handler {
 
     void post(std::function<void()> fn) {
         std::lock_guard lock(mutex);
-        if (connWork) connWork->add(std::move(fn));
+        if (connWork)
+            connWork->add(std::move(fn));
     }
 
     // Request deadlines: one sweep is armed for the earliest deadline (under mutex, from any
@@ -202,7 +205,8 @@ struct Client::Impl : proton::messaging_handler {
     std::chrono::steady_clock::time_point sweepAt = std::chrono::steady_clock::time_point::max();
     // mutex held
     void armSweepLocked(std::chrono::steady_clock::time_point deadline) {
-        if (deadline >= sweepAt) return;
+        if (deadline >= sweepAt)
+            return;
         sweepAt = deadline;
         alarms.at(deadline, [this] { sweep(); });
     }
@@ -223,10 +227,12 @@ struct Client::Impl : proton::messaging_handler {
                     ++it;
                 }
             }
-            if (next != std::chrono::steady_clock::time_point::max()) armSweepLocked(next);
+            if (next != std::chrono::steady_clock::time_point::max())
+                armSweepLocked(next);
         }
         changed.notify_all();
-        for (auto& [cb, text] : expired) invoke([&] { cb(makeError(text)); });
+        for (auto& [cb, text] : expired)
+            invoke([&] { cb(makeError(text)); });
     }
     // Fails every waiting request with `text`, written or not (client thread, or the closing
     // thread once the client's thread has ended).
@@ -241,12 +247,14 @@ struct Client::Impl : proton::messaging_handler {
             requests.clear();
         }
         changed.notify_all();
-        for (auto& cb : failed) invoke([&] { cb(makeError(text)); });
+        for (auto& cb : failed)
+            invoke([&] { cb(makeError(text)); });
     }
     // mutex held: takes back a request not yet written, nobody waits for its reply any more.
     void dropQueuedRequest(const std::string& wire, const std::string& id) {
         auto qit = outgoing.find(wire);
-        if (qit == outgoing.end()) return;
+        if (qit == outgoing.end())
+            return;
         auto& q = qit->second;
         for (auto o = q.begin(); o != q.end(); ++o) {
             if (o->requestId == id) {
@@ -255,14 +263,16 @@ struct Client::Impl : proton::messaging_handler {
                 break;
             }
         }
-        if (q.empty()) outgoing.erase(qit);
+        if (q.empty())
+            outgoing.erase(qit);
     }
 
     // ---- connection management (client thread) ----
     void connectNow() {
         {
             std::lock_guard lock(mutex);
-            if (closing) return;
+            if (closing)
+                return;
         }
         proton::connection_options co;
         co.idle_timeout(toDuration(options.idleTimeout));
@@ -274,7 +284,8 @@ struct Client::Impl : proton::messaging_handler {
         try {
             container->connect(url.hostPort(), co);
         } catch (const std::exception& e) {
-            PCLOUD_LOG(Warning, "Bus connect failed", {{"url", url.hostPort()}, {"error", e.what()}});
+            PCLOUD_LOG(Warning, "Bus connect failed",
+                       {{"url", url.hostPort()}, {"error", e.what()}});
             scheduleReconnect();
         }
     }
@@ -282,7 +293,8 @@ struct Client::Impl : proton::messaging_handler {
     void scheduleReconnect() {
         {
             std::lock_guard lock(mutex);
-            if (closing) return;
+            if (closing)
+                return;
         }
         backoff = backoff.count() == 0 ? options.reconnectMin
                                        : std::min(backoff * 2, options.reconnectMax);
@@ -303,10 +315,11 @@ struct Client::Impl : proton::messaging_handler {
     }
 
     void openSubscription(std::uint64_t id, const std::string& wire) {
-        if (!open || subLinks.count(id)) return;
-        proton::receiver r =
-            conn.open_receiver(wire, proton::receiver_options().credit_window(
-                                         static_cast<int>(options.receiverCredit)));
+        if (!open || subLinks.count(id))
+            return;
+        proton::receiver r = conn.open_receiver(
+            wire,
+            proton::receiver_options().credit_window(static_cast<int>(options.receiverCredit)));
         subLinks[id] = r;
         linkToSub[r] = id;
     }
@@ -322,17 +335,21 @@ struct Client::Impl : proton::messaging_handler {
             connWork = &c.work_queue();
             isConnected = true;
             ++stats.connects;
-            for (const auto& [id, s] : subs) toOpen.emplace_back(id, s.wire);
+            for (const auto& [id, s] : subs)
+                toOpen.emplace_back(id, s.wire);
         }
-        for (const auto& [id, wire] : toOpen) openSubscription(id, wire);
+        for (const auto& [id, wire] : toOpen)
+            openSubscription(id, wire);
         PCLOUD_LOG(Info, "Bus connected", {{"url", url.hostPort()}});
         flushAll();
     }
 
     void openReplyReceiver() {
-        auto ro = proton::receiver_options().credit_window(static_cast<int>(options.receiverCredit));
+        auto ro =
+            proton::receiver_options().credit_window(static_cast<int>(options.receiverCredit));
         if (!dynamicRefused) {
-            replyReceiver = conn.open_receiver("", ro.source(proton::source_options().dynamic(true)));
+            replyReceiver =
+                conn.open_receiver("", ro.source(proton::source_options().dynamic(true)));
         } else {
             replyFallback = topicPrefix + std::string(kDynamicPrefix) + idPrefix +
                             std::to_string(++fallbackCounter);
@@ -345,12 +362,14 @@ struct Client::Impl : proton::messaging_handler {
         if (auto it = linkToSub.find(r); it != linkToSub.end()) {
             {
                 std::lock_guard lock(mutex);
-                if (auto sit = subs.find(it->second); sit != subs.end()) sit->second.ready = true;
+                if (auto sit = subs.find(it->second); sit != subs.end())
+                    sit->second.ready = true;
             }
             changed.notify_all();
             return;
         }
-        if (r != replyReceiver) return;
+        if (r != replyReceiver)
+            return;
         replyAddress = dynamicRefused ? replyFallback : r.source().address();
         {
             std::lock_guard lock(mutex);
@@ -364,7 +383,8 @@ struct Client::Impl : proton::messaging_handler {
     }
 
     void on_transport_error(proton::transport& t) override {
-        PCLOUD_LOG(Info, "Bus connection failed", {{"url", url.hostPort()}, {"error", t.error().what()}});
+        PCLOUD_LOG(Info, "Bus connection failed",
+                   {{"url", url.hostPort()}, {"error", t.error().what()}});
     }
 
     void on_transport_close(proton::transport&) override { lost(); }
@@ -398,9 +418,11 @@ struct Client::Impl : proton::messaging_handler {
             // RabbitMQ ends the whole session when it refuses a dynamic source: start over
             // with a private-topic reply address.
             dynamicRefused = true;
-            PCLOUD_LOG(Info, "Bus peer refused a dynamic reply address; reconnecting with a private topic",
-                       {{"url", url.hostPort()}, {"error", s.error().what()}});
-            if (open) conn.close();
+            PCLOUD_LOG(
+                Info, "Bus peer refused a dynamic reply address; reconnecting with a private topic",
+                {{"url", url.hostPort()}, {"error", s.error().what()}});
+            if (open)
+                conn.close();
             return;
         }
         PCLOUD_LOG(Warning, "Bus peer closed a session",
@@ -438,7 +460,8 @@ struct Client::Impl : proton::messaging_handler {
             connWork = nullptr;
             isConnected = false;
             replyReady = false;
-            for (auto& [id, sub] : subs) sub.ready = false;
+            for (auto& [id, sub] : subs)
+                sub.ready = false;
             // Replies to requests already written would go to the old reply address.
             for (auto it = requests.begin(); it != requests.end();) {
                 if (it->second.written && !stopping) {
@@ -459,7 +482,8 @@ struct Client::Impl : proton::messaging_handler {
             container->stop();
             return;
         }
-        if (wasOpen) PCLOUD_LOG(Notice, "Bus connection lost; reconnecting", {{"url", url.hostPort()}});
+        if (wasOpen)
+            PCLOUD_LOG(Notice, "Bus connection lost; reconnecting", {{"url", url.hostPort()}});
         scheduleReconnect();
     }
 
@@ -468,41 +492,50 @@ struct Client::Impl : proton::messaging_handler {
         std::vector<std::string> addresses;
         {
             std::lock_guard lock(mutex);
-            for (const auto& [a, q] : outgoing) addresses.push_back(a);
+            for (const auto& [a, q] : outgoing)
+                addresses.push_back(a);
         }
-        for (const auto& a : addresses) flush(a);
+        for (const auto& a : addresses)
+            flush(a);
     }
 
     void flush(const std::string& wire) {
-        if (!open) return;
+        if (!open)
+            return;
         std::unique_lock lock(mutex);
         auto qit = outgoing.find(wire);
-        if (qit == outgoing.end()) return;
+        if (qit == outgoing.end())
+            return;
         auto& q = qit->second;
         while (!q.empty()) {
             Outgoing& o = q.front();
             if (!o.requestId.empty()) {
-                if (replyAddress.empty()) break;
+                if (replyAddress.empty())
+                    break;
                 o.message.reply_to(replyAddress);
             }
             auto sit = senders.find(wire);
             if (sit == senders.end()) {
-                if (senders.size() > 256) closeIdleReplySenders();
+                if (senders.size() > 256)
+                    closeIdleReplySenders();
                 senders[wire] = conn.open_sender(wire);
                 break; // credit comes with on_sendable
             }
             proton::sender& s = sit->second;
-            if (!s.active() || s.credit() <= 0) break;
+            if (!s.active() || s.credit() <= 0)
+                break;
             s.send(o.message);
             ++stats.sent;
             if (!o.requestId.empty()) {
                 auto rit = requests.find(o.requestId);
-                if (rit != requests.end()) rit->second.written = true;
+                if (rit != requests.end())
+                    rit->second.written = true;
             }
             q.pop_front();
             --pending;
         }
-        if (q.empty()) outgoing.erase(qit);
+        if (q.empty())
+            outgoing.erase(qit);
         lock.unlock();
         changed.notify_all();
     }
@@ -526,7 +559,8 @@ struct Client::Impl : proton::messaging_handler {
             std::lock_guard lock(mutex);
             ++stats.rejected;
         }
-        PCLOUD_LOG(Warning, "Bus peer rejected a message", {{"address", t.sender().target().address()}});
+        PCLOUD_LOG(Warning, "Bus peer rejected a message",
+                   {{"address", t.sender().target().address()}});
     }
 
     // ---- receiving (client thread) ----
@@ -552,28 +586,34 @@ struct Client::Impl : proton::messaging_handler {
                     requests.erase(it);
                 }
             }
-            if (cb) invoke([&] { cb(std::move(msg)); });
+            if (cb)
+                invoke([&] { cb(std::move(msg)); });
             // else: a late reply to a request that timed out; nothing waits for it.
             return;
         }
         auto lit = linkToSub.find(r);
-        if (lit == linkToSub.end()) return;
+        if (lit == linkToSub.end())
+            return;
         MessageCallback callback;
         RequestHandler handler;
         {
             std::lock_guard lock(mutex);
             ++stats.received;
             auto sit = subs.find(lit->second);
-            if (sit == subs.end()) return;
+            if (sit == subs.end())
+                return;
             msg.address = sit->second.logical;
             callback = sit->second.callback;
             handler = sit->second.handler;
         }
-        if (callback) invoke([&] { callback(msg); });
-        if (!handler) return;
+        if (callback)
+            invoke([&] { callback(msg); });
+        if (!handler)
+            return;
         std::optional<std::string> reply;
         invoke([&] { reply = handler(msg); });
-        if (!reply) return;
+        if (!reply)
+            return;
         if (msg.replyTo.empty()) {
             PCLOUD_LOG(Warning, "Bus request has no reply_to; reply dropped",
                        {{"address", msg.address}, {"id", msg.correlationId}});
@@ -592,7 +632,9 @@ struct Client::Impl : proton::messaging_handler {
 
 Client::Client() = default;
 
-Client::~Client() { close(); }
+Client::~Client() {
+    close();
+}
 
 Status Client::connect(const std::string& url, const std::string& addressPrefix) {
     ClientOptions o;
@@ -606,10 +648,12 @@ Status Client::connect(ClientOptions options) {
         return makeError("the bus client is already connected to " + impl_->options.url);
     auto impl = std::make_shared<Impl>();
     std::string err;
-    if (!detail::parseUrl(options.url, impl->url, err)) return makeError(err);
-    if (options.topics.empty()) options.topics = defaultTopicPatterns();
+    if (!detail::parseUrl(options.url, impl->url, err))
+        return makeError(err);
+    if (options.topics.empty())
+        options.topics = defaultTopicPatterns();
     impl->queuePrefix = options.addressPrefix;
-    impl->topicPrefix = options.topicPrefix ? *options.topicPrefix
+    impl->topicPrefix = options.topicPrefix                  ? *options.topicPrefix
                         : options.addressPrefix == "/queue/" ? std::string("/topic/")
                                                              : options.addressPrefix;
     std::random_device rd;
@@ -648,11 +692,13 @@ Status Client::connect(ClientOptions options) {
 // are still inside request() or send() when another thread closes find a closed client, not
 // freed memory.
 void Client::close() {
-    if (!impl_) return;
+    if (!impl_)
+        return;
     Impl* raw = impl_.get();
     {
         std::lock_guard lock(raw->mutex);
-        if (raw->closing) return;
+        if (raw->closing)
+            return;
         raw->closing = true;
     }
     // No more timers; nothing the container holds can delay its stop now.
@@ -662,9 +708,11 @@ void Client::close() {
     bool posted = false;
     {
         std::lock_guard lock(raw->mutex);
-        if (raw->connWork) posted = raw->connWork->add([raw] { raw->shutdown(); });
+        if (raw->connWork)
+            posted = raw->connWork->add([raw] { raw->shutdown(); });
     }
-    if (!posted) raw->container->schedule(proton::duration(0), [raw] { raw->shutdown(); });
+    if (!posted)
+        raw->container->schedule(proton::duration(0), [raw] { raw->shutdown(); });
     {
         std::unique_lock lock(raw->mutex);
         if (!raw->changed.wait_for(lock, kCloseGrace, [&] { return raw->finished; })) {
@@ -675,7 +723,8 @@ void Client::close() {
             raw->container->stop();
         }
     }
-    if (raw->thread.joinable()) raw->thread.join();
+    if (raw->thread.joinable())
+        raw->thread.join();
     // The client's thread has ended: whatever it did not fail, fails here.
     raw->failAll(kClosedMessage);
     {
@@ -689,26 +738,30 @@ void Client::close() {
 }
 
 bool Client::connected() const {
-    if (!impl_) return false;
+    if (!impl_)
+        return false;
     std::lock_guard lock(impl_->mutex);
     return impl_->isConnected && impl_->replyReady;
 }
 
 bool Client::waitConnected(std::chrono::milliseconds timeout) const {
-    if (!impl_) return false;
+    if (!impl_)
+        return false;
     std::unique_lock lock(impl_->mutex);
     return impl_->changed.wait_for(lock, timeout,
                                    [&] { return impl_->isConnected && impl_->replyReady; });
 }
 
 bool Client::waitIdle(std::chrono::milliseconds timeout) const {
-    if (!impl_) return false;
+    if (!impl_)
+        return false;
     std::unique_lock lock(impl_->mutex);
     return impl_->changed.wait_for(lock, timeout, [&] { return impl_->pending == 0; });
 }
 
 bool Client::waitSubscribed(std::uint64_t id, std::chrono::milliseconds timeout) const {
-    if (!impl_) return false;
+    if (!impl_)
+        return false;
     std::unique_lock lock(impl_->mutex);
     return impl_->changed.wait_for(lock, timeout, [&] {
         auto it = impl_->subs.find(id);
@@ -718,16 +771,17 @@ bool Client::waitSubscribed(std::uint64_t id, std::chrono::milliseconds timeout)
 
 Status Client::send(const std::string& address, const std::string& body,
                     const Properties& properties) {
-    if (!impl_) return makeError("the bus client is not connected; call connect() first");
+    if (!impl_)
+        return makeError("the bus client is not connected; call connect() first");
     std::string wire = impl_->wireAddress(address);
     {
         std::lock_guard lock(impl_->mutex);
-        if (impl_->closing) return makeError(kClosedMessage);
+        if (impl_->closing)
+            return makeError(kClosedMessage);
         if (impl_->pending >= impl_->options.maxPendingSends)
-            return makeError("bus outgoing queue is full (" +
-                             std::to_string(impl_->options.maxPendingSends) +
-                             " messages waiting); the peer is slow or unreachable: " +
-                             impl_->url.hostPort());
+            return makeError(
+                "bus outgoing queue is full (" + std::to_string(impl_->options.maxPendingSends) +
+                " messages waiting); the peer is slow or unreachable: " + impl_->url.hostPort());
         impl_->outgoing[wire].push_back(
             Outgoing{detail::toProton(wire, body, properties), {}, false});
         ++impl_->pending;
@@ -739,16 +793,18 @@ Status Client::send(const std::string& address, const std::string& body,
 
 Status Client::reply(const std::string& replyTo, const std::string& correlationId,
                      const std::string& body) {
-    if (!impl_) return makeError("the bus client is not connected; call connect() first");
-    if (replyTo.empty()) return makeError("the request has no reply_to; nowhere to send the reply");
+    if (!impl_)
+        return makeError("the bus client is not connected; call connect() first");
+    if (replyTo.empty())
+        return makeError("the request has no reply_to; nowhere to send the reply");
     {
         std::lock_guard lock(impl_->mutex);
-        if (impl_->closing) return makeError(kClosedMessage);
+        if (impl_->closing)
+            return makeError(kClosedMessage);
         if (impl_->pending >= impl_->options.maxPendingSends)
-            return makeError("bus outgoing queue is full (" +
-                             std::to_string(impl_->options.maxPendingSends) +
-                             " messages waiting); the peer is slow or unreachable: " +
-                             impl_->url.hostPort());
+            return makeError(
+                "bus outgoing queue is full (" + std::to_string(impl_->options.maxPendingSends) +
+                " messages waiting); the peer is slow or unreachable: " + impl_->url.hostPort());
         proton::message out = detail::toProton(replyTo, body, {});
         out.correlation_id(correlationId);
         impl_->outgoing[replyTo].push_back(Outgoing{std::move(out), {}, true});
@@ -760,12 +816,14 @@ Status Client::reply(const std::string& replyTo, const std::string& correlationI
 }
 
 std::uint64_t Client::subscribe(const std::string& address, MessageCallback callback) {
-    if (!impl_) return 0;
+    if (!impl_)
+        return 0;
     std::string wire = impl_->wireAddress(address);
     std::uint64_t id;
     {
         std::lock_guard lock(impl_->mutex);
-        if (impl_->closing) return 0;
+        if (impl_->closing)
+            return 0;
         id = ++impl_->nextId;
         impl_->subs[id] = Subscription{address, wire, std::move(callback), nullptr};
     }
@@ -775,12 +833,14 @@ std::uint64_t Client::subscribe(const std::string& address, MessageCallback call
 }
 
 std::uint64_t Client::serve(const std::string& address, RequestHandler handler) {
-    if (!impl_) return 0;
+    if (!impl_)
+        return 0;
     std::string wire = impl_->wireAddress(address);
     std::uint64_t id;
     {
         std::lock_guard lock(impl_->mutex);
-        if (impl_->closing) return 0;
+        if (impl_->closing)
+            return 0;
         id = ++impl_->nextId;
         impl_->subs[id] = Subscription{address, wire, nullptr, std::move(handler)};
     }
@@ -790,7 +850,8 @@ std::uint64_t Client::serve(const std::string& address, RequestHandler handler) 
 }
 
 void Client::unsubscribe(std::uint64_t id) {
-    if (!impl_) return;
+    if (!impl_)
+        return;
     {
         std::lock_guard lock(impl_->mutex);
         impl_->subs.erase(id);
@@ -798,7 +859,8 @@ void Client::unsubscribe(std::uint64_t id) {
     Impl* raw = impl_.get();
     impl_->post([raw, id] {
         auto it = raw->subLinks.find(id);
-        if (it == raw->subLinks.end()) return;
+        if (it == raw->subLinks.end())
+            return;
         raw->linkToSub.erase(it->second);
         it->second.close();
         raw->subLinks.erase(it);
@@ -821,7 +883,8 @@ void Client::requestAsync(const std::string& address, const std::string& body,
             callback(makeError(kClosedMessage));
             return;
         }
-        if (id.empty()) id = impl_->idPrefix + std::to_string(++impl_->nextId);
+        if (id.empty())
+            id = impl_->idPrefix + std::to_string(++impl_->nextId);
         if (impl_->pending >= impl_->options.maxPendingSends) {
             lock.unlock();
             callback(makeError("bus outgoing queue is full; request to " + address + " not sent"));
@@ -831,10 +894,10 @@ void Client::requestAsync(const std::string& address, const std::string& body,
         m.correlation_id(id);
         m.id(id);
         auto deadline = std::chrono::steady_clock::now() + timeout;
-        impl_->requests[id] = PendingRequest{
-            std::move(callback), wire, false, deadline,
-            "no reply from " + address + " within " + std::to_string(timeout.count()) +
-                " ms (request id " + id + ")"};
+        impl_->requests[id] =
+            PendingRequest{std::move(callback), wire, false, deadline,
+                           "no reply from " + address + " within " +
+                               std::to_string(timeout.count()) + " ms (request id " + id + ")"};
         impl_->outgoing[wire].push_back(Outgoing{std::move(m), id, false});
         ++impl_->pending;
         // Armed here, not on the client's thread: it fires even while disconnected.
@@ -847,7 +910,8 @@ void Client::requestAsync(const std::string& address, const std::string& body,
 Result<Message> Client::request(const std::string& address, const std::string& body,
                                 std::chrono::milliseconds timeout, const Properties& properties,
                                 const std::string& correlationId) {
-    if (!impl_) return makeError("the bus client is not connected; call connect() first");
+    if (!impl_)
+        return makeError("the bus client is not connected; call connect() first");
     if (std::this_thread::get_id() == impl_->threadId.load())
         return makeError("request() called on the bus client's own thread would deadlock; "
                          "use requestAsync() in callbacks");
@@ -879,7 +943,8 @@ Result<Message> Client::request(const std::string& address, const std::string& b
 }
 
 Client::Stats Client::stats() const {
-    if (!impl_) return {};
+    if (!impl_)
+        return {};
     std::lock_guard lock(impl_->mutex);
     Stats s = impl_->stats;
     s.pending = impl_->pending;

@@ -66,10 +66,10 @@ struct Subscriber {
 struct Node {
     bool topic = false;
     bool dynamic = false;
-    std::deque<Entry> messages;        // queues
+    std::deque<Entry> messages;            // queues
     std::vector<proton::sender> consumers; // queues
-    std::size_t next = 0;              // round-robin cursor over consumers
-    std::vector<Subscriber> subscribers; // topics
+    std::size_t next = 0;                  // round-robin cursor over consumers
+    std::vector<Subscriber> subscribers;   // topics
     std::vector<proton::receiver> producers;
     AddressCounters counters;
 };
@@ -83,7 +83,8 @@ struct LinkInfo {
 
 struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     explicit Impl(const HubOptions& o) : options(o) {
-        if (options.topics.empty()) options.topics = defaultTopicPatterns();
+        if (options.topics.empty())
+            options.topics = defaultTopicPatterns();
     }
 
     HubOptions options;
@@ -104,7 +105,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     void touch(const proton::link& l) { touched.insert(l.connection()); }
     void wakeTouched() {
         for (auto c : touched) {
-            if (c.active()) c.work_queue().add([] {});
+            if (c.active())
+                c.work_queue().add([] {});
         }
         touched.clear();
     }
@@ -144,7 +146,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     // ---- helpers (mutex held) ----
     Node& node(const std::string& address) {
         auto it = nodes.find(address);
-        if (it != nodes.end()) return it->second;
+        if (it != nodes.end())
+            return it->second;
         Node& n = nodes[address];
         n.topic = matchesTopic(address, options.topics);
         n.counters.topic = n.topic;
@@ -168,9 +171,11 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             return;
         }
         long room = static_cast<long>(options.maxQueueDepth) - static_cast<long>(n.messages.size());
-        for (auto& p : n.producers) room -= p.credit();
+        for (auto& p : n.producers)
+            room -= p.credit();
         for (auto& p : n.producers) {
-            if (room <= 0) break;
+            if (room <= 0)
+                break;
             long give = std::min(window - static_cast<long>(p.credit()), room);
             if (give > 0) {
                 p.add_credit(static_cast<std::uint32_t>(give));
@@ -197,7 +202,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
                     break;
                 }
             }
-            if (!sent) break;
+            if (!sent)
+                break;
         }
         n.counters.depth = n.messages.size();
         refillCredit(n);
@@ -214,7 +220,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
 
     void updateTopicDepth(Node& n) {
         std::size_t d = 0;
-        for (auto& s : n.subscribers) d += s.buffer.size();
+        for (auto& s : n.subscribers)
+            d += s.buffer.size();
         n.counters.depth = d;
     }
 
@@ -224,7 +231,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         if (n.topic) {
             for (auto& sub : n.subscribers) {
                 bool replaced = enqueue(sub.buffer, e);
-                if (replaced) ++n.counters.coalesced;
+                if (replaced)
+                    ++n.counters.coalesced;
                 while (sub.buffer.size() > options.maxSubscriberBuffer) {
                     sub.buffer.pop_front();
                     ++n.counters.dropped;
@@ -234,7 +242,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             updateTopicDepth(n);
             return;
         }
-        if (enqueue(n.messages, std::move(e))) ++n.counters.coalesced;
+        if (enqueue(n.messages, std::move(e)))
+            ++n.counters.coalesced;
         pumpQueue(n);
     }
 
@@ -252,7 +261,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
                 Node& n = nit->second;
                 auto& cs = n.consumers;
                 cs.erase(std::remove(cs.begin(), cs.end(), it->first), cs.end());
-                if (n.next >= cs.size()) n.next = 0;
+                if (n.next >= cs.size())
+                    n.next = 0;
                 auto& ss = n.subscribers;
                 ss.erase(std::remove_if(ss.begin(), ss.end(),
                                         [&](const Subscriber& s) { return s.link == it->first; }),
@@ -277,13 +287,16 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         }
         for (const auto& a : touched) {
             auto nit = nodes.find(a);
-            if (nit == nodes.end()) continue;
+            if (nit == nodes.end())
+                continue;
             Node& n = nit->second;
             n.counters.receivers = n.topic ? n.subscribers.size() : n.consumers.size();
             n.counters.producers = n.producers.size();
-            if (n.topic) updateTopicDepth(n);
+            if (n.topic)
+                updateTopicDepth(n);
             // A reply address lives as long as the link that asked for it.
-            if (n.dynamic && n.consumers.empty()) nodes.erase(nit);
+            if (n.dynamic && n.consumers.empty())
+                nodes.erase(nit);
         }
     }
 
@@ -298,10 +311,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
                 "the pcloud hub has no anonymous relay: open the sender with a target address"));
             return;
         }
-        r.open(proton::receiver_options()
-                   .credit_window(0)
-                   .auto_accept(false)
-                   .target(proton::target_options().address(wire)));
+        r.open(proton::receiver_options().credit_window(0).auto_accept(false).target(
+            proton::target_options().address(wire)));
         receivers[r] = LinkInfo{address, r.connection()};
         Node& n = node(address);
         n.producers.push_back(r);
@@ -322,14 +333,15 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             address = logical(wire);
         }
         if (address.empty()) {
-            s.close(proton::error_condition(
-                "amqp:invalid-field", "a receiver needs a source address or dynamic=true"));
+            s.close(proton::error_condition("amqp:invalid-field",
+                                            "a receiver needs a source address or dynamic=true"));
             return;
         }
         s.open(proton::sender_options().source(proton::source_options().address(wire)));
         senders[s] = LinkInfo{address, s.connection()};
         Node& n = node(address);
-        if (dynamic) n.dynamic = true;
+        if (dynamic)
+            n.dynamic = true;
         if (n.topic) {
             n.subscribers.push_back(Subscriber{s, {}});
             n.counters.receivers = n.subscribers.size();
@@ -343,13 +355,16 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     void on_sendable(proton::sender& s) override {
         Guard guard(*this);
         auto it = senders.find(s);
-        if (it == senders.end()) return;
+        if (it == senders.end())
+            return;
         auto nit = nodes.find(it->second.address);
-        if (nit == nodes.end()) return;
+        if (nit == nodes.end())
+            return;
         Node& n = nit->second;
         if (n.topic) {
             for (auto& sub : n.subscribers)
-                if (sub.link == s) pumpSubscriber(n, sub);
+                if (sub.link == s)
+                    pumpSubscriber(n, sub);
             updateTopicDepth(n);
         } else {
             pumpQueue(n);
@@ -407,9 +422,12 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         auto failure = detail::classifyTransportFailure(e.name(), e.description());
         std::string peer = detail::peerAddress(t);
         std::string container;
-        if (proton::connection c = t.connection()) container = c.container_id();
-        if (peer.empty()) peer = "-";
-        if (container.empty()) container = "-";
+        if (proton::connection c = t.connection())
+            container = c.container_id();
+        if (peer.empty())
+            peer = "-";
+        if (container.empty())
+            container = "-";
         if (failure.protocolError)
             PCLOUD_LOG(Warning, "Hub dropped a peer that broke the AMQP 1.0 protocol",
                        {{"peer", peer}, {"container", container}, {"error", failure.reason}});
@@ -424,13 +442,17 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
 
 Hub::Hub(HubOptions options) : options_(std::move(options)) {}
 
-Hub::~Hub() { stop(); }
+Hub::~Hub() {
+    stop();
+}
 
 Status Hub::start(const std::string& url) {
-    if (impl_) return makeError("the hub is already running on port " + std::to_string(boundPort()));
+    if (impl_)
+        return makeError("the hub is already running on port " + std::to_string(boundPort()));
     detail::ParsedUrl parsed;
     std::string err;
-    if (!detail::parseUrl(url, parsed, err)) return makeError(err);
+    if (!detail::parseUrl(url, parsed, err))
+        return makeError(err);
     auto impl = std::make_unique<Impl>(options_);
     auto opened = impl->opened.get_future();
     impl->container = std::make_unique<proton::container>(*impl, options_.containerId);
@@ -460,40 +482,51 @@ Status Hub::start(const std::string& url) {
 }
 
 void Hub::stop() {
-    if (!impl_) return;
+    if (!impl_)
+        return;
     // Stop from the hub's own thread. (The hub schedules no container timers, which would
     // hold container::run() until they fire; see Client::close().)
     Impl* raw = impl_.get();
     if (!impl_->work || !impl_->work->add([raw] { raw->container->stop(); }))
         impl_->container->stop();
-    if (impl_->thread.joinable()) impl_->thread.join();
+    if (impl_->thread.joinable())
+        impl_->thread.join();
     impl_->work.reset();
     impl_.reset();
 }
 
-bool Hub::running() const { return impl_ != nullptr; }
+bool Hub::running() const {
+    return impl_ != nullptr;
+}
 
 int Hub::boundPort() const {
-    if (!impl_) return 0;
+    if (!impl_)
+        return 0;
     std::lock_guard lock(impl_->mutex);
     return impl_->port;
 }
 
 std::map<std::string, AddressCounters> Hub::counters() const {
     std::map<std::string, AddressCounters> out;
-    if (!impl_) return out;
+    if (!impl_)
+        return out;
     std::lock_guard lock(impl_->mutex);
-    for (const auto& [address, n] : impl_->nodes) out[address] = n.counters;
+    for (const auto& [address, n] : impl_->nodes)
+        out[address] = n.counters;
     return out;
 }
 
 std::string Hub::countersJson() const {
     nlohmann::json j = nlohmann::json::object();
     for (const auto& [address, c] : counters()) {
-        j[address] = {{"topic", c.topic},       {"in", c.in},
-                      {"out", c.out},           {"dropped", c.dropped},
-                      {"coalesced", c.coalesced}, {"rejected", c.rejected},
-                      {"depth", c.depth},       {"receivers", c.receivers},
+        j[address] = {{"topic", c.topic},
+                      {"in", c.in},
+                      {"out", c.out},
+                      {"dropped", c.dropped},
+                      {"coalesced", c.coalesced},
+                      {"rejected", c.rejected},
+                      {"depth", c.depth},
+                      {"receivers", c.receivers},
                       {"producers", c.producers}};
     }
     return j.dump();

@@ -26,13 +26,13 @@ namespace pcloud::bus {
 
 struct HubOptions {
     // Patterns of topic addresses (see address.h); everything else is a queue.
-    std::vector<std::string> topics;  // empty = defaultTopicPatterns()
+    std::vector<std::string> topics; // empty = defaultTopicPatterns()
     // Prefixes stripped from link addresses, so clients using RabbitMQ naming also work.
     std::vector<std::string> stripPrefixes{"/queue/", "/topic/"};
-    std::size_t maxQueueDepth = 1000;      // per queue; producers get no credit beyond it
-    std::size_t maxSubscriberBuffer = 1000; // per topic subscriber; oldest dropped beyond it
+    std::size_t maxQueueDepth = 1000;         // per queue; producers get no credit beyond it
+    std::size_t maxSubscriberBuffer = 1000;   // per topic subscriber; oldest dropped beyond it
     std::uint32_t producerCreditWindow = 100; // most credit one producer link holds at once
-    std::size_t maxMessageBytes = 1 << 20;  // larger bodies are rejected (counted)
+    std::size_t maxMessageBytes = 1 << 20;    // larger bodies are rejected (counted)
     std::string containerId = "pcloud-hub";
 };
 

@@ -12,7 +12,7 @@ namespace pcloud::bus {
 using Properties = std::map<std::string, std::string>;
 
 struct Message {
-    std::string address;       // the logical address it arrived on (prefix removed)
+    std::string address; // the logical address it arrived on (prefix removed)
     std::string body;
     Properties properties;
     std::string correlationId; // requests and replies: the request's "id"

@@ -43,12 +43,15 @@ TransportFailure classifyTransportFailure(const std::string& condition,
 
 std::string peerAddress(const proton::transport& t) {
     pn_transport_t* raw = RawTransport(t).get();
-    if (!raw) return {};
+    if (!raw)
+        return {};
     const pn_netaddr_t* addr = pn_transport_remote_addr(raw);
-    if (!addr) return {};
+    if (!addr)
+        return {};
     char buf[256];
     int n = pn_netaddr_str(addr, buf, sizeof buf);
-    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof buf) return {};
+    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof buf)
+        return {};
     return std::string(buf, static_cast<std::size_t>(n));
 }
 
@@ -70,22 +73,28 @@ std::string bodyText(const proton::message& m) {
 
 std::size_t bodySize(const proton::message& m) {
     const proton::value& b = m.body();
-    if (b.type() == proton::STRING) return proton::get<std::string>(b).size();
-    if (b.type() == proton::BINARY) return proton::get<proton::binary>(b).size();
+    if (b.type() == proton::STRING)
+        return proton::get<std::string>(b).size();
+    if (b.type() == proton::BINARY)
+        return proton::get<proton::binary>(b).size();
     return 0;
 }
 
 std::string stringProperty(const proton::message& m, const std::string& key) {
     const auto& props = m.properties();
-    if (props.empty() || !props.exists(key)) return {};
+    if (props.empty() || !props.exists(key))
+        return {};
     proton::scalar v = props.get(key);
-    if (v.type() == proton::STRING) return proton::get<std::string>(v);
+    if (v.type() == proton::STRING)
+        return proton::get<std::string>(v);
     return {};
 }
 
 std::string idText(const proton::message_id& id) {
-    if (id.empty()) return {};
-    if (id.type() == proton::STRING) return proton::get<std::string>(id);
+    if (id.empty())
+        return {};
+    if (id.type() == proton::STRING)
+        return proton::get<std::string>(id);
     return proton::to_string(id);
 }
 
@@ -112,7 +121,8 @@ proton::message toProton(const std::string& address, const std::string& body,
     proton::message m;
     m.to(address);
     m.body(body);
-    for (const auto& [k, v] : properties) m.properties().put(k, v);
+    for (const auto& [k, v] : properties)
+        m.properties().put(k, v);
     return m;
 }
 
@@ -140,9 +150,11 @@ bool parseUrl(const std::string& url, ParsedUrl& out, std::string& error) {
         out.password = colon == std::string::npos ? "" : info.substr(colon + 1);
     }
     auto slash = rest.find('/');
-    if (slash != std::string::npos) rest = rest.substr(0, slash);
+    if (slash != std::string::npos)
+        rest = rest.substr(0, slash);
     auto colon = rest.rfind(':');
-    if (colon == std::string::npos || (rest.find(']') != std::string::npos && colon < rest.find(']'))) {
+    if (colon == std::string::npos ||
+        (rest.find(']') != std::string::npos && colon < rest.find(']'))) {
         out.host = rest;
         out.port = "5672";
     } else {

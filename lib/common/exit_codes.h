@@ -14,7 +14,9 @@ enum class ExitCode : int {
     Locked = 75,      // another instance holds the lock (EX_TEMPFAIL): do not start a second
 };
 
-constexpr int toInt(ExitCode c) { return static_cast<int>(c); }
+constexpr int toInt(ExitCode c) {
+    return static_cast<int>(c);
+}
 
 // Whether a supervisor should start a process again after it exited with this status.
 constexpr bool shouldRespawn(int status) {

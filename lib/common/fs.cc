@@ -11,12 +11,16 @@
 namespace pcloud::fs {
 namespace {
 
-std::string errnoText() { return std::strerror(errno); }
+std::string errnoText() {
+    return std::strerror(errno);
+}
 
 std::string dirOf(const std::string& path) {
     auto slash = path.rfind('/');
-    if (slash == std::string::npos) return ".";
-    if (slash == 0) return "/";
+    if (slash == std::string::npos)
+        return ".";
+    if (slash == 0)
+        return "/";
     return path.substr(0, slash);
 }
 
@@ -26,12 +30,14 @@ Status writeAtomic(const std::string& path, const std::string& contents,
                    const std::function<bool()>& beforeRename) {
     const std::string tmp = path + ".tmp." + std::to_string(::getpid());
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return makeError("cannot create temporary file: " + errnoText(), tmp);
+    if (fd < 0)
+        return makeError("cannot create temporary file: " + errnoText(), tmp);
     size_t off = 0;
     while (off < contents.size()) {
         ssize_t n = ::write(fd, contents.data() + off, contents.size() - off);
         if (n < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             auto err = makeError("cannot write: " + errnoText(), tmp);
             ::close(fd);
             ::unlink(tmp.c_str());
@@ -65,25 +71,28 @@ Status writeAtomic(const std::string& path, const std::string& contents,
 
 Result<std::string> readFile(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) return makeError(std::string("cannot open: ") + errnoText(), path);
+    if (!in)
+        return makeError(std::string("cannot open: ") + errnoText(), path);
     std::ostringstream ss;
     ss << in.rdbuf();
     return ss.str();
 }
 
 bool exists(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     return ::stat(path.c_str(), &st) == 0;
 }
 
 Status makeDirs(const std::string& path) {
-    if (path.empty()) return {};
+    if (path.empty())
+        return {};
     std::string cur;
     size_t pos = 0;
     while (pos != std::string::npos) {
         pos = path.find('/', pos + 1);
         cur = path.substr(0, pos);
-        if (cur.empty()) continue;
+        if (cur.empty())
+            continue;
         if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
             return makeError("cannot create directory: " + errnoText(), cur);
     }

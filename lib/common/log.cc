@@ -11,7 +11,8 @@ namespace {
 
 Level initialLevel() {
     Level l = Level::Notice;
-    if (const char* env = std::getenv("PCLOUD_LOG_LEVEL")) parseLevel(env, l);
+    if (const char* env = std::getenv("PCLOUD_LOG_LEVEL"))
+        parseLevel(env, l);
     return l;
 }
 
@@ -21,11 +22,16 @@ std::mutex g_mutex;
 
 const char* levelName(Level l) {
     switch (l) {
-    case Level::Error: return "error";
-    case Level::Warning: return "warning";
-    case Level::Notice: return "notice";
-    case Level::Info: return "info";
-    case Level::Debug: return "debug";
+    case Level::Error:
+        return "error";
+    case Level::Warning:
+        return "warning";
+    case Level::Notice:
+        return "notice";
+    case Level::Info:
+        return "info";
+    case Level::Debug:
+        return "debug";
     }
     return "?";
 }
@@ -39,7 +45,8 @@ void appendValue(std::string& out, const std::string& v) {
     }
     out += '"';
     for (char c : v) {
-        if (c == '"' || c == '\\') out += '\\';
+        if (c == '"' || c == '\\')
+            out += '\\';
         out += c == '\n' ? ' ' : c;
     }
     out += '"';
@@ -47,20 +54,30 @@ void appendValue(std::string& out, const std::string& v) {
 
 } // namespace
 
-void setLevel(Level level) { g_level = level; }
-Level level() { return g_level; }
+void setLevel(Level level) {
+    g_level = level;
+}
+Level level() {
+    return g_level;
+}
 void setIdent(std::string ident) {
     std::lock_guard lock(g_mutex);
     g_ident = std::move(ident);
 }
 
 bool parseLevel(std::string_view text, Level& out) {
-    if (text == "error") out = Level::Error;
-    else if (text == "warning") out = Level::Warning;
-    else if (text == "notice") out = Level::Notice;
-    else if (text == "info") out = Level::Info;
-    else if (text == "debug") out = Level::Debug;
-    else return false;
+    if (text == "error")
+        out = Level::Error;
+    else if (text == "warning")
+        out = Level::Warning;
+    else if (text == "notice")
+        out = Level::Notice;
+    else if (text == "info")
+        out = Level::Info;
+    else if (text == "debug")
+        out = Level::Debug;
+    else
+        return false;
     return true;
 }
 

@@ -11,14 +11,16 @@
 namespace pcloud {
 
 struct Error {
-    std::string message;  // a sentence: what is wrong and, where possible, the fix
-    std::string file;     // the file the error is about, if any
-    int line = 0;         // 1-based line in that file, 0 when unknown
+    std::string message; // a sentence: what is wrong and, where possible, the fix
+    std::string file;    // the file the error is about, if any
+    int line = 0;        // 1-based line in that file, 0 when unknown
 
     // "FILE:LINE: message", or just the message when there is no file.
     std::string describe() const {
-        if (file.empty()) return message;
-        if (line > 0) return file + ":" + std::to_string(line) + ": " + message;
+        if (file.empty())
+            return message;
+        if (line > 0)
+            return file + ":" + std::to_string(line) + ": " + message;
         return file + ": " + message;
     }
 };
@@ -29,8 +31,8 @@ inline Error makeError(std::string message, std::string file = {}, int line = 0)
 
 template <typename T> class [[nodiscard]] Result {
 public:
-    Result(T value) : v_(std::move(value)) {}            // NOLINT(google-explicit-constructor)
-    Result(Error error) : v_(std::move(error)) {}        // NOLINT(google-explicit-constructor)
+    Result(T value) : v_(std::move(value)) {}     // NOLINT(google-explicit-constructor)
+    Result(Error error) : v_(std::move(error)) {} // NOLINT(google-explicit-constructor)
 
     bool ok() const { return std::holds_alternative<T>(v_); }
     explicit operator bool() const { return ok(); }
@@ -53,7 +55,7 @@ private:
 class [[nodiscard]] Status {
 public:
     Status() = default;
-    Status(Error error) : error_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
+    Status(Error error) : error_(std::move(error)) {} // NOLINT(google-explicit-constructor)
     static Status success() { return {}; }
 
     bool ok() const { return !error_.has_value(); }

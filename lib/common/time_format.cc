@@ -35,11 +35,13 @@ Result<Millis> parseRfc3339(std::string_view text) {
         rest.remove_prefix(1);
         int digits = 0;
         while (!rest.empty() && rest[0] >= '0' && rest[0] <= '9') {
-            if (digits < 3) ms = ms * 10 + (rest[0] - '0');
+            if (digits < 3)
+                ms = ms * 10 + (rest[0] - '0');
             ++digits;
             rest.remove_prefix(1);
         }
-        for (; digits < 3; ++digits) ms *= 10;
+        for (; digits < 3; ++digits)
+            ms *= 10;
     }
     if (rest != "Z" && rest != "z" && rest != "+00:00")
         return makeError("only UTC times (ending in Z) are accepted: '" + s + "'");
@@ -62,11 +64,16 @@ Result<Millis> parseDuration(std::string_view text) {
                          std::string(text) + "'");
     std::string_view unit(p, text.data() + text.size() - p);
     Millis mult;
-    if (unit.empty() || unit == "s") mult = 1000;
-    else if (unit == "ms") mult = 1;
-    else if (unit == "m" || unit == "min") mult = 60'000;
-    else if (unit == "h") mult = 3'600'000;
-    else if (unit == "d") mult = 86'400'000;
+    if (unit.empty() || unit == "s")
+        mult = 1000;
+    else if (unit == "ms")
+        mult = 1;
+    else if (unit == "m" || unit == "min")
+        mult = 60'000;
+    else if (unit == "h")
+        mult = 3'600'000;
+    else if (unit == "d")
+        mult = 86'400'000;
     else
         return makeError("unknown duration unit '" + std::string(unit) + "' in '" +
                          std::string(text) + "' (use ms, s, m, h or d)");
@@ -74,11 +81,16 @@ Result<Millis> parseDuration(std::string_view text) {
 }
 
 std::string formatDuration(Millis ms) {
-    if (ms == kInfinite) return "INFINITY";
-    if (ms % 86'400'000 == 0 && ms != 0) return std::to_string(ms / 86'400'000) + "d";
-    if (ms % 3'600'000 == 0 && ms != 0) return std::to_string(ms / 3'600'000) + "h";
-    if (ms % 60'000 == 0 && ms != 0) return std::to_string(ms / 60'000) + "m";
-    if (ms % 1000 == 0 && ms != 0) return std::to_string(ms / 1000) + "s";
+    if (ms == kInfinite)
+        return "INFINITY";
+    if (ms % 86'400'000 == 0 && ms != 0)
+        return std::to_string(ms / 86'400'000) + "d";
+    if (ms % 3'600'000 == 0 && ms != 0)
+        return std::to_string(ms / 3'600'000) + "h";
+    if (ms % 60'000 == 0 && ms != 0)
+        return std::to_string(ms / 60'000) + "m";
+    if (ms % 1000 == 0 && ms != 0)
+        return std::to_string(ms / 1000) + "s";
     return std::to_string(ms) + "ms";
 }
 

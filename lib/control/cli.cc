@@ -19,60 +19,103 @@ using K = ArgKind;
 
 const std::vector<CommandSpec>& commands() {
     static const std::vector<CommandSpec> table = {
-        {"deployable_create", "deployable_create NAME [--uri URI] [--monitor active|passive]",
-         "create a deployable (a named group of assemblies)", {K::Other}},
-        {"deployable_delete", "deployable_delete NAME", "delete a stopped deployable", {K::Deployable}},
+        {"deployable_create",
+         "deployable_create NAME [--uri URI] [--monitor active|passive]",
+         "create a deployable (a named group of assemblies)",
+         {K::Other}},
+        {"deployable_delete",
+         "deployable_delete NAME",
+         "delete a stopped deployable",
+         {K::Deployable}},
         {"deployable_list", "deployable_list", "list deployables", {}},
-        {"deployable_start", "deployable_start NAME", "start a deployable: cped runs a dped for it",
+        {"deployable_start",
+         "deployable_start NAME",
+         "start a deployable: cped runs a dped for it",
          {K::Deployable}},
-        {"deployable_stop", "deployable_stop NAME",
-         "stop a deployable: drain, stop its domains in order, stop its dped", {K::Deployable}},
-        {"deployable_reload", "deployable_reload NAME", "make the deployable's dped re-read the model",
+        {"deployable_stop",
+         "deployable_stop NAME",
+         "stop a deployable: drain, stop its domains in order, stop its dped",
          {K::Deployable}},
-        {"deployable_status", "deployable_status NAME",
+        {"deployable_reload",
+         "deployable_reload NAME",
+         "make the deployable's dped re-read the model",
+         {K::Deployable}},
+        {"deployable_status",
+         "deployable_status NAME",
          "per assembly: domain, agent, heartbeat, services, failures, backoff, referee",
          {K::Deployable}},
-        {"deployable_assembly_add", "deployable_assembly_add DEPLOYABLE ASSEMBLY",
-         "add an assembly to a deployable", {K::Deployable, K::Assembly}},
-        {"deployable_assembly_remove", "deployable_assembly_remove DEPLOYABLE ASSEMBLY",
-         "remove an assembly from a deployable", {K::Deployable, K::Assembly}},
-        {"deployable_assembly_list", "deployable_assembly_list DEPLOYABLE",
-         "list the assemblies of a deployable", {K::Deployable}},
-        {"assembly_create", "assembly_create NAME (--domain-xml FILE | --image IMAGE) [--address IP:PORT]",
-         "create an assembly from a libvirt domain XML file or an image", {K::Other}},
-        {"assembly_clone", "assembly_clone SOURCE NAME [--address IP:PORT]",
-         "copy an assembly under a new name", {K::Assembly, K::Other}},
-        {"assembly_delete", "assembly_delete NAME", "delete an assembly that is in no deployable",
+        {"deployable_assembly_add",
+         "deployable_assembly_add DEPLOYABLE ASSEMBLY",
+         "add an assembly to a deployable",
+         {K::Deployable, K::Assembly}},
+        {"deployable_assembly_remove",
+         "deployable_assembly_remove DEPLOYABLE ASSEMBLY",
+         "remove an assembly from a deployable",
+         {K::Deployable, K::Assembly}},
+        {"deployable_assembly_list",
+         "deployable_assembly_list DEPLOYABLE",
+         "list the assemblies of a deployable",
+         {K::Deployable}},
+        {"assembly_create",
+         "assembly_create NAME (--domain-xml FILE | --image IMAGE) [--address IP:PORT]",
+         "create an assembly from a libvirt domain XML file or an image",
+         {K::Other}},
+        {"assembly_clone",
+         "assembly_clone SOURCE NAME [--address IP:PORT]",
+         "copy an assembly under a new name",
+         {K::Assembly, K::Other}},
+        {"assembly_delete",
+         "assembly_delete NAME",
+         "delete an assembly that is in no deployable",
          {K::Assembly}},
         {"assembly_list", "assembly_list", "list assemblies", {}},
-        {"assembly_resource_add", "assembly_resource_add RESOURCE TEMPLATE ASSEMBLY",
-         "add a resource (a service) made from a template", {K::Other, K::Template, K::Assembly}},
-        {"assembly_resource_remove", "assembly_resource_remove RESOURCE ASSEMBLY",
-         "remove a resource from an assembly", {K::Resource, K::Assembly}},
-        {"assembly_resource_list", "assembly_resource_list ASSEMBLY", "list an assembly's resources",
+        {"assembly_resource_add",
+         "assembly_resource_add RESOURCE TEMPLATE ASSEMBLY",
+         "add a resource (a service) made from a template",
+         {K::Other, K::Template, K::Assembly}},
+        {"assembly_resource_remove",
+         "assembly_resource_remove RESOURCE ASSEMBLY",
+         "remove a resource from an assembly",
+         {K::Resource, K::Assembly}},
+        {"assembly_resource_list",
+         "assembly_resource_list ASSEMBLY",
+         "list an assembly's resources",
          {K::Assembly}},
-        {"escalation_assembly_set", "escalation_assembly_set ASSEMBLY FAILURES PERIOD",
+        {"escalation_assembly_set",
+         "escalation_assembly_set ASSEMBLY FAILURES PERIOD",
          "assembly failure budget: FAILURES (or INFINITY) within PERIOD (e.g. 10m)",
          {K::Assembly, K::Number, K::Period}},
-        {"escalation_resource_set", "escalation_resource_set RESOURCE ASSEMBLY FAILURES PERIOD",
+        {"escalation_resource_set",
+         "escalation_resource_set RESOURCE ASSEMBLY FAILURES PERIOD",
          "resource failure budget before escalating to its assembly",
          {K::Resource, K::Assembly, K::Number, K::Period}},
         {"escalation_deployable_set",
-         "escalation_deployable_set DEPLOYABLE FAILURES PERIOD [--outcome leave-stopped|stop-deployable]",
+         "escalation_deployable_set DEPLOYABLE FAILURES PERIOD [--outcome "
+         "leave-stopped|stop-deployable]",
          "deployable failure budget and what happens when it is used up",
          {K::Deployable, K::Number, K::Period}},
-        {"referee_set", "referee_set DEPLOYABLE none|log|haproxy|apache [KEY=VALUE...]",
-         "choose the load balancer kept truthful (options: socket backend config_file cluster alias apachectl)",
+        {"referee_set",
+         "referee_set DEPLOYABLE none|log|haproxy|apache [KEY=VALUE...]",
+         "choose the load balancer kept truthful (options: socket backend config_file cluster "
+         "alias apachectl)",
          {K::Deployable, K::Other}},
-        {"assembly_park", "assembly_park ASSEMBLY", "drain an assembly from the referee and keep it out",
+        {"assembly_park",
+         "assembly_park ASSEMBLY",
+         "drain an assembly from the referee and keep it out",
          {K::Assembly}},
-        {"assembly_unpark", "assembly_unpark ASSEMBLY", "put a parked assembly back into the referee",
+        {"assembly_unpark",
+         "assembly_unpark ASSEMBLY",
+         "put a parked assembly back into the referee",
          {K::Assembly}},
         {"template_list", "template_list", "list resource templates", {}},
         {"status", "status", "every deployable at a glance", {}},
-        {"events", "events [--follow] [--since SEQ|TIME] [--deployable D] [--limit N]",
-         "show events from the journal; --follow keeps printing new ones", {}},
-        {"ping", "ping [ASSEMBLY...]", "agent round trip per assembly, with min/avg/max",
+        {"events",
+         "events [--follow] [--since SEQ|TIME] [--deployable D] [--limit N]",
+         "show events from the journal; --follow keeps printing new ones",
+         {}},
+        {"ping",
+         "ping [ASSEMBLY...]",
+         "agent round trip per assembly, with min/avg/max",
          {K::Assembly, K::Assembly, K::Assembly, K::Assembly, K::Assembly, K::Assembly}},
         {"help", "help [COMMAND]", "list commands, or show one command's usage", {K::None}},
     };
@@ -81,7 +124,8 @@ const std::vector<CommandSpec>& commands() {
 
 const CommandSpec* findCommand(const std::string& name) {
     for (const auto& c : commands())
-        if (c.name == name) return &c;
+        if (c.name == name)
+            return &c;
     return nullptr;
 }
 
@@ -92,15 +136,18 @@ Result<std::vector<std::string>> splitLine(const std::string& line) {
     char quote = 0;
     for (char c : line) {
         if (quote) {
-            if (c == quote) quote = 0;
-            else cur += c;
+            if (c == quote)
+                quote = 0;
+            else
+                cur += c;
             continue;
         }
         if (c == '\'' || c == '"') {
             quote = c;
             in = true;
         } else if (c == ' ' || c == '\t' || c == '\n') {
-            if (in) out.push_back(cur);
+            if (in)
+                out.push_back(cur);
             cur.clear();
             in = false;
         } else {
@@ -108,8 +155,10 @@ Result<std::vector<std::string>> splitLine(const std::string& line) {
             in = true;
         }
     }
-    if (quote) return makeError(std::string("unterminated ") + quote + " quote");
-    if (in) out.push_back(cur);
+    if (quote)
+        return makeError(std::string("unterminated ") + quote + " quote");
+    if (in)
+        out.push_back(cur);
     return out;
 }
 
@@ -118,10 +167,11 @@ namespace {
 // Positional words and --options of one command line.
 struct Words {
     std::vector<std::string> pos;
-    std::map<std::string, std::string> opts;  // value "" for flags
+    std::map<std::string, std::string> opts; // value "" for flags
 };
 
-Result<Words> split(const std::vector<std::string>& words, const std::vector<std::string>& withValue,
+Result<Words> split(const std::vector<std::string>& words,
+                    const std::vector<std::string>& withValue,
                     const std::vector<std::string>& flags, const std::string& usage) {
     Words w;
     for (size_t i = 1; i < words.size(); ++i) {
@@ -140,7 +190,8 @@ Result<Words> split(const std::vector<std::string>& words, const std::vector<std
             if (std::find(withValue.begin(), withValue.end(), key) == withValue.end())
                 return makeError("unknown option " + key + "\nusage: " + usage);
             if (eq == std::string::npos) {
-                if (i + 1 >= words.size()) return makeError("option " + key + " needs a value\nusage: " + usage);
+                if (i + 1 >= words.size())
+                    return makeError("option " + key + " needs a value\nusage: " + usage);
                 val = words[++i];
             }
             w.opts[key] = val;
@@ -153,36 +204,45 @@ Result<Words> split(const std::vector<std::string>& words, const std::vector<std
 
 Status checkCount(const Words& w, size_t min, size_t max, const std::string& usage) {
     if (w.pos.size() < min || w.pos.size() > max) {
-        std::string want = min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max);
-        if (max > 100) want = "at least " + std::to_string(min);
-        return makeError("wrong number of arguments: got " + std::to_string(w.pos.size()) + ", want " +
-                         want + "\nusage: " + usage);
+        std::string want =
+            min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max);
+        if (max > 100)
+            want = "at least " + std::to_string(min);
+        return makeError("wrong number of arguments: got " + std::to_string(w.pos.size()) +
+                         ", want " + want + "\nusage: " + usage);
     }
     return {};
 }
 
 Result<json> failuresArg(const std::string& s) {
-    if (s == "INFINITY" || s == "infinity") return json("INFINITY");
-    if (s.empty() || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+    if (s == "INFINITY" || s == "infinity")
+        return json("INFINITY");
+    if (s.empty() ||
+        !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
         s.size() > 7 || std::stol(s) < 1)
-        return makeError("'" + s + "' is not a number of failures (want a positive number or INFINITY)");
+        return makeError("'" + s +
+                         "' is not a number of failures (want a positive number or INFINITY)");
     return json(std::stol(s));
 }
 
 Result<json> periodArg(const std::string& s) {
     auto d = parseDuration(s);
-    if (!d) return makeError("'" + s + "' is not a period: " + d.error().message);
-    if (*d == 0) return makeError("the period must be longer than 0");
+    if (!d)
+        return makeError("'" + s + "' is not a period: " + d.error().message);
+    if (*d == 0)
+        return makeError("the period must be longer than 0");
     return json(s);
 }
 
 } // namespace
 
 Result<Invocation> parse(const std::vector<std::string>& words) {
-    if (words.empty()) return makeError("no command given; try `help`");
+    if (words.empty())
+        return makeError("no command given; try `help`");
     const std::string& name = words[0];
     const CommandSpec* spec = findCommand(name);
-    if (!spec || name == "help") return makeError("unknown command '" + name + "'; try `help`");
+    if (!spec || name == "help")
+        return makeError("unknown command '" + name + "'; try `help`");
     const std::string& usage = spec->usage;
     Invocation inv;
     inv.command = name;
@@ -194,73 +254,94 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
                         {"--uri", "--monitor", "--domain-xml", "--image", "--address", "--outcome",
                          "--since", "--deployable", "--limit"},
                         {"--follow", "-f"}, usage);
-    if (!parsed) return parsed.error();
+    if (!parsed)
+        return parsed.error();
     Words& w = *parsed;
     // Options are only valid where the usage names them.
     for (const auto& [k, _] : w.opts)
-        if (usage.find(k) == std::string::npos) return bad("unknown option " + k + " for " + name);
+        if (usage.find(k) == std::string::npos)
+            return bad("unknown option " + k + " for " + name);
 
     auto count = [&](size_t mn, size_t mx) { return checkCount(w, mn, mx, usage); };
     const std::vector<std::string>& p = w.pos;
     auto need = [&](size_t n) -> Status { return count(n, n); };
 
     if (name == "deployable_create") {
-        if (auto st = need(1); !st) return st.error();
+        if (auto st = need(1); !st)
+            return st.error();
         a["name"] = p[0];
-        if (w.opts.count("--uri")) a["uri"] = w.opts["--uri"];
+        if (w.opts.count("--uri"))
+            a["uri"] = w.opts["--uri"];
         if (w.opts.count("--monitor")) {
             const auto& m = w.opts["--monitor"];
-            if (m != "active" && m != "passive") return bad("--monitor must be active or passive, not '" + m + "'");
+            if (m != "active" && m != "passive")
+                return bad("--monitor must be active or passive, not '" + m + "'");
             a["monitor"] = m;
         }
-    } else if (name == "deployable_delete" || name == "deployable_start" || name == "deployable_stop" ||
-               name == "deployable_reload" || name == "deployable_status" || name == "assembly_delete") {
-        if (auto st = need(1); !st) return st.error();
+    } else if (name == "deployable_delete" || name == "deployable_start" ||
+               name == "deployable_stop" || name == "deployable_reload" ||
+               name == "deployable_status" || name == "assembly_delete") {
+        if (auto st = need(1); !st)
+            return st.error();
         a["name"] = p[0];
     } else if (name == "deployable_list" || name == "assembly_list" || name == "template_list" ||
                name == "status") {
-        if (auto st = need(0); !st) return st.error();
+        if (auto st = need(0); !st)
+            return st.error();
     } else if (name == "deployable_assembly_add" || name == "deployable_assembly_remove") {
-        if (auto st = need(2); !st) return st.error();
+        if (auto st = need(2); !st)
+            return st.error();
         a["deployable"] = p[0];
         a["assembly"] = p[1];
     } else if (name == "deployable_assembly_list") {
-        if (auto st = need(1); !st) return st.error();
+        if (auto st = need(1); !st)
+            return st.error();
         a["deployable"] = p[0];
     } else if (name == "assembly_create") {
-        if (auto st = need(1); !st) return st.error();
+        if (auto st = need(1); !st)
+            return st.error();
         a["name"] = p[0];
         bool xml = w.opts.count("--domain-xml"), img = w.opts.count("--image");
-        if (xml == img) return bad("give exactly one of --domain-xml FILE or --image IMAGE");
+        if (xml == img)
+            return bad("give exactly one of --domain-xml FILE or --image IMAGE");
         if (xml) {
             auto text = fs::readFile(w.opts["--domain-xml"]);
-            if (!text) return makeError("cannot read the domain XML: " + text.error().describe());
+            if (!text)
+                return makeError("cannot read the domain XML: " + text.error().describe());
             a["domain_xml"] = *text;
         } else {
             a["image"] = w.opts["--image"];
         }
-        if (w.opts.count("--address")) a["address"] = w.opts["--address"];
+        if (w.opts.count("--address"))
+            a["address"] = w.opts["--address"];
     } else if (name == "assembly_clone") {
-        if (auto st = need(2); !st) return st.error();
+        if (auto st = need(2); !st)
+            return st.error();
         a["source"] = p[0];
         a["name"] = p[1];
-        if (w.opts.count("--address")) a["address"] = w.opts["--address"];
+        if (w.opts.count("--address"))
+            a["address"] = w.opts["--address"];
     } else if (name == "assembly_resource_add") {
-        if (auto st = need(3); !st) return st.error();
+        if (auto st = need(3); !st)
+            return st.error();
         a["resource"] = p[0];
         a["template"] = p[1];
         a["assembly"] = p[2];
     } else if (name == "assembly_resource_remove") {
-        if (auto st = need(2); !st) return st.error();
+        if (auto st = need(2); !st)
+            return st.error();
         a["resource"] = p[0];
         a["assembly"] = p[1];
-    } else if (name == "assembly_resource_list" || name == "assembly_park" || name == "assembly_unpark") {
-        if (auto st = need(1); !st) return st.error();
+    } else if (name == "assembly_resource_list" || name == "assembly_park" ||
+               name == "assembly_unpark") {
+        if (auto st = need(1); !st)
+            return st.error();
         a["assembly"] = p[0];
     } else if (name == "escalation_assembly_set" || name == "escalation_resource_set" ||
                name == "escalation_deployable_set") {
         size_t base = name == "escalation_resource_set" ? 2 : 1;
-        if (auto st = need(base + 2); !st) return st.error();
+        if (auto st = need(base + 2); !st)
+            return st.error();
         if (name == "escalation_resource_set") {
             a["resource"] = p[0];
             a["assembly"] = p[1];
@@ -271,42 +352,54 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
             if (w.opts.count("--outcome")) {
                 const auto& o = w.opts["--outcome"];
                 if (o != "leave-stopped" && o != "stop-deployable")
-                    return bad("--outcome must be leave-stopped or stop-deployable, not '" + o + "'");
+                    return bad("--outcome must be leave-stopped or stop-deployable, not '" + o +
+                               "'");
                 a["outcome"] = o;
             }
         }
         auto f = failuresArg(p[base]);
-        if (!f) return bad(f.error().message);
+        if (!f)
+            return bad(f.error().message);
         auto per = periodArg(p[base + 1]);
-        if (!per) return bad(per.error().message);
+        if (!per)
+            return bad(per.error().message);
         a["failures"] = *f;
         a["period"] = *per;
     } else if (name == "referee_set") {
-        if (auto st = count(2, 1000); !st) return st.error();
+        if (auto st = count(2, 1000); !st)
+            return st.error();
         a["deployable"] = p[0];
         a["driver"] = p[1];
         json opts = json::object();
         for (size_t i = 2; i < p.size(); ++i) {
             auto eq = p[i].find('=');
-            if (eq == std::string::npos || eq == 0) return bad("'" + p[i] + "' is not KEY=VALUE");
+            if (eq == std::string::npos || eq == 0)
+                return bad("'" + p[i] + "' is not KEY=VALUE");
             opts[p[i].substr(0, eq)] = p[i].substr(eq + 1);
         }
-        if (!opts.empty()) a["options"] = opts;
+        if (!opts.empty())
+            a["options"] = opts;
     } else if (name == "events") {
-        if (auto st = need(0); !st) return st.error();
+        if (auto st = need(0); !st)
+            return st.error();
         inv.follow = w.opts.count("--follow") || w.opts.count("-f");
         if (w.opts.count("--since")) {
             const auto& s = w.opts["--since"];
-            if (!s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-                if (s.size() > 18) return bad("--since: '" + s + "' is too large");
+            if (!s.empty() &&
+                std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+                if (s.size() > 18)
+                    return bad("--since: '" + s + "' is too large");
                 a["since_seq"] = std::stoull(s);
             } else {
                 auto t = parseRfc3339(s);
-                if (!t) return bad("--since wants a seq number or an RFC 3339 time: " + t.error().message);
+                if (!t)
+                    return bad("--since wants a seq number or an RFC 3339 time: " +
+                               t.error().message);
                 a["since_time"] = s;
             }
         }
-        if (w.opts.count("--deployable")) a["deployable"] = w.opts["--deployable"];
+        if (w.opts.count("--deployable"))
+            a["deployable"] = w.opts["--deployable"];
         if (w.opts.count("--limit")) {
             const auto& s = w.opts["--limit"];
             if (s.empty() || s.size() > 9 ||
@@ -316,8 +409,10 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
         }
     } else if (name == "ping") {
         json list = json::array();
-        for (const auto& x : p) list.push_back(x);
-        if (!list.empty()) a["assemblies"] = list;
+        for (const auto& x : p)
+            list.push_back(x);
+        if (!list.empty())
+            a["assemblies"] = list;
     } else {
         return makeError("unknown command '" + name + "'; try `help`");
     }
@@ -329,58 +424,70 @@ namespace {
 const char* kReset = "\033[0m";
 
 std::string paint(const std::string& text, bool colour) {
-    if (!colour) return text;
+    if (!colour)
+        return text;
     static const std::map<std::string, const char*> colours = {
-        {"running", "\033[32m"}, {"active", "\033[32m"},  {"connected", "\033[32m"},
-        {"in", "\033[32m"},      {"started", "\033[32m"}, {"ok", "\033[32m"},
-        {"failed", "\033[31m"},  {"crashed", "\033[31m"}, {"disconnected", "\033[31m"},
-        {"out", "\033[31m"},     {"shutoff", "\033[31m"}, {"dped-failed", "\033[31m"},
-        {"draining", "\033[33m"}, {"parked", "\033[33m"}, {"backoff", "\033[33m"},
+        {"running", "\033[32m"},  {"active", "\033[32m"},  {"connected", "\033[32m"},
+        {"in", "\033[32m"},       {"started", "\033[32m"}, {"ok", "\033[32m"},
+        {"failed", "\033[31m"},   {"crashed", "\033[31m"}, {"disconnected", "\033[31m"},
+        {"out", "\033[31m"},      {"shutoff", "\033[31m"}, {"dped-failed", "\033[31m"},
+        {"draining", "\033[33m"}, {"parked", "\033[33m"},  {"backoff", "\033[33m"},
         {"stopped", "\033[2m"},
     };
     auto it = colours.find(text);
-    if (it == colours.end()) return text;
+    if (it == colours.end())
+        return text;
     return std::string(it->second) + text + kReset;
 }
 
 // Pads to `width` visible characters (colour codes do not count), cutting with '~'.
 std::string cell(std::string text, size_t width, bool colour) {
-    if (text.size() > width) text = text.substr(0, width - 1) + "~";
+    if (text.size() > width)
+        text = text.substr(0, width - 1) + "~";
     std::string shown = paint(text, colour);
     return shown + std::string(width - text.size(), ' ');
 }
 
 std::string str(const json& j, const char* key, const std::string& dflt = "-") {
     auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return dflt;
-    if (it->is_string()) return it->get<std::string>();
+    if (it == j.end() || it->is_null())
+        return dflt;
+    if (it->is_string())
+        return it->get<std::string>();
     return it->dump();
 }
 
 std::string ageText(const json& j, const char* key) {
     auto it = j.find(key);
-    if (it == j.end() || !it->is_number()) return "-";
+    if (it == j.end() || !it->is_number())
+        return "-";
     Millis ms = it->get<Millis>();
-    if (ms < 10'000) return std::to_string(ms) + "ms";
+    if (ms < 10'000)
+        return std::to_string(ms) + "ms";
     return formatDuration(ms / 1000 * 1000);
 }
 
-std::string table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+std::string table(const std::vector<std::string>& header,
+                  const std::vector<std::vector<std::string>>& rows) {
     std::vector<size_t> w(header.size());
-    for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+    for (size_t i = 0; i < header.size(); ++i)
+        w[i] = header[i].size();
     for (const auto& r : rows)
-        for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+        for (size_t i = 0; i < r.size() && i < w.size(); ++i)
+            w[i] = std::max(w[i], r[i].size());
     std::ostringstream out;
     auto line = [&](const std::vector<std::string>& r) {
         std::string l;
         for (size_t i = 0; i < r.size(); ++i) {
             l += r[i];
-            if (i + 1 < r.size()) l += std::string(w[i] - r[i].size() + 2, ' ');
+            if (i + 1 < r.size())
+                l += std::string(w[i] - r[i].size() + 2, ' ');
         }
         out << l << "\n";
     };
     line(header);
-    for (const auto& r : rows) line(r);
+    for (const auto& r : rows)
+        line(r);
     return out.str();
 }
 
@@ -389,53 +496,70 @@ std::string table(const std::vector<std::string>& header, const std::vector<std:
 std::string formatStatusTable(const json& r, bool colour) {
     std::ostringstream out;
     std::string state = "-";
-    if (r.contains("status") && r["status"].is_object()) state = str(r["status"], "state");
-    else if (r.contains("dped") && r["dped"].is_object()) state = str(r["dped"], "state");
-    out << "deployable " << str(r, "name") << ": desired " << paint(str(r, "desired"), colour) << ", "
-        << paint(state, colour);
-    if (r.contains("dped") && r["dped"].contains("pid")) out << " (dped pid " << str(r["dped"], "pid") << ")";
+    if (r.contains("status") && r["status"].is_object())
+        state = str(r["status"], "state");
+    else if (r.contains("dped") && r["dped"].is_object())
+        state = str(r["dped"], "state");
+    out << "deployable " << str(r, "name") << ": desired " << paint(str(r, "desired"), colour)
+        << ", " << paint(state, colour);
+    if (r.contains("dped") && r["dped"].contains("pid"))
+        out << " (dped pid " << str(r["dped"], "pid") << ")";
     out << "\n";
-    if (r.contains("dped_error")) out << "  " << str(r, "dped_error") << "\n";
+    if (r.contains("dped_error"))
+        out << "  " << str(r, "dped_error") << "\n";
     // Widths sum to 98 with separators: readable at 100 columns.
     const std::vector<std::pair<const char*, size_t>> cols = {
-        {"ASSEMBLY", 14}, {"DOMAIN", 9}, {"AGENT", 12}, {"HB AGE", 7}, {"SERVICES", 22},
-        {"FAILURES", 9},  {"BACKOFF", 7}, {"REFEREE", 8}};
+        {"ASSEMBLY", 14}, {"DOMAIN", 9},   {"AGENT", 12},  {"HB AGE", 7},
+        {"SERVICES", 22}, {"FAILURES", 9}, {"BACKOFF", 7}, {"REFEREE", 8}};
     std::string head;
     for (size_t i = 0; i < cols.size(); ++i)
         head += cell(cols[i].first, cols[i].second, false) + (i + 1 < cols.size() ? " " : "");
-    while (!head.empty() && head.back() == ' ') head.pop_back();
+    while (!head.empty() && head.back() == ' ')
+        head.pop_back();
     out << head << "\n";
     std::map<std::string, json> live;
     if (r.contains("status") && r["status"].is_object() && r["status"].contains("assemblies"))
-        for (const auto& a : r["status"]["assemblies"]) live[str(a, "name")] = a;
+        for (const auto& a : r["status"]["assemblies"])
+            live[str(a, "name")] = a;
     std::vector<std::string> names;
     if (r.contains("model_assemblies"))
-        for (const auto& a : r["model_assemblies"]) names.push_back(str(a, "name"));
+        for (const auto& a : r["model_assemblies"])
+            names.push_back(str(a, "name"));
     for (const auto& [n, _] : live)
-        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+        if (std::find(names.begin(), names.end(), n) == names.end())
+            names.push_back(n);
     for (const auto& n : names) {
         json a = live.count(n) ? live[n] : json::object();
         std::string services;
         if (a.contains("services"))
             for (const auto& s : a["services"]) {
-                if (!services.empty()) services += ",";
+                if (!services.empty())
+                    services += ",";
                 services += str(s, "name") + ":" + str(s, "state");
                 if (s.contains("ready") && s["ready"].is_boolean() && !s["ready"].get<bool>())
                     services += "(not ready)";
             }
-        if (services.empty()) services = "-";
+        if (services.empty())
+            services = "-";
         std::string failures = "-";
         if (a.contains("failures") && a["failures"].is_object())
             failures = str(a["failures"], "used", "0") + "/" + str(a["failures"], "budget", "?");
         std::string backoff = ageText(a, "backoff_remaining_ms");
-        if (backoff == "0ms") backoff = "-";
-        std::vector<std::pair<std::string, size_t>> row = {
-            {n, 14}, {str(a, "domain"), 9}, {str(a, "agent"), 12}, {ageText(a, "heartbeat_age_ms"), 7},
-            {services, 22}, {failures, 9}, {backoff, 7}, {str(a, "referee"), 8}};
+        if (backoff == "0ms")
+            backoff = "-";
+        std::vector<std::pair<std::string, size_t>> row = {{n, 14},
+                                                           {str(a, "domain"), 9},
+                                                           {str(a, "agent"), 12},
+                                                           {ageText(a, "heartbeat_age_ms"), 7},
+                                                           {services, 22},
+                                                           {failures, 9},
+                                                           {backoff, 7},
+                                                           {str(a, "referee"), 8}};
         std::string l;
         for (size_t i = 0; i < row.size(); ++i)
             l += cell(row[i].first, row[i].second, colour) + (i + 1 < row.size() ? " " : "");
-        while (!l.empty() && l.back() == ' ') l.pop_back();
+        while (!l.empty() && l.back() == ' ')
+            l.pop_back();
         out << l << "\n";
     }
     return out.str();
@@ -450,7 +574,8 @@ std::string formatPing(const json& r) {
         if (p.value("ok", false)) {
             Millis ms = p.value("rtt_ms", Millis(0));
             rtts.push_back(ms);
-            std::snprintf(buf, sizeof buf, "%-30s time=%.2f ms\n", str(p, "assembly").c_str(), double(ms));
+            std::snprintf(buf, sizeof buf, "%-30s time=%.2f ms\n", str(p, "assembly").c_str(),
+                          double(ms));
         } else {
             ++failed;
             std::snprintf(buf, sizeof buf, "%-30s no reply: %s\n", str(p, "assembly").c_str(),
@@ -461,87 +586,106 @@ std::string formatPing(const json& r) {
     out << "\n---- ping statistics ----\n";
     if (rtts.empty()) {
         out << "No responses received";
-        if (failed) out << " (" << failed << " without reply)";
+        if (failed)
+            out << " (" << failed << " without reply)";
         out << "\n";
         return out.str();
     }
     Millis mn = *std::min_element(rtts.begin(), rtts.end());
     Millis mx = *std::max_element(rtts.begin(), rtts.end());
     double avg = 0;
-    for (auto v : rtts) avg += double(v);
+    for (auto v : rtts)
+        avg += double(v);
     avg /= double(rtts.size());
     char buf[256];
-    std::snprintf(buf, sizeof buf, "%zu replies max: %.2f min: %.2f avg: %.2f", rtts.size(), double(mx),
-                  double(mn), avg);
+    std::snprintf(buf, sizeof buf, "%zu replies max: %.2f min: %.2f avg: %.2f", rtts.size(),
+                  double(mx), double(mn), avg);
     out << buf;
-    if (failed) out << " (" << failed << " without reply)";
+    if (failed)
+        out << " (" << failed << " without reply)";
     out << "\n";
     return out.str();
 }
 
 std::string format(const std::string& command, const json& r, bool colour) {
-    if (command == "deployable_status") return formatStatusTable(r, colour);
-    if (command == "ping") return formatPing(r);
+    if (command == "deployable_status")
+        return formatStatusTable(r, colour);
+    if (command == "ping")
+        return formatPing(r);
     if (command == "deployable_list") {
         std::vector<std::vector<std::string>> rows;
         for (const auto& d : r["deployables"]) {
             std::string as;
-            for (const auto& a : d["assemblies"]) as += (as.empty() ? "" : ",") + a.get<std::string>();
+            for (const auto& a : d["assemblies"])
+                as += (as.empty() ? "" : ",") + a.get<std::string>();
             rows.push_back({str(d, "name"), d.value("started", false) ? "started" : "stopped",
                             str(d, "monitor"), str(d, "uri"), as.empty() ? "-" : as});
         }
-        if (rows.empty()) return "no deployables\n";
+        if (rows.empty())
+            return "no deployables\n";
         return table({"NAME", "DESIRED", "MONITOR", "URI", "ASSEMBLIES"}, rows);
     }
     if (command == "assembly_list" || command == "deployable_assembly_list") {
         std::vector<std::vector<std::string>> rows;
         for (const auto& a : r["assemblies"]) {
             std::string rs;
-            for (const auto& x : a["resources"]) rs += (rs.empty() ? "" : ",") + x.get<std::string>();
-            rows.push_back({str(a, "name"), str(a, "deployable", "-").empty() ? "-" : str(a, "deployable"),
+            for (const auto& x : a["resources"])
+                rs += (rs.empty() ? "" : ",") + x.get<std::string>();
+            rows.push_back({str(a, "name"),
+                            str(a, "deployable", "-").empty() ? "-" : str(a, "deployable"),
                             str(a, "address").empty() ? "-" : str(a, "address"),
                             a.value("parked", false) ? "yes" : "no", rs.empty() ? "-" : rs});
         }
-        if (rows.empty()) return "no assemblies\n";
+        if (rows.empty())
+            return "no assemblies\n";
         return table({"NAME", "DEPLOYABLE", "ADDRESS", "PARKED", "RESOURCES"}, rows);
     }
     if (command == "assembly_resource_list") {
         std::vector<std::vector<std::string>> rows;
         for (const auto& x : r["resources"])
-            rows.push_back({str(x, "name"), str(x, "type"), str(x, "class"), str(x, "unit"),
-                            str(x, "monitor_interval"),
-                            str(x["escalation"], "failures") + " in " + str(x["escalation"], "period")});
-        if (rows.empty()) return "no resources\n";
+            rows.push_back(
+                {str(x, "name"), str(x, "type"), str(x, "class"), str(x, "unit"),
+                 str(x, "monitor_interval"),
+                 str(x["escalation"], "failures") + " in " + str(x["escalation"], "period")});
+        if (rows.empty())
+            return "no resources\n";
         return table({"NAME", "TEMPLATE", "CLASS", "UNIT", "MONITOR", "ESCALATION"}, rows);
     }
     if (command == "template_list") {
         std::vector<std::vector<std::string>> rows;
         for (const auto& t : r["templates"])
-            rows.push_back({str(t, "name"), str(t, "class"), str(t, "unit"), str(t, "description", "")});
-        if (rows.empty()) return "no templates\n";
+            rows.push_back(
+                {str(t, "name"), str(t, "class"), str(t, "unit"), str(t, "description", "")});
+        if (rows.empty())
+            return "no templates\n";
         return table({"NAME", "CLASS", "UNIT", "DESCRIPTION"}, rows);
     }
     if (command == "status") {
         std::vector<std::vector<std::string>> rows;
         for (const auto& d : r["deployables"]) {
             std::string state = "-";
-            if (d.contains("status")) state = str(d["status"], "state");
-            else if (d.contains("dped_error")) state = "dped not answering";
-            else if (d.contains("dped")) state = str(d["dped"], "state");
+            if (d.contains("status"))
+                state = str(d["status"], "state");
+            else if (d.contains("dped_error"))
+                state = "dped not answering";
+            else if (d.contains("dped"))
+                state = str(d["dped"], "state");
             std::string detail;
             if (d.contains("status") && d["status"].contains("assemblies")) {
                 int up = 0, n = 0;
                 for (const auto& a : d["status"]["assemblies"]) {
                     ++n;
-                    if (str(a, "domain") == "running") ++up;
+                    if (str(a, "domain") == "running")
+                        ++up;
                 }
                 detail = std::to_string(up) + "/" + std::to_string(n) + " domains running";
             }
             rows.push_back({str(d, "name"), paint(str(d, "desired"), colour), paint(state, colour),
                             std::to_string(d.value("assemblies", 0)), detail});
         }
-        std::string out = rows.empty() ? "no deployables\n"
-                                       : table({"DEPLOYABLE", "DESIRED", "STATE", "ASSEMBLIES", "DETAIL"}, rows);
+        std::string out =
+            rows.empty() ? "no deployables\n"
+                         : table({"DEPLOYABLE", "DESIRED", "STATE", "ASSEMBLIES", "DETAIL"}, rows);
         return out + "events: last seq " + str(r, "last_seq", "0") + "\n";
     }
     if (command == "events") {
@@ -549,7 +693,8 @@ std::string format(const std::string& command, const json& r, bool colour) {
         for (const auto& e : r["events"]) {
             auto ev = events::fromJson(e);
             // (formatting lives with the event type)
-            if (ev) out += events::formatHuman(*ev) + "\n";
+            if (ev)
+                out += events::formatHuman(*ev) + "\n";
         }
         return out;
     }
@@ -559,7 +704,8 @@ std::string format(const std::string& command, const json& r, bool colour) {
         if (r.contains(k) && r[k].is_string() && !r[k].get<std::string>().empty()) {
             out += " " + std::string(k) + "=" + r[k].get<std::string>();
         }
-    if (r.contains("already") && r["already"].is_boolean() && r["already"].get<bool>()) out += " (already)";
+    if (r.contains("already") && r["already"].is_boolean() && r["already"].get<bool>())
+        out += " (already)";
     if (r.contains("dped") && r["dped"].is_string() && r["dped"] != "not running")
         out += "; dped: " + r["dped"].get<std::string>();
     return out + "\n";
@@ -580,7 +726,8 @@ std::string helpText() {
 
 std::string helpText(const std::string& command) {
     const auto* c = findCommand(command);
-    if (!c) return "";
+    if (!c)
+        return "";
     return "usage: " + c->usage + "\n  " + c->summary + "\n";
 }
 

@@ -16,9 +16,9 @@ enum class ArgKind { None, Deployable, Assembly, Resource, Template, Number, Per
 
 struct CommandSpec {
     std::string name;
-    std::string usage;    // e.g. "deployable_create NAME [--uri URI] [--monitor active|passive]"
-    std::string summary;  // one line for `help`
-    std::vector<ArgKind> args;  // positional kinds, for completion
+    std::string usage;   // e.g. "deployable_create NAME [--uri URI] [--monitor active|passive]"
+    std::string summary; // one line for `help`
+    std::vector<ArgKind> args; // positional kinds, for completion
 };
 
 const std::vector<CommandSpec>& commands();
@@ -46,6 +46,6 @@ std::string formatStatusTable(const nlohmann::json& result, bool colour);
 std::string formatPing(const nlohmann::json& result);
 
 std::string helpText();
-std::string helpText(const std::string& command);  // usage of one command, or "" if unknown
+std::string helpText(const std::string& command); // usage of one command, or "" if unknown
 
 } // namespace pcloud::control::cli

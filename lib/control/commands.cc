@@ -14,8 +14,10 @@ using nlohmann::json;
 
 nlohmann::json Response::toJson() const {
     json j = {{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", ok}};
-    if (ok) j["result"] = result;
-    else j["error"] = {{"code", error_code}, {"message", error_message}};
+    if (ok)
+        j["result"] = result;
+    else
+        j["error"] = {{"code", error_code}, {"message", error_message}};
     return j;
 }
 
@@ -30,28 +32,35 @@ Response Response::failure(std::string id, std::string code, std::string message
 
 Result<Request> parseRequest(const std::string& body, Response* rejection) {
     auto reject = [&](std::string id, std::string msg) -> Result<Request> {
-        if (rejection) *rejection = Response::failure(id, code::BadRequest, msg);
+        if (rejection)
+            *rejection = Response::failure(id, code::BadRequest, msg);
         return makeError(msg);
     };
     auto j = json::parse(body, nullptr, false);
-    if (j.is_discarded()) return reject("", "the request body is not JSON");
-    if (!j.is_object()) return reject("", "the request body is not a JSON object");
+    if (j.is_discarded())
+        return reject("", "the request body is not JSON");
+    if (!j.is_object())
+        return reject("", "the request body is not a JSON object");
     Request r;
     if (auto it = j.find("id"); it != j.end()) {
-        if (it->is_string()) r.id = it->get<std::string>();
-        else if (it->is_number_integer()) r.id = std::to_string(it->get<long long>());
+        if (it->is_string())
+            r.id = it->get<std::string>();
+        else if (it->is_number_integer())
+            r.id = std::to_string(it->get<long long>());
     }
     auto v = j.find("v");
     if (v == j.end() || !v->is_number_integer() || v->get<int>() != 1)
         return reject(r.id, "unsupported protocol version (want \"v\": 1)");
     auto t = j.find("type");
-    if (t == j.end() || *t != "command") return reject(r.id, "\"type\" must be \"command\"");
+    if (t == j.end() || *t != "command")
+        return reject(r.id, "\"type\" must be \"command\"");
     auto c = j.find("command");
     if (c == j.end() || !c->is_string() || c->get<std::string>().empty())
         return reject(r.id, "\"command\" is missing or not a string");
     r.command = c->get<std::string>();
     if (auto a = j.find("args"); a != j.end() && !a->is_null()) {
-        if (!a->is_object()) return reject(r.id, "\"args\" must be a JSON object");
+        if (!a->is_object())
+            return reject(r.id, "\"args\" must be a JSON object");
         r.args = *a;
     }
     return r;
@@ -108,7 +117,8 @@ public:
             n = it->get<long long>();
         } else if (it->is_string()) {
             std::string s = it->get<std::string>();
-            if (s == "INFINITY" || s == "infinity") return model::kUnlimitedFailures;
+            if (s == "INFINITY" || s == "infinity")
+                return model::kUnlimitedFailures;
             size_t used = 0;
             try {
                 n = std::stoll(s, &used);
@@ -116,14 +126,16 @@ public:
                 used = 0;
             }
             if (used == 0 || used != s.size())
-                fail(code::InvalidArgument, std::string("argument \"") + key + "\": '" + s +
-                                                "' is not a number of failures (want e.g. 3 or INFINITY)");
+                fail(code::InvalidArgument,
+                     std::string("argument \"") + key + "\": '" + s +
+                         "' is not a number of failures (want e.g. 3 or INFINITY)");
         } else {
             fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a number");
         }
         if (n < 1 || n > 1'000'000)
-            fail(code::InvalidArgument, std::string("argument \"") + key + "\": " +
-                                            std::to_string(n) + " is out of range (1..1000000 or INFINITY)");
+            fail(code::InvalidArgument, std::string("argument \"") + key +
+                                            "\": " + std::to_string(n) +
+                                            " is out of range (1..1000000 or INFINITY)");
         return static_cast<int>(n);
     }
     // A window: milliseconds as a number, or text like "10m" / INFINITY.
@@ -136,28 +148,37 @@ public:
             ms = it->get<Millis>();
         } else if (it->is_string()) {
             auto d = parseDuration(it->get<std::string>());
-            if (!d) fail(code::InvalidArgument, std::string("argument \"") + key + "\": " + d.error().message);
-            if (*d == kInfinite) return model::kUnlimitedPeriod;
+            if (!d)
+                fail(code::InvalidArgument,
+                     std::string("argument \"") + key + "\": " + d.error().message);
+            if (*d == kInfinite)
+                return model::kUnlimitedPeriod;
             ms = *d;
         } else {
             fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a duration");
         }
         if (ms <= 0)
-            fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be longer than 0");
+            fail(code::InvalidArgument,
+                 std::string("argument \"") + key + "\" must be longer than 0");
         return ms;
     }
     std::uint64_t count(const char* key, std::uint64_t dflt) const {
         auto it = j_.find(key);
-        if (it == j_.end() || it->is_null()) return dflt;
-        if (it->is_number_unsigned()) return it->get<std::uint64_t>();
-        if (it->is_number_integer() && it->get<long long>() >= 0) return it->get<std::uint64_t>();
+        if (it == j_.end() || it->is_null())
+            return dflt;
+        if (it->is_number_unsigned())
+            return it->get<std::uint64_t>();
+        if (it->is_number_integer() && it->get<long long>() >= 0)
+            return it->get<std::uint64_t>();
         if (it->is_string()) {
             const std::string s = it->get<std::string>();
-            if (!s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+            if (!s.empty() &&
+                std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
                 s.size() < 19)
                 return std::stoull(s);
         }
-        fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a non-negative integer");
+        fail(code::InvalidArgument,
+             std::string("argument \"") + key + "\" must be a non-negative integer");
     }
     const json& raw(const char* key) const { return j_.at(key); }
 
@@ -167,18 +188,21 @@ private:
 
 model::Deployable& needDeployable(model::Model& m, const std::string& name) {
     auto it = m.deployables.find(name);
-    if (it == m.deployables.end()) fail(code::NotFound, "no deployable named '" + name + "'");
+    if (it == m.deployables.end())
+        fail(code::NotFound, "no deployable named '" + name + "'");
     return it->second;
 }
 model::Assembly& needAssembly(model::Model& m, const std::string& name) {
     auto it = m.assemblies.find(name);
-    if (it == m.assemblies.end()) fail(code::NotFound, "no assembly named '" + name + "'");
+    if (it == m.assemblies.end())
+        fail(code::NotFound, "no assembly named '" + name + "'");
     return it->second;
 }
 const model::Resource& needResource(model::Model& m, const std::string& assembly,
                                     const std::string& resource) {
     const auto* r = needAssembly(m, assembly).findResource(resource);
-    if (!r) fail(code::NotFound, "no resource '" + resource + "' in assembly '" + assembly + "'");
+    if (!r)
+        fail(code::NotFound, "no resource '" + resource + "' in assembly '" + assembly + "'");
     return *r;
 }
 
@@ -214,7 +238,8 @@ json resourceJson(const model::Resource& r) {
 json assemblyJson(const model::Model& m, const model::Assembly& a) {
     const auto* owner = m.owner(a.name);
     json res = json::array();
-    for (const auto& r : a.resources) res.push_back(r.name);
+    for (const auto& r : a.resources)
+        res.push_back(r.name);
     return {{"name", a.name},
             {"deployable", owner ? owner->name : ""},
             {"source", a.domain_xml.empty() ? "image" : "domain_xml"},
@@ -239,22 +264,27 @@ private:
             fail(code::InvalidArgument, st.error().describe());
         Status saved = ctx_.save ? ctx_.save(next) : store::saveModel(ctx_.state_dir, next);
         if (!saved)
-            fail(code::Internal, "cannot save the model, nothing was changed: " + saved.error().describe());
+            fail(code::Internal,
+                 "cannot save the model, nothing was changed: " + saved.error().describe());
         model_ = std::move(next);
     }
     void setStarted(const std::string& dep, bool on) {
-        if (!ctx_.desired) return;
+        if (!ctx_.desired)
+            return;
         DesiredState next = *ctx_.desired;
         next.setStarted(dep, on);
         if (auto st = next.save(ctx_.state_dir); !st)
-            fail(code::Internal, "cannot save the desired state, nothing was changed: " +
-                                     st.error().describe());
+            fail(code::Internal,
+                 "cannot save the desired state, nothing was changed: " + st.error().describe());
         *ctx_.desired = std::move(next);
     }
-    bool started(const std::string& dep) const { return ctx_.desired && ctx_.desired->started(dep); }
+    bool started(const std::string& dep) const {
+        return ctx_.desired && ctx_.desired->started(dep);
+    }
     void emit(const std::string& dep, const std::string& assy, const std::string& state,
               const std::string& reason) {
-        if (!ctx_.runtime) return;
+        if (!ctx_.runtime)
+            return;
         events::Event e;
         e.deployable = dep;
         e.assembly = assy;
@@ -265,15 +295,18 @@ private:
     }
     // Tells a running dped to re-read the db files. Best effort: the change is saved already.
     json reloadDped(const std::string& dep) {
-        if (!started(dep) || !ctx_.runtime) return "not running";
+        if (!started(dep) || !ctx_.runtime)
+            return "not running";
         auto r = ctx_.runtime->askDped(dep, "reload", json::object());
-        if (!r) return "dped not answering: " + r.error().message;
+        if (!r)
+            return "dped not answering: " + r.error().message;
         return "reloaded";
     }
     // After a change to an assembly: reload the dped of the deployable it belongs to, if any,
     // and say what happened in the reply.
     void reloadOwnerOf(const std::string& assy, json& out) {
-        if (const auto* owner = model_.owner(assy)) out["dped"] = reloadDped(owner->name);
+        if (const auto* owner = model_.owner(assy))
+            out["dped"] = reloadDped(owner->name);
     }
 
     json deployableCreate();
@@ -306,15 +339,17 @@ private:
 
 json Handler::deployableCreate() {
     auto name = args_.name("name");
-    if (model_.deployables.count(name)) fail(code::Exists, "deployable '" + name + "' exists already");
+    if (model_.deployables.count(name))
+        fail(code::Exists, "deployable '" + name + "' exists already");
     model::Model next = model_;
     model::Deployable d;
     d.name = name;
     d.uri = args_.optStr("uri", d.uri);
-    if (d.uri.empty()) fail(code::InvalidArgument, "argument \"uri\" must not be empty");
+    if (d.uri.empty())
+        fail(code::InvalidArgument, "argument \"uri\" must not be empty");
     if (args_.has("monitor") && !model::parseMonitorMode(args_.str("monitor"), d.monitor))
-        fail(code::InvalidArgument, "argument \"monitor\": '" + args_.str("monitor") +
-                                        "' is neither active nor passive");
+        fail(code::InvalidArgument,
+             "argument \"monitor\": '" + args_.str("monitor") + "' is neither active nor passive");
     next.deployables[name] = d;
     commit(std::move(next));
     emit(name, "", "created", "deployable created");
@@ -340,9 +375,12 @@ json Handler::deployableStart() {
         fail(code::Conflict, "deployable '" + name +
                                  "' has no assemblies; add one with deployable_assembly_add first");
     bool already = started(name);
-    if (!already) setStarted(name, true);
-    if (ctx_.runtime) ctx_.runtime->startDeployable(name);
-    if (!already) emit(name, "", "starting", "start requested by operator");
+    if (!already)
+        setStarted(name, true);
+    if (ctx_.runtime)
+        ctx_.runtime->startDeployable(name);
+    if (!already)
+        emit(name, "", "starting", "start requested by operator");
     return {{"deployable", name}, {"started", true}, {"already", already}};
 }
 
@@ -350,15 +388,18 @@ json Handler::deployableStop() {
     auto name = args_.str("name");
     needDeployable(model_, name);
     bool was = started(name);
-    if (was) setStarted(name, false);
+    if (was)
+        setStarted(name, false);
     json out = {{"deployable", name}, {"stopped", true}, {"already", !was}};
     if (ctx_.runtime) {
         auto r = ctx_.runtime->stopDeployable(name);
-        if (!r) fail(code::Unavailable, "deployable '" + name + "' is marked stopped, but: " +
-                                            r.error().message);
+        if (!r)
+            fail(code::Unavailable,
+                 "deployable '" + name + "' is marked stopped, but: " + r.error().message);
         out["dped"] = *r;
     }
-    if (was) emit(name, "", "stopped", "stopped by operator");
+    if (was)
+        emit(name, "", "stopped", "stopped by operator");
     return out;
 }
 
@@ -368,15 +409,18 @@ json Handler::deployableStatus() {
     json out = deployableJson(d, ctx_.desired);
     json assys = json::array();
     for (const auto& a : d.assemblies)
-        if (const auto* as = model_.findAssembly(a)) assys.push_back(assemblyJson(model_, *as));
+        if (const auto* as = model_.findAssembly(a))
+            assys.push_back(assemblyJson(model_, *as));
     out["model_assemblies"] = assys;
     out["desired"] = started(name) ? "started" : "stopped";
     if (ctx_.runtime) {
         out["dped"] = ctx_.runtime->dpedProcess(name);
         if (started(name)) {
             auto r = ctx_.runtime->askDped(name, "status", json::object());
-            if (r) out["status"] = *r;
-            else out["dped_error"] = "dped not answering: " + r.error().message;
+            if (r)
+                out["status"] = *r;
+            else
+                out["dped_error"] = "dped not answering: " + r.error().message;
         }
     }
     return out;
@@ -388,7 +432,8 @@ json Handler::assemblyAdd() {
     needDeployable(model_, dep);
     needAssembly(model_, assy);
     if (const auto* owner = model_.owner(assy)) {
-        if (owner->name == dep) fail(code::Exists, "assembly '" + assy + "' is already in '" + dep + "'");
+        if (owner->name == dep)
+            fail(code::Exists, "assembly '" + assy + "' is already in '" + dep + "'");
         fail(code::Conflict, "assembly '" + assy + "' belongs to deployable '" + owner->name +
                                  "'; remove it there first");
     }
@@ -416,14 +461,16 @@ json Handler::assemblyRemove() {
 
 json Handler::assemblyCreate() {
     auto name = args_.name("name");
-    if (model_.assemblies.count(name)) fail(code::Exists, "assembly '" + name + "' exists already");
+    if (model_.assemblies.count(name))
+        fail(code::Exists, "assembly '" + name + "' exists already");
     model::Assembly a;
     a.name = name;
     a.domain_xml = args_.optStr("domain_xml");
     a.image = args_.optStr("image");
     a.address = args_.optStr("address");
     if (a.domain_xml.empty() == a.image.empty())
-        fail(code::InvalidArgument, "give exactly one of \"domain_xml\" (libvirt domain XML text) or \"image\"");
+        fail(code::InvalidArgument,
+             "give exactly one of \"domain_xml\" (libvirt domain XML text) or \"image\"");
     if (!a.domain_xml.empty()) {
         pugi::xml_document doc;
         auto parsed = doc.load_buffer(a.domain_xml.data(), a.domain_xml.size());
@@ -447,7 +494,8 @@ json Handler::assemblyClone() {
     auto src = args_.str("source");
     auto name = args_.name("name");
     const auto& s = needAssembly(model_, src);
-    if (model_.assemblies.count(name)) fail(code::Exists, "assembly '" + name + "' exists already");
+    if (model_.assemblies.count(name))
+        fail(code::Exists, "assembly '" + name + "' exists already");
     model::Assembly a = s;
     a.name = name;
     a.uuid.clear();
@@ -476,10 +524,13 @@ json Handler::resourceAdd() {
     auto tmpl = args_.str("template");
     auto assy = args_.str("assembly");
     const auto& a = needAssembly(model_, assy);
-    if (a.findResource(rsc)) fail(code::Exists, "resource '" + rsc + "' exists already in '" + assy + "'");
-    if (!ctx_.templates) fail(code::NotFound, "no resource templates are loaded");
+    if (a.findResource(rsc))
+        fail(code::Exists, "resource '" + rsc + "' exists already in '" + assy + "'");
+    if (!ctx_.templates)
+        fail(code::NotFound, "no resource templates are loaded");
     auto r = ctx_.templates->instantiate(tmpl, rsc);
-    if (!r) fail(code::NotFound, r.error().describe());
+    if (!r)
+        fail(code::NotFound, r.error().describe());
     model::Model next = model_;
     next.assemblies[assy].resources.push_back(*r);
     commit(std::move(next));
@@ -495,8 +546,9 @@ json Handler::resourceRemove() {
     needResource(model_, assy, rsc);
     model::Model next = model_;
     auto& list = next.assemblies[assy].resources;
-    list.erase(std::remove_if(list.begin(), list.end(), [&](const auto& r) { return r.name == rsc; }),
-               list.end());
+    list.erase(
+        std::remove_if(list.begin(), list.end(), [&](const auto& r) { return r.name == rsc; }),
+        list.end());
     commit(std::move(next));
     json out = {{"resource", rsc}, {"assembly", assy}};
     reloadOwnerOf(assy, out);
@@ -522,7 +574,8 @@ json Handler::escalationResource() {
     model::Escalation e{args_.failures("failures"), args_.period("period")};
     model::Model next = model_;
     for (auto& r : next.assemblies[assy].resources)
-        if (r.name == rsc) r.escalation = e;
+        if (r.name == rsc)
+            r.escalation = e;
     commit(std::move(next));
     json out = {{"resource", rsc}, {"assembly", assy}, {"escalation", escalationJson(e)}};
     reloadOwnerOf(assy, out);
@@ -550,15 +603,17 @@ json Handler::refereeSet() {
     auto dep = args_.str("deployable");
     needDeployable(model_, dep);
     std::string driver = args_.str("driver");
-    if (driver == "none") driver.clear();
+    if (driver == "none")
+        driver.clear();
     if (driver != "" && driver != "log" && driver != "haproxy" && driver != "apache")
-        fail(code::InvalidArgument, "argument \"driver\": '" + driver +
-                                        "' is not one of none, log, haproxy, apache");
+        fail(code::InvalidArgument,
+             "argument \"driver\": '" + driver + "' is not one of none, log, haproxy, apache");
     model::RefereeConfig rc;
     rc.driver = driver;
     if (args_.has("options")) {
         const json& o = args_.raw("options");
-        if (!o.is_object()) fail(code::InvalidArgument, "argument \"options\" must be an object");
+        if (!o.is_object())
+            fail(code::InvalidArgument, "argument \"options\" must be an object");
         static const std::map<std::string, std::string model::RefereeConfig::*> fields = {
             {"socket", &model::RefereeConfig::socket},
             {"backend", &model::RefereeConfig::backend},
@@ -569,9 +624,11 @@ json Handler::refereeSet() {
         for (const auto& [k, v] : o.items()) {
             auto f = fields.find(k);
             if (f == fields.end())
-                fail(code::InvalidArgument, "unknown referee option '" + k +
-                                                "' (known: socket backend config_file cluster alias apachectl)");
-            if (!v.is_string()) fail(code::InvalidArgument, "referee option '" + k + "' must be a string");
+                fail(code::InvalidArgument,
+                     "unknown referee option '" + k +
+                         "' (known: socket backend config_file cluster alias apachectl)");
+            if (!v.is_string())
+                fail(code::InvalidArgument, "referee option '" + k + "' must be a string");
             rc.*(f->second) = v.get<std::string>();
         }
     }
@@ -582,7 +639,9 @@ json Handler::refereeSet() {
     model::Model next = model_;
     next.deployables[dep].referee = rc;
     commit(std::move(next));
-    return {{"deployable", dep}, {"driver", driver.empty() ? "none" : driver}, {"dped", reloadDped(dep)}};
+    return {{"deployable", dep},
+            {"driver", driver.empty() ? "none" : driver},
+            {"dped", reloadDped(dep)}};
 }
 
 json Handler::park(bool on) {
@@ -599,7 +658,8 @@ json Handler::park(bool on) {
     } else {
         out["already"] = true;
     }
-    if (owner) out["dped"] = reloadDped(owner->name);
+    if (owner)
+        out["dped"] = reloadDped(owner->name);
     return out;
 }
 
@@ -625,19 +685,23 @@ json Handler::status() {
             e["dped"] = ctx_.runtime->dpedProcess(name);
             if (started(name)) {
                 auto r = ctx_.runtime->askDped(name, "status", json::object());
-                if (r) e["status"] = *r;
-                else e["dped_error"] = "dped not answering: " + r.error().message;
+                if (r)
+                    e["status"] = *r;
+                else
+                    e["dped_error"] = "dped not answering: " + r.error().message;
             }
         }
         deps.push_back(e);
     }
     json out = {{"deployables", deps}, {"assemblies", model_.assemblies.size()}};
-    if (ctx_.journal) out["last_seq"] = ctx_.journal->lastSeq();
+    if (ctx_.journal)
+        out["last_seq"] = ctx_.journal->lastSeq();
     return out;
 }
 
 json Handler::eventsCmd() {
-    if (!ctx_.journal) fail(code::Unavailable, "the event journal is not open");
+    if (!ctx_.journal)
+        fail(code::Unavailable, "the event journal is not open");
     events::ReplayQuery q;
     bool since = false;
     if (args_.has("since_seq")) {
@@ -646,7 +710,8 @@ json Handler::eventsCmd() {
     }
     if (args_.has("since_time")) {
         auto t = parseRfc3339(args_.str("since_time"));
-        if (!t) fail(code::InvalidArgument, "argument \"since_time\": " + t.error().message);
+        if (!t)
+            fail(code::InvalidArgument, "argument \"since_time\": " + t.error().message);
         q.since_time = *t;
         since = true;
     }
@@ -654,9 +719,11 @@ json Handler::eventsCmd() {
     q.limit = args_.count("limit", since ? 1000 : 20);
     q.newest = !since;
     auto r = ctx_.journal->replay(q);
-    if (!r) fail(code::Internal, r.error().describe());
+    if (!r)
+        fail(code::Internal, r.error().describe());
     json evs = json::array();
-    for (const auto& e : r->events) evs.push_back(events::toJson(e));
+    for (const auto& e : r->events)
+        evs.push_back(events::toJson(e));
     return {{"events", evs}, {"more", r->more}, {"last_seq", r->last_seq}};
 }
 
@@ -664,24 +731,31 @@ json Handler::ping() {
     std::vector<std::string> targets;
     if (args_.has("assemblies")) {
         const json& a = args_.raw("assemblies");
-        if (!a.is_array()) fail(code::InvalidArgument, "argument \"assemblies\" must be a list");
+        if (!a.is_array())
+            fail(code::InvalidArgument, "argument \"assemblies\" must be a list");
         for (const auto& n : a) {
-            if (!n.is_string()) fail(code::InvalidArgument, "argument \"assemblies\" holds a non-string");
+            if (!n.is_string())
+                fail(code::InvalidArgument, "argument \"assemblies\" holds a non-string");
             needAssembly(model_, n.get<std::string>());
             targets.push_back(n.get<std::string>());
         }
     }
     if (targets.empty())
-        for (const auto& [n, _] : model_.assemblies) targets.push_back(n);
+        for (const auto& [n, _] : model_.assemblies)
+            targets.push_back(n);
     Millis timeout = ctx_.ping_timeout_ms;
-    if (args_.has("timeout_ms")) timeout = static_cast<Millis>(args_.count("timeout_ms", 0));
-    if (timeout <= 0 || timeout > 60'000) fail(code::InvalidArgument, "timeout_ms must be 1..60000");
+    if (args_.has("timeout_ms"))
+        timeout = static_cast<Millis>(args_.count("timeout_ms", 0));
+    if (timeout <= 0 || timeout > 60'000)
+        fail(code::InvalidArgument, "timeout_ms must be 1..60000");
     json out = json::array();
     if (ctx_.runtime && !targets.empty()) {
         for (const auto& p : ctx_.runtime->pingAgents(targets, timeout)) {
             json e = {{"assembly", p.assembly}, {"ok", p.ok}};
-            if (p.ok) e["rtt_ms"] = p.rtt_ms;
-            else e["error"] = p.error;
+            if (p.ok)
+                e["rtt_ms"] = p.rtt_ms;
+            else
+                e["error"] = p.error;
             out.push_back(e);
         }
     }
@@ -690,56 +764,82 @@ json Handler::ping() {
 
 json Handler::run() {
     const std::string& c = req_.command;
-    if (c == "deployable_create") return deployableCreate();
-    if (c == "deployable_delete") return deployableDelete();
+    if (c == "deployable_create")
+        return deployableCreate();
+    if (c == "deployable_delete")
+        return deployableDelete();
     if (c == "deployable_list") {
         json out = json::array();
-        for (const auto& [_, d] : model_.deployables) out.push_back(deployableJson(d, ctx_.desired));
+        for (const auto& [_, d] : model_.deployables)
+            out.push_back(deployableJson(d, ctx_.desired));
         return {{"deployables", out}};
     }
-    if (c == "deployable_start") return deployableStart();
-    if (c == "deployable_stop") return deployableStop();
+    if (c == "deployable_start")
+        return deployableStart();
+    if (c == "deployable_stop")
+        return deployableStop();
     if (c == "deployable_reload") {
         auto name = args_.str("name");
         needDeployable(model_, name);
         return {{"deployable", name}, {"dped", reloadDped(name)}};
     }
-    if (c == "deployable_status") return deployableStatus();
-    if (c == "deployable_assembly_add") return assemblyAdd();
-    if (c == "deployable_assembly_remove") return assemblyRemove();
+    if (c == "deployable_status")
+        return deployableStatus();
+    if (c == "deployable_assembly_add")
+        return assemblyAdd();
+    if (c == "deployable_assembly_remove")
+        return assemblyRemove();
     if (c == "deployable_assembly_list") {
         const auto& d = needDeployable(model_, args_.str("deployable"));
         json out = json::array();
         for (const auto& a : d.assemblies)
-            if (const auto* as = model_.findAssembly(a)) out.push_back(assemblyJson(model_, *as));
+            if (const auto* as = model_.findAssembly(a))
+                out.push_back(assemblyJson(model_, *as));
         return {{"deployable", d.name}, {"assemblies", out}};
     }
-    if (c == "assembly_create") return assemblyCreate();
-    if (c == "assembly_clone") return assemblyClone();
-    if (c == "assembly_delete") return assemblyDelete();
+    if (c == "assembly_create")
+        return assemblyCreate();
+    if (c == "assembly_clone")
+        return assemblyClone();
+    if (c == "assembly_delete")
+        return assemblyDelete();
     if (c == "assembly_list") {
         json out = json::array();
-        for (const auto& [_, a] : model_.assemblies) out.push_back(assemblyJson(model_, a));
+        for (const auto& [_, a] : model_.assemblies)
+            out.push_back(assemblyJson(model_, a));
         return {{"assemblies", out}};
     }
-    if (c == "assembly_resource_add") return resourceAdd();
-    if (c == "assembly_resource_remove") return resourceRemove();
+    if (c == "assembly_resource_add")
+        return resourceAdd();
+    if (c == "assembly_resource_remove")
+        return resourceRemove();
     if (c == "assembly_resource_list") {
         const auto& a = needAssembly(model_, args_.str("assembly"));
         json out = json::array();
-        for (const auto& r : a.resources) out.push_back(resourceJson(r));
+        for (const auto& r : a.resources)
+            out.push_back(resourceJson(r));
         return {{"assembly", a.name}, {"resources", out}};
     }
-    if (c == "escalation_assembly_set") return escalationAssembly();
-    if (c == "escalation_resource_set") return escalationResource();
-    if (c == "escalation_deployable_set") return escalationDeployable();
-    if (c == "referee_set") return refereeSet();
-    if (c == "assembly_park") return park(true);
-    if (c == "assembly_unpark") return park(false);
-    if (c == "template_list") return templateList();
-    if (c == "status") return status();
-    if (c == "events") return eventsCmd();
-    if (c == "ping") return ping();
+    if (c == "escalation_assembly_set")
+        return escalationAssembly();
+    if (c == "escalation_resource_set")
+        return escalationResource();
+    if (c == "escalation_deployable_set")
+        return escalationDeployable();
+    if (c == "referee_set")
+        return refereeSet();
+    if (c == "assembly_park")
+        return park(true);
+    if (c == "assembly_unpark")
+        return park(false);
+    if (c == "template_list")
+        return templateList();
+    if (c == "status")
+        return status();
+    if (c == "events")
+        return eventsCmd();
+    if (c == "ping")
+        return ping();
     fail(code::UnknownCommand, "unknown command '" + c + "'");
 }
 
@@ -747,14 +847,33 @@ json Handler::run() {
 
 const std::vector<std::string>& commandNames() {
     static const std::vector<std::string> names = [] {
-        std::vector<std::string> n = {
-            "deployable_create", "deployable_delete", "deployable_list", "deployable_start",
-            "deployable_stop", "deployable_reload", "deployable_status", "deployable_assembly_add",
-            "deployable_assembly_remove", "deployable_assembly_list", "assembly_create",
-            "assembly_clone", "assembly_delete", "assembly_list", "assembly_resource_add",
-            "assembly_resource_remove", "assembly_resource_list", "escalation_assembly_set",
-            "escalation_resource_set", "escalation_deployable_set", "referee_set", "assembly_park",
-            "assembly_unpark", "template_list", "status", "events", "ping"};
+        std::vector<std::string> n = {"deployable_create",
+                                      "deployable_delete",
+                                      "deployable_list",
+                                      "deployable_start",
+                                      "deployable_stop",
+                                      "deployable_reload",
+                                      "deployable_status",
+                                      "deployable_assembly_add",
+                                      "deployable_assembly_remove",
+                                      "deployable_assembly_list",
+                                      "assembly_create",
+                                      "assembly_clone",
+                                      "assembly_delete",
+                                      "assembly_list",
+                                      "assembly_resource_add",
+                                      "assembly_resource_remove",
+                                      "assembly_resource_list",
+                                      "escalation_assembly_set",
+                                      "escalation_resource_set",
+                                      "escalation_deployable_set",
+                                      "referee_set",
+                                      "assembly_park",
+                                      "assembly_unpark",
+                                      "template_list",
+                                      "status",
+                                      "events",
+                                      "ping"};
         std::sort(n.begin(), n.end());
         return n;
     }();
@@ -770,7 +889,8 @@ Response handle(const Request& request, model::Model& model, Context& ctx) {
     } catch (const CommandError& e) {
         return Response::failure(request.id, e.code, e.message);
     } catch (const std::exception& e) {
-        return Response::failure(request.id, code::Internal, std::string("internal error: ") + e.what());
+        return Response::failure(request.id, code::Internal,
+                                 std::string("internal error: ") + e.what());
     }
     return r;
 }

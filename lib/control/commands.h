@@ -29,14 +29,14 @@ namespace pcloud::control {
 
 // Error codes of the command API.
 namespace code {
-inline constexpr const char* BadRequest = "bad-request";          // body is not a command
+inline constexpr const char* BadRequest = "bad-request"; // body is not a command
 inline constexpr const char* UnknownCommand = "unknown-command";
 inline constexpr const char* InvalidArgument = "invalid-argument";
 inline constexpr const char* NotFound = "not-found";
 inline constexpr const char* Exists = "exists";
-inline constexpr const char* Conflict = "conflict";               // e.g. delete a started deployable
-inline constexpr const char* Unavailable = "unavailable";         // a dped or agent did not answer
-inline constexpr const char* Internal = "internal";               // e.g. the save failed
+inline constexpr const char* Conflict = "conflict";       // e.g. delete a started deployable
+inline constexpr const char* Unavailable = "unavailable"; // a dped or agent did not answer
+inline constexpr const char* Internal = "internal";       // e.g. the save failed
 } // namespace code
 
 struct Request {
@@ -93,8 +93,8 @@ struct Context {
     std::string state_dir;
     const Clock* clock = nullptr;
     DesiredState* desired = nullptr;
-    events::EventJournal* journal = nullptr;             // for "events"; null = unavailable
-    const store::TemplateRegistry* templates = nullptr;  // for resources; null = none
+    events::EventJournal* journal = nullptr;            // for "events"; null = unavailable
+    const store::TemplateRegistry* templates = nullptr; // for resources; null = none
     Runtime* runtime = nullptr;
     // Persists the model; default (unset) is store::saveModel(state_dir, model).
     std::function<Status(const model::Model&)> save;

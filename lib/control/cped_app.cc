@@ -59,7 +59,8 @@ struct Options {
 };
 
 bool parseSize(const std::string& s, std::uint64_t& out) {
-    if (s.empty()) return false;
+    if (s.empty())
+        return false;
     std::size_t used = 0;
     unsigned long long n = 0;
     try {
@@ -69,10 +70,14 @@ bool parseSize(const std::string& s, std::uint64_t& out) {
     }
     std::string unit = s.substr(used);
     std::uint64_t mult = 1;
-    if (unit == "K" || unit == "k") mult = 1024;
-    else if (unit == "M") mult = 1024 * 1024;
-    else if (unit == "G") mult = 1024ULL * 1024 * 1024;
-    else if (!unit.empty()) return false;
+    if (unit == "K" || unit == "k")
+        mult = 1024;
+    else if (unit == "M")
+        mult = 1024 * 1024;
+    else if (unit == "G")
+        mult = 1024ULL * 1024 * 1024;
+    else if (!unit.empty())
+        return false;
     out = n * mult;
     return out > 0;
 }
@@ -80,7 +85,8 @@ bool parseSize(const std::string& s, std::uint64_t& out) {
 std::string selfDir() {
     char buf[4096];
     ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0) return ".";
+    if (n <= 0)
+        return ".";
     std::string p(buf, static_cast<size_t>(n));
     return p.substr(0, p.rfind('/'));
 }
@@ -107,20 +113,28 @@ int parseOptions(int argc, char** argv, Options& o) {
         } else {
             return usage("option " + a + " needs a value");
         }
-        if (a == "--state-dir") o.state_dir = v;
-        else if (a == "--listen") o.listen = v;
-        else if (a == "--broker") o.broker = v;
-        else if (a == "--address-prefix") o.prefix = v;
-        else if (a == "--dped-path") o.dped_path = v;
+        if (a == "--state-dir")
+            o.state_dir = v;
+        else if (a == "--listen")
+            o.listen = v;
+        else if (a == "--broker")
+            o.broker = v;
+        else if (a == "--address-prefix")
+            o.prefix = v;
+        else if (a == "--dped-path")
+            o.dped_path = v;
         else if (a == "--log-level") {
             log::Level l;
-            if (!log::parseLevel(v, l)) return usage("unknown log level '" + v + "'");
+            if (!log::parseLevel(v, l))
+                return usage("unknown log level '" + v + "'");
             log::setLevel(l);
         } else if (a == "--journal-max-size") {
-            if (!parseSize(v, o.journal.max_bytes)) return usage("bad --journal-max-size '" + v + "'");
+            if (!parseSize(v, o.journal.max_bytes))
+                return usage("bad --journal-max-size '" + v + "'");
         } else if (a == "--journal-max-age") {
             auto d = parseDuration(v);
-            if (!d || *d <= 0) return usage("bad --journal-max-age '" + v + "'");
+            if (!d || *d <= 0)
+                return usage("bad --journal-max-age '" + v + "'");
             o.journal.max_age = *d;
         } else if (a == "--journal-max-files") {
             try {
@@ -128,16 +142,19 @@ int parseOptions(int argc, char** argv, Options& o) {
             } catch (...) {
                 return usage("bad --journal-max-files '" + v + "'");
             }
-            if (o.journal.keep_files < 0) return usage("bad --journal-max-files '" + v + "'");
+            if (o.journal.keep_files < 0)
+                return usage("bad --journal-max-files '" + v + "'");
         } else if (a == "--dped-timeout") {
             auto d = parseDuration(v);
-            if (!d || *d <= 0) return usage("bad --dped-timeout '" + v + "'");
+            if (!d || *d <= 0)
+                return usage("bad --dped-timeout '" + v + "'");
             o.dped_timeout = *d;
         } else {
             return usage("unknown option " + a);
         }
     }
-    if (o.dped_path.empty()) o.dped_path = selfDir() + "/dped";
+    if (o.dped_path.empty())
+        o.dped_path = selfDir() + "/dped";
     return -1;
 }
 
@@ -155,7 +172,8 @@ public:
     // Runtime
     void startDeployable(const std::string& d) override { supervisor_->want(d); }
     Result<json> stopDeployable(const std::string& d) override;
-    Result<json> askDped(const std::string& d, const std::string& command, const json& args) override;
+    Result<json> askDped(const std::string& d, const std::string& command,
+                         const json& args) override;
     json dpedProcess(const std::string& d) override { return supervisor_->info(d); }
     std::vector<PingResult> pingAgents(const std::vector<std::string>& as, Millis timeout) override;
     void emit(events::Event e) override { journalAndPublish(std::move(e)); }
@@ -169,11 +187,11 @@ private:
     Options o_;
     SystemClock clock_;
     std::unique_ptr<bus::Hub> hub_;
-    bus::Client server_;  // serves pcloud.cped; its handler may block on `client_`
-    bus::Client client_;  // journal submissions, events, requests to dpeds and agents
+    bus::Client server_; // serves pcloud.cped; its handler may block on `client_`
+    bus::Client client_; // journal submissions, events, requests to dpeds and agents
     std::unique_ptr<events::EventJournal> journal_;
     std::unique_ptr<Supervisor> supervisor_;
-    std::mutex publish_mutex_;  // journal order == publish order
+    std::mutex publish_mutex_; // journal order == publish order
     std::mutex model_mutex_;
     model::Model model_;
     DesiredState desired_;
@@ -189,10 +207,11 @@ void Cped::journalAndPublish(events::Event e) {
                    {{"error", written.error().describe()}});
         return;
     }
-    for (auto& w : journal_->takeWarnings()) PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
+    for (auto& w : journal_->takeWarnings())
+        PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
     if (auto st = client_.send("pcloud.events", events::toLine(*written)); !st)
-        PCLOUD_LOG(Warning, "Cannot publish an event", {{"seq", std::to_string(written->seq)},
-                                                         {"error", st.error().message}});
+        PCLOUD_LOG(Warning, "Cannot publish an event",
+                   {{"seq", std::to_string(written->seq)}, {"error", st.error().message}});
 }
 
 void Cped::onJournalSubmission(const bus::Message& m) {
@@ -208,7 +227,7 @@ void Cped::onJournalSubmission(const bus::Message& m) {
                    {{"error", e.error().message}, {"body", m.body.substr(0, 200)}});
         return;
     }
-    e->seq = 0;  // cped assigns it
+    e->seq = 0; // cped assigns it
     journalAndPublish(std::move(*e));
 }
 
@@ -220,9 +239,11 @@ Result<json> Cped::askDped(const std::string& d, const std::string& command, con
         timeout = std::max<Millis>(timeout, args["timeout_ms"].get<Millis>() + 1000);
     auto reply = client_.request("pcloud.dped." + d, commandBody(id, command, args).dump(),
                                  std::chrono::milliseconds(timeout), {}, id);
-    if (!reply) return reply.error();
+    if (!reply)
+        return reply.error();
     auto j = json::parse(reply->body, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return makeError("dped sent a reply that is not JSON");
+    if (j.is_discarded() || !j.is_object())
+        return makeError("dped sent a reply that is not JSON");
     if (!j.value("ok", false)) {
         std::string msg = "dped refused";
         if (auto it = j.find("error"); it != j.end() && it->is_object())
@@ -234,14 +255,16 @@ Result<json> Cped::askDped(const std::string& d, const std::string& command, con
 
 Result<json> Cped::stopDeployable(const std::string& d) {
     supervisor_->unwant(d);
-    if (!supervisor_->pid(d)) return json{{"dped", "not running"}};
+    if (!supervisor_->pid(d))
+        return json{{"dped", "not running"}};
     json out;
     auto r = askDped(d, "stop", json::object());
     out["stop"] = r ? "acknowledged" : "dped not answering: " + r.error().message;
     // dped exits 0 once the deployable is stopped; give it time to drain and stop domains.
     // One that did not even acknowledge gets SIGTERM (its clean-exit signal) right away.
     std::optional<int> st;
-    if (r) st = supervisor_->waitExit(d, 20'000);
+    if (r)
+        st = supervisor_->waitExit(d, 20'000);
     if (!st) {
         PCLOUD_LOG(Warning, "dped did not exit after stop; sending SIGTERM", {{"deployable", d}});
         supervisor_->signal(d, SIGTERM);
@@ -256,7 +279,8 @@ Result<json> Cped::stopDeployable(const std::string& d) {
     return out;
 }
 
-std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>& as, Millis timeout) {
+std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>& as,
+                                                  Millis timeout) {
     // Agents answer on pcloud.reports.ASSY, which their dped consumes, so a started
     // deployable's agents are pinged through their dped; others directly, with reply_to.
     struct Slot {
@@ -287,7 +311,8 @@ std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>
             std::string dep = owner->name, assy = as[i];
             viaDped.emplace_back([this, dep, assy, timeout, finish] {
                 auto r = askDped(dep, "ping", {{"assembly", assy}, {"timeout_ms", timeout}});
-                if (!r) return finish(false, r.error().message, -1);
+                if (!r)
+                    return finish(false, r.error().message, -1);
                 finish(true, "", r->value("rtt_ms", Millis(-1)));
             });
         } else {
@@ -296,7 +321,8 @@ std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>
             client_.requestAsync(
                 "pcloud.agent." + as[i], body.dump(), std::chrono::milliseconds(timeout),
                 [finish](Result<bus::Message> m) {
-                    if (!m) return finish(false, m.error().message, -1);
+                    if (!m)
+                        return finish(false, m.error().message, -1);
                     auto j = json::parse(m->body, nullptr, false);
                     if (!j.is_object() || !j.value("ok", false))
                         return finish(false, "agent refused: " + m->body.substr(0, 200), -1);
@@ -305,14 +331,16 @@ std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>
                 {}, id);
         }
     }
-    for (auto& t : viaDped) t.join();
+    for (auto& t : viaDped)
+        t.join();
     std::unique_lock lock(*mutex);
     cv->wait_for(lock, std::chrono::milliseconds(timeout + 1000), [&] {
         return std::all_of(slots->begin(), slots->end(), [](const Slot& s) { return s.done; });
     });
     std::vector<PingResult> out;
     for (auto& s : *slots) {
-        if (!s.done) s.r.error = "no reply";
+        if (!s.done)
+            s.r.error = "no reply";
         out.push_back(s.r);
     }
     return out;
@@ -322,10 +350,12 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     Response rejection;
     auto req = parseRequest(m.body, &rejection);
     if (!req) {
-        if (rejection.id.empty()) rejection.id = m.correlationId;
+        if (rejection.id.empty())
+            rejection.id = m.correlationId;
         return rejection.toJson().dump();
     }
-    if (req->id.empty()) req->id = m.correlationId;
+    if (req->id.empty())
+        req->id = m.correlationId;
     std::lock_guard lock(model_mutex_);
     Context ctx;
     ctx.state_dir = o_.state_dir;
@@ -335,9 +365,11 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     ctx.templates = &templates_;
     ctx.runtime = this;
     auto resp = handle(*req, model_, ctx);
-    PCLOUD_LOG(Info, "Command handled", {{"command", req->command}, {"id", req->id},
-                                         {"ok", resp.ok ? "true" : "false"},
-                                         {"error", resp.error_message}});
+    PCLOUD_LOG(Info, "Command handled",
+               {{"command", req->command},
+                {"id", req->id},
+                {"ok", resp.ok ? "true" : "false"},
+                {"error", resp.error_message}});
     return resp.toJson().dump();
 }
 
@@ -348,19 +380,24 @@ void Cped::reloadFromDisk() {
         std::vector<Error> warnings;
         auto m = store::loadModel(o_.state_dir, &warnings);
         if (!m) {
-            PCLOUD_LOG(Error, "Reload refused: the db files are invalid; keeping the model in memory",
+            PCLOUD_LOG(Error,
+                       "Reload refused: the db files are invalid; keeping the model in memory",
                        {{"error", m.error().describe()}});
             return;
         }
-        for (const auto& w : warnings) PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
+        for (const auto& w : warnings)
+            PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
         model_ = std::move(*m);
         templates_ = store::TemplateRegistry::load();
-        for (const auto& d : desired_.startedSet()) started.push_back(d);
+        for (const auto& d : desired_.startedSet())
+            started.push_back(d);
     }
     PCLOUD_LOG(Notice, "Reloaded the model from disk", {{"state_dir", o_.state_dir}});
     for (const auto& d : started) {
         auto r = askDped(d, "reload", json::object());
-        if (!r) PCLOUD_LOG(Warning, "dped did not confirm the reload", {{"deployable", d}, {"error", r.error().message}});
+        if (!r)
+            PCLOUD_LOG(Warning, "dped did not confirm the reload",
+                       {{"deployable", d}, {"error", r.error().message}});
     }
 }
 
@@ -383,7 +420,8 @@ int Cped::run() {
                   << "\ncped: fix the file (it was not changed) and start cped again\n";
         return toInt(ExitCode::Config);
     }
-    for (const auto& w : warnings) PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
+    for (const auto& w : warnings)
+        PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
     model_ = std::move(*m);
     auto desired = DesiredState::load(o_.state_dir);
     if (!desired) {
@@ -392,14 +430,16 @@ int Cped::run() {
     }
     desired_ = std::move(*desired);
     templates_ = store::TemplateRegistry::load();
-    for (const auto& w : templates_.warnings()) PCLOUD_LOG(Warning, "template", {{"problem", w.describe()}});
+    for (const auto& w : templates_.warnings())
+        PCLOUD_LOG(Warning, "template", {{"problem", w.describe()}});
     auto journal = events::EventJournal::open(o_.state_dir, o_.journal, clock_);
     if (!journal) {
         std::cerr << "cped: cannot start: " << journal.error().describe() << "\n";
         return toInt(ExitCode::Config);
     }
     journal_ = std::move(*journal);
-    for (auto& w : journal_->takeWarnings()) PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
+    for (auto& w : journal_->takeWarnings())
+        PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
 
     // Signals are taken synchronously by the main thread; every thread inherits the mask.
     sigset_t sigs = signals::blockShutdownSignals();
@@ -408,7 +448,8 @@ int Cped::run() {
     if (url.empty()) {
         hub_ = std::make_unique<bus::Hub>();
         if (auto st = hub_->start(o_.listen); !st) {
-            std::cerr << "cped: cannot listen on " << o_.listen << ": " << st.error().describe() << "\n";
+            std::cerr << "cped: cannot listen on " << o_.listen << ": " << st.error().describe()
+                      << "\n";
             return toInt(ExitCode::Unavailable);
         }
         url = "amqp://127.0.0.1:" + std::to_string(hub_->boundPort()); // Hub::start() logged it
@@ -432,15 +473,18 @@ int Cped::run() {
     if (log::level() >= log::Level::Info) {
         so.extra_args = {"--log-level", log::level() == log::Level::Debug ? "debug" : "info"};
     }
-    supervisor_ = std::make_unique<Supervisor>(so, clock_, [this](events::Event e) { emit(std::move(e)); });
+    supervisor_ =
+        std::make_unique<Supervisor>(so, clock_, [this](events::Event e) { emit(std::move(e)); });
 
-    client_.subscribe("pcloud.journal", [this](const bus::Message& msg) { onJournalSubmission(msg); });
+    client_.subscribe("pcloud.journal",
+                      [this](const bus::Message& msg) { onJournalSubmission(msg); });
     server_.serve("pcloud.cped", [this](const bus::Message& msg) { return serveCommand(msg); });
 
     {
         std::lock_guard lock(model_mutex_);
         for (const auto& d : desired_.startedSet())
-            if (model_.findDeployable(d)) supervisor_->want(d);
+            if (model_.findDeployable(d))
+                supervisor_->want(d);
     }
     std::atomic<bool> stopping{false};
     std::thread supervision([&] {
@@ -449,13 +493,16 @@ int Cped::run() {
             supervisor_->waitActivity(next < 0 ? 1000 : std::min<Millis>(next, 1000));
         }
     });
-    PCLOUD_LOG(Notice, "cped ready", {{"state_dir", o_.state_dir}, {"broker", url},
-                                      {"last_seq", std::to_string(journal_->lastSeq())}});
+    PCLOUD_LOG(Notice, "cped ready",
+               {{"state_dir", o_.state_dir},
+                {"broker", url},
+                {"last_seq", std::to_string(journal_->lastSeq())}});
 
     int exitCode = 0;
     for (;;) {
         int sig = 0;
-        if (sigwait(&sigs, &sig) != 0) continue;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
         if (sig == SIGHUP) {
             std::thread([this] { reloadFromDisk(); }).detach();
             continue;
@@ -469,7 +516,8 @@ int Cped::run() {
     server_.close();
     client_.waitIdle(2s);
     client_.close();
-    if (hub_) hub_->stop();
+    if (hub_)
+        hub_->stop();
     return exitCode;
 }
 
@@ -478,7 +526,8 @@ int Cped::run() {
 int runCped(int argc, char** argv) {
     log::setIdent("cped");
     Options o;
-    if (int rc = parseOptions(argc, argv, o); rc >= 0) return rc;
+    if (int rc = parseOptions(argc, argv, o); rc >= 0)
+        return rc;
     try {
         Cped cped(std::move(o));
         return cped.run();

@@ -20,8 +20,10 @@ public:
 
     bool started(const std::string& deployable) const { return started_.count(deployable) > 0; }
     void setStarted(const std::string& deployable, bool on) {
-        if (on) started_.insert(deployable);
-        else started_.erase(deployable);
+        if (on)
+            started_.insert(deployable);
+        else
+            started_.erase(deployable);
     }
     const std::set<std::string>& startedSet() const { return started_; }
     bool operator==(const DesiredState&) const = default;

@@ -14,10 +14,12 @@ namespace {
 std::optional<pid_t> readPid(int fd) {
     char buf[32] = {};
     ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
-    if (n <= 0) return std::nullopt;
+    if (n <= 0)
+        return std::nullopt;
     char* end = nullptr;
     long v = std::strtol(buf, &end, 10);
-    if (end == buf || v <= 0) return std::nullopt;
+    if (end == buf || v <= 0)
+        return std::nullopt;
     return static_cast<pid_t>(v);
 }
 
@@ -36,33 +38,37 @@ Result<LockFile> LockFile::acquire(const std::string& path, pid_t* holderOut) {
         int err = errno;
         auto pid = readPid(fd);
         ::close(fd);
-        if (holderOut && pid) *holderOut = *pid;
+        if (holderOut && pid)
+            *holderOut = *pid;
         if (err == EWOULDBLOCK)
-            return makeError("already locked by " +
-                                 (pid ? "pid " + std::to_string(*pid) : std::string("another process")) +
-                                 ": another instance is running",
-                             path);
+            return makeError(
+                "already locked by " +
+                    (pid ? "pid " + std::to_string(*pid) : std::string("another process")) +
+                    ": another instance is running",
+                path);
         return makeError(std::string("cannot lock: ") + std::strerror(err), path);
     }
     std::string text = std::to_string(::getpid()) + "\n";
     if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, text.data(), text.size(), 0) < 0) {
         int err = errno;
         ::close(fd);
-        return makeError(std::string("cannot write our pid into the lock file: ") + std::strerror(err),
-                         path);
+        return makeError(
+            std::string("cannot write our pid into the lock file: ") + std::strerror(err), path);
     }
     return LockFile(path, fd);
 }
 
 std::optional<pid_t> LockFile::holder(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return std::nullopt;
+    if (fd < 0)
+        return std::nullopt;
     std::optional<pid_t> out;
     if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
-        ::flock(fd, LOCK_UN);  // nobody holds it
+        ::flock(fd, LOCK_UN); // nobody holds it
     } else if (errno == EWOULDBLOCK) {
         out = readPid(fd);
-        if (!out) out = 0;  // held, pid not (yet) written
+        if (!out)
+            out = 0; // held, pid not (yet) written
     }
     ::close(fd);
     return out;
@@ -73,7 +79,8 @@ LockFile::LockFile(LockFile&& other) noexcept
 
 LockFile& LockFile::operator=(LockFile&& other) noexcept {
     if (this != &other) {
-        if (fd_ >= 0) ::close(fd_);
+        if (fd_ >= 0)
+            ::close(fd_);
         path_ = std::move(other.path_);
         fd_ = std::exchange(other.fd_, -1);
     }
@@ -81,7 +88,8 @@ LockFile& LockFile::operator=(LockFile&& other) noexcept {
 }
 
 LockFile::~LockFile() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0)
+        ::close(fd_);
 }
 
 } // namespace pcloud::control

@@ -37,7 +37,8 @@ int g_sigpipe[2] = {-1, -1};
 
 void onSigint(int) {
     g_interrupted = true;
-    if (g_sigpipe[1] >= 0) [[maybe_unused]] auto n = ::write(g_sigpipe[1], "x", 1);
+    if (g_sigpipe[1] >= 0) [[maybe_unused]]
+        auto n = ::write(g_sigpipe[1], "x", 1);
 }
 
 struct ShellOptions {
@@ -94,13 +95,17 @@ bool Shell::ensureConnected() {
 }
 
 Result<json> Shell::call(const std::string& command, const json& args, Millis timeoutMs) {
-    if (!ensureConnected()) return makeError("not connected");
+    if (!ensureConnected())
+        return makeError("not connected");
     std::string id = "sh-" + std::to_string(::getpid()) + "-" + std::to_string(++next_id_);
     json body = {{"v", 1}, {"type", "command"}, {"id", id}, {"command", command}, {"args", args}};
-    auto reply = client_.request("pcloud.cped", body.dump(), std::chrono::milliseconds(timeoutMs), {}, id);
-    if (!reply) return makeError("cped did not answer: " + reply.error().message);
+    auto reply =
+        client_.request("pcloud.cped", body.dump(), std::chrono::milliseconds(timeoutMs), {}, id);
+    if (!reply)
+        return makeError("cped did not answer: " + reply.error().message);
     auto j = json::parse(reply->body, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return makeError("cped sent a reply that is not JSON");
+    if (j.is_discarded() || !j.is_object())
+        return makeError("cped sent a reply that is not JSON");
     return j;
 }
 
@@ -108,25 +113,30 @@ std::vector<std::string> Shell::names(cli::ArgKind kind) {
     std::vector<std::string> out;
     auto fetch = [&](const char* cmd, const char* listKey) -> json {
         auto r = call(cmd, json::object(), 1500);
-        if (!r || !r->value("ok", false)) return json::array();
+        if (!r || !r->value("ok", false))
+            return json::array();
         return (*r)["result"].value(listKey, json::array());
     };
     switch (kind) {
     case cli::ArgKind::Deployable:
-        for (const auto& d : fetch("deployable_list", "deployables")) out.push_back(d.value("name", ""));
+        for (const auto& d : fetch("deployable_list", "deployables"))
+            out.push_back(d.value("name", ""));
         break;
     case cli::ArgKind::Assembly:
-        for (const auto& a : fetch("assembly_list", "assemblies")) out.push_back(a.value("name", ""));
+        for (const auto& a : fetch("assembly_list", "assemblies"))
+            out.push_back(a.value("name", ""));
         break;
     case cli::ArgKind::Resource: {
         std::set<std::string> s;
         for (const auto& a : fetch("assembly_list", "assemblies"))
-            for (const auto& r : a.value("resources", json::array())) s.insert(r.get<std::string>());
+            for (const auto& r : a.value("resources", json::array()))
+                s.insert(r.get<std::string>());
         out.assign(s.begin(), s.end());
         break;
     }
     case cli::ArgKind::Template:
-        for (const auto& t : fetch("template_list", "templates")) out.push_back(t.value("name", ""));
+        for (const auto& t : fetch("template_list", "templates"))
+            out.push_back(t.value("name", ""));
         break;
     default:
         break;
@@ -152,25 +162,31 @@ int Shell::follow(const cli::Invocation& inv) {
     std::condition_variable cv;
     std::deque<events::Event> live;
     const std::string dep = inv.args.value("deployable", std::string());
-    if (!ensureConnected()) return kCpedError;
+    if (!ensureConnected())
+        return kCpedError;
     auto sub = client_.subscribe("pcloud.events", [&](const bus::Message& msg) {
         auto e = events::parseLine(msg.body);
-        if (!e || e->seq == 0) return;
+        if (!e || e->seq == 0)
+            return;
         std::lock_guard lock(m);
         live.push_back(std::move(*e));
         cv.notify_one();
     });
     std::uint64_t last = 0;
     auto print = [&](const events::Event& e) {
-        if (!dep.empty() && e.deployable != dep) return;
-        if (o_.json) std::cout << events::toLine(e) << std::endl;
-        else std::cout << events::formatHuman(e) << std::endl;
+        if (!dep.empty() && e.deployable != dep)
+            return;
+        if (o_.json)
+            std::cout << events::toLine(e) << std::endl;
+        else
+            std::cout << events::formatHuman(e) << std::endl;
     };
     // Replays from the journal after `last` (or per the first query) until caught up.
     auto replay = [&](json args) -> bool {
         for (;;) {
             auto r = call("events", args, 10'000);
-            if (!r) return false;
+            if (!r)
+                return false;
             if (!r->value("ok", false)) {
                 printError(*r, o_.json);
                 return false;
@@ -178,7 +194,8 @@ int Shell::follow(const cli::Invocation& inv) {
             const json& res = (*r)["result"];
             for (const auto& j : res["events"]) {
                 auto e = events::fromJson(j);
-                if (!e || e->seq <= last) continue;
+                if (!e || e->seq <= last)
+                    continue;
                 print(*e);
                 last = e->seq;
             }
@@ -187,7 +204,8 @@ int Shell::follow(const cli::Invocation& inv) {
                 return true;
             }
             args = {{"since_seq", last}};
-            if (!dep.empty()) args["deployable"] = dep;
+            if (!dep.empty())
+                args["deployable"] = dep;
         }
     };
     json first = inv.args;
@@ -202,7 +220,8 @@ int Shell::follow(const cli::Invocation& inv) {
     std::uint64_t seenConnects = client_.stats().connects;
     auto resume = [&]() {
         json a = {{"since_seq", last}};
-        if (!dep.empty()) a["deployable"] = dep;
+        if (!dep.empty())
+            a["deployable"] = dep;
         return replay(a);
     };
     while (!g_interrupted) {
@@ -220,15 +239,20 @@ int Shell::follow(const cli::Invocation& inv) {
             // Reconnected (or cped came back): whatever happened meanwhile is in the journal.
             // Read it only once the live subscription is attached again, so that no event
             // can fall between the end of the replay and the start of the live feed.
-            if (connects != seenConnects) client_.waitSubscribed(sub, 5s);
+            if (connects != seenConnects)
+                client_.waitSubscribed(sub, 5s);
             seenConnects = connects;
             haveHistory = resume();
         }
-        if (!next) continue;
-        if (next->seq <= last) continue;          // already printed from the journal
-        if (next->seq > last + 1) {               // a gap: fetch it before this one
-            if (!resume()) haveHistory = false;
-            if (next->seq <= last) continue;
+        if (!next)
+            continue;
+        if (next->seq <= last)
+            continue;               // already printed from the journal
+        if (next->seq > last + 1) { // a gap: fetch it before this one
+            if (!resume())
+                haveHistory = false;
+            if (next->seq <= last)
+                continue;
         }
         print(*next);
         last = next->seq;
@@ -238,7 +262,8 @@ int Shell::follow(const cli::Invocation& inv) {
 }
 
 int Shell::execute(const std::vector<std::string>& words) {
-    if (words.empty()) return kOk;
+    if (words.empty())
+        return kOk;
     if (words[0] == "help") {
         if (words.size() == 1) {
             std::cout << cli::helpText();
@@ -257,10 +282,12 @@ int Shell::execute(const std::vector<std::string>& words) {
         std::cerr << "pcloudsh: " << inv.error().describe() << "\n";
         return kUsage;
     }
-    if (inv->command == "events" && inv->follow) return follow(*inv);
+    if (inv->command == "events" && inv->follow)
+        return follow(*inv);
     auto r = call(inv->command, inv->args, o_.timeout_ms);
     if (!r) {
-        if (r.error().message != "not connected") std::cerr << "pcloudsh: " << r.error().message << "\n";
+        if (r.error().message != "not connected")
+            std::cerr << "pcloudsh: " << r.error().message << "\n";
         return kCpedError;
     }
     if (!r->value("ok", false)) {
@@ -270,7 +297,8 @@ int Shell::execute(const std::vector<std::string>& words) {
     const json& result = (*r)["result"];
     if (o_.json) {
         if (inv->command == "events") {
-            for (const auto& e : result["events"]) std::cout << e.dump() << "\n";
+            for (const auto& e : result["events"])
+                std::cout << e.dump() << "\n";
             std::cout.flush();
         } else {
             std::cout << result.dump() << std::endl;
@@ -281,7 +309,8 @@ int Shell::execute(const std::vector<std::string>& words) {
     if (inv->command == "ping") {
         // Like ping(8): success only if someone answered.
         for (const auto& p : result.value("pings", json::array()))
-            if (p.value("ok", false)) return kOk;
+            if (p.value("ok", false))
+                return kOk;
         return kCpedError;
     }
     return kOk;
@@ -294,31 +323,36 @@ std::vector<std::string> g_matches;
 
 char* matchGenerator(const char* text, int state) {
     static size_t index;
-    if (state == 0) index = 0;
+    if (state == 0)
+        index = 0;
     std::string prefix = text;
     while (index < g_matches.size()) {
         const auto& m = g_matches[index++];
-        if (m.rfind(prefix, 0) == 0) return ::strdup(m.c_str());
+        if (m.rfind(prefix, 0) == 0)
+            return ::strdup(m.c_str());
     }
     return nullptr;
 }
 
 char** complete(const char* text, int start, int) {
-    rl_attempted_completion_over = 1;  // no filename completion
+    rl_attempted_completion_over = 1; // no filename completion
     g_matches.clear();
     std::string before(rl_line_buffer, static_cast<size_t>(start));
     auto words = cli::splitLine(before);
     if (!words || words->empty()) {
-        for (const auto& c : cli::commands()) g_matches.push_back(c.name);
+        for (const auto& c : cli::commands())
+            g_matches.push_back(c.name);
         g_matches.push_back("quit");
     } else {
         const auto& cmd = (*words)[0];
         // Count positional words (skip --options) to know which argument is being typed.
         size_t pos = 0;
         for (size_t i = 1; i < words->size(); ++i)
-            if ((*words)[i].rfind("--", 0) != 0) ++pos;
+            if ((*words)[i].rfind("--", 0) != 0)
+                ++pos;
         if (cmd == "help" && pos == 0) {
-            for (const auto& c : cli::commands()) g_matches.push_back(c.name);
+            for (const auto& c : cli::commands())
+                g_matches.push_back(c.name);
         } else if (const auto* spec = cli::findCommand(cmd)) {
             if (std::string(text).rfind("--", 0) == 0) {
                 // Options named in the usage line.
@@ -362,12 +396,14 @@ int Shell::interactive() {
     const std::string hist = historyPath();
     using_history();
     // append_history() only appends to an existing file.
-    if (read_history(hist.c_str()) != 0) write_history(hist.c_str());
+    if (read_history(hist.c_str()) != 0)
+        write_history(hist.c_str());
     rl_readline_name = "pcloudsh";
     rl_attempted_completion_function = complete;
     rl_catch_signals = 0;
-    if (::pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) != 0) return kCpedError;
-    struct sigaction sa{};
+    if (::pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return kCpedError;
+    struct sigaction sa {};
     sa.sa_handler = onSigint;
     sigemptyset(&sa.sa_mask);
     ::sigaction(SIGINT, &sa, nullptr);
@@ -378,7 +414,8 @@ int Shell::interactive() {
     while (!g_eof) {
         pollfd fds[2] = {{0, POLLIN, 0}, {g_sigpipe[0], POLLIN, 0}};
         if (::poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             break;
         }
         if (fds[1].revents & POLLIN) {
@@ -394,8 +431,10 @@ int Shell::interactive() {
             rl_on_new_line();
             rl_redisplay();
         }
-        if (fds[0].revents & (POLLIN | POLLHUP)) rl_callback_read_char();
-        if (g_eof) break;
+        if (fds[0].revents & (POLLIN | POLLHUP))
+            rl_callback_read_char();
+        if (g_eof)
+            break;
         if (g_line) {
             std::string line = std::move(*g_line);
             g_line.reset();
@@ -406,7 +445,8 @@ int Shell::interactive() {
                 add_history(line.c_str());
                 append_history(1, hist.c_str());
                 history_truncate_file(hist.c_str(), 1000);
-                if ((*words)[0] == "quit" || (*words)[0] == "exit") break;
+                if ((*words)[0] == "quit" || (*words)[0] == "exit")
+                    break;
                 g_interrupted = false;
                 lastStatus = execute(*words);
                 g_interrupted = false;
@@ -418,7 +458,8 @@ int Shell::interactive() {
         }
     }
     rl_callback_handler_remove();
-    if (g_eof) std::cout << std::endl;
+    if (g_eof)
+        std::cout << std::endl;
     return lastStatus == kUsage ? kOk : kOk;
 }
 
@@ -437,14 +478,16 @@ Run `pcloudsh help` for the commands.
 
 int runShell(int argc, char** argv) {
     // The shell prints; bus internals only speak up when something is really wrong.
-    if (!std::getenv("PCLOUD_LOG_LEVEL")) log::setLevel(log::Level::Error);
+    if (!std::getenv("PCLOUD_LOG_LEVEL"))
+        log::setLevel(log::Level::Error);
     log::setIdent("pcloudsh");
     ShellOptions o;
-    if (const char* b = std::getenv("PCLOUD_BROKER")) o.broker = b;
+    if (const char* b = std::getenv("PCLOUD_BROKER"))
+        o.broker = b;
     std::vector<std::string> words;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        if (!words.empty()) {  // options after the command belong to the command, except these
+        if (!words.empty()) { // options after the command belong to the command, except these
             if (a == "--json") {
                 o.json = true;
                 continue;
@@ -458,7 +501,8 @@ int runShell(int argc, char** argv) {
                 out = a.substr(eq + 1);
                 return true;
             }
-            if (i + 1 >= argc) return false;
+            if (i + 1 >= argc)
+                return false;
             out = argv[++i];
             return true;
         };
@@ -468,15 +512,19 @@ int runShell(int argc, char** argv) {
         } else if (a == "--json") {
             o.json = true;
         } else if (a.rfind("--broker", 0) == 0) {
-            if (!value(o.broker)) return (std::cerr << "pcloudsh: --broker needs a URL\n", kUsage);
+            if (!value(o.broker))
+                return (std::cerr << "pcloudsh: --broker needs a URL\n", kUsage);
         } else if (a.rfind("--address-prefix", 0) == 0) {
-            if (!value(o.prefix)) return (std::cerr << "pcloudsh: --address-prefix needs a value\n", kUsage);
+            if (!value(o.prefix))
+                return (std::cerr << "pcloudsh: --address-prefix needs a value\n", kUsage);
         } else if (a.rfind("--timeout", 0) == 0) {
             std::string v;
-            if (!value(v)) return (std::cerr << "pcloudsh: --timeout needs seconds\n", kUsage);
+            if (!value(v))
+                return (std::cerr << "pcloudsh: --timeout needs seconds\n", kUsage);
             char* end = nullptr;
             double s = std::strtod(v.c_str(), &end);
-            if (end == v.c_str() || *end || s <= 0) return (std::cerr << "pcloudsh: bad --timeout '" << v << "'\n", kUsage);
+            if (end == v.c_str() || *end || s <= 0)
+                return (std::cerr << "pcloudsh: bad --timeout '" << v << "'\n", kUsage);
             o.timeout_ms = static_cast<Millis>(s * 1000);
         } else if (a.rfind("--", 0) == 0) {
             std::cerr << "pcloudsh: unknown option " << a << "\n" << kUsageText;
@@ -500,10 +548,13 @@ int runShell(int argc, char** argv) {
             int status = kOk;
             while (std::getline(std::cin, line)) {
                 auto w = cli::splitLine(line);
-                if (!w) return (std::cerr << "pcloudsh: " << w.error().message << "\n", kUsage);
-                if (w->empty() || (*w)[0][0] == '#') continue;
+                if (!w)
+                    return (std::cerr << "pcloudsh: " << w.error().message << "\n", kUsage);
+                if (w->empty() || (*w)[0][0] == '#')
+                    continue;
                 status = shell.execute(*w);
-                if (status != kOk) return leave(status);
+                if (status != kOk)
+                    return leave(status);
             }
             return leave(status);
         }
@@ -511,7 +562,7 @@ int runShell(int argc, char** argv) {
     }
     // One-shot: Ctrl-C ends a follow cleanly.
     if (::pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) == 0) {
-        struct sigaction sa{};
+        struct sigaction sa {};
         sa.sa_handler = onSigint;
         sigemptyset(&sa.sa_mask);
         ::sigaction(SIGINT, &sa, nullptr);

@@ -34,11 +34,11 @@
 namespace pcloud::control {
 
 struct SupervisorOptions {
-    std::string dped_path;       // the dped executable
+    std::string dped_path; // the dped executable
     std::string state_dir;
     std::string broker_url;
     std::string address_prefix;
-    std::vector<std::string> extra_args;  // appended to every dped command line
+    std::vector<std::string> extra_args; // appended to every dped command line
     model::Backoff backoff{1'000, 2.0, 60'000, 60'000};
 };
 
@@ -83,16 +83,16 @@ private:
     struct Entry {
         bool wanted = false;
         pid_t pid = 0;
-        pid_t last_pid = 0;         // the dped that exited last
+        pid_t last_pid = 0; // the dped that exited last
         int pidfd = -1;
         bool adopted = false;
-        bool failed = false;        // exited with a do-not-respawn status
-        int consecutive = 0;        // crashes in a row
-        int restarts = 0;           // total restarts by this cped
+        bool failed = false; // exited with a do-not-respawn status
+        int consecutive = 0; // crashes in a row
+        int restarts = 0;    // total restarts by this cped
         Millis started_mono = 0;
-        std::optional<Millis> next_start_mono;  // when to (re)start
-        std::optional<int> last_exit;           // -1 = unknown (adopted)
-        std::uint64_t exits = 0;                // bumped on every reap
+        std::optional<Millis> next_start_mono; // when to (re)start
+        std::optional<int> last_exit;          // -1 = unknown (adopted)
+        std::uint64_t exits = 0;               // bumped on every reap
     };
 
     void startOrAdopt(const std::string& name, Entry& e, std::vector<events::Event>& out);

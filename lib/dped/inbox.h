@@ -29,12 +29,14 @@ public:
         cv_.notify_one();
     }
     // Waits until there is work, a stop, or `deadline` (steady). Returns the work.
-    std::deque<std::function<void()>> wait(std::optional<std::chrono::steady_clock::time_point> deadline,
-                                           bool& stop) {
+    std::deque<std::function<void()>>
+    wait(std::optional<std::chrono::steady_clock::time_point> deadline, bool& stop) {
         std::unique_lock lock(mu_);
         auto ready = [&] { return stop_ || !q_.empty(); };
-        if (deadline) cv_.wait_until(lock, *deadline, ready);
-        else cv_.wait(lock, ready);
+        if (deadline)
+            cv_.wait_until(lock, *deadline, ready);
+        else
+            cv_.wait(lock, ready);
         stop = stop_;
         std::deque<std::function<void()>> out;
         out.swap(q_);

@@ -4,24 +4,29 @@ namespace pcloud::dped {
 
 ThreadJobRunner::ThreadJobRunner(Post post) : post_(std::move(post)) {}
 
-ThreadJobRunner::~ThreadJobRunner() { shutdown(); }
+ThreadJobRunner::~ThreadJobRunner() {
+    shutdown();
+}
 
 void ThreadJobRunner::shutdown() {
     {
         std::lock_guard lock(mu_);
         stopping_ = true;
-        for (auto& [key, lane] : lanes_) lane->queue.clear();
+        for (auto& [key, lane] : lanes_)
+            lane->queue.clear();
     }
     cv_.notify_all();
     for (auto& [key, lane] : lanes_)
-        if (lane->thread.joinable()) lane->thread.join();
+        if (lane->thread.joinable())
+            lane->thread.join();
 }
 
 void ThreadJobRunner::run(const std::string& key, std::function<void()> job,
                           std::function<void()> done) {
     {
         std::lock_guard lock(mu_);
-        if (stopping_) return;
+        if (stopping_)
+            return;
         auto& lane = lanes_[key];
         if (!lane) {
             lane = std::make_unique<Lane>();
@@ -35,7 +40,8 @@ void ThreadJobRunner::run(const std::string& key, std::function<void()> job,
 std::size_t ThreadJobRunner::pending() const {
     std::lock_guard lock(mu_);
     std::size_t n = 0;
-    for (const auto& [key, lane] : lanes_) n += lane->queue.size() + (lane->busy ? 1 : 0);
+    for (const auto& [key, lane] : lanes_)
+        n += lane->queue.size() + (lane->busy ? 1 : 0);
     return n;
 }
 
@@ -43,7 +49,8 @@ void ThreadJobRunner::laneLoop(Lane& lane) {
     std::unique_lock lock(mu_);
     while (true) {
         cv_.wait(lock, [&] { return stopping_ || !lane.queue.empty(); });
-        if (stopping_) return;
+        if (stopping_)
+            return;
         Job job = std::move(lane.queue.front());
         lane.queue.pop_front();
         lane.busy = true;

@@ -26,32 +26,44 @@ std::int64_t monoUs() {
 }
 
 json errorReply(const std::string& id, const std::string& code, const std::string& message) {
-    return json{{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", false},
+    return json{{"v", 1},
+                {"type", "reply"},
+                {"id", id},
+                {"ok", false},
                 {"error", {{"code", code}, {"message", message}}}};
 }
 
 } // namespace
 
 std::string agentUnitFor(const model::Resource& r) {
-    if (r.klass == model::ResourceClass::Process || r.unit.empty()) return r.name;
+    if (r.klass == model::ResourceClass::Process || r.unit.empty())
+        return r.name;
     return r.unit;
 }
 
 std::string domainNameFor(const model::Assembly& a) {
     if (!a.domain_xml.empty())
-        if (auto n = virt::domainNameOf(a.domain_xml)) return *n;
+        if (auto n = virt::domainNameOf(a.domain_xml))
+            return *n;
     return a.name;
 }
 
 policy::DomainState toPolicyState(virt::DomainState s) {
     switch (s) {
-    case virt::DomainState::Missing: return policy::DomainState::Missing;
-    case virt::DomainState::Running: return policy::DomainState::Running;
-    case virt::DomainState::ShuttingDown: return policy::DomainState::Running;
-    case virt::DomainState::Paused: return policy::DomainState::Paused;
-    case virt::DomainState::Shutoff: return policy::DomainState::Shutoff;
-    case virt::DomainState::Crashed: return policy::DomainState::Crashed;
-    case virt::DomainState::Unknown: return policy::DomainState::Unknown;
+    case virt::DomainState::Missing:
+        return policy::DomainState::Missing;
+    case virt::DomainState::Running:
+        return policy::DomainState::Running;
+    case virt::DomainState::ShuttingDown:
+        return policy::DomainState::Running;
+    case virt::DomainState::Paused:
+        return policy::DomainState::Paused;
+    case virt::DomainState::Shutoff:
+        return policy::DomainState::Shutoff;
+    case virt::DomainState::Crashed:
+        return policy::DomainState::Crashed;
+    case virt::DomainState::Unknown:
+        return policy::DomainState::Unknown;
     }
     return policy::DomainState::Unknown;
 }
@@ -61,17 +73,25 @@ std::vector<referee::Member> desiredMembers(const model::Model& model,
                                             const policy::EscalationState& state) {
     std::vector<referee::Member> out;
     const auto* d = model.findDeployable(deployable);
-    if (!d) return out;
+    if (!d)
+        return out;
     for (const auto& name : d->assemblies) {
         const auto* a = model.findAssembly(name);
-        if (!a || a->address.empty()) continue;
+        if (!a || a->address.empty())
+            continue;
         referee::Member m{name, a->address, referee::MemberState::Out};
         auto it = state.assemblies.find(name);
         if (it != state.assemblies.end()) {
             switch (it->second.membership) {
-            case policy::Membership::In: m.desired = referee::MemberState::Ready; break;
-            case policy::Membership::Draining: m.desired = referee::MemberState::Drain; break;
-            default: m.desired = referee::MemberState::Out; break;
+            case policy::Membership::In:
+                m.desired = referee::MemberState::Ready;
+                break;
+            case policy::Membership::Draining:
+                m.desired = referee::MemberState::Drain;
+                break;
+            default:
+                m.desired = referee::MemberState::Out;
+                break;
             }
         }
         out.push_back(std::move(m));
@@ -99,14 +119,16 @@ Status Reactor::start() {
     std::string path = escalationPath(cfg_.state_dir, cfg_.deployable);
     if (fs::exists(path)) {
         auto text = fs::readFile(path);
-        if (!text) return text.error();
+        if (!text)
+            return text.error();
         auto j = json::parse(*text, nullptr, false);
         if (j.is_discarded())
             return makeError("escalation state is not valid JSON; move it away to start with "
                              "no failure history",
                              path);
         auto st = policy::escalationStateFromJson(j);
-        if (!st) return makeError(st.error().message, path);
+        if (!st)
+            return makeError(st.error().message, path);
         state_ = std::move(*st);
         persisted_ = state_;
         PCLOUD_LOG(Notice, "Loaded escalation state",
@@ -117,31 +139,34 @@ Status Reactor::start() {
     // still reconnecting is not declared dead by a restarted dped.
     state_.deployable.infra_recovered_at = clock_.nowMs();
     for (const auto& name : dep()->assemblies)
-        if (const auto* a = model_.findAssembly(name)) subscribeReports(*a);
+        if (const auto* a = model_.findAssembly(name))
+            subscribeReports(*a);
     refreshAll();
-    emitEvent("", "", "dped-started", "dped started (pid " + std::to_string(::getpid()) + ")",
-              "");
+    emitEvent("", "", "dped-started", "dped started (pid " + std::to_string(::getpid()) + ")", "");
     step();
     return Status::success();
 }
 
 const model::Assembly* Reactor::assemblyOfDomain(const std::string& domain) const {
     const auto* d = dep();
-    if (!d) return nullptr;
+    if (!d)
+        return nullptr;
     for (const auto& name : d->assemblies)
-        if (const auto* a = model_.findAssembly(name); a && domainNameFor(*a) == domain) return a;
+        if (const auto* a = model_.findAssembly(name); a && domainNameFor(*a) == domain)
+            return a;
     return nullptr;
 }
 
 void Reactor::subscribeReports(const model::Assembly& a) {
     auto sub = [this](const std::string& key, const std::string& assembly) {
-        if (!subscribed_.insert(key).second) return;
-        bus_.subscribe("pcloud.reports." + key, [this, assembly](const bus::Message& m) {
-            onReport(assembly, m.body);
-        });
+        if (!subscribed_.insert(key).second)
+            return;
+        bus_.subscribe("pcloud.reports." + key,
+                       [this, assembly](const bus::Message& m) { onReport(assembly, m.body); });
     };
     sub(a.name, a.name);
-    if (!a.uuid.empty() && a.uuid != a.name) sub(a.uuid, a.name);
+    if (!a.uuid.empty() && a.uuid != a.name)
+        sub(a.uuid, a.name);
 }
 
 std::string Reactor::channelPath(const model::Assembly& a) const {
@@ -158,8 +183,10 @@ void Reactor::agentGone(policy::ObservedAssembly& oa, const std::string& assembl
 
 void Reactor::refreshDomain(const std::string& assembly) {
     const auto* a = model_.findAssembly(assembly);
-    if (!a) return;
-    if (jobBusy(assembly)) return;  // jobDone() looks again
+    if (!a)
+        return;
+    if (jobBusy(assembly))
+        return; // jobDone() looks again
     auto info = hv_.lookup(domainNameFor(*a));
     if (!info) {
         PCLOUD_LOG(Warning, "Domain lookup failed",
@@ -179,7 +206,8 @@ void Reactor::refreshDomain(const std::string& assembly) {
                 oa.qemu_exited = false;
                 oa.suspect = false;
                 PCLOUD_LOG(Notice, "Domain running",
-                           {{"assembly", assembly}, {"pid", std::to_string(*pid)},
+                           {{"assembly", assembly},
+                            {"pid", std::to_string(*pid)},
                             {"mono_us", std::to_string(monoUs())}});
             }
         } else if (!oa.qemu_exited) {
@@ -188,27 +216,36 @@ void Reactor::refreshDomain(const std::string& assembly) {
         }
         watch_.ensureChannel(assembly, channelPath(*a));
     } else {
-        if (pids_.erase(assembly)) watch_.unwatchPid(assembly);
-        if (before == policy::DomainState::Running) agentGone(oa, assembly);
+        if (pids_.erase(assembly))
+            watch_.unwatchPid(assembly);
+        if (before == policy::DomainState::Running)
+            agentGone(oa, assembly);
         oa.suspect = false;
-        if (oa.domain != policy::DomainState::Unknown) oa.qemu_exited = false;
+        if (oa.domain != policy::DomainState::Unknown)
+            oa.qemu_exited = false;
     }
 }
 
 void Reactor::refreshAll() {
     if (const auto* d = dep())
-        for (const auto& name : d->assemblies) refreshDomain(name);
+        for (const auto& name : d->assemblies)
+            refreshDomain(name);
 }
 
 void Reactor::onDomainEvent(const virt::DomainEvent& event) {
     const auto* a = assemblyOfDomain(event.domain);
-    if (!a) return;
+    if (!a)
+        return;
     PCLOUD_LOG(Info, "libvirt event",
-               {{"assembly", a->name}, {"event", virt::toString(event.kind)},
-                {"detail", event.detail}, {"mono_us", std::to_string(event.monotonicUs)}});
-    if (event.kind == virt::DomainEventKind::Stopped || event.kind == virt::DomainEventKind::Crashed)
+               {{"assembly", a->name},
+                {"event", virt::toString(event.kind)},
+                {"detail", event.detail},
+                {"mono_us", std::to_string(event.monotonicUs)}});
+    if (event.kind == virt::DomainEventKind::Stopped ||
+        event.kind == virt::DomainEventKind::Crashed)
         PCLOUD_LOG(Notice, "libvirt reports domain stopped",
-                   {{"assembly", a->name}, {"detail", event.detail},
+                   {{"assembly", a->name},
+                    {"detail", event.detail},
                     {"mono_us", std::to_string(event.monotonicUs)}});
     // Level-triggered: the event only says "look again". An old STOPPED event arriving after
     // we already restarted the domain then reads "running" and changes nothing.
@@ -228,10 +265,13 @@ void Reactor::onInfrastructureUp() {
 
 void Reactor::onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid) {
     auto it = pids_.find(assembly);
-    if (it == pids_.end()) return;  // an exit we caused (planned stop) or a stale watch
-    if (pid != 0 && it->second != pid) return;  // the previous qemu, already dealt with
+    if (it == pids_.end())
+        return; // an exit we caused (planned stop) or a stale watch
+    if (pid != 0 && it->second != pid)
+        return; // the previous qemu, already dealt with
     PCLOUD_LOG(Notice, "qemu process exited",
-               {{"assembly", assembly}, {"pid", std::to_string(it->second)},
+               {{"assembly", assembly},
+                {"pid", std::to_string(it->second)},
                 {"mono_us", std::to_string(monotonicUs)}});
     pids_.erase(it);
     auto& oa = observed_.assemblies[assembly];
@@ -239,8 +279,8 @@ void Reactor::onPidExit(const std::string& assembly, std::int64_t monotonicUs, p
     agentGone(oa, assembly);
 }
 
-void Reactor::onChannelEvent(const std::string& assembly, bool connected,
-                             const std::string& detail, std::int64_t monotonicUs) {
+void Reactor::onChannelEvent(const std::string& assembly, bool connected, const std::string& detail,
+                             std::int64_t monotonicUs) {
     auto& oa = observed_.assemblies[assembly];
     if (connected) {
         oa.suspect = false;
@@ -248,7 +288,8 @@ void Reactor::onChannelEvent(const std::string& assembly, bool connected,
     }
     if (oa.domain == policy::DomainState::Running && !oa.qemu_exited && !oa.suspect) {
         PCLOUD_LOG(Notice, "Guest channel closed; suspecting the domain",
-                   {{"assembly", assembly}, {"detail", detail},
+                   {{"assembly", assembly},
+                    {"detail", detail},
                     {"mono_us", std::to_string(monotonicUs ? monotonicUs : monoUs())}});
         // Only a suspicion: the engine drains the member at once. Proof comes from the pidfd
         // (local qemu) or libvirt's own event. Do NOT ask libvirt here: while libvirtd handles
@@ -274,19 +315,23 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
     auto& oa = observed_.assemblies[assembly];
     const auto* a = model_.findAssembly(assembly);
     auto resourceOf = [&](const std::string& unit) -> std::string {
-        if (!a) return {};
+        if (!a)
+            return {};
         for (const auto& r : a->resources)
-            if (agentUnitFor(r) == unit) return r.name;
+            if (agentUnitFor(r) == unit)
+                return r.name;
         return {};
     };
     auto setService = [&](const proto::UnitState& u) {
         std::string res = resourceOf(u.unit);
-        if (res.empty()) return;
+        if (res.empty())
+            return;
         policy::ObservedService s;
         s.raw = u.active_state;
         s.state = u.active_state == "reloading" ? policy::ServiceState::Active
                                                 : policy::parseServiceState(u.active_state);
-        if (u.changed_at > 0) s.changed_at = u.changed_at;
+        if (u.changed_at > 0)
+            s.changed_at = u.changed_at;
         s.probe_ready = u.ready;
         oa.services[res] = s;
     };
@@ -298,7 +343,8 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
         bool first = awaiting_heartbeat_.erase(assembly) > 0;
         if (first || !oa.last_heartbeat || !wasConnected)
             PCLOUD_LOG(Notice, "First heartbeat from the agent",
-                       {{"assembly", assembly}, {"seq", std::to_string(hb->seq)},
+                       {{"assembly", assembly},
+                        {"seq", std::to_string(hb->seq)},
                         {"mono_us", std::to_string(monoUs())}});
         oa.heartbeat_seq = hb->seq;
         oa.last_heartbeat = now;
@@ -308,7 +354,8 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
         PCLOUD_LOG(Notice, "Agent connected",
                    {{"assembly", assembly}, {"backend", h->backend}, {"boot_id", h->boot_id}});
         oa.services.clear();
-        for (const auto& unit : h->units) setService(unit);
+        for (const auto& unit : h->units)
+            setService(unit);
         sendWatch(assembly);
     } else if (auto* r = std::get_if<proto::Reply>(&rep->body)) {
         if (auto pit = pending_pings_.find(r->id); pit != pending_pings_.end()) {
@@ -328,10 +375,12 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
         }
         auto it = pending_cmds_.find(r->id);
         std::string what = it == pending_cmds_.end() ? assembly : it->second;
-        if (it != pending_cmds_.end()) pending_cmds_.erase(it);
+        if (it != pending_cmds_.end())
+            pending_cmds_.erase(it);
         if (!r->ok)
             PCLOUD_LOG(Warning, "Agent command failed; the engine's deadline will handle it",
-                       {{"target", what}, {"id", r->id},
+                       {{"target", what},
+                        {"id", r->id},
                         {"code", r->error ? r->error->code : ""},
                         {"error", r->error ? r->error->message : ""}});
         else
@@ -341,7 +390,8 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
 
 void Reactor::sendWatch(const std::string& assembly) {
     const auto* a = model_.findAssembly(assembly);
-    if (!a) return;
+    if (!a)
+        return;
     proto::Command c;
     c.type = proto::CommandType::Watch;
     c.id = assembly + "-watch-" + std::to_string(next_cmd_++);
@@ -349,8 +399,10 @@ void Reactor::sendWatch(const std::string& assembly) {
     for (const auto& r : a->resources) {
         std::string unit = agentUnitFor(r);
         c.units.push_back(unit);
-        if (r.klass == model::ResourceClass::Process) c.commands[unit] = r.unit;
-        if (r.probe) c.probes[unit] = *r.probe;
+        if (r.klass == model::ResourceClass::Process)
+            c.commands[unit] = r.unit;
+        if (r.probe)
+            c.probes[unit] = *r.probe;
     }
     // The agent beats at the deployable's period, so heartbeat_timeout (checked here) and
     // the period are set in one place.
@@ -358,42 +410,48 @@ void Reactor::sendWatch(const std::string& assembly) {
         c.heartbeat_interval =
             std::clamp(d->heartbeat_interval, proto::kMinHeartbeatMs, proto::kMaxHeartbeatMs);
     pending_cmds_[c.id] = assembly + " watch";
-    auto st = bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c),
-                        {{"correlation-id", c.id}});
-    if (!st) PCLOUD_LOG(Warning, "Could not send watch", {{"assembly", assembly},
-                                                          {"error", st.error().describe()}});
+    auto st =
+        bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c), {{"correlation-id", c.id}});
+    if (!st)
+        PCLOUD_LOG(Warning, "Could not send watch",
+                   {{"assembly", assembly}, {"error", st.error().describe()}});
 }
 
 void Reactor::step() {
     expirePings();
     const auto* d = dep();
-    if (!d) return;
+    if (!d)
+        return;
     Millis now = clock_.nowMs();
     // Agent connected = a report within the heartbeat timeout.
     for (auto& [name, oa] : observed_.assemblies) {
         auto it = last_report_.find(name);
         oa.agent_connected = it != last_report_.end() && now - it->second <= d->heartbeat_timeout;
     }
-    auto decision = policy::decide(model_, cfg_.deployable, observed_, state_, now, jitter_,
-                                   cfg_.tunables);
+    auto decision =
+        policy::decide(model_, cfg_.deployable, observed_, state_, now, jitter_, cfg_.tunables);
     state_ = std::move(decision.state);
     // Hand the referee its wish before acting: StopDomain/StartDomain wait on libvirt for
     // seconds, and a crashed member must be drained now, not after the restart.
     updateReferee();
-    for (const auto& action : decision.actions) execute(action);
+    for (const auto& action : decision.actions)
+        execute(action);
     persist();
     next_wake_ = decision.next_wake;
     for (const auto& [name, t] : last_report_) {
         Millis expiry = t + d->heartbeat_timeout + 1;
-        if (!next_wake_ || expiry < *next_wake_) next_wake_ = expiry;
+        if (!next_wake_ || expiry < *next_wake_)
+            next_wake_ = expiry;
     }
     for (const auto& [id, p] : pending_pings_)
-        if (!next_wake_ || p.deadline < *next_wake_) next_wake_ = p.deadline;
+        if (!next_wake_ || p.deadline < *next_wake_)
+            next_wake_ = p.deadline;
     checkStopDone();
 }
 
 void Reactor::updateReferee() {
-    if (!referee_) return;
+    if (!referee_)
+        return;
     auto members = desiredMembers(model_, cfg_.deployable, state_);
     if (!last_members_ || *last_members_ != members) {
         last_members_ = members;
@@ -406,14 +464,21 @@ void Reactor::execute(const policy::Action& action) {
     case ActionKind::EmitEvent:
         emitEvent(action.assembly, action.service, action.state, action.reason, action.cause_id);
         break;
-    case ActionKind::StartDomain: startDomain(action); break;
-    case ActionKind::StopDomain: stopDomain(action); break;
+    case ActionKind::StartDomain:
+        startDomain(action);
+        break;
+    case ActionKind::StopDomain:
+        stopDomain(action);
+        break;
     case ActionKind::RestartService:
     case ActionKind::StartService:
-    case ActionKind::StopService: serviceCommand(action); break;
+    case ActionKind::StopService:
+        serviceCommand(action);
+        break;
     case ActionKind::MarkFailed:
     case ActionKind::Escalate:
-        PCLOUD_LOG(Warning, "Policy decision", {{"action", policy::describe(action, cfg_.deployable)}});
+        PCLOUD_LOG(Warning, "Policy decision",
+                   {{"action", policy::describe(action, cfg_.deployable)}});
         break;
     case ActionKind::RefereeDrain:
     case ActionKind::RefereeRemove:
@@ -428,22 +493,26 @@ void Reactor::jobQueued(const std::string& assembly, const std::string& what) {
     jobs_inflight_[assembly].push_back(what);
     auto& oa = observed_.assemblies[assembly];
     oa.domain = policy::DomainState::Unknown;
-    oa.qemu_exited = false;  // about the qemu being replaced; the new one is watched afresh
+    oa.qemu_exited = false; // about the qemu being replaced; the new one is watched afresh
     oa.suspect = false;
 }
 
 void Reactor::jobDone(const std::string& assembly) {
     auto it = jobs_inflight_.find(assembly);
-    if (it == jobs_inflight_.end()) return;
-    if (!it->second.empty()) it->second.erase(it->second.begin());
-    if (!it->second.empty()) return;
+    if (it == jobs_inflight_.end())
+        return;
+    if (!it->second.empty())
+        it->second.erase(it->second.begin());
+    if (!it->second.empty())
+        return;
     jobs_inflight_.erase(it);
     refreshDomain(assembly);
 }
 
 void Reactor::startDomain(const policy::Action& action) {
     const auto* a = model_.findAssembly(action.assembly);
-    if (!a) return;
+    if (!a)
+        return;
     std::string name = domainNameFor(*a);
     std::optional<std::string> xml;
     std::string xmlError;
@@ -451,8 +520,10 @@ void Reactor::startDomain(const policy::Action& action) {
         (void)fs::makeDirs(cfg_.state_dir + "/channels");
         auto x = virt::injectAgentChannel(a->domain_xml, channelPath(*a), a->uuid,
                                           "assembly " + a->name);
-        if (x) xml = std::move(*x);
-        else xmlError = x.error().describe();
+        if (x)
+            xml = std::move(*x);
+        else
+            xmlError = x.error().describe();
     }
     struct Outcome {
         bool adopted = false;
@@ -470,7 +541,8 @@ void Reactor::startDomain(const policy::Action& action) {
                 out->adopted = true;
                 return;
             }
-            if (!xml) return;
+            if (!xml)
+                return;
             auto started = hv->defineAndStart(*xml);
             out->started = started ? Status::success() : Status(started.error());
         },
@@ -501,8 +573,10 @@ void Reactor::startDomain(const policy::Action& action) {
 
 void Reactor::stopDomain(const policy::Action& action) {
     const auto* a = model_.findAssembly(action.assembly);
-    if (!a) return;
-    if (pids_.erase(a->name)) watch_.unwatchPid(a->name);
+    if (!a)
+        return;
+    if (pids_.erase(a->name))
+        watch_.unwatchPid(a->name);
     agentGone(observed_.assemblies[a->name], a->name);
     deaf_.insert(a->name);
     auto result = std::make_shared<Status>(Status::success());
@@ -515,7 +589,8 @@ void Reactor::stopDomain(const policy::Action& action) {
                 PCLOUD_LOG(Warning, "Domain destroy failed",
                            {{"assembly", assembly}, {"error", result->error().describe()}});
             } else {
-                PCLOUD_LOG(Notice, "Domain destroyed", {{"assembly", assembly}, {"cause_id", cause}});
+                PCLOUD_LOG(Notice, "Domain destroyed",
+                           {{"assembly", assembly}, {"cause_id", cause}});
             }
             deaf_.erase(assembly);
             // Whatever the agent said while its VM was being killed is void.
@@ -526,9 +601,11 @@ void Reactor::stopDomain(const policy::Action& action) {
 
 void Reactor::serviceCommand(const policy::Action& action) {
     const auto* a = model_.findAssembly(action.assembly);
-    if (!a) return;
+    if (!a)
+        return;
     const auto* r = a->findResource(action.service);
-    if (!r) return;
+    if (!r)
+        return;
     proto::Command c;
     c.type = action.kind == ActionKind::RestartService ? proto::CommandType::Restart
              : action.kind == ActionKind::StartService ? proto::CommandType::Start
@@ -537,13 +614,17 @@ void Reactor::serviceCommand(const policy::Action& action) {
     c.deadline = cfg_.tunables.service_start_deadline;
     c.unit = agentUnitFor(*r);
     pending_cmds_[c.id] = a->name + "/" + r->name;
-    if (pending_cmds_.size() > 1000) pending_cmds_.erase(pending_cmds_.begin());
-    auto st = bus_.send("pcloud.agent." + a->name, proto::encodeCommand(c),
-                        {{"correlation-id", c.id}});
+    if (pending_cmds_.size() > 1000)
+        pending_cmds_.erase(pending_cmds_.begin());
+    auto st =
+        bus_.send("pcloud.agent." + a->name, proto::encodeCommand(c), {{"correlation-id", c.id}});
     PCLOUD_LOG(Notice, "Agent command sent",
-               {{"assembly", a->name}, {"service", r->name},
-                {"command", proto::toString(c.type)}, {"id", c.id},
-                {"cause_id", action.cause_id}, {"sent", st ? "yes" : st.error().message}});
+               {{"assembly", a->name},
+                {"service", r->name},
+                {"command", proto::toString(c.type)},
+                {"id", c.id},
+                {"cause_id", action.cause_id},
+                {"sent", st ? "yes" : st.error().message}});
 }
 
 void Reactor::emitEvent(const std::string& assembly, const std::string& service,
@@ -553,25 +634,32 @@ void Reactor::emitEvent(const std::string& assembly, const std::string& service,
     e.time = clock_.nowMs();
     e.deployable = cfg_.deployable;
     e.assembly = assembly;
-    if (!service.empty()) e.service = service;
+    if (!service.empty())
+        e.service = service;
     e.state = state;
     e.reason = reason;
     e.cause_id = cause;
     PCLOUD_LOG(Notice, "Event",
-               {{"deployable", cfg_.deployable}, {"assembly", assembly}, {"service", service},
-                {"state", state}, {"reason", reason}, {"cause_id", cause}});
+               {{"deployable", cfg_.deployable},
+                {"assembly", assembly},
+                {"service", service},
+                {"state", state},
+                {"reason", reason},
+                {"cause_id", cause}});
     auto st = bus_.send("pcloud.journal", events::toJson(e).dump());
     if (!st)
         PCLOUD_LOG(Warning, "Could not queue an event", {{"error", st.error().describe()}});
 }
 
 void Reactor::persist() {
-    if (persisted_ && *persisted_ == state_) return;
+    if (persisted_ && *persisted_ == state_)
+        return;
     std::string path = escalationPath(cfg_.state_dir, cfg_.deployable);
     auto st = fs::writeAtomic(path, policy::toJson(state_).dump(1) + "\n");
     if (!st) {
-        PCLOUD_LOG(Error, "Could not persist escalation state; failure history would be lost "
-                          "on restart",
+        PCLOUD_LOG(Error,
+                   "Could not persist escalation state; failure history would be lost "
+                   "on restart",
                    {{"file", path}, {"error", st.error().describe()}});
         return;
     }
@@ -579,11 +667,12 @@ void Reactor::persist() {
 }
 
 void Reactor::checkStopDone() {
-    if (!stop_requested_ || finished_) return;
-    if (!jobs_inflight_.empty()) return;  // a destroy is still under way
+    if (!stop_requested_ || finished_)
+        return;
+    if (!jobs_inflight_.empty())
+        return; // a destroy is still under way
     for (const auto& [name, oa] : observed_.assemblies) {
-        if (oa.domain == policy::DomainState::Running ||
-            oa.domain == policy::DomainState::Paused)
+        if (oa.domain == policy::DomainState::Running || oa.domain == policy::DomainState::Paused)
             return;
     }
     finished_ = true;
@@ -597,7 +686,8 @@ nlohmann::json Reactor::statusJson() const {
     std::string st = observed_.desired == policy::DesiredState::Stopped
                          ? (finished_ ? "stopped" : "stopping")
                          : (state_.deployable.outcome_applied ? "failed" : "running");
-    if (!observed_.infra_ok) st = "infrastructure-down";
+    if (!observed_.infra_ok)
+        st = "infrastructure-down";
     out["state"] = st;
     json list = json::array();
     const auto* d = dep();
@@ -618,7 +708,7 @@ nlohmann::json Reactor::statusJson() const {
                 oa.last_heartbeat ? json(now - *oa.last_heartbeat) : json(nullptr);
             j["phase"] = policy::toString(at.phase);
             if (auto jit = jobs_inflight_.find(name); jit != jobs_inflight_.end())
-                j["libvirt_jobs"] = jit->second;  // e.g. ["destroy", "start"] mid-restart
+                j["libvirt_jobs"] = jit->second; // e.g. ["destroy", "start"] mid-restart
             json svcs = json::array();
             if (a) {
                 for (const auto& r : a->resources) {
@@ -640,11 +730,12 @@ nlohmann::json Reactor::statusJson() const {
             model::Escalation esc = a ? a->escalation : model::Escalation{};
             int used = 0;
             for (Millis f : at.recovery.failures)
-                if (esc.period == model::kUnlimitedPeriod || f > now - esc.period) ++used;
+                if (esc.period == model::kUnlimitedPeriod || f > now - esc.period)
+                    ++used;
             j["failures"] = {{"used", used}, {"budget", esc.failures}, {"period_ms", esc.period}};
             j["backoff_remaining_ms"] =
                 at.phase == policy::Phase::RestartPending && at.due && *at.due > now ? *at.due - now
-                                                                                      : 0;
+                                                                                     : 0;
             // No load balancer configured: "out" would read as "drained"; say there is none.
             j["referee"] = d->referee.driver.empty() ? std::string("none")
                                                      : std::string(policy::toString(at.membership));
@@ -669,14 +760,16 @@ std::string Reactor::onCommand(const std::string& body, const std::string& corre
     } else if (cmd == "reload") {
         std::vector<Error> warnings;
         auto m = store::loadModel(cfg_.state_dir, &warnings);
-        if (!m) return errorReply(id, "config", m.error().describe()).dump();
+        if (!m)
+            return errorReply(id, "config", m.error().describe()).dump();
         if (!m->findDeployable(cfg_.deployable))
             return errorReply(id, "not-found",
                               "deployable '" + cfg_.deployable + "' is no longer in the model")
                 .dump();
         model_ = std::move(*m);
         for (const auto& name : dep()->assemblies)
-            if (const auto* a = model_.findAssembly(name)) subscribeReports(*a);
+            if (const auto* a = model_.findAssembly(name))
+                subscribeReports(*a);
         for (auto it = observed_.assemblies.begin(); it != observed_.assemblies.end();) {
             const auto& names = dep()->assemblies;
             if (std::find(names.begin(), names.end(), it->first) == names.end())
@@ -702,12 +795,11 @@ std::string Reactor::onCommand(const std::string& body, const std::string& corre
         step();
         reply["result"] = {{"state", "running"}};
     } else if (cmd == "ping") {
-        return errorReply(id, "bad-field",
-                          "ping must arrive as a bus request with a reply address")
+        return errorReply(id, "bad-field", "ping must arrive as a bus request with a reply address")
             .dump();
     } else {
-        return errorReply(id, "unknown-command", "unknown command '" + cmd +
-                                                     "' (status, reload, stop, start, ping)")
+        return errorReply(id, "unknown-command",
+                          "unknown command '" + cmd + "' (status, reload, stop, start, ping)")
             .dump();
     }
     return reply.dump();
@@ -723,16 +815,17 @@ std::optional<std::string> Reactor::onRequest(const bus::Message& m) {
 std::optional<std::string> Reactor::startPing(const json& request, const std::string& id,
                                               const bus::Message& m) {
     json args = request.value("args", json::object());
-    if (!args.is_object()) return errorReply(id, "bad-field", "'args' must be an object").dump();
+    if (!args.is_object())
+        return errorReply(id, "bad-field", "'args' must be an object").dump();
     if (!args.contains("assembly") || !args["assembly"].is_string())
         return errorReply(id, "bad-field", "ping needs args.assembly (a string)").dump();
     std::string assembly = args["assembly"];
     const auto* d = dep();
-    if (!d || std::find(d->assemblies.begin(), d->assemblies.end(), assembly) ==
-                  d->assemblies.end())
+    if (!d ||
+        std::find(d->assemblies.begin(), d->assemblies.end(), assembly) == d->assemblies.end())
         return errorReply(id, "not-found",
-                          "assembly '" + assembly + "' is not in deployable '" +
-                              cfg_.deployable + "'")
+                          "assembly '" + assembly + "' is not in deployable '" + cfg_.deployable +
+                              "'")
             .dump();
     Millis timeout = 2'000;
     if (args.contains("timeout_ms")) {
@@ -757,20 +850,21 @@ std::optional<std::string> Reactor::startPing(const json& request, const std::st
     p.timeout = timeout;
     p.deadline = clock_.nowMs() + timeout;
     p.sent_mono = clock_.monotonicMs();
-    auto st = bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c),
-                        {{"correlation-id", c.id}});
+    auto st =
+        bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c), {{"correlation-id", c.id}});
     if (!st)
         return errorReply(id, "unavailable", "could not send the ping: " + st.error().describe())
             .dump();
-    PCLOUD_LOG(Info, "Ping sent", {{"assembly", assembly}, {"id", c.id},
-                                   {"timeout_ms", std::to_string(timeout)}});
+    PCLOUD_LOG(Info, "Ping sent",
+               {{"assembly", assembly}, {"id", c.id}, {"timeout_ms", std::to_string(timeout)}});
     pending_pings_[c.id] = std::move(p);
     return std::nullopt;
 }
 
 void Reactor::finishPing(const std::string& pingId, const json& reply) {
     auto it = pending_pings_.find(pingId);
-    if (it == pending_pings_.end()) return;
+    if (it == pending_pings_.end())
+        return;
     PendingPing p = std::move(it->second);
     pending_pings_.erase(it);
     auto st = bus_.reply(p.reply_to, p.correlation_id, reply.dump());
@@ -783,7 +877,8 @@ void Reactor::expirePings() {
     Millis now = clock_.nowMs();
     std::vector<std::string> expired;
     for (const auto& [id, p] : pending_pings_)
-        if (now >= p.deadline) expired.push_back(id);
+        if (now >= p.deadline)
+            expired.push_back(id);
     for (const auto& id : expired) {
         const PendingPing& p = pending_pings_.at(id);
         PCLOUD_LOG(Info, "Ping timed out", {{"assembly", p.assembly}, {"id", id}});

@@ -108,8 +108,7 @@ private:
     void serviceCommand(const policy::Action& action);
     void sendWatch(const std::string& assembly);
     void emitEvent(const std::string& assembly, const std::string& service,
-                   const std::string& state, const std::string& reason,
-                   const std::string& cause);
+                   const std::string& state, const std::string& reason, const std::string& cause);
     std::string channelPath(const model::Assembly& a) const;
     void persist();
     void updateReferee();
@@ -135,27 +134,27 @@ private:
     policy::EscalationState state_;
     std::optional<policy::EscalationState> persisted_;
     std::optional<Millis> next_wake_;
-    std::map<std::string, Millis> last_report_;   // assembly -> host time of newest report
-    std::map<std::string, pid_t> pids_;           // assembly -> watched qemu pid
-    std::map<std::string, std::string> unit_to_resource_;  // "assembly/unit" -> resource
+    std::map<std::string, Millis> last_report_;           // assembly -> host time of newest report
+    std::map<std::string, pid_t> pids_;                   // assembly -> watched qemu pid
+    std::map<std::string, std::string> unit_to_resource_; // "assembly/unit" -> resource
     std::set<std::string> subscribed_;
     // assembly -> its queued libvirt jobs ("start", "destroy"), the running one first.
     std::map<std::string, std::vector<std::string>> jobs_inflight_;
     // Assemblies whose domain is being destroyed: reports are dropped until the destroy is
     // done, so a late heartbeat from the agent being killed cannot pass for the new one's.
     std::set<std::string> deaf_;
-    std::set<std::string> awaiting_heartbeat_;  // agent gone: log its next first heartbeat
-    std::map<std::string, std::string> pending_cmds_;      // command id -> "assembly/service"
+    std::set<std::string> awaiting_heartbeat_;        // agent gone: log its next first heartbeat
+    std::map<std::string, std::string> pending_cmds_; // command id -> "assembly/service"
     struct PendingPing {
-        std::string reply_to;        // the cped request's reply address
-        std::string correlation_id;  // the cped request's correlation id
-        std::string request_id;      // the cped request's "id"
+        std::string reply_to;       // the cped request's reply address
+        std::string correlation_id; // the cped request's correlation id
+        std::string request_id;     // the cped request's "id"
         std::string assembly;
-        Millis sent_mono = 0;        // monotonic ms when the agent ping went out
-        Millis deadline = 0;         // wall ms (clock_.nowMs()) after which we answer "no reply"
+        Millis sent_mono = 0; // monotonic ms when the agent ping went out
+        Millis deadline = 0;  // wall ms (clock_.nowMs()) after which we answer "no reply"
         Millis timeout = 0;
     };
-    std::map<std::string, PendingPing> pending_pings_;  // agent ping id -> cped request
+    std::map<std::string, PendingPing> pending_pings_; // agent ping id -> cped request
     std::optional<std::vector<referee::Member>> last_members_;
     std::uint64_t next_cmd_ = 1;
     bool finished_ = false;

@@ -49,9 +49,8 @@ public:
     void subscribe(const std::string& address,
                    std::function<void(const bus::Message&)> callback) override {
         auto cb = std::make_shared<std::function<void(const bus::Message&)>>(std::move(callback));
-        client_.subscribe(address, [this, cb](const bus::Message& m) {
-            inbox_.post([cb, m] { (*cb)(m); });
-        });
+        client_.subscribe(
+            address, [this, cb](const bus::Message& m) { inbox_.post([cb, m] { (*cb)(m); }); });
     }
 
 private:
@@ -65,7 +64,8 @@ public:
         : inbox_(inbox), reactor_(std::move(reactor)), hub_port_(hubPort),
           pids_([this](const virt::PidExit& e) {
               inbox_.post([this, e] {
-                  if (auto* r = reactor_()) r->onPidExit(e.key, e.monotonicUs, e.pid);
+                  if (auto* r = reactor_())
+                      r->onPidExit(e.key, e.monotonicUs, e.pid);
               });
           }) {}
 
@@ -90,11 +90,13 @@ public:
         o.retry_ms = 1000;
         virt::ChannelCallbacks cb;
         cb.on_event = [this](const virt::ChannelEvent& e) {
-            if (e.kind != virt::ChannelEventKind::Connected && e.kind != virt::ChannelEventKind::Eof)
+            if (e.kind != virt::ChannelEventKind::Connected &&
+                e.kind != virt::ChannelEventKind::Eof)
                 return;
             bool up = e.kind == virt::ChannelEventKind::Connected;
             inbox_.post([this, e, up] {
-                if (auto* r = reactor_()) r->onChannelEvent(e.key, up, e.detail, e.monotonicUs);
+                if (auto* r = reactor_())
+                    r->onChannelEvent(e.key, up, e.detail, e.monotonicUs);
             });
         };
         auto conn = std::make_unique<virt::ChannelConnection>(o, cb);
@@ -157,14 +159,17 @@ private:
         while (!stop_) {
             Millis now = clock_.monotonicMs();
             Millis wakeAt = nextReconcile;
-            if (dirty_ && backoff_.failures() > 0) wakeAt = std::min(wakeAt, backoff_.nextAttemptMs());
+            if (dirty_ && backoff_.failures() > 0)
+                wakeAt = std::min(wakeAt, backoff_.nextAttemptMs());
             if (!dirty_ || !backoff_.due())
                 cv_.wait_for(lock, std::chrono::milliseconds(std::max<Millis>(1, wakeAt - now)),
                              [&] { return stop_ || (dirty_ && backoff_.failures() == 0); });
-            if (stop_) break;
+            if (stop_)
+                break;
             now = clock_.monotonicMs();
             bool reconcile = now >= nextReconcile;
-            if (!(dirty_ && backoff_.due()) && !reconcile) continue;
+            if (!(dirty_ && backoff_.due()) && !reconcile)
+                continue;
             if (!desired_) {
                 nextReconcile = now + 10'000;
                 continue;
@@ -175,27 +180,35 @@ private:
             std::string error;
             if (reconcile) {
                 auto r = ref_->reconcile(members);
-                if (!r) error = r.error().describe();
+                if (!r)
+                    error = r.error().describe();
                 else if (!r->clean()) {
                     PCLOUD_LOG(Warning, "Referee drift repaired", {{"drift", r->describe()}});
-                    for (const auto& d : r->drifts) event(d.member, "referee-drift", d.describe());
+                    for (const auto& d : r->drifts)
+                        event(d.member, "referee-drift", d.describe());
                 }
             } else {
                 auto st = ref_->apply(members);
-                if (!st) error = st.error().describe();
-                else PCLOUD_LOG(Notice, "Referee updated", {{"referee", ref_->describe()}});
+                if (!st)
+                    error = st.error().describe();
+                else
+                    PCLOUD_LOG(Notice, "Referee updated", {{"referee", ref_->describe()}});
             }
             lock.lock();
-            if (reconcile) nextReconcile = clock_.monotonicMs() + 10'000;
+            if (reconcile)
+                nextReconcile = clock_.monotonicMs() + 10'000;
             if (!error.empty()) {
                 dirty_ = true;
                 backoff_.recordFailure();
                 PCLOUD_LOG(Warning, "Referee update failed; will retry",
-                           {{"referee", ref_->describe()}, {"error", error},
+                           {{"referee", ref_->describe()},
+                            {"error", error},
                             {"retry_ms", std::to_string(backoff_.currentDelayMs())}});
-                if (backoff_.failures() == 1) event("", "referee-failed", error);
+                if (backoff_.failures() == 1)
+                    event("", "referee-failed", error);
             } else {
-                if (backoff_.failures() > 0) event("", "referee-ok", "referee reachable again");
+                if (backoff_.failures() > 0)
+                    event("", "referee-ok", "referee reachable again");
                 backoff_.recordSuccess();
             }
         }
@@ -220,17 +233,20 @@ public:
         : inbox_(inbox), reactor_(std::move(reactor)) {}
     void onDomainEvent(const virt::DomainEvent& e) override {
         inbox_.post([this, e] {
-            if (auto* r = reactor_()) r->onDomainEvent(e);
+            if (auto* r = reactor_())
+                r->onDomainEvent(e);
         });
     }
     void onInfrastructureDown(const std::string& reason) override {
         inbox_.post([this, reason] {
-            if (auto* r = reactor_()) r->onInfrastructureDown(reason);
+            if (auto* r = reactor_())
+                r->onInfrastructureDown(reason);
         });
     }
     void onInfrastructureUp() override {
         inbox_.post([this] {
-            if (auto* r = reactor_()) r->onInfrastructureUp();
+            if (auto* r = reactor_())
+                r->onInfrastructureUp();
         });
     }
 
@@ -241,7 +257,8 @@ private:
 
 int portOf(const std::string& url) {
     auto colon = url.rfind(':');
-    if (colon == std::string::npos) return 5672;
+    if (colon == std::string::npos)
+        return 5672;
     try {
         return std::stoi(url.substr(colon + 1));
     } catch (...) {
@@ -260,14 +277,16 @@ Result<Options> parseOptions(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        if (a == "--help" || a == "-h") return makeError(usage(), "help");
+        if (a == "--help" || a == "-h")
+            return makeError(usage(), "help");
         auto value = [&](std::string& out) -> bool {
             auto eq = a.find('=');
             if (eq != std::string::npos) {
                 out = a.substr(eq + 1);
                 return true;
             }
-            if (i + 1 >= argc) return false;
+            if (i + 1 >= argc)
+                return false;
             out = argv[++i];
             return true;
         };
@@ -279,10 +298,13 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--uri"            ? &o.uri
                               : key == "--log-level"      ? &o.log_level
                                                           : nullptr;
-        if (!target) return makeError("unknown option '" + a + "'\n" + usage());
-        if (!value(*target)) return makeError("option " + key + " needs a value");
+        if (!target)
+            return makeError("unknown option '" + a + "'\n" + usage());
+        if (!value(*target))
+            return makeError("option " + key + " needs a value");
     }
-    if (o.deployable.empty()) return makeError("--deployable NAME is required\n" + usage());
+    if (o.deployable.empty())
+        return makeError("--deployable NAME is required\n" + usage());
     if (!model::isValidName(o.deployable))
         return makeError("invalid deployable name '" + o.deployable + "'");
     return o;
@@ -315,7 +337,8 @@ int runDped(const Options& opt) {
     }
     if (!lock) {
         PCLOUD_LOG(Error, "Another dped runs this deployable; not starting a second one",
-                   {{"deployable", opt.deployable}, {"lock", lockPath},
+                   {{"deployable", opt.deployable},
+                    {"lock", lockPath},
                     {"holder", std::to_string(holder)}});
         return toInt(ExitCode::Locked);
     }
@@ -348,7 +371,7 @@ int runDped(const Options& opt) {
     Inbox inbox;
     Reactor* reactorPtr = nullptr;
     std::mutex reactorMu;
-    auto getReactor = [&]() -> Reactor* { return reactorPtr; };  // used on the reactor thread
+    auto getReactor = [&]() -> Reactor* { return reactorPtr; }; // used on the reactor thread
 
     bus::Client client;
     bus::ClientOptions copt;
@@ -367,15 +390,16 @@ int runDped(const Options& opt) {
     virt::LibvirtHypervisor hv;
     Listener listener(inbox, getReactor);
     if (auto st = hv.open(uri); !st) {
-        PCLOUD_LOG(Error, "Cannot open the hypervisor", {{"uri", uri},
-                                                          {"error", st.error().describe()}});
+        PCLOUD_LOG(Error, "Cannot open the hypervisor",
+                   {{"uri", uri}, {"error", st.error().describe()}});
         return toInt(ExitCode::Unavailable);
     }
 
     BusMessenger messenger(client, inbox);
     RealHostWatch watch(inbox, getReactor, portOf(opt.broker));
     std::unique_ptr<RefereeWorker> refWorker;
-    if (ref) refWorker = std::make_unique<RefereeWorker>(std::move(ref), client, opt.deployable);
+    if (ref)
+        refWorker = std::make_unique<RefereeWorker>(std::move(ref), client, opt.deployable);
     policy::RandomJitter jitter(static_cast<std::uint64_t>(::getpid()) * 2654435761u ^
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;
@@ -393,34 +417,34 @@ int runDped(const Options& opt) {
 
     // cped -> dped requests. The handler runs on the bus thread; it asks the reactor thread
     // and waits a bounded time (the reactor never waits for the bus thread).
-    client.serve("pcloud.dped." + opt.deployable,
-                 [&](const bus::Message& m) -> std::optional<std::string> {
-                     auto p = std::make_shared<std::promise<std::optional<std::string>>>();
-                     auto f = p->get_future();
-                     std::string cid = m.correlationId;
-                     // ping answers later (when the agent replies): onRequest then returns
-                     // nullopt and the reactor sends the reply itself.
-                     inbox.post([&reactor, p, m] { p->set_value(reactor.onRequest(m)); });
-                     if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
-                         return nlohmann::json{{"v", 1}, {"type", "reply"}, {"id", cid},
-                                               {"ok", false},
-                                               {"error", {{"code", "timeout"},
-                                                          {"message", "dped busy"}}}}
-                             .dump();
-                     return f.get();
-                 });
+    client.serve(
+        "pcloud.dped." + opt.deployable, [&](const bus::Message& m) -> std::optional<std::string> {
+            auto p = std::make_shared<std::promise<std::optional<std::string>>>();
+            auto f = p->get_future();
+            std::string cid = m.correlationId;
+            // ping answers later (when the agent replies): onRequest then returns
+            // nullopt and the reactor sends the reply itself.
+            inbox.post([&reactor, p, m] { p->set_value(reactor.onRequest(m)); });
+            if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
+                return nlohmann::json{{"v", 1},
+                                      {"type", "reply"},
+                                      {"id", cid},
+                                      {"ok", false},
+                                      {"error", {{"code", "timeout"}, {"message", "dped busy"}}}}
+                    .dump();
+            return f.get();
+        });
 
     std::atomic<bool> sigStop{false};
     std::thread sigThread([&] {
         int sig = 0;
         while (sigwait(&sigs, &sig) == 0) {
             if (sig == SIGHUP) {
-                inbox.post([&reactor] {
-                    (void)reactor.onCommand(R"({"command":"reload"})");
-                });
+                inbox.post([&reactor] { (void)reactor.onCommand(R"({"command":"reload"})"); });
                 continue;
             }
-            if (sig == 0) continue;
+            if (sig == 0)
+                continue;
             sigStop = true;
             inbox.requestStop();
             return;
@@ -428,7 +452,9 @@ int runDped(const Options& opt) {
     });
 
     PCLOUD_LOG(Notice, "dped running",
-               {{"deployable", opt.deployable}, {"uri", uri}, {"broker", opt.broker},
+               {{"deployable", opt.deployable},
+                {"uri", uri},
+                {"broker", opt.broker},
                 {"pid", std::to_string(::getpid())}});
     int rc_exit = toInt(ExitCode::Ok);
     while (true) {
@@ -439,8 +465,10 @@ int runDped(const Options& opt) {
         }
         bool stop = false;
         auto work = inbox.wait(deadline, stop);
-        if (stop) break;
-        for (auto& f : work) f();
+        if (stop)
+            break;
+        for (auto& f : work)
+            f();
         reactor.step();
         if (reactor.finished()) {
             PCLOUD_LOG(Notice, "Planned stop complete; exiting", {{"deployable", opt.deployable}});
@@ -448,7 +476,8 @@ int runDped(const Options& opt) {
             break;
         }
     }
-    if (sigStop) PCLOUD_LOG(Notice, "Signal received; exiting and leaving the domains running", {});
+    if (sigStop)
+        PCLOUD_LOG(Notice, "Signal received; exiting and leaving the domains running", {});
     if (!sigStop) {
         // Wake the signal thread so it can be joined.
         ::kill(::getpid(), SIGTERM);

@@ -15,8 +15,8 @@ struct Options {
     std::string state_dir = "/var/lib/pcloud";
     std::string broker = "amqp://127.0.0.1:5672";
     std::string address_prefix;
-    std::string uri;        // overrides the deployable's libvirt URI when set
-    std::string log_level;  // error|warning|notice|info|debug
+    std::string uri;       // overrides the deployable's libvirt URI when set
+    std::string log_level; // error|warning|notice|info|debug
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

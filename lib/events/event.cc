@@ -11,7 +11,8 @@ nlohmann::json toJson(const Event& e) {
                         {"time", formatRfc3339(e.time)},
                         {"deployable", e.deployable},
                         {"assembly", e.assembly}};
-    if (e.service) j["service"] = *e.service;
+    if (e.service)
+        j["service"] = *e.service;
     j["state"] = e.state;
     j["reason"] = e.reason;
     j["cause_id"] = e.cause_id;
@@ -23,17 +24,20 @@ namespace {
 Result<std::string> optString(const nlohmann::json& j, const char* key, bool required) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) {
-        if (required) return makeError(std::string("event has no \"") + key + "\" field");
+        if (required)
+            return makeError(std::string("event has no \"") + key + "\" field");
         return std::string();
     }
-    if (!it->is_string()) return makeError(std::string("event field \"") + key + "\" is not a string");
+    if (!it->is_string())
+        return makeError(std::string("event field \"") + key + "\" is not a string");
     return it->get<std::string>();
 }
 
 } // namespace
 
 Result<Event> fromJson(const nlohmann::json& j) {
-    if (!j.is_object()) return makeError("event is not a JSON object");
+    if (!j.is_object())
+        return makeError("event is not a JSON object");
     Event e;
     if (auto it = j.find("seq"); it != j.end() && !it->is_null()) {
         if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<long long>() >= 0))
@@ -43,7 +47,8 @@ Result<Event> fromJson(const nlohmann::json& j) {
     if (auto it = j.find("time"); it != j.end() && !it->is_null()) {
         if (it->is_string()) {
             auto t = parseRfc3339(it->get<std::string>());
-            if (!t) return makeError("event field \"time\": " + t.error().message);
+            if (!t)
+                return makeError("event field \"time\": " + t.error().message);
             e.time = *t;
         } else if (it->is_number_integer()) {
             e.time = it->get<Millis>();
@@ -52,41 +57,54 @@ Result<Event> fromJson(const nlohmann::json& j) {
         }
     }
     auto dep = optString(j, "deployable", true);
-    if (!dep) return dep.error();
+    if (!dep)
+        return dep.error();
     e.deployable = *dep;
     auto st = optString(j, "state", true);
-    if (!st) return st.error();
+    if (!st)
+        return st.error();
     e.state = *st;
     auto as = optString(j, "assembly", false);
-    if (!as) return as.error();
+    if (!as)
+        return as.error();
     e.assembly = *as;
     auto re = optString(j, "reason", false);
-    if (!re) return re.error();
+    if (!re)
+        return re.error();
     e.reason = *re;
     auto ca = optString(j, "cause_id", false);
-    if (!ca) return ca.error();
+    if (!ca)
+        return ca.error();
     e.cause_id = *ca;
     if (auto it = j.find("service"); it != j.end() && !it->is_null()) {
-        if (!it->is_string()) return makeError("event field \"service\" is not a string");
-        if (!it->get<std::string>().empty()) e.service = it->get<std::string>();
+        if (!it->is_string())
+            return makeError("event field \"service\" is not a string");
+        if (!it->get<std::string>().empty())
+            e.service = it->get<std::string>();
     }
     return e;
 }
 
-std::string toLine(const Event& e) { return toJson(e).dump(); }
+std::string toLine(const Event& e) {
+    return toJson(e).dump();
+}
 
 Result<Event> parseLine(std::string_view line) {
     auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) return makeError("not a JSON line");
+    if (j.is_discarded())
+        return makeError("not a JSON line");
     return fromJson(j);
 }
 
 std::string formatHuman(const Event& e) {
     std::string out = formatRfc3339(e.time) + " " + e.deployable;
-    if (!e.assembly.empty()) out += "/" + e.assembly;
-    if (e.service) out += "/" + *e.service;
+    if (!e.assembly.empty())
+        out += "/" + e.assembly;
+    if (e.service)
+        out += "/" + *e.service;
     out += " " + e.state;
-    if (!e.reason.empty()) out += ": " + e.reason;
+    if (!e.reason.empty())
+        out += ": " + e.reason;
     return out;
 }
 

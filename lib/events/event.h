@@ -19,14 +19,14 @@
 namespace pcloud::events {
 
 struct Event {
-    std::uint64_t seq = 0;       // 0 = not assigned yet (a submission)
-    Millis time = 0;             // wall-clock ms since the epoch
+    std::uint64_t seq = 0; // 0 = not assigned yet (a submission)
+    Millis time = 0;       // wall-clock ms since the epoch
     std::string deployable;
-    std::string assembly;        // empty for deployable-level events
+    std::string assembly; // empty for deployable-level events
     std::optional<std::string> service;
-    std::string state;           // e.g. "started", "failed", "stopped", "crashed"
-    std::string reason;          // e.g. "monitor failed", "restarted"
-    std::string cause_id;        // links a recovery to the failure that caused it
+    std::string state;    // e.g. "started", "failed", "stopped", "crashed"
+    std::string reason;   // e.g. "monitor failed", "restarted"
+    std::string cause_id; // links a recovery to the failure that caused it
     bool operator==(const Event&) const = default;
 };
 

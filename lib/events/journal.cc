@@ -14,20 +14,24 @@
 namespace pcloud::events {
 namespace {
 
-std::string errnoText() { return std::strerror(errno); }
+std::string errnoText() {
+    return std::strerror(errno);
+}
 
 // Reads every line of a journal file. Bad lines are reported through `bad` (1-based line
 // number, whether it was the unterminated last line) and skipped.
 template <typename OnEvent, typename OnBad>
 void scanFile(const std::string& path, OnEvent&& onEvent, OnBad&& onBad) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) return;
+    if (!in)
+        return;
     std::string line;
     int lineNo = 0;
     while (std::getline(in, line)) {
         ++lineNo;
         bool terminated = !in.eof();
-        if (line.empty()) continue;
+        if (line.empty())
+            continue;
         auto e = parseLine(line);
         if (!e) {
             onBad(lineNo, !terminated, e.error().message);
@@ -37,7 +41,8 @@ void scanFile(const std::string& path, OnEvent&& onEvent, OnBad&& onBad) {
             // A complete JSON object without its newline: the writer died between the
             // bytes and the newline. The event is intact, keep it.
         }
-        if (!onEvent(std::move(e.value()))) return;
+        if (!onEvent(std::move(e.value())))
+            return;
     }
 }
 
@@ -45,19 +50,25 @@ void scanFile(const std::string& path, OnEvent&& onEvent, OnBad&& onBad) {
 
 EventJournal::EventJournal(std::string dir, JournalOptions options, const Clock& clock)
     : dir_(std::move(dir)), options_(options), clock_(clock) {
-    if (options_.keep_files < 0) options_.keep_files = 0;
+    if (options_.keep_files < 0)
+        options_.keep_files = 0;
 }
 
 EventJournal::~EventJournal() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0)
+        ::close(fd_);
 }
 
-std::string EventJournal::currentPath() const { return dir_ + "/events.jsonl"; }
+std::string EventJournal::currentPath() const {
+    return dir_ + "/events.jsonl";
+}
 std::string EventJournal::rotatedPath(int n) const {
     return dir_ + "/events.jsonl." + std::to_string(n);
 }
 
-void EventJournal::warn(std::string w) const { warnings_.push_back(std::move(w)); }
+void EventJournal::warn(std::string w) const {
+    warnings_.push_back(std::move(w));
+}
 
 std::vector<std::string> EventJournal::takeWarnings() {
     std::lock_guard lock(mutex_);
@@ -66,17 +77,20 @@ std::vector<std::string> EventJournal::takeWarnings() {
 
 Result<std::unique_ptr<EventJournal>> EventJournal::open(std::string dir, JournalOptions options,
                                                          const Clock& clock) {
-    if (auto st = fs::makeDirs(dir); !st) return st.error();
+    if (auto st = fs::makeDirs(dir); !st)
+        return st.error();
     std::unique_ptr<EventJournal> j(new EventJournal(std::move(dir), options, clock));
-    if (auto st = j->openCurrent(); !st) return st.error();
+    if (auto st = j->openCurrent(); !st)
+        return st.error();
     return j;
 }
 
 Status EventJournal::openCurrent() {
     const std::string path = currentPath();
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd_ < 0) return makeError("cannot open the event journal: " + errnoText(), path);
-    struct stat st{};
+    if (fd_ < 0)
+        return makeError("cannot open the event journal: " + errnoText(), path);
+    struct stat st {};
     ::fstat(fd_, &st);
     size_ = static_cast<std::uint64_t>(st.st_size);
 
@@ -87,7 +101,8 @@ Status EventJournal::openCurrent() {
     scanFile(
         path,
         [&](Event e) {
-            if (!first_time_) first_time_ = e.time;
+            if (!first_time_)
+                first_time_ = e.time;
             last_seq_ = std::max(last_seq_, e.seq);
             foundInCurrent = true;
             return true;
@@ -116,7 +131,8 @@ Status EventJournal::openCurrent() {
     if (size_ > 0) {
         char c = 0;
         if (::pread(fd_, &c, 1, static_cast<off_t>(size_ - 1)) == 1 && c != '\n') {
-            if (::write(fd_, "\n", 1) == 1) size_ += 1;
+            if (::write(fd_, "\n", 1) == 1)
+                size_ += 1;
         }
     }
     return {};
@@ -143,7 +159,8 @@ Status EventJournal::rotate() {
         ::unlink(rotatedPath(n).c_str());
     const std::string path = currentPath();
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd_ < 0) return makeError("cannot open the event journal: " + errnoText(), path);
+    if (fd_ < 0)
+        return makeError("cannot open the event journal: " + errnoText(), path);
     size_ = 0;
     first_time_.reset();
     return {};
@@ -152,21 +169,25 @@ Status EventJournal::rotate() {
 Result<Event> EventJournal::append(Event e) {
     std::lock_guard lock(mutex_);
     if (fd_ < 0) {
-        if (auto st = openCurrent(); !st) return st.error();
+        if (auto st = openCurrent(); !st)
+            return st.error();
     }
-    if (e.time == 0) e.time = clock_.nowMs();
+    if (e.time == 0)
+        e.time = clock_.nowMs();
     e.seq = last_seq_ + 1;
     std::string line = toLine(e) + "\n";
     const Millis now = clock_.nowMs();
     if (size_ > 0 && (size_ + line.size() > options_.max_bytes ||
                       (first_time_ && now - *first_time_ >= options_.max_age))) {
-        if (auto st = rotate(); !st) return st.error();
+        if (auto st = rotate(); !st)
+            return st.error();
     }
     size_t off = 0;
     while (off < line.size()) {
         ssize_t n = ::write(fd_, line.data() + off, line.size() - off);
         if (n < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             return makeError("cannot append to the event journal: " + errnoText(), currentPath());
         }
         off += static_cast<size_t>(n);
@@ -174,7 +195,8 @@ Result<Event> EventJournal::append(Event e) {
     if (options_.sync_each_append && ::fdatasync(fd_) != 0)
         return makeError("cannot sync the event journal: " + errnoText(), currentPath());
     size_ += line.size();
-    if (!first_time_) first_time_ = now;
+    if (!first_time_)
+        first_time_ = now;
     last_seq_ = e.seq;
     return e;
 }
@@ -190,19 +212,24 @@ Result<ReplayResult> EventJournal::replay(const ReplayQuery& q) const {
     r.last_seq = last_seq_;
     std::vector<std::string> files;
     for (int n = std::max(options_.keep_files, 1); n >= 1; --n)
-        if (fs::exists(rotatedPath(n))) files.push_back(rotatedPath(n));
+        if (fs::exists(rotatedPath(n)))
+            files.push_back(rotatedPath(n));
     files.push_back(currentPath());
-    std::uint64_t seen = q.since_seq;  // seq only moves forward; drop anything out of order
+    std::uint64_t seen = q.since_seq; // seq only moves forward; drop anything out of order
     bool stop = false;
     for (const auto& f : files) {
-        if (stop) break;
+        if (stop)
+            break;
         scanFile(
             f,
             [&](Event e) {
-                if (e.seq <= seen) return true;
+                if (e.seq <= seen)
+                    return true;
                 seen = e.seq;
-                if (q.since_time && e.time < *q.since_time) return true;
-                if (!q.deployable.empty() && e.deployable != q.deployable) return true;
+                if (q.since_time && e.time < *q.since_time)
+                    return true;
+                if (!q.deployable.empty() && e.deployable != q.deployable)
+                    return true;
                 if (q.limit > 0 && !q.newest && r.events.size() >= q.limit) {
                     r.more = true;
                     stop = true;

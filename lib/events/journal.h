@@ -29,17 +29,17 @@
 namespace pcloud::events {
 
 struct JournalOptions {
-    std::uint64_t max_bytes = 16 * 1024 * 1024;  // rotate when the file would exceed this
-    Millis max_age = 7LL * 24 * 3600 * 1000;     // rotate when its first event is older
-    int keep_files = 5;                          // rotated files kept: events.jsonl.1..K
-    bool sync_each_append = true;                // fdatasync after every line
+    std::uint64_t max_bytes = 16 * 1024 * 1024; // rotate when the file would exceed this
+    Millis max_age = 7LL * 24 * 3600 * 1000;    // rotate when its first event is older
+    int keep_files = 5;                         // rotated files kept: events.jsonl.1..K
+    bool sync_each_append = true;               // fdatasync after every line
 };
 
 struct ReplayQuery {
-    std::uint64_t since_seq = 0;       // events with seq > since_seq
-    std::optional<Millis> since_time;  // and time >= since_time
-    std::string deployable;            // empty = every deployable
-    std::size_t limit = 0;             // 0 = no limit
+    std::uint64_t since_seq = 0;      // events with seq > since_seq
+    std::optional<Millis> since_time; // and time >= since_time
+    std::string deployable;           // empty = every deployable
+    std::size_t limit = 0;            // 0 = no limit
     // With a limit: true keeps the newest `limit` matches (a tail, for `events` without
     // --since); false keeps the oldest `limit` (a page, for replay from a point).
     bool newest = false;
@@ -82,7 +82,7 @@ private:
     mutable std::mutex mutex_;
     int fd_ = -1;
     std::uint64_t size_ = 0;
-    std::optional<Millis> first_time_;  // time of the current file's first event
+    std::optional<Millis> first_time_; // time of the current file's first event
     std::uint64_t last_seq_ = 0;
     mutable std::vector<std::string> warnings_;
 };

@@ -4,51 +4,74 @@ namespace pcloud::model {
 
 const char* toString(ResourceClass c) {
     switch (c) {
-    case ResourceClass::Systemd: return "systemd";
-    case ResourceClass::Lsb: return "lsb";
-    case ResourceClass::Process: return "process";
+    case ResourceClass::Systemd:
+        return "systemd";
+    case ResourceClass::Lsb:
+        return "lsb";
+    case ResourceClass::Process:
+        return "process";
     }
     return "?";
 }
-const char* toString(MonitorMode m) { return m == MonitorMode::Active ? "active" : "passive"; }
+const char* toString(MonitorMode m) {
+    return m == MonitorMode::Active ? "active" : "passive";
+}
 const char* toString(DeployableOutcome o) {
     return o == DeployableOutcome::LeaveStopped ? "leave-stopped" : "stop-deployable";
 }
-const char* toString(ProbeKind k) { return k == ProbeKind::Http ? "http" : "tcp"; }
+const char* toString(ProbeKind k) {
+    return k == ProbeKind::Http ? "http" : "tcp";
+}
 
 bool parseResourceClass(const std::string& s, ResourceClass& out) {
-    if (s == "systemd") out = ResourceClass::Systemd;
-    else if (s == "lsb") out = ResourceClass::Lsb;
-    else if (s == "process") out = ResourceClass::Process;
-    else return false;
+    if (s == "systemd")
+        out = ResourceClass::Systemd;
+    else if (s == "lsb")
+        out = ResourceClass::Lsb;
+    else if (s == "process")
+        out = ResourceClass::Process;
+    else
+        return false;
     return true;
 }
 bool parseMonitorMode(const std::string& s, MonitorMode& out) {
-    if (s == "active") out = MonitorMode::Active;
-    else if (s == "passive") out = MonitorMode::Passive;
-    else return false;
+    if (s == "active")
+        out = MonitorMode::Active;
+    else if (s == "passive")
+        out = MonitorMode::Passive;
+    else
+        return false;
     return true;
 }
 bool parseDeployableOutcome(const std::string& s, DeployableOutcome& out) {
-    if (s == "leave-stopped") out = DeployableOutcome::LeaveStopped;
-    else if (s == "stop-deployable") out = DeployableOutcome::StopDeployable;
-    else return false;
+    if (s == "leave-stopped")
+        out = DeployableOutcome::LeaveStopped;
+    else if (s == "stop-deployable")
+        out = DeployableOutcome::StopDeployable;
+    else
+        return false;
     return true;
 }
 bool parseProbeKind(const std::string& s, ProbeKind& out) {
-    if (s == "http") out = ProbeKind::Http;
-    else if (s == "tcp") out = ProbeKind::Tcp;
-    else return false;
+    if (s == "http")
+        out = ProbeKind::Http;
+    else if (s == "tcp")
+        out = ProbeKind::Tcp;
+    else
+        return false;
     return true;
 }
 
 bool isValidName(const std::string& name) {
-    if (name.empty() || name.size() > 64) return false;
-    if (name[0] == '-' || name[0] == '.') return false;
+    if (name.empty() || name.size() > 64)
+        return false;
+    if (name[0] == '-' || name[0] == '.')
+        return false;
     for (char c : name) {
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '-' || c == '_' || c == '.';
-        if (!ok) return false;
+        if (!ok)
+            return false;
     }
     return true;
 }

@@ -21,17 +21,17 @@ constexpr Millis kUnlimitedPeriod = -1;
 // When the failures counted inside the window reach `failures`, the budget is used up and
 // the next level (service -> assembly -> deployable) takes over.
 struct Escalation {
-    int failures = 3;        // kUnlimitedFailures = never escalate
-    Millis period = 60'000;  // kUnlimitedPeriod = window never slides
+    int failures = 3;       // kUnlimitedFailures = never escalate
+    Millis period = 60'000; // kUnlimitedPeriod = window never slides
     bool operator==(const Escalation&) const = default;
 };
 
 // Exponential backoff between consecutive restarts of the same thing.
 struct Backoff {
-    Millis base = 1'000;        // delay before the 2nd restart in a row (1st is immediate)
+    Millis base = 1'000; // delay before the 2nd restart in a row (1st is immediate)
     double factor = 2.0;
     Millis cap = 60'000;
-    Millis reset_after = 300'000;  // stable this long -> next restart is immediate again
+    Millis reset_after = 300'000; // stable this long -> next restart is immediate again
     bool operator==(const Backoff&) const = default;
 };
 
@@ -46,18 +46,18 @@ struct Probe {
     int expect_status = 200; // http only
     Millis interval = 5'000;
     Millis timeout = 2'000;
-    int threshold = 3;       // consecutive failures before "not-ready"
+    int threshold = 3; // consecutive failures before "not-ready"
     bool operator==(const Probe&) const = default;
 };
 
 enum class ResourceClass { Systemd, Lsb, Process };
 
 struct Resource {
-    std::string name;               // unique within its assembly, e.g. "httpd"
-    std::string type;               // template name, e.g. "apache2"
+    std::string name; // unique within its assembly, e.g. "httpd"
+    std::string type; // template name, e.g. "apache2"
     ResourceClass klass = ResourceClass::Systemd;
-    std::string provider;           // kept from Pacemaker Cloud files (e.g. "pacemaker")
-    std::string unit;               // systemd unit or lsb script; for class=process the command
+    std::string provider; // kept from Pacemaker Cloud files (e.g. "pacemaker")
+    std::string unit;     // systemd unit or lsb script; for class=process the command
     Millis monitor_interval = 10'000;
     Escalation escalation;
     std::map<std::string, std::string> params;
@@ -68,36 +68,37 @@ struct Resource {
 struct Assembly {
     std::string name;
     std::string uuid;
-    std::string domain_xml;         // libvirt domain XML as given by the operator
-    std::string image;              // or a reference to an image (path), when no XML
+    std::string domain_xml; // libvirt domain XML as given by the operator
+    std::string image;      // or a reference to an image (path), when no XML
     Escalation escalation{3, 600'000};
     std::vector<Resource> resources;
-    std::string address;            // balancer member "IP:PORT"; empty = learn from agent
-    bool parked = false;            // operator took it out of the referee (assembly_park)
+    std::string address; // balancer member "IP:PORT"; empty = learn from agent
+    bool parked = false; // operator took it out of the referee (assembly_park)
     bool operator==(const Assembly&) const = default;
 
     const Resource* findResource(const std::string& n) const {
         for (const auto& r : resources)
-            if (r.name == n) return &r;
+            if (r.name == n)
+                return &r;
         return nullptr;
     }
 };
 
-enum class MonitorMode { Active, Passive };  // passive: observe and report, never act
+enum class MonitorMode { Active, Passive }; // passive: observe and report, never act
 
 // What happens when a deployable's own budget is used up.
 enum class DeployableOutcome {
-    LeaveStopped,    // leave the failing assembly stopped and alert (default)
-    StopDeployable,  // stop every assembly of the deployable and alert
+    LeaveStopped,   // leave the failing assembly stopped and alert (default)
+    StopDeployable, // stop every assembly of the deployable and alert
 };
 
 struct RefereeConfig {
-    std::string driver;       // "" (none), "log", "haproxy", "apache"
-    std::string socket;       // haproxy: runtime API unix socket
-    std::string backend;      // haproxy: backend name
-    std::string config_file;  // apache: the managed include file
-    std::string cluster;      // apache: balancer://CLUSTER
-    std::string alias = "/";  // apache: ProxyPass /ALIAS
+    std::string driver;      // "" (none), "log", "haproxy", "apache"
+    std::string socket;      // haproxy: runtime API unix socket
+    std::string backend;     // haproxy: backend name
+    std::string config_file; // apache: the managed include file
+    std::string cluster;     // apache: balancer://CLUSTER
+    std::string alias = "/"; // apache: ProxyPass /ALIAS
     std::string apachectl = "apachectl";
     bool operator==(const RefereeConfig&) const = default;
 };
@@ -107,14 +108,14 @@ struct Deployable {
     std::string uuid;
     std::string uri = "qemu:///system";
     MonitorMode monitor = MonitorMode::Active;
-    std::string infrastructure;     // kept from Pacemaker Cloud files
-    std::string username;           // kept from Pacemaker Cloud files
-    std::vector<std::string> assemblies;  // names, in the order given
+    std::string infrastructure;          // kept from Pacemaker Cloud files
+    std::string username;                // kept from Pacemaker Cloud files
+    std::vector<std::string> assemblies; // names, in the order given
     Escalation escalation{3, 3'600'000};
     DeployableOutcome outcome = DeployableOutcome::LeaveStopped;
     Backoff backoff;
     Millis heartbeat_interval = 1'000;
-    Millis heartbeat_timeout = 5'000;  // several intervals: never a single missed beat
+    Millis heartbeat_timeout = 5'000; // several intervals: never a single missed beat
     RefereeConfig referee;
     bool operator==(const Deployable&) const = default;
 };
@@ -136,7 +137,8 @@ struct Model {
     const Deployable* owner(const std::string& assembly) const {
         for (const auto& [_, d] : deployables)
             for (const auto& a : d.assemblies)
-                if (a == assembly) return &d;
+                if (a == assembly)
+                    return &d;
         return nullptr;
     }
 };

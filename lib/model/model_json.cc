@@ -17,21 +17,25 @@ std::string jsonIndex(const std::string& base, size_t index) {
     return base + "[" + std::to_string(index) + "]";
 }
 
-static std::string orRoot(const std::string& path) { return path.empty() ? "(document)" : path; }
+static std::string orRoot(const std::string& path) {
+    return path.empty() ? "(document)" : path;
+}
 
 Result<Millis> durationFromJson(const json& v, const std::string& where, bool allowInfinite) {
-    const char* want = allowInfinite
-                           ? "expected a duration (e.g. \"30s\", \"500ms\", integer milliseconds) "
-                             "or \"INFINITY\""
-                           : "expected a duration (e.g. \"30s\", \"500ms\" or integer milliseconds)";
+    const char* want =
+        allowInfinite ? "expected a duration (e.g. \"30s\", \"500ms\", integer milliseconds) "
+                        "or \"INFINITY\""
+                      : "expected a duration (e.g. \"30s\", \"500ms\" or integer milliseconds)";
     if (v.is_number_integer()) {
         auto ms = v.get<std::int64_t>();
-        if (ms < 0) return makeError(where + ": " + want + ", got a negative number");
+        if (ms < 0)
+            return makeError(where + ": " + want + ", got a negative number");
         return ms;
     }
     if (v.is_string()) {
         auto r = parseDuration(v.get<std::string>());
-        if (!r) return makeError(where + ": " + want + ", got '" + v.get<std::string>() + "'");
+        if (!r)
+            return makeError(where + ": " + want + ", got '" + v.get<std::string>() + "'");
         if (*r == kInfinite && !allowInfinite)
             return makeError(where + ": INFINITY is not allowed here; " + want);
         return *r;
@@ -44,35 +48,45 @@ JsonReader::JsonReader(const json& j, std::string path) : j_(j), path_(std::move
         fail(orRoot(path_), std::string("expected an object, got ") + j_.type_name());
 }
 
-std::string JsonReader::at(const std::string& key) const { return jsonPath(path_, key); }
+std::string JsonReader::at(const std::string& key) const {
+    return jsonPath(path_, key);
+}
 
 void JsonReader::fail(const std::string& where, const std::string& what) {
-    if (!error_) error_ = makeError(where + ": " + what);
+    if (!error_)
+        error_ = makeError(where + ": " + what);
 }
 
 void JsonReader::fail(const Error& nested) {
-    if (!error_) error_ = nested;
+    if (!error_)
+        error_ = nested;
 }
 
 const json* JsonReader::get(const char* key) {
     known_.emplace_back(key);
-    if (!j_.is_object()) return nullptr;
+    if (!j_.is_object())
+        return nullptr;
     auto it = j_.find(key);
-    if (it == j_.end()) return nullptr;
+    if (it == j_.end())
+        return nullptr;
     return &*it;
 }
 
 void JsonReader::str(const char* key, std::string& out) {
     if (auto* v = get(key)) {
-        if (v->is_string()) out = v->get<std::string>();
-        else fail(at(key), std::string("expected a string, got ") + v->type_name());
+        if (v->is_string())
+            out = v->get<std::string>();
+        else
+            fail(at(key), std::string("expected a string, got ") + v->type_name());
     }
 }
 
 void JsonReader::boolean(const char* key, bool& out) {
     if (auto* v = get(key)) {
-        if (v->is_boolean()) out = v->get<bool>();
-        else fail(at(key), std::string("expected true or false, got ") + v->type_name());
+        if (v->is_boolean())
+            out = v->get<bool>();
+        else
+            fail(at(key), std::string("expected true or false, got ") + v->type_name());
     }
 }
 
@@ -80,8 +94,10 @@ void JsonReader::integer(const char* key, int& out, int min) {
     std::int64_t v64 = out;
     integer64(key, v64, min);
     if (ok()) {
-        if (v64 > INT32_MAX) fail(at(key), "number too large");
-        else out = static_cast<int>(v64);
+        if (v64 > INT32_MAX)
+            fail(at(key), "number too large");
+        else
+            out = static_cast<int>(v64);
     }
 }
 
@@ -96,8 +112,10 @@ void JsonReader::integer64(const char* key, std::int64_t& out, std::int64_t min)
             return;
         }
         auto n = v->get<std::int64_t>();
-        if (n < min) fail(at(key), "must be at least " + std::to_string(min));
-        else out = n;
+        if (n < min)
+            fail(at(key), "must be at least " + std::to_string(min));
+        else
+            out = n;
     }
 }
 
@@ -108,8 +126,10 @@ void JsonReader::number(const char* key, double& out, double min) {
             return;
         }
         double d = v->get<double>();
-        if (!(d >= min)) fail(at(key), "must be at least " + std::to_string(min));
-        else out = d;
+        if (!(d >= min))
+            fail(at(key), "must be at least " + std::to_string(min));
+        else
+            out = d;
     }
 }
 
@@ -117,7 +137,8 @@ void JsonReader::duration(const char* key, Millis& out, bool allowInfinite) {
     if (auto* v = get(key)) {
         auto r = durationFromJson(*v, at(key), allowInfinite);
         if (!r) {
-            if (!error_) error_ = r.error();
+            if (!error_)
+                error_ = r.error();
         } else {
             out = *r;
         }
@@ -126,8 +147,8 @@ void JsonReader::duration(const char* key, Millis& out, bool allowInfinite) {
 
 void JsonReader::failures(const char* key, int& out) {
     if (auto* v = get(key)) {
-        if (v->is_string() && (v->get<std::string>() == "INFINITY" ||
-                               v->get<std::string>() == "infinity")) {
+        if (v->is_string() &&
+            (v->get<std::string>() == "INFINITY" || v->get<std::string>() == "infinity")) {
             out = kUnlimitedFailures;
         } else if (v->is_number_integer() && v->get<std::int64_t>() >= 0 &&
                    v->get<std::int64_t>() <= INT32_MAX) {
@@ -139,14 +160,17 @@ void JsonReader::failures(const char* key, int& out) {
 }
 
 void JsonReader::rejectUnknown(std::initializer_list<const char*> alsoAllowed) {
-    if (!j_.is_object() || error_) return;
+    if (!j_.is_object() || error_)
+        return;
     for (const auto& [k, _] : j_.items()) {
         bool known = std::find(known_.begin(), known_.end(), k) != known_.end();
         for (const char* a : alsoAllowed)
-            if (k == a) known = true;
+            if (k == a)
+                known = true;
         if (!known) {
             std::string list;
-            for (const auto& n : known_) list += (list.empty() ? "" : ", ") + n;
+            for (const auto& n : known_)
+                list += (list.empty() ? "" : ", ") + n;
             fail(at(k), "unknown key (known keys: " + list + ")");
             return;
         }
@@ -155,7 +179,9 @@ void JsonReader::rejectUnknown(std::initializer_list<const char*> alsoAllowed) {
 
 // ---- toJson ---------------------------------------------------------------------------------
 
-static json failuresJson(int f) { return f == kUnlimitedFailures ? json("INFINITY") : json(f); }
+static json failuresJson(int f) {
+    return f == kUnlimitedFailures ? json("INFINITY") : json(f);
+}
 
 json toJson(const Escalation& e) {
     return {{"failures", failuresJson(e.failures)}, {"period", formatDuration(e.period)}};
@@ -169,10 +195,14 @@ json toJson(const Backoff& b) {
 }
 
 json toJson(const Probe& p) {
-    return {{"kind", toString(p.kind)},         {"host", p.host},
-            {"port", p.port},                   {"path", p.path},
-            {"expect_status", p.expect_status}, {"interval", formatDuration(p.interval)},
-            {"timeout", formatDuration(p.timeout)}, {"threshold", p.threshold}};
+    return {{"kind", toString(p.kind)},
+            {"host", p.host},
+            {"port", p.port},
+            {"path", p.path},
+            {"expect_status", p.expect_status},
+            {"interval", formatDuration(p.interval)},
+            {"timeout", formatDuration(p.timeout)},
+            {"threshold", p.threshold}};
 }
 
 json toJson(const Resource& r) {
@@ -184,20 +214,23 @@ json toJson(const Resource& r) {
               {"monitor_interval", formatDuration(r.monitor_interval)},
               {"escalation", toJson(r.escalation)},
               {"params", r.params}};
-    if (r.probe) j["probe"] = toJson(*r.probe);
+    if (r.probe)
+        j["probe"] = toJson(*r.probe);
     return j;
 }
 
 json toJson(const Assembly& a) {
     json res = json::array();
-    for (const auto& r : a.resources) res.push_back(toJson(r));
-    return {{"uuid", a.uuid},       {"domain_xml", a.domain_xml}, {"image", a.image},
-            {"escalation", toJson(a.escalation)}, {"resources", res},
-            {"address", a.address}, {"parked", a.parked}};
+    for (const auto& r : a.resources)
+        res.push_back(toJson(r));
+    return {{"uuid", a.uuid},    {"domain_xml", a.domain_xml},
+            {"image", a.image},  {"escalation", toJson(a.escalation)},
+            {"resources", res},  {"address", a.address},
+            {"parked", a.parked}};
 }
 
 json toJson(const RefereeConfig& r) {
-    return {{"driver", r.driver},   {"socket", r.socket},   {"backend", r.backend},
+    return {{"driver", r.driver},           {"socket", r.socket},   {"backend", r.backend},
             {"config_file", r.config_file}, {"cluster", r.cluster}, {"alias", r.alias},
             {"apachectl", r.apachectl}};
 }
@@ -219,9 +252,11 @@ json toJson(const Deployable& d) {
 
 json toJson(const Model& m) {
     json deps = json::object();
-    for (const auto& [n, d] : m.deployables) deps[n] = toJson(d);
+    for (const auto& [n, d] : m.deployables)
+        deps[n] = toJson(d);
     json asms = json::object();
-    for (const auto& [n, a] : m.assemblies) asms[n] = toJson(a);
+    for (const auto& [n, a] : m.assemblies)
+        asms[n] = toJson(a);
     return {{"deployables", deps}, {"assemblies", asms}};
 }
 
@@ -229,7 +264,8 @@ json toJson(const Model& m) {
 
 template <typename T> static Result<T> finish(JsonReader& r, T value) {
     r.rejectUnknown();
-    if (!r.ok()) return *r.takeError();
+    if (!r.ok())
+        return *r.takeError();
     return value;
 }
 
@@ -238,7 +274,8 @@ Result<Escalation> escalationFromJson(const json& j, const std::string& path) {
     Escalation e;
     r.failures("failures", e.failures);
     r.duration("period", e.period, true);
-    if (r.ok() && e.period == 0) r.fail(r.at("period"), "must be greater than 0 (or INFINITY)");
+    if (r.ok() && e.period == 0)
+        r.fail(r.at("period"), "must be greater than 0 (or INFINITY)");
     return finish(r, e);
 }
 
@@ -249,7 +286,8 @@ Result<Backoff> backoffFromJson(const json& j, const std::string& path) {
     r.number("factor", b.factor, 1.0);
     r.duration("cap", b.cap);
     r.duration("reset_after", b.reset_after);
-    if (r.ok() && b.cap < b.base) r.fail(r.at("cap"), "must not be smaller than base");
+    if (r.ok() && b.cap < b.base)
+        r.fail(r.at("cap"), "must not be smaller than base");
     return finish(r, b);
 }
 
@@ -262,7 +300,8 @@ Result<Probe> probeFromJson(const json& j, const std::string& path) {
         r.fail(r.at("kind"), "expected \"http\" or \"tcp\", got '" + kind + "'");
     r.str("host", p.host);
     r.integer("port", p.port, 1);
-    if (r.ok() && p.port > 65535) r.fail(r.at("port"), "must be at most 65535");
+    if (r.ok() && p.port > 65535)
+        r.fail(r.at("port"), "must be at most 65535");
     r.str("path", p.path);
     r.integer("expect_status", p.expect_status, 100);
     r.duration("interval", p.interval);
@@ -288,7 +327,8 @@ Result<Resource> resourceFromJson(const json& j, const std::string& path) {
     r.duration("monitor_interval", res.monitor_interval);
     if (auto* v = r.get("escalation"); v && r.ok()) {
         auto e = escalationFromJson(*v, r.at("escalation"));
-        if (!e) return e.error();
+        if (!e)
+            return e.error();
         res.escalation = *e;
     }
     if (auto* v = r.get("params"); v && r.ok()) {
@@ -306,7 +346,8 @@ Result<Resource> resourceFromJson(const json& j, const std::string& path) {
     }
     if (auto* v = r.get("probe"); v && r.ok() && !v->is_null()) {
         auto p = probeFromJson(*v, r.at("probe"));
-        if (!p) return p.error();
+        if (!p)
+            return p.error();
         res.probe = *p;
     }
     return finish(r, res);
@@ -325,7 +366,8 @@ Result<Assembly> assemblyFromJson(const json& j, const std::string& name, const 
     r.str("image", a.image);
     if (auto* v = r.get("escalation"); v && r.ok()) {
         auto e = escalationFromJson(*v, r.at("escalation"));
-        if (!e) return e.error();
+        if (!e)
+            return e.error();
         a.escalation = *e;
     }
     if (auto* v = r.get("resources"); v && r.ok()) {
@@ -335,7 +377,8 @@ Result<Assembly> assemblyFromJson(const json& j, const std::string& name, const 
             std::set<std::string> seen;
             for (size_t i = 0; i < v->size(); ++i) {
                 auto res = resourceFromJson((*v)[i], jsonIndex(r.at("resources"), i));
-                if (!res) return res.error();
+                if (!res)
+                    return res.error();
                 if (!seen.insert(res->name).second)
                     return makeError(jsonIndex(r.at("resources"), i) +
                                      ".name: duplicate resource '" + res->name + "'");
@@ -352,8 +395,8 @@ Result<RefereeConfig> refereeFromJson(const json& j, const std::string& path) {
     JsonReader r(j, path);
     RefereeConfig c;
     r.str("driver", c.driver);
-    if (r.ok() && !(c.driver.empty() || c.driver == "log" || c.driver == "haproxy" ||
-                    c.driver == "apache"))
+    if (r.ok() &&
+        !(c.driver.empty() || c.driver == "log" || c.driver == "haproxy" || c.driver == "apache"))
         r.fail(r.at("driver"),
                "expected \"\", \"log\", \"haproxy\" or \"apache\", got '" + c.driver + "'");
     r.str("socket", c.socket);
@@ -397,7 +440,8 @@ Result<Deployable> deployableFromJson(const json& j, const std::string& name,
     }
     if (auto* v = r.get("escalation"); v && r.ok()) {
         auto e = escalationFromJson(*v, r.at("escalation"));
-        if (!e) return e.error();
+        if (!e)
+            return e.error();
         d.escalation = *e;
     }
     std::string outcome = toString(d.outcome);
@@ -407,7 +451,8 @@ Result<Deployable> deployableFromJson(const json& j, const std::string& name,
                "expected \"leave-stopped\" or \"stop-deployable\", got '" + outcome + "'");
     if (auto* v = r.get("backoff"); v && r.ok()) {
         auto b = backoffFromJson(*v, r.at("backoff"));
-        if (!b) return b.error();
+        if (!b)
+            return b.error();
         d.backoff = *b;
     }
     r.duration("heartbeat_interval", d.heartbeat_interval);
@@ -421,7 +466,8 @@ Result<Deployable> deployableFromJson(const json& j, const std::string& name,
                    "): a single missed heartbeat must never count as a failure");
     if (auto* v = r.get("referee"); v && r.ok()) {
         auto c = refereeFromJson(*v, r.at("referee"));
-        if (!c) return c.error();
+        if (!c)
+            return c.error();
         d.referee = *c;
     }
     return finish(r, d);
@@ -440,7 +486,8 @@ Result<Model> modelFromJson(const json& j, const std::string& path) {
                     return makeError(where + ": invalid assembly name (letters, digits, '-', "
                                              "'_', '.'; at most 64)");
                 auto a = assemblyFromJson(av, n, where);
-                if (!a) return a.error();
+                if (!a)
+                    return a.error();
                 m.assemblies[n] = std::move(*a);
             }
         }
@@ -456,7 +503,8 @@ Result<Model> modelFromJson(const json& j, const std::string& path) {
                     return makeError(where + ": invalid deployable name (letters, digits, '-', "
                                              "'_', '.'; at most 64)");
                 auto d = deployableFromJson(dv, n, where);
-                if (!d) return d.error();
+                if (!d)
+                    return d.error();
                 for (size_t i = 0; i < d->assemblies.size(); ++i) {
                     const auto& an = d->assemblies[i];
                     std::string aw = jsonIndex(jsonPath(where, "assemblies"), i);

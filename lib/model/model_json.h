@@ -51,7 +51,7 @@ public:
     bool ok() const { return !error_.has_value(); }
     const Error& error() const { return *error_; }
     std::optional<Error> takeError() { return std::move(error_); }
-    const nlohmann::json* get(const char* key);  // marks the key as known
+    const nlohmann::json* get(const char* key);   // marks the key as known
     std::string at(const std::string& key) const; // "path.key"
 
     void str(const char* key, std::string& out);
@@ -64,7 +64,7 @@ public:
     // Integer >= 0 or "INFINITY" (kUnlimitedFailures).
     void failures(const char* key, int& out);
     void fail(const std::string& where, const std::string& what);
-    void fail(const Error& nested);  // keeps the first error only
+    void fail(const Error& nested); // keeps the first error only
     // Errors on any key of the object not read by a getter / get().
     void rejectUnknown(std::initializer_list<const char*> alsoAllowed = {});
 

@@ -9,7 +9,8 @@
 namespace pcloud::policy {
 
 Millis RandomJitter::jitter(Millis delay) {
-    if (delay <= 0) return 0;
+    if (delay <= 0)
+        return 0;
     // splitmix64
     std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -66,7 +67,8 @@ struct Engine {
     bool referee = false;
 
     void wakeAt(Millis t) {
-        if (!wake || t < *wake) wake = t;
+        if (!wake || t < *wake)
+            wake = t;
     }
     // Deadlines and heartbeat ages do not run while the infrastructure was down.
     Millis since(Millis t) const {
@@ -93,7 +95,8 @@ struct Engine {
     static void report(std::vector<Action>& v, std::string& reported, const std::string& assembly,
                        const std::string& service, const std::string& state,
                        const std::string& reason, const std::string& cause) {
-        if (reported == state) return;
+        if (reported == state)
+            return;
         reported = state;
         event(v, assembly, service, state, reason, cause);
     }
@@ -127,10 +130,12 @@ struct AsmRun {
 
     void scheduleRestartDelay(Recovery& r, Millis& delay) {
         const auto& b = e.dep.backoff;
-        if (r.stable_since && e.now - *r.stable_since >= b.reset_after) r.restarts = 0;
+        if (r.stable_since && e.now - *r.stable_since >= b.reset_after)
+            r.restarts = 0;
         r.stable_since.reset();
         delay = backoffDelay(b, r.restarts);
-        if (delay > 0) delay += std::max<Millis>(0, e.jitter.jitter(delay));
+        if (delay > 0)
+            delay += std::max<Millis>(0, e.jitter.jitter(delay));
     }
 
     // ---- services -----------------------------------------------------------------------
@@ -151,12 +156,14 @@ struct AsmRun {
         s.due.reset();
         s.recovery.stable_since = e.now;
         s.reported = "active";
-        if (!s.cause_id.empty()) lastCause = s.cause_id;
+        if (!s.cause_id.empty())
+            lastCause = s.cause_id;
         Engine::event(body, a.name, r.name, "active", reason, s.cause_id);
     }
 
     void notInstalled(const model::Resource& r, ServiceTrack& s) {
-        if (s.phase == Phase::Failed) return;
+        if (s.phase == Phase::Failed)
+            return;
         s.phase = Phase::Failed;
         s.due.reset();
         s.cause_id = e.causeId(a.name, r.name);
@@ -226,8 +233,7 @@ struct AsmRun {
                 s.phase_since = e.now;
                 s.reported = "starting";
                 Engine::event(body, a.name, r.name, "starting",
-                              std::string("starting (was ") + toString(os.state) + ")",
-                              s.cause_id);
+                              std::string("starting (was ") + toString(os.state) + ")", s.cause_id);
                 body.push_back(make(ActionKind::StartService, a.name, r.name, s.cause_id));
                 e.wakeAt(e.now + e.tun.service_start_deadline + 1);
                 return Health::NotReady;
@@ -258,9 +264,10 @@ struct AsmRun {
             Millis deadline = e.since(s.phase_since) + e.tun.service_start_deadline;
             if (e.now > deadline) {
                 escalate = serviceFailure(
-                    r, s, std::string(restart ? "restart" : "start") + " did not complete within " +
-                              formatDuration(e.tun.service_start_deadline) + " (still " +
-                              (present ? toString(os.state) : "unreported") + ")");
+                    r, s,
+                    std::string(restart ? "restart" : "start") + " did not complete within " +
+                        formatDuration(e.tun.service_start_deadline) + " (still " +
+                        (present ? toString(os.state) : "unreported") + ")");
                 return Health::Down;
             }
             e.wakeAt(deadline + 1);
@@ -277,13 +284,14 @@ struct AsmRun {
             } else if (s.due) {
                 e.wakeAt(*s.due);
             } else {
-                issueServiceRestart(r, s);  // broken state: due lost; restart now
+                issueServiceRestart(r, s); // broken state: due lost; restart now
             }
             return Health::Down;
 
         case Phase::Up:
             switch (os.state) {
-            case ServiceState::Active: break;
+            case ServiceState::Active:
+                break;
             case ServiceState::Failed:
                 escalate = serviceFailure(r, s, "monitor failed");
                 return Health::Down;
@@ -401,12 +409,17 @@ struct AsmRun {
 
     // Domain dead? Returns the reason or "".
     std::string deadReason() const {
-        if (oa.qemu_exited) return "qemu exited";
+        if (oa.qemu_exited)
+            return "qemu exited";
         switch (oa.domain) {
-        case DomainState::Crashed: return "domain crashed";
-        case DomainState::Shutoff: return "domain stopped unexpectedly";
-        case DomainState::Missing: return "domain disappeared";
-        default: return "";
+        case DomainState::Crashed:
+            return "domain crashed";
+        case DomainState::Shutoff:
+            return "domain stopped unexpectedly";
+        case DomainState::Missing:
+            return "domain disappeared";
+        default:
+            return "";
         }
     }
 
@@ -431,7 +444,8 @@ struct AsmRun {
         at.due.reset();
         at.recovery.stable_since = e.now;
         at.reported = "running";
-        if (!at.cause_id.empty()) lastCause = at.cause_id;
+        if (!at.cause_id.empty())
+            lastCause = at.cause_id;
         Engine::event(body, a.name, "", "running", reason, at.cause_id);
     }
 
@@ -456,7 +470,8 @@ struct AsmRun {
             at.reported = "unparked";
             Engine::event(body, a.name, "", "unparked", "unparked", "");
         }
-        if (at.phase == Phase::Failed) return Membership::Out;
+        if (at.phase == Phase::Failed)
+            return Membership::Out;
 
         switch (at.phase) {
         case Phase::Fresh:
@@ -466,7 +481,7 @@ struct AsmRun {
                 if (heartbeatFresh()) {
                     at.cause_id.clear();
                     enterUp("running");
-                    break;  // go on with the services
+                    break; // go on with the services
                 }
                 if (at.phase != Phase::Starting) {
                     at.phase = Phase::Starting;
@@ -485,14 +500,15 @@ struct AsmRun {
                 return Membership::Out;
             }
             if (oa.domain == DomainState::Paused)
-                Engine::report(body, at.reported, a.name, "", "paused",
-                               "domain paused; waiting", "");
+                Engine::report(body, at.reported, a.name, "", "paused", "domain paused; waiting",
+                               "");
             return Membership::Out;
 
         case Phase::Starting:
         case Phase::Restarting: {
             bool restart = at.phase == Phase::Restarting;
-            if (oa.domain == DomainState::Running && !oa.qemu_exited) at.seen_running = true;
+            if (oa.domain == DomainState::Running && !oa.qemu_exited)
+                at.seen_running = true;
             if (oa.domain == DomainState::Running && !oa.qemu_exited && oa.agent_connected &&
                 oa.last_heartbeat && *oa.last_heartbeat >= at.phase_since) {
                 enterUp(restart ? "restarted" : "started");
@@ -508,8 +524,8 @@ struct AsmRun {
             if (e.now > deadline) {
                 assemblyFailure(std::string(restart ? "restart" : "start") +
                                     " did not complete within " +
-                                    formatDuration(e.tun.domain_start_deadline) +
-                                    " (domain " + toString(oa.domain) +
+                                    formatDuration(e.tun.domain_start_deadline) + " (domain " +
+                                    toString(oa.domain) +
                                     (oa.agent_connected ? "" : ", agent not connected") + ")",
                                 e.causeId(a.name));
                 return Membership::Out;
@@ -519,12 +535,16 @@ struct AsmRun {
         }
 
         case Phase::RestartPending:
-            if (!at.due || e.now >= *at.due) issueVmRestart();
-            else e.wakeAt(*at.due);
+            if (!at.due || e.now >= *at.due)
+                issueVmRestart();
+            else
+                e.wakeAt(*at.due);
             return Membership::Out;
 
-        case Phase::Up: break;
-        case Phase::Failed: return Membership::Out;
+        case Phase::Up:
+            break;
+        case Phase::Failed:
+            return Membership::Out;
         }
 
         // Up: detect assembly failures first; the higher level wins over services.
@@ -558,7 +578,7 @@ struct AsmRun {
         if (at.reported != "running")
             Engine::report(body, at.reported, a.name, "", "running", "reachable again", "");
 
-        const std::optional<Millis> wakeBefore = e.wake;  // service wakes die with escalation
+        const std::optional<Millis> wakeBefore = e.wake; // service wakes die with escalation
         const auto servicesBefore = at.services;
         bool allReady = true, anyDown = false;
         std::string escalateFrom, escalateCause;
@@ -578,7 +598,8 @@ struct AsmRun {
             // Restarts dropped here did not happen: keep the backoff counters as they were.
             for (auto& [sn, sv] : at.services) {
                 auto it = servicesBefore.find(sn);
-                if (it == servicesBefore.end()) continue;
+                if (it == servicesBefore.end())
+                    continue;
                 sv.recovery.restarts = it->second.recovery.restarts;
                 sv.recovery.last_restart = it->second.recovery.last_restart;
             }
@@ -599,7 +620,8 @@ struct AsmRun {
             return Membership::Out;
         }
         e.wakeAt(hbWake);
-        if (allReady) return Membership::In;
+        if (allReady)
+            return Membership::In;
         return anyDown ? Membership::Out : Membership::Draining;
     }
 
@@ -631,12 +653,12 @@ struct AsmRun {
             }
         }
         if (before) {
-            auto it = std::find_if(body.begin(), body.end(), [](const Action& x) {
-                return x.kind != ActionKind::EmitEvent;
-            });
+            auto it = std::find_if(body.begin(), body.end(),
+                                   [](const Action& x) { return x.kind != ActionKind::EmitEvent; });
             body.insert(it, *before);
         }
-        if (after) body.push_back(*after);
+        if (after)
+            body.push_back(*after);
         out.insert(out.end(), body.begin(), body.end());
     }
 };
@@ -666,25 +688,32 @@ Decision Engine::run() {
         ds.reported = "infra-up";
         event(out, "", "", "infra-up", "infrastructure recovered; deadlines restart now", "");
     }
-    if (dep.monitor == model::MonitorMode::Passive) passive();
-    else if (obs.desired == DesiredState::Stopped) plannedStop();
-    else if (!ds.outcome_applied) running();
+    if (dep.monitor == model::MonitorMode::Passive)
+        passive();
+    else if (obs.desired == DesiredState::Stopped)
+        plannedStop();
+    else if (!ds.outcome_applied)
+        running();
     return Decision{std::move(out), std::move(st), wake};
 }
 
 void Engine::passive() {
     for (const auto& name : dep.assemblies) {
         const auto* a = model.findAssembly(name);
-        if (!a) continue;
+        if (!a)
+            continue;
         auto& at = st.assemblies[name];
         const auto& oa = observed(name);
         std::string label, reason;
         bool up = false;
-        if (oa.qemu_exited) label = "failed", reason = "qemu exited";
-        else if (oa.domain == DomainState::Crashed) label = "failed", reason = "domain crashed";
+        if (oa.qemu_exited)
+            label = "failed", reason = "qemu exited";
+        else if (oa.domain == DomainState::Crashed)
+            label = "failed", reason = "domain crashed";
         else if (oa.domain == DomainState::Shutoff || oa.domain == DomainState::Missing)
             label = "stopped", reason = std::string("domain ") + toString(oa.domain);
-        else if (oa.domain == DomainState::Paused) label = "paused", reason = "domain paused";
+        else if (oa.domain == DomainState::Paused)
+            label = "paused", reason = "domain paused";
         else if (oa.domain == DomainState::Running) {
             if (oa.last_heartbeat && now - *oa.last_heartbeat > dep.heartbeat_timeout) {
                 label = "failed", reason = "heartbeat timeout";
@@ -699,22 +728,34 @@ void Engine::passive() {
         if (!label.empty())
             report(out, at.reported, name, "", label,
                    reason + (label == "failed" ? " (passive: no action)" : ""), "");
-        if (!up) continue;
+        if (!up)
+            continue;
         for (const auto& r : a->resources) {
             auto it = oa.services.find(r.name);
-            if (it == oa.services.end()) continue;
+            if (it == oa.services.end())
+                continue;
             const auto& os = it->second;
             auto& s = at.services[r.name];
             std::string sl, sr;
             switch (os.state) {
             case ServiceState::Active:
-                if (r.probe && os.probe_ready == false) sl = "not-ready", sr = "probe failed";
-                else sl = "active", sr = "active";
+                if (r.probe && os.probe_ready == false)
+                    sl = "not-ready", sr = "probe failed";
+                else
+                    sl = "active", sr = "active";
                 break;
-            case ServiceState::Failed: sl = "failed", sr = "monitor failed (passive: no action)"; break;
-            case ServiceState::NotFound: sl = "not-installed", sr = "unit not installed"; break;
-            case ServiceState::Unknown: sl = "unknown", sr = "unknown state '" + printable(os.raw) + "'"; break;
-            default: sl = toString(os.state), sr = toString(os.state); break;
+            case ServiceState::Failed:
+                sl = "failed", sr = "monitor failed (passive: no action)";
+                break;
+            case ServiceState::NotFound:
+                sl = "not-installed", sr = "unit not installed";
+                break;
+            case ServiceState::Unknown:
+                sl = "unknown", sr = "unknown state '" + printable(os.raw) + "'";
+                break;
+            default:
+                sl = toString(os.state), sr = toString(os.state);
+                break;
             }
             report(out, s.reported, name, r.name, sl, sr, "");
         }
@@ -728,7 +769,8 @@ void Engine::plannedStop() {
     bool allStopped = true;
     for (const auto& name : dep.assemblies) {
         const auto* a = model.findAssembly(name);
-        if (!a) continue;
+        if (!a)
+            continue;
         auto& at = st.assemblies[name];
         const auto& oa = observed(name);
         AsmRun run{*this, *a, at, oa, {}, {}, false, {}};
@@ -755,8 +797,8 @@ void Engine::plannedStop() {
         } else if (at.phase == Phase::Stopping) {
             Millis deadline = since(at.phase_since) + tun.domain_stop_deadline;
             if (now > deadline) {
-                issueStop("stop did not complete within " + formatDuration(tun.domain_stop_deadline) +
-                          "; stopping again");
+                issueStop("stop did not complete within " +
+                          formatDuration(tun.domain_stop_deadline) + "; stopping again");
             } else {
                 wakeAt(deadline + 1);
                 allStopped = false;
@@ -769,8 +811,10 @@ void Engine::plannedStop() {
         }
         run.finish(a->parked ? Membership::Parked : Membership::Out, out);
     }
-    if (allStopped) report(out, ds.reported, "", "", "stopped", "deployable stopped", "");
-    else if (ds.reported != "stopping") report(out, ds.reported, "", "", "stopping", "planned stop", "");
+    if (allStopped)
+        report(out, ds.reported, "", "", "stopped", "deployable stopped", "");
+    else if (ds.reported != "stopping")
+        report(out, ds.reported, "", "", "stopping", "planned stop", "");
 }
 
 void Engine::running() {
@@ -779,7 +823,8 @@ void Engine::running() {
         report(out, ds.reported, "", "", "starting", "deployable starting", "");
     for (const auto& name : dep.assemblies) {
         const auto* a = model.findAssembly(name);
-        if (!a) continue;
+        if (!a)
+            continue;
         auto& at = st.assemblies[name];
         AsmRun run{*this, *a, at, observed(name), {}, {}, false, {}};
         Membership want = run.run();
@@ -806,7 +851,8 @@ void Engine::stopDeployable(const std::string& cause) {
     event(out, "", "", "failed", "assembly failure escalated to deployable: stopping all", cause);
     for (const auto& name : dep.assemblies) {
         const auto* a = model.findAssembly(name);
-        if (!a) continue;
+        if (!a)
+            continue;
         auto& at = st.assemblies[name];
         AsmRun run{*this, *a, at, observed(name), {}, cause, false, {}};
         run.resetServices();
@@ -829,9 +875,9 @@ void Engine::stopDeployable(const std::string& cause) {
 
 } // namespace
 
-Decision decide(const model::Model& model, const std::string& deployable,
-                const Observed& observed, const EscalationState& state, Millis now,
-                JitterSource& jitter, const Tunables& tunables) {
+Decision decide(const model::Model& model, const std::string& deployable, const Observed& observed,
+                const EscalationState& state, Millis now, JitterSource& jitter,
+                const Tunables& tunables) {
     const auto* dep = model.findDeployable(deployable);
     if (!dep) {
         Decision d;

@@ -55,16 +55,16 @@ private:
 // counts as another failure. Deadlines are strict: at exactly phase_since + deadline it is
 // still in time.
 struct Tunables {
-    Millis service_start_deadline = 30'000;   // StartService/RestartService -> active
-    Millis domain_start_deadline = 120'000;   // StartDomain -> running + fresh heartbeat
-    Millis domain_stop_deadline = 60'000;     // planned StopDomain -> shutoff (then re-issued)
+    Millis service_start_deadline = 30'000; // StartService/RestartService -> active
+    Millis domain_start_deadline = 120'000; // StartDomain -> running + fresh heartbeat
+    Millis domain_stop_deadline = 60'000;   // planned StopDomain -> shutoff (then re-issued)
     bool operator==(const Tunables&) const = default;
 };
 
 // Decide what to do for `deployable`. If the deployable is not in the model the decision
 // has one EmitEvent (state "error") and the state is returned unchanged.
-Decision decide(const model::Model& model, const std::string& deployable,
-                const Observed& observed, const EscalationState& state, Millis now,
-                JitterSource& jitter, const Tunables& tunables = {});
+Decision decide(const model::Model& model, const std::string& deployable, const Observed& observed,
+                const EscalationState& state, Millis now, JitterSource& jitter,
+                const Tunables& tunables = {});
 
 } // namespace pcloud::policy

@@ -12,22 +12,30 @@ using nlohmann::json;
 
 namespace {
 
-json optTime(const std::optional<Millis>& t) { return t ? json(*t) : json(nullptr); }
+json optTime(const std::optional<Millis>& t) {
+    return t ? json(*t) : json(nullptr);
+}
 
 void readOptTime(JsonReader& r, const char* key, std::optional<Millis>& out) {
     if (auto* v = r.get(key)) {
-        if (v->is_null()) out.reset();
-        else if (v->is_number_integer()) out = v->get<Millis>();
-        else r.fail(r.at(key), "expected integer milliseconds since the epoch or null");
+        if (v->is_null())
+            out.reset();
+        else if (v->is_number_integer())
+            out = v->get<Millis>();
+        else
+            r.fail(r.at(key), "expected integer milliseconds since the epoch or null");
     }
 }
 
-void readTime(JsonReader& r, const char* key, Millis& out) { r.integer64(key, out); }
+void readTime(JsonReader& r, const char* key, Millis& out) {
+    r.integer64(key, out);
+}
 
 template <typename T, typename F>
 void readObjectMap(JsonReader& r, const char* key, std::map<std::string, T>& out, F parse) {
     auto* v = r.get(key);
-    if (!v || !r.ok()) return;
+    if (!v || !r.ok())
+        return;
     if (!v->is_object()) {
         r.fail(r.at(key), "expected an object keyed by name");
         return;
@@ -44,7 +52,8 @@ void readObjectMap(JsonReader& r, const char* key, std::map<std::string, T>& out
 
 void readTimes(JsonReader& r, const char* key, std::vector<Millis>& out) {
     auto* v = r.get(key);
-    if (!v || !r.ok()) return;
+    if (!v || !r.ok())
+        return;
     if (!v->is_array()) {
         r.fail(r.at(key), "expected an array of integer milliseconds");
         return;
@@ -69,7 +78,8 @@ void readEnum(JsonReader& r, const char* key, E& out, P parse, const char* choic
 
 template <typename T> Result<T> done(JsonReader& r, T v) {
     r.rejectUnknown();
-    if (!r.ok()) return r.error();
+    if (!r.ok())
+        return r.error();
     return v;
 }
 
@@ -77,15 +87,20 @@ Result<ObservedService> serviceFromJson(const json& j, const std::string& path) 
     JsonReader r(j, path);
     ObservedService s;
     if (auto* v = r.get("state")) {
-        if (v->is_string()) s.raw = v->get<std::string>();
-        else s.raw = v->dump();  // garbage: keep it for the event, state stays Unknown
+        if (v->is_string())
+            s.raw = v->get<std::string>();
+        else
+            s.raw = v->dump(); // garbage: keep it for the event, state stays Unknown
         s.state = parseServiceState(s.raw);
     }
     readOptTime(r, "changed_at", s.changed_at);
     if (auto* v = r.get("probe_ready")) {
-        if (v->is_null()) s.probe_ready.reset();
-        else if (v->is_boolean()) s.probe_ready = v->get<bool>();
-        else r.fail(r.at("probe_ready"), "expected true, false or null");
+        if (v->is_null())
+            s.probe_ready.reset();
+        else if (v->is_boolean())
+            s.probe_ready = v->get<bool>();
+        else
+            r.fail(r.at("probe_ready"), "expected true, false or null");
     }
     return done(r, s);
 }
@@ -126,16 +141,18 @@ Result<Recovery> recoveryFromJson(const json& j, const std::string& path) {
 }
 
 json toJson(const ServiceTrack& s) {
-    return {{"phase", toString(s.phase)}, {"phase_since", s.phase_since},
-            {"due", optTime(s.due)},      {"cause_id", s.cause_id},
+    return {{"phase", toString(s.phase)},     {"phase_since", s.phase_since},
+            {"due", optTime(s.due)},          {"cause_id", s.cause_id},
             {"recovery", toJson(s.recovery)}, {"reported", s.reported}};
 }
 
 void readRecovery(JsonReader& r, Recovery& out) {
     if (auto* v = r.get("recovery"); v && r.ok()) {
         auto rc = recoveryFromJson(*v, r.at("recovery"));
-        if (!rc) r.fail(rc.error());
-        else out = *rc;
+        if (!rc)
+            r.fail(rc.error());
+        else
+            out = *rc;
     }
 }
 
@@ -154,7 +171,8 @@ Result<ServiceTrack> serviceTrackFromJson(const json& j, const std::string& path
 
 json toJson(const AssemblyTrack& a) {
     json svcs = json::object();
-    for (const auto& [n, s] : a.services) svcs[n] = toJson(s);
+    for (const auto& [n, s] : a.services)
+        svcs[n] = toJson(s);
     return {{"phase", toString(a.phase)},
             {"phase_since", a.phase_since},
             {"due", optTime(a.due)},
@@ -213,9 +231,12 @@ Result<Observed> observedFromJson(const json& j, const std::string& path) {
     std::string desired = toString(o.desired);
     r.str("desired", desired);
     if (r.ok()) {
-        if (desired == "running") o.desired = DesiredState::Running;
-        else if (desired == "stopped") o.desired = DesiredState::Stopped;
-        else r.fail(r.at("desired"), "expected \"running\" or \"stopped\", got '" + desired + "'");
+        if (desired == "running")
+            o.desired = DesiredState::Running;
+        else if (desired == "stopped")
+            o.desired = DesiredState::Stopped;
+        else
+            r.fail(r.at("desired"), "expected \"running\" or \"stopped\", got '" + desired + "'");
     }
     r.boolean("infra_ok", o.infra_ok);
     readObjectMap(r, "assemblies", o.assemblies, observedAssemblyFromJson);
@@ -224,7 +245,8 @@ Result<Observed> observedFromJson(const json& j, const std::string& path) {
 
 json toJson(const EscalationState& s) {
     json asms = json::object();
-    for (const auto& [n, a] : s.assemblies) asms[n] = toJson(a);
+    for (const auto& [n, a] : s.assemblies)
+        asms[n] = toJson(a);
     const auto& d = s.deployable;
     return {{"v", 1},
             {"deployable",
@@ -254,7 +276,8 @@ Result<EscalationState> escalationStateFromJson(const json& j, const std::string
         readOptTime(dr, "infra_recovered_at", d.infra_recovered_at);
         dr.str("reported", d.reported);
         dr.rejectUnknown();
-        if (!dr.ok()) return dr.error();
+        if (!dr.ok())
+            return dr.error();
     }
     readObjectMap(r, "assemblies", s.assemblies, assemblyTrackFromJson);
     return done(r, s);
@@ -262,20 +285,25 @@ Result<EscalationState> escalationStateFromJson(const json& j, const std::string
 
 json toJson(const Action& a) {
     json j = {{"kind", toString(a.kind)}, {"cause_id", a.cause_id}};
-    if (!a.assembly.empty()) j["assembly"] = a.assembly;
-    if (!a.service.empty()) j["service"] = a.service;
+    if (!a.assembly.empty())
+        j["assembly"] = a.assembly;
+    if (!a.service.empty())
+        j["service"] = a.service;
     if (a.kind == ActionKind::Escalate) {
         j["from"] = toString(a.from);
         j["to"] = toString(a.to);
     }
-    if (a.kind == ActionKind::EmitEvent) j["state"] = a.state;
-    if (!a.reason.empty()) j["reason"] = a.reason;
+    if (a.kind == ActionKind::EmitEvent)
+        j["state"] = a.state;
+    if (!a.reason.empty())
+        j["reason"] = a.reason;
     return j;
 }
 
 json toJson(const Decision& d) {
     json acts = json::array();
-    for (const auto& a : d.actions) acts.push_back(toJson(a));
+    for (const auto& a : d.actions)
+        acts.push_back(toJson(a));
     return {{"actions", acts}, {"next_wake", optTime(d.next_wake)}};
 }
 
@@ -296,7 +324,8 @@ Result<Tunables> tunablesFromJson(const json& j, const std::string& path) {
 
 std::string describe(const Action& a, const std::string& deployable) {
     std::string who = a.assembly.empty() ? "[" + deployable + "]" : a.assembly;
-    if (!a.service.empty()) who += "/" + a.service;
+    if (!a.service.empty())
+        who += "/" + a.service;
     std::string line = std::string(toString(a.kind)) + " " + who;
     switch (a.kind) {
     case ActionKind::Escalate:
@@ -308,9 +337,11 @@ std::string describe(const Action& a, const std::string& deployable) {
     case ActionKind::MarkFailed:
         line += " \"" + a.reason + "\"";
         break;
-    default: break;
+    default:
+        break;
     }
-    if (!a.cause_id.empty()) line += " cause=" + a.cause_id;
+    if (!a.cause_id.empty())
+        line += " cause=" + a.cause_id;
     return line;
 }
 

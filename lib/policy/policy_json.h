@@ -21,7 +21,7 @@ Result<EscalationState> escalationStateFromJson(const nlohmann::json& j,
                                                 const std::string& path = "");
 
 nlohmann::json toJson(const Action& a);
-nlohmann::json toJson(const Decision& d);  // {"actions": [...], "next_wake": ms|null}
+nlohmann::json toJson(const Decision& d); // {"actions": [...], "next_wake": ms|null}
 
 nlohmann::json toJson(const Tunables& t);
 Result<Tunables> tunablesFromJson(const nlohmann::json& j, const std::string& path = "");

@@ -29,8 +29,8 @@ namespace pcloud::policy {
 struct ScenarioStep {
     Millis at = 0;
     std::string comment;
-    nlohmann::json observe;  // merge patch (null = no change)
-    nlohmann::json model;    // merge patch on the model JSON (null = no change)
+    nlohmann::json observe; // merge patch (null = no change)
+    nlohmann::json model;   // merge patch on the model JSON (null = no change)
 };
 
 struct Scenario {
@@ -38,11 +38,11 @@ struct Scenario {
     std::string description;
     std::string deployable;
     Millis start = 0;
-    Millis jitter = 0;  // FixedJitter added to every backoff delay
+    Millis jitter = 0; // FixedJitter added to every backoff delay
     Tunables tunables;
-    nlohmann::json model;    // model JSON (validated by loadScenario)
+    nlohmann::json model; // model JSON (validated by loadScenario)
     EscalationState initial;
-    nlohmann::json observe;  // initial observation (times resolved)
+    nlohmann::json observe; // initial observation (times resolved)
     std::vector<ScenarioStep> steps;
 };
 

@@ -29,19 +29,19 @@ struct ObservedService {
 
 struct ObservedAssembly {
     DomainState domain = DomainState::Unknown;
-    bool suspect = false;         // guest channel EOF seen, not confirmed yet
-    bool qemu_exited = false;     // pidfd proved the qemu process is gone
+    bool suspect = false;     // guest channel EOF seen, not confirmed yet
+    bool qemu_exited = false; // pidfd proved the qemu process is gone
     bool agent_connected = false;
     std::uint64_t heartbeat_seq = 0;
-    std::optional<Millis> last_heartbeat;  // host receive time of the newest heartbeat
-    std::map<std::string, ObservedService> services;  // absent = no report yet
+    std::optional<Millis> last_heartbeat;            // host receive time of the newest heartbeat
+    std::map<std::string, ObservedService> services; // absent = no report yet
     bool operator==(const ObservedAssembly&) const = default;
 };
 
 struct Observed {
     DesiredState desired = DesiredState::Running;
-    bool infra_ok = true;  // dped's libvirt connection to the host is up
-    std::map<std::string, ObservedAssembly> assemblies;  // absent = nothing known
+    bool infra_ok = true; // dped's libvirt connection to the host is up
+    std::map<std::string, ObservedAssembly> assemblies; // absent = nothing known
     bool operator==(const Observed&) const = default;
 };
 
@@ -59,23 +59,23 @@ enum class Phase {
     Failed,         // given up: not installed (service) or left stopped (assembly)
 };
 
-enum class Membership { Out, In, Draining, Parked };  // what we last asked the referee for
+enum class Membership { Out, In, Draining, Parked }; // what we last asked the referee for
 
 struct Recovery {
-    std::vector<Millis> failures;         // sliding window, oldest first
-    int restarts = 0;                     // consecutive restarts (backoff exponent)
+    std::vector<Millis> failures; // sliding window, oldest first
+    int restarts = 0;             // consecutive restarts (backoff exponent)
     std::optional<Millis> last_restart;
-    std::optional<Millis> stable_since;   // came back up at; reset_after counts from here
+    std::optional<Millis> stable_since; // came back up at; reset_after counts from here
     bool operator==(const Recovery&) const = default;
 };
 
 struct ServiceTrack {
     Phase phase = Phase::Fresh;
     Millis phase_since = 0;
-    std::optional<Millis> due;  // RestartPending: when the restart is due
-    std::string cause_id;       // failure the current recovery belongs to
+    std::optional<Millis> due; // RestartPending: when the restart is due
+    std::string cause_id;      // failure the current recovery belongs to
     Recovery recovery;
-    std::string reported;       // last state an event was emitted for ("" = none)
+    std::string reported; // last state an event was emitted for ("" = none)
     bool operator==(const ServiceTrack&) const = default;
 };
 
@@ -84,7 +84,7 @@ struct AssemblyTrack {
     Millis phase_since = 0;
     std::optional<Millis> due;
     std::string cause_id;
-    bool seen_running = false;  // domain seen running since the last start/restart was issued
+    bool seen_running = false; // domain seen running since the last start/restart was issued
     Recovery recovery;
     Membership membership = Membership::Out;
     std::string reported;
@@ -93,8 +93,8 @@ struct AssemblyTrack {
 };
 
 struct DeployableTrack {
-    std::vector<Millis> failures;  // assembly escalations in the deployable's window
-    bool outcome_applied = false;  // StopDeployable done; cleared by a planned stop
+    std::vector<Millis> failures; // assembly escalations in the deployable's window
+    bool outcome_applied = false; // StopDeployable done; cleared by a planned stop
     std::string outcome_cause;
     bool infra_down = false;
     std::optional<Millis> infra_recovered_at;
@@ -113,10 +113,10 @@ struct EscalationState {
 enum class ActionKind {
     RestartService,
     StartService,
-    StopService,  // part of the vocabulary for executors; decide() does not emit it today
+    StopService, // part of the vocabulary for executors; decide() does not emit it today
     StartDomain,
-    StopDomain,   // virDomainDestroy: idempotent, also clears a crashed domain
-    MarkFailed,   // give up on assembly (service set: on that service; empty assembly: deployable)
+    StopDomain, // virDomainDestroy: idempotent, also clears a crashed domain
+    MarkFailed, // give up on assembly (service set: on that service; empty assembly: deployable)
     Escalate,
     RefereeDrain,
     RefereeRemove,
@@ -131,20 +131,20 @@ enum class Level { Service, Assembly, Deployable };
 // that caused it ("<assembly>/<service>@<ms>" or "<assembly>@<ms>").
 struct Action {
     ActionKind kind = ActionKind::EmitEvent;
-    std::string assembly;  // empty for deployable-wide events / MarkFailed
+    std::string assembly; // empty for deployable-wide events / MarkFailed
     std::string service;
     std::string cause_id;
-    Level from = Level::Service;  // Escalate
-    Level to = Level::Service;    // Escalate
-    std::string state;            // EmitEvent: new state ("failed", "running", ...)
-    std::string reason;           // EmitEvent/MarkFailed: why, in words
+    Level from = Level::Service; // Escalate
+    Level to = Level::Service;   // Escalate
+    std::string state;           // EmitEvent: new state ("failed", "running", ...)
+    std::string reason;          // EmitEvent/MarkFailed: why, in words
     bool operator==(const Action&) const = default;
 };
 
 struct Decision {
-    std::vector<Action> actions;       // execute in this order
-    EscalationState state;             // persist, pass to the next decide()
-    std::optional<Millis> next_wake;   // call decide() again at this time at the latest
+    std::vector<Action> actions;     // execute in this order
+    EscalationState state;           // persist, pass to the next decide()
+    std::optional<Millis> next_wake; // call decide() again at this time at the latest
 };
 
 const char* toString(DesiredState s);

@@ -5,7 +5,8 @@
 namespace pcloud::policy {
 
 static bool inWindow(Millis t, const model::Escalation& b, Millis now) {
-    if (t > now) return true;  // clock went backwards: keep it, never lose a failure
+    if (t > now)
+        return true; // clock went backwards: keep it, never lose a failure
     return b.period == model::kUnlimitedPeriod || now - t <= b.period;
 }
 
@@ -29,15 +30,18 @@ int recordFailure(std::vector<Millis>& failures, const model::Escalation& budget
 }
 
 bool budgetUsedUp(int count, const model::Escalation& budget) {
-    if (budget.failures == model::kUnlimitedFailures) return false;
+    if (budget.failures == model::kUnlimitedFailures)
+        return false;
     return count >= budget.failures;
 }
 
 Millis backoffDelay(const model::Backoff& backoff, int restarts) {
-    if (restarts <= 0) return 0;
+    if (restarts <= 0)
+        return 0;
     double d = static_cast<double>(backoff.base);
     double cap = static_cast<double>(backoff.cap);
-    for (int i = 1; i < restarts && d < cap; ++i) d *= backoff.factor;
+    for (int i = 1; i < restarts && d < cap; ++i)
+        d *= backoff.factor;
     return static_cast<Millis>(std::min(d, cap));
 }
 

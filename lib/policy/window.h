@@ -16,8 +16,7 @@ namespace pcloud::policy {
 // say how often it failed (it never escalates).
 inline constexpr std::size_t kUnlimitedRemembered = 100;
 int recordFailure(std::vector<Millis>& failures, const model::Escalation& budget, Millis now);
-int countInWindow(const std::vector<Millis>& failures, const model::Escalation& budget,
-                  Millis now);
+int countInWindow(const std::vector<Millis>& failures, const model::Escalation& budget, Millis now);
 // The budget is used up once the window holds `failures` failures (never when unlimited).
 bool budgetUsedUp(int count, const model::Escalation& budget);
 

@@ -155,8 +155,8 @@ TEST(AgentProto, GarbageIsRejectedWithACodeAndTheIdWhenReadable) {
         EXPECT_NE(bad.message.find("heartbeat_ms"), std::string::npos) << bad.message;
         EXPECT_EQ(bad.id, "hb");
     }
-    EXPECT_FALSE(commandOf(R"({"v":1,"type":"watch","id":"a","units":[]})")
-                     .heartbeat_interval.has_value());
+    EXPECT_FALSE(
+        commandOf(R"({"v":1,"type":"watch","id":"a","units":[]})").heartbeat_interval.has_value());
     EXPECT_EQ(
         failureOf(R"({"v":1,"type":"probe","id":"a","unit":"u","probe":{"kind":"udp","port":1}})")
             .code,

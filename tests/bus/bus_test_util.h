@@ -20,10 +20,12 @@ using namespace std::chrono_literals;
 
 inline constexpr auto kDeadline = 10s;
 
-inline bool waitUntil(const std::function<bool()>& cond, std::chrono::milliseconds limit = kDeadline) {
+inline bool waitUntil(const std::function<bool()>& cond,
+                      std::chrono::milliseconds limit = kDeadline) {
     auto end = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < end) {
-        if (cond()) return true;
+        if (cond())
+            return true;
         std::this_thread::sleep_for(2ms);
     }
     return cond();
@@ -55,7 +57,8 @@ public:
     std::vector<std::string> bodies() const {
         std::lock_guard lock(mutex_);
         std::vector<std::string> out;
-        for (const auto& m : messages_) out.push_back(m.body);
+        for (const auto& m : messages_)
+            out.push_back(m.body);
         return out;
     }
     std::vector<Message> messages() const {
@@ -71,6 +74,8 @@ private:
     std::vector<Message> messages_;
 };
 
-inline std::string numbered(int i) { return R"({"v":1,"type":"test","n":)" + std::to_string(i) + "}"; }
+inline std::string numbered(int i) {
+    return R"({"v":1,"type":"test","n":)" + std::to_string(i) + "}";
+}
 
 } // namespace pcloud::bus::test

@@ -7,10 +7,10 @@
 #include <atomic>
 #include <future>
 #include <memory>
-#include <thread>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <thread>
 #include <type_traits>
 #include <unistd.h>
 
@@ -37,10 +37,13 @@ RequestHandler echoHandler() {
     return [](const Message& m) -> std::optional<std::string> {
         auto req = nlohmann::json::parse(m.body, nullptr, false);
         if (req.is_discarded())
-            return nlohmann::json{{"v", 1}, {"ok", false},
-                                  {"error", {{"code", "bad-request"}, {"message", "body is not JSON"}}}}
+            return nlohmann::json{
+                {"v", 1},
+                {"ok", false},
+                {"error", {{"code", "bad-request"}, {"message", "body is not JSON"}}}}
                 .dump();
-        return nlohmann::json{{"v", 1}, {"id", req.value("id", "")}, {"ok", true}, {"echo", req}}.dump();
+        return nlohmann::json{{"v", 1}, {"id", req.value("id", "")}, {"ok", true}, {"echo", req}}
+            .dump();
     };
 }
 
@@ -53,8 +56,8 @@ TEST(BusClient, RequestGetsTheReplyOnADynamicAddress) {
     auto shell = connectTo(*hub);
     for (int i = 0; i < 5; ++i) {
         std::string id = "req-" + std::to_string(i);
-        auto r = shell->request("pcloud.cped", R"({"v":1,"type":"status","id":")" + id + "\"}",
-                                5s, {}, id);
+        auto r = shell->request("pcloud.cped", R"({"v":1,"type":"status","id":")" + id + "\"}", 5s,
+                                {}, id);
         ASSERT_TRUE(r.ok()) << r.error().describe();
         EXPECT_EQ(r->correlationId, id);
         auto j = nlohmann::json::parse(r->body);
@@ -68,7 +71,8 @@ TEST(BusClient, RequestGetsTheReplyOnADynamicAddress) {
     // Reply addresses come from the hub and go away with their link.
     bool sawReply = false;
     for (const auto& [address, c] : hub->counters())
-        if (address.rfind("pcloud.reply.", 0) == 0) sawReply = true;
+        if (address.rfind("pcloud.reply.", 0) == 0)
+            sawReply = true;
     EXPECT_TRUE(sawReply);
 }
 
@@ -88,20 +92,22 @@ TEST(BusClient, LateReplyThroughReplyReachesTheRequester) {
         kDeadline));
     auto shell = connectTo(*hub);
     std::promise<Result<Message>> got;
-    shell->requestAsync("pcloud.dped.web", R"({"v":1,"id":"p1","command":"ping"})", 5s,
-                        [&got](Result<Message> r) { got.set_value(std::move(r)); }, {}, "p1");
+    shell->requestAsync(
+        "pcloud.dped.web", R"({"v":1,"id":"p1","command":"ping"})", 5s,
+        [&got](Result<Message> r) { got.set_value(std::move(r)); }, {}, "p1");
     ASSERT_EQ(heldFuture.wait_for(5s), std::future_status::ready);
     Message req = heldFuture.get();
     EXPECT_EQ(req.correlationId, "p1");
     ASSERT_FALSE(req.replyTo.empty());
-    ASSERT_TRUE(server->reply(req.replyTo, req.correlationId, R"({"v":1,"id":"p1","ok":true})").ok());
+    ASSERT_TRUE(
+        server->reply(req.replyTo, req.correlationId, R"({"v":1,"id":"p1","ok":true})").ok());
     auto f = got.get_future();
     ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
     auto r = f.get();
     ASSERT_TRUE(r.ok()) << r.error().describe();
     EXPECT_EQ(r->correlationId, "p1");
     EXPECT_EQ(nlohmann::json::parse(r->body)["ok"], true);
-    EXPECT_FALSE(server->reply("", "p1", "{}").ok());  // no reply address: a clear error
+    EXPECT_FALSE(server->reply("", "p1", "{}").ok()); // no reply address: a clear error
 }
 
 TEST(BusClient, ConcurrentRequestsFromManyThreadsEachGetTheirOwnReply) {
@@ -116,11 +122,13 @@ TEST(BusClient, ConcurrentRequestsFromManyThreadsEachGetTheirOwnReply) {
             for (int i = 0; i < 25; ++i) {
                 std::string id = std::to_string(t) + "-" + std::to_string(i);
                 auto r = shell->request("pcloud.cped", R"({"v":1,"id":")" + id + "\"}", 5s, {}, id);
-                if (r.ok() && nlohmann::json::parse(r->body)["id"] == id) ++good;
+                if (r.ok() && nlohmann::json::parse(r->body)["id"] == id)
+                    ++good;
             }
         });
     }
-    for (auto& th : threads) th.join();
+    for (auto& th : threads)
+        th.join();
     EXPECT_EQ(good.load(), 100);
 }
 
@@ -196,7 +204,8 @@ private:
         pollfd l{listener_, POLLIN, 0};
         while (!stop_ && ::poll(&l, 1, 20) == 0) {
         }
-        if (stop_) return;
+        if (stop_)
+            return;
         int client = ::accept(listener_, nullptr, nullptr);
         int hub = ::socket(AF_INET, SOCK_STREAM, 0);
         sockaddr_in a{};
@@ -207,15 +216,18 @@ private:
         char buf[4096];
         while (!stop_) {
             pollfd p[2] = {{client, POLLIN, 0}, {hub, POLLIN, 0}};
-            if (::poll(p, 2, 20) <= 0) continue;
+            if (::poll(p, 2, 20) <= 0)
+                continue;
             for (int i = 0; i < 2; ++i) {
-                if (!(p[i].revents & (POLLIN | POLLHUP))) continue;
+                if (!(p[i].revents & (POLLIN | POLLHUP)))
+                    continue;
                 ssize_t n = ::read(p[i].fd, buf, sizeof buf);
                 if (n <= 0) {
                     stop_ = true;
                     break;
                 }
-                if (!frozen_) (void)!::write(p[1 - i].fd, buf, static_cast<size_t>(n));
+                if (!frozen_)
+                    (void)!::write(p[1 - i].fd, buf, static_cast<size_t>(n));
             }
         }
         ::close(client);
@@ -238,16 +250,18 @@ TEST(BusClient, CloseFailsAPendingRequestAtOnce) {
     auto hub = startHub();
     auto server = connectTo(*hub);
     std::atomic<int> held{0};
-    ASSERT_TRUE(server->waitSubscribed(server->serve("pcloud.cped",
-                                                     [&held](const Message&) -> std::optional<std::string> {
-                                                         ++held;
-                                                         return std::nullopt; // never answers
-                                                     }),
-                                       kDeadline));
+    ASSERT_TRUE(
+        server->waitSubscribed(server->serve("pcloud.cped",
+                                             [&held](const Message&) -> std::optional<std::string> {
+                                                 ++held;
+                                                 return std::nullopt; // never answers
+                                             }),
+                               kDeadline));
     auto shell = connectTo(*hub);
     Client* raw = shell.get();
-    auto pending = inBackground(
-        [raw] { return raw->request("pcloud.cped", R"({"v":1,"id":"never"})", 10min, {}, "never"); });
+    auto pending = inBackground([raw] {
+        return raw->request("pcloud.cped", R"({"v":1,"id":"never"})", 10min, {}, "never");
+    });
     ASSERT_TRUE(waitUntil([&] { return held.load() == 1; })); // the request is out, unanswered
     ASSERT_TRUE(closesInTime(shell)) << "close() did not return";
     if (pending.wait_for(kDeadline) != std::future_status::ready) {
@@ -272,7 +286,8 @@ TEST(BusClient, CloseFailsPendingAsyncRequestsOnceEach) {
     auto hub = startHub();
     auto server = connectTo(*hub);
     ASSERT_TRUE(server->waitSubscribed(
-        server->serve("pcloud.cped", [](const Message&) -> std::optional<std::string> { return std::nullopt; }),
+        server->serve("pcloud.cped",
+                      [](const Message&) -> std::optional<std::string> { return std::nullopt; }),
         kDeadline));
     auto shell = connectTo(*hub);
     auto offline = std::make_unique<Client>();
@@ -289,7 +304,8 @@ TEST(BusClient, CloseFailsPendingAsyncRequestsOnceEach) {
         std::lock_guard lock(state->first);
         return state->second;
     };
-    for (int i = 0; i < 3; ++i) shell->requestAsync("pcloud.cped", numbered(i), 10min, record);
+    for (int i = 0; i < 3; ++i)
+        shell->requestAsync("pcloud.cped", numbered(i), 10min, record);
     offline->requestAsync("pcloud.cped", numbered(9), 10min, record);
     ASSERT_TRUE(waitUntil([&] { return shell->stats().pending == 0; })); // written, unanswered
 
@@ -297,7 +313,8 @@ TEST(BusClient, CloseFailsPendingAsyncRequestsOnceEach) {
     ASSERT_TRUE(closesInTime(offline));
     auto errors = results();
     ASSERT_EQ(errors.size(), 4u);
-    for (const auto& e : errors) EXPECT_EQ(e, "the bus client was closed");
+    for (const auto& e : errors)
+        EXPECT_EQ(e, "the bus client was closed");
     shell->close(); // a second close is harmless and fails nothing twice
     EXPECT_EQ(results().size(), 4u);
 }
@@ -343,7 +360,8 @@ TEST(BusClient, CloseRightAfterSendStillDelivers) {
     auto hub = startHub();
     Inbox inbox;
     auto listener = connectTo(*hub);
-    ASSERT_TRUE(listener->waitSubscribed(listener->subscribe("pcloud.t", inbox.callback()), kDeadline));
+    ASSERT_TRUE(
+        listener->waitSubscribed(listener->subscribe("pcloud.t", inbox.callback()), kDeadline));
     auto c = connectTo(*hub);
     ASSERT_TRUE(c->send("pcloud.t", numbered(1)).ok());
     ASSERT_TRUE(c->waitIdle(kDeadline));
@@ -408,8 +426,9 @@ TEST(BusClient, RequestAsyncRunsTheCallbackOnce) {
     ASSERT_TRUE(server->waitSubscribed(server->serve("pcloud.cped", echoHandler()), kDeadline));
     auto shell = connectTo(*hub);
     std::promise<Result<Message>> p;
-    shell->requestAsync("pcloud.cped", R"({"v":1,"id":"a1"})", 5s,
-                        [&](Result<Message> r) { p.set_value(std::move(r)); }, {}, "a1");
+    shell->requestAsync(
+        "pcloud.cped", R"({"v":1,"id":"a1"})", 5s,
+        [&](Result<Message> r) { p.set_value(std::move(r)); }, {}, "a1");
     auto f = p.get_future();
     ASSERT_EQ(f.wait_for(kDeadline), std::future_status::ready);
     auto r = f.get();
@@ -423,7 +442,8 @@ TEST(BusClient, OutgoingQueueIsBoundedWhileDisconnected) {
     o.url = "amqp://127.0.0.1:1"; // nothing listens there: the client keeps retrying
     o.maxPendingSends = 3;
     ASSERT_TRUE(c.connect(o).ok());
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.send("pcloud.cped", numbered(i)).ok());
+    for (int i = 0; i < 3; ++i)
+        ASSERT_TRUE(c.send("pcloud.cped", numbered(i)).ok());
     Status full = c.send("pcloud.cped", numbered(3));
     ASSERT_FALSE(full.ok());
     EXPECT_NE(full.error().message.find("full"), std::string::npos);
@@ -460,7 +480,8 @@ TEST(BusClient, ReconnectsAfterHubRestartAndRestoresSubscriptions) {
     ASSERT_TRUE(sender->send("pcloud.agent.node01", numbered(7)).ok());
 
     auto hub2 = std::make_unique<Hub>();
-    ASSERT_TRUE(waitUntil([&] { return hub2->start(url).ok(); })) << "port " << port << " not free again";
+    ASSERT_TRUE(waitUntil([&] { return hub2->start(url).ok(); }))
+        << "port " << port << " not free again";
     EXPECT_EQ(hub2->boundPort(), port);
     ASSERT_TRUE(listener->waitConnected(kDeadline));
     ASSERT_TRUE(listener->waitSubscribed(e, kDeadline));

@@ -43,10 +43,12 @@ TEST_F(HubTest, QueueDeliversInOrder) {
     Inbox inbox;
     auto id = consumer->subscribe("pcloud.reports.node01", inbox.callback());
     ASSERT_TRUE(consumer->waitSubscribed(id, kDeadline));
-    for (int i = 0; i < 20; ++i) ASSERT_TRUE(producer->send("pcloud.reports.node01", numbered(i)).ok());
+    for (int i = 0; i < 20; ++i)
+        ASSERT_TRUE(producer->send("pcloud.reports.node01", numbered(i)).ok());
     ASSERT_TRUE(inbox.waitFor(20));
     auto bodies = inbox.bodies();
-    for (int i = 0; i < 20; ++i) EXPECT_EQ(bodies[i], numbered(i));
+    for (int i = 0; i < 20; ++i)
+        EXPECT_EQ(bodies[i], numbered(i));
     EXPECT_EQ(inbox.messages()[0].address, "pcloud.reports.node01");
     auto c = countersOf(*hub_, "pcloud.reports.node01");
     EXPECT_EQ(c.in, 20u);
@@ -62,7 +64,8 @@ TEST_F(HubTest, QueueRoundRobinsBetweenReceivers) {
     Inbox ia, ib;
     ASSERT_TRUE(a->waitSubscribed(a->subscribe("pcloud.dped.web", ia.callback()), kDeadline));
     ASSERT_TRUE(b->waitSubscribed(b->subscribe("pcloud.dped.web", ib.callback()), kDeadline));
-    for (int i = 0; i < 10; ++i) ASSERT_TRUE(producer->send("pcloud.dped.web", numbered(i)).ok());
+    for (int i = 0; i < 10; ++i)
+        ASSERT_TRUE(producer->send("pcloud.dped.web", numbered(i)).ok());
     ASSERT_TRUE(waitUntil([&] { return ia.size() + ib.size() == 10; }));
     EXPECT_EQ(ia.size(), 5u);
     EXPECT_EQ(ib.size(), 5u);
@@ -71,7 +74,8 @@ TEST_F(HubTest, QueueRoundRobinsBetweenReceivers) {
 TEST_F(HubTest, QueueKeepsMessagesUntilAReceiverAttaches) {
     startHub();
     auto producer = client();
-    for (int i = 0; i < 5; ++i) ASSERT_TRUE(producer->send("pcloud.agent.node02", numbered(i)).ok());
+    for (int i = 0; i < 5; ++i)
+        ASSERT_TRUE(producer->send("pcloud.agent.node02", numbered(i)).ok());
     ASSERT_TRUE(waitUntil([&] { return countersOf(*hub_, "pcloud.agent.node02").depth == 5; }));
     auto consumer = client();
     Inbox inbox;
@@ -95,7 +99,8 @@ TEST_F(HubTest, TopicFansOutToEverySubscriberAndStoresNothing) {
         ASSERT_TRUE(subs.back()->waitSubscribed(
             subs.back()->subscribe("pcloud.events", inboxes[i].callback()), kDeadline));
     }
-    for (int i = 0; i < 10; ++i) ASSERT_TRUE(producer->send("pcloud.events", numbered(i)).ok());
+    for (int i = 0; i < 10; ++i)
+        ASSERT_TRUE(producer->send("pcloud.events", numbered(i)).ok());
     for (auto& in : inboxes) {
         ASSERT_TRUE(in.waitFor(10));
         EXPECT_EQ(in.bodies().front(), numbered(0));
@@ -108,7 +113,8 @@ TEST_F(HubTest, TopicFansOutToEverySubscriberAndStoresNothing) {
     // Sub-topics fan out too.
     EXPECT_TRUE(countersOf(*hub_, "pcloud.events").topic);
     Inbox sub;
-    ASSERT_TRUE(subs[0]->waitSubscribed(subs[0]->subscribe("pcloud.events.web", sub.callback()), kDeadline));
+    ASSERT_TRUE(subs[0]->waitSubscribed(subs[0]->subscribe("pcloud.events.web", sub.callback()),
+                                        kDeadline));
     ASSERT_TRUE(producer->send("pcloud.events.web", numbered(1)).ok());
     ASSERT_TRUE(sub.waitFor(1));
     EXPECT_TRUE(countersOf(*hub_, "pcloud.events.web").topic);
@@ -120,11 +126,13 @@ TEST_F(HubTest, FullQueueStopsCreditSoTheProducerWaitsAndNothingIsLost) {
     o.producerCreditWindow = 4;
     startHub(o);
     auto producer = client();
-    for (int i = 0; i < 50; ++i) ASSERT_TRUE(producer->send("pcloud.cped", numbered(i)).ok());
+    for (int i = 0; i < 50; ++i)
+        ASSERT_TRUE(producer->send("pcloud.cped", numbered(i)).ok());
     // The hub takes exactly as many as fit; the rest wait in the producer.
     ASSERT_TRUE(waitUntil([&] {
         return countersOf(*hub_, "pcloud.cped").in == 10 && producer->stats().pending == 40;
-    })) << hub_->countersJson() << " pending=" << producer->stats().pending;
+    })) << hub_->countersJson()
+        << " pending=" << producer->stats().pending;
     EXPECT_EQ(countersOf(*hub_, "pcloud.cped").depth, 10u);
     auto consumer = client();
     Inbox inbox;
@@ -132,7 +140,8 @@ TEST_F(HubTest, FullQueueStopsCreditSoTheProducerWaitsAndNothingIsLost) {
     ASSERT_TRUE(inbox.waitFor(50));
     auto bodies = inbox.bodies();
     ASSERT_EQ(bodies.size(), 50u);
-    for (int i = 0; i < 50; ++i) EXPECT_EQ(bodies[i], numbered(i));
+    for (int i = 0; i < 50; ++i)
+        EXPECT_EQ(bodies[i], numbered(i));
     auto c = countersOf(*hub_, "pcloud.cped");
     EXPECT_EQ(c.in, 50u);
     EXPECT_EQ(c.dropped, 0u);
@@ -162,9 +171,11 @@ TEST_F(HubTest, SlowTopicSubscriberLosesItsOldestEventsAndTheyAreCounted) {
     ASSERT_TRUE(slow->waitSubscribed(id, kDeadline));
     auto fast = client();
     Inbox fastInbox;
-    ASSERT_TRUE(fast->waitSubscribed(fast->subscribe("pcloud.events", fastInbox.callback()), kDeadline));
+    ASSERT_TRUE(
+        fast->waitSubscribed(fast->subscribe("pcloud.events", fastInbox.callback()), kDeadline));
     auto producer = client();
-    for (int i = 0; i < 50; ++i) ASSERT_TRUE(producer->send("pcloud.events", numbered(i)).ok());
+    for (int i = 0; i < 50; ++i)
+        ASSERT_TRUE(producer->send("pcloud.events", numbered(i)).ok());
     ASSERT_TRUE(fastInbox.waitFor(50)); // the fast one misses nothing
     ASSERT_TRUE(waitUntil([&] {
         auto c = countersOf(*hub_, "pcloud.events");
@@ -182,7 +193,8 @@ TEST_F(HubTest, SlowTopicSubscriberLosesItsOldestEventsAndTheyAreCounted) {
     ASSERT_TRUE(slowInbox.waitFor(toSlow + 5));
     auto bodies = slowInbox.bodies();
     // What survives in the buffer is the newest events.
-    for (int i = 0; i < 5; ++i) EXPECT_EQ(bodies[bodies.size() - 5 + i], numbered(45 + i));
+    for (int i = 0; i < 5; ++i)
+        EXPECT_EQ(bodies[bodies.size() - 5 + i], numbered(45 + i));
 }
 
 TEST_F(HubTest, CoalesceKeyReplacesTheOlderQueuedMessage) {
@@ -211,7 +223,8 @@ TEST_F(HubTest, MalformedAndOversizedMessagesDoNotHurtTheHub) {
     startHub(o);
     auto consumer = client();
     Inbox inbox;
-    ASSERT_TRUE(consumer->waitSubscribed(consumer->subscribe("pcloud.cped", inbox.callback()), kDeadline));
+    ASSERT_TRUE(
+        consumer->waitSubscribed(consumer->subscribe("pcloud.cped", inbox.callback()), kDeadline));
     auto producer = client();
     ASSERT_TRUE(producer->send("pcloud.cped", "{not json at all").ok());
     ASSERT_TRUE(producer->send("pcloud.cped", std::string(4096, 'x')).ok());
@@ -220,9 +233,9 @@ TEST_F(HubTest, MalformedAndOversizedMessagesDoNotHurtTheHub) {
     ASSERT_TRUE(inbox.waitFor(3));
     // The hub does not parse bodies: non-JSON passes (the receiver reports it); the oversized
     // one is rejected back to its sender and counted.
-    EXPECT_EQ(inbox.bodies(), (std::vector<std::string>{"{not json at all",
-                                                        std::string("\xff\xfe\0binary", 9),
-                                                        numbered(1)}));
+    EXPECT_EQ(inbox.bodies(),
+              (std::vector<std::string>{"{not json at all", std::string("\xff\xfe\0binary", 9),
+                                        numbered(1)}));
     ASSERT_TRUE(waitUntil([&] { return producer->stats().rejected == 1; }));
     EXPECT_EQ(countersOf(*hub_, "pcloud.cped").rejected, 1u);
     // And it still serves everybody.

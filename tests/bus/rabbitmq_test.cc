@@ -18,7 +18,8 @@ namespace pcloud::bus::test {
 namespace {
 bool portAnswers(int port) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return false;
+    if (fd < 0)
+        return false;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -44,7 +45,8 @@ TEST(BusRabbitMq, RequestReplyAndTopicThroughRabbitMq) {
     const int port = rabbitPort();
     const std::string rabbitUrl = "amqp://guest:guest@127.0.0.1:" + std::to_string(port);
     if (!portAnswers(port)) {
-        if (required()) FAIL() << "PCLOUD_TEST_RABBITMQ=1 but nothing answers on 127.0.0.1:" << port;
+        if (required())
+            FAIL() << "PCLOUD_TEST_RABBITMQ=1 but nothing answers on 127.0.0.1:" << port;
         GTEST_SKIP() << "RabbitMQ is not reachable on 127.0.0.1:" << port
                      << " (run PCLOUD_TEST_RABBITMQ=1 scripts/setup-rabbitmq.sh)";
     }
@@ -68,7 +70,9 @@ TEST(BusRabbitMq, RequestReplyAndTopicThroughRabbitMq) {
 
     auto serveId = server.serve(service, [](const Message& m) -> std::optional<std::string> {
         auto j = nlohmann::json::parse(m.body, nullptr, false);
-        return nlohmann::json{{"v", 1}, {"id", j.is_discarded() ? "" : j.value("id", "")}, {"ok", true}}.dump();
+        return nlohmann::json{
+            {"v", 1}, {"id", j.is_discarded() ? "" : j.value("id", "")}, {"ok", true}}
+            .dump();
     });
     ASSERT_TRUE(server.waitSubscribed(serveId, kDeadline));
     auto r = shell.request(service, R"({"v":1,"type":"status","id":"rq1"})", 10s, {}, "rq1");
@@ -81,7 +85,8 @@ TEST(BusRabbitMq, RequestReplyAndTopicThroughRabbitMq) {
     auto ib = shell.subscribe(topic, b.callback());
     ASSERT_TRUE(server.waitSubscribed(ia, kDeadline));
     ASSERT_TRUE(shell.waitSubscribed(ib, kDeadline));
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE(shell.send(topic, numbered(i)).ok());
+    for (int i = 0; i < 3; ++i)
+        ASSERT_TRUE(shell.send(topic, numbered(i)).ok());
     ASSERT_TRUE(a.waitFor(3));
     ASSERT_TRUE(b.waitFor(3));
     EXPECT_EQ(a.bodies()[2], numbered(2));

@@ -31,14 +31,19 @@ struct RecordingRuntime : Runtime {
     }
     Result<json> askDped(const std::string& d, const std::string& c, const json&) override {
         calls.push_back("ask " + d + " " + c);
-        if (!dped_answers) return makeError("no reply from pcloud.dped." + d + " within 2000 ms");
-        if (c == "status") return json{{"deployable", d}, {"state", "running"}, {"assemblies", json::array()}};
+        if (!dped_answers)
+            return makeError("no reply from pcloud.dped." + d + " within 2000 ms");
+        if (c == "status")
+            return json{{"deployable", d}, {"state", "running"}, {"assemblies", json::array()}};
         return json::object();
     }
-    json dpedProcess(const std::string&) override { return {{"state", "running"}, {"running", true}}; }
+    json dpedProcess(const std::string&) override {
+        return {{"state", "running"}, {"running", true}};
+    }
     std::vector<PingResult> pingAgents(const std::vector<std::string>& as, Millis) override {
         std::vector<PingResult> out;
-        for (const auto& a : as) out.push_back({a, a != "n2", 3, a == "n2" ? "no reply" : ""});
+        for (const auto& a : as)
+            out.push_back({a, a != "n2", 3, a == "n2" ? "no reply" : ""});
         return out;
     }
     void emit(events::Event e) override { emitted.push_back(std::move(e)); }
@@ -105,7 +110,8 @@ struct Env {
     }
     void populate() {
         ok("deployable_create", {{"name", "web"}});
-        ok("assembly_create", {{"name", "n1"}, {"domain_xml", kDomain}, {"address", "127.0.0.1:8080"}});
+        ok("assembly_create",
+           {{"name", "n1"}, {"domain_xml", kDomain}, {"address", "127.0.0.1:8080"}});
         ok("assembly_create", {{"name", "n2"}, {"image", "/var/lib/pcloud/n2.qcow2"}});
         ok("deployable_assembly_add", {{"deployable", "web"}, {"assembly", "n1"}});
     }
@@ -115,7 +121,8 @@ struct Env {
 
 TEST(ParseRequest, AcceptsCommandAndRejectsGarbage) {
     Response rej;
-    auto r = parseRequest(R"({"v":1,"type":"command","id":"7","command":"status","args":{}})", &rej);
+    auto r =
+        parseRequest(R"({"v":1,"type":"command","id":"7","command":"status","args":{}})", &rej);
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->id, "7");
     EXPECT_EQ(r->command, "status");
@@ -124,7 +131,8 @@ TEST(ParseRequest, AcceptsCommandAndRejectsGarbage) {
     EXPECT_FALSE(parseRequest(R"({"v":2,"type":"command","id":"8","command":"x"})", &rej).ok());
     EXPECT_EQ(rej.id, "8");
     EXPECT_FALSE(parseRequest(R"({"v":1,"type":"command","id":"9"})", &rej).ok());
-    EXPECT_FALSE(parseRequest(R"({"v":1,"type":"command","id":"9","command":"x","args":[1]})", &rej).ok());
+    EXPECT_FALSE(
+        parseRequest(R"({"v":1,"type":"command","id":"9","command":"x","args":[1]})", &rej).ok());
     auto j = rej.toJson();
     EXPECT_EQ(j["ok"], false);
     EXPECT_EQ(j["error"]["code"], "bad-request");
@@ -138,7 +146,8 @@ TEST(Commands, UnknownCommand) {
 
 TEST(Commands, DeployableLifecycle) {
     Env e;
-    auto r = e.ok("deployable_create", {{"name", "web"}, {"uri", "test:///default"}, {"monitor", "passive"}});
+    auto r = e.ok("deployable_create",
+                  {{"name", "web"}, {"uri", "test:///default"}, {"monitor", "passive"}});
     EXPECT_EQ(r["uri"], "test:///default");
     EXPECT_EQ(r["monitor"], "passive");
     auto loaded = store::loadModel(e.dir);
@@ -164,7 +173,7 @@ TEST(Commands, DeployableLifecycle) {
 TEST(Commands, StartStopPersistDesiredState) {
     Env e;
     e.ok("deployable_create", {{"name", "empty"}});
-    e.rejected("deployable_start", {{"name", "empty"}}, "conflict");  // no assemblies yet
+    e.rejected("deployable_start", {{"name", "empty"}}, "conflict"); // no assemblies yet
     e.rejected("deployable_start", {{"name", "nope"}}, "not-found");
     e.populate();
     auto r = e.ok("deployable_start", {{"name", "web"}});
@@ -174,7 +183,8 @@ TEST(Commands, StartStopPersistDesiredState) {
     EXPECT_EQ(e.ok("deployable_start", {{"name", "web"}})["already"], true);
     // A started deployable cannot be deleted, nor lose its last assembly.
     e.rejected("deployable_delete", {{"name", "web"}}, "conflict");
-    e.rejected("deployable_assembly_remove", {{"deployable", "web"}, {"assembly", "n1"}}, "conflict");
+    e.rejected("deployable_assembly_remove", {{"deployable", "web"}, {"assembly", "n1"}},
+               "conflict");
 
     auto st = e.ok("deployable_status", {{"name", "web"}});
     EXPECT_EQ(st["desired"], "started");
@@ -218,7 +228,8 @@ TEST(Commands, AssemblyMembership) {
     ASSERT_EQ(l["assemblies"].size(), 2u);
     EXPECT_EQ(l["assemblies"][0]["name"], "n1");
     e.rejected("deployable_assembly_list", {{"deployable", "zz"}}, "not-found");
-    e.rejected("deployable_assembly_remove", {{"deployable", "db"}, {"assembly", "n2"}}, "not-found");
+    e.rejected("deployable_assembly_remove", {{"deployable", "db"}, {"assembly", "n2"}},
+               "not-found");
     e.ok("deployable_assembly_remove", {{"deployable", "web"}, {"assembly", "n2"}});
     EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").assemblies,
               std::vector<std::string>{"n1"});
@@ -228,13 +239,14 @@ TEST(Commands, AssemblyCreateCloneDelete) {
     Env e;
     e.populate();
     e.rejected("assembly_create", {{"name", "n1"}, {"image", "x"}}, "exists");
-    e.rejected("assembly_create", {{"name", "n3"}}, "invalid-argument");  // neither
+    e.rejected("assembly_create", {{"name", "n3"}}, "invalid-argument"); // neither
     e.rejected("assembly_create", {{"name", "n3"}, {"image", "x"}, {"domain_xml", kDomain}},
-               "invalid-argument");  // both
+               "invalid-argument"); // both
     auto m = e.rejected("assembly_create", {{"name", "n3"}, {"domain_xml", "<domain><name>"}},
                         "invalid-argument");
     EXPECT_NE(m.find("not well-formed"), std::string::npos) << m;
-    e.rejected("assembly_create", {{"name", "n3"}, {"domain_xml", "<network/>"}}, "invalid-argument");
+    e.rejected("assembly_create", {{"name", "n3"}, {"domain_xml", "<network/>"}},
+               "invalid-argument");
     e.rejected("assembly_create", {{"name", "n3"}, {"image", "x"}, {"address", "nocolon"}},
                "invalid-argument");
 
@@ -246,7 +258,7 @@ TEST(Commands, AssemblyCreateCloneDelete) {
     e.rejected("assembly_clone", {{"source", "n1"}, {"name", "n2"}}, "exists");
 
     EXPECT_EQ(e.ok("assembly_list")["assemblies"].size(), 3u);
-    e.rejected("assembly_delete", {{"name", "n1"}}, "conflict");  // member of web
+    e.rejected("assembly_delete", {{"name", "n1"}}, "conflict"); // member of web
     e.rejected("assembly_delete", {{"name", "zz"}}, "not-found");
     e.ok("assembly_delete", {{"name", "n1b"}});
     EXPECT_FALSE(store::loadModel(e.dir)->findAssembly("n1b"));
@@ -255,16 +267,18 @@ TEST(Commands, AssemblyCreateCloneDelete) {
 TEST(Commands, ResourcesFromTemplates) {
     Env e;
     e.populate();
-    auto r = e.ok("assembly_resource_add", {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}});
+    auto r = e.ok("assembly_resource_add",
+                  {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}});
     EXPECT_EQ(r["type"], "nginx");
     EXPECT_EQ(r["unit"], "nginx.service");
-    e.rejected("assembly_resource_add", {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}},
-               "exists");
-    auto m = e.rejected("assembly_resource_add",
-                        {{"resource", "db"}, {"template", "oracle"}, {"assembly", "n1"}}, "not-found");
+    e.rejected("assembly_resource_add",
+               {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}}, "exists");
+    auto m =
+        e.rejected("assembly_resource_add",
+                   {{"resource", "db"}, {"template", "oracle"}, {"assembly", "n1"}}, "not-found");
     EXPECT_NE(m.find("oracle"), std::string::npos) << m;
-    e.rejected("assembly_resource_add", {{"resource", "x"}, {"template", "nginx"}, {"assembly", "zz"}},
-               "not-found");
+    e.rejected("assembly_resource_add",
+               {{"resource", "x"}, {"template", "nginx"}, {"assembly", "zz"}}, "not-found");
     auto l = e.ok("assembly_resource_list", {{"assembly", "n1"}});
     ASSERT_EQ(l["resources"].size(), 1u);
     EXPECT_EQ(l["resources"][0]["name"], "www");
@@ -281,49 +295,59 @@ TEST(Commands, Escalations) {
     Env e;
     e.populate();
     e.ok("assembly_resource_add", {{"resource", "www"}, {"template", "nginx"}, {"assembly", "n1"}});
-    auto r = e.ok("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 5}, {"period", "10m"}});
+    auto r =
+        e.ok("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 5}, {"period", "10m"}});
     EXPECT_EQ(r["escalation"]["failures"], "5");
-    EXPECT_EQ(store::loadModel(e.dir)->assemblies.at("n1").escalation, (model::Escalation{5, 600'000}));
-    e.ok("escalation_assembly_set", {{"assembly", "n1"}, {"failures", "INFINITY"}, {"period", "INFINITY"}});
+    EXPECT_EQ(store::loadModel(e.dir)->assemblies.at("n1").escalation,
+              (model::Escalation{5, 600'000}));
+    e.ok("escalation_assembly_set",
+         {{"assembly", "n1"}, {"failures", "INFINITY"}, {"period", "INFINITY"}});
     EXPECT_EQ(e.model.assemblies.at("n1").escalation,
               (model::Escalation{model::kUnlimitedFailures, model::kUnlimitedPeriod}));
-    e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", "three"}, {"period", "1m"}},
-               "invalid-argument");
+    e.rejected("escalation_assembly_set",
+               {{"assembly", "n1"}, {"failures", "three"}, {"period", "1m"}}, "invalid-argument");
     e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 0}, {"period", "1m"}},
                "invalid-argument");
     auto m = e.rejected("escalation_assembly_set",
-                        {{"assembly", "n1"}, {"failures", 3}, {"period", "10 minutes"}}, "invalid-argument");
+                        {{"assembly", "n1"}, {"failures", 3}, {"period", "10 minutes"}},
+                        "invalid-argument");
     EXPECT_NE(m.find("period"), std::string::npos) << m;
     e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 3}, {"period", "0s"}},
                "invalid-argument");
     e.rejected("escalation_assembly_set", {{"assembly", "zz"}, {"failures", 3}, {"period", "1m"}},
                "not-found");
 
-    e.ok("escalation_resource_set", {{"resource", "www"}, {"assembly", "n1"}, {"failures", "2"}, {"period", 30000}});
+    e.ok("escalation_resource_set",
+         {{"resource", "www"}, {"assembly", "n1"}, {"failures", "2"}, {"period", 30000}});
     EXPECT_EQ(e.model.assemblies.at("n1").resources[0].escalation, (model::Escalation{2, 30'000}));
-    e.rejected("escalation_resource_set", {{"resource", "zz"}, {"assembly", "n1"}, {"failures", 2}, {"period", "1m"}},
+    e.rejected("escalation_resource_set",
+               {{"resource", "zz"}, {"assembly", "n1"}, {"failures", 2}, {"period", "1m"}},
                "not-found");
 
-    r = e.ok("escalation_deployable_set",
-             {{"deployable", "web"}, {"failures", 2}, {"period", "1h"}, {"outcome", "stop-deployable"}});
+    r = e.ok(
+        "escalation_deployable_set",
+        {{"deployable", "web"}, {"failures", 2}, {"period", "1h"}, {"outcome", "stop-deployable"}});
     EXPECT_EQ(r["outcome"], "stop-deployable");
-    EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").outcome, model::DeployableOutcome::StopDeployable);
+    EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").outcome,
+              model::DeployableOutcome::StopDeployable);
     e.rejected("escalation_deployable_set",
                {{"deployable", "web"}, {"failures", 2}, {"period", "1h"}, {"outcome", "explode"}},
                "invalid-argument");
-    e.rejected("escalation_deployable_set", {{"deployable", "zz"}, {"failures", 2}, {"period", "1h"}},
-               "not-found");
+    e.rejected("escalation_deployable_set",
+               {{"deployable", "zz"}, {"failures", 2}, {"period", "1h"}}, "not-found");
 }
 
 TEST(Commands, RefereeSet) {
     Env e;
     e.populate();
-    e.ok("referee_set", {{"deployable", "web"}, {"driver", "haproxy"},
+    e.ok("referee_set", {{"deployable", "web"},
+                         {"driver", "haproxy"},
                          {"options", {{"socket", "/run/haproxy.sock"}, {"backend", "web"}}}});
     EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").referee.driver, "haproxy");
     e.rejected("referee_set", {{"deployable", "web"}, {"driver", "haproxy"}}, "invalid-argument");
     e.rejected("referee_set", {{"deployable", "web"}, {"driver", "nginx"}}, "invalid-argument");
-    e.rejected("referee_set", {{"deployable", "web"}, {"driver", "log"}, {"options", {{"colour", "red"}}}},
+    e.rejected("referee_set",
+               {{"deployable", "web"}, {"driver", "log"}, {"options", {{"colour", "red"}}}},
                "invalid-argument");
     e.rejected("referee_set", {{"deployable", "zz"}, {"driver", "log"}}, "not-found");
     e.ok("referee_set", {{"deployable", "web"}, {"driver", "none"}});
@@ -347,7 +371,9 @@ TEST(Commands, ParkAndUnpark) {
 TEST(Commands, FailedSaveRollsBack) {
     Env e;
     e.populate();
-    e.ctx.save = [](const model::Model&) -> Status { return makeError("disk full", "/x/db_deployable.xml"); };
+    e.ctx.save = [](const model::Model&) -> Status {
+        return makeError("disk full", "/x/db_deployable.xml");
+    };
     auto m = e.rejected("deployable_create", {{"name", "db"}}, "internal");
     EXPECT_NE(m.find("disk full"), std::string::npos);
     e.rejected("assembly_park", {{"assembly", "n1"}}, "internal");
@@ -380,5 +406,5 @@ TEST(Commands, StatusEventsPing) {
     EXPECT_EQ(p["pings"][0]["ok"], true);
     EXPECT_EQ(p["pings"][1]["ok"], false);
     e.rejected("ping", {{"assemblies", {"zz"}}}, "not-found");
-    EXPECT_EQ(e.ok("ping")["pings"].size(), 2u);  // all assemblies
+    EXPECT_EQ(e.ok("ping")["pings"].size(), 2u); // all assemblies
 }

@@ -26,14 +26,16 @@ int startsOf(const std::string& dir, const std::string& dep) {
     std::ifstream in(dir + "/fake-dped-" + dep + ".starts");
     int n = 0;
     std::string line;
-    while (std::getline(in, line)) ++n;
+    while (std::getline(in, line))
+        ++n;
     return n;
 }
 
 // Waits (deadline) until the fake dped recorded `n` starts.
 bool waitStarts(const std::string& dir, const std::string& dep, int n) {
     for (int i = 0; i < 500; ++i) {
-        if (startsOf(dir, dep) >= n) return true;
+        if (startsOf(dir, dep) >= n)
+            return true;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;
@@ -53,7 +55,8 @@ struct Fixture {
     Fixture() { sup = make(); }
     ~Fixture() {
         // A failed test must not leave a fake dped running.
-        if (sup && sup->pid("web")) sup->signal("web", SIGKILL);
+        if (sup && sup->pid("web"))
+            sup->signal("web", SIGKILL);
     }
     std::unique_ptr<Supervisor> make() {
         SupervisorOptions o;
@@ -69,14 +72,16 @@ struct Fixture {
     bool sawEvent(const std::string& state) {
         std::lock_guard lock(mutex);
         for (const auto& e : events)
-            if (e.state == state) return true;
+            if (e.state == state)
+                return true;
         return false;
     }
     // Waits (deadline) until the lock shows a holder: the fake dped is up.
     bool waitLocked(const std::string& dep, int deadlineMs = 5000) {
         for (int i = 0; i < deadlineMs / 10; ++i) {
             auto h = LockFile::holder(dpedLockPath(dir, dep));
-            if (h && *h > 0) return true;
+            if (h && *h > 0)
+                return true;
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
         return false;
@@ -123,7 +128,7 @@ TEST(Supervisor, StartsOneDpedAndStopsOnTerm) {
     ASSERT_TRUE(pid.has_value());
     EXPECT_EQ(LockFile::holder(dpedLockPath(f.dir, "web")), std::optional<pid_t>(*pid));
     EXPECT_EQ(f.sup->info("web")["state"], "running");
-    f.sup->tick();  // nothing to do: still one
+    f.sup->tick(); // nothing to do: still one
     EXPECT_EQ(startsOf(f.dir, "web"), 1);
 
     f.sup->unwant("web");
@@ -132,7 +137,7 @@ TEST(Supervisor, StartsOneDpedAndStopsOnTerm) {
     ASSERT_TRUE(st.has_value());
     EXPECT_EQ(*st, 0);
     f.sup->tick();
-    EXPECT_EQ(startsOf(f.dir, "web"), 1);  // not restarted
+    EXPECT_EQ(startsOf(f.dir, "web"), 1); // not restarted
     EXPECT_EQ(f.sup->info("web")["state"], "stopped");
     EXPECT_TRUE(f.sawEvent("dped-exited"));
 }
@@ -160,7 +165,7 @@ TEST(Supervisor, CrashRestartsWithBackoffOnInjectedClock) {
     f.sup->tick();
     ASSERT_TRUE(waitStarts(f.dir, "web", 3));
     ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
-    EXPECT_EQ(f.sup->tick(), 2000);  // doubled
+    EXPECT_EQ(f.sup->tick(), 2000); // doubled
     EXPECT_TRUE(f.sawEvent("dped-crashed"));
     EXPECT_EQ(f.sup->info("web")["restarts"].get<int>(), 3);
     f.sup->unwant("web");
@@ -196,7 +201,7 @@ TEST(Supervisor, NewSupervisorAdoptsRunningDpedAndRestartsItWhenItDies) {
     f.sup->tick();
     ASSERT_TRUE(f.waitLocked("web"));
     pid_t first = *f.sup->pid("web");
-    f.sup.reset();  // cped exits: the dped keeps running
+    f.sup.reset(); // cped exits: the dped keeps running
     ASSERT_EQ(::kill(first, 0), 0);
 
     auto second = f.make();
@@ -204,7 +209,7 @@ TEST(Supervisor, NewSupervisorAdoptsRunningDpedAndRestartsItWhenItDies) {
     second->tick();
     ASSERT_EQ(second->pid("web"), std::optional<pid_t>(first));
     EXPECT_EQ(second->info("web")["adopted"], true);
-    EXPECT_EQ(startsOf(f.dir, "web"), 1);  // adopted, not started twice
+    EXPECT_EQ(startsOf(f.dir, "web"), 1); // adopted, not started twice
     EXPECT_TRUE(f.sawEvent("adopted"));
 
     // The adopted dped dies: not our child, so the status is unknown: treated as a crash.
@@ -216,7 +221,8 @@ TEST(Supervisor, NewSupervisorAdoptsRunningDpedAndRestartsItWhenItDies) {
     // fd until it exits); the supervisor then looks again 100 ms later (injected clock).
     for (int i = 0; i < 500 && !second->pid("web"); ++i) {
         second->tick();
-        if (second->pid("web")) break;
+        if (second->pid("web"))
+            break;
         f.clock.advance(100);
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }

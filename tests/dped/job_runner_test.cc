@@ -32,7 +32,8 @@ public:
                 bool stop = false;
                 backlog_ = inbox_.wait(end, stop);
                 if (backlog_.empty()) {
-                    if (std::chrono::steady_clock::now() >= end) return false;
+                    if (std::chrono::steady_clock::now() >= end)
+                        return false;
                     continue;
                 }
             }
@@ -74,8 +75,10 @@ struct Log {
 bool pendingBecomes(const ThreadJobRunner& runner, std::size_t n) {
     auto end = std::chrono::steady_clock::now() + 30s;
     while (runner.pending() != n)
-        if (std::chrono::steady_clock::now() >= end) return false;
-        else std::this_thread::yield();
+        if (std::chrono::steady_clock::now() >= end)
+            return false;
+        else
+            std::this_thread::yield();
     return true;
 }
 
@@ -84,7 +87,7 @@ bool pendingBecomes(const ThreadJobRunner& runner, std::size_t n) {
 TEST(ThreadJobRunnerTest, JobsOfOneKeyRunInOrderAndEachCompletionFollowsItsJob) {
     Completions inbox;
     Log work;
-    std::vector<std::string> done;  // only touched by this thread (runUntil)
+    std::vector<std::string> done; // only touched by this thread (runUntil)
     ThreadJobRunner runner([&](std::function<void()> f) { inbox.post(std::move(f)); });
     for (std::string step : {"destroy", "start", "destroy", "start"})
         runner.run(
@@ -106,7 +109,12 @@ TEST(ThreadJobRunnerTest, ASlowJobHoldsBackNoOtherKey) {
     Log work;
     ThreadJobRunner runner([&](std::function<void()> f) { inbox.post(std::move(f)); });
     runner.run(
-        "node01", [&] { released.wait(); work.add("node01"); }, [] {});
+        "node01",
+        [&] {
+            released.wait();
+            work.add("node01");
+        },
+        [] {});
     runner.run(
         "node02", [&] { work.add("node02"); }, [] {});
     // node02's completion arrives while node01's job still waits (for a release that only
@@ -144,7 +152,7 @@ TEST(ThreadJobRunnerTest, ShutdownFinishesTheRunningJobAndDropsTheQueuedOnes) {
     stopper.join();
     runner.run(
         "node02", [&] { work.add("after shutdown"); }, [] {});
-    ASSERT_TRUE(inbox.runUntil(1));  // the running job's completion is still delivered
+    ASSERT_TRUE(inbox.runUntil(1)); // the running job's completion is still delivered
     EXPECT_EQ(work.get(), (std::vector<std::string>{"running", "running done"}));
     EXPECT_EQ(inbox.queued(), 0u);
     EXPECT_TRUE(pendingBecomes(runner, 0));

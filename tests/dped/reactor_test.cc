@@ -23,7 +23,7 @@ class FakeHv : public virt::Hypervisor {
 public:
     std::map<std::string, virt::DomainState> domains;
     std::vector<std::string> calls;
-    std::string reject;  // defineAndStart fails with this message when set
+    std::string reject; // defineAndStart fails with this message when set
     pid_t next_pid = 1000;
     std::map<std::string, pid_t> pids;
 
@@ -37,7 +37,8 @@ public:
     Result<virt::DomainInfo> defineAndStart(const std::string& xml) override {
         auto n = virt::domainNameOf(xml).value_or("?");
         calls.push_back("start " + n);
-        if (!reject.empty()) return makeError(reject);
+        if (!reject.empty())
+            return makeError(reject);
         domains[n] = virt::DomainState::Running;
         pids[n] = next_pid++;
         last_xml = xml;
@@ -49,13 +50,15 @@ public:
     Status start(const std::string& name) override { return Status::success(); }
     Status destroy(const std::string& name) override {
         calls.push_back("destroy " + name);
-        if (domains.count(name)) domains[name] = virt::DomainState::Shutoff;
+        if (domains.count(name))
+            domains[name] = virt::DomainState::Shutoff;
         return Status::success();
     }
     Status undefine(const std::string& name) override { return Status::success(); }
     Result<pid_t> qemuPid(const std::string& name) override {
         auto it = pids.find(name);
-        if (it == pids.end()) return makeError("no pid");
+        if (it == pids.end())
+            return makeError("no pid");
         return it->second;
     }
     void setListener(virt::HypervisorListener*) override {}
@@ -85,13 +88,15 @@ public:
     std::vector<json> events() const {
         std::vector<json> out;
         for (const auto& [a, b] : sent)
-            if (a == "pcloud.journal") out.push_back(json::parse(b));
+            if (a == "pcloud.journal")
+                out.push_back(json::parse(b));
         return out;
     }
     std::vector<json> to(const std::string& addr) const {
         std::vector<json> out;
         for (const auto& [a, b] : sent)
-            if (a == addr) out.push_back(json::parse(b));
+            if (a == addr)
+                out.push_back(json::parse(b));
         return out;
     }
 };
@@ -127,7 +132,8 @@ public:
     // Runs the oldest job of `key` and its completion; false when there is none.
     bool runNext(const std::string& key) {
         for (auto it = queue.begin(); it != queue.end(); ++it) {
-            if (it->key != key) continue;
+            if (it->key != key)
+                continue;
             Job j = std::move(*it);
             queue.erase(it);
             j.work();
@@ -137,7 +143,8 @@ public:
         return false;
     }
     void runAll() {
-        while (!queue.empty()) runNext(queue.front().key);
+        while (!queue.empty())
+            runNext(queue.front().key);
     }
 };
 
@@ -175,7 +182,7 @@ struct Fixture : ::testing::Test {
     FakeReferee ref;
     policy::ZeroJitter jitter;
     DeferredJobs deferred;
-    bool defer = false;  // set before make(): libvirt jobs wait in `deferred`
+    bool defer = false; // set before make(): libvirt jobs wait in `deferred`
     std::unique_ptr<dped::Reactor> r;
 
     void SetUp() override {
@@ -206,7 +213,8 @@ struct Fixture : ::testing::Test {
     }
     bool hasEvent(const std::string& assembly, const std::string& state) {
         for (const auto& e : bus.events())
-            if (e.value("assembly", "") == assembly && e.value("state", "") == state) return true;
+            if (e.value("assembly", "") == assembly && e.value("state", "") == state)
+                return true;
         return false;
     }
 };
@@ -254,13 +262,14 @@ TEST_F(Fixture, HelloSendsWatchWithProcessCommandsAndServiceStartFollows) {
     ASSERT_FALSE(cmds.empty());
     EXPECT_EQ(cmds[0]["type"], "watch");
     EXPECT_EQ(cmds[0]["commands"]["httpd"], "/bin/busybox httpd -f -p 80");
-    EXPECT_EQ(cmds[0]["heartbeat_ms"], 1000);  // the deployable's heartbeat_interval
+    EXPECT_EQ(cmds[0]["heartbeat_ms"], 1000); // the deployable's heartbeat_interval
     clock.advance(100);
     heartbeat("node01", 1);
     // Domain up with a fresh heartbeat, service inactive -> start it through the agent.
     cmds = bus.to("pcloud.agent.node01");
     bool started = false;
-    for (const auto& c : cmds) started = started || (c["type"] == "start" && c["unit"] == "httpd");
+    for (const auto& c : cmds)
+        started = started || (c["type"] == "start" && c["unit"] == "httpd");
     EXPECT_TRUE(started);
     service("node01", "active");
     auto st = r->statusJson();
@@ -289,7 +298,7 @@ TEST_F(Fixture, ServiceFailureRestartsInPlaceWithCause) {
         if (e.value("service", "") == "httpd" && !e.value("cause_id", "").empty())
             failedEvent = true;
     EXPECT_TRUE(failedEvent);
-    EXPECT_TRUE(hv.calls.size() == 2);  // no domain restart
+    EXPECT_TRUE(hv.calls.size() == 2); // no domain restart
 }
 
 TEST_F(Fixture, PidExitDestroysAndStartsTheDomainAgain) {
@@ -324,22 +333,23 @@ TEST_F(Fixture, OneCrashSeenByEverySignalCountsOnce) {
     clock.advance(100);
     r->onChannelEvent("node01", false, "peer closed");
     r->step();
-    EXPECT_TRUE(hv.calls.empty());  // a suspicion: drained, nothing destroyed yet
+    EXPECT_TRUE(hv.calls.empty()); // a suspicion: drained, nothing destroyed yet
     EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Drain);
     r->onPidExit("node01", 0, oldPid);
     r->step();
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
-    r->onDomainEvent(virt::DomainEvent{.domain = "node01-dom",
-                                       .kind = virt::DomainEventKind::Stopped});
-    r->onPidExit("node01", 0, oldPid);  // stale: the previous qemu
-    r->onChannelEvent("node01", false, "peer closed");  // the old socket's EOF, late
+    r->onDomainEvent(
+        virt::DomainEvent{.domain = "node01-dom", .kind = virt::DomainEventKind::Stopped});
+    r->onPidExit("node01", 0, oldPid);                 // stale: the previous qemu
+    r->onChannelEvent("node01", false, "peer closed"); // the old socket's EOF, late
     r->step();
     clock.advance(100);
     heartbeat("node01", 2);
     EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 1);
     int failed = 0;
     for (const auto& e : bus.events())
-        if (e.value("assembly", "") == "node01" && e.value("state", "") == "failed") ++failed;
+        if (e.value("assembly", "") == "node01" && e.value("state", "") == "failed")
+            ++failed;
     EXPECT_EQ(failed, 1);
     EXPECT_EQ(hv.calls.size(), 2u);
 }
@@ -351,7 +361,7 @@ TEST_F(Fixture, DomainRestartInFlightHoldsBackNothingAndIsNotMisread) {
     defer = true;
     make();
     ASSERT_TRUE(r->start().ok());
-    EXPECT_TRUE(hv.calls.empty());  // queued, not run on the reactor thread
+    EXPECT_TRUE(hv.calls.empty()); // queued, not run on the reactor thread
     EXPECT_EQ(r->statusJson()["assemblies"][0]["libvirt_jobs"], json::array({"start"}));
     deferred.runAll();
     r->step();
@@ -369,8 +379,7 @@ TEST_F(Fixture, DomainRestartInFlightHoldsBackNothingAndIsNotMisread) {
     r->onPidExit("node01", 0, watch.pids.at("node01"));
     r->step();
     EXPECT_TRUE(hv.calls.empty());
-    EXPECT_EQ(r->statusJson()["assemblies"][0]["libvirt_jobs"],
-              json::array({"destroy", "start"}));
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["libvirt_jobs"], json::array({"destroy", "start"}));
     EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Out);
 
     // node02 is not held back by node01's restart.
@@ -383,26 +392,26 @@ TEST_F(Fixture, DomainRestartInFlightHoldsBackNothingAndIsNotMisread) {
     EXPECT_TRUE(restart);
 
     // Noise about node01 while its jobs wait.
-    heartbeat("node01", 2);  // the dying agent's last beat
+    heartbeat("node01", 2); // the dying agent's last beat
     service("node01", "active");
-    r->onDomainEvent(virt::DomainEvent{.domain = "node01-dom",
-                                       .kind = virt::DomainEventKind::Stopped});
+    r->onDomainEvent(
+        virt::DomainEvent{.domain = "node01-dom", .kind = virt::DomainEventKind::Stopped});
     r->step();
     EXPECT_EQ(r->statusJson()["assemblies"][0]["domain"], "unknown");
     EXPECT_EQ(r->statusJson()["assemblies"][0]["agent"], "disconnected");
 
-    ASSERT_TRUE(deferred.runNext("node01"));  // the destroy
+    ASSERT_TRUE(deferred.runNext("node01")); // the destroy
     r->step();
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom"}));
-    EXPECT_EQ(r->statusJson()["assemblies"][0]["domain"], "unknown");  // start still queued
-    ASSERT_TRUE(deferred.runNext("node01"));  // the start
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["domain"], "unknown"); // start still queued
+    ASSERT_TRUE(deferred.runNext("node01"));                          // the start
     r->step();
     EXPECT_EQ(r->statusJson()["assemblies"][0]["domain"], "running");
     EXPECT_EQ(watch.pids.at("node01"), 1002);
-    EXPECT_NE(ref.applied.back()[0].desired, referee::MemberState::Ready);  // no agent yet
+    EXPECT_NE(ref.applied.back()[0].desired, referee::MemberState::Ready); // no agent yet
 
     clock.advance(100);
-    heartbeat("node01", 1);  // the new agent
+    heartbeat("node01", 1); // the new agent
     service("node01", "active");
     EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
     EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 1);
@@ -411,7 +420,7 @@ TEST_F(Fixture, DomainRestartInFlightHoldsBackNothingAndIsNotMisread) {
         if (e.value("assembly", "") == "node01" && e.value("service", "").empty() &&
             e.value("state", "") == "failed")
             ++failed;
-    EXPECT_EQ(failed, 0);  // cleared by sent.clear(); nothing new while in flight
+    EXPECT_EQ(failed, 0); // cleared by sent.clear(); nothing new while in flight
     EXPECT_EQ(hv.calls.size(), 2u);
 }
 
@@ -443,7 +452,7 @@ TEST_F(Fixture, HeartbeatTimeoutIsAFailureOnlyAfterTheTimeout) {
     heartbeat("node02", 1);
     hv.calls.clear();
     ASSERT_TRUE(r->nextWake());
-    clock.advance(2'000);  // one missed beat is no failure
+    clock.advance(2'000); // one missed beat is no failure
     heartbeat("node02", 2);
     EXPECT_TRUE(hv.calls.empty());
     clock.set(*r->nextWake());
@@ -464,7 +473,7 @@ TEST_F(Fixture, RejectedDomainXmlIsAnEventAndTheOtherAssemblyStarts) {
             e["reason"].get<std::string>().find("XML error: bad thing") != std::string::npos)
             errorEvent = true;
     EXPECT_TRUE(errorEvent);
-    EXPECT_EQ(hv.calls.size(), 2u);  // both tried; neither stopped the other
+    EXPECT_EQ(hv.calls.size(), 2u); // both tried; neither stopped the other
 }
 
 TEST_F(Fixture, EscalationStateSurvivesARestart) {
@@ -520,7 +529,8 @@ TEST_F(Fixture, PlannedStopDestroysDomainsWithoutCountingFailures) {
     EXPECT_EQ(rep["ok"], true);
     r->step();
     EXPECT_TRUE(r->finished());
-    for (const auto& [n, at] : r->state().assemblies) EXPECT_TRUE(at.recovery.failures.empty());
+    for (const auto& [n, at] : r->state().assemblies)
+        EXPECT_TRUE(at.recovery.failures.empty());
     EXPECT_TRUE(hasEvent("", "stopped"));
 }
 
@@ -560,7 +570,10 @@ bus::Message pingRequest(const std::string& assembly, long timeoutMs = 2000) {
     m.address = "pcloud.dped.web";
     m.replyTo = "reply-addr-1";
     m.correlationId = "cped-9";
-    m.body = json{{"v", 1}, {"type", "command"}, {"id", "cped-9"}, {"command", "ping"},
+    m.body = json{{"v", 1},
+                  {"type", "command"},
+                  {"id", "cped-9"},
+                  {"command", "ping"},
                   {"args", {{"assembly", assembly}, {"timeout_ms", timeoutMs}}}}
                  .dump();
     return m;
@@ -570,7 +583,7 @@ bus::Message pingRequest(const std::string& assembly, long timeoutMs = 2000) {
 TEST_F(Fixture, PingIsAnsweredWhenTheAgentRepliesWithMonotonicRtt) {
     make();
     ASSERT_TRUE(r->start().ok());
-    EXPECT_FALSE(r->onRequest(pingRequest("node02")).has_value());  // answered later
+    EXPECT_FALSE(r->onRequest(pingRequest("node02")).has_value()); // answered later
     r->step();
     EXPECT_TRUE(bus.replies.empty());
     auto cmds = bus.to("pcloud.agent.node02");
@@ -632,9 +645,9 @@ TEST_F(Fixture, StatusSaysRefereeNoneWhenNoRefereeIsConfigured) {
     auto m = makeModel();
     make(m);
     ASSERT_TRUE(r->start().ok());
-    EXPECT_EQ(json::parse(r->onCommand(R"({"command":"status"})"))["result"]["assemblies"][0]
-                  ["referee"],
-              "out");  // a referee is configured, the member is not in yet
+    EXPECT_EQ(
+        json::parse(r->onCommand(R"({"command":"status"})"))["result"]["assemblies"][0]["referee"],
+        "out"); // a referee is configured, the member is not in yet
     m.deployables["web"].referee.driver = "";
     make(m);
     ASSERT_TRUE(r->start().ok());

@@ -26,10 +26,10 @@
 #include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
-#include <map>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <netinet/in.h>
 #include <sys/prctl.h>
@@ -68,15 +68,17 @@ protected:
             return;
         }
         sweepStaleDomains();
-        std::string out = runCapture(kSrc + "/scripts/build-guest.sh " + kBin +
-                                     "/pcloud-agent 2>&1");
+        std::string out =
+            runCapture(kSrc + "/scripts/build-guest.sh " + kBin + "/pcloud-agent 2>&1");
         auto pos = out.rfind("GUEST_DIR=");
         if (pos == std::string::npos) {
-            skip_ = "could not build the tiny guest: " + out.substr(out.size() > 400 ? out.size() - 400 : 0);
+            skip_ = "could not build the tiny guest: " +
+                    out.substr(out.size() > 400 ? out.size() - 400 : 0);
             return;
         }
         guest_dir_ = out.substr(pos + 10);
-        while (!guest_dir_.empty() && isspace(guest_dir_.back())) guest_dir_.pop_back();
+        while (!guest_dir_.empty() && isspace(guest_dir_.back()))
+            guest_dir_.pop_back();
     }
 
     // Domains of an earlier run that died without its TearDown (killed by a ctest timeout):
@@ -88,11 +90,14 @@ protected:
             auto end = names.find('\n', pos);
             std::string n = names.substr(pos, end == std::string::npos ? end : end - pos);
             pos = end == std::string::npos ? names.size() : end + 1;
-            if (n.rfind("pce2e", 0) != 0) continue;
+            if (n.rfind("pce2e", 0) != 0)
+                continue;
             auto dash = n.find('-');
-            if (dash == std::string::npos) continue;
+            if (dash == std::string::npos)
+                continue;
             pid_t owner = static_cast<pid_t>(std::atol(n.substr(5, dash - 5).c_str()));
-            if (owner > 0 && (::kill(owner, 0) == 0 || errno != ESRCH)) continue;
+            if (owner > 0 && (::kill(owner, 0) == 0 || errno != ESRCH))
+                continue;
             std::fprintf(stderr, "removing stale domain %s of a dead test run\n", n.c_str());
             (void)::system(("virsh -c qemu:///system destroy " + n + " >/dev/null 2>&1").c_str());
             (void)::system(("virsh -c qemu:///system undefine " + n + " >/dev/null 2>&1").c_str());
@@ -103,17 +108,20 @@ protected:
     std::map<std::string, std::size_t> persistedFailures() {
         std::map<std::string, std::size_t> out;
         auto text = fs::readFile(dir_ + "/escalation-" + dep_ + ".json");
-        if (!text) return out;
+        if (!text)
+            return out;
         auto j = json::parse(*text, nullptr, false);
-        if (j.is_discarded() || !j.contains("assemblies")) return out;
+        if (j.is_discarded() || !j.contains("assemblies"))
+            return out;
         for (const auto& [name, a] : j["assemblies"].items())
-            out[name] = a.contains("recovery") ? a["recovery"].value("failures", json::array()).size()
-                                               : 0;
+            out[name] =
+                a.contains("recovery") ? a["recovery"].value("failures", json::array()).size() : 0;
         return out;
     }
 
     void SetUp() override {
-        if (!skip_.empty()) GTEST_SKIP() << skip_;
+        if (!skip_.empty())
+            GTEST_SKIP() << skip_;
         tag_ = "pce2e" + std::to_string(::getpid());
         dep_ = tag_;
         dir_ = "/tmp/" + tag_;
@@ -124,7 +132,8 @@ protected:
         ASSERT_TRUE(client_.waitConnected(10s));
         auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
             auto j = json::parse(m.body, nullptr, false);
-            if (j.is_discarded()) return;
+            if (j.is_discarded())
+                return;
             std::lock_guard lock(mu_);
             events_.push_back(j);
         });
@@ -139,8 +148,10 @@ protected:
         }
         client_.close();
         hub_.stop();
-        if (!HasFailure()) std::filesystem::remove_all(dir_);
-        else std::fprintf(stderr, "state dir kept for inspection: %s\n", dir_.c_str());
+        if (!HasFailure())
+            std::filesystem::remove_all(dir_);
+        else
+            std::fprintf(stderr, "state dir kept for inspection: %s\n", dir_.c_str());
     }
 
     model::Assembly tinyAssembly(const std::string& name, int port) {
@@ -157,7 +168,7 @@ protected:
         r.type = "busybox-httpd";
         r.klass = model::ResourceClass::Process;
         r.unit = "/bin/busybox nc -l -p 80 -e /bin/busybox httpd -i -h /www";
-        r.escalation = {2, 600'000};  // the 2nd failure escalates to a VM restart
+        r.escalation = {2, 600'000}; // the 2nd failure escalates to a VM restart
         a.resources.push_back(r);
         domains_.push_back(name);
         return a;
@@ -170,7 +181,8 @@ protected:
         pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_);
     }
     int stopDped(int sig) {
-        if (pid_ <= 0) return -1;
+        if (pid_ <= 0)
+            return -1;
         ::kill(pid_, sig);
         int status = 0;
         ::waitpid(pid_, &status, 0);
@@ -181,26 +193,31 @@ protected:
     json status() {
         auto r = client_.request("pcloud.dped." + dep_,
                                  R"({"v":1,"type":"command","id":"s","command":"status"})", 5s);
-        if (!r) return json();
+        if (!r)
+            return json();
         auto j = json::parse(r->body, nullptr, false);
         return j.is_discarded() ? json() : j.value("result", json());
     }
     json assemblyStatus(const json& st, const std::string& name) {
-        if (!st.is_object()) return json();
+        if (!st.is_object())
+            return json();
         for (const auto& a : st["assemblies"])
-            if (a["name"] == name) return a;
+            if (a["name"] == name)
+                return a;
         return json();
     }
     bool healthy(const std::string& name) {
         auto a = assemblyStatus(status(), name);
         return a.is_object() && a["domain"] == "running" && a["agent"] == "connected" &&
-               a["phase"] == "up" && !a["services"].empty() && a["services"][0]["state"] == "active";
+               a["phase"] == "up" && !a["services"].empty() &&
+               a["services"][0]["state"] == "active";
     }
     std::vector<json> eventsFor(const std::string& assembly) {
         std::lock_guard lock(mu_);
         std::vector<json> out;
         for (const auto& e : events_)
-            if (e.value("assembly", "") == assembly) out.push_back(e);
+            if (e.value("assembly", "") == assembly)
+                out.push_back(e);
         return out;
     }
     bool hasEvent(const std::string& assembly, const std::string& state,
@@ -221,8 +238,12 @@ protected:
     std::string dumpEvents() {
         std::lock_guard lock(mu_);
         std::string s;
-        for (const auto& e : events_) s += e.dump() + "\n";
-        return s + "\n--- dped log: " + log_ + "\n" + [&] { auto t = fs::readFile(log_); return t ? *t : std::string(); }();
+        for (const auto& e : events_)
+            s += e.dump() + "\n";
+        return s + "\n--- dped log: " + log_ + "\n" + [&] {
+            auto t = fs::readFile(log_);
+            return t ? *t : std::string();
+        }();
     }
 
     bus::Hub hub_;
@@ -269,18 +290,20 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     ASSERT_NE(httpGet(portA).find("pcloud tiny guest"), std::string::npos) << dumpEvents();
     ASSERT_TRUE(waitFor([&] { return hasEvent(A, "failed", "monitor failed", mark); }, 30s))
         << dumpEvents();
-    ASSERT_TRUE(waitFor([&] { return healthy(A) && hasEvent(A, "active", "restarted", mark); },
-                        30s))
+    ASSERT_TRUE(
+        waitFor([&] { return healthy(A) && hasEvent(A, "active", "restarted", mark); }, 30s))
         << dumpEvents();
     {
         // The restart carries the failure's cause_id and happened in place (same qemu).
         std::string cause;
         for (const auto& e : eventsFor(A))
-            if (e.value("state", "") == "failed" && e.contains("service")) cause = e["cause_id"];
+            if (e.value("state", "") == "failed" && e.contains("service"))
+                cause = e["cause_id"];
         EXPECT_FALSE(cause.empty());
         bool linked = false;
         for (const auto& e : eventsFor(A))
-            if (e.value("state", "") == "active" && e.value("cause_id", "") == cause) linked = true;
+            if (e.value("state", "") == "active" && e.value("cause_id", "") == cause)
+                linked = true;
         EXPECT_TRUE(linked) << dumpEvents();
         EXPECT_EQ(qemuPidOf(A), qemuA);
         EXPECT_EQ(qemuPidOf(B), qemuB);
@@ -289,10 +312,9 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     // 3. SIGKILL B's qemu: pidfd -> destroy + start again -> the agent reconnects.
     mark = eventCount();
     ASSERT_EQ(::kill(qemuB, SIGKILL), 0);
-    ASSERT_TRUE(waitFor([&] { return hasEvent(B, "failed", "", mark); }, 10s))
-        << dumpEvents();
-    ASSERT_TRUE(waitFor([&] { return healthy(B) && hasEvent(B, "running", "restarted", mark); },
-                        120s))
+    ASSERT_TRUE(waitFor([&] { return hasEvent(B, "failed", "", mark); }, 10s)) << dumpEvents();
+    ASSERT_TRUE(
+        waitFor([&] { return healthy(B) && hasEvent(B, "running", "restarted", mark); }, 120s))
         << dumpEvents();
     qemuB = qemuPidOf(B);
     EXPECT_EQ(qemuPidOf(A), qemuA);
@@ -321,11 +343,10 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     // 5. A second failure of A's service uses up its budget (2): escalate to a VM restart.
     mark = eventCount();
     ASSERT_NE(httpGet(portA).find("pcloud tiny guest"), std::string::npos) << dumpEvents();
-    ASSERT_TRUE(waitFor([&] { return hasEvent(A, "escalated", "escalating service failure", mark); },
-                        30s))
+    ASSERT_TRUE(
+        waitFor([&] { return hasEvent(A, "escalated", "escalating service failure", mark); }, 30s))
         << dumpEvents();
-    ASSERT_TRUE(waitFor([&] { return healthy(A) && qemuPidOf(A) != qemuA; }, 120s))
-        << dumpEvents();
+    ASSERT_TRUE(waitFor([&] { return healthy(A) && qemuPidOf(A) != qemuA; }, 120s)) << dumpEvents();
     EXPECT_EQ(qemuPidOf(B), qemuB);
 
     // 6. Bad input: a domain XML libvirt rejects -> a clear event; the others are unaffected.
@@ -341,7 +362,8 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     writeModel();
     mark = eventCount();
     qemuA = qemuPidOf(A);
-    auto rep = client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"r","command":"reload"})", 10s);
+    auto rep =
+        client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"r","command":"reload"})", 10s);
     ASSERT_TRUE(rep.ok());
     ASSERT_TRUE(waitFor([&] { return hasEvent(C, "error", "libvirt rejected", mark); }, 20s))
         << dumpEvents();
@@ -353,13 +375,16 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     model_.deployables[dep_].assemblies.pop_back();
     model_.assemblies.erase(C);
     writeModel();
-    ASSERT_TRUE(client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"r2","command":"reload"})", 10s).ok());
+    ASSERT_TRUE(
+        client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"r2","command":"reload"})", 10s)
+            .ok());
 
     // 7. Planned stop: all domains stopped, no failure recorded, dped exits 0.
     auto before = persistedFailures();
     ASSERT_EQ(before.count(B), 1u);
     mark = eventCount();
-    auto stopRep = client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"st","command":"stop"})", 10s);
+    auto stopRep =
+        client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"st","command":"stop"})", 10s);
     ASSERT_TRUE(stopRep.ok());
     int wstatus = 0;
     bool exited = waitFor([&] { return ::waitpid(pid_, &wstatus, WNOHANG) == pid_; }, 60s);

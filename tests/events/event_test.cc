@@ -6,8 +6,8 @@ using namespace pcloud;
 using namespace pcloud::events;
 
 TEST(Event, JsonRoundTrip) {
-    Event e{7, 1'795'300'801'123, "dep01", "node01", std::string("httpd"), "failed",
-            "monitor failed", "c-1"};
+    Event e{7,        1'795'300'801'123, "dep01", "node01", std::string("httpd"),
+            "failed", "monitor failed",  "c-1"};
     auto back = parseLine(toLine(e));
     ASSERT_TRUE(back.ok()) << back.error().describe();
     EXPECT_EQ(*back, e);
@@ -15,8 +15,8 @@ TEST(Event, JsonRoundTrip) {
 }
 
 TEST(Event, HumanLine) {
-    Event e{7, 1'795'300'801'123, "dep01", "node01", std::string("httpd"), "failed",
-            "monitor failed", ""};
+    Event e{7,        1'795'300'801'123, "dep01", "node01", std::string("httpd"),
+            "failed", "monitor failed",  ""};
     EXPECT_EQ(formatHuman(e), "2026-11-21T22:40:01.123Z dep01/node01/httpd failed: monitor failed");
     e.service.reset();
     e.assembly.clear();
@@ -35,8 +35,8 @@ TEST(Event, AcceptsMillisecondTimeAndNoService) {
 TEST(Event, RejectsBadInput) {
     EXPECT_FALSE(parseLine("{").ok());
     EXPECT_FALSE(parseLine("[1,2]").ok());
-    EXPECT_FALSE(fromJson(nlohmann::json{{"state", "x"}}).ok());           // no deployable
-    EXPECT_FALSE(fromJson(nlohmann::json{{"deployable", "d"}}).ok());      // no state
+    EXPECT_FALSE(fromJson(nlohmann::json{{"state", "x"}}).ok());      // no deployable
+    EXPECT_FALSE(fromJson(nlohmann::json{{"deployable", "d"}}).ok()); // no state
     auto bad = fromJson(nlohmann::json{{"deployable", "d"}, {"state", "s"}, {"time", "yesterday"}});
     ASSERT_FALSE(bad.ok());
     EXPECT_NE(bad.error().message.find("time"), std::string::npos);

@@ -33,7 +33,8 @@ std::unique_ptr<EventJournal> openOk(const std::string& dir, const Clock& clock,
 
 std::vector<std::uint64_t> seqs(const ReplayResult& r) {
     std::vector<std::uint64_t> out;
-    for (const auto& e : r.events) out.push_back(e.seq);
+    for (const auto& e : r.events)
+        out.push_back(e.seq);
     return out;
 }
 
@@ -62,7 +63,8 @@ TEST(Journal, SeqSurvivesReopen) {
     auto dir = tempDir();
     {
         auto j = openOk(dir, clock);
-        for (int i = 0; i < 5; ++i) ASSERT_TRUE(j->append(ev("d")).ok());
+        for (int i = 0; i < 5; ++i)
+            ASSERT_TRUE(j->append(ev("d")).ok());
     }
     auto j = openOk(dir, clock);
     EXPECT_EQ(j->lastSeq(), 5u);
@@ -74,7 +76,8 @@ TEST(Journal, TornLastLineIsIgnoredWithWarning) {
     auto dir = tempDir();
     {
         auto j = openOk(dir, clock);
-        for (int i = 0; i < 3; ++i) ASSERT_TRUE(j->append(ev("d")).ok());
+        for (int i = 0; i < 3; ++i)
+            ASSERT_TRUE(j->append(ev("d")).ok());
     }
     appendRaw(dir + "/events.jsonl", R"({"v":1,"type":"event","seq":4,"time":"2026-)");
     auto j = openOk(dir, clock);
@@ -110,14 +113,15 @@ TEST(Journal, RotatesBySizeAndKeepsKFiles) {
     ManualClock clock;
     auto dir = tempDir();
     JournalOptions o;
-    o.max_bytes = 400;  // a couple of events per file
+    o.max_bytes = 400; // a couple of events per file
     o.keep_files = 2;
     auto j = openOk(dir, clock, o);
-    for (int i = 0; i < 20; ++i) ASSERT_TRUE(j->append(ev("d")).ok());
+    for (int i = 0; i < 20; ++i)
+        ASSERT_TRUE(j->append(ev("d")).ok());
     EXPECT_TRUE(fs::exists(dir + "/events.jsonl.1"));
     EXPECT_TRUE(fs::exists(dir + "/events.jsonl.2"));
     EXPECT_FALSE(fs::exists(dir + "/events.jsonl.3"));
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat((dir + "/events.jsonl").c_str(), &st), 0);
     EXPECT_LE(st.st_size, 400);
     // Replay reads across the rotated files in order, newest last, no gaps within them.
@@ -126,7 +130,8 @@ TEST(Journal, RotatesBySizeAndKeepsKFiles) {
     auto s = seqs(*r);
     ASSERT_FALSE(s.empty());
     EXPECT_EQ(s.back(), 20u);
-    for (size_t i = 1; i < s.size(); ++i) EXPECT_EQ(s[i], s[i - 1] + 1);
+    for (size_t i = 1; i < s.size(); ++i)
+        EXPECT_EQ(s[i], s[i - 1] + 1);
 }
 
 TEST(Journal, RotatesByAge) {
@@ -178,7 +183,7 @@ TEST(Journal, ReplayFilters) {
     q.deployable = "odd";
     EXPECT_EQ(seqs(*j->replay(q)), (std::vector<std::uint64_t>{6, 8, 10}));
     ReplayQuery t;
-    t.since_time = clock.nowMs() - 3000;  // events 8, 9, 10
+    t.since_time = clock.nowMs() - 3000; // events 8, 9, 10
     EXPECT_EQ(seqs(*j->replay(t)), (std::vector<std::uint64_t>{8, 9, 10}));
     ReplayQuery page;
     page.limit = 3;

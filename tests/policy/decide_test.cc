@@ -34,7 +34,8 @@ TEST(Decide, SameInputTwiceIssuesActionsOnce) {
     auto d1 = decide(m, "web", o, EscalationState{}, 1000, j);
     ASSERT_FALSE(d1.actions.empty());
     auto d2 = decide(m, "web", o, d1.state, 1000, j);
-    for (const auto& a : d2.actions) EXPECT_EQ(a.kind, ActionKind::EmitEvent);
+    for (const auto& a : d2.actions)
+        EXPECT_EQ(a.kind, ActionKind::EmitEvent);
     EXPECT_TRUE(d2.actions.empty());
 }
 
@@ -51,15 +52,16 @@ TEST(Decide, SurvivesEveryCombinationOfOddStates) {
             for (const char* s : svc)
                 for (int flags = 0; flags < 8; ++flags) {
                     Observed o;
-                    o.desired = (flags & 4) && round == 1 ? DesiredState::Stopped
-                                                          : DesiredState::Running;
+                    o.desired =
+                        (flags & 4) && round == 1 ? DesiredState::Stopped : DesiredState::Running;
                     auto& a = o.assemblies["node01"];
                     a.domain = d;
                     a.suspect = flags & 1;
                     a.qemu_exited = flags & 2;
                     a.agent_connected = true;
                     a.last_heartbeat = now;
-                    a.services["httpd"] = ObservedService{parseServiceState(s), s, now, std::nullopt};
+                    a.services["httpd"] =
+                        ObservedService{parseServiceState(s), s, now, std::nullopt};
                     now += 700;
                     auto dec = decide(m, "web", o, st, now, j);
                     st = dec.state;

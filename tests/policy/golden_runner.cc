@@ -16,7 +16,8 @@ using namespace pcloud;
 static std::vector<std::string> lines(const std::string& s) {
     std::vector<std::string> out;
     std::istringstream in(s);
-    for (std::string l; std::getline(in, l);) out.push_back(l);
+    for (std::string l; std::getline(in, l);)
+        out.push_back(l);
     return out;
 }
 
@@ -54,10 +55,12 @@ int main(int argc, char** argv) {
                      expected.error().describe().c_str());
         return 1;
     }
-    if (*expected == actual) return 0;
+    if (*expected == actual)
+        return 0;
     auto e = lines(*expected), a = lines(actual);
     size_t i = 0;
-    while (i < e.size() && i < a.size() && e[i] == a[i]) ++i;
+    while (i < e.size() && i < a.size() && e[i] == a[i])
+        ++i;
     std::fprintf(stderr, "%s: differs from line %zu\n  expected: %s\n  actual:   %s\n",
                  expectedFile.c_str(), i + 1, i < e.size() ? e[i].c_str() : "(end of file)",
                  i < a.size() ? a[i].c_str() : "(end of output)");

@@ -58,7 +58,7 @@ TEST(ModelJson, DurationsAsStringsOrMilliseconds) {
     e = escalationFromJson(json{{"period", "2m"}});
     ASSERT_TRUE(e.ok());
     EXPECT_EQ(e->period, 120'000);
-    EXPECT_EQ(e->failures, 3);  // default kept
+    EXPECT_EQ(e->failures, 3); // default kept
 }
 
 static std::string errorOf(const json& j) {
@@ -68,9 +68,11 @@ static std::string errorOf(const json& j) {
 
 TEST(ModelJson, BadFailuresNamesThePath) {
     json j = {{"assemblies",
-               {{"node01", {{"resources", {{{"name", "httpd"}, {"escalation", {{"failures", "x"}}}}}}}}}}};
-    EXPECT_EQ(errorOf(j),
-              "assemblies.node01.resources[0].escalation.failures: expected an integer or INFINITY");
+               {{"node01",
+                 {{"resources", {{{"name", "httpd"}, {"escalation", {{"failures", "x"}}}}}}}}}}};
+    EXPECT_EQ(
+        errorOf(j),
+        "assemblies.node01.resources[0].escalation.failures: expected an integer or INFINITY");
 }
 
 TEST(ModelJson, RejectsBadInput) {
@@ -78,13 +80,15 @@ TEST(ModelJson, RejectsBadInput) {
     EXPECT_NE(errorOf(json{{"assemblies", {{"n", {{"escalation", {{"period", "5 parsecs"}}}}}}}})
                   .find("assemblies.n.escalation.period: expected a duration"),
               std::string::npos);
-    EXPECT_NE(errorOf(json{{"assemblies", {{"n", {{"parkd", true}}}}}}).find("assemblies.n.parkd: unknown key"),
+    EXPECT_NE(errorOf(json{{"assemblies", {{"n", {{"parkd", true}}}}}})
+                  .find("assemblies.n.parkd: unknown key"),
               std::string::npos);
     EXPECT_NE(errorOf(json{{"deployables", {{"web", {{"assemblies", {"ghost"}}}}}}})
                   .find("deployables.web.assemblies[0]: unknown assembly 'ghost'"),
               std::string::npos);
-    EXPECT_NE(errorOf(json{{"assemblies", {{"bad name", json::object()}}}}).find("invalid assembly name"),
-              std::string::npos);
+    EXPECT_NE(
+        errorOf(json{{"assemblies", {{"bad name", json::object()}}}}).find("invalid assembly name"),
+        std::string::npos);
     EXPECT_NE(errorOf(json{{"deployables", {{"web", {{"monitor", "sometimes"}}}}}})
                   .find("deployables.web.monitor"),
               std::string::npos);
@@ -97,9 +101,10 @@ TEST(ModelJson, RejectsBadInput) {
     EXPECT_NE(errorOf(json{{"assemblies", {{"n", {{"escalation", {{"failures", -2}}}}}}}})
                   .find("expected an integer or INFINITY"),
               std::string::npos);
-    EXPECT_NE(errorOf(json{{"assemblies", {{"n", {{"resources", {{{"name", "a"}}, {{"name", "a"}}}}}}}}})
-                  .find("duplicate resource 'a'"),
-              std::string::npos);
+    EXPECT_NE(
+        errorOf(json{{"assemblies", {{"n", {{"resources", {{{"name", "a"}}, {{"name", "a"}}}}}}}}})
+            .find("duplicate resource 'a'"),
+        std::string::npos);
 }
 
 TEST(ModelJson, AssemblyInTwoDeployablesIsAnError) {

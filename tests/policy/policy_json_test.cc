@@ -8,10 +8,11 @@ using namespace pcloud::policy;
 using nlohmann::json;
 
 TEST(ObservedJson, GarbageStatesMapToUnknown) {
-    json j = {{"assemblies",
-               {{"node01",
-                 {{"domain", "on fire"},
-                  {"services", {{"httpd", {{"state", "sort-of-ok"}}}, {"db", {{"state", 42}}}}}}}}}};
+    json j = {
+        {"assemblies",
+         {{"node01",
+           {{"domain", "on fire"},
+            {"services", {{"httpd", {{"state", "sort-of-ok"}}}, {"db", {{"state", 42}}}}}}}}}};
     auto o = observedFromJson(j);
     ASSERT_TRUE(o.ok()) << o.error().message;
     const auto& a = o->assemblies.at("node01");
@@ -44,7 +45,8 @@ TEST(ObservedJson, BadTypesNameThePath) {
     o = observedFromJson(json{{"desired", "maybe"}});
     ASSERT_FALSE(o.ok());
     EXPECT_NE(o.error().message.find("desired"), std::string::npos);
-    o = observedFromJson(json{{"assemblies", {{"n", {{"services", {{"s", {{"changed_at", "soon"}}}}}}}}}});
+    o = observedFromJson(
+        json{{"assemblies", {{"n", {{"services", {{"s", {{"changed_at", "soon"}}}}}}}}}});
     ASSERT_FALSE(o.ok());
     EXPECT_NE(o.error().message.find("assemblies.n.services.s.changed_at"), std::string::npos);
 }
@@ -82,8 +84,8 @@ TEST(EscalationStateJson, RejectsBadInput) {
     r = escalationStateFromJson(json{{"v", 2}});
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("unsupported state version"), std::string::npos);
-    r = escalationStateFromJson(
-        json{{"assemblies", {{"n", {{"services", {{"s", {{"recovery", {{"failures", {"x"}}}}}}}}}}}}});
+    r = escalationStateFromJson(json{
+        {"assemblies", {{"n", {{"services", {{"s", {{"recovery", {{"failures", {"x"}}}}}}}}}}}}});
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().message,
               "assemblies.n.services.s.recovery.failures[0]: expected integer milliseconds");
@@ -107,8 +109,9 @@ TEST(Scenario, BadStepNamesThePath) {
     EXPECT_NE(s.error().describe().find("y.json: steps[1].observe.assemblies.n.last_heartbeat"),
               std::string::npos)
         << s.error().describe();
-    s = parseScenario(R"({"model": {"deployables": {"web": {}}}, "steps": [{"at": "+5s"}, {"at": "+1s"}]})",
-                      "z.json");
+    s = parseScenario(
+        R"({"model": {"deployables": {"web": {}}}, "steps": [{"at": "+5s"}, {"at": "+1s"}]})",
+        "z.json");
     ASSERT_FALSE(s.ok());
     EXPECT_NE(s.error().message.find("back in time"), std::string::npos);
 }

@@ -11,7 +11,7 @@ TEST(SlidingWindow, CountsFailuresWithinPeriodInclusive) {
     std::vector<Millis> w;
     EXPECT_EQ(recordFailure(w, b, 0), 1);
     EXPECT_EQ(recordFailure(w, b, 5'000), 2);
-    EXPECT_EQ(recordFailure(w, b, 10'000), 3);  // exactly T after the first: still inside
+    EXPECT_EQ(recordFailure(w, b, 10'000), 3); // exactly T after the first: still inside
     EXPECT_TRUE(budgetUsedUp(3, b));
 }
 
@@ -29,15 +29,16 @@ TEST(SlidingWindow, UnlimitedFailuresNeverUsedUpAndStayBounded) {
     model::Escalation b{model::kUnlimitedFailures, model::kUnlimitedPeriod};
     std::vector<Millis> w;
     EXPECT_EQ(recordFailure(w, b, 0), 1);
-    EXPECT_EQ(recordFailure(w, b, 1), 2);  // counted, for status, though never used up
-    for (int i = 2; i < 1000; ++i) recordFailure(w, b, i);
+    EXPECT_EQ(recordFailure(w, b, 1), 2); // counted, for status, though never used up
+    for (int i = 2; i < 1000; ++i)
+        recordFailure(w, b, i);
     EXPECT_FALSE(budgetUsedUp(1000, b));
     EXPECT_EQ(w.size(), kUnlimitedRemembered);
-    EXPECT_EQ(w.back(), 999);  // the newest are kept
+    EXPECT_EQ(w.back(), 999); // the newest are kept
     model::Escalation hourly{model::kUnlimitedFailures, 3'600'000};
     std::vector<Millis> h;
     recordFailure(h, hourly, 0);
-    EXPECT_EQ(recordFailure(h, hourly, 3'600'001), 1);  // an unlimited count still slides
+    EXPECT_EQ(recordFailure(h, hourly, 3'600'001), 1); // an unlimited count still slides
 }
 
 TEST(SlidingWindow, UnlimitedPeriodCountsForever) {
@@ -67,7 +68,7 @@ TEST(Backoff, FirstImmediateThenGrowsAndCaps) {
     EXPECT_EQ(backoffDelay(b, 2), 2000);
     EXPECT_EQ(backoffDelay(b, 3), 4000);
     EXPECT_EQ(backoffDelay(b, 4), 5000);
-    EXPECT_EQ(backoffDelay(b, 1000000), 5000);  // no overflow
+    EXPECT_EQ(backoffDelay(b, 1000000), 5000); // no overflow
 }
 
 TEST(Backoff, FactorOneIsConstant) {

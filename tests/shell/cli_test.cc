@@ -31,15 +31,16 @@ TEST(Cli, UsageErrorsSayWhatAndHow) {
     EXPECT_NE(r.error().message.find("unknown command 'frobnicate'"), std::string::npos);
     r = parse({"deployable_start"});
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().message.find("wrong number of arguments: got 0, want 1"), std::string::npos);
+    EXPECT_NE(r.error().message.find("wrong number of arguments: got 0, want 1"),
+              std::string::npos);
     EXPECT_NE(r.error().message.find("usage: deployable_start NAME"), std::string::npos);
     EXPECT_FALSE(parse({"escalation_assembly_set", "n1", "3x", "10m"}).ok());
     EXPECT_FALSE(parse({"escalation_assembly_set", "n1", "0", "10m"}).ok());
     r = parse({"escalation_assembly_set", "n1", "3", "10 parsecs"});
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("not a period"), std::string::npos);
-    EXPECT_FALSE(parse({"deployable_list", "--uri", "x"}).ok());       // option not in its usage
-    EXPECT_FALSE(parse({"assembly_create", "n1"}).ok());                // neither xml nor image
+    EXPECT_FALSE(parse({"deployable_list", "--uri", "x"}).ok()); // option not in its usage
+    EXPECT_FALSE(parse({"assembly_create", "n1"}).ok());         // neither xml nor image
     EXPECT_FALSE(parse({"assembly_create", "n1", "--domain-xml", "/nonexistent.xml"}).ok());
     EXPECT_FALSE(parse({"events", "--since", "yesterday"}).ok());
     EXPECT_FALSE(parse({"referee_set", "web", "log", "novalue"}).ok());
@@ -71,14 +72,15 @@ TEST(Cli, StatusTableFitsIn100Columns) {
     EXPECT_NE(t.find("320ms"), std::string::npos);
     EXPECT_NE(t.find("1/3"), std::string::npos);
     EXPECT_NE(t.find("httpd:active"), std::string::npos);
-    EXPECT_EQ(t.find("\033["), std::string::npos);  // no colour unless asked
+    EXPECT_EQ(t.find("\033["), std::string::npos); // no colour unless asked
     EXPECT_NE(formatStatusTable(r, true).find("\033[32m"), std::string::npos);
 }
 
 TEST(Cli, PingLikeMco) {
-    json r = {{"pings", {{{"assembly", "n1"}, {"ok", true}, {"rtt_ms", 3}},
-                         {{"assembly", "n2"}, {"ok", true}, {"rtt_ms", 5}},
-                         {{"assembly", "n3"}, {"ok", false}, {"error", "no reply"}}}}};
+    json r = {{"pings",
+               {{{"assembly", "n1"}, {"ok", true}, {"rtt_ms", 3}},
+                {{"assembly", "n2"}, {"ok", true}, {"rtt_ms", 5}},
+                {{"assembly", "n3"}, {"ok", false}, {"error", "no reply"}}}}};
     std::string out = formatPing(r);
     EXPECT_NE(out.find("---- ping statistics ----"), std::string::npos);
     EXPECT_NE(out.find("2 replies max: 5.00 min: 3.00 avg: 4.00"), std::string::npos) << out;
@@ -87,7 +89,8 @@ TEST(Cli, PingLikeMco) {
 
 TEST(Cli, HelpListsEveryCommand) {
     std::string h = helpText();
-    for (const auto& c : commands()) EXPECT_NE(h.find(c.name), std::string::npos) << c.name;
+    for (const auto& c : commands())
+        EXPECT_NE(h.find(c.name), std::string::npos) << c.name;
     EXPECT_NE(helpText("deployable_create").find("--monitor"), std::string::npos);
     EXPECT_EQ(helpText("nope"), "");
 }

@@ -23,8 +23,8 @@
 #include <unistd.h>
 
 using namespace pcloud;
-using testsupport::freePort;
 using nlohmann::json;
+using testsupport::freePort;
 using namespace std::chrono_literals;
 
 namespace {
@@ -38,7 +38,8 @@ std::string readAll(int fd) {
     std::string out;
     char buf[4096];
     ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    while ((n = ::read(fd, buf, sizeof buf)) > 0)
+        out.append(buf, static_cast<size_t>(n));
     return out;
 }
 
@@ -58,9 +59,11 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
         ::dup2(e[1], 2);
         int devnull = ::open("/dev/null", O_RDONLY);
         ::dup2(devnull, 0);
-        for (const auto& kv : env) ::putenv(::strdup(kv.c_str()));
+        for (const auto& kv : env)
+            ::putenv(::strdup(kv.c_str()));
         std::vector<char*> args;
-        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        for (const auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         ::execv(args[0], args.data());
         ::_exit(127);
@@ -93,12 +96,13 @@ public:
             int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             ::dup2(fd, 1);
             ::dup2(fd, 2);
-            std::vector<std::string> argv = {CPED_BIN,    "--state-dir",    dir_,
-                                             "--listen",  url(),            "--dped-path",
-                                             FAKE_DPED,   "--dped-timeout", "1s"};
+            std::vector<std::string> argv = {CPED_BIN, "--state-dir", dir_,      "--listen",
+                                             url(),    "--dped-path", FAKE_DPED, "--dped-timeout",
+                                             "1s"};
             argv.insert(argv.end(), extra_.begin(), extra_.end());
             std::vector<char*> args;
-            for (auto& a : argv) args.push_back(a.data());
+            for (auto& a : argv)
+                args.push_back(a.data());
             args.push_back(nullptr);
             ::execv(CPED_BIN, args.data());
             ::_exit(127);
@@ -108,7 +112,8 @@ public:
     bool waitReady() {
         for (int i = 0; i < 200; ++i) {
             auto r = run({PCLOUDSH_BIN, "--broker", url(), "--timeout", "2", "deployable_list"});
-            if (r.status == 0) return true;
+            if (r.status == 0)
+                return true;
             int ws;
             if (::waitpid(pid_, &ws, WNOHANG) == pid_) {
                 pid_ = 0;
@@ -119,7 +124,8 @@ public:
         return false;
     }
     int stop(int sig = SIGTERM) {
-        if (pid_ <= 0) return -1;
+        if (pid_ <= 0)
+            return -1;
         ::kill(pid_, sig);
         int ws = 0;
         ::waitpid(pid_, &ws, 0);
@@ -156,7 +162,8 @@ std::string vanishingPeer(int port) {
         pollfd p{fd, POLLIN, 0};
         if (::poll(&p, 1, 20) > 0) {
             ssize_t n = ::read(fd, buf, sizeof buf);
-            if (n <= 0) break;
+            if (n <= 0)
+                break;
             got.append(buf, static_cast<size_t>(n));
         }
     }
@@ -205,7 +212,9 @@ protected:
     }
     std::string domainXml() {
         std::string p = dir_ + "/n1.xml";
-        EXPECT_TRUE(fs::writeAtomic(p, "<domain type='qemu'><name>n1</name><memory>65536</memory></domain>").ok());
+        EXPECT_TRUE(
+            fs::writeAtomic(p, "<domain type='qemu'><name>n1</name><memory>65536</memory></domain>")
+                .ok());
         return p;
     }
 
@@ -223,10 +232,12 @@ public:
         if (pid_ == 0) {
             ::dup2(o[1], 1);
             ::close(o[0]);
-            std::vector<std::string> argv = {PCLOUDSH_BIN, "--broker", url, "--json", "events", "--follow"};
+            std::vector<std::string> argv = {PCLOUDSH_BIN, "--broker", url,
+                                             "--json",     "events",   "--follow"};
             argv.insert(argv.end(), extra.begin(), extra.end());
             std::vector<char*> args;
-            for (auto& a : argv) args.push_back(a.data());
+            for (auto& a : argv)
+                args.push_back(a.data());
             args.push_back(nullptr);
             ::execv(args[0], args.data());
             ::_exit(127);
@@ -244,7 +255,8 @@ public:
                     auto j = json::parse(buf.substr(0, nl), nullptr, false);
                     buf.erase(0, nl + 1);
                     std::lock_guard lock(mutex_);
-                    if (j.is_object()) seqs_.push_back(j.value("seq", 0ULL));
+                    if (j.is_object())
+                        seqs_.push_back(j.value("seq", 0ULL));
                 }
             }
         });
@@ -259,7 +271,8 @@ public:
         for (int i = 0; i < deadlineMs / 20; ++i) {
             {
                 std::lock_guard lock(mutex_);
-                if (!seqs_.empty() && seqs_.back() >= seq) return true;
+                if (!seqs_.empty() && seqs_.back() >= seq)
+                    return true;
             }
             std::this_thread::sleep_for(20ms);
         }
@@ -280,7 +293,8 @@ private:
 
 std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
     std::vector<std::uint64_t> v;
-    for (auto s = from; s <= to; ++s) v.push_back(s);
+    for (auto s = from; s <= to; ++s)
+        v.push_back(s);
     return v;
 }
 
@@ -343,7 +357,8 @@ TEST_F(ShellTest, EveryOneShotCommand) {
     auto help = sh({"help"});
     EXPECT_NE(help.out.find("deployable_status"), std::string::npos);
     auto h1 = sh({"help", "escalation_assembly_set"});
-    EXPECT_NE(h1.out.find("usage: escalation_assembly_set ASSEMBLY FAILURES PERIOD"), std::string::npos);
+    EXPECT_NE(h1.out.find("usage: escalation_assembly_set ASSEMBLY FAILURES PERIOD"),
+              std::string::npos);
 }
 
 TEST_F(ShellTest, BadInputIsRejectedAndChangesNothing) {
@@ -398,7 +413,8 @@ TEST(ShellExit, OneShotClosesItsConnectionSoCpedLogsNothing) {
     ASSERT_NE(log.find(field), std::string::npos) << log;
     std::string line = log.substr(log.rfind('\n', log.find(field)) + 1);
     line = line.substr(0, line.find('\n'));
-    EXPECT_NE(line.find(" info: Hub peer disconnected without closing its connection"), std::string::npos)
+    EXPECT_NE(line.find(" info: Hub peer disconnected without closing its connection"),
+              std::string::npos)
         << line;
     size_t disconnects = 0;
     for (size_t p = log.find("Hub peer disconnected"); p != std::string::npos;
@@ -413,10 +429,11 @@ TEST(ShellExit, OneShotClosesItsConnectionSoCpedLogsNothing) {
 
 TEST(CpedStart, CorruptDbRefusesToStartAndLeavesFileAlone) {
     auto dir = tempDir("corrupt");
-    const std::string bad = "<?xml version=\"1.0\"?>\n<deployables>\n  <deployable name=\"web\"\n</deployables>\n";
+    const std::string bad =
+        "<?xml version=\"1.0\"?>\n<deployables>\n  <deployable name=\"web\"\n</deployables>\n";
     ASSERT_TRUE(fs::writeAtomic(dir + "/db_deployable.xml", bad).ok());
-    auto r = run({CPED_BIN, "--state-dir", dir, "--listen", "amqp://127.0.0.1:" + std::to_string(freePort()),
-                  "--dped-path", FAKE_DPED});
+    auto r = run({CPED_BIN, "--state-dir", dir, "--listen",
+                  "amqp://127.0.0.1:" + std::to_string(freePort()), "--dped-path", FAKE_DPED});
     EXPECT_EQ(r.status, 78) << r.err;
     EXPECT_NE(r.err.find(dir + "/db_deployable.xml:"), std::string::npos) << r.err;
     EXPECT_EQ(fs::readFile(dir + "/db_deployable.xml").value(), bad);
@@ -426,7 +443,8 @@ TEST(CpedStart, CorruptDbRefusesToStartAndLeavesFileAlone) {
 
 TEST_F(ShellTest, FollowerSeesEverySeqOnceInOrderAcrossCpedRestart) {
     Follower f(cped_->url(), {"--since", "0"});
-    for (int i = 0; i < 5; ++i) ok({"deployable_create", "d" + std::to_string(i)});
+    for (int i = 0; i < 5; ++i)
+        ok({"deployable_create", "d" + std::to_string(i)});
     ASSERT_TRUE(f.waitSeq(5)) << ::testing::PrintToString(f.seqs());
     EXPECT_EQ(f.seqs(), range(1, 5));
 
@@ -434,18 +452,22 @@ TEST_F(ShellTest, FollowerSeesEverySeqOnceInOrderAcrossCpedRestart) {
     EXPECT_EQ(cped_->stop(), 0);
     cped_->start();
     ASSERT_TRUE(cped_->waitReady()) << cped_->log();
-    for (int i = 5; i < 8; ++i) ok({"deployable_create", "d" + std::to_string(i)});
+    for (int i = 5; i < 8; ++i)
+        ok({"deployable_create", "d" + std::to_string(i)});
     ASSERT_TRUE(f.waitSeq(8)) << ::testing::PrintToString(f.seqs());
-    for (int i = 8; i < 10; ++i) ok({"deployable_delete", "d" + std::to_string(i - 8)});
+    for (int i = 8; i < 10; ++i)
+        ok({"deployable_delete", "d" + std::to_string(i - 8)});
     ASSERT_TRUE(f.waitSeq(10)) << ::testing::PrintToString(f.seqs());
     EXPECT_EQ(f.seqs(), range(1, 10));
 }
 
 TEST_F(ShellTest, SinceReplaysThenFollowsLive) {
-    for (int i = 0; i < 6; ++i) ok({"deployable_create", "d" + std::to_string(i)});
+    for (int i = 0; i < 6; ++i)
+        ok({"deployable_create", "d" + std::to_string(i)});
     Follower f(cped_->url(), {"--since", "3"});
     ASSERT_TRUE(f.waitSeq(6));
-    for (int i = 6; i < 9; ++i) ok({"deployable_create", "d" + std::to_string(i)});
+    for (int i = 6; i < 9; ++i)
+        ok({"deployable_create", "d" + std::to_string(i)});
     ASSERT_TRUE(f.waitSeq(9)) << ::testing::PrintToString(f.seqs());
     EXPECT_EQ(f.seqs(), range(4, 9));
     // --since TIME and --deployable on a one-shot replay.
@@ -475,7 +497,9 @@ public:
         }
         ::close(master_);
     }
-    void send(const std::string& s) { ASSERT_EQ(::write(master_, s.data(), s.size()), (ssize_t)s.size()); }
+    void send(const std::string& s) {
+        ASSERT_EQ(::write(master_, s.data(), s.size()), (ssize_t)s.size());
+    }
     // Reads until `what` appears after the current mark (deadline), then moves the mark past it.
     bool expect(const std::string& what, int deadlineMs = 10000) {
         auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadlineMs);
@@ -485,13 +509,18 @@ public:
                 mark_ = pos + what.size();
                 return true;
             }
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
-            if (left <= 0) return false;
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            end - std::chrono::steady_clock::now())
+                            .count();
+            if (left <= 0)
+                return false;
             pollfd p{master_, POLLIN, 0};
-            if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+            if (::poll(&p, 1, static_cast<int>(left)) <= 0)
+                continue;
             char buf[4096];
             ssize_t n = ::read(master_, buf, sizeof buf);
-            if (n <= 0) return false;
+            if (n <= 0)
+                return false;
             screen_.append(buf, static_cast<size_t>(n));
         }
     }
@@ -525,7 +554,7 @@ TEST_F(ShellTest, InteractiveCompletionHistoryAndCtrlC) {
         ASSERT_TRUE(p.expect("webby ")) << p.screen();
         p.send("\r");
         ASSERT_TRUE(p.expect("deployable webby: desired ")) << p.screen();
-        ASSERT_TRUE(p.expect("stopped")) << p.screen();  // colour codes around it on a tty
+        ASSERT_TRUE(p.expect("stopped")) << p.screen(); // colour codes around it on a tty
         ASSERT_TRUE(p.expect("pcloudsh> "));
         // Ctrl-C drops the typed line; nothing runs.
         p.send("deployable_delete webby");
@@ -536,10 +565,10 @@ TEST_F(ShellTest, InteractiveCompletionHistoryAndCtrlC) {
         p.send("deployable_list\r");
         ASSERT_TRUE(p.expect("webby")) << p.screen();
         ASSERT_TRUE(p.expect("pcloudsh> "));
-        p.send("\x04");  // Ctrl-D
+        p.send("\x04"); // Ctrl-D
         EXPECT_EQ(p.wait(), 0);
     }
-    EXPECT_EQ(sh({"deployable_status", "webby"}).status, 0);  // not deleted
+    EXPECT_EQ(sh({"deployable_status", "webby"}).status, 0); // not deleted
     auto hist = fs::readFile(home_ + "/.pcloudsh_history");
     ASSERT_TRUE(hist.ok());
     EXPECT_NE(hist->find("deployable_create webby"), std::string::npos) << *hist;

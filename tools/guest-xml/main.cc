@@ -10,19 +10,22 @@
 namespace {
 
 int usage() {
-    std::fprintf(stderr, "usage: pcloud-guest-xml NAME --http-port PORT [--kernel FILE --initrd FILE]\n"
-                         "                        [--console-log FILE] [--uuid UUID] [--memory MIB]\n"
-                         "defaults: kernel/initrd from /var/cache/pcloud/guest/agent\n");
+    std::fprintf(stderr,
+                 "usage: pcloud-guest-xml NAME --http-port PORT [--kernel FILE --initrd FILE]\n"
+                 "                        [--console-log FILE] [--uuid UUID] [--memory MIB]\n"
+                 "defaults: kernel/initrd from /var/cache/pcloud/guest/agent\n");
     return 2;
 }
 
 // Removes the <channel>...</channel> element that names org.pcloud.agent.0.
 std::string dropAgentChannel(std::string xml) {
     auto target = xml.find(pcloud::virt::kAgentChannelName);
-    if (target == std::string::npos) return xml;
+    if (target == std::string::npos)
+        return xml;
     auto open = xml.rfind("<channel", target);
     auto close = xml.find("</channel>", target);
-    if (open == std::string::npos || close == std::string::npos) return xml;
+    if (open == std::string::npos || close == std::string::npos)
+        return xml;
     auto end = close + std::string("</channel>").size();
     auto lineStart = xml.rfind('\n', open);
     if (lineStart != std::string::npos && xml.find_first_not_of(" \t", lineStart + 1) == open)
@@ -41,22 +44,32 @@ int main(int argc, char** argv) {
         std::string a = argv[i];
         auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
         const char* v = nullptr;
-        if (a == "--http-port" && (v = next())) g.httpPort = std::atoi(v);
-        else if (a == "--kernel" && (v = next())) g.kernel = v;
-        else if (a == "--initrd" && (v = next())) g.initrd = v;
-        else if (a == "--console-log" && (v = next())) g.consoleLog = v;
-        else if (a == "--uuid" && (v = next())) g.uuid = v;
-        else if (a == "--memory" && (v = next())) g.memoryMib = std::atoi(v);
-        else if (a == "--help" || a == "-h") return usage(), 0;
-        else if (!a.empty() && a[0] != '-' && g.name.empty()) g.name = a;
+        if (a == "--http-port" && (v = next()))
+            g.httpPort = std::atoi(v);
+        else if (a == "--kernel" && (v = next()))
+            g.kernel = v;
+        else if (a == "--initrd" && (v = next()))
+            g.initrd = v;
+        else if (a == "--console-log" && (v = next()))
+            g.consoleLog = v;
+        else if (a == "--uuid" && (v = next()))
+            g.uuid = v;
+        else if (a == "--memory" && (v = next()))
+            g.memoryMib = std::atoi(v);
+        else if (a == "--help" || a == "-h")
+            return usage(), 0;
+        else if (!a.empty() && a[0] != '-' && g.name.empty())
+            g.name = a;
         else {
             std::fprintf(stderr, "pcloud-guest-xml: bad argument '%s'\n", a.c_str());
             return usage();
         }
     }
-    if (g.name.empty() || g.httpPort <= 0 || g.httpPort > 65535) return usage();
-    if (g.consoleLog.empty()) g.consoleLog = "/tmp/pcloud-guest-" + g.name + ".log";
-    g.channelSocket = "/nonexistent/" + g.name + ".sock";  // removed below
+    if (g.name.empty() || g.httpPort <= 0 || g.httpPort > 65535)
+        return usage();
+    if (g.consoleLog.empty())
+        g.consoleLog = "/tmp/pcloud-guest-" + g.name + ".log";
+    g.channelSocket = "/nonexistent/" + g.name + ".sock"; // removed below
     auto xml = pcloud::virt::renderTinyGuestXml(g);
     if (!xml) {
         std::fprintf(stderr, "pcloud-guest-xml: %s\n", xml.error().describe().c_str());
