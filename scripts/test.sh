@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# Formatting first: a few seconds, and it fails before a long build would.
+bash scripts/check-format.sh
 # The external-broker test runs for real in CI (RabbitMQ on 127.0.0.1:5682).
 export PCLOUD_TEST_RABBITMQ=1
 for setup in scripts/setup-*.sh; do
