@@ -1,5 +1,6 @@
 // The bus client: request/reply, timeouts, bounded sends and reconnect, against the real hub.
 #include "bus_test_util.h"
+#include "support/test_support.h"
 
 #include <nlohmann/json.hpp>
 
@@ -207,12 +208,8 @@ private:
         if (stop_)
             return;
         int client = ::accept(listener_, nullptr, nullptr);
-        int hub = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(static_cast<uint16_t>(target));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        EXPECT_EQ(::connect(hub, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        int hub = testsupport::connectLoopback(target);
+        EXPECT_GE(hub, 0) << "relay could not reach the hub on port " << target;
         char buf[4096];
         while (!stop_) {
             pollfd p[2] = {{client, POLLIN, 0}, {hub, POLLIN, 0}};

@@ -5,6 +5,7 @@
 #include "bus/proton_util.h"
 #include "bus_test_util.h"
 #include "common/log.h"
+#include "support/test_support.h"
 
 #include <arpa/inet.h>
 #include <cstdio>
@@ -74,15 +75,8 @@ private:
 class RawPeer {
 public:
     explicit RawPeer(int port) {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(static_cast<uint16_t>(port));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        EXPECT_EQ(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-        socklen_t len = sizeof a;
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-        local_ = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+        fd_ = testsupport::connectLoopback(port, &local_);
+        EXPECT_GE(fd_, 0) << "connect to the hub on port " << port;
     }
     ~RawPeer() {
         if (fd_ >= 0)

@@ -2,6 +2,7 @@
 // opt-in with PCLOUD_TEST_RABBITMQ=1). SKIPs when no broker answers on 127.0.0.1:5682
 // (PCLOUD_RABBITMQ_PORT), unless PCLOUD_TEST_RABBITMQ=1 says it must be there.
 #include "bus_test_util.h"
+#include "support/test_support.h"
 
 #include <nlohmann/json.hpp>
 
@@ -17,16 +18,11 @@ namespace pcloud::bus::test {
 
 namespace {
 bool portAnswers(int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int fd = testsupport::connectLoopback(port);
     if (fd < 0)
         return false;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     ::close(fd);
-    return ok;
+    return true;
 }
 // scripts/setup-rabbitmq.sh puts RabbitMQ on 5682, leaving 5672 to pcloud's embedded hub.
 int rabbitPort() {

@@ -145,15 +145,9 @@ private:
 // A peer that connects to the hub, sends the AMQP header and goes away without a close, as a
 // killed process does. Returns its address as the hub's log names it ("127.0.0.1:PORT").
 std::string vanishingPeer(int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    std::string self = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    std::string self;
+    int fd = testsupport::connectLoopback(port, &self);
+    EXPECT_GE(fd, 0) << "connect to cped's hub on port " << port;
     EXPECT_EQ(::write(fd, "AMQP\x00\x01\x00\x00", 8), 8);
     // Read the hub's header first, so the close is a plain FIN.
     std::string got;

@@ -29,16 +29,34 @@ int freePort() {
     return port;
 }
 
-HttpReply httpRequest(int port, const std::string& path, std::chrono::seconds timeout) {
-    HttpReply r;
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{static_cast<time_t>(timeout.count()), 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+int connectLoopback(int port, std::string* localAddress) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        int saved = errno;
+        ::close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (localAddress) {
+        socklen_t len = sizeof a;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+        *localAddress = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    }
+    return fd;
+}
+
+HttpReply httpRequest(int port, const std::string& path, std::chrono::seconds timeout) {
+    HttpReply r;
+    int fd = connectLoopback(port);
+    if (fd >= 0) {
+        timeval tv{static_cast<time_t>(timeout.count()), 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         r.connected = true;
         std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
         (void)!::write(fd, req.data(), req.size());
@@ -46,10 +64,10 @@ HttpReply httpRequest(int port, const std::string& path, std::chrono::seconds ti
         ssize_t n;
         while ((n = ::read(fd, buf, sizeof buf)) > 0)
             r.text.append(buf, static_cast<size_t>(n));
+        ::close(fd);
     } else {
         r.error = errno;
     }
-    ::close(fd);
     return r;
 }
 

@@ -11,6 +11,10 @@ namespace pcloud::testsupport {
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed).
 int freePort();
 
+// A TCP socket connected to 127.0.0.1:port, or -1 with errno set. `localAddress`, when
+// given, gets this end's "127.0.0.1:PORT" (how a server's log names the peer).
+int connectLoopback(int port, std::string* localAddress = nullptr);
+
 struct HttpReply {
     bool connected = false; // false: connect() failed, `error` holds its errno
     int error = 0;
