@@ -12,7 +12,7 @@ BUILD_PKGS=(
 RUNTIME_PKGS=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     busybox-static cpio xz-utils
-    haproxy apache2 debootstrap systemd-container
+    haproxy apache2 nginx debootstrap systemd-container
     tmux python3-qpid-proton procps iproute2 curl
 )
 

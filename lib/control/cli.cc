@@ -95,9 +95,9 @@ const std::vector<CommandSpec>& commands() {
          "deployable failure budget and what happens when it is used up",
          {K::Deployable, K::Number, K::Period}},
         {"referee_set",
-         "referee_set DEPLOYABLE none|log|haproxy|apache [KEY=VALUE...]",
-         "choose the load balancer kept truthful (options: socket backend config_file cluster "
-         "alias apachectl)",
+         "referee_set DEPLOYABLE none|log|haproxy|apache|nginx [KEY=VALUE...]",
+         "choose the load balancer kept truthful (haproxy: socket backend; apache: "
+         "config_file cluster alias apachectl; nginx: config_file upstream nginx)",
          {K::Deployable, K::Other}},
         {"assembly_park",
          "assembly_park ASSEMBLY",

@@ -605,9 +605,10 @@ json Handler::refereeSet() {
     std::string driver = args_.str("driver");
     if (driver == "none")
         driver.clear();
-    if (driver != "" && driver != "log" && driver != "haproxy" && driver != "apache")
-        fail(code::InvalidArgument,
-             "argument \"driver\": '" + driver + "' is not one of none, log, haproxy, apache");
+    if (driver != "" && driver != "log" && driver != "haproxy" && driver != "apache" &&
+        driver != "nginx")
+        fail(code::InvalidArgument, "argument \"driver\": '" + driver +
+                                        "' is not one of none, log, haproxy, apache, nginx");
     model::RefereeConfig rc;
     rc.driver = driver;
     if (args_.has("options")) {
@@ -620,13 +621,16 @@ json Handler::refereeSet() {
             {"config_file", &model::RefereeConfig::config_file},
             {"cluster", &model::RefereeConfig::cluster},
             {"alias", &model::RefereeConfig::alias},
-            {"apachectl", &model::RefereeConfig::apachectl}};
+            {"apachectl", &model::RefereeConfig::apachectl},
+            {"upstream", &model::RefereeConfig::upstream},
+            {"nginx", &model::RefereeConfig::nginx}};
         for (const auto& [k, v] : o.items()) {
             auto f = fields.find(k);
             if (f == fields.end())
                 fail(code::InvalidArgument,
                      "unknown referee option '" + k +
-                         "' (known: socket backend config_file cluster alias apachectl)");
+                         "' (known: socket backend config_file cluster alias apachectl "
+                         "upstream nginx)");
             if (!v.is_string())
                 fail(code::InvalidArgument, "referee option '" + k + "' must be a string");
             rc.*(f->second) = v.get<std::string>();
@@ -636,6 +640,21 @@ json Handler::refereeSet() {
         fail(code::InvalidArgument, "the haproxy referee needs options socket and backend");
     if (driver == "apache" && (rc.config_file.empty() || rc.cluster.empty()))
         fail(code::InvalidArgument, "the apache referee needs options config_file and cluster");
+    if (driver == "nginx") {
+        if (rc.config_file.empty())
+            fail(code::InvalidArgument,
+                 "the nginx referee needs option config_file (the managed include file)");
+        if (rc.upstream.empty())
+            fail(code::InvalidArgument,
+                 "the nginx referee needs option upstream (the name in proxy_pass http://NAME)");
+        if (rc.upstream.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789_-.") != std::string::npos)
+            fail(code::InvalidArgument, "the nginx referee option upstream '" + rc.upstream +
+                                            "' may hold only letters, digits, '_', '-' and '.'");
+        if (rc.nginx.find_first_not_of(" \t") == std::string::npos)
+            fail(code::InvalidArgument,
+                 "the nginx referee option nginx is empty (default \"nginx\")");
+    }
     model::Model next = model_;
     next.deployables[dep].referee = rc;
     commit(std::move(next));

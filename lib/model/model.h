@@ -93,13 +93,15 @@ enum class DeployableOutcome {
 };
 
 struct RefereeConfig {
-    std::string driver;      // "" (none), "log", "haproxy", "apache"
+    std::string driver;      // "" (none), "log", "haproxy", "apache", "nginx"
     std::string socket;      // haproxy: runtime API unix socket
     std::string backend;     // haproxy: backend name
-    std::string config_file; // apache: the managed include file
+    std::string config_file; // apache, nginx: the managed include file
     std::string cluster;     // apache: balancer://CLUSTER
     std::string alias = "/"; // apache: ProxyPass /ALIAS
     std::string apachectl = "apachectl";
+    std::string upstream;        // nginx: upstream NAME (config_file is the managed file)
+    std::string nginx = "nginx"; // nginx: command prefix, e.g. "nginx -c /srv/web/nginx.conf"
     bool operator==(const RefereeConfig&) const = default;
 };
 

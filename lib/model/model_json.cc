@@ -230,9 +230,9 @@ json toJson(const Assembly& a) {
 }
 
 json toJson(const RefereeConfig& r) {
-    return {{"driver", r.driver},           {"socket", r.socket},   {"backend", r.backend},
-            {"config_file", r.config_file}, {"cluster", r.cluster}, {"alias", r.alias},
-            {"apachectl", r.apachectl}};
+    return {{"driver", r.driver},           {"socket", r.socket},     {"backend", r.backend},
+            {"config_file", r.config_file}, {"cluster", r.cluster},   {"alias", r.alias},
+            {"apachectl", r.apachectl},     {"upstream", r.upstream}, {"nginx", r.nginx}};
 }
 
 json toJson(const Deployable& d) {
@@ -395,16 +395,19 @@ Result<RefereeConfig> refereeFromJson(const json& j, const std::string& path) {
     JsonReader r(j, path);
     RefereeConfig c;
     r.str("driver", c.driver);
-    if (r.ok() &&
-        !(c.driver.empty() || c.driver == "log" || c.driver == "haproxy" || c.driver == "apache"))
+    if (r.ok() && !(c.driver.empty() || c.driver == "log" || c.driver == "haproxy" ||
+                    c.driver == "apache" || c.driver == "nginx"))
         r.fail(r.at("driver"),
-               "expected \"\", \"log\", \"haproxy\" or \"apache\", got '" + c.driver + "'");
+               "expected \"\", \"log\", \"haproxy\", \"apache\" or \"nginx\", got '" + c.driver +
+                   "'");
     r.str("socket", c.socket);
     r.str("backend", c.backend);
     r.str("config_file", c.config_file);
     r.str("cluster", c.cluster);
     r.str("alias", c.alias);
     r.str("apachectl", c.apachectl);
+    r.str("upstream", c.upstream);
+    r.str("nginx", c.nginx);
     return finish(r, c);
 }
 

@@ -1,8 +1,10 @@
 #include "referee/referee.h"
 
 #include "referee/apache_referee.h"
+#include "referee/command.h"
 #include "referee/haproxy_referee.h"
 #include "referee/logging_referee.h"
+#include "referee/nginx_referee.h"
 
 #include <algorithm>
 #include <arpa/inet.h>
@@ -83,6 +85,19 @@ bool splitAddress(const std::string& address, std::string& host, int& port) {
         port = port * 10 + (c - '0');
     }
     return port > 0 && port <= 65535;
+}
+
+Status validateBalancerName(const std::string& setting, const std::string& name) {
+    if (name.empty())
+        return makeError("referee " + setting + " is empty");
+    for (char c : name) {
+        bool okChar = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '-' || c == '.';
+        if (!okChar)
+            return makeError("referee " + setting + " '" + name +
+                             "' may hold only letters, digits, '_', '-' and '.'");
+    }
+    return {};
 }
 
 Status validateMembers(const std::vector<Member>& desired) {
@@ -168,13 +183,8 @@ Result<std::unique_ptr<Referee>> makeReferee(const model::RefereeConfig& config,
                              "file)");
         if (config.cluster.empty())
             return makeError("referee driver apache needs cluster= (balancer://CLUSTER)");
-        for (char c : config.cluster) {
-            bool okChar = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                          (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
-            if (!okChar)
-                return makeError("referee cluster '" + config.cluster +
-                                 "' may hold only letters, digits, '_', '-' and '.'");
-        }
+        if (auto st = validateBalancerName("cluster", config.cluster); !st)
+            return st.error();
         ApacheReferee::Settings s;
         s.config_file = config.config_file;
         s.cluster = config.cluster;
@@ -183,8 +193,27 @@ Result<std::unique_ptr<Referee>> makeReferee(const model::RefereeConfig& config,
         s.command_timeout_ms = options.command_timeout_ms;
         return std::unique_ptr<Referee>(new ApacheReferee(std::move(s)));
     }
+    if (config.driver == "nginx") {
+        if (config.config_file.empty())
+            return makeError("referee driver nginx needs config_file= (the managed include "
+                             "file holding the upstream block)");
+        if (config.upstream.empty())
+            return makeError("referee driver nginx needs upstream= (the upstream NAME that "
+                             "proxy_pass http://NAME uses)");
+        if (auto st = validateBalancerName("upstream", config.upstream); !st)
+            return st.error();
+        if (splitCommandLine(config.nginx).empty())
+            return makeError("referee driver nginx needs nginx= (the nginx command, e.g. "
+                             "\"nginx\" or \"nginx -c /srv/web/nginx.conf\")");
+        NginxReferee::Settings s;
+        s.config_file = config.config_file;
+        s.upstream = config.upstream;
+        s.nginx = config.nginx;
+        s.command_timeout_ms = options.command_timeout_ms;
+        return std::unique_ptr<Referee>(new NginxReferee(std::move(s)));
+    }
     return makeError("unknown referee driver '" + config.driver +
-                     "' (expected haproxy, apache, log, or empty for none)");
+                     "' (expected haproxy, apache, nginx, log, or empty for none)");
 }
 
 } // namespace pcloud::referee

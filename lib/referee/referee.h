@@ -81,7 +81,7 @@ public:
 
 struct Options {
     Millis io_timeout_ms = 1'000;       // whole exchange with the haproxy socket
-    Millis command_timeout_ms = 15'000; // apachectl -t / -k graceful
+    Millis command_timeout_ms = 15'000; // apachectl -t / -k graceful, nginx -t / -s reload
 };
 
 // A driver from the deployable's referee settings. Driver "" gives a null pointer (no
@@ -95,6 +95,8 @@ Status validateMembers(const std::vector<Member>& desired);
 // Differences between desired and actual, sorted by member name.
 std::vector<Drift> diffMembers(const std::vector<Member>& desired,
                                const std::vector<ActualMember>& actual);
+// An apache cluster / nginx upstream name: [A-Za-z0-9_.-]+; the error names `setting`.
+Status validateBalancerName(const std::string& setting, const std::string& name);
 // Splits "IP:PORT" / "[v6]:PORT" into host and port; false when malformed.
 bool splitAddress(const std::string& address, std::string& host, int& port);
 

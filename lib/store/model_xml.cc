@@ -100,15 +100,17 @@ Status parseReferee(Element& e, model::RefereeConfig& r) {
                                {"config_file", &r.config_file},
                                {"cluster", &r.cluster},
                                {"alias", &r.alias},
-                               {"apachectl", &r.apachectl}})
+                               {"apachectl", &r.apachectl},
+                               {"upstream", &r.upstream},
+                               {"nginx", &r.nginx}})
         if (auto st = e.string(attr, *field); !st)
             return st;
     if (auto v = e.text("driver")) {
         r.driver = *v;
         if (!(r.driver.empty() || r.driver == "log" || r.driver == "haproxy" ||
-              r.driver == "apache"))
-            return e.invalid("driver",
-                             "use driver=\"haproxy\", \"apache\", \"log\" or \"\" (none)");
+              r.driver == "apache" || r.driver == "nginx"))
+            return e.invalid("driver", "use driver=\"haproxy\", \"apache\", \"nginx\", "
+                                       "\"log\" or \"\" (none)");
     }
     return {};
 }
@@ -303,6 +305,10 @@ void writeDeployable(pugi::xml_node parent, const model::Deployable& d) {
         set(r, "cluster", d.referee.cluster);
         set(r, "alias", d.referee.alias);
         set(r, "apachectl", d.referee.apachectl);
+        // Written only when set, so files of deployables without nginx stay as they were.
+        setIfNotEmpty(r, "upstream", d.referee.upstream);
+        if (d.referee.nginx != model::RefereeConfig{}.nginx)
+            set(r, "nginx", d.referee.nginx);
     }
 }
 
@@ -436,9 +442,9 @@ Status validateDeployable(const model::Deployable& d) {
         return makeError("backoff cap (" + formatDuration(b.cap) + ") is below its base (" +
                          formatDuration(b.base) + "); raise the cap");
     const auto& drv = d.referee.driver;
-    if (!(drv.empty() || drv == "log" || drv == "haproxy" || drv == "apache"))
+    if (!(drv.empty() || drv == "log" || drv == "haproxy" || drv == "apache" || drv == "nginx"))
         return makeError("referee driver " + q(drv) +
-                         " is unknown; use haproxy, apache, log or \"\"");
+                         " is unknown; use haproxy, apache, nginx, log or \"\"");
     std::set<std::string> seen;
     for (const auto& a : d.assemblies) {
         if (!model::isValidName(a))

@@ -345,11 +345,33 @@ TEST(Commands, RefereeSet) {
                          {"options", {{"socket", "/run/haproxy.sock"}, {"backend", "web"}}}});
     EXPECT_EQ(store::loadModel(e.dir)->deployables.at("web").referee.driver, "haproxy");
     e.rejected("referee_set", {{"deployable", "web"}, {"driver", "haproxy"}}, "invalid-argument");
-    e.rejected("referee_set", {{"deployable", "web"}, {"driver", "nginx"}}, "invalid-argument");
+    e.rejected("referee_set", {{"deployable", "web"}, {"driver", "traefik"}}, "invalid-argument");
     e.rejected("referee_set",
                {{"deployable", "web"}, {"driver", "log"}, {"options", {{"colour", "red"}}}},
                "invalid-argument");
     e.rejected("referee_set", {{"deployable", "zz"}, {"driver", "log"}}, "not-found");
+    // nginx: config_file and upstream are required, and the error names the missing one.
+    auto missing = e.rejected("referee_set",
+                              {{"deployable", "web"},
+                               {"driver", "nginx"},
+                               {"options", {{"config_file", "/etc/nginx/pcloud-web.conf"}}}},
+                              "invalid-argument");
+    EXPECT_NE(missing.find("option upstream"), std::string::npos) << missing;
+    e.ok("referee_set", {{"deployable", "web"},
+                         {"driver", "nginx"},
+                         {"options",
+                          {{"config_file", "/etc/nginx/pcloud-web.conf"},
+                           {"upstream", "web"},
+                           {"nginx", "nginx -c /srv/web/nginx.conf"}}}});
+    const auto rc = store::loadModel(e.dir)->deployables.at("web").referee;
+    EXPECT_EQ(rc.driver, "nginx");
+    EXPECT_EQ(rc.upstream, "web");
+    EXPECT_EQ(rc.nginx, "nginx -c /srv/web/nginx.conf");
+    e.rejected("referee_set",
+               {{"deployable", "web"},
+                {"driver", "nginx"},
+                {"options", {{"config_file", "/x.conf"}, {"upstream", "a b"}}}},
+               "invalid-argument");
     e.ok("referee_set", {{"deployable", "web"}, {"driver", "none"}});
     EXPECT_EQ(e.model.deployables.at("web").referee.driver, "");
 }

@@ -214,7 +214,8 @@ TEST(Factory, PicksDriverAndNamesMissingSettings) {
     auto e = makeReferee(bad);
     ASSERT_FALSE(e.ok());
     EXPECT_EQ(e.error().message,
-              "unknown referee driver 'f5' (expected haproxy, apache, log, or empty for none)");
+              "unknown referee driver 'f5' (expected haproxy, apache, nginx, log, or empty for "
+              "none)");
 }
 
 TEST(LoggingReferee, RemembersAndReconciles) {

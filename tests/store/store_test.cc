@@ -547,3 +547,52 @@ TEST(Store, DomainMayBePastedAsAnElement) {
     ASSERT_TRUE(r.ok()) << r.error().describe();
     EXPECT_EQ(r->assemblies.at("a").domain_xml, "<domain type=\"qemu\"><name>a</name></domain>");
 }
+
+TEST(Store, NginxRefereeSettingsRoundTrip) {
+    auto dir = tempDir();
+    Model m = smallModel({"x"});
+    auto& r = m.deployables.at("dep").referee;
+    r.driver = "nginx";
+    r.config_file = "/etc/nginx/pcloud-web.conf";
+    r.upstream = "web";
+    r.nginx = "nginx -c /srv/web/nginx.conf";
+    ASSERT_TRUE(store::saveModel(dir, m).ok());
+    const std::string dep = readFile(depPath(dir));
+    EXPECT_TRUE(contains(dep, "upstream=\"web\"")) << dep;
+    EXPECT_TRUE(contains(dep, "nginx=\"nginx -c /srv/web/nginx.conf\"")) << dep;
+    std::vector<Error> warnings;
+    auto back = store::loadModel(dir, &warnings);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_TRUE(warnings.empty());
+    EXPECT_EQ(back->deployables.at("dep").referee, r);
+
+    // The default command is not written, and comes back as the default.
+    r.nginx = "nginx";
+    ASSERT_TRUE(store::saveModel(dir, m).ok());
+    EXPECT_FALSE(contains(readFile(depPath(dir)), "nginx=")) << readFile(depPath(dir));
+    back = store::loadModel(dir);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_EQ(back->deployables.at("dep").referee, r);
+}
+
+TEST(Store, RefereeWithoutNginxAttributesStillLoads) {
+    auto dir = tempDir();
+    // As written before the nginx driver existed.
+    writeFile(depPath(dir),
+              "<deployables>\n  <deployable name=\"web\">\n"
+              "    <referee driver=\"apache\" socket=\"\" backend=\"\" "
+              "config_file=\"/etc/apache2/pcloud-web.conf\" cluster=\"web\" alias=\"/\" "
+              "apachectl=\"apachectl\"/>\n  </deployable>\n</deployables>\n");
+    std::vector<Error> warnings;
+    auto back = store::loadModel(dir, &warnings);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_TRUE(warnings.empty());
+    const auto& r = back->deployables.at("web").referee;
+    EXPECT_EQ(r.driver, "apache");
+    EXPECT_EQ(r.upstream, "");
+    EXPECT_EQ(r.nginx, "nginx");
+    // Saving it adds no nginx attributes: old files stay as they were.
+    ASSERT_TRUE(store::saveModel(dir, *back).ok());
+    EXPECT_FALSE(contains(readFile(depPath(dir)), "upstream="));
+    EXPECT_FALSE(contains(readFile(depPath(dir)), "nginx="));
+}
