@@ -18,17 +18,6 @@ std::string proxyTarget(const std::string& cluster, const std::string& alias) {
     return "balancer://" + cluster + (!alias.empty() && alias.back() == '/' ? "/" : "");
 }
 
-std::string trimmed(std::string text, size_t max) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
-        text.pop_back();
-    for (auto& c : text)
-        if (c == '\n')
-            c = ' ';
-    if (text.size() > max)
-        text = text.substr(0, max) + "...";
-    return text;
-}
-
 Status validateAlias(const std::string& alias) {
     if (alias.empty() || alias[0] != '/')
         return makeError("referee alias '" + alias + "' must start with '/'");
@@ -114,7 +103,17 @@ Result<std::vector<ActualMember>> parseApacheConfig(const std::string& text,
     return out;
 }
 
-ApacheReferee::ApacheReferee(Settings settings) : settings_(std::move(settings)) {
+ApacheReferee::ApacheReferee(Settings settings)
+    : settings_(std::move(settings)),
+      file_(settings_.config_file, {.name = "apache",
+                                    .product = "Apache",
+                                    .setting = "apachectl",
+                                    .command = settings_.apachectl,
+                                    .test_args = {"-t"},
+                                    .test_what = "configtest",
+                                    .reload_args = {"-k", "graceful"},
+                                    .reload_what = "graceful reload",
+                                    .timeout_ms = settings_.command_timeout_ms}) {
     if (settings_.alias.empty())
         settings_.alias = "/";
 }
@@ -123,80 +122,29 @@ std::string ApacheReferee::describe() const {
     return "apache file=" + settings_.config_file + " cluster=" + settings_.cluster;
 }
 
-Status ApacheReferee::runApachectl(const std::vector<std::string>& args, const char* what,
-                                   std::string& output) {
-    auto argv = splitCommandLine(settings_.apachectl);
-    if (argv.empty())
-        return makeError("referee apachectl command is empty");
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto r = runCommand(argv, settings_.command_timeout_ms);
-    if (!r)
-        return r.error();
-    output = r->output;
-    if (r->timed_out)
-        return makeError(std::string("'") + settings_.apachectl + "' " + what +
-                         " did not finish within " + std::to_string(settings_.command_timeout_ms) +
-                         " ms");
-    if (r->exit_status != 0)
-        return makeError(std::string("'") + settings_.apachectl + "' " + what + " failed (exit " +
-                         std::to_string(r->exit_status) + "): " + trimmed(r->output, 600));
-    return {};
-}
-
 Status ApacheReferee::apply(const std::vector<Member>& desired) {
     if (auto st = validateMembers(desired); !st)
         return st;
     if (auto st = validateAlias(settings_.alias); !st)
         return st;
-    const std::string& path = settings_.config_file;
-    const std::string rendered = renderApacheConfig(settings_.cluster, settings_.alias, desired);
-    std::optional<std::string> previous;
-    if (fs::exists(path)) {
-        auto old = fs::readFile(path);
-        if (!old)
-            return old.error();
-        previous = *old;
-    }
-    if (previous && *previous == rendered && !reload_pending_)
-        return {};
-    if (!previous || *previous != rendered) {
-        if (auto st = fs::writeAtomic(path, rendered); !st)
-            return st;
-    }
-    std::string output;
-    if (auto st = runApachectl({"-t"}, "configtest", output); !st) {
-        Status restored = previous ? fs::writeAtomic(path, *previous)
-                                   : (::unlink(path.c_str()) == 0
-                                          ? Status{}
-                                          : Status{makeError(std::strerror(errno), path)});
-        std::string text = "apache configtest failed after writing the managed file; ";
-        text += restored
-                    ? (previous ? "restored the previous file" : "removed it again")
-                    : "COULD NOT restore the previous file (" + restored.error().describe() + ")";
-        text += ", no reload done, Apache keeps its running configuration: " + st.error().message;
-        return makeError(text, path);
-    }
-    reload_pending_ = true;
-    if (auto st = runApachectl({"-k", "graceful"}, "graceful reload", output); !st)
-        return makeError(st.error().message + " (the file is written and valid; the reload "
-                                              "is retried on the next apply)",
-                         path);
-    reload_pending_ = false;
-    PCLOUD_LOG(Info, "Apache balancer file rewritten and reloaded",
-               {{"file", path},
-                {"cluster", settings_.cluster},
-                {"members", std::to_string(desired.size())}});
+    auto reloaded = file_.install(renderApacheConfig(settings_.cluster, settings_.alias, desired));
+    if (!reloaded)
+        return reloaded.error();
+    if (*reloaded)
+        PCLOUD_LOG(Info, "Apache balancer file rewritten and reloaded",
+                   {{"file", settings_.config_file},
+                    {"cluster", settings_.cluster},
+                    {"members", std::to_string(desired.size())}});
     return {};
 }
 
 Result<std::vector<ActualMember>> ApacheReferee::read() {
-    const std::string& path = settings_.config_file;
-    if (!fs::exists(path))
-        return std::vector<ActualMember>{};
-    auto text = fs::readFile(path);
+    auto text = file_.text();
     if (!text)
         return text.error();
-    return parseApacheConfig(*text, path);
+    if (!*text)
+        return std::vector<ActualMember>{};
+    return parseApacheConfig(**text, settings_.config_file);
 }
 
 Result<DriftReport> ApacheReferee::reconcile(const std::vector<Member>& desired) {

@@ -17,6 +17,7 @@
 // back byte for byte (or removed if there was none), nothing is reloaded, Apache keeps
 // serving the old configuration, and apply() returns an Error quoting apachectl.
 
+#include "referee/managed_file.h"
 #include "referee/referee.h"
 
 namespace pcloud::referee {
@@ -47,11 +48,8 @@ public:
     Result<DriftReport> reconcile(const std::vector<Member>& desired) override;
 
 private:
-    Status runApachectl(const std::vector<std::string>& args, const char* what,
-                        std::string& output);
-
     Settings settings_;
-    bool reload_pending_ = false; // file written and checked, graceful reload not done yet
+    ManagedFile file_;
 };
 
 } // namespace pcloud::referee

@@ -18,17 +18,6 @@ const char* kMemberMarker = "pcloud:member=";
 const char* kDrainMarker = "pcloud:drain";
 const char* kPlaceholderMarker = "pcloud:placeholder";
 
-std::string trimmed(std::string text, size_t max) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
-        text.pop_back();
-    for (auto& c : text)
-        if (c == '\n')
-            c = ' ';
-    if (text.size() > max)
-        text = text.substr(0, max) + "...";
-    return text;
-}
-
 std::vector<std::string> words(const std::string& text) {
     std::istringstream in(text);
     std::vector<std::string> out;
@@ -118,7 +107,7 @@ parseNginxConfig(const std::string& text, const std::string& upstream, const std
         else if (last.back() == ';')
             last.pop_back();
         else
-            return makeError("statement '" + trimmed(statement, 80) +
+            return makeError("statement '" + oneLine(statement, 80) +
                                  "' does not end with ';' on its line",
                              file, lineNo);
         if (w.empty() || w[0] != "server")
@@ -153,81 +142,43 @@ parseNginxConfig(const std::string& text, const std::string& upstream, const std
     return out;
 }
 
-NginxReferee::NginxReferee(Settings settings) : settings_(std::move(settings)) {}
+NginxReferee::NginxReferee(Settings settings)
+    : settings_(std::move(settings)),
+      file_(settings_.config_file, {.name = "nginx",
+                                    .product = "nginx",
+                                    .setting = "nginx",
+                                    .command = settings_.nginx,
+                                    .test_args = {"-t"},
+                                    .test_what = "config test",
+                                    .reload_args = {"-s", "reload"},
+                                    .reload_what = "reload",
+                                    .timeout_ms = settings_.command_timeout_ms}) {}
 
 std::string NginxReferee::describe() const {
     return "nginx file=" + settings_.config_file + " upstream=" + settings_.upstream;
 }
 
-Status NginxReferee::runNginx(const std::vector<std::string>& args, const char* what) {
-    auto argv = splitCommandLine(settings_.nginx);
-    if (argv.empty())
-        return makeError("referee nginx command is empty");
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto r = runCommand(argv, settings_.command_timeout_ms);
-    if (!r)
-        return r.error();
-    if (r->timed_out)
-        return makeError(std::string("'") + settings_.nginx + "' " + what +
-                         " did not finish within " + std::to_string(settings_.command_timeout_ms) +
-                         " ms");
-    if (r->exit_status != 0)
-        return makeError(std::string("'") + settings_.nginx + "' " + what + " failed (exit " +
-                         std::to_string(r->exit_status) + "): " + trimmed(r->output, 600));
-    return {};
-}
-
 Status NginxReferee::apply(const std::vector<Member>& desired) {
     if (auto st = validateMembers(desired); !st)
         return st;
-    const std::string& path = settings_.config_file;
-    const std::string rendered = renderNginxConfig(settings_.upstream, desired);
-    std::optional<std::string> previous;
-    if (fs::exists(path)) {
-        auto old = fs::readFile(path);
-        if (!old)
-            return old.error();
-        previous = *old;
-    }
-    if (previous && *previous == rendered && !reload_pending_)
-        return {};
-    if (!previous || *previous != rendered) {
-        if (auto st = fs::writeAtomic(path, rendered); !st)
-            return st;
-    }
-    if (auto st = runNginx({"-t"}, "config test"); !st) {
-        Status restored = previous ? fs::writeAtomic(path, *previous)
-                                   : (::unlink(path.c_str()) == 0
-                                          ? Status{}
-                                          : Status{makeError(std::strerror(errno), path)});
-        std::string text = "nginx config test failed after writing the managed file; ";
-        text += restored
-                    ? (previous ? "restored the previous file" : "removed it again")
-                    : "COULD NOT restore the previous file (" + restored.error().describe() + ")";
-        text += ", no reload done, nginx keeps its running configuration: " + st.error().message;
-        return makeError(text, path);
-    }
-    reload_pending_ = true;
-    if (auto st = runNginx({"-s", "reload"}, "reload"); !st)
-        return makeError(st.error().message + " (the file is written and valid; the reload "
-                                              "is retried on the next apply)",
-                         path);
-    reload_pending_ = false;
-    PCLOUD_LOG(Info, "nginx upstream file rewritten and reloaded",
-               {{"file", path},
-                {"upstream", settings_.upstream},
-                {"members", std::to_string(desired.size())}});
+    auto reloaded = file_.install(renderNginxConfig(settings_.upstream, desired));
+    if (!reloaded)
+        return reloaded.error();
+    if (*reloaded)
+        PCLOUD_LOG(Info, "nginx upstream file rewritten and reloaded",
+                   {{"file", settings_.config_file},
+                    {"upstream", settings_.upstream},
+                    {"members", std::to_string(desired.size())}});
     return {};
 }
 
 Result<std::vector<ActualMember>> NginxReferee::read() {
-    const std::string& path = settings_.config_file;
-    if (!fs::exists(path))
-        return std::vector<ActualMember>{};
-    auto text = fs::readFile(path);
+    auto text = file_.text();
     if (!text)
         return text.error();
-    return parseNginxConfig(*text, settings_.upstream, path);
+    if (!*text)
+        return std::vector<ActualMember>{};
+    return parseNginxConfig(**text, settings_.upstream, settings_.config_file);
 }
 
 Result<DriftReport> NginxReferee::reconcile(const std::vector<Member>& desired) {

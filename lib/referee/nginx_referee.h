@@ -21,6 +21,7 @@
 // byte (or removed if there was none), nothing is reloaded, nginx keeps serving the old
 // configuration, and apply() returns an Error quoting nginx.
 
+#include "referee/managed_file.h"
 #include "referee/referee.h"
 
 namespace pcloud::referee {
@@ -51,10 +52,8 @@ public:
     Result<DriftReport> reconcile(const std::vector<Member>& desired) override;
 
 private:
-    Status runNginx(const std::vector<std::string>& args, const char* what);
-
     Settings settings_;
-    bool reload_pending_ = false; // file written and checked, reload not done yet
+    ManagedFile file_;
 };
 
 } // namespace pcloud::referee
