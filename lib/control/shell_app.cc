@@ -1,6 +1,7 @@
 #include "control/shell_app.h"
 
 #include "bus/client.h"
+#include "common/args.h"
 #include "common/log.h"
 #include "control/cli.h"
 #include "events/event.h"
@@ -495,17 +496,7 @@ int runShell(int argc, char** argv) {
             words.push_back(a);
             continue;
         }
-        auto value = [&](std::string& out) {
-            auto eq = a.find('=');
-            if (eq != std::string::npos) {
-                out = a.substr(eq + 1);
-                return true;
-            }
-            if (i + 1 >= argc)
-                return false;
-            out = argv[++i];
-            return true;
-        };
+        auto value = [&](std::string& out) { return args::optionValue(argc, argv, i, out); };
         if (a == "--help" || a == "-h") {
             std::cout << kUsageText;
             return kOk;

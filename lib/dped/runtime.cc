@@ -1,6 +1,7 @@
 #include "dped/runtime.h"
 
 #include "bus/client.h"
+#include "common/args.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -279,17 +280,7 @@ Result<Options> parseOptions(int argc, char** argv) {
         std::string a = argv[i];
         if (a == "--help" || a == "-h")
             return makeError(usage(), "help");
-        auto value = [&](std::string& out) -> bool {
-            auto eq = a.find('=');
-            if (eq != std::string::npos) {
-                out = a.substr(eq + 1);
-                return true;
-            }
-            if (i + 1 >= argc)
-                return false;
-            out = argv[++i];
-            return true;
-        };
+        auto value = [&](std::string& out) { return args::optionValue(argc, argv, i, out); };
         std::string key = a.substr(0, a.find('='));
         std::string* target = key == "--deployable"       ? &o.deployable
                               : key == "--state-dir"      ? &o.state_dir
