@@ -1,6 +1,6 @@
-// cped: the pcloud control daemon. Everything lives in lib/control (cped_app.cc).
-#include "control/cped_app.h"
+// cped: the pcloud control daemon. Everything lives in lib/cped (cped_app.cc).
+#include "cped/cped_app.h"
 
 int main(int argc, char** argv) {
-    return pcloud::control::runCped(argc, argv);
+    return pcloud::cped::runCped(argc, argv);
 }

@@ -4,9 +4,9 @@
 #include "common/args.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
+#include "common/lock_file.h"
 #include "common/log.h"
 #include "common/signals.h"
-#include "control/lock_file.h"
 #include "dped/inbox.h"
 #include "dped/job_runner.h"
 #include "dped/reactor.h"
@@ -315,11 +315,11 @@ int runDped(const Options& opt) {
     sigset_t sigs = signals::blockShutdownSignals();
 
     (void)fs::makeDirs(opt.state_dir);
-    std::string lockPath = control::dpedLockPath(opt.state_dir, opt.deployable);
-    std::optional<control::LockFile> lock;
+    std::string lockPath = dpedLockPath(opt.state_dir, opt.deployable);
+    std::optional<LockFile> lock;
     pid_t holder = 0;
     for (int attempt = 0; attempt < 20; ++attempt) {
-        auto l = control::LockFile::acquire(lockPath, &holder);
+        auto l = LockFile::acquire(lockPath, &holder);
         if (l) {
             lock.emplace(std::move(*l));
             break;

@@ -1,8 +1,8 @@
-#include "control/cli.h"
+#include "shell/cli.h"
 
 #include <gtest/gtest.h>
 
-using namespace pcloud::control::cli;
+using namespace pcloud::shell::cli;
 using nlohmann::json;
 
 TEST(Cli, ParsesCommandsIntoRequests) {

@@ -8,7 +8,7 @@
 #include <set>
 #include <string>
 
-namespace pcloud::control {
+namespace pcloud::cped {
 
 class DesiredState {
 public:
@@ -32,4 +32,4 @@ private:
     std::set<std::string> started_;
 };
 
-} // namespace pcloud::control
+} // namespace pcloud::cped

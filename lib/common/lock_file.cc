@@ -1,4 +1,4 @@
-#include "control/lock_file.h"
+#include "common/lock_file.h"
 
 #include <cerrno>
 #include <cstdlib>
@@ -8,7 +8,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-namespace pcloud::control {
+namespace pcloud {
 namespace {
 
 std::optional<pid_t> readPid(int fd) {
@@ -92,4 +92,4 @@ LockFile::~LockFile() {
         ::close(fd_);
 }
 
-} // namespace pcloud::control
+} // namespace pcloud

@@ -10,7 +10,7 @@
 #include <string>
 #include <sys/types.h>
 
-namespace pcloud::control {
+namespace pcloud {
 
 class LockFile {
 public:
@@ -42,4 +42,4 @@ private:
 // STATE_DIR/dped-NAME.lock
 std::string dpedLockPath(const std::string& stateDir, const std::string& deployable);
 
-} // namespace pcloud::control
+} // namespace pcloud

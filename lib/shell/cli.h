@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace pcloud::control::cli {
+namespace pcloud::shell::cli {
 
 // What kind of object a positional argument names, for completion.
 enum class ArgKind { None, Deployable, Assembly, Resource, Template, Number, Period, Other };
@@ -48,4 +48,4 @@ std::string formatPing(const nlohmann::json& result);
 std::string helpText();
 std::string helpText(const std::string& command); // usage of one command, or "" if unknown
 
-} // namespace pcloud::control::cli
+} // namespace pcloud::shell::cli

@@ -1,4 +1,4 @@
-#include "control/cli.h"
+#include "shell/cli.h"
 
 #include "common/fs.h"
 #include "common/time_format.h"
@@ -9,7 +9,7 @@
 #include <map>
 #include <sstream>
 
-namespace pcloud::control::cli {
+namespace pcloud::shell::cli {
 
 using nlohmann::json;
 
@@ -731,4 +731,4 @@ std::string helpText(const std::string& command) {
     return "usage: " + c->usage + "\n  " + c->summary + "\n";
 }
 
-} // namespace pcloud::control::cli
+} // namespace pcloud::shell::cli

@@ -1,10 +1,10 @@
-#include "control/shell_app.h"
+#include "shell/shell_app.h"
 
 #include "bus/client.h"
 #include "common/args.h"
 #include "common/log.h"
-#include "control/cli.h"
 #include "events/event.h"
+#include "shell/cli.h"
 
 #include <atomic>
 #include <cerrno>
@@ -25,7 +25,7 @@
 #include <thread>
 #include <unistd.h>
 
-namespace pcloud::control {
+namespace pcloud::shell {
 namespace {
 
 using nlohmann::json;
@@ -562,4 +562,4 @@ int runShell(int argc, char** argv) {
     return leave(shell.execute(words));
 }
 
-} // namespace pcloud::control
+} // namespace pcloud::shell

@@ -1,10 +1,10 @@
-#include "control/desired_state.h"
+#include "cped/desired_state.h"
 
 #include "common/fs.h"
 
 #include <nlohmann/json.hpp>
 
-namespace pcloud::control {
+namespace pcloud::cped {
 
 Result<DesiredState> DesiredState::load(const std::string& stateDir) {
     const std::string path = stateDir + "/" + kFile;
@@ -36,4 +36,4 @@ Status DesiredState::save(const std::string& stateDir) const {
     return fs::writeAtomic(stateDir + "/" + kFile, j.dump(2) + "\n");
 }
 
-} // namespace pcloud::control
+} // namespace pcloud::cped

@@ -2,8 +2,8 @@
 // waits are for real process exits, with deadlines; backoff time only moves when the test
 // advances the ManualClock.
 #include "common/fs.h"
-#include "control/lock_file.h"
-#include "control/supervisor.h"
+#include "common/lock_file.h"
+#include "cped/supervisor.h"
 
 #include <csignal>
 #include <fstream>
@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 using namespace pcloud;
-using namespace pcloud::control;
+using namespace pcloud::cped;
 
 namespace {
 

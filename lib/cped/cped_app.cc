@@ -1,15 +1,15 @@
-#include "control/cped_app.h"
+#include "cped/cped_app.h"
 
 #include "bus/client.h"
 #include "bus/hub.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
+#include "common/lock_file.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "common/time_format.h"
-#include "control/commands.h"
-#include "control/lock_file.h"
-#include "control/supervisor.h"
+#include "cped/commands.h"
+#include "cped/supervisor.h"
 #include "store/store.h"
 #include "store/templates.h"
 
@@ -23,7 +23,7 @@
 #include <thread>
 #include <unistd.h>
 
-namespace pcloud::control {
+namespace pcloud::cped {
 namespace {
 
 using nlohmann::json;
@@ -537,4 +537,4 @@ int runCped(int argc, char** argv) {
     }
 }
 
-} // namespace pcloud::control
+} // namespace pcloud::cped

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-namespace pcloud::control {
+namespace pcloud::cped {
 
 // Returns the process exit status (ExitCode).
 int runCped(int argc, char** argv);
 
-} // namespace pcloud::control
+} // namespace pcloud::cped

@@ -10,7 +10,7 @@
 
 #include "common/clock.h"
 #include "common/result.h"
-#include "control/desired_state.h"
+#include "cped/desired_state.h"
 #include "events/event.h"
 #include "events/journal.h"
 #include "model/model.h"
@@ -25,7 +25,7 @@ namespace pcloud::store {
 class TemplateRegistry;
 }
 
-namespace pcloud::control {
+namespace pcloud::cped {
 
 // Error codes of the command API.
 namespace code {
@@ -106,4 +106,4 @@ Response handle(const Request& request, model::Model& model, Context& ctx);
 // The command names handle() knows, sorted (for completion and `help`).
 const std::vector<std::string>& commandNames();
 
-} // namespace pcloud::control
+} // namespace pcloud::cped

@@ -1,8 +1,8 @@
-#include "control/supervisor.h"
+#include "cped/supervisor.h"
 
 #include "common/exit_codes.h"
+#include "common/lock_file.h"
 #include "common/log.h"
-#include "control/lock_file.h"
 
 #include <cerrno>
 #include <cmath>
@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-namespace pcloud::control {
+namespace pcloud::cped {
 namespace {
 
 int pidfdOpen(pid_t pid) {
@@ -358,4 +358,4 @@ nlohmann::json Supervisor::info(const std::string& deployable) const {
     return j;
 }
 
-} // namespace pcloud::control
+} // namespace pcloud::cped

@@ -1,4 +1,4 @@
-#include "control/commands.h"
+#include "cped/commands.h"
 
 #include "common/time_format.h"
 #include "store/store.h"
@@ -8,7 +8,7 @@
 #include <map>
 #include <pugixml.hpp>
 
-namespace pcloud::control {
+namespace pcloud::cped {
 
 using nlohmann::json;
 
@@ -914,4 +914,4 @@ Response handle(const Request& request, model::Model& model, Context& ctx) {
     return r;
 }
 
-} // namespace pcloud::control
+} // namespace pcloud::cped

@@ -1,14 +1,14 @@
 // The command handler over a real store in a temp dir, with a recording Runtime in place of
 // the bus and the supervisor (those are exercised by the cped/pcloudsh tests).
 #include "common/fs.h"
-#include "control/commands.h"
+#include "cped/commands.h"
 #include "store/store.h"
 #include "store/templates.h"
 
 #include <gtest/gtest.h>
 
 using namespace pcloud;
-using namespace pcloud::control;
+using namespace pcloud::cped;
 using nlohmann::json;
 
 namespace {

@@ -31,7 +31,7 @@
 #include <sys/types.h>
 #include <vector>
 
-namespace pcloud::control {
+namespace pcloud::cped {
 
 struct SupervisorOptions {
     std::string dped_path; // the dped executable
@@ -108,4 +108,4 @@ private:
     int wake_fd_ = -1;
 };
 
-} // namespace pcloud::control
+} // namespace pcloud::cped
