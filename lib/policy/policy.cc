@@ -70,9 +70,39 @@ struct Engine {
         if (!wake || t < *wake)
             wake = t;
     }
-    // Deadlines and heartbeat ages do not run while the infrastructure was down.
+    // Deadlines and heartbeat ages do not run while the infrastructure was down, before this
+    // observer started, or while the observer itself was paused: none of those gaps is
+    // evidence about a guest.
     Millis since(Millis t) const {
-        return std::max(t, st.deployable.infra_recovered_at.value_or(kMinTime));
+        const auto& ds = st.deployable;
+        return std::max({t, ds.infra_recovered_at.value_or(kMinTime),
+                         obs.observer_since.value_or(kMinTime),
+                         ds.observer_resumed_at.value_or(kMinTime)});
+    }
+    // The same for one assembly: an agent that reports through the hub was also silenced by
+    // a bus outage, so its ages restart when the bus came back.
+    Millis since(Millis t, const ObservedAssembly& oa) const {
+        Millis s = since(t);
+        return oa.agent_via_bus ? std::max(s, st.deployable.bus_recovered_at.value_or(kMinTime))
+                                : s;
+    }
+    // The agent cannot be heard right now for reasons that say nothing about the guest.
+    bool busBlind(const ObservedAssembly& oa) const {
+        return oa.agent_via_bus && st.deployable.bus_down;
+    }
+    // Not judged yet: this observer started recently and has not had the agent's full state
+    // since. Such an assembly keeps the referee membership it has (only a positive finding,
+    // such as a dead qemu, a park or a planned stop, takes it out), so a restarted dped
+    // changes nothing the balancer serves.
+    Millis judgeBy() const {
+        return obs.observer_since.value_or(kMinTime) + 2 * dep.heartbeat_timeout;
+    }
+    bool unjudged(const ObservedAssembly& oa) const {
+        if (!obs.observer_since)
+            return false;
+        if (oa.hello_at && *oa.hello_at >= *obs.observer_since)
+            return false;
+        return now <= judgeBy();
     }
     std::string causeId(const std::string& assembly, const std::string& service = {}) const {
         return assembly + (service.empty() ? "" : "/" + service) + "@" + std::to_string(now);
@@ -454,8 +484,21 @@ struct AsmRun {
                e.now - *oa.last_heartbeat <= e.dep.heartbeat_timeout;
     }
 
+    // While unjudged, waiting for the agent is no reason to change the membership.
+    Membership waiting(Membership want) const {
+        if (e.unjudged(oa)) {
+            e.wakeAt(e.judgeBy() + 1);
+            return at.membership;
+        }
+        return want;
+    }
+
     // Returns the wanted referee membership.
     Membership run() {
+        // Until judged, what the balancer actually serves is the starting point (it may
+        // differ from what we remembered: an operator's change, or no state file at all).
+        if (e.unjudged(oa) && oa.referee && *oa.referee != Membership::Parked)
+            at.membership = *oa.referee;
         if (a.parked) {
             if (at.phase != Phase::Failed) {
                 at.phase = Phase::Fresh;
@@ -493,7 +536,7 @@ struct AsmRun {
                                   "domain already running; waiting for the agent", at.cause_id);
                     e.wakeAt(e.now + e.tun.domain_start_deadline + 1);
                 }
-                return Membership::Out;
+                return waiting(Membership::Out);
             }
             if (domainDown(oa.domain) || oa.qemu_exited) {
                 startDomain("starting");
@@ -520,8 +563,8 @@ struct AsmRun {
                                 e.causeId(a.name));
                 return Membership::Out;
             }
-            Millis deadline = e.since(at.phase_since) + e.tun.domain_start_deadline;
-            if (e.now > deadline) {
+            Millis deadline = e.since(at.phase_since, oa) + e.tun.domain_start_deadline;
+            if (e.now > deadline && !e.busBlind(oa)) {
                 assemblyFailure(std::string(restart ? "restart" : "start") +
                                     " did not complete within " +
                                     formatDuration(e.tun.domain_start_deadline) + " (domain " +
@@ -531,7 +574,7 @@ struct AsmRun {
                 return Membership::Out;
             }
             e.wakeAt(deadline + 1);
-            return Membership::Out;
+            return waiting(Membership::Out);
         }
 
         case Phase::RestartPending:
@@ -553,22 +596,37 @@ struct AsmRun {
             assemblyFailure(dead, e.causeId(a.name));
             return Membership::Out;
         }
-        Millis hbRef = std::max(oa.last_heartbeat.value_or(kMinTime), e.since(at.phase_since));
-        if (e.now - hbRef > e.dep.heartbeat_timeout) {
+        if (e.unjudged(oa)) {
+            // The agent's full state has not arrived since we started: keep what the
+            // balancer serves, judge at the first hello or at the end of the grace.
+            e.wakeAt(e.judgeBy() + 1);
+            return at.membership;
+        }
+        Millis hbRef = std::max(oa.last_heartbeat.value_or(kMinTime), e.since(at.phase_since, oa));
+        if (e.busBlind(oa)) {
+            // Its heartbeats cross the hub, which is gone: silence is no evidence. Keep the
+            // membership; services are judged on what they last reported.
+        } else if (e.now - hbRef > e.dep.heartbeat_timeout) {
             assemblyFailure("heartbeat timeout: no heartbeat for " + formatDuration(e.now - hbRef) +
                                 " (timeout " + formatDuration(e.dep.heartbeat_timeout) + ")",
                             e.causeId(a.name));
             return Membership::Out;
         }
         const Millis hbWake = hbRef + e.dep.heartbeat_timeout + 1;
-        if (oa.suspect || !oa.agent_connected) {
+        if (oa.suspect) {
             e.wakeAt(hbWake);
             Engine::report(body, at.reported, a.name, "", "not-reachable",
-                           oa.suspect ? "not reachable: guest channel closed, waiting for "
-                                        "confirmation"
-                                      : "not reachable: agent disconnected",
-                           "");
+                           "not reachable: guest channel closed, waiting for confirmation", "");
             return Membership::Draining;
+        }
+        if (!oa.agent_connected && !e.busBlind(oa)) {
+            // The agent's connection closed while the guest runs: the agent itself restarted
+            // (or is restarting). Its services keep their last state and the member stays
+            // where it is; a guest that is really gone misses the heartbeat timeout.
+            e.wakeAt(hbWake);
+            Engine::report(body, at.reported, a.name, "", "not-reachable",
+                           "agent disconnected; member kept until the heartbeat timeout", "");
+            return at.membership;
         }
         if (oa.domain == DomainState::Paused) {
             e.wakeAt(hbWake);
@@ -619,7 +677,8 @@ struct AsmRun {
             assemblyFailure("service " + escalateFrom + " failure budget used up", escalateCause);
             return Membership::Out;
         }
-        e.wakeAt(hbWake);
+        if (!e.busBlind(oa))
+            e.wakeAt(hbWake);
         if (allReady)
             return Membership::In;
         return anyDown ? Membership::Out : Membership::Draining;
@@ -687,6 +746,26 @@ Decision Engine::run() {
         ds.infra_recovered_at = now;
         ds.reported = "infra-up";
         event(out, "", "", "infra-up", "infrastructure recovered; deadlines restart now", "");
+    }
+    if (obs.observer_resumed_at &&
+        (!ds.observer_resumed_at || *obs.observer_resumed_at > *ds.observer_resumed_at)) {
+        ds.observer_resumed_at = obs.observer_resumed_at;
+        event(out, "", "", "observer-paused",
+              "dped itself was not running for " + formatDuration(obs.observer_paused_ms) +
+                  " (stopped or stalled): deadlines and heartbeat ages restart now, nothing "
+                  "counted",
+              "");
+    }
+    if (!obs.bus_ok && !ds.bus_down) {
+        ds.bus_down = true;
+        event(out, "", "", "bus-down",
+              "message bus lost: agents that report through it are not judged until it is "
+              "back; nothing counted",
+              "");
+    } else if (obs.bus_ok && ds.bus_down) {
+        ds.bus_down = false;
+        ds.bus_recovered_at = now;
+        event(out, "", "", "bus-up", "message bus back; heartbeat ages restart now", "");
     }
     if (dep.monitor == model::MonitorMode::Passive)
         passive();

@@ -120,6 +120,13 @@ Result<ObservedAssembly> observedAssemblyFromJson(const json& j, const std::stri
     a.heartbeat_seq = static_cast<std::uint64_t>(seq);
     readOptTime(r, "last_heartbeat", a.last_heartbeat);
     readObjectMap(r, "services", a.services, serviceFromJson);
+    r.boolean("agent_via_bus", a.agent_via_bus);
+    readOptTime(r, "hello_at", a.hello_at);
+    if (auto* v = r.get("referee"); v && !v->is_null()) {
+        Membership m = Membership::Out;
+        readEnum(r, "referee", m, parseMembership, "out, in, draining, parked");
+        a.referee = m;
+    }
     return done(r, a);
 }
 
@@ -220,9 +227,18 @@ json toJson(const Observed& o) {
                    {"agent_connected", a.agent_connected},
                    {"heartbeat_seq", a.heartbeat_seq},
                    {"last_heartbeat", optTime(a.last_heartbeat)},
-                   {"services", svcs}};
+                   {"services", svcs},
+                   {"agent_via_bus", a.agent_via_bus},
+                   {"hello_at", optTime(a.hello_at)},
+                   {"referee", a.referee ? json(toString(*a.referee)) : json(nullptr)}};
     }
-    return {{"desired", toString(o.desired)}, {"infra_ok", o.infra_ok}, {"assemblies", asms}};
+    return {{"desired", toString(o.desired)},
+            {"infra_ok", o.infra_ok},
+            {"bus_ok", o.bus_ok},
+            {"observer_since", optTime(o.observer_since)},
+            {"observer_resumed_at", optTime(o.observer_resumed_at)},
+            {"observer_paused_ms", o.observer_paused_ms},
+            {"assemblies", asms}};
 }
 
 Result<Observed> observedFromJson(const json& j, const std::string& path) {
@@ -239,6 +255,10 @@ Result<Observed> observedFromJson(const json& j, const std::string& path) {
             r.fail(r.at("desired"), "expected \"running\" or \"stopped\", got '" + desired + "'");
     }
     r.boolean("infra_ok", o.infra_ok);
+    r.boolean("bus_ok", o.bus_ok);
+    readOptTime(r, "observer_since", o.observer_since);
+    readOptTime(r, "observer_resumed_at", o.observer_resumed_at);
+    r.integer64("observer_paused_ms", o.observer_paused_ms, 0);
     readObjectMap(r, "assemblies", o.assemblies, observedAssemblyFromJson);
     return done(r, o);
 }
@@ -255,6 +275,9 @@ json toJson(const EscalationState& s) {
               {"outcome_cause", d.outcome_cause},
               {"infra_down", d.infra_down},
               {"infra_recovered_at", optTime(d.infra_recovered_at)},
+              {"observer_resumed_at", optTime(d.observer_resumed_at)},
+              {"bus_down", d.bus_down},
+              {"bus_recovered_at", optTime(d.bus_recovered_at)},
               {"reported", d.reported}}},
             {"assemblies", asms}};
 }
@@ -274,6 +297,9 @@ Result<EscalationState> escalationStateFromJson(const json& j, const std::string
         dr.str("outcome_cause", d.outcome_cause);
         dr.boolean("infra_down", d.infra_down);
         readOptTime(dr, "infra_recovered_at", d.infra_recovered_at);
+        readOptTime(dr, "observer_resumed_at", d.observer_resumed_at);
+        dr.boolean("bus_down", d.bus_down);
+        readOptTime(dr, "bus_recovered_at", d.bus_recovered_at);
         dr.str("reported", d.reported);
         dr.rejectUnknown();
         if (!dr.ok())

@@ -88,13 +88,16 @@ Result<Millis> parseTime(const json& v, Millis start, std::optional<Millis> now,
     return rest[0] == '+' ? base + *d : base - *d;
 }
 
-// Rewrites time strings under "last_heartbeat" / "changed_at" into integer milliseconds.
+// Rewrites time strings under the time keys of an observation ("last_heartbeat",
+// "changed_at", "hello_at", "observer_since", "observer_resumed_at") into integer ms.
 Status resolveTimes(json& j, Millis start, std::optional<Millis> now, const std::string& where) {
     if (!j.is_object())
         return {};
     for (auto& [k, v] : j.items()) {
         std::string p = jsonPath(where, k);
-        if ((k == "last_heartbeat" || k == "changed_at") && !v.is_null()) {
+        if ((k == "last_heartbeat" || k == "changed_at" || k == "hello_at" ||
+             k == "observer_since" || k == "observer_resumed_at") &&
+            !v.is_null()) {
             auto t = parseTime(v, start, now, p);
             if (!t)
                 return t.error();
@@ -340,6 +343,8 @@ std::string formatText(const Scenario& sc, const std::vector<StepOutcome>& steps
             o << " deployable[outcome-applied]";
         if (ds.infra_down)
             o << " deployable[infra-down]";
+        if (ds.bus_down)
+            o << " deployable[bus-down]";
         o << "\n  next wake: "
           << (st.decision.next_wake ? formatRelative(*st.decision.next_wake - sc.start) : "none")
           << "\n";

@@ -15,6 +15,8 @@ namespace pcloud::policy {
 
 // ---- Observed -------------------------------------------------------------------------------
 
+enum class Membership { Out, In, Draining, Parked }; // what we last asked the referee for
+
 enum class DesiredState { Running, Stopped };
 enum class DomainState { Unknown, Running, Paused, Shutoff, Crashed, Missing };
 enum class ServiceState { Unknown, Active, Activating, Deactivating, Inactive, Failed, NotFound };
@@ -35,12 +37,30 @@ struct ObservedAssembly {
     std::uint64_t heartbeat_seq = 0;
     std::optional<Millis> last_heartbeat;            // host receive time of the newest heartbeat
     std::map<std::string, ObservedService> services; // absent = no report yet
+    // The agent's reports reach dped through the message hub (an agent over TCP), not over
+    // a channel dped terminates itself: a lost bus then silences it without it being hung.
+    bool agent_via_bus = false;
+    // Host receive time of the newest full state from the agent (hello, or the unit list of
+    // a watch reply). Since the observer started, this is what "judged" means.
+    std::optional<Millis> hello_at;
+    // What the referee actually serves for this assembly, read when the observer started
+    // (nullopt: unknown or no referee). The starting point until the assembly is judged.
+    std::optional<Membership> referee;
     bool operator==(const ObservedAssembly&) const = default;
 };
 
 struct Observed {
     DesiredState desired = DesiredState::Running;
     bool infra_ok = true; // dped's libvirt connection to the host is up
+    bool bus_ok = true;   // dped's connection to the message hub is up
+    // When this observer (dped) started watching. Before that it saw nothing, so heartbeat
+    // ages and deadlines count from here, and an assembly keeps the membership it has until
+    // its agent's full state arrives (hello_at) or 2 x heartbeat_timeout have passed.
+    std::optional<Millis> observer_since;
+    // The observer itself was stopped (SIGSTOP, a host stall) and resumed at this time after
+    // a gap of observer_paused_ms: every age it sees is inflated by the gap, none is evidence.
+    std::optional<Millis> observer_resumed_at;
+    Millis observer_paused_ms = 0;
     std::map<std::string, ObservedAssembly> assemblies; // absent = nothing known
     bool operator==(const Observed&) const = default;
 };
@@ -58,8 +78,6 @@ enum class Phase {
     Stopped,        // planned stop done
     Failed,         // given up: not installed (service) or left stopped (assembly)
 };
-
-enum class Membership { Out, In, Draining, Parked }; // what we last asked the referee for
 
 struct Recovery {
     std::vector<Millis> failures; // sliding window, oldest first
@@ -98,6 +116,9 @@ struct DeployableTrack {
     std::string outcome_cause;
     bool infra_down = false;
     std::optional<Millis> infra_recovered_at;
+    std::optional<Millis> observer_resumed_at; // the last observer pause already handled
+    bool bus_down = false;
+    std::optional<Millis> bus_recovered_at; // ages of agents over the bus restart here
     std::string reported;
     bool operator==(const DeployableTrack&) const = default;
 };

@@ -33,6 +33,13 @@ TEST(ObservedJson, RoundTrips) {
     a.heartbeat_seq = 7;
     a.last_heartbeat = 1234;
     a.services["s"] = ObservedService{ServiceState::Failed, "failed", 99, false};
+    a.agent_via_bus = true;
+    a.hello_at = 1200;
+    a.referee = Membership::Draining;
+    o.bus_ok = false;
+    o.observer_since = 1000;
+    o.observer_resumed_at = 1500;
+    o.observer_paused_ms = 400;
     auto back = observedFromJson(json::parse(toJson(o).dump()));
     ASSERT_TRUE(back.ok()) << back.error().message;
     EXPECT_EQ(*back, o);
@@ -49,6 +56,13 @@ TEST(ObservedJson, BadTypesNameThePath) {
         json{{"assemblies", {{"n", {{"services", {{"s", {{"changed_at", "soon"}}}}}}}}}});
     ASSERT_FALSE(o.ok());
     EXPECT_NE(o.error().message.find("assemblies.n.services.s.changed_at"), std::string::npos);
+    o = observedFromJson(json{{"assemblies", {{"n", {{"referee", "half-in"}}}}}});
+    ASSERT_FALSE(o.ok());
+    EXPECT_EQ(o.error().message,
+              "assemblies.n.referee: expected one of out, in, draining, parked, got 'half-in'");
+    o = observedFromJson(json{{"observer_since", "soon"}});
+    ASSERT_FALSE(o.ok());
+    EXPECT_NE(o.error().message.find("observer_since"), std::string::npos);
 }
 
 TEST(EscalationStateJson, RoundTripsEverything) {
@@ -58,6 +72,9 @@ TEST(EscalationStateJson, RoundTripsEverything) {
     s.deployable.outcome_cause = "n@2";
     s.deployable.infra_down = true;
     s.deployable.infra_recovered_at = 77;
+    s.deployable.observer_resumed_at = 88;
+    s.deployable.bus_down = true;
+    s.deployable.bus_recovered_at = 99;
     s.deployable.reported = "failed";
     auto& a = s.assemblies["n"];
     a.phase = Phase::RestartPending;
