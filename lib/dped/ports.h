@@ -9,6 +9,7 @@
 #include "referee/referee.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -69,6 +70,10 @@ class RefereeSink {
 public:
     virtual ~RefereeSink() = default;
     virtual void setDesired(const std::vector<referee::Member>& members) = 0;
+    // What the balancer serves right now, read once when dped starts so that a restarted dped
+    // takes it as its starting point. nullopt: unknown (balancer down, or no read support);
+    // the remembered membership is kept then. Called before the first setDesired().
+    virtual std::optional<std::vector<referee::ActualMember>> current() { return std::nullopt; }
 };
 
 } // namespace pcloud::dped

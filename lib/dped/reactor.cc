@@ -20,6 +20,18 @@ using policy::ActionKind;
 
 namespace {
 
+// One unit as the agent reported it, as the engine sees it ("reloading" still serves).
+policy::ObservedService toObserved(const proto::UnitState& u) {
+    policy::ObservedService s;
+    s.raw = u.active_state;
+    s.state = u.active_state == "reloading" ? policy::ServiceState::Active
+                                            : policy::parseServiceState(u.active_state);
+    if (u.changed_at > 0)
+        s.changed_at = u.changed_at;
+    s.probe_ready = u.ready;
+    return s;
+}
+
 std::int64_t monoUs() {
     using namespace std::chrono;
     return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
@@ -134,14 +146,21 @@ Status Reactor::start() {
         PCLOUD_LOG(Notice, "Loaded escalation state",
                    {{"deployable", cfg_.deployable}, {"file", path}});
     }
-    // dped's own observation had a gap (it was not running): heartbeat ages and deadlines
-    // count from now, as after an infrastructure outage, so a healthy guest whose agent is
-    // still reconnecting is not declared dead by a restarted dped.
-    state_.deployable.infra_recovered_at = clock_.nowMs();
+    // dped's own observation had a gap (it was not running): the engine counts heartbeat
+    // ages and deadlines from now, and keeps every member where the balancer has it until
+    // its agent's full state arrives (policy: observer_since), so a restarted dped changes
+    // nothing a healthy guest or the balancer sees.
+    observed_.observer_since = clock_.nowMs();
+    readRefereeMembership();
     for (const auto& name : dep()->assemblies)
         if (const auto* a = model_.findAssembly(name))
             subscribeReports(*a);
     refreshAll();
+    // An agent that reaches the hub over TCP kept its connection while dped was away and
+    // sends no new hello: ask for its full state (the watch reply carries it).
+    for (const auto& [name, oa] : observed_.assemblies)
+        if (oa.domain == policy::DomainState::Running)
+            sendWatch(name);
     emitEvent("", "", "dped-started", "dped started (pid " + std::to_string(::getpid()) + ")", "");
     step();
     return Status::success();
@@ -299,7 +318,66 @@ void Reactor::onChannelEvent(const std::string& assembly, bool connected, const 
     }
 }
 
-void Reactor::onReport(const std::string& assembly, const std::string& body) {
+void Reactor::readRefereeMembership() {
+    if (!referee_)
+        return;
+    auto actual = referee_->current();
+    if (!actual) {
+        PCLOUD_LOG(Warning,
+                   "Cannot read the balancer's membership; keeping the remembered one until "
+                   "each agent is heard",
+                   {{"deployable", cfg_.deployable}});
+        return;
+    }
+    std::map<std::string, policy::Membership> seen;
+    for (const auto& m : *actual)
+        seen[m.name] = m.state == referee::MemberState::Ready   ? policy::Membership::In
+                       : m.state == referee::MemberState::Drain ? policy::Membership::Draining
+                                                                : policy::Membership::Out;
+    for (const auto& name : dep()->assemblies) {
+        auto it = seen.find(name);
+        observed_.assemblies[name].referee =
+            it == seen.end() ? policy::Membership::Out : it->second;
+    }
+    PCLOUD_LOG(Info, "Read the balancer's membership as the starting point",
+               {{"deployable", cfg_.deployable}, {"members", std::to_string(actual->size())}});
+}
+
+void Reactor::fullState(const std::string& assembly, const std::vector<proto::UnitState>& units,
+                        Millis now) {
+    auto& oa = observed_.assemblies[assembly];
+    const auto* a = model_.findAssembly(assembly);
+    oa.services.clear();
+    oa.hello_at = now;
+    if (!a)
+        return;
+    for (const auto& u : units)
+        for (const auto& r : a->resources)
+            if (agentUnitFor(r) == u.unit)
+                oa.services[r.name] = toObserved(u);
+}
+
+void Reactor::onBusState(bool up) {
+    if (observed_.bus_ok == up)
+        return;
+    observed_.bus_ok = up;
+    if (up)
+        PCLOUD_LOG(Notice, "Message bus back", {{"deployable", cfg_.deployable}});
+    else
+        PCLOUD_LOG(Warning,
+                   "Message bus lost; agents reporting through it are not judged until it is "
+                   "back",
+                   {{"deployable", cfg_.deployable}});
+}
+
+void Reactor::onObserverPaused(Millis gapMs) {
+    observed_.observer_resumed_at = clock_.nowMs();
+    observed_.observer_paused_ms = gapMs;
+    PCLOUD_LOG(Warning, "dped was not running for a while; re-arming every deadline",
+               {{"deployable", cfg_.deployable}, {"gap_ms", std::to_string(gapMs)}});
+}
+
+void Reactor::onReport(const std::string& assembly, const std::string& body, bool viaBus) {
     if (deaf_.count(assembly)) {
         PCLOUD_LOG(Debug, "Dropping a report from an agent whose domain is being destroyed",
                    {{"assembly", assembly}});
@@ -324,20 +402,13 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
     };
     auto setService = [&](const proto::UnitState& u) {
         std::string res = resourceOf(u.unit);
-        if (res.empty())
-            return;
-        policy::ObservedService s;
-        s.raw = u.active_state;
-        s.state = u.active_state == "reloading" ? policy::ServiceState::Active
-                                                : policy::parseServiceState(u.active_state);
-        if (u.changed_at > 0)
-            s.changed_at = u.changed_at;
-        s.probe_ready = u.ready;
-        oa.services[res] = s;
+        if (!res.empty())
+            oa.services[res] = toObserved(u);
     };
     bool wasConnected = last_report_.count(assembly) > 0;
     last_report_[assembly] = now;
     oa.agent_connected = true;
+    oa.agent_via_bus = viaBus;
     if (auto* hb = std::get_if<proto::Heartbeat>(&rep->body)) {
         // The agent's hello usually comes first, so "first" is per agent connection.
         bool first = awaiting_heartbeat_.erase(assembly) > 0;
@@ -353,9 +424,7 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
     } else if (auto* h = std::get_if<proto::Hello>(&rep->body)) {
         PCLOUD_LOG(Notice, "Agent connected",
                    {{"assembly", assembly}, {"backend", h->backend}, {"boot_id", h->boot_id}});
-        oa.services.clear();
-        for (const auto& unit : h->units)
-            setService(unit);
+        fullState(assembly, h->units, now);
         sendWatch(assembly);
     } else if (auto* r = std::get_if<proto::Reply>(&rep->body)) {
         if (auto pit = pending_pings_.find(r->id); pit != pending_pings_.end()) {
@@ -377,6 +446,15 @@ void Reactor::onReport(const std::string& assembly, const std::string& body) {
         std::string what = it == pending_cmds_.end() ? assembly : it->second;
         if (it != pending_cmds_.end())
             pending_cmds_.erase(it);
+        // A watch reply lists every watched unit: as good as a hello for judging the agent.
+        if (r->ok && what == assembly + " watch" && r->result.is_object() &&
+            r->result.contains("units") && r->result["units"].is_array()) {
+            std::vector<proto::UnitState> units;
+            for (const auto& uj : r->result["units"])
+                if (auto u = proto::unitStateFromJson(uj))
+                    units.push_back(*u);
+            fullState(assembly, units, now);
+        }
         if (!r->ok)
             PCLOUD_LOG(Warning, "Agent command failed; the engine's deadline will handle it",
                        {{"target", what},
@@ -438,9 +516,11 @@ void Reactor::step() {
         execute(action);
     persist();
     next_wake_ = decision.next_wake;
+    // Look again when an agent's newest report gets too old to call it connected (once: an
+    // expiry already past would make the loop spin).
     for (const auto& [name, t] : last_report_) {
         Millis expiry = t + d->heartbeat_timeout + 1;
-        if (!next_wake_ || expiry < *next_wake_)
+        if (expiry > now && (!next_wake_ || expiry < *next_wake_))
             next_wake_ = expiry;
     }
     for (const auto& [id, p] : pending_pings_)

@@ -14,6 +14,7 @@
 #include "model/model.h"
 #include "policy/policy.h"
 #include "policy/types.h"
+#include "proto/agent_messages.h"
 #include "virt/hypervisor.h"
 
 #include <nlohmann/json.hpp>
@@ -69,7 +70,13 @@ public:
     // `monotonicUs`: steady clock when the relay saw it (0: unknown), logged for benchmarks.
     void onChannelEvent(const std::string& assembly, bool connected, const std::string& detail,
                         std::int64_t monotonicUs = 0);
-    void onReport(const std::string& assembly, const std::string& body);
+    // `viaBus`: the report came through the message hub (an agent over TCP, or today's channel
+    // relay), so a lost bus silences this agent without it being hung.
+    void onReport(const std::string& assembly, const std::string& body, bool viaBus = true);
+    // dped's own connection to the message hub went down or came back.
+    void onBusState(bool up);
+    // dped itself was not running for `gapMs` (SIGSTOP, a host stall); see PauseDetector.
+    void onObserverPaused(Millis gapMs);
     // A cped request body; returns the reply body. (ping needs onRequest: it answers later.)
     std::string onCommand(const std::string& body, const std::string& correlationId = {});
     // A cped request as received: returns the reply body now, or nullopt when the reply is
@@ -107,6 +114,10 @@ private:
     bool jobBusy(const std::string& assembly) const { return jobs_inflight_.count(assembly) > 0; }
     void serviceCommand(const policy::Action& action);
     void sendWatch(const std::string& assembly);
+    void readRefereeMembership();
+    // The unit list of a hello or a watch reply: the agent's full state.
+    void fullState(const std::string& assembly, const std::vector<proto::UnitState>& units,
+                   Millis now);
     void emitEvent(const std::string& assembly, const std::string& service,
                    const std::string& state, const std::string& reason, const std::string& cause);
     std::string channelPath(const model::Assembly& a) const;

@@ -9,6 +9,7 @@
 #include "common/signals.h"
 #include "dped/inbox.h"
 #include "dped/job_runner.h"
+#include "dped/pause_detector.h"
 #include "dped/reactor.h"
 #include "events/event.h"
 #include "referee/referee.h"
@@ -143,6 +144,16 @@ public:
         }
         cv_.notify_one();
     }
+    std::optional<std::vector<referee::ActualMember>> current() override {
+        std::lock_guard io(io_mu_);
+        auto r = ref_->read();
+        if (!r) {
+            PCLOUD_LOG(Warning, "Cannot read the balancer",
+                       {{"referee", ref_->describe()}, {"error", r.error().describe()}});
+            return std::nullopt;
+        }
+        return std::move(*r);
+    }
 
 private:
     void event(const std::string& member, const std::string& state, const std::string& reason) {
@@ -179,6 +190,7 @@ private:
             dirty_ = false;
             lock.unlock();
             std::string error;
+            std::unique_lock io(io_mu_);
             if (reconcile) {
                 auto r = ref_->reconcile(members);
                 if (!r)
@@ -195,6 +207,7 @@ private:
                 else
                     PCLOUD_LOG(Notice, "Referee updated", {{"referee", ref_->describe()}});
             }
+            io.unlock();
             lock.lock();
             if (reconcile)
                 nextReconcile = clock_.monotonicMs() + 10'000;
@@ -221,6 +234,7 @@ private:
     SystemClock clock_;
     referee::RetryBackoff backoff_;
     std::mutex mu_;
+    std::mutex io_mu_; // one exchange with the balancer at a time (worker thread, current())
     std::condition_variable cv_;
     std::optional<std::vector<referee::Member>> desired_;
     bool dirty_ = false;
@@ -369,6 +383,10 @@ int runDped(const Options& opt) {
     copt.url = opt.broker;
     copt.addressPrefix = opt.address_prefix;
     copt.containerId = "dped-" + opt.deployable + "-" + std::to_string(::getpid());
+    // A hub that is stopped (not closed) must show up as a lost bus before the heartbeats
+    // that cross it time out: AMQP idle timeout at half the heartbeat timeout.
+    copt.idleTimeout =
+        std::chrono::milliseconds(std::clamp<Millis>(dep->heartbeat_timeout / 2, 500, 10'000));
     if (auto st = client.connect(copt); !st) {
         PCLOUD_LOG(Error, "Bad broker URL", {{"error", st.error().describe()}});
         return toInt(ExitCode::Usage);
@@ -448,18 +466,42 @@ int runDped(const Options& opt) {
                 {"broker", opt.broker},
                 {"pid", std::to_string(::getpid())}});
     int rc_exit = toInt(ExitCode::Ok);
+    // The loop runs at least once a second, so a pause of dped itself is noticed, and so is
+    // the bus connection's state. A pause shorter than a quarter of the heartbeat timeout
+    // cannot make a heartbeat look late, so it is not reported.
+    constexpr Millis kMaxWaitMs = 1000;
+    PauseDetector pause(std::max<Millis>(200, dep->heartbeat_timeout / 4));
+    bool busUp = true;
     while (true) {
-        std::optional<std::chrono::steady_clock::time_point> deadline;
-        if (auto w = reactor.nextWake()) {
-            Millis delta = std::max<Millis>(0, *w - clock.nowMs());
-            deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(delta);
+        bool due = false;
+        if (auto gap = pause.check(clock.monotonicMs())) {
+            reactor.onObserverPaused(*gap);
+            due = true;
         }
+        Millis waitMs = kMaxWaitMs;
+        if (auto w = reactor.nextWake())
+            waitMs = std::clamp<Millis>(*w - clock.nowMs(), 0, kMaxWaitMs);
+        pause.waiting(clock.monotonicMs() + waitMs);
         bool stop = false;
-        auto work = inbox.wait(deadline, stop);
+        auto work =
+            inbox.wait(std::chrono::steady_clock::now() + std::chrono::milliseconds(waitMs), stop);
         if (stop)
             break;
+        if (auto gap = pause.check(clock.monotonicMs())) {
+            // Before the queued inputs: they were sent during the gap and are read as new.
+            reactor.onObserverPaused(*gap);
+            due = true;
+        }
+        if (bool up = client.connected(); up != busUp) {
+            busUp = up;
+            reactor.onBusState(up);
+            due = true;
+        }
         for (auto& f : work)
             f();
+        auto w = reactor.nextWake();
+        if (!due && work.empty() && (!w || *w > clock.nowMs()))
+            continue; // a periodic wake with nothing to decide
         reactor.step();
         if (reactor.finished()) {
             PCLOUD_LOG(Notice, "Planned stop complete; exiting", {{"deployable", opt.deployable}});

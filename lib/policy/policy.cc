@@ -97,10 +97,14 @@ struct Engine {
     Millis judgeBy() const {
         return obs.observer_since.value_or(kMinTime) + 2 * dep.heartbeat_timeout;
     }
-    bool unjudged(const ObservedAssembly& oa) const {
+    // An assembly that came up under this observer's eyes (entered Up after it started,
+    // which takes a fresh heartbeat) is judged too.
+    bool unjudged(const ObservedAssembly& oa, const AssemblyTrack& at) const {
         if (!obs.observer_since)
             return false;
         if (oa.hello_at && *oa.hello_at >= *obs.observer_since)
+            return false;
+        if (at.phase == Phase::Up && at.phase_since > *obs.observer_since)
             return false;
         return now <= judgeBy();
     }
@@ -486,7 +490,7 @@ struct AsmRun {
 
     // While unjudged, waiting for the agent is no reason to change the membership.
     Membership waiting(Membership want) const {
-        if (e.unjudged(oa)) {
+        if (e.unjudged(oa, at)) {
             e.wakeAt(e.judgeBy() + 1);
             return at.membership;
         }
@@ -497,7 +501,7 @@ struct AsmRun {
     Membership run() {
         // Until judged, what the balancer actually serves is the starting point (it may
         // differ from what we remembered: an operator's change, or no state file at all).
-        if (e.unjudged(oa) && oa.referee && *oa.referee != Membership::Parked)
+        if (e.unjudged(oa, at) && oa.referee && *oa.referee != Membership::Parked)
             at.membership = *oa.referee;
         if (a.parked) {
             if (at.phase != Phase::Failed) {
@@ -596,16 +600,16 @@ struct AsmRun {
             assemblyFailure(dead, e.causeId(a.name));
             return Membership::Out;
         }
-        if (e.unjudged(oa)) {
-            // The agent's full state has not arrived since we started: keep what the
-            // balancer serves, judge at the first hello or at the end of the grace.
+        // Not judged yet (the agent's full state has not arrived since we started): silence
+        // and missing reports are no evidence, so the member stays where the balancer has
+        // it. A service that reports a failure is evidence and is acted on as usual.
+        const bool unjudged = e.unjudged(oa, at);
+        if (unjudged)
             e.wakeAt(e.judgeBy() + 1);
-            return at.membership;
-        }
         Millis hbRef = std::max(oa.last_heartbeat.value_or(kMinTime), e.since(at.phase_since, oa));
-        if (e.busBlind(oa)) {
-            // Its heartbeats cross the hub, which is gone: silence is no evidence. Keep the
-            // membership; services are judged on what they last reported.
+        if (e.busBlind(oa) || unjudged) {
+            // Its heartbeats cross the hub, which is gone, or we have only just started to
+            // listen: silence is no evidence. Services are judged on what they reported.
         } else if (e.now - hbRef > e.dep.heartbeat_timeout) {
             assemblyFailure("heartbeat timeout: no heartbeat for " + formatDuration(e.now - hbRef) +
                                 " (timeout " + formatDuration(e.dep.heartbeat_timeout) + ")",
@@ -613,13 +617,13 @@ struct AsmRun {
             return Membership::Out;
         }
         const Millis hbWake = hbRef + e.dep.heartbeat_timeout + 1;
-        if (oa.suspect) {
+        if (oa.suspect && !unjudged) {
             e.wakeAt(hbWake);
             Engine::report(body, at.reported, a.name, "", "not-reachable",
                            "not reachable: guest channel closed, waiting for confirmation", "");
             return Membership::Draining;
         }
-        if (!oa.agent_connected && !e.busBlind(oa)) {
+        if (!oa.agent_connected && !e.busBlind(oa) && !unjudged) {
             // The agent's connection closed while the guest runs: the agent itself restarted
             // (or is restarting). Its services keep their last state and the member stays
             // where it is; a guest that is really gone misses the heartbeat timeout.
@@ -638,11 +642,12 @@ struct AsmRun {
 
         const std::optional<Millis> wakeBefore = e.wake; // service wakes die with escalation
         const auto servicesBefore = at.services;
-        bool allReady = true, anyDown = false;
+        bool allReady = true, anyDown = false, anyUnheard = false;
         std::string escalateFrom, escalateCause;
         for (const auto& r : a.resources) {
             auto& s = at.services[r.name];
             bool escalate = false;
+            anyUnheard = anyUnheard || !oa.services.count(r.name);
             Health h = runService(r, s, escalate);
             if (escalate && escalateFrom.empty()) {
                 escalateFrom = r.name;
@@ -677,11 +682,13 @@ struct AsmRun {
             assemblyFailure("service " + escalateFrom + " failure budget used up", escalateCause);
             return Membership::Out;
         }
-        if (!e.busBlind(oa))
+        if (!e.busBlind(oa) && !unjudged)
             e.wakeAt(hbWake);
         if (allReady)
             return Membership::In;
-        return anyDown ? Membership::Out : Membership::Draining;
+        if (anyDown)
+            return Membership::Out;
+        return unjudged && anyUnheard ? at.membership : Membership::Draining;
     }
 
     // Puts referee changes in order: out before the first destructive action, in last.

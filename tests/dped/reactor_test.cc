@@ -3,6 +3,7 @@
 #include "dped/reactor.h"
 
 #include "common/fs.h"
+#include "policy/policy_json.h"
 #include "proto/agent_messages.h"
 #include "store/store.h"
 #include "virt/guest_xml.h"
@@ -113,7 +114,18 @@ public:
 class FakeReferee : public dped::RefereeSink {
 public:
     std::vector<std::vector<referee::Member>> applied;
+    std::optional<std::vector<referee::ActualMember>> actual; // what current() returns
     void setDesired(const std::vector<referee::Member>& m) override { applied.push_back(m); }
+    std::optional<std::vector<referee::ActualMember>> current() override { return actual; }
+    // Every membership the balancer was ever asked for, for `member`.
+    std::vector<referee::MemberState> history(const std::string& member) const {
+        std::vector<referee::MemberState> out;
+        for (const auto& set : applied)
+            for (const auto& m : set)
+                if (m.name == member)
+                    out.push_back(m.desired);
+        return out;
+    }
 };
 
 // Holds the libvirt jobs until the test runs them, as dped's job lanes do while libvirt
@@ -548,6 +560,134 @@ TEST_F(Fixture, RefereeGetsMembersFromMembership) {
     EXPECT_EQ(last[0].name, "node01");
     EXPECT_EQ(last[0].desired, referee::MemberState::Ready);
     EXPECT_EQ(last[1].desired, referee::MemberState::Out);
+}
+
+// The state a dped leaves behind when both members were healthy and in the balancer.
+void persistHealthyState(const std::string& dir, Millis at) {
+    policy::EscalationState st;
+    for (std::string n : {"node01", "node02"}) {
+        auto& a = st.assemblies[n];
+        a.phase = policy::Phase::Up;
+        a.phase_since = at;
+        a.membership = policy::Membership::In;
+        a.reported = "running";
+        a.services["httpd"].phase = policy::Phase::Up;
+        a.services["httpd"].reported = "active";
+    }
+    ASSERT_TRUE(fs::writeAtomic(dped::escalationPath(dir, "web"), policy::toJson(st).dump()).ok());
+}
+
+// A dped restarted (kill -9, or adopted after a cped restart) with both guests running: the
+// balancer must not see a single change before the agents are heard, and none after.
+TEST_F(Fixture, RestartedDpedChangesNothingTheBalancerServes) {
+    persistHealthyState(dir, clock.nowMs() - 60'000);
+    hv.domains["node01-dom"] = virt::DomainState::Running;
+    hv.domains["node02-dom"] = virt::DomainState::Running;
+    hv.pids["node01-dom"] = 10;
+    hv.pids["node02-dom"] = 11;
+    ref.actual = std::vector<referee::ActualMember>{
+        {"node01", "127.0.0.1:18001", referee::MemberState::Ready, "up"},
+        {"node02", "127.0.0.1:18002", referee::MemberState::Ready, "up"}};
+    make();
+    ASSERT_TRUE(r->start().ok());
+    // Agents over TCP send no new hello after a dped restart: dped asks with a watch.
+    EXPECT_EQ(bus.to("pcloud.agent.node01").at(0)["type"], "watch");
+    EXPECT_EQ(bus.to("pcloud.agent.node02").at(0)["type"], "watch");
+    clock.advance(2'500); // almost the heartbeat timeout (3 s) with nothing heard
+    r->step();
+    // node01's agent reconnects over the channel: hello.
+    proto::Hello h;
+    h.assembly = "node01";
+    h.backend = "process";
+    proto::UnitState u;
+    u.unit = "httpd";
+    u.active_state = "active";
+    h.units.push_back(u);
+    report("node01", proto::encodeHello(h));
+    heartbeat("node01", 1);
+    // node02's agent answers the watch with its units.
+    std::string watchId = bus.to("pcloud.agent.node02").at(0)["id"];
+    report("node02",
+           R"({"v":1,"type":"reply","id":")" + watchId +
+               R"(","ok":true,"result":{"units":[{"unit":"httpd","active_state":"active"}]}})");
+    heartbeat("node02", 1);
+    clock.advance(2'000);
+    heartbeat("node01", 2);
+    heartbeat("node02", 2);
+    for (std::string n : {"node01", "node02"})
+        for (auto m : ref.history(n))
+            EXPECT_EQ(m, referee::MemberState::Ready) << n;
+    EXPECT_FALSE(ref.applied.empty());
+    EXPECT_TRUE(hv.calls.empty());
+    EXPECT_EQ(r->statusJson()["assemblies"][1]["services"][0]["state"], "active");
+}
+
+// The same restart, but node02's agent never answers: after 2 x heartbeat timeout it is a
+// hung guest. Before that it stays in the balancer.
+TEST_F(Fixture, RestartedDpedJudgesASilentAgentAfterTheGrace) {
+    persistHealthyState(dir, clock.nowMs() - 60'000);
+    hv.domains["node01-dom"] = virt::DomainState::Running;
+    hv.domains["node02-dom"] = virt::DomainState::Running;
+    hv.pids["node01-dom"] = 10;
+    hv.pids["node02-dom"] = 11;
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(5'900);
+    heartbeat("node01", 1);
+    EXPECT_TRUE(hv.calls.empty());
+    for (auto m : ref.history("node02"))
+        EXPECT_EQ(m, referee::MemberState::Ready);
+    clock.set(*r->nextWake());
+    heartbeat("node01", 2);
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node02-dom", "start node02-dom"}));
+    EXPECT_EQ(ref.applied.back()[1].desired, referee::MemberState::Out);
+}
+
+// dped was stopped (SIGSTOP) for longer than the heartbeat timeout: on resume the runtime
+// reports the pause before the queued inputs, and nothing is restarted.
+TEST_F(Fixture, OwnPauseRestartsNoGuest) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    hv.calls.clear();
+    clock.advance(12'000);
+    r->onObserverPaused(12'000);
+    r->step();
+    EXPECT_TRUE(hv.calls.empty());
+    EXPECT_TRUE(hasEvent("", "observer-paused"));
+    heartbeat("node01", 2); // read from the socket after the resume
+    clock.set(*r->nextWake());
+    heartbeat("node01", 3);
+    // node02 stayed silent after the resume: that is a real hang, detected one timeout later.
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node02-dom", "start node02-dom"}));
+}
+
+// The hub is gone: agents that report through it fall silent, which is not a guest failure,
+// but a qemu crash (pidfd) during the outage is still recovered at once.
+TEST_F(Fixture, BusOutageCountsNothingButACrashIsStillRecovered) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    hv.calls.clear();
+    r->onBusState(false);
+    r->step();
+    EXPECT_TRUE(hasEvent("", "bus-down"));
+    clock.advance(10'000);
+    r->step();
+    EXPECT_TRUE(hv.calls.empty());
+    r->onPidExit("node01", 0, watch.pids.at("node01"));
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
+    EXPECT_EQ(r->statusJson()["assemblies"][1]["failures"]["used"], 0);
+    r->onBusState(true);
+    r->step();
+    EXPECT_TRUE(hasEvent("", "bus-up"));
+    heartbeat("node02", 2);
+    EXPECT_EQ(r->statusJson()["assemblies"][1]["failures"]["used"], 0);
 }
 
 TEST_F(Fixture, ReloadPicksUpParkedFlag) {
