@@ -509,8 +509,8 @@ std::string formatStatusTable(const json& r, bool colour) {
         out << "  " << str(r, "dped_error") << "\n";
     // Widths sum to 98 with separators: readable at 100 columns.
     const std::vector<std::pair<const char*, size_t>> cols = {
-        {"ASSEMBLY", 14}, {"DOMAIN", 9},   {"AGENT", 12},  {"HB AGE", 7},
-        {"SERVICES", 22}, {"FAILURES", 9}, {"BACKOFF", 7}, {"REFEREE", 8}};
+        {"ASSEMBLY", 14}, {"DOMAIN", 9},    {"AGENT", 12},  {"HB AGE", 7},
+        {"SERVICES", 22}, {"FAILURES", 11}, {"BACKOFF", 7}, {"REFEREE", 8}};
     std::string head;
     for (size_t i = 0; i < cols.size(); ++i)
         head += cell(cols[i].first, cols[i].second, false) + (i + 1 < cols.size() ? " " : "");
@@ -542,8 +542,13 @@ std::string formatStatusTable(const json& r, bool colour) {
         if (services.empty())
             services = "-";
         std::string failures = "-";
-        if (a.contains("failures") && a["failures"].is_object())
-            failures = str(a["failures"], "used", "0") + "/" + str(a["failures"], "budget", "?");
+        if (a.contains("failures") && a["failures"].is_object()) {
+            const json& f = a["failures"];
+            // An unlimited budget is -1 on the wire; the files and the operator say INFINITY.
+            bool unlimited = f.contains("budget") && f["budget"].is_number_integer() &&
+                             f["budget"].get<int>() < 0;
+            failures = str(f, "used", "0") + "/" + (unlimited ? "INFINITY" : str(f, "budget", "?"));
+        }
         std::string backoff = ageText(a, "backoff_remaining_ms");
         if (backoff == "0ms")
             backoff = "-";
@@ -552,7 +557,7 @@ std::string formatStatusTable(const json& r, bool colour) {
                                                            {str(a, "agent"), 12},
                                                            {ageText(a, "heartbeat_age_ms"), 7},
                                                            {services, 22},
-                                                           {failures, 9},
+                                                           {failures, 11},
                                                            {backoff, 7},
                                                            {str(a, "referee"), 8}};
         std::string l;

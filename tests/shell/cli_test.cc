@@ -87,6 +87,17 @@ TEST(Cli, StatusTableFitsIn100Columns) {
     EXPECT_NE(formatStatusTable(r, true).find("\033[32m"), std::string::npos);
 }
 
+TEST(Cli, StatusTableSaysInfinityForAnUnlimitedBudget) {
+    json r = json::parse(R"({"name":"web","desired":"started","dped":{"state":"running","pid":12},
+      "model_assemblies":[{"name":"node01"}],
+      "status":{"deployable":"web","state":"running","assemblies":[{"name":"node01",
+      "domain":"running","agent":"connected","heartbeat_age_ms":320,"services":[],
+      "failures":{"used":4,"budget":-1,"period_ms":-1},"referee":"in"}]}})");
+    std::string t = formatStatusTable(r, false);
+    EXPECT_NE(t.find("4/INFINITY"), std::string::npos) << t;
+    EXPECT_EQ(t.find("/-1"), std::string::npos) << t;
+}
+
 TEST(Cli, PingLikeMco) {
     json r = {{"pings",
                {{{"assembly", "n1"}, {"ok", true}, {"rtt_ms", 3}},
