@@ -11,7 +11,8 @@
 #   OUT_DIR/agent/{vmlinuz,initrd.img,key}   for a real agent
 #   OUT_DIR/none/{vmlinuz,initrd.img,key}    for the stand-in
 # The initramfs is rebuilt only when the key (hash of the agent binary, this script,
-# guest/init, busybox and the kernel version) changed. The last line printed is
+# guest/init, guest/shutdown-hook, busybox and the kernel version) changed. The last line
+# printed is
 #   GUEST_DIR=OUT_DIR/VARIANT
 set -euo pipefail
 
@@ -23,8 +24,11 @@ AGENT="$1"
 OUT_DIR="${2:-/var/cache/pcloud/guest}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 INIT_SRC="$REPO/guest/init"
+HOOK_SRC="$REPO/guest/shutdown-hook"
 BUSYBOX=/bin/busybox
-MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console failover net_failover virtio_net"
+# In insmod order. button + evdev: the ACPI power button as an input device for acpid
+# (graceful shutdown); virtio_blk: a test's disk.
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console failover net_failover virtio_net virtio_blk button evdev"
 
 say() { echo "build-guest: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -38,6 +42,7 @@ else
     VARIANT=agent
 fi
 [ -f "$INIT_SRC" ] || die "guest init '$INIT_SRC' is missing"
+[ -f "$HOOK_SRC" ] || die "guest shutdown hook '$HOOK_SRC' is missing"
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
     ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
     die "$BUSYBOX is not the static busybox; install busybox-static"
@@ -68,7 +73,9 @@ if [ -z "$KVER" ]; then
     [ -n "$KVER" ] || die "no linux-image-6.1.0-*-cloud-amd64 known to apt (run apt-get update) and none cached in $OUT_DIR/kernel"
 fi
 KDIR="$OUT_DIR/kernel/$KVER"
-if [ ! -f "$KDIR/vmlinuz" ]; then
+# The kernel cache holds only the modules listed when it was made: a cache made with a
+# shorter MODULES list is fetched again.
+if [ ! -f "$KDIR/vmlinuz" ] || [ "$(cat "$KDIR/modules.list" 2>/dev/null)" != "$MODULES" ]; then
     say "fetching kernel linux-image-$KVER"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
@@ -92,6 +99,7 @@ if [ ! -f "$KDIR/vmlinuz" ]; then
             *) cp "$f" "$tmp/k/modules/$m.ko" ;;
         esac
     done
+    echo "$MODULES" >"$tmp/k/modules.list"
     mkdir -p "$OUT_DIR/kernel"
     rm -rf "$KDIR"
     mv "$tmp/k" "$KDIR"
@@ -105,7 +113,7 @@ agent_hash=none
 KEY="$( {
     echo "agent=$agent_hash"
     echo "kernel=$KVER"
-    sha256sum "$0" "$INIT_SRC" "$BUSYBOX" | cut -d' ' -f1
+    sha256sum "$0" "$INIT_SRC" "$HOOK_SRC" "$BUSYBOX" | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)"
 DEST="$OUT_DIR/$VARIANT"
 if [ -f "$DEST/initrd.img" ] && [ -f "$DEST/vmlinuz" ] && [ "$(cat "$DEST/key" 2>/dev/null)" = "$KEY" ]; then
@@ -123,6 +131,8 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/pcloud,lib/modules,proc,sys,dev,
 cp "$BUSYBOX" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$INIT_SRC" "$root/init"
+mkdir -p "$root/etc/acpi/PWRF"
+install -m 0755 "$HOOK_SRC" "$root/etc/acpi/PWRF/00000080"
 for m in $MODULES; do
     [ -f "$KDIR/modules/$m.ko" ] && cp "$KDIR/modules/$m.ko" "$root/lib/modules/"
     echo "$m" >>"$root/etc/pcloud/modules"

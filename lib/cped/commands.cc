@@ -223,6 +223,7 @@ json deployableJson(const model::Deployable& d, const DesiredState* desired) {
             {"started", desired && desired->started(d.name)},
             {"escalation", escalationJson(d.escalation)},
             {"outcome", model::toString(d.outcome)},
+            {"stop_timeout", formatDuration(d.stop_timeout)},
             {"referee", d.referee.driver.empty() ? "none" : d.referee.driver}};
 }
 

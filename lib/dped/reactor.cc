@@ -550,6 +550,9 @@ void Reactor::execute(const policy::Action& action) {
     case ActionKind::StopDomain:
         stopDomain(action);
         break;
+    case ActionKind::ShutdownDomain:
+        shutdownDomain(action);
+        break;
     case ActionKind::RestartService:
     case ActionKind::StartService:
     case ActionKind::StopService:
@@ -675,6 +678,34 @@ void Reactor::stopDomain(const policy::Action& action) {
             deaf_.erase(assembly);
             // Whatever the agent said while its VM was being killed is void.
             agentGone(observed_.assemblies[assembly], assembly);
+            jobDone(assembly);
+        });
+}
+
+// Graceful: only asks the guest (libvirt returns at once). The agent keeps reporting while
+// its guest shuts down, and the qemu pid stays watched: its exit is the proof of the stop.
+// The engine destroys the domain if it has not stopped by the deployable's stop_timeout.
+void Reactor::shutdownDomain(const policy::Action& action) {
+    const auto* a = model_.findAssembly(action.assembly);
+    if (!a)
+        return;
+    auto result = std::make_shared<Status>(Status::success());
+    virt::Hypervisor* hv = &hv_;
+    bool exited = observed_.assemblies[a->name].qemu_exited;
+    jobQueued(a->name, "shutdown");
+    observed_.assemblies[a->name].qemu_exited = exited; // the same qemu, still watched
+    jobs_.run(
+        a->name, [hv, name = domainNameFor(*a), result] { *result = hv->shutdown(name); },
+        [this, assembly = a->name, result, cause = action.cause_id] {
+            if (!result->ok()) {
+                PCLOUD_LOG(Warning,
+                           "Domain shutdown request failed; destroy follows at the "
+                           "stop timeout",
+                           {{"assembly", assembly}, {"error", result->error().describe()}});
+            } else {
+                PCLOUD_LOG(Notice, "Domain shutdown requested",
+                           {{"assembly", assembly}, {"cause_id", cause}});
+            }
             jobDone(assembly);
         });
 }

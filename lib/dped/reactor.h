@@ -105,6 +105,7 @@ private:
     void execute(const policy::Action& action);
     void startDomain(const policy::Action& action);
     void stopDomain(const policy::Action& action);
+    void shutdownDomain(const policy::Action& action);
     // A libvirt job for `assembly` is handed to jobs_. Until the last one is done the domain
     // reads Unknown: libvirt events and refreshes about it are ignored, because a state read
     // half-way through a destroy+start (still running, then shut off) would look like a

@@ -118,6 +118,7 @@ struct Deployable {
     Backoff backoff;
     Millis heartbeat_interval = 1'000;
     Millis heartbeat_timeout = 5'000; // several intervals: never a single missed beat
+    Millis stop_timeout = 60'000;     // planned stop: graceful shutdown, destroy after this
     RefereeConfig referee;
     bool operator==(const Deployable&) const = default;
 };

@@ -247,6 +247,7 @@ json toJson(const Deployable& d) {
             {"backoff", toJson(d.backoff)},
             {"heartbeat_interval", formatDuration(d.heartbeat_interval)},
             {"heartbeat_timeout", formatDuration(d.heartbeat_timeout)},
+            {"stop_timeout", formatDuration(d.stop_timeout)},
             {"referee", toJson(d.referee)}};
 }
 
@@ -467,6 +468,10 @@ Result<Deployable> deployableFromJson(const json& j, const std::string& name,
                "must be at least twice heartbeat_interval (" +
                    formatDuration(d.heartbeat_interval) +
                    "): a single missed heartbeat must never count as a failure");
+    r.duration("stop_timeout", d.stop_timeout);
+    if (r.ok() && d.stop_timeout <= 0)
+        r.fail(r.at("stop_timeout"),
+               "must be greater than 0: the guest needs time to shut down before it is destroyed");
     if (auto* v = r.get("referee"); v && r.ok()) {
         auto c = refereeFromJson(*v, r.at("referee"));
         if (!c)

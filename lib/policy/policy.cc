@@ -863,37 +863,57 @@ void Engine::plannedStop() {
         run.resetServices();
         at.due.reset();
         bool down = domainDown(oa.domain) || oa.qemu_exited;
-        auto issueStop = [&](const std::string& reason) {
-            at.cause_id = causeId(name);
+        // Graceful first (ShutdownDomain); destroy (StopDomain) only once dep.stop_timeout
+        // has passed, then re-issued every domain_stop_deadline. One stop, one cause.
+        auto issueStop = [&](bool graceful, const std::string& reason) {
+            if (at.phase != Phase::Stopping)
+                at.cause_id = causeId(name);
             run.lastCause = at.cause_id;
             at.reported = "stopping";
             event(run.body, name, "", "stopping", reason, at.cause_id);
-            run.body.push_back(make(ActionKind::StopDomain, name, "", at.cause_id));
+            run.body.push_back(make(graceful ? ActionKind::ShutdownDomain : ActionKind::StopDomain,
+                                    name, "", at.cause_id));
             at.phase = Phase::Stopping;
             at.phase_since = now;
-            wakeAt(now + tun.domain_stop_deadline + 1);
+            at.stop_forced = !graceful;
+            wakeAt(now + (graceful ? dep.stop_timeout : tun.domain_stop_deadline) + 1);
             allStopped = false;
         };
         if (down) {
+            std::string how = "stopped";
+            if (at.phase == Phase::Stopping)
+                how = at.stop_forced ? "destroyed (not shut down gracefully)"
+                                     : "shut down gracefully";
             if (at.phase != Phase::Stopped) {
                 at.phase = Phase::Stopped;
                 at.phase_since = now;
             }
-            report(run.body, at.reported, name, "", "stopped", "stopped", at.cause_id);
+            at.stop_forced = false;
+            report(run.body, at.reported, name, "", "stopped", how, at.cause_id);
         } else if (at.phase == Phase::Stopping) {
-            Millis deadline = since(at.phase_since) + tun.domain_stop_deadline;
-            if (now > deadline) {
-                issueStop("stop did not complete within " +
-                          formatDuration(tun.domain_stop_deadline) + "; stopping again");
+            Millis limit = at.stop_forced ? tun.domain_stop_deadline : dep.stop_timeout;
+            Millis deadline = since(at.phase_since) + limit;
+            if (now > deadline && !at.stop_forced) {
+                issueStop(false, "graceful shutdown did not complete within " +
+                                     formatDuration(limit) + "; destroying");
+            } else if (now > deadline) {
+                issueStop(false, "destroy did not complete within " + formatDuration(limit) +
+                                     "; destroying again");
             } else {
                 wakeAt(deadline + 1);
                 allStopped = false;
             }
         } else if (at.phase == Phase::Stopped && oa.domain == DomainState::Unknown) {
             // Nothing known: keep believing the last confirmed state.
+        } else if (oa.domain == DomainState::Paused) {
+            // A paused guest cannot act on a shutdown request.
+            issueStop(false, "planned stop: domain paused, cannot shut down gracefully; "
+                             "destroying");
         } else {
-            issueStop(at.phase == Phase::Stopped ? "domain running again while stopped; stopping"
-                                                 : "planned stop");
+            issueStop(true,
+                      std::string(at.phase == Phase::Stopped ? "domain running again while stopped"
+                                                             : "planned stop") +
+                          ": graceful shutdown, destroy after " + formatDuration(dep.stop_timeout));
         }
         run.finish(a->parked ? Membership::Parked : Membership::Out, out);
     }

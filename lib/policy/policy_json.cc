@@ -180,15 +180,11 @@ json toJson(const AssemblyTrack& a) {
     json svcs = json::object();
     for (const auto& [n, s] : a.services)
         svcs[n] = toJson(s);
-    return {{"phase", toString(a.phase)},
-            {"phase_since", a.phase_since},
-            {"due", optTime(a.due)},
-            {"cause_id", a.cause_id},
-            {"seen_running", a.seen_running},
-            {"recovery", toJson(a.recovery)},
-            {"membership", toString(a.membership)},
-            {"reported", a.reported},
-            {"services", svcs}};
+    return {{"phase", toString(a.phase)},     {"phase_since", a.phase_since},
+            {"due", optTime(a.due)},          {"cause_id", a.cause_id},
+            {"seen_running", a.seen_running}, {"stop_forced", a.stop_forced},
+            {"recovery", toJson(a.recovery)}, {"membership", toString(a.membership)},
+            {"reported", a.reported},         {"services", svcs}};
 }
 
 Result<AssemblyTrack> assemblyTrackFromJson(const json& j, const std::string& path) {
@@ -200,6 +196,7 @@ Result<AssemblyTrack> assemblyTrackFromJson(const json& j, const std::string& pa
     readOptTime(r, "due", a.due);
     r.str("cause_id", a.cause_id);
     r.boolean("seen_running", a.seen_running);
+    r.boolean("stop_forced", a.stop_forced);
     readRecovery(r, a.recovery);
     readEnum(r, "membership", a.membership, parseMembership, "out, in, draining, parked");
     r.str("reported", a.reported);

@@ -92,6 +92,8 @@ const char* toString(ActionKind k) {
         return "start-domain";
     case ActionKind::StopDomain:
         return "stop-domain";
+    case ActionKind::ShutdownDomain:
+        return "shutdown-domain";
     case ActionKind::MarkFailed:
         return "mark-failed";
     case ActionKind::Escalate:
@@ -157,8 +159,9 @@ bool parseMembership(const std::string& s, Membership& out) {
 bool parseActionKind(const std::string& s, ActionKind& out) {
     return parseEnum(s, out, ActionKind::RestartService, ActionKind::StartService,
                      ActionKind::StopService, ActionKind::StartDomain, ActionKind::StopDomain,
-                     ActionKind::MarkFailed, ActionKind::Escalate, ActionKind::RefereeDrain,
-                     ActionKind::RefereeRemove, ActionKind::RefereeAdd, ActionKind::EmitEvent);
+                     ActionKind::ShutdownDomain, ActionKind::MarkFailed, ActionKind::Escalate,
+                     ActionKind::RefereeDrain, ActionKind::RefereeRemove, ActionKind::RefereeAdd,
+                     ActionKind::EmitEvent);
 }
 bool parseLevel(const std::string& s, Level& out) {
     return parseEnum(s, out, Level::Service, Level::Assembly, Level::Deployable);

@@ -103,6 +103,7 @@ struct AssemblyTrack {
     std::optional<Millis> due;
     std::string cause_id;
     bool seen_running = false; // domain seen running since the last start/restart was issued
+    bool stop_forced = false;  // planned stop: graceful shutdown timed out, destroy issued
     Recovery recovery;
     Membership membership = Membership::Out;
     std::string reported;
@@ -136,7 +137,8 @@ enum class ActionKind {
     StartService,
     StopService, // part of the vocabulary for executors; decide() does not emit it today
     StartDomain,
-    StopDomain, // virDomainDestroy: idempotent, also clears a crashed domain
+    StopDomain,     // virDomainDestroy: idempotent, also clears a crashed domain
+    ShutdownDomain, // graceful (virDomainShutdown, ACPI); a planned stop; destroy after timeout
     MarkFailed, // give up on assembly (service set: on that service; empty assembly: deployable)
     Escalate,
     RefereeDrain,

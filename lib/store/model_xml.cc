@@ -78,6 +78,8 @@ Status parseDeployableAttributes(Element& e, model::Deployable& d) {
         return st;
     if (!(st = e.duration("heartbeat_timeout", d.heartbeat_timeout, false, false)))
         return st;
+    if (!(st = e.duration("stop_timeout", d.stop_timeout, false, false)))
+        return st;
     return {};
 }
 
@@ -289,6 +291,7 @@ void writeDeployable(pugi::xml_node parent, const model::Deployable& d) {
     set(n, "outcome", model::toString(d.outcome));
     set(n, "heartbeat_interval", formatDuration(d.heartbeat_interval));
     set(n, "heartbeat_timeout", formatDuration(d.heartbeat_timeout));
+    set(n, "stop_timeout", formatDuration(d.stop_timeout));
     for (const auto& a : d.assemblies)
         set(n.append_child("assembly"), "name", a);
     pugi::xml_node b = n.append_child("backoff");

@@ -103,6 +103,11 @@ public:
     virtual Status start(const std::string& name) = 0;
     // Hard stop (virDomainDestroy). A domain that is not running is not an error.
     virtual Status destroy(const std::string& name) = 0;
+    // Asks the guest to shut down (virDomainShutdownFlags with libvirt's default method:
+    // the QEMU guest agent if the domain has one, else the ACPI power button) and returns
+    // at once; the domain stops later, or never if the guest ignores it. A domain that is
+    // missing or not running is not an error.
+    virtual Status shutdown(const std::string& name) = 0;
     // Removes a persistent definition; a missing domain is not an error.
     virtual Status undefine(const std::string& name) = 0;
 

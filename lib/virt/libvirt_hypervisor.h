@@ -38,6 +38,7 @@ public:
     Result<DomainInfo> createTransient(const std::string& xml) override;
     Status start(const std::string& name) override;
     Status destroy(const std::string& name) override;
+    Status shutdown(const std::string& name) override;
     Status undefine(const std::string& name) override;
     Result<pid_t> qemuPid(const std::string& name) override;
     void setListener(HypervisorListener* listener) override;

@@ -55,6 +55,14 @@ public:
             domains[name] = virt::DomainState::Shutoff;
         return Status::success();
     }
+    // A cooperative guest shuts off at once; with `ignore_shutdown` it keeps running.
+    bool ignore_shutdown = false;
+    Status shutdown(const std::string& name) override {
+        calls.push_back("shutdown " + name);
+        if (domains.count(name) && !ignore_shutdown)
+            domains[name] = virt::DomainState::Shutoff;
+        return Status::success();
+    }
     Status undefine(const std::string& name) override { return Status::success(); }
     Result<pid_t> qemuPid(const std::string& name) override {
         auto it = pids.find(name);
@@ -544,6 +552,64 @@ TEST_F(Fixture, PlannedStopDestroysDomainsWithoutCountingFailures) {
     for (const auto& [n, at] : r->state().assemblies)
         EXPECT_TRUE(at.recovery.failures.empty());
     EXPECT_TRUE(hasEvent("", "stopped"));
+}
+
+// A planned stop asks the guests to shut down; a cooperative guest is never destroyed.
+TEST_F(Fixture, PlannedStopShutsDownGracefully) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    hv.calls.clear();
+    ASSERT_EQ(json::parse(r->onCommand(R"({"command":"stop"})"))["ok"], true);
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"shutdown node01-dom", "shutdown node02-dom"}));
+    r->step();
+    EXPECT_TRUE(r->finished());
+    bool graceful = false;
+    for (const auto& e : bus.events())
+        graceful = graceful || (e.value("assembly", "") == "node01" && e["state"] == "stopped" &&
+                                e["reason"] == "shut down gracefully");
+    EXPECT_TRUE(graceful);
+}
+
+// A guest that ignores the shutdown is destroyed once the deployable's stop_timeout has
+// passed, not before.
+TEST_F(Fixture, GuestIgnoringShutdownIsDestroyedAfterTheStopTimeout) {
+    auto m = makeModel();
+    m.deployables["web"].stop_timeout = 10'000;
+    m.deployables["web"].assemblies = {"node01"};
+    hv.ignore_shutdown = true;
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    hv.calls.clear();
+    ASSERT_EQ(json::parse(r->onCommand(R"({"command":"stop"})"))["ok"], true);
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"shutdown node01-dom"}));
+    const Millis stopAt = clock.nowMs();
+    clock.set(stopAt + 10'000); // at the deadline: still waiting
+    heartbeat("node01", 2);
+    EXPECT_EQ(hv.calls.size(), 1u);
+    EXPECT_FALSE(r->finished());
+    ASSERT_TRUE(r->nextWake());
+    EXPECT_EQ(*r->nextWake(), stopAt + 10'001);
+    clock.set(*r->nextWake());
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"shutdown node01-dom", "destroy node01-dom"}));
+    r->step();
+    EXPECT_TRUE(r->finished());
+    std::vector<std::string> reasons;
+    for (const auto& e : bus.events())
+        if (e.value("assembly", "") == "node01" &&
+            (e["state"] == "stopping" || e["state"] == "stopped"))
+            reasons.push_back(e["reason"]);
+    EXPECT_EQ(reasons,
+              (std::vector<std::string>{"planned stop: graceful shutdown, destroy after 10s",
+                                        "graceful shutdown did not complete within 10s; destroying",
+                                        "destroyed (not shut down gracefully)"}));
 }
 
 TEST_F(Fixture, RefereeGetsMembersFromMembership) {

@@ -14,6 +14,7 @@
 #include "bus/client.h"
 #include "bus/hub.h"
 #include "common/fs.h"
+#include "common/time_format.h"
 #include "model/model.h"
 #include "store/store.h"
 #include "support/test_support.h"
@@ -391,6 +392,9 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     ASSERT_TRUE(exited) << dumpEvents();
     pid_ = -1;
     EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    // The tiny guests honour the ACPI power button: stopped without a destroy.
+    EXPECT_TRUE(hasEvent(A, "stopped", "shut down gracefully", mark)) << dumpEvents();
+    EXPECT_TRUE(hasEvent(B, "stopped", "shut down gracefully", mark)) << dumpEvents();
     EXPECT_EQ(qemuPidOf(A), 0);
     EXPECT_EQ(qemuPidOf(B), 0);
     EXPECT_FALSE(hasEvent(A, "failed", "", mark));
@@ -399,6 +403,116 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     // Nothing left running, so TearDown has only definitions to remove.
     EXPECT_TRUE(runCapture("virsh -c qemu:///system list --name 2>/dev/null").find(tag_) ==
                 std::string::npos);
+}
+
+// Planned stop, issue 9 item 9: the guest is asked to shut down (ACPI power button); one
+// that honours it writes a known payload to its own virtio disk on the way down, and the
+// host finds it complete in the image file afterwards. One that ignores it
+// (pcloud.shutdown=ignore) is destroyed, and only once the deployable's stop_timeout has
+// passed: the events' times prove the order.
+TEST_F(DpedE2e, PlannedStopIsGracefulAndDestroysOnlyAfterTheStopTimeout) {
+    const std::string G = tag_ + "-g", I = tag_ + "-i";
+    const Millis kStopTimeout = 8'000;
+    model::Deployable d;
+    d.name = dep_;
+    d.assemblies = {G, I};
+    d.heartbeat_interval = 1'000;
+    d.heartbeat_timeout = 10'000;
+    d.stop_timeout = kStopTimeout;
+    d.referee.driver = "log";
+    model_.deployables[dep_] = d;
+    int portG = freePort(), portI = freePort();
+    model_.assemblies[G] = tinyAssembly(G, portG);
+    model_.assemblies[I] = tinyAssembly(I, portI);
+    model_.assemblies[G].address = "127.0.0.1:" + std::to_string(portG);
+    model_.assemblies[I].address = "127.0.0.1:" + std::to_string(portI);
+    // G: a raw 1 MiB disk (vda) for the shutdown mark. I: ignores the power button.
+    const std::string disk = dir_ + "/" + G + ".disk.img";
+    {
+        std::ofstream f(disk, std::ios::binary);
+        f.seekp((1 << 20) - 1);
+        f.put('\0');
+    }
+    auto& gx = model_.assemblies[G].domain_xml;
+    auto cmd = gx.find("pcloud.assembly=");
+    ASSERT_NE(cmd, std::string::npos);
+    gx.insert(cmd, "pcloud.shutdown_mark=vda ");
+    auto devEnd = gx.find("</devices>");
+    ASSERT_NE(devEnd, std::string::npos);
+    gx.insert(devEnd, "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source "
+                      "file='" +
+                          disk + "'/><target dev='vda' bus='virtio'/></disk>");
+    auto& ix = model_.assemblies[I].domain_xml;
+    cmd = ix.find("pcloud.assembly=");
+    ASSERT_NE(cmd, std::string::npos);
+    ix.insert(cmd, "pcloud.shutdown=ignore ");
+    writeModel();
+    startDped();
+    ASSERT_TRUE(waitFor([&] { return healthy(G) && healthy(I); }, 120s)) << dumpEvents();
+
+    std::size_t mark = eventCount();
+    ASSERT_TRUE(
+        client_.request("pcloud.dped." + dep_, R"({"v":1,"id":"st","command":"stop"})", 10s).ok());
+    int wstatus = 0;
+    bool exited = waitFor([&] { return ::waitpid(pid_, &wstatus, WNOHANG) == pid_; }, 90s);
+    ASSERT_TRUE(exited) << dumpEvents();
+    pid_ = -1;
+    EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    EXPECT_EQ(qemuPidOf(G), 0);
+    EXPECT_EQ(qemuPidOf(I), 0);
+
+    // The events of each assembly since the stop, as (state, reason, time).
+    auto since = [&](const std::string& a) {
+        std::lock_guard lock(mu_);
+        std::vector<json> out;
+        for (std::size_t i = mark; i < events_.size(); ++i)
+            if (events_[i].value("assembly", "") == a && !events_[i].contains("service"))
+                out.push_back(events_[i]);
+        return out;
+    };
+    auto timeOf = [](const json& e) {
+        auto t = parseRfc3339(e.value("time", ""));
+        return t ? *t : Millis(-1);
+    };
+    auto g = since(G);
+    ASSERT_EQ(g.size(), 2u) << dumpEvents();
+    EXPECT_EQ(g[0]["state"], "stopping");
+    EXPECT_EQ(g[0]["reason"], "planned stop: graceful shutdown, destroy after 8s");
+    EXPECT_EQ(g[1]["state"], "stopped");
+    EXPECT_EQ(g[1]["reason"], "shut down gracefully");
+    EXPECT_LT(timeOf(g[1]) - timeOf(g[0]), kStopTimeout);
+
+    auto i = since(I);
+    ASSERT_EQ(i.size(), 3u) << dumpEvents();
+    EXPECT_EQ(i[0]["reason"], "planned stop: graceful shutdown, destroy after 8s");
+    EXPECT_EQ(i[1]["state"], "stopping");
+    EXPECT_EQ(i[1]["reason"], "graceful shutdown did not complete within 8s; destroying");
+    EXPECT_EQ(i[2]["state"], "stopped");
+    EXPECT_EQ(i[2]["reason"], "destroyed (not shut down gracefully)");
+    // Destroyed after the deadline, not before (and not much later: dped's wake-up).
+    Millis waited = timeOf(i[1]) - timeOf(i[0]);
+    EXPECT_GT(waited, kStopTimeout) << dumpEvents();
+    EXPECT_LT(waited, kStopTimeout + 3'000) << dumpEvents();
+    auto log = fs::readFile(log_);
+    ASSERT_TRUE(log.ok());
+    EXPECT_NE(log->find("Domain destroyed"), std::string::npos);
+
+    // The payload the guest wrote on its way down is all there, trailer included.
+    std::string want;
+    for (int n = 0; n < 128; ++n) {
+        char line[80];
+        std::snprintf(line, sizeof line,
+                      "pcloud-shutdown-mark line %04d of 0128 .........................\n", n);
+        want += line;
+    }
+    want += "pcloud-shutdown-mark end assembly=" + G + " lines=128\n";
+    std::ifstream f(disk, std::ios::binary);
+    std::string got(want.size(), '\0');
+    f.read(got.data(), static_cast<std::streamsize>(got.size()));
+    EXPECT_EQ(got, want) << "console: " << [&] {
+        auto t = fs::readFile(dir_ + "/" + G + ".console.log");
+        return t ? *t : std::string("(none)");
+    }();
 }
 
 } // namespace

@@ -95,6 +95,12 @@ TEST(ModelJson, RejectsBadInput) {
     EXPECT_NE(errorOf(json{{"deployables", {{"web", {{"heartbeat_timeout", "1s"}}}}}})
                   .find("single missed heartbeat"),
               std::string::npos);
+    EXPECT_NE(errorOf(json{{"deployables", {{"web", {{"stop_timeout", "0s"}}}}}})
+                  .find("deployables.web.stop_timeout: must be greater than 0"),
+              std::string::npos);
+    EXPECT_NE(errorOf(json{{"deployables", {{"web", {{"stop_timeout", "soon"}}}}}})
+                  .find("deployables.web.stop_timeout"),
+              std::string::npos);
     EXPECT_NE(errorOf(json{{"deployables", {{"web", {{"backoff", {{"factor", 0.5}}}}}}}})
                   .find("deployables.web.backoff.factor"),
               std::string::npos);

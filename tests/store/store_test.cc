@@ -112,6 +112,7 @@ Model richModel() {
     d.backoff = {250, 1.5, 90'000, 600'000};
     d.heartbeat_interval = 500;
     d.heartbeat_timeout = 2'500;
+    d.stop_timeout = 90'000;
     d.referee.driver = "haproxy";
     d.referee.socket = "/run/haproxy/admin.sock";
     d.referee.backend = "shop_back";
@@ -348,6 +349,13 @@ std::vector<InvalidCase> invalidCases() {
          "<deployables>\n  <deployable name=\"d\" heartbeat_interval=\"5s\" "
          "heartbeat_timeout=\"1s\"/>\n</deployables>\n",
          kAsmOk, 2, "heartbeat_timeout"},
+        {"zero stop timeout", true,
+         "<deployables>\n  <deployable name=\"d\"\n              stop_timeout=\"0s\"/>\n"
+         "</deployables>\n",
+         kAsmOk, 3, "stop_timeout=\"0s\""},
+        {"bad stop timeout", true,
+         "<deployables>\n  <deployable name=\"d\" stop_timeout=\"INFINITY\"/>\n</deployables>\n",
+         kAsmOk, 2, "stop_timeout=\"INFINITY\""},
         {"assembly in two deployables", true,
          "<deployables>\n  <deployable name=\"d\"><assembly name=\"a\"/></deployable>\n"
          "  <deployable name=\"e\">\n    <assembly name=\"a\"/>\n  </deployable>\n</deployables>\n",

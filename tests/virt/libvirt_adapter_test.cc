@@ -141,6 +141,27 @@ TEST_F(AdapterTest, DefineStartDestroyUndefineWithEvents) {
     EXPECT_EQ(hv.lookup(name)->state, DomainState::Missing);
 }
 
+// virDomainShutdown: the test driver's guest obeys at once, as a cooperative guest would
+// after a while; libvirt records the reason "shutdown", not "destroyed".
+TEST_F(AdapterTest, ShutdownStopsTheDomainGracefully) {
+    const std::string name = "pcloud-adapter-shutdown";
+    ASSERT_TRUE(hv.defineAndStart(testDomainXml(name)).ok());
+    Status st = hv.shutdown(name);
+    ASSERT_TRUE(st.ok()) << st.error().describe();
+    auto ev = listener.events.waitFor(eventIs(name, DomainEventKind::Stopped), 5s);
+    ASSERT_TRUE(ev.has_value()) << "no STOPPED event";
+    EXPECT_EQ(ev->detail, "shutdown");
+    auto info = hv.lookup(name);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->state, DomainState::Shutoff);
+    EXPECT_EQ(info->reason, "shutdown");
+    // A domain that is already shut off, or missing, is not an error.
+    st = hv.shutdown(name);
+    EXPECT_TRUE(st.ok()) << st.error().describe();
+    EXPECT_TRUE(hv.shutdown("no-such-domain").ok());
+    EXPECT_TRUE(hv.undefine(name).ok());
+}
+
 TEST_F(AdapterTest, TransientDomainVanishesWhenDestroyed) {
     const std::string name = "pcloud-adapter-transient";
     auto started = hv.createTransient(testDomainXml(name));
