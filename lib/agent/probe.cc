@@ -91,6 +91,10 @@ void ProbeRunner::setProbe(const std::string& unit, std::optional<model::Probe> 
             cb_(unit, std::nullopt);
         return;
     }
+    // The controller repeats the same watch on every hello (and a restarted dped asks again):
+    // the same probe keeps its verdict, or every reconnect would flap the member not-ready.
+    if (it != probes_.end() && it->second.spec == *probe)
+        return;
     bool active = it != probes_.end() && it->second.active;
     if (it != probes_.end()) {
         closeFd(it->second);

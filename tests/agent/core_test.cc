@@ -340,6 +340,19 @@ TEST(ProbeRunner, TcpProbeFollowsARealListener) {
     for (int i = 0; i < 200 && runner.ready("svc") != true; ++i)
         loop.runOnce(100);
     EXPECT_EQ(runner.ready("svc"), true);
+    // The controller sends the same watch again (every hello, a restarted dped): the verdict
+    // stays, no change is reported. A different probe starts over.
+    int before = changes;
+    runner.setProbe("svc", p);
+    EXPECT_EQ(runner.ready("svc"), true);
+    EXPECT_EQ(changes, before);
+    model::Probe slower = p;
+    slower.interval = 30;
+    runner.setProbe("svc", slower);
+    EXPECT_EQ(runner.ready("svc"), false); // a new probe is not proven yet
+    for (int i = 0; i < 200 && runner.ready("svc") != true; ++i)
+        loop.runOnce(100);
+    EXPECT_EQ(runner.ready("svc"), true);
     ::close(ls); // now refused: not-ready after two failures
     for (int i = 0; i < 200 && runner.ready("svc") != false; ++i)
         loop.runOnce(100);
