@@ -66,14 +66,24 @@ if [ "$conf_changed" = 1 ] && pgrep -x libvirtd >/dev/null; then
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
 
-# 4. Daemons.
+# 4. Daemons. They must not inherit our descriptors above stderr: a caller's flock(1) lock
+# or a pipe held for the daemon's whole life would never be released.
+daemon() {
+    (
+        for fd in /proc/self/fd/*; do
+            fd="${fd##*/}"
+            [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+        done
+        exec "$@"
+    ) </dev/null
+}
 if ! pgrep -x virtlogd >/dev/null; then
     say "starting virtlogd"
-    virtlogd -d
+    daemon virtlogd -d
 fi
 if ! pgrep -x libvirtd >/dev/null; then
     say "starting libvirtd"
-    libvirtd -d
+    daemon libvirtd -d
 fi
 
 # 5. Wait until it answers, with a deadline.

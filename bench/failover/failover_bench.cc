@@ -13,7 +13,7 @@
 //       [--pre-ms 2000] [--window-ms 20000]
 //       One failure under load; prints one JSON line.
 //   failover_bench report FILE      The side-by-side table from the trial lines.
-#include "load.h"
+#include "support/load.h"
 
 #include "bus/client.h"
 #include "bus/hub.h"

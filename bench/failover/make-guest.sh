@@ -4,7 +4,8 @@
 #     dped can tell a hung guest within a few hundred ms;
 #   - /www/cgi-bin/die, a CGI that SIGKILLs the guest's httpd listener from inside the
 #     guest: a real in-guest service death the host can trigger (the guest has no exec
-#     channel). Test-only: anyone who can reach the guest's port 80 can kill its web server.
+#     channel), and /www/cgi-bin/kill-agent, the same for pcloud-agent (pcloud-cts).
+#     Test-only: anyone who can reach the guest's port 80 can kill its web server.
 #
 #   bench/failover/make-guest.sh BASE_GUEST_DIR HB_MS [OUT_DIR]
 # Prints GUEST_DIR=<dir> last. Rebuilt only when the base image, HB_MS or this script change.
@@ -38,6 +39,13 @@ printf 'Content-Type: text/plain\r\n\r\nkilling httpd listener pid %s\n' "$main"
 kill -9 "$main"
 EOF
 chmod 755 "$work/root/www/cgi-bin/die"
+# pcloud-cts: SIGKILL of the agent inside the guest (its init restarts it after 1 s).
+cat >"$work/root/www/cgi-bin/kill-agent" <<'EOF'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\nkilling pcloud-agent pid %s\n' "$(cat /run/pcloud-agent.pid)"
+kill -9 "$(cat /run/pcloud-agent.pid)"
+EOF
+chmod 755 "$work/root/www/cgi-bin/kill-agent"
 (cd "$work/root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -6) >"$work/initrd.img"
 mkdir -p "$OUT"
 cp "$BASE/vmlinuz" "$OUT/vmlinuz.new" && mv "$OUT/vmlinuz.new" "$OUT/vmlinuz"

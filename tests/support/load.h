@@ -38,6 +38,7 @@ public:
     void start();
     // Stops sending and waits until every outstanding request finished or timed out.
     void stop();
+    // Every request finished so far, in the order they finished.
     std::vector<RequestRecord> records();
 
 private:

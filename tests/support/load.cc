@@ -1,4 +1,4 @@
-#include "load.h"
+#include "support/load.h"
 
 #include "referee/haproxy_referee.h"
 #include "referee/runtime_api.h"
@@ -147,6 +147,12 @@ void LoadGenerator::run() {
         for (int fd : expired)
             finish(fd, Outcome::Timeout, 0);
         int waitMs = static_cast<int>(std::max(0.0, earliest - steadyMs()));
+        if (!done.empty()) {
+            // Published as they finish, so a long run (pcloud-cts) can read them meanwhile.
+            std::lock_guard lock(mu_);
+            records_.insert(records_.end(), done.begin(), done.end());
+            done.clear();
+        }
         epoll_event evs[64];
         int n = ::epoll_wait(ep, evs, 64, std::min(waitMs, 50));
         for (int i = 0; i < n; ++i) {
@@ -200,7 +206,7 @@ void LoadGenerator::run() {
     }
     ::close(ep);
     std::lock_guard lock(mu_);
-    records_ = std::move(done);
+    records_.insert(records_.end(), done.begin(), done.end());
 }
 
 StatePoller::StatePoller(std::string socket, std::string backend, std::string server,
