@@ -120,9 +120,10 @@ private:
 };
 
 // Applies the desired referee membership on its own thread, retrying with backoff and
-// reconciling every `reconcileMs` (10 s unless --referee-reconcile-ms), so a slow or broken balancer never holds up recovery. Retries are
-// capped at 5 s: a balancer that is restarting is usually back within seconds, and every
-// second it runs with a stale membership sends traffic to dead members.
+// reconciling every `reconcileMs` (10 s unless --referee-reconcile-ms), so a slow or broken
+// balancer never holds up recovery. Retries are capped at 5 s: a balancer that is restarting is
+// usually back within seconds, and every second it runs with a stale membership sends traffic to
+// dead members.
 class RefereeWorker final : public RefereeSink {
 public:
     RefereeWorker(std::unique_ptr<referee::Referee> ref, bus::Client& client, std::string dep,

@@ -113,9 +113,9 @@ pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
                 const std::string& stateDir, int brokerPort, const std::string& logPath,
                 const std::vector<std::string>& extraArgs) {
     std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
-    std::vector<std::string> args = {"dped",     "--deployable", deployable, "--state-dir",
-                                     stateDir,   "--broker",     broker,     "--log-level",
-                                     "info"};
+    std::vector<std::string> args = {"dped",        "--deployable", deployable,
+                                     "--state-dir", stateDir,       "--broker",
+                                     broker,        "--log-level",  "info"};
     args.insert(args.end(), extraArgs.begin(), extraArgs.end());
     std::vector<char*> argv;
     for (auto& a : args)
