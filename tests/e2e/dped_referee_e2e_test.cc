@@ -520,8 +520,7 @@ protected:
             180s))
             << dump();
         sampler.stop();
-        // B never left the rotation; A was never put back in before its guest was healthy
-        // (a Ready sample between out and back-in would be a flap).
+        // B never left the rotation, and once A was back in it stayed in (no flap).
         bool aBack = false;
         for (const auto& s : sampler.samples()) {
             ASSERT_TRUE(s.ok) << "the balancer did not answer at +" << s.atMs << " ms";
