@@ -7,6 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR="${BUILD_DIR:-build}"
 bash scripts/setup-nspawn-root.sh
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" >/dev/null
+# agent_bench links the test peer and the nspawn guest of tests/agent: the tree needs the
+# tests on, whatever configured it before (an existing tree keeps its build type).
+if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD_DIR" -DPCLOUD_BUILD_TESTS=ON >/dev/null
+else
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
+        -DPCLOUD_BUILD_TESTS=ON >/dev/null
+fi
 cmake --build "$BUILD_DIR" -j2 --target pcloud-agent agent_bench >/dev/null
 exec "$BUILD_DIR/bin/agent_bench" "${1:-100}" "${2:-10}"

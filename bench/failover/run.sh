@@ -8,8 +8,8 @@
 # Env: BUILD_DIR (default <repo>/build), RATE (40 req/s), TIMEOUT_MS (1000), WINDOW_MS
 # (18000), HB_MS (agent heartbeat, 200), HB_TIMEOUT_MS (dped heartbeat timeout, 1000),
 # ARMS ("baseline pcloud"), KINDS ("service hang crash"), KEEP=1 keeps the work dir.
-# Needs root, libvirtd (scripts/setup-libvirt.sh), haproxy, and the targets dped,
-# pcloud-agent and failover_bench built in BUILD_DIR.
+# Needs root, libvirtd (scripts/setup-libvirt.sh) and haproxy; it configures BUILD_DIR if
+# it is new and builds dped, pcloud-agent and failover_bench in it.
 set -euo pipefail
 
 REPEATS="${1:-3}"
@@ -31,9 +31,12 @@ die() { say "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (qemu:///system, signals to qemu)"
 command -v haproxy >/dev/null || die "haproxy not installed (scripts/install-deps.sh)"
-for b in dped pcloud-agent failover_bench; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b missing: cmake --build $BUILD_DIR --target dped pcloud-agent failover_bench"
-done
+# Configure only a new tree (RelWithDebInfo); an existing one keeps its options. The
+# targets need no tests, so a tree configured with PCLOUD_BUILD_TESTS=OFF builds them too.
+[ -f "$BUILD_DIR/CMakeCache.txt" ] ||
+    cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" >&2
+cmake --build "$BUILD_DIR" -j2 --target dped pcloud-agent failover_bench >&2 ||
+    die "build failed: cmake --build $BUILD_DIR --target dped pcloud-agent failover_bench"
 bash "$REPO/scripts/setup-libvirt.sh" >&2
 
 base="$("$REPO/scripts/build-guest.sh" "$BIN/pcloud-agent" | sed -n 's/^GUEST_DIR=//p' | tail -n1)"

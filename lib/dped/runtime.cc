@@ -20,6 +20,7 @@
 #include "virt/pid_watcher.h"
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -120,14 +121,16 @@ private:
 };
 
 // Applies the desired referee membership on its own thread, retrying with backoff and
-// reconciling every 10 s, so a slow or broken balancer never holds up recovery. Retries are
-// capped at 5 s: a balancer that is restarting is usually back within seconds, and every
-// second it runs with a stale membership sends traffic to dead members.
+// reconciling every `reconcileMs` (10 s unless --referee-reconcile-ms), so a slow or broken
+// balancer never holds up recovery. Retries are capped at 5 s: a balancer that is restarting is
+// usually back within seconds, and every second it runs with a stale membership sends traffic to
+// dead members.
 class RefereeWorker final : public RefereeSink {
 public:
-    RefereeWorker(std::unique_ptr<referee::Referee> ref, bus::Client& client, std::string dep)
-        : ref_(std::move(ref)), client_(client), dep_(std::move(dep)), backoff_(clock_, 500, 5'000),
-          thread_([this] { run(); }) {}
+    RefereeWorker(std::unique_ptr<referee::Referee> ref, bus::Client& client, std::string dep,
+                  Millis reconcileMs)
+        : ref_(std::move(ref)), client_(client), dep_(std::move(dep)), reconcile_ms_(reconcileMs),
+          backoff_(clock_, 500, 5'000), thread_([this] { run(); }) {}
     ~RefereeWorker() override {
         {
             std::lock_guard lock(mu_);
@@ -166,24 +169,26 @@ private:
         (void)client_.send("pcloud.journal", events::toJson(e).dump());
     }
     void run() {
-        Millis nextReconcile = clock_.monotonicMs() + 10'000;
+        Millis nextReconcile = clock_.monotonicMs() + reconcile_ms_;
         std::unique_lock lock(mu_);
         while (!stop_) {
+            // While the referee is failing (dirty_ is then always set) only the backoff
+            // schedule retries it: the periodic reconcile must not turn a down balancer
+            // into a retry every reconcile interval.
             Millis now = clock_.monotonicMs();
-            Millis wakeAt = nextReconcile;
-            if (dirty_ && backoff_.failures() > 0)
-                wakeAt = std::min(wakeAt, backoff_.nextAttemptMs());
+            bool failing = backoff_.failures() > 0;
+            Millis wakeAt = failing ? backoff_.nextAttemptMs() : nextReconcile;
             if (!dirty_ || !backoff_.due())
                 cv_.wait_for(lock, std::chrono::milliseconds(std::max<Millis>(1, wakeAt - now)),
                              [&] { return stop_ || (dirty_ && backoff_.failures() == 0); });
             if (stop_)
                 break;
             now = clock_.monotonicMs();
-            bool reconcile = now >= nextReconcile;
+            bool reconcile = backoff_.failures() == 0 && now >= nextReconcile;
             if (!(dirty_ && backoff_.due()) && !reconcile)
                 continue;
             if (!desired_) {
-                nextReconcile = now + 10'000;
+                nextReconcile = now + reconcile_ms_;
                 continue;
             }
             auto members = *desired_;
@@ -210,7 +215,7 @@ private:
             io.unlock();
             lock.lock();
             if (reconcile)
-                nextReconcile = clock_.monotonicMs() + 10'000;
+                nextReconcile = clock_.monotonicMs() + reconcile_ms_;
             if (!error.empty()) {
                 dirty_ = true;
                 backoff_.recordFailure();
@@ -231,6 +236,7 @@ private:
     std::unique_ptr<referee::Referee> ref_;
     bus::Client& client_;
     std::string dep_;
+    Millis reconcile_ms_;
     SystemClock clock_;
     referee::RetryBackoff backoff_;
     std::mutex mu_;
@@ -285,7 +291,8 @@ int portOf(const std::string& url) {
 
 std::string usage() {
     return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqp://127.0.0.1:5672]\n"
-           "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n";
+           "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
+           "            [--referee-reconcile-ms MS]\n";
 }
 
 Result<Options> parseOptions(int argc, char** argv) {
@@ -296,6 +303,18 @@ Result<Options> parseOptions(int argc, char** argv) {
             return makeError(usage(), "help");
         auto value = [&](std::string& out) { return args::optionValue(argc, argv, i, out); };
         std::string key = a.substr(0, a.find('='));
+        if (key == "--referee-reconcile-ms") {
+            std::string v;
+            if (!value(v))
+                return makeError("option " + key + " needs a value");
+            int ms = 0;
+            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+            if (ec != std::errc() || end != v.data() + v.size() || ms < 100 || ms > 3'600'000)
+                return makeError("option " + key + " '" + v +
+                                 "' is not a number of milliseconds from 100 to 3600000");
+            o.referee_reconcile_ms = ms;
+            continue;
+        }
         std::string* target = key == "--deployable"       ? &o.deployable
                               : key == "--state-dir"      ? &o.state_dir
                               : key == "--broker"         ? &o.broker
@@ -408,7 +427,8 @@ int runDped(const Options& opt) {
     RealHostWatch watch(inbox, getReactor, portOf(opt.broker));
     std::unique_ptr<RefereeWorker> refWorker;
     if (ref)
-        refWorker = std::make_unique<RefereeWorker>(std::move(ref), client, opt.deployable);
+        refWorker = std::make_unique<RefereeWorker>(std::move(ref), client, opt.deployable,
+                                                    opt.referee_reconcile_ms);
     policy::RandomJitter jitter(static_cast<std::uint64_t>(::getpid()) * 2654435761u ^
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;

@@ -17,6 +17,9 @@ struct Options {
     std::string address_prefix;
     std::string uri;       // overrides the deployable's libvirt URI when set
     std::string log_level; // error|warning|notice|info|debug
+    // How often the referee worker re-reads the balancer and repairs drift (an HAProxy
+    // restart loses every runtime change). Tests shorten it; 100..3600000 ms.
+    int referee_reconcile_ms = 10'000;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

@@ -106,15 +106,28 @@ pid_t qemuPidOf(const std::string& domain) {
 
 pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
                 const std::string& stateDir, int brokerPort, const std::string& logPath) {
+    return spawnDped(dpedPath, deployable, stateDir, brokerPort, logPath, {});
+}
+
+pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
+                const std::string& stateDir, int brokerPort, const std::string& logPath,
+                const std::vector<std::string>& extraArgs) {
     std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
+    std::vector<std::string> args = {"dped",        "--deployable", deployable,
+                                     "--state-dir", stateDir,       "--broker",
+                                     broker,        "--log-level",  "info"};
+    args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
     pid_t pid = ::fork();
     if (pid == 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(fd, 2);
         ::dup2(fd, 1);
-        ::execl(dpedPath.c_str(), "dped", "--deployable", deployable.c_str(), "--state-dir",
-                stateDir.c_str(), "--broker", broker.c_str(), "--log-level", "info", nullptr);
+        ::execv(dpedPath.c_str(), argv.data());
         _exit(127);
     }
     return pid;

@@ -5,6 +5,7 @@
 #include <string>
 #include <sys/types.h>
 #include <thread>
+#include <vector>
 
 namespace pcloud::testsupport {
 
@@ -47,6 +48,10 @@ pid_t qemuPidOf(const std::string& domain);
 // Returns the child's pid (-1 if fork failed).
 pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
                 const std::string& stateDir, int brokerPort, const std::string& logPath);
+// The same with `extraArgs` appended to dped's command line (e.g. --referee-reconcile-ms).
+pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
+                const std::string& stateDir, int brokerPort, const std::string& logPath,
+                const std::vector<std::string>& extraArgs);
 
 // Polls `pred` every `poll` until it holds or `timeout` passes; then one last try.
 template <typename Pred>

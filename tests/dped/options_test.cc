@@ -1,0 +1,52 @@
+// dped's command line: every option reads as '--key value' and '--key=value', and a bad
+// value is refused with a message naming the option.
+#include "dped/runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+using namespace pcloud;
+
+namespace {
+
+Result<dped::Options> parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "dped");
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    return dped::parseOptions(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(DpedOptions, RefereeReconcileIntervalDefaultsToTenSeconds) {
+    auto o = parse({"--deployable", "web"});
+    ASSERT_TRUE(o.ok()) << o.error().describe();
+    EXPECT_EQ(o->referee_reconcile_ms, 10'000);
+}
+
+TEST(DpedOptions, RefereeReconcileIntervalInBothSpellings) {
+    auto a = parse({"--deployable", "web", "--referee-reconcile-ms", "500"});
+    ASSERT_TRUE(a.ok()) << a.error().describe();
+    EXPECT_EQ(a->referee_reconcile_ms, 500);
+    auto b = parse({"--deployable=web", "--referee-reconcile-ms=2500"});
+    ASSERT_TRUE(b.ok()) << b.error().describe();
+    EXPECT_EQ(b->referee_reconcile_ms, 2500);
+}
+
+TEST(DpedOptions, BadRefereeReconcileIntervalIsRefusedByName) {
+    for (const std::string v : {"", "0", "99", "3600001", "1s", "-500", "5 00"}) {
+        auto o = parse({"--deployable", "web", "--referee-reconcile-ms=" + v});
+        ASSERT_FALSE(o.ok()) << "accepted '" << v << "'";
+        EXPECT_NE(o.error().message.find("--referee-reconcile-ms"), std::string::npos)
+            << o.error().message;
+        EXPECT_NE(o.error().message.find("'" + v + "'"), std::string::npos) << o.error().message;
+    }
+    auto missing = parse({"--deployable", "web", "--referee-reconcile-ms"});
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(missing.error().message.find("--referee-reconcile-ms needs a value"),
+              std::string::npos)
+        << missing.error().message;
+}
+
+} // namespace
