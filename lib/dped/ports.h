@@ -7,6 +7,7 @@
 #include "bus/message.h"
 #include "common/result.h"
 #include "referee/referee.h"
+#include "virt/pid_watcher.h"
 
 #include <functional>
 #include <optional>
@@ -41,6 +42,9 @@ public:
     // Make sure the host side of the guest channel is connected (creates the connection the
     // first time, reconnect() afterwards).
     virtual void ensureChannel(const std::string& assembly, const std::string& socketPath) = 0;
+    // Is this (qemu) process stopped, i.e. the guest frozen? One read of /proc/PID/stat; asked
+    // only when a heartbeat is overdue. nullopt: unknown.
+    virtual std::optional<bool> processStopped(pid_t pid) { return virt::processStopped(pid); }
 };
 
 // Runs slow hypervisor calls away from the reactor thread: define+start takes ~1 s under

@@ -506,6 +506,7 @@ void Reactor::step() {
         auto it = last_report_.find(name);
         oa.agent_connected = it != last_report_.end() && now - it->second <= d->heartbeat_timeout;
     }
+    checkFrozen(now);
     auto decision =
         policy::decide(model_, cfg_.deployable, observed_, state_, now, jitter_, cfg_.tunables);
     state_ = std::move(decision.state);
@@ -526,7 +527,48 @@ void Reactor::step() {
     for (const auto& [id, p] : pending_pings_)
         if (!next_wake_ || p.deadline < *next_wake_)
             next_wake_ = p.deadline;
+    // Look at the qemu process as soon as a heartbeat is overdue (checkFrozen).
+    for (const auto& [name, oa] : observed_.assemblies) {
+        if (!oa.last_heartbeat || oa.frozen || !pids_.count(name))
+            continue;
+        Millis check = *oa.last_heartbeat + frozenAfter() + 1;
+        if (check > now && (!next_wake_ || check < *next_wake_))
+            next_wake_ = check;
+    }
     checkStopDone();
+}
+
+Millis Reactor::frozenAfter() const {
+    const auto* d = dep();
+    Millis interval = d ? d->heartbeat_interval : 1000;
+    return interval + std::max<Millis>(50, interval / 2);
+}
+
+// The earliest sign of a frozen guest: its qemu process is stopped (SIGSTOP, a debugger), so
+// no heartbeat can come. Checked only once a heartbeat is overdue, so a fleet costs one
+// /proc read per late heartbeat. The engine drains a frozen assembly at once and fails it
+// only at the heartbeat timeout; a qemu that runs again clears it.
+void Reactor::checkFrozen(Millis now) {
+    for (auto& [name, oa] : observed_.assemblies) {
+        auto pit = pids_.find(name);
+        if (pit == pids_.end() || oa.domain != policy::DomainState::Running || oa.qemu_exited) {
+            oa.frozen = false;
+            continue;
+        }
+        bool overdue = oa.last_heartbeat && now - *oa.last_heartbeat > frozenAfter();
+        if (!overdue && !oa.frozen)
+            continue;
+        bool stopped = watch_.processStopped(pit->second).value_or(false);
+        if (stopped && !oa.frozen)
+            PCLOUD_LOG(Warning, "qemu is stopped; draining the assembly",
+                       {{"assembly", name},
+                        {"pid", std::to_string(pit->second)},
+                        {"heartbeat_age_ms", std::to_string(now - *oa.last_heartbeat)},
+                        {"mono_us", std::to_string(monoUs())}});
+        else if (!stopped && oa.frozen)
+            PCLOUD_LOG(Notice, "qemu runs again", {{"assembly", name}});
+        oa.frozen = stopped;
+    }
 }
 
 void Reactor::updateReferee() {

@@ -116,6 +116,9 @@ private:
     void serviceCommand(const policy::Action& action);
     void sendWatch(const std::string& assembly);
     void readRefereeMembership();
+    // A heartbeat overdue by more than frozenAfter(): is the assembly's qemu stopped?
+    void checkFrozen(Millis now);
+    Millis frozenAfter() const;
     // The unit list of a hello or a watch reply: the agent's full state.
     void fullState(const std::string& assembly, const std::vector<proto::UnitState>& units,
                    Millis now);

@@ -623,6 +623,16 @@ struct AsmRun {
                            "not reachable: guest channel closed, waiting for confirmation", "");
             return Membership::Draining;
         }
+        if (oa.frozen) {
+            // Its qemu is stopped: no new traffic now, a failure only if it stays stopped
+            // past the heartbeat timeout (a short SIGSTOP or a debugger's pause is survived).
+            e.wakeAt(hbWake);
+            Engine::report(body, at.reported, a.name, "", "frozen",
+                           "qemu is stopped: drained, a failure if it stays stopped past the "
+                           "heartbeat timeout",
+                           "");
+            return Membership::Draining;
+        }
         if (!oa.agent_connected && !e.busBlind(oa) && !unjudged) {
             // The agent's connection closed while the guest runs: the agent itself restarted
             // (or is restarting). Its services keep their last state and the member stays

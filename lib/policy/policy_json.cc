@@ -113,6 +113,7 @@ Result<ObservedAssembly> observedAssemblyFromJson(const json& j, const std::stri
         a.domain = v->is_string() ? parseDomainState(v->get<std::string>()) : DomainState::Unknown;
     }
     r.boolean("suspect", a.suspect);
+    r.boolean("frozen", a.frozen);
     r.boolean("qemu_exited", a.qemu_exited);
     r.boolean("agent_connected", a.agent_connected);
     std::int64_t seq = static_cast<std::int64_t>(a.heartbeat_seq);
@@ -220,6 +221,7 @@ json toJson(const Observed& o) {
         }
         asms[n] = {{"domain", toString(a.domain)},
                    {"suspect", a.suspect},
+                   {"frozen", a.frozen},
                    {"qemu_exited", a.qemu_exited},
                    {"agent_connected", a.agent_connected},
                    {"heartbeat_seq", a.heartbeat_seq},

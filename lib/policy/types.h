@@ -32,6 +32,8 @@ struct ObservedService {
 struct ObservedAssembly {
     DomainState domain = DomainState::Unknown;
     bool suspect = false;     // guest channel EOF seen, not confirmed yet
+    bool frozen = false;      // the qemu process is stopped (SIGSTOP, a debugger): nothing
+                              // inside runs; drained at once, a failure at the timeout
     bool qemu_exited = false; // pidfd proved the qemu process is gone
     bool agent_connected = false;
     std::uint64_t heartbeat_seq = 0;

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -43,6 +44,26 @@ PidWatcher::~PidWatcher() {
         ::close(e.fd);
     ::close(wake_fd_);
     ::close(epoll_fd_);
+}
+
+std::optional<bool> processStopped(pid_t pid) {
+    if (pid <= 0)
+        return std::nullopt;
+    std::string path = "/proc/" + std::to_string(pid) + "/stat";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return std::nullopt;
+    char buf[512];
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0)
+        return std::nullopt;
+    buf[n] = '\0';
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so look after the last ')'.
+    const char* close = std::strrchr(buf, ')');
+    if (!close || close[1] != ' ' || close[2] == '\0')
+        return std::nullopt;
+    return close[2] == 'T' || close[2] == 't';
 }
 
 void PidWatcher::wake() {

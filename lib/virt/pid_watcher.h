@@ -12,11 +12,17 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <sys/types.h>
 #include <thread>
 
 namespace pcloud::virt {
+
+// Is `pid` stopped (SIGSTOP, a debugger: state T or t in /proc/PID/stat)? A stopped qemu is
+// a frozen guest: nothing inside it runs, whatever libvirt says (it still reads "running").
+// nullopt when the process is gone or its stat cannot be read.
+std::optional<bool> processStopped(pid_t pid);
 
 struct PidExit {
     std::string key; // what the caller called it (e.g. the domain name)

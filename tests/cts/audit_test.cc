@@ -81,8 +81,9 @@ TEST(CtsAudit, NeverTwoAndMembership) {
 }
 
 TEST(CtsAudit, ParsesJournalLines) {
-    auto e = parseJournalLine(R"({"v":1,"type":"event","seq":42,"time":"2026","deployable":"web",)"
-                              R"("assembly":"n1","state":"failed","reason":"qemu exited","cause_id":"n1@1"})");
+    auto e = parseJournalLine(
+        R"({"v":1,"type":"event","seq":42,"time":"2026","deployable":"web",)"
+        R"("assembly":"n1","state":"failed","reason":"qemu exited","cause_id":"n1@1"})");
     ASSERT_TRUE(e);
     EXPECT_EQ(e->seq, 42u);
     EXPECT_EQ(e->cause_id, "n1@1");

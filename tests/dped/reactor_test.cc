@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <unistd.h>
 
 using namespace pcloud;
@@ -114,9 +115,15 @@ class FakeWatch : public dped::HostWatch {
 public:
     std::map<std::string, pid_t> pids;
     std::map<std::string, std::string> channels;
+    std::set<pid_t> stopped; // qemu pids that are SIGSTOPped
+    int stop_checks = 0;
     void watchPid(const std::string& a, pid_t p) override { pids[a] = p; }
     void unwatchPid(const std::string& a) override { pids.erase(a); }
     void ensureChannel(const std::string& a, const std::string& s) override { channels[a] = s; }
+    std::optional<bool> processStopped(pid_t p) override {
+        ++stop_checks;
+        return stopped.count(p) > 0;
+    }
 };
 
 class FakeReferee : public dped::RefereeSink {
@@ -724,7 +731,7 @@ TEST_F(Fixture, OwnPauseRestartsNoGuest) {
     EXPECT_TRUE(hv.calls.empty());
     EXPECT_TRUE(hasEvent("", "observer-paused"));
     heartbeat("node01", 2); // read from the socket after the resume
-    clock.set(*r->nextWake());
+    clock.advance(3'001);
     heartbeat("node01", 3);
     // node02 stayed silent after the resume: that is a real hang, detected one timeout later.
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node02-dom", "start node02-dom"}));
@@ -754,6 +761,51 @@ TEST_F(Fixture, BusOutageCountsNothingButACrashIsStillRecovered) {
     EXPECT_TRUE(hasEvent("", "bus-up"));
     heartbeat("node02", 2);
     EXPECT_EQ(r->statusJson()["assemblies"][1]["failures"]["used"], 0);
+}
+
+// A SIGSTOPped qemu: nothing inside runs. Once a heartbeat is overdue dped looks at the qemu
+// process, drains the member at once and fails it only at the heartbeat timeout; a qemu that
+// runs again before that is put back, nothing counted. Healthy guests are never checked.
+TEST_F(Fixture, StoppedQemuIsDrainedAtOnceAndFailsOnlyAtTheTimeout) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    service("node01", "active");
+    service("node02", "active");
+    ASSERT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
+    hv.calls.clear();
+    // Heartbeats every second (the deployable's interval): no process check while on time.
+    clock.advance(900);
+    heartbeat("node01", 2);
+    heartbeat("node02", 2);
+    EXPECT_EQ(watch.stop_checks, 0);
+    // node01's qemu is stopped; its next heartbeat never comes. The check is due 1.5 s after
+    // the last one: dped wakes then.
+    watch.stopped.insert(watch.pids.at("node01"));
+    ASSERT_TRUE(r->nextWake());
+    EXPECT_LE(*r->nextWake(), clock.nowMs() + 1'501);
+    clock.set(*r->nextWake());
+    heartbeat("node02", 3);
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Drain);
+    EXPECT_EQ(ref.applied.back()[1].desired, referee::MemberState::Ready);
+    EXPECT_TRUE(hasEvent("node01", "frozen"));
+    EXPECT_TRUE(hv.calls.empty());
+    // SIGCONT before the timeout: back in, no failure.
+    watch.stopped.clear();
+    clock.advance(200);
+    heartbeat("node01", 3);
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 0);
+    // Stopped again, and this time for longer than the 3 s timeout: a hung guest.
+    watch.stopped.insert(watch.pids.at("node01"));
+    clock.advance(1'600);
+    heartbeat("node02", 4);
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Drain);
+    clock.advance(1'500);
+    heartbeat("node02", 5);
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
 }
 
 TEST_F(Fixture, ReloadPicksUpParkedFlag) {

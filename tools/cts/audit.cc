@@ -95,8 +95,9 @@ json Fault::toJson() const {
 
 std::string Fault::describe() const {
     if (kind == FaultKind::Double)
-        return "double(" + (parts.size() == 2 ? parts[0].describe() + " + " + parts[1].describe()
-                                              : std::string("?")) +
+        return "double(" +
+               (parts.size() == 2 ? parts[0].describe() + " + " + parts[1].describe()
+                                  : std::string("?")) +
                ")";
     std::string s = cts::toString(kind);
     if (!victim.empty())
@@ -179,8 +180,7 @@ std::set<std::string> guestVictims(const Fault& f) {
 
 std::optional<JournalEvent> parseJournalLine(const std::string& line) {
     auto j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("seq") ||
-        !j["seq"].is_number_unsigned())
+    if (j.is_discarded() || !j.is_object() || !j.contains("seq") || !j["seq"].is_number_unsigned())
         return std::nullopt;
     JournalEvent e;
     e.seq = j["seq"].get<std::uint64_t>();
@@ -212,8 +212,8 @@ std::vector<std::string> auditJournal(const std::vector<JournalEvent>& events,
                           e.state + "|" + e.reason + "|" + e.cause_id;
         if (!seen.insert(key).second)
             problems.push_back("journal: event at seq " + std::to_string(e.seq) +
-                               " is there twice (" + e.assembly + " " + e.state + " at " +
-                               e.time + ")");
+                               " is there twice (" + e.assembly + " " + e.state + " at " + e.time +
+                               ")");
     }
     return problems;
 }
@@ -274,8 +274,8 @@ std::vector<std::string> auditImpact(const Fault& f, const std::vector<JournalEv
             continue;
         if (e.assembly.empty() || !victims.count(e.assembly)) {
             problems.push_back("impact: " + (e.assembly.empty() ? e.deployable : e.assembly) +
-                               (e.service.empty() ? "" : "/" + e.service) + " failed (" +
-                               e.reason + "), but " + f.describe() + " did not hurt it");
+                               (e.service.empty() ? "" : "/" + e.service) + " failed (" + e.reason +
+                               "), but " + f.describe() + " did not hurt it");
             continue;
         }
         // The recovery chain: the same cause id ends in running (assembly) or active.

@@ -52,10 +52,10 @@ private:
 
 struct Fault {
     FaultKind kind = FaultKind::QemuKill;
-    std::string victim; // the assembly, for guest faults
-    std::string target; // "dped" or "cped" for PcloudStop
-    Millis pause_ms = 0; // QemuStop, PcloudStop: how long it stays stopped; CpedKill/Term:
-                         // how long cped stays down before the restart
+    std::string victim;       // the assembly, for guest faults
+    std::string target;       // "dped" or "cped" for PcloudStop
+    Millis pause_ms = 0;      // QemuStop, PcloudStop: how long it stays stopped; CpedKill/Term:
+                              // how long cped stays down before the restart
     std::vector<Fault> parts; // Double: the two faults
     nlohmann::json toJson() const;
     std::string describe() const;

@@ -69,7 +69,8 @@ struct Options {
 
 Options parse(int argc, char** argv) {
     Options o;
-    o.seed = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    o.seed =
+        static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
         if (i + 1 >= argc)
@@ -130,9 +131,9 @@ Options parse(int argc, char** argv) {
         } else
             usage("unknown option " + k);
     }
-    for (auto* req : {&o.state_dir, &o.deployable, &o.broker, &o.pcloudsh, &o.cped_cmd,
-                      &o.cped_pidfile, &o.haproxy_cfg, &o.haproxy_pidfile, &o.haproxy_socket,
-                      &o.backend})
+    for (auto* req :
+         {&o.state_dir, &o.deployable, &o.broker, &o.pcloudsh, &o.cped_cmd, &o.cped_pidfile,
+          &o.haproxy_cfg, &o.haproxy_pidfile, &o.haproxy_socket, &o.backend})
         if (req->empty())
             usage("missing a required option");
     if (o.assemblies.empty() || o.frontend <= 0)
@@ -325,8 +326,8 @@ struct Health {
 class Driver {
 public:
     explicit Driver(Options o)
-        : opt_(std::move(o)), journal_(opt_.state_dir + "/events.jsonl"),
-          sampler_(domains()), load_(opt_.frontend, opt_.rate, 1000) {}
+        : opt_(std::move(o)), journal_(opt_.state_dir + "/events.jsonl"), sampler_(domains()),
+          load_(opt_.frontend, opt_.rate, 1000) {}
 
     int run();
 
@@ -379,8 +380,8 @@ Health Driver::look() {
             h.dped_running = res.contains("dped") && res["dped"].value("state", "") == "running";
             if (res.contains("status") && res["status"].contains("assemblies"))
                 for (const auto& a : res["status"]["assemblies"]) {
-                    bool ok = a.value("domain", "") == "running" &&
-                              a.value("agent", "") == "connected";
+                    bool ok =
+                        a.value("domain", "") == "running" && a.value("agent", "") == "connected";
                     if (a.contains("services"))
                         for (const auto& s : a["services"])
                             ok = ok && s.value("state", "") == "active" &&
@@ -436,7 +437,10 @@ void Driver::restartLibvirtd() {
     }
     runClean("libvirtd -d", "");
     testsupport::waitFor(
-        [] { return testsupport::runCommand("virsh -c qemu:///system version >/dev/null 2>&1").rc == 0; },
+        [] {
+            return testsupport::runCommand("virsh -c qemu:///system version >/dev/null 2>&1").rc ==
+                   0;
+        },
         30s, 100ms);
 }
 
@@ -508,8 +512,8 @@ int Driver::run() {
     if (!opt_.out.empty())
         out.open(opt_.out, std::ios::app);
     say("seed " + std::to_string(opt_.seed) + ", " + std::to_string(opt_.iterations) +
-        " iterations, " + std::to_string(opt_.rate) + " req/s through 127.0.0.1:" +
-        std::to_string(opt_.frontend));
+        " iterations, " + std::to_string(opt_.rate) +
+        " req/s through 127.0.0.1:" + std::to_string(opt_.frontend));
     cts::Rng rng(opt_.seed);
     std::vector<std::string> names = domains();
     // Start from a converged system, with the journal read up to now.
@@ -529,8 +533,8 @@ int Driver::run() {
     for (int n = 1; n <= opt_.iterations; ++n) {
         cts::IterationRecord rec;
         rec.n = n;
-        rec.fault = cts::pickFault(rng, opt_.faults, names, opt_.hb_timeout_ms,
-                                   opt_.max_pcloud_stop_ms);
+        rec.fault =
+            cts::pickFault(rng, opt_.faults, names, opt_.hb_timeout_ms, opt_.max_pcloud_stop_ms);
         auto pidsBefore = qemuPids();
         (void)journal_.readNew(); // nothing should be pending; the window starts now
         double t0 = bench::steadyMs();
@@ -585,29 +589,28 @@ int Driver::run() {
                 }
             }
         // Audit 6: pcloud's own faults must cost users nothing.
-        bool pcloudOnly = !cts::hurtsGuest(rec.fault) &&
-                          rec.fault.kind != cts::FaultKind::AgentKill &&
-                          (rec.fault.kind != cts::FaultKind::Double ||
-                           std::none_of(rec.fault.parts.begin(), rec.fault.parts.end(),
-                                        [](const cts::Fault& p) {
-                                            return p.kind == cts::FaultKind::AgentKill;
-                                        }));
+        bool pcloudOnly =
+            !cts::hurtsGuest(rec.fault) && rec.fault.kind != cts::FaultKind::AgentKill &&
+            (rec.fault.kind != cts::FaultKind::Double ||
+             std::none_of(rec.fault.parts.begin(), rec.fault.parts.end(),
+                          [](const cts::Fault& p) { return p.kind == cts::FaultKind::AgentKill; }));
         if (pcloudOnly && rec.failed_requests > 0) {
             std::string detail;
             for (const auto& d : rec.failed_detail)
                 detail += (detail.empty() ? "" : ", ") + d;
             rec.problems.push_back("requests: " + std::to_string(rec.failed_requests) +
-                                   " client requests failed during " + rec.fault.describe() +
-                                   " (" + detail + ")");
+                                   " client requests failed during " + rec.fault.describe() + " (" +
+                                   detail + ")");
         }
         if (out.is_open())
             out << rec.toJson().dump() << "\n" << std::flush;
-        std::fprintf(stderr, "cts: [%d/%d] %-40s %s recovery %.0f ms, %d/%d requests failed, "
-                             "%d VM restarts, %d failures%s\n",
+        std::fprintf(stderr,
+                     "cts: [%d/%d] %-40s %s recovery %.0f ms, %d/%d requests failed, "
+                     "%d VM restarts, %d failures%s\n",
                      n, opt_.iterations, rec.fault.describe().c_str(),
                      rec.converged ? "converged," : "NOT CONVERGED,", rec.recovery_ms,
-                     rec.failed_requests, rec.requests, rec.impact.vm_restarts,
-                     rec.impact.failures, rec.problems.empty() ? "" : "  AUDIT FAILED");
+                     rec.failed_requests, rec.requests, rec.impact.vm_restarts, rec.impact.failures,
+                     rec.problems.empty() ? "" : "  AUDIT FAILED");
         for (const auto& p : rec.problems)
             std::fprintf(stderr, "cts:     %s\n", p.c_str());
         if (!rec.problems.empty() && !firstBad)
