@@ -41,6 +41,7 @@ struct ObservedAssembly {
 struct Observed {
     DesiredState desired = DesiredState::Running;
     bool infra_ok = true; // dped's libvirt connection to the host is up
+    bool bus_ok = true;   // dped's connection to the message hub is up
     std::map<std::string, ObservedAssembly> assemblies; // absent = nothing known
     bool operator==(const Observed&) const = default;
 };
