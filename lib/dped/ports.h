@@ -30,7 +30,7 @@ public:
                          const std::string& body) = 0;
 };
 
-// Earliest-signal detectors and the guest channel relay, per assembly.
+// Earliest-signal detectors and the guest channel peer (channel_peer.h), per assembly.
 class HostWatch {
 public:
     virtual ~HostWatch() = default;
@@ -38,8 +38,10 @@ public:
     virtual void watchPid(const std::string& assembly, pid_t pid) = 0;
     virtual void unwatchPid(const std::string& assembly) = 0;
     // Make sure the host side of the guest channel is connected (creates the connection the
-    // first time, reconnect() afterwards).
-    virtual void ensureChannel(const std::string& assembly, const std::string& socketPath) = 0;
+    // first time, reconnect() afterwards). `keys` are the names the agent may call itself
+    // on that channel (the assembly's name and uuid): its link addresses and hello.
+    virtual void ensureChannel(const std::string& assembly, const std::string& socketPath,
+                               const std::vector<std::string>& keys) = 0;
 };
 
 // Runs slow hypervisor calls away from the reactor thread: define+start takes ~1 s under

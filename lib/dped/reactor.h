@@ -64,6 +64,9 @@ public:
     void onDomainEvent(const virt::DomainEvent& event);
     void onInfrastructureDown(const std::string& reason);
     void onInfrastructureUp();
+    // The bus client's connection to the hub went down / came back (observed_.bus_ok).
+    void onBusDown();
+    void onBusUp();
     // `pid` is the exited process; an exit of an older qemu of the same assembly is ignored.
     void onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid = 0);
     // `monotonicUs`: steady clock when the relay saw it (0: unknown), logged for benchmarks.

@@ -7,6 +7,8 @@
 #include "common/lock_file.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "dped/channel_peer.h"
+#include "dped/event_outbox.h"
 #include "dped/inbox.h"
 #include "dped/job_runner.h"
 #include "dped/reactor.h"
@@ -14,7 +16,6 @@
 #include "referee/referee.h"
 #include "referee/retry_backoff.h"
 #include "store/store.h"
-#include "virt/channel.h"
 #include "virt/libvirt_hypervisor.h"
 #include "virt/pid_watcher.h"
 
@@ -36,13 +37,70 @@ namespace pcloud::dped {
 
 namespace {
 
-class BusMessenger final : public Messenger {
+// The journal side of the bus: events for pcloud.journal go to the bus client while its
+// connection is up and wait in a bounded EventOutbox (oldest dropped, counted) while it is
+// down; when it is back they are published in order after one `events-dropped` event with
+// the count. Thread-safe (the reactor thread and the referee worker both publish).
+class JournalGate {
 public:
-    BusMessenger(bus::Client& client, Inbox& inbox) : client_(client), inbox_(inbox) {}
-    Status send(const std::string& address, const std::string& body,
-                const bus::Properties& properties) override {
-        return client_.send(address, body, properties);
+    JournalGate(bus::Client& client, std::string deployable, std::size_t capacity)
+        : client_(client), dep_(std::move(deployable)), box_(capacity) {}
+
+    Status publish(const std::string& body) {
+        std::lock_guard lock(mu_);
+        if (!up_ || !box_.empty()) {
+            box_.push(body);
+            return Status::success();
+        }
+        return client_.send("pcloud.journal", body);
     }
+    // Bus connection news (from the bus client's thread).
+    void setUp(bool up) {
+        std::lock_guard lock(mu_);
+        up_ = up;
+        if (!up)
+            return;
+        auto taken = box_.take();
+        if (taken.dropped > 0) {
+            events::Event e;
+            e.time = SystemClock().nowMs();
+            e.deployable = dep_;
+            e.state = "events-dropped";
+            e.reason = std::to_string(taken.dropped) +
+                       " events were dropped (oldest first) while the message hub was "
+                       "unreachable";
+            PCLOUD_LOG(Warning, "Events were dropped while the message hub was unreachable",
+                       {{"deployable", dep_}, {"dropped", std::to_string(taken.dropped)}});
+            (void)client_.send("pcloud.journal", events::toJson(e).dump());
+        }
+        if (!taken.events.empty())
+            PCLOUD_LOG(Notice, "Publishing the events held while the message hub was unreachable",
+                       {{"deployable", dep_}, {"count", std::to_string(taken.events.size())}});
+        for (auto& body : taken.events)
+            (void)client_.send("pcloud.journal", body);
+    }
+
+private:
+    bus::Client& client_;
+    std::string dep_;
+    std::mutex mu_;
+    bool up_ = true; // dped starts only once connected
+    EventOutbox box_;
+};
+
+class RealHostWatch;
+
+// The reactor's Messenger. pcloud.agent.A goes to A's channel peer when an agent is attached
+// there (dped is that agent's AMQP peer; the hub is not involved), else to the bus (agents
+// that reach the hub over TCP). pcloud.journal goes through the JournalGate; the rest to the
+// bus. Reports from channel agents do not come through subscribe(): the channel peer posts
+// them straight to the reactor.
+class RoutingMessenger final : public Messenger {
+public:
+    RoutingMessenger(bus::Client& client, Inbox& inbox, JournalGate& journal, RealHostWatch& watch)
+        : client_(client), inbox_(inbox), journal_(journal), watch_(watch) {}
+    Status send(const std::string& address, const std::string& body,
+                const bus::Properties& properties) override;
     Status reply(const std::string& replyTo, const std::string& correlationId,
                  const std::string& body) override {
         return client_.reply(replyTo, correlationId, body);
@@ -57,12 +115,14 @@ public:
 private:
     bus::Client& client_;
     Inbox& inbox_;
+    JournalGate& journal_;
+    RealHostWatch& watch_;
 };
 
 class RealHostWatch final : public HostWatch {
 public:
-    RealHostWatch(Inbox& inbox, std::function<Reactor*()> reactor, int hubPort)
-        : inbox_(inbox), reactor_(std::move(reactor)), hub_port_(hubPort),
+    RealHostWatch(Inbox& inbox, std::function<Reactor*()> reactor, std::string addressPrefix)
+        : inbox_(inbox), reactor_(std::move(reactor)), prefix_(std::move(addressPrefix)),
           pids_([this](const virt::PidExit& e) {
               inbox_.post([this, e] {
                   if (auto* r = reactor_())
@@ -78,18 +138,22 @@ public:
     }
     void unwatchPid(const std::string& assembly) override { pids_.unwatch(assembly); }
 
-    void ensureChannel(const std::string& assembly, const std::string& socketPath) override {
+    void ensureChannel(const std::string& assembly, const std::string& socketPath,
+                       const std::vector<std::string>& keys) override {
+        std::lock_guard lock(mu_);
         auto it = channels_.find(assembly);
-        if (it != channels_.end() && it->second->options().socket_path == socketPath) {
+        if (it != channels_.end() && it->second->options().socket_path == socketPath &&
+            it->second->options().session.keys == keys) {
             it->second->reconnect();
             return;
         }
-        virt::ChannelOptions o;
-        o.key = assembly;
+        ChannelPeerOptions o;
         o.socket_path = socketPath;
-        o.hub_port = hub_port_;
+        o.session.assembly = assembly;
+        o.session.keys = keys;
+        o.session.address_prefix = prefix_;
         o.retry_ms = 1000;
-        virt::ChannelCallbacks cb;
+        ChannelPeerCallbacks cb;
         cb.on_event = [this](const virt::ChannelEvent& e) {
             if (e.kind != virt::ChannelEventKind::Connected &&
                 e.kind != virt::ChannelEventKind::Eof)
@@ -100,23 +164,63 @@ public:
                     r->onChannelEvent(e.key, up, e.detail, e.monotonicUs);
             });
         };
-        auto conn = std::make_unique<virt::ChannelConnection>(o, cb);
-        auto st = conn->start();
+        // The peer outlives none of the closures it posts: they hold it weakly.
+        auto slot = std::make_shared<std::weak_ptr<ChannelPeer>>();
+        cb.on_report = [this, assembly, slot](std::string body) {
+            inbox_.post([this, assembly, slot, body = std::move(body)] {
+                if (auto* r = reactor_())
+                    r->onReport(assembly, body);
+                if (auto p = slot->lock())
+                    p->reportDone(body.size());
+            });
+        };
+        auto peer = std::make_shared<ChannelPeer>(o, cb);
+        *slot = peer;
+        auto st = peer->start();
         if (!st) {
-            PCLOUD_LOG(Warning, "Cannot start the guest channel relay",
+            PCLOUD_LOG(Warning, "Cannot start the guest channel peer",
                        {{"assembly", assembly}, {"error", st.error().describe()}});
             return;
         }
-        channels_[assembly] = std::move(conn);
+        channels_[assembly] = std::move(peer);
+    }
+
+    // The channel peer of `assembly` if an agent is attached to it.
+    std::shared_ptr<ChannelPeer> attachedPeer(const std::string& assembly) {
+        std::lock_guard lock(mu_);
+        auto it = channels_.find(assembly);
+        if (it == channels_.end() || !it->second->agentAttached())
+            return nullptr;
+        return it->second;
+    }
+    bool hasChannel(const std::string& assembly) {
+        std::lock_guard lock(mu_);
+        return channels_.count(assembly) > 0;
     }
 
 private:
     Inbox& inbox_;
     std::function<Reactor*()> reactor_;
-    int hub_port_;
+    std::string prefix_;
     virt::PidWatcher pids_;
-    std::map<std::string, std::unique_ptr<virt::ChannelConnection>> channels_;
+    std::mutex mu_;
+    std::map<std::string, std::shared_ptr<ChannelPeer>> channels_;
 };
+
+Status RoutingMessenger::send(const std::string& address, const std::string& body,
+                              const bus::Properties& properties) {
+    static const std::string kAgent = "pcloud.agent.";
+    if (address == "pcloud.journal")
+        return journal_.publish(body);
+    if (address.rfind(kAgent, 0) == 0) {
+        std::string assembly = address.substr(kAgent.size());
+        auto cid = properties.find("correlation-id");
+        std::string correlation = cid == properties.end() ? "" : cid->second;
+        if (auto peer = watch_.attachedPeer(assembly))
+            return peer->send(body, correlation);
+    }
+    return client_.send(address, body, properties);
+}
 
 // Applies the desired referee membership on its own thread, retrying with backoff and
 // reconciling every 10 s, so a slow or broken balancer never holds up recovery. Retries are
@@ -124,9 +228,9 @@ private:
 // second it runs with a stale membership sends traffic to dead members.
 class RefereeWorker final : public RefereeSink {
 public:
-    RefereeWorker(std::unique_ptr<referee::Referee> ref, bus::Client& client, std::string dep)
-        : ref_(std::move(ref)), client_(client), dep_(std::move(dep)), backoff_(clock_, 500, 5'000),
-          thread_([this] { run(); }) {}
+    RefereeWorker(std::unique_ptr<referee::Referee> ref, JournalGate& journal, std::string dep)
+        : ref_(std::move(ref)), journal_(journal), dep_(std::move(dep)),
+          backoff_(clock_, 500, 5'000), thread_([this] { run(); }) {}
     ~RefereeWorker() override {
         {
             std::lock_guard lock(mu_);
@@ -152,7 +256,7 @@ private:
         e.assembly = member;
         e.state = state;
         e.reason = reason;
-        (void)client_.send("pcloud.journal", events::toJson(e).dump());
+        (void)journal_.publish(events::toJson(e).dump());
     }
     void run() {
         Millis nextReconcile = clock_.monotonicMs() + 10'000;
@@ -216,7 +320,7 @@ private:
     }
 
     std::unique_ptr<referee::Referee> ref_;
-    bus::Client& client_;
+    JournalGate& journal_;
     std::string dep_;
     SystemClock clock_;
     referee::RetryBackoff backoff_;
@@ -255,17 +359,6 @@ private:
     Inbox& inbox_;
     std::function<Reactor*()> reactor_;
 };
-
-int portOf(const std::string& url) {
-    auto colon = url.rfind(':');
-    if (colon == std::string::npos)
-        return 5672;
-    try {
-        return std::stoi(url.substr(colon + 1));
-    } catch (...) {
-        return 0;
-    }
-}
 
 } // namespace
 
@@ -365,7 +458,16 @@ int runDped(const Options& opt) {
     auto getReactor = [&]() -> Reactor* { return reactorPtr; }; // used on the reactor thread
 
     bus::Client client;
+    // Events wait here while the hub is unreachable (10 000 at most, oldest dropped).
+    JournalGate journal(client, opt.deployable, 10'000);
     bus::ClientOptions copt;
+    copt.onConnectionChange = [&journal, &inbox, getReactor](bool up) {
+        journal.setUp(up);
+        inbox.post([getReactor, up] {
+            if (auto* r = getReactor())
+                up ? r->onBusUp() : r->onBusDown();
+        });
+    };
     copt.url = opt.broker;
     copt.addressPrefix = opt.address_prefix;
     copt.containerId = "dped-" + opt.deployable + "-" + std::to_string(::getpid());
@@ -386,11 +488,11 @@ int runDped(const Options& opt) {
         return toInt(ExitCode::Unavailable);
     }
 
-    BusMessenger messenger(client, inbox);
-    RealHostWatch watch(inbox, getReactor, portOf(opt.broker));
+    RealHostWatch watch(inbox, getReactor, opt.address_prefix);
+    RoutingMessenger messenger(client, inbox, journal, watch);
     std::unique_ptr<RefereeWorker> refWorker;
     if (ref)
-        refWorker = std::make_unique<RefereeWorker>(std::move(ref), client, opt.deployable);
+        refWorker = std::make_unique<RefereeWorker>(std::move(ref), journal, opt.deployable);
     policy::RandomJitter jitter(static_cast<std::uint64_t>(::getpid()) * 2654435761u ^
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;
