@@ -96,18 +96,26 @@ AgentSession::~AgentSession() {
     driver_.reset();
 }
 
-proton::io::mutable_buffer AgentSession::readBuffer() { return driver_->read_buffer(); }
+proton::io::mutable_buffer AgentSession::readBuffer() {
+    return driver_->read_buffer();
+}
 
 void AgentSession::readDone(std::size_t n) {
     driver_->read_done(n);
     checkPartialDelivery();
 }
 
-void AgentSession::readClose() { driver_->read_close(); }
+void AgentSession::readClose() {
+    driver_->read_close();
+}
 
-proton::io::const_buffer AgentSession::writeBuffer() { return driver_->write_buffer(); }
+proton::io::const_buffer AgentSession::writeBuffer() {
+    return driver_->write_buffer();
+}
 
-void AgentSession::writeDone(std::size_t n) { driver_->write_done(n); }
+void AgentSession::writeDone(std::size_t n) {
+    driver_->write_done(n);
+}
 
 Millis AgentSession::tick(Millis now) {
     auto next = driver_->tick(proton::timestamp(now));
@@ -230,7 +238,9 @@ void AgentSession::on_sender_open(proton::sender& s) {
     notifyAttached();
 }
 
-void AgentSession::on_sendable(proton::sender&) { flushOutbox(); }
+void AgentSession::on_sendable(proton::sender&) {
+    flushOutbox();
+}
 
 void AgentSession::checkPartialDelivery() {
     if (!reports_ || !error_.empty())
@@ -241,10 +251,9 @@ void AgentSession::checkPartialDelivery() {
     pn_delivery_t* d = pn_link_current(l);
     if (d && pn_delivery_partial(d) && pn_delivery_pending(d) > opt_.max_message) {
         fail("a report larger than " + std::to_string(opt_.max_message) + " bytes", true);
-        driver_->connection().close(
-            proton::error_condition("amqp:link:message-size-exceeded",
-                                    "message larger than " + std::to_string(opt_.max_message) +
-                                        " bytes"));
+        driver_->connection().close(proton::error_condition(
+            "amqp:link:message-size-exceeded",
+            "message larger than " + std::to_string(opt_.max_message) + " bytes"));
     }
 }
 
@@ -305,9 +314,13 @@ void AgentSession::on_transport_error(proton::transport& t) {
     fail(t.error().what(), true);
 }
 
-void AgentSession::on_connection_error(proton::connection& c) { fail(c.error().what(), false); }
+void AgentSession::on_connection_error(proton::connection& c) {
+    fail(c.error().what(), false);
+}
 
-void AgentSession::on_error(const proton::error_condition& e) { fail(e.what(), true); }
+void AgentSession::on_error(const proton::error_condition& e) {
+    fail(e.what(), true);
+}
 
 // ---- ChannelPeer ------------------------------------------------------------------------
 
@@ -374,7 +387,8 @@ Status ChannelPeer::send(const std::string& body, const std::string& correlation
         if (!attached_)
             return makeError("no agent is attached to the channel of " + opt_.session.assembly);
         if (to_send_.size() >= opt_.session.max_outbox)
-            return makeError("the command queue of " + opt_.session.assembly + "'s channel is full");
+            return makeError("the command queue of " + opt_.session.assembly +
+                             "'s channel is full");
         to_send_.emplace_back(body, correlationId);
     }
     wake();

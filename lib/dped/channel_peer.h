@@ -43,14 +43,14 @@
 namespace pcloud::dped {
 
 struct AgentSessionOptions {
-    std::string assembly;          // for logs
-    std::vector<std::string> keys; // names the agent may use: the assembly's name and uuid
-    std::string address_prefix;    // also accepted in front of the addresses (e.g. "/queue/")
-    std::uint32_t max_frame = 64 * 1024;     // max-frame-size we announce; larger frames end it
-    std::size_t max_message = 256 * 1024;    // one report, bytes
-    std::size_t max_outbox = 256;            // commands waiting for the agent's credit
-    std::uint32_t credit = 32;               // reports the agent may send ahead
-    Millis idle_timeout = 30'000;            // AMQP idle timeout we announce
+    std::string assembly;                // for logs
+    std::vector<std::string> keys;       // names the agent may use: the assembly's name and uuid
+    std::string address_prefix;          // also accepted in front of the addresses (e.g. "/queue/")
+    std::uint32_t max_frame = 64 * 1024; // max-frame-size we announce; larger frames end it
+    std::size_t max_message = 256 * 1024; // one report, bytes
+    std::size_t max_outbox = 256;         // commands waiting for the agent's credit
+    std::uint32_t credit = 32;            // reports the agent may send ahead
+    Millis idle_timeout = 30'000;         // AMQP idle timeout we announce
 };
 
 // Counters of what a session (or a peer, summed over its sessions) refused or dropped.
@@ -141,12 +141,12 @@ private:
 struct ChannelPeerOptions {
     std::string socket_path;
     AgentSessionOptions session;
-    int retry_ms = 1000;       // reconnect period while the socket cannot be connected
-    int reopen_ms = 200;       // after the agent's connection ended cleanly
-    int misbehave_ms = 1000;   // after we dropped a connection that broke the protocol
-    std::size_t max_pending_reports = 64;      // handed on, not yet reportDone()
-    std::size_t max_pending_bytes = 1 << 20;   // the same in bytes
-    std::size_t max_write_buffer = 1 << 20;    // bytes for the agent not yet written
+    int retry_ms = 1000;                  // reconnect period while the socket cannot be connected
+    int reopen_ms = 200;                  // after the agent's connection ended cleanly
+    int misbehave_ms = 1000;              // after we dropped a connection that broke the protocol
+    std::size_t max_pending_reports = 64; // handed on, not yet reportDone()
+    std::size_t max_pending_bytes = 1 << 20; // the same in bytes
+    std::size_t max_write_buffer = 1 << 20;  // bytes for the agent not yet written
     Millis quiet_burst_ms = 10'000; // a throttle/drop this long after the last starts a burst
 };
 
@@ -177,7 +177,7 @@ public:
     struct Stats {
         AgentSessionStats session; // summed over the sessions so far
         std::uint64_t sessions = 0;
-        std::uint64_t throttles = 0;          // times reading stopped for the caps
+        std::uint64_t throttles = 0;           // times reading stopped for the caps
         std::uint64_t dropped_connections = 0; // connections ended for misbehaving
         std::size_t pending_reports = 0;
         std::size_t pending_bytes = 0;
@@ -208,8 +208,8 @@ private:
     std::unique_ptr<AgentSession> session_;
     bool reported_connect_failure_ = false;
     std::atomic<bool> reading_{true}; // read by reportDone() on other threads
-    Millis retry_at_ = 0;  // monotonic ms; 0 = none
-    Millis tick_at_ = 0;   // monotonic ms; 0 = none
+    Millis retry_at_ = 0;             // monotonic ms; 0 = none
+    Millis tick_at_ = 0;              // monotonic ms; 0 = none
     Millis last_burst_event_ = -1'000'000'000;
     std::uint64_t burst_suppressed_ = 0;
 

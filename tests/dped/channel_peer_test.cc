@@ -263,8 +263,8 @@ public:
             pollfd p{cfd_, POLLOUT, 0};
             if (::poll(&p, 1, 50) != 1)
                 continue;
-            ssize_t n = ::send(cfd_, bytes.data() + off, bytes.size() - off,
-                               MSG_NOSIGNAL | MSG_DONTWAIT);
+            ssize_t n =
+                ::send(cfd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n <= 0)
                 break;
             off += static_cast<std::size_t>(n);
