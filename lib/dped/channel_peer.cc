@@ -310,8 +310,10 @@ void AgentSession::on_sender_close(proton::sender& s) {
 
 void AgentSession::on_transport_error(proton::transport& t) {
     // A transport that ends without an AMQP close: a framing error, a frame over the limit,
-    // something that is not AMQP at all.
-    fail(t.error().what(), true);
+    // something that is not AMQP at all. An idle timeout is a silent peer (a stopped VM,
+    // which the heartbeat timeout deals with), not a misbehaving one.
+    std::string what = t.error().what();
+    fail(what, what.find("idle-timeout") == std::string::npos);
 }
 
 void AgentSession::on_connection_error(proton::connection& c) {

@@ -37,57 +37,6 @@ namespace pcloud::dped {
 
 namespace {
 
-// The journal side of the bus: events for pcloud.journal go to the bus client while its
-// connection is up and wait in a bounded EventOutbox (oldest dropped, counted) while it is
-// down; when it is back they are published in order after one `events-dropped` event with
-// the count. Thread-safe (the reactor thread and the referee worker both publish).
-class JournalGate {
-public:
-    JournalGate(bus::Client& client, std::string deployable, std::size_t capacity)
-        : client_(client), dep_(std::move(deployable)), box_(capacity) {}
-
-    Status publish(const std::string& body) {
-        std::lock_guard lock(mu_);
-        if (!up_ || !box_.empty()) {
-            box_.push(body);
-            return Status::success();
-        }
-        return client_.send("pcloud.journal", body);
-    }
-    // Bus connection news (from the bus client's thread).
-    void setUp(bool up) {
-        std::lock_guard lock(mu_);
-        up_ = up;
-        if (!up)
-            return;
-        auto taken = box_.take();
-        if (taken.dropped > 0) {
-            events::Event e;
-            e.time = SystemClock().nowMs();
-            e.deployable = dep_;
-            e.state = "events-dropped";
-            e.reason = std::to_string(taken.dropped) +
-                       " events were dropped (oldest first) while the message hub was "
-                       "unreachable";
-            PCLOUD_LOG(Warning, "Events were dropped while the message hub was unreachable",
-                       {{"deployable", dep_}, {"dropped", std::to_string(taken.dropped)}});
-            (void)client_.send("pcloud.journal", events::toJson(e).dump());
-        }
-        if (!taken.events.empty())
-            PCLOUD_LOG(Notice, "Publishing the events held while the message hub was unreachable",
-                       {{"deployable", dep_}, {"count", std::to_string(taken.events.size())}});
-        for (auto& body : taken.events)
-            (void)client_.send("pcloud.journal", body);
-    }
-
-private:
-    bus::Client& client_;
-    std::string dep_;
-    std::mutex mu_;
-    bool up_ = true; // dped starts only once connected
-    EventOutbox box_;
-};
-
 class RealHostWatch;
 
 // The reactor's Messenger. pcloud.agent.A goes to A's channel peer when an agent is attached
@@ -459,7 +408,10 @@ int runDped(const Options& opt) {
 
     bus::Client client;
     // Events wait here while the hub is unreachable (10 000 at most, oldest dropped).
-    JournalGate journal(client, opt.deployable, 10'000);
+    SystemClock wallClock;
+    JournalGate journal(
+        [&client](const std::string& body) { return client.send("pcloud.journal", body); },
+        opt.deployable, wallClock, 10'000);
     bus::ClientOptions copt;
     copt.onConnectionChange = [&journal, &inbox, getReactor](bool up) {
         journal.setUp(up);

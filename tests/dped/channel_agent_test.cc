@@ -99,8 +99,8 @@ private:
                 }
                 int to = i == 0 ? a : d;
                 for (ssize_t off = 0; off < n;) {
-                    ssize_t w = ::send(to, buf + off, static_cast<std::size_t>(n - off),
-                                       MSG_NOSIGNAL);
+                    ssize_t w =
+                        ::send(to, buf + off, static_cast<std::size_t>(n - off), MSG_NOSIGNAL);
                     if (w <= 0) {
                         closed = true;
                         break;
@@ -205,8 +205,8 @@ TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
         int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(fd, 1);
         ::dup2(fd, 2);
-        ::execl(PCLOUD_AGENT_BIN, PCLOUD_AGENT_BIN, "--config", conf.c_str(), "--log-level",
-                "info", static_cast<char*>(nullptr));
+        ::execl(PCLOUD_AGENT_BIN, PCLOUD_AGENT_BIN, "--config", conf.c_str(), "--log-level", "info",
+                static_cast<char*>(nullptr));
         _exit(127);
     }
     ASSERT_GT(agent, 0);
@@ -233,9 +233,9 @@ TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
     };
     // The first heartbeat, then three more (the agent beats every 200 ms, as watched), and
     // the resource the watch named running.
-    ASSERT_TRUE(runUntil([&] { return reactor.observed().assemblies.count("node01") &&
-                                      oa().heartbeat_seq > 0; },
-                         30s))
+    ASSERT_TRUE(runUntil(
+        [&] { return reactor.observed().assemblies.count("node01") && oa().heartbeat_seq > 0; },
+        30s))
         << agentLog();
     std::uint64_t first = oa().heartbeat_seq;
     bool ok = runUntil(

@@ -6,6 +6,7 @@
 #include "proto/agent_messages.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <proton/connection_options.hpp>
 #include <proton/delivery.hpp>
@@ -218,6 +219,38 @@ TEST(EventOutbox, KeepsTheNewestAndCountsTheDropped) {
     EXPECT_EQ(t.events, (std::deque<std::string>{"e2", "e3", "e4"}));
     EXPECT_TRUE(box.empty());
     EXPECT_EQ(box.take().dropped, 0u);
+}
+
+TEST(JournalGate, HoldsEventsWhileDownThenPublishesTheCountAndTheNewest) {
+    ManualClock clock{1'700'000'000'000};
+    std::vector<std::string> out;
+    JournalGate gate(
+        [&](const std::string& b) {
+            out.push_back(b);
+            return Status::success();
+        },
+        "web", clock, 3);
+    ASSERT_TRUE(gate.publish("live").ok());
+    EXPECT_EQ(out, std::vector<std::string>{"live"});
+    gate.setUp(false);
+    for (int i = 0; i < 5; ++i)
+        ASSERT_TRUE(gate.publish("e" + std::to_string(i)).ok()); // never blocks, never fails
+    EXPECT_EQ(out.size(), 1u);
+    EXPECT_EQ(gate.held(), 3u);
+    gate.setUp(true);
+    ASSERT_EQ(out.size(), 5u);
+    auto dropped = nlohmann::json::parse(out[1]);
+    EXPECT_EQ(dropped["state"], "events-dropped");
+    EXPECT_EQ(dropped["deployable"], "web");
+    EXPECT_NE(dropped["reason"].get<std::string>().find("2 events"), std::string::npos);
+    EXPECT_EQ(std::vector<std::string>(out.begin() + 2, out.end()),
+              (std::vector<std::string>{"e2", "e3", "e4"}));
+    // Back to direct publishing; a second outage without loss sends no events-dropped.
+    gate.setUp(false);
+    ASSERT_TRUE(gate.publish("x").ok());
+    gate.setUp(true);
+    EXPECT_EQ(out.back(), "x");
+    EXPECT_EQ(out.size(), 6u);
 }
 
 // ---- ChannelPeer over a unix socket -------------------------------------------------------

@@ -143,6 +143,26 @@ TEST_F(Fixture, StartsMissingDomainsWithTheAgentChannelInjected) {
     EXPECT_TRUE(std::filesystem::exists(dped::escalationPath(dir, "web")));
 }
 
+TEST_F(Fixture, ChannelKeysAreTheNameAndTheUuid) {
+    auto m = makeModel();
+    m.assemblies["node01"].uuid = "6f1c0d52-0000-4000-8000-000000000001";
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(watch.channel_keys["node01"],
+              (std::vector<std::string>{"node01", "6f1c0d52-0000-4000-8000-000000000001"}));
+    EXPECT_EQ(watch.channel_keys["node02"], std::vector<std::string>{"node02"});
+}
+
+TEST_F(Fixture, BusDownAndUpSetBusOk) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_TRUE(r->observed().bus_ok);
+    r->onBusDown();
+    EXPECT_FALSE(r->observed().bus_ok);
+    r->onBusUp();
+    EXPECT_TRUE(r->observed().bus_ok);
+}
+
 TEST_F(Fixture, AdoptsRunningDomainNeverStartsASecondInstance) {
     hv.domains["node01-dom"] = virt::DomainState::Running;
     hv.domains["node02-dom"] = virt::DomainState::Running;
