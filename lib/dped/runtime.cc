@@ -19,6 +19,7 @@
 #include "virt/libvirt_hypervisor.h"
 #include "virt/pid_watcher.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -30,12 +31,19 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unistd.h>
 
 namespace pcloud::dped {
 
 namespace {
+
+std::string lowered(std::string s) {
+    for (auto& c : s)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
 
 class RealHostWatch;
 
@@ -55,17 +63,16 @@ public:
         return client_.reply(replyTo, correlationId, body);
     }
     void subscribe(const std::string& address,
-                   std::function<void(const bus::Message&)> callback) override {
-        auto cb = std::make_shared<std::function<void(const bus::Message&)>>(std::move(callback));
-        client_.subscribe(
-            address, [this, cb](const bus::Message& m) { inbox_.post([cb, m] { (*cb)(m); }); });
-    }
+                   std::function<void(const bus::Message&)> callback) override;
 
 private:
     bus::Client& client_;
     Inbox& inbox_;
     JournalGate& journal_;
     RealHostWatch& watch_;
+    std::mutex mu_;
+    std::set<std::string> bus_agents_;  // report keys seen on the bus (agents over TCP)
+    std::set<std::string> bus_refused_; // keys whose bus reports were dropped (logged once)
 };
 
 class RealHostWatch final : public HostWatch {
@@ -142,9 +149,21 @@ public:
             return nullptr;
         return it->second;
     }
-    bool hasChannel(const std::string& assembly) {
+    std::shared_ptr<ChannelPeer> peer(const std::string& assembly) {
         std::lock_guard lock(mu_);
-        return channels_.count(assembly) > 0;
+        auto it = channels_.find(assembly);
+        return it == channels_.end() ? nullptr : it->second;
+    }
+    // The peer whose agent may call itself `key` (name or uuid), if one is attached.
+    std::shared_ptr<ChannelPeer> attachedPeerByKey(const std::string& key) {
+        std::lock_guard lock(mu_);
+        for (const auto& [name, p] : channels_) {
+            const auto& keys = p->options().session.keys;
+            for (const auto& k : keys)
+                if (lowered(k) == key && p->agentAttached())
+                    return p;
+        }
+        return nullptr;
     }
 
 private:
@@ -163,12 +182,54 @@ Status RoutingMessenger::send(const std::string& address, const std::string& bod
         return journal_.publish(body);
     if (address.rfind(kAgent, 0) == 0) {
         std::string assembly = address.substr(kAgent.size());
-        auto cid = properties.find("correlation-id");
-        std::string correlation = cid == properties.end() ? "" : cid->second;
-        if (auto peer = watch_.attachedPeer(assembly))
-            return peer->send(body, correlation);
+        if (auto peer = watch_.peer(assembly)) {
+            auto cid = properties.find("correlation-id");
+            std::string correlation = cid == properties.end() ? "" : cid->second;
+            if (peer->agentAttached())
+                return peer->send(body, correlation);
+            // No agent on the channel. Only an agent that reports over the bus (TCP) would
+            // read a command left on the hub; for a channel agent it would go stale there.
+            bool overBus = false;
+            {
+                std::lock_guard lock(mu_);
+                for (const auto& k : peer->options().session.keys)
+                    overBus = overBus || bus_agents_.count(lowered(k)) > 0;
+            }
+            if (!overBus)
+                return makeError("no agent is attached to the channel of " + assembly);
+        }
     }
     return client_.send(address, body, properties);
+}
+
+void RoutingMessenger::subscribe(const std::string& address,
+                                 std::function<void(const bus::Message&)> callback) {
+    static const std::string kReports = "pcloud.reports.";
+    auto cb = std::make_shared<std::function<void(const bus::Message&)>>(std::move(callback));
+    std::string key =
+        address.rfind(kReports, 0) == 0 ? lowered(address.substr(kReports.size())) : std::string();
+    client_.subscribe(address, [this, cb, key](const bus::Message& m) {
+        if (!key.empty()) {
+            // While the assembly's own agent is attached to its channel, that channel is the
+            // only source of its reports: a bus report claiming to be it is not the guest's.
+            if (watch_.attachedPeerByKey(key)) {
+                bool first;
+                {
+                    std::lock_guard lock(mu_);
+                    first = bus_refused_.insert(key).second;
+                }
+                if (first)
+                    PCLOUD_LOG(Warning,
+                               "Dropping reports from the bus for an assembly whose agent is "
+                               "attached to its channel (logged once)",
+                               {{"key", key}});
+                return;
+            }
+            std::lock_guard lock(mu_);
+            bus_agents_.insert(key);
+        }
+        inbox_.post([cb, m] { (*cb)(m); });
+    });
 }
 
 // Applies the desired referee membership on its own thread, retrying with backoff and

@@ -16,6 +16,7 @@
 #include "common/fs.h"
 #include "common/time_format.h"
 #include "model/model.h"
+#include "proto/agent_messages.h"
 #include "store/store.h"
 #include "support/test_support.h"
 #include "virt/guest_xml.h"
@@ -283,6 +284,41 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 120s)) << dumpEvents();
     EXPECT_TRUE(hasEvent(A, "running"));
     EXPECT_TRUE(hasEvent(B, "running"));
+
+    // 1b. Trust boundary: while A's agent is attached to its channel, a report for A on the
+    // bus is not A's (the guest talks only to dped). A forged hello is dropped: had it been
+    // taken, dped would log "Agent connected ... boot_id=forged-boot" (and re-send watch).
+    {
+        proto::Hello h;
+        h.assembly = A;
+        h.boot_id = "forged-boot";
+        h.backend = "process";
+        h.agent_version = "forged";
+        ASSERT_TRUE(client_.send("pcloud.reports." + A, proto::encodeHello(h)).ok());
+        h.assembly = model_.assemblies[A].uuid;
+        ASSERT_TRUE(client_.send("pcloud.reports." + h.assembly, proto::encodeHello(h)).ok());
+        ASSERT_TRUE(waitFor(
+            [&] {
+                auto log = fs::readFile(log_);
+                return log && log->find("Dropping reports from the bus for an assembly whose "
+                                        "agent is attached") != std::string::npos;
+            },
+            20s))
+            << dumpEvents();
+        ASSERT_TRUE(client_.waitIdle(5s));
+        // Both went to dped (the hub queue has them delivered once dped's receiver took them).
+        ASSERT_TRUE(waitFor(
+            [&] {
+                auto c = hub_.counters();
+                auto it = c.find("pcloud.reports." + A);
+                return it != c.end() && it->second.out >= 1 && it->second.depth == 0;
+            },
+            20s));
+        EXPECT_TRUE(healthy(A));
+        auto log = fs::readFile(log_);
+        ASSERT_TRUE(log.ok());
+        EXPECT_EQ(log->find("forged-boot"), std::string::npos) << *log;
+    }
 
     // 2. Kill the web server in A for real: it serves one request and exits.
     std::size_t mark = eventCount();
