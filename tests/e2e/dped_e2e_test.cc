@@ -406,7 +406,9 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
         Millis outageEndMs = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
-        ASSERT_TRUE(hub_.start("amqp://127.0.0.1:" + std::to_string(hubPort)).ok());
+        ASSERT_TRUE(waitFor(
+            [&] { return hub_.start("amqp://127.0.0.1:" + std::to_string(hubPort)).ok(); }, 10s))
+            << "hub port " << hubPort << " not free again";
         // The events of B's recovery, made during the outage, arrive once the hub is back.
         ASSERT_TRUE(waitFor(
             [&] {
