@@ -341,6 +341,8 @@ struct Client::Impl : proton::messaging_handler {
         for (const auto& [id, wire] : toOpen)
             openSubscription(id, wire);
         PCLOUD_LOG(Info, "Bus connected", {{"url", url.hostPort()}});
+        if (options.onConnectionChange)
+            invoke([&] { options.onConnectionChange(true); });
         flushAll();
     }
 
@@ -482,8 +484,11 @@ struct Client::Impl : proton::messaging_handler {
             container->stop();
             return;
         }
-        if (wasOpen)
+        if (wasOpen) {
             PCLOUD_LOG(Notice, "Bus connection lost; reconnecting", {{"url", url.hostPort()}});
+            if (options.onConnectionChange)
+                invoke([&] { options.onConnectionChange(false); });
+        }
         scheduleReconnect();
     }
 

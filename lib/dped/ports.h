@@ -32,7 +32,7 @@ public:
                          const std::string& body) = 0;
 };
 
-// Earliest-signal detectors and the guest channel relay, per assembly.
+// Earliest-signal detectors and the guest channel peer (channel_peer.h), per assembly.
 class HostWatch {
 public:
     virtual ~HostWatch() = default;
@@ -40,8 +40,10 @@ public:
     virtual void watchPid(const std::string& assembly, pid_t pid) = 0;
     virtual void unwatchPid(const std::string& assembly) = 0;
     // Make sure the host side of the guest channel is connected (creates the connection the
-    // first time, reconnect() afterwards).
-    virtual void ensureChannel(const std::string& assembly, const std::string& socketPath) = 0;
+    // first time, reconnect() afterwards). `keys` are the names the agent may call itself
+    // on that channel (the assembly's name and uuid): its link addresses and hello.
+    virtual void ensureChannel(const std::string& assembly, const std::string& socketPath,
+                               const std::vector<std::string>& keys) = 0;
     // Is this (qemu) process stopped, i.e. the guest frozen? One read of /proc/PID/stat; asked
     // only when a heartbeat is overdue. nullopt: unknown.
     virtual std::optional<bool> processStopped(pid_t pid) { return virt::processStopped(pid); }

@@ -233,7 +233,10 @@ void Reactor::refreshDomain(const std::string& assembly) {
             // Not local qemu (test:///default): there is no pid; the domain state is the proof.
             oa.qemu_exited = false;
         }
-        watch_.ensureChannel(assembly, channelPath(*a));
+        std::vector<std::string> keys{a->name};
+        if (!a->uuid.empty() && a->uuid != a->name)
+            keys.push_back(a->uuid);
+        watch_.ensureChannel(assembly, channelPath(*a), keys);
     } else {
         if (pids_.erase(assembly))
             watch_.unwatchPid(assembly);
@@ -280,6 +283,23 @@ void Reactor::onInfrastructureUp() {
     observed_.infra_ok = true;
     PCLOUD_LOG(Notice, "Hypervisor connection back; re-reading every domain", {});
     refreshAll();
+}
+
+void Reactor::onBusDown() {
+    if (!observed_.bus_ok)
+        return;
+    observed_.bus_ok = false;
+    PCLOUD_LOG(Warning,
+               "Message hub connection lost; channel agents are still supervised, agents that "
+               "report through the hub are not judged, events are held until it is back",
+               {{"deployable", cfg_.deployable}});
+}
+
+void Reactor::onBusUp() {
+    if (observed_.bus_ok)
+        return;
+    observed_.bus_ok = true;
+    PCLOUD_LOG(Notice, "Message hub connection back", {{"deployable", cfg_.deployable}});
 }
 
 void Reactor::onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid) {
@@ -355,19 +375,6 @@ void Reactor::fullState(const std::string& assembly, const std::vector<proto::Un
         for (const auto& r : a->resources)
             if (agentUnitFor(r) == u.unit)
                 oa.services[r.name] = toObserved(u);
-}
-
-void Reactor::onBusState(bool up) {
-    if (observed_.bus_ok == up)
-        return;
-    observed_.bus_ok = up;
-    if (up)
-        PCLOUD_LOG(Notice, "Message bus back", {{"deployable", cfg_.deployable}});
-    else
-        PCLOUD_LOG(Warning,
-                   "Message bus lost; agents reporting through it are not judged until it is "
-                   "back",
-                   {{"deployable", cfg_.deployable}});
 }
 
 void Reactor::onObserverPaused(Millis gapMs) {
@@ -859,6 +866,7 @@ nlohmann::json Reactor::statusJson() const {
             j["agent"] = oa.agent_connected ? "connected" : "disconnected";
             j["heartbeat_age_ms"] =
                 oa.last_heartbeat ? json(now - *oa.last_heartbeat) : json(nullptr);
+            j["heartbeat_seq"] = oa.heartbeat_seq;
             j["phase"] = policy::toString(at.phase);
             if (auto jit = jobs_inflight_.find(name); jit != jobs_inflight_.end())
                 j["libvirt_jobs"] = jit->second; // e.g. ["destroy", "start"] mid-restart

@@ -65,6 +65,9 @@ public:
     void onDomainEvent(const virt::DomainEvent& event);
     void onInfrastructureDown(const std::string& reason);
     void onInfrastructureUp();
+    // The bus client's connection to the hub went down / came back (observed_.bus_ok).
+    void onBusDown();
+    void onBusUp();
     // `pid` is the exited process; an exit of an older qemu of the same assembly is ignored.
     void onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid = 0);
     // `monotonicUs`: steady clock when the relay saw it (0: unknown), logged for benchmarks.
@@ -73,8 +76,6 @@ public:
     // `viaBus`: the report came through the message hub (an agent over TCP, or today's channel
     // relay), so a lost bus silences this agent without it being hung.
     void onReport(const std::string& assembly, const std::string& body, bool viaBus = true);
-    // dped's own connection to the message hub went down or came back.
-    void onBusState(bool up);
     // dped itself was not running for `gapMs` (SIGSTOP, a host stall); see PauseDetector.
     void onObserverPaused(Millis gapMs);
     // A cped request body; returns the reply body. (ping needs onRequest: it answers later.)

@@ -7,6 +7,8 @@
 #include "common/lock_file.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "dped/channel_peer.h"
+#include "dped/event_outbox.h"
 #include "dped/inbox.h"
 #include "dped/job_runner.h"
 #include "dped/pause_detector.h"
@@ -15,10 +17,10 @@
 #include "referee/referee.h"
 #include "referee/retry_backoff.h"
 #include "store/store.h"
-#include "virt/channel.h"
 #include "virt/libvirt_hypervisor.h"
 #include "virt/pid_watcher.h"
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -31,6 +33,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unistd.h>
 
@@ -38,33 +41,46 @@ namespace pcloud::dped {
 
 namespace {
 
-class BusMessenger final : public Messenger {
+std::string lowered(std::string s) {
+    for (auto& c : s)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+class RealHostWatch;
+
+// The reactor's Messenger. pcloud.agent.A goes to A's channel peer when an agent is attached
+// there (dped is that agent's AMQP peer; the hub is not involved), else to the bus (agents
+// that reach the hub over TCP). pcloud.journal goes through the JournalGate; the rest to the
+// bus. Reports from channel agents do not come through subscribe(): the channel peer posts
+// them straight to the reactor.
+class RoutingMessenger final : public Messenger {
 public:
-    BusMessenger(bus::Client& client, Inbox& inbox) : client_(client), inbox_(inbox) {}
+    RoutingMessenger(bus::Client& client, Inbox& inbox, JournalGate& journal, RealHostWatch& watch)
+        : client_(client), inbox_(inbox), journal_(journal), watch_(watch) {}
     Status send(const std::string& address, const std::string& body,
-                const bus::Properties& properties) override {
-        return client_.send(address, body, properties);
-    }
+                const bus::Properties& properties) override;
     Status reply(const std::string& replyTo, const std::string& correlationId,
                  const std::string& body) override {
         return client_.reply(replyTo, correlationId, body);
     }
     void subscribe(const std::string& address,
-                   std::function<void(const bus::Message&)> callback) override {
-        auto cb = std::make_shared<std::function<void(const bus::Message&)>>(std::move(callback));
-        client_.subscribe(
-            address, [this, cb](const bus::Message& m) { inbox_.post([cb, m] { (*cb)(m); }); });
-    }
+                   std::function<void(const bus::Message&)> callback) override;
 
 private:
     bus::Client& client_;
     Inbox& inbox_;
+    JournalGate& journal_;
+    RealHostWatch& watch_;
+    std::mutex mu_;
+    std::set<std::string> bus_agents_;  // report keys seen on the bus (agents over TCP)
+    std::set<std::string> bus_refused_; // keys whose bus reports were dropped (logged once)
 };
 
 class RealHostWatch final : public HostWatch {
 public:
-    RealHostWatch(Inbox& inbox, std::function<Reactor*()> reactor, int hubPort)
-        : inbox_(inbox), reactor_(std::move(reactor)), hub_port_(hubPort),
+    RealHostWatch(Inbox& inbox, std::function<Reactor*()> reactor, std::string addressPrefix)
+        : inbox_(inbox), reactor_(std::move(reactor)), prefix_(std::move(addressPrefix)),
           pids_([this](const virt::PidExit& e) {
               inbox_.post([this, e] {
                   if (auto* r = reactor_())
@@ -80,18 +96,22 @@ public:
     }
     void unwatchPid(const std::string& assembly) override { pids_.unwatch(assembly); }
 
-    void ensureChannel(const std::string& assembly, const std::string& socketPath) override {
+    void ensureChannel(const std::string& assembly, const std::string& socketPath,
+                       const std::vector<std::string>& keys) override {
+        std::lock_guard lock(mu_);
         auto it = channels_.find(assembly);
-        if (it != channels_.end() && it->second->options().socket_path == socketPath) {
+        if (it != channels_.end() && it->second->options().socket_path == socketPath &&
+            it->second->options().session.keys == keys) {
             it->second->reconnect();
             return;
         }
-        virt::ChannelOptions o;
-        o.key = assembly;
+        ChannelPeerOptions o;
         o.socket_path = socketPath;
-        o.hub_port = hub_port_;
+        o.session.assembly = assembly;
+        o.session.keys = keys;
+        o.session.address_prefix = prefix_;
         o.retry_ms = 1000;
-        virt::ChannelCallbacks cb;
+        ChannelPeerCallbacks cb;
         cb.on_event = [this](const virt::ChannelEvent& e) {
             if (e.kind != virt::ChannelEventKind::Connected &&
                 e.kind != virt::ChannelEventKind::Eof)
@@ -102,23 +122,117 @@ public:
                     r->onChannelEvent(e.key, up, e.detail, e.monotonicUs);
             });
         };
-        auto conn = std::make_unique<virt::ChannelConnection>(o, cb);
-        auto st = conn->start();
+        // The peer outlives none of the closures it posts: they hold it weakly.
+        auto slot = std::make_shared<std::weak_ptr<ChannelPeer>>();
+        cb.on_report = [this, assembly, slot](std::string body) {
+            inbox_.post([this, assembly, slot, body = std::move(body)] {
+                if (auto* r = reactor_())
+                    r->onReport(assembly, body, /*viaBus=*/false);
+                if (auto p = slot->lock())
+                    p->reportDone(body.size());
+            });
+        };
+        auto peer = std::make_shared<ChannelPeer>(o, cb);
+        *slot = peer;
+        auto st = peer->start();
         if (!st) {
-            PCLOUD_LOG(Warning, "Cannot start the guest channel relay",
+            PCLOUD_LOG(Warning, "Cannot start the guest channel peer",
                        {{"assembly", assembly}, {"error", st.error().describe()}});
             return;
         }
-        channels_[assembly] = std::move(conn);
+        channels_[assembly] = std::move(peer);
+    }
+
+    // The channel peer of `assembly` if an agent is attached to it.
+    std::shared_ptr<ChannelPeer> attachedPeer(const std::string& assembly) {
+        std::lock_guard lock(mu_);
+        auto it = channels_.find(assembly);
+        if (it == channels_.end() || !it->second->agentAttached())
+            return nullptr;
+        return it->second;
+    }
+    std::shared_ptr<ChannelPeer> peer(const std::string& assembly) {
+        std::lock_guard lock(mu_);
+        auto it = channels_.find(assembly);
+        return it == channels_.end() ? nullptr : it->second;
+    }
+    // The peer whose agent may call itself `key` (name or uuid), if one is attached.
+    std::shared_ptr<ChannelPeer> attachedPeerByKey(const std::string& key) {
+        std::lock_guard lock(mu_);
+        for (const auto& [name, p] : channels_) {
+            const auto& keys = p->options().session.keys;
+            for (const auto& k : keys)
+                if (lowered(k) == key && p->agentAttached())
+                    return p;
+        }
+        return nullptr;
     }
 
 private:
     Inbox& inbox_;
     std::function<Reactor*()> reactor_;
-    int hub_port_;
+    std::string prefix_;
     virt::PidWatcher pids_;
-    std::map<std::string, std::unique_ptr<virt::ChannelConnection>> channels_;
+    std::mutex mu_;
+    std::map<std::string, std::shared_ptr<ChannelPeer>> channels_;
 };
+
+Status RoutingMessenger::send(const std::string& address, const std::string& body,
+                              const bus::Properties& properties) {
+    static const std::string kAgent = "pcloud.agent.";
+    if (address == "pcloud.journal")
+        return journal_.publish(body);
+    if (address.rfind(kAgent, 0) == 0) {
+        std::string assembly = address.substr(kAgent.size());
+        if (auto peer = watch_.peer(assembly)) {
+            auto cid = properties.find("correlation-id");
+            std::string correlation = cid == properties.end() ? "" : cid->second;
+            if (peer->agentAttached())
+                return peer->send(body, correlation);
+            // No agent on the channel. Only an agent that reports over the bus (TCP) would
+            // read a command left on the hub; for a channel agent it would go stale there.
+            bool overBus = false;
+            {
+                std::lock_guard lock(mu_);
+                for (const auto& k : peer->options().session.keys)
+                    overBus = overBus || bus_agents_.count(lowered(k)) > 0;
+            }
+            if (!overBus)
+                return makeError("no agent is attached to the channel of " + assembly);
+        }
+    }
+    return client_.send(address, body, properties);
+}
+
+void RoutingMessenger::subscribe(const std::string& address,
+                                 std::function<void(const bus::Message&)> callback) {
+    static const std::string kReports = "pcloud.reports.";
+    auto cb = std::make_shared<std::function<void(const bus::Message&)>>(std::move(callback));
+    std::string key =
+        address.rfind(kReports, 0) == 0 ? lowered(address.substr(kReports.size())) : std::string();
+    client_.subscribe(address, [this, cb, key](const bus::Message& m) {
+        if (!key.empty()) {
+            // While the assembly's own agent is attached to its channel, that channel is the
+            // only source of its reports: a bus report claiming to be it is not the guest's.
+            if (watch_.attachedPeerByKey(key)) {
+                bool first;
+                {
+                    std::lock_guard lock(mu_);
+                    first = bus_refused_.insert(key).second;
+                }
+                if (first)
+                    PCLOUD_LOG(Warning,
+                               "Dropping reports from the bus for an assembly whose agent is "
+                               "attached to its channel (logged once)",
+                               {{"key", key}});
+                return;
+            }
+            std::lock_guard lock(mu_);
+            bus_agents_.insert(key);
+        }
+        inbox_.post([cb, m] { (*cb)(m); });
+    });
+}
 
 // Applies the desired referee membership on its own thread, retrying with backoff and
 // reconciling every `reconcileMs` (10 s unless --referee-reconcile-ms), so a slow or broken
@@ -127,9 +241,9 @@ private:
 // dead members.
 class RefereeWorker final : public RefereeSink {
 public:
-    RefereeWorker(std::unique_ptr<referee::Referee> ref, bus::Client& client, std::string dep,
+    RefereeWorker(std::unique_ptr<referee::Referee> ref, JournalGate& journal, std::string dep,
                   Millis reconcileMs)
-        : ref_(std::move(ref)), client_(client), dep_(std::move(dep)), reconcile_ms_(reconcileMs),
+        : ref_(std::move(ref)), journal_(journal), dep_(std::move(dep)), reconcile_ms_(reconcileMs),
           backoff_(clock_, 500, 5'000), thread_([this] { run(); }) {}
     ~RefereeWorker() override {
         {
@@ -166,7 +280,7 @@ private:
         e.assembly = member;
         e.state = state;
         e.reason = reason;
-        (void)client_.send("pcloud.journal", events::toJson(e).dump());
+        (void)journal_.publish(events::toJson(e).dump());
     }
     void run() {
         Millis nextReconcile = clock_.monotonicMs() + reconcile_ms_;
@@ -234,7 +348,7 @@ private:
     }
 
     std::unique_ptr<referee::Referee> ref_;
-    bus::Client& client_;
+    JournalGate& journal_;
     std::string dep_;
     Millis reconcile_ms_;
     SystemClock clock_;
@@ -275,17 +389,6 @@ private:
     Inbox& inbox_;
     std::function<Reactor*()> reactor_;
 };
-
-int portOf(const std::string& url) {
-    auto colon = url.rfind(':');
-    if (colon == std::string::npos)
-        return 5672;
-    try {
-        return std::stoi(url.substr(colon + 1));
-    } catch (...) {
-        return 0;
-    }
-}
 
 } // namespace
 
@@ -398,7 +501,19 @@ int runDped(const Options& opt) {
     auto getReactor = [&]() -> Reactor* { return reactorPtr; }; // used on the reactor thread
 
     bus::Client client;
+    // Events wait here while the hub is unreachable (10 000 at most, oldest dropped).
+    SystemClock wallClock;
+    JournalGate journal(
+        [&client](const std::string& body) { return client.send("pcloud.journal", body); },
+        opt.deployable, wallClock, 10'000);
     bus::ClientOptions copt;
+    copt.onConnectionChange = [&journal, &inbox, getReactor](bool up) {
+        journal.setUp(up);
+        inbox.post([getReactor, up] {
+            if (auto* r = getReactor())
+                up ? r->onBusUp() : r->onBusDown();
+        });
+    };
     copt.url = opt.broker;
     copt.addressPrefix = opt.address_prefix;
     copt.containerId = "dped-" + opt.deployable + "-" + std::to_string(::getpid());
@@ -423,11 +538,11 @@ int runDped(const Options& opt) {
         return toInt(ExitCode::Unavailable);
     }
 
-    BusMessenger messenger(client, inbox);
-    RealHostWatch watch(inbox, getReactor, portOf(opt.broker));
+    RealHostWatch watch(inbox, getReactor, opt.address_prefix);
+    RoutingMessenger messenger(client, inbox, journal, watch);
     std::unique_ptr<RefereeWorker> refWorker;
     if (ref)
-        refWorker = std::make_unique<RefereeWorker>(std::move(ref), client, opt.deployable,
+        refWorker = std::make_unique<RefereeWorker>(std::move(ref), journal, opt.deployable,
                                                     opt.referee_reconcile_ms);
     policy::RandomJitter jitter(static_cast<std::uint64_t>(::getpid()) * 2654435761u ^
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
@@ -486,12 +601,11 @@ int runDped(const Options& opt) {
                 {"broker", opt.broker},
                 {"pid", std::to_string(::getpid())}});
     int rc_exit = toInt(ExitCode::Ok);
-    // The loop runs at least once a second, so a pause of dped itself is noticed, and so is
-    // the bus connection's state. A pause shorter than a quarter of the heartbeat timeout
-    // cannot make a heartbeat look late, so it is not reported.
+    // The loop runs at least once a second, so a pause of dped itself is noticed. A pause
+    // shorter than a quarter of the heartbeat timeout cannot make a heartbeat look late, so
+    // it is not reported.
     constexpr Millis kMaxWaitMs = 1000;
     PauseDetector pause(std::max<Millis>(200, dep->heartbeat_timeout / 4));
-    bool busUp = true;
     while (true) {
         bool due = false;
         if (auto gap = pause.check(clock.monotonicMs())) {
@@ -510,11 +624,6 @@ int runDped(const Options& opt) {
         if (auto gap = pause.check(clock.monotonicMs())) {
             // Before the queued inputs: they were sent during the gap and are read as new.
             reactor.onObserverPaused(*gap);
-            due = true;
-        }
-        if (bool up = client.connected(); up != busUp) {
-            busUp = up;
-            reactor.onBusState(up);
             due = true;
         }
         for (auto& f : work)

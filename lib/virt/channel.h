@@ -13,6 +13,8 @@
 //    guest sees POLLHUP and starts a fresh AMQP connection after we reconnect. Flow is
 //    bounded: a side is not read while the other side's buffer is full.
 //    Without a hub port, bytes from the guest go to onData and send() writes to the guest.
+//    (dped no longer relays: it terminates the agent's AMQP on the channel itself with
+//    dped::ChannelPeer. The relay stays for the virt tests and bench/virt.)
 //
 // Everything runs on one epoll thread per ChannelConnection; callbacks run on it. After EOF
 // (or a failed connect) it reconnects when reconnect() is called (dped does so on the

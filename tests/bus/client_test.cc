@@ -496,4 +496,34 @@ TEST(BusClient, ReconnectsAfterHubRestartAndRestoresSubscriptions) {
     EXPECT_EQ(nlohmann::json::parse(r->body)["id"], "after");
 }
 
+TEST(BusClient, OnConnectionChangeReportsUpDownAndUpAgain) {
+    auto hub = startHub();
+    std::string url = hubUrl(*hub);
+    std::mutex mu;
+    std::vector<bool> seen;
+    ClientOptions o;
+    o.url = url;
+    o.onConnectionChange = [&](bool up) {
+        std::lock_guard lock(mu);
+        seen.push_back(up);
+    };
+    Client c;
+    ASSERT_TRUE(c.connect(o).ok());
+    auto seenIs = [&](std::vector<bool> want) {
+        return waitUntil([&] {
+            std::lock_guard lock(mu);
+            return seen == want;
+        });
+    };
+    ASSERT_TRUE(seenIs({true}));
+    hub->stop();
+    ASSERT_TRUE(seenIs({true, false}));
+    auto hub2 = std::make_unique<Hub>();
+    ASSERT_TRUE(waitUntil([&] { return hub2->start(url).ok(); }));
+    ASSERT_TRUE(seenIs({true, false, true}));
+    c.close(); // a close is not reported as a lost connection
+    std::lock_guard lock(mu);
+    EXPECT_EQ(seen, (std::vector<bool>{true, false, true}));
+}
+
 } // namespace pcloud::bus::test

@@ -1,6 +1,7 @@
 // The dped reactor with fakes of the hypervisor, the bus and the host watchers, and a
 // ManualClock: observation mapping, actions executed, status JSON, commands, persistence.
 #include "dped/reactor.h"
+#include "fakes.h"
 
 #include "common/fs.h"
 #include "policy/policy_json.h"
@@ -18,113 +19,9 @@
 
 using namespace pcloud;
 using nlohmann::json;
+using namespace pcloud::dped::testfakes;
 
 namespace {
-
-class FakeHv : public virt::Hypervisor {
-public:
-    std::map<std::string, virt::DomainState> domains;
-    std::vector<std::string> calls;
-    std::string reject; // defineAndStart fails with this message when set
-    pid_t next_pid = 1000;
-    std::map<std::string, pid_t> pids;
-
-    Result<virt::DomainInfo> lookup(const std::string& name) override {
-        virt::DomainInfo i;
-        i.name = name;
-        auto it = domains.find(name);
-        i.state = it == domains.end() ? virt::DomainState::Missing : it->second;
-        return i;
-    }
-    Result<virt::DomainInfo> defineAndStart(const std::string& xml) override {
-        auto n = virt::domainNameOf(xml).value_or("?");
-        calls.push_back("start " + n);
-        if (!reject.empty())
-            return makeError(reject);
-        domains[n] = virt::DomainState::Running;
-        pids[n] = next_pid++;
-        last_xml = xml;
-        return lookup(n);
-    }
-    Result<virt::DomainInfo> createTransient(const std::string& xml) override {
-        return defineAndStart(xml);
-    }
-    Status start(const std::string& name) override { return Status::success(); }
-    Status destroy(const std::string& name) override {
-        calls.push_back("destroy " + name);
-        if (domains.count(name))
-            domains[name] = virt::DomainState::Shutoff;
-        return Status::success();
-    }
-    // A cooperative guest shuts off at once; with `ignore_shutdown` it keeps running.
-    bool ignore_shutdown = false;
-    Status shutdown(const std::string& name) override {
-        calls.push_back("shutdown " + name);
-        if (domains.count(name) && !ignore_shutdown)
-            domains[name] = virt::DomainState::Shutoff;
-        return Status::success();
-    }
-    Status undefine(const std::string& name) override { return Status::success(); }
-    Result<pid_t> qemuPid(const std::string& name) override {
-        auto it = pids.find(name);
-        if (it == pids.end())
-            return makeError("no pid");
-        return it->second;
-    }
-    void setListener(virt::HypervisorListener*) override {}
-    std::string last_xml;
-};
-
-class FakeBus : public dped::Messenger {
-public:
-    std::vector<std::pair<std::string, std::string>> sent;
-    std::map<std::string, std::function<void(const bus::Message&)>> subs;
-    Status send(const std::string& a, const std::string& b, const bus::Properties&) override {
-        sent.emplace_back(a, b);
-        return Status::success();
-    }
-    void subscribe(const std::string& a, std::function<void(const bus::Message&)> cb) override {
-        subs[a] = std::move(cb);
-    }
-    struct Reply {
-        std::string reply_to, correlation_id;
-        json body;
-    };
-    std::vector<Reply> replies;
-    Status reply(const std::string& to, const std::string& cid, const std::string& b) override {
-        replies.push_back({to, cid, json::parse(b)});
-        return Status::success();
-    }
-    std::vector<json> events() const {
-        std::vector<json> out;
-        for (const auto& [a, b] : sent)
-            if (a == "pcloud.journal")
-                out.push_back(json::parse(b));
-        return out;
-    }
-    std::vector<json> to(const std::string& addr) const {
-        std::vector<json> out;
-        for (const auto& [a, b] : sent)
-            if (a == addr)
-                out.push_back(json::parse(b));
-        return out;
-    }
-};
-
-class FakeWatch : public dped::HostWatch {
-public:
-    std::map<std::string, pid_t> pids;
-    std::map<std::string, std::string> channels;
-    std::set<pid_t> stopped; // qemu pids that are SIGSTOPped
-    int stop_checks = 0;
-    void watchPid(const std::string& a, pid_t p) override { pids[a] = p; }
-    void unwatchPid(const std::string& a) override { pids.erase(a); }
-    void ensureChannel(const std::string& a, const std::string& s) override { channels[a] = s; }
-    std::optional<bool> processStopped(pid_t p) override {
-        ++stop_checks;
-        return stopped.count(p) > 0;
-    }
-};
 
 class FakeReferee : public dped::RefereeSink {
 public:
@@ -257,6 +154,26 @@ TEST_F(Fixture, StartsMissingDomainsWithTheAgentChannelInjected) {
     EXPECT_TRUE(hasEvent("", "dped-started"));
     EXPECT_TRUE(hasEvent("node01", "starting"));
     EXPECT_TRUE(std::filesystem::exists(dped::escalationPath(dir, "web")));
+}
+
+TEST_F(Fixture, ChannelKeysAreTheNameAndTheUuid) {
+    auto m = makeModel();
+    m.assemblies["node01"].uuid = "6f1c0d52-0000-4000-8000-000000000001";
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(watch.channel_keys["node01"],
+              (std::vector<std::string>{"node01", "6f1c0d52-0000-4000-8000-000000000001"}));
+    EXPECT_EQ(watch.channel_keys["node02"], std::vector<std::string>{"node02"});
+}
+
+TEST_F(Fixture, BusDownAndUpSetBusOk) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_TRUE(r->observed().bus_ok);
+    r->onBusDown();
+    EXPECT_FALSE(r->observed().bus_ok);
+    r->onBusUp();
+    EXPECT_TRUE(r->observed().bus_ok);
 }
 
 TEST_F(Fixture, AdoptsRunningDomainNeverStartsASecondInstance) {
@@ -746,7 +663,7 @@ TEST_F(Fixture, BusOutageCountsNothingButACrashIsStillRecovered) {
     heartbeat("node01", 1);
     heartbeat("node02", 1);
     hv.calls.clear();
-    r->onBusState(false);
+    r->onBusDown();
     r->step();
     EXPECT_TRUE(hasEvent("", "bus-down"));
     clock.advance(10'000);
@@ -756,7 +673,7 @@ TEST_F(Fixture, BusOutageCountsNothingButACrashIsStillRecovered) {
     r->step();
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
     EXPECT_EQ(r->statusJson()["assemblies"][1]["failures"]["used"], 0);
-    r->onBusState(true);
+    r->onBusUp();
     r->step();
     EXPECT_TRUE(hasEvent("", "bus-up"));
     heartbeat("node02", 2);

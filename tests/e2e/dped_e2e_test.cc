@@ -16,6 +16,7 @@
 #include "common/fs.h"
 #include "common/time_format.h"
 #include "model/model.h"
+#include "proto/agent_messages.h"
 #include "store/store.h"
 #include "support/test_support.h"
 #include "virt/guest_xml.h"
@@ -284,6 +285,41 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     EXPECT_TRUE(hasEvent(A, "running"));
     EXPECT_TRUE(hasEvent(B, "running"));
 
+    // 1b. Trust boundary: while A's agent is attached to its channel, a report for A on the
+    // bus is not A's (the guest talks only to dped). A forged hello is dropped: had it been
+    // taken, dped would log "Agent connected ... boot_id=forged-boot" (and re-send watch).
+    {
+        proto::Hello h;
+        h.assembly = A;
+        h.boot_id = "forged-boot";
+        h.backend = "process";
+        h.agent_version = "forged";
+        ASSERT_TRUE(client_.send("pcloud.reports." + A, proto::encodeHello(h)).ok());
+        h.assembly = model_.assemblies[A].uuid;
+        ASSERT_TRUE(client_.send("pcloud.reports." + h.assembly, proto::encodeHello(h)).ok());
+        ASSERT_TRUE(waitFor(
+            [&] {
+                auto log = fs::readFile(log_);
+                return log && log->find("Dropping reports from the bus for an assembly whose "
+                                        "agent is attached") != std::string::npos;
+            },
+            20s))
+            << dumpEvents();
+        ASSERT_TRUE(client_.waitIdle(5s));
+        // Both went to dped (the hub queue has them delivered once dped's receiver took them).
+        ASSERT_TRUE(waitFor(
+            [&] {
+                auto c = hub_.counters();
+                auto it = c.find("pcloud.reports." + A);
+                return it != c.end() && it->second.out >= 1 && it->second.depth == 0;
+            },
+            20s));
+        EXPECT_TRUE(healthy(A));
+        auto log = fs::readFile(log_);
+        ASSERT_TRUE(log.ok());
+        EXPECT_EQ(log->find("forged-boot"), std::string::npos) << *log;
+    }
+
     // 2. Kill the web server in A for real: it serves one request and exits.
     std::size_t mark = eventCount();
     pid_t qemuA = qemuPidOf(A), qemuB = qemuPidOf(B);
@@ -340,6 +376,69 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     EXPECT_EQ(qemuPidOf(B), qemuB);
     EXPECT_EQ(assemblyStatus(status(), B)["failures"]["used"], usedB);
     EXPECT_FALSE(hasEvent(A, "starting", "starting", mark));
+
+    // 4b. The hub goes away (cped down) for longer than the heartbeat timeout. dped is the
+    // agents' AMQP peer on their channels, so it keeps receiving their heartbeats (A is not
+    // declared lost), recovers B from a SIGKILL of its qemu during the outage (pidfd), and
+    // publishes the events it held once the hub is back.
+    {
+        int hubPort = hub_.boundPort();
+        auto stA = assemblyStatus(status(), A);
+        ASSERT_TRUE(stA.is_object()) << dumpEvents();
+        std::uint64_t seqA = stA["heartbeat_seq"];
+        json usedA = stA["failures"]["used"];
+        mark = eventCount();
+        auto outageStart = std::chrono::system_clock::now();
+        Millis outageStartMs =
+            std::chrono::duration_cast<std::chrono::milliseconds>(outageStart.time_since_epoch())
+                .count();
+        hub_.stop();
+        ASSERT_EQ(::kill(qemuB, SIGKILL), 0);
+        // Recovered with no hub: a new qemu for B.
+        ASSERT_TRUE(waitFor([&] { return qemuPidOf(B) > 0 && qemuPidOf(B) != qemuB; }, 90s))
+            << dumpEvents();
+        qemuB = qemuPidOf(B);
+        // The outage itself is the input here: it lasts 15 s of real time, past the heartbeat
+        // timeout (10 s) that would have declared A's agent lost if its heartbeats stopped.
+        std::this_thread::sleep_until(outageStart + 15s);
+        EXPECT_EQ(qemuPidOf(A), qemuA);
+        EXPECT_EQ(eventCount(), mark); // nothing got through while the hub was down
+        Millis outageEndMs = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+        ASSERT_TRUE(waitFor(
+            [&] { return hub_.start("amqp://127.0.0.1:" + std::to_string(hubPort)).ok(); }, 10s))
+            << "hub port " << hubPort << " not free again";
+        // The events of B's recovery, made during the outage, arrive once the hub is back.
+        ASSERT_TRUE(waitFor(
+            [&] {
+                return hasEvent(B, "failed", "", mark) && hasEvent(B, "running", "restarted", mark);
+            },
+            60s))
+            << dumpEvents();
+        {
+            std::lock_guard lock(mu_);
+            bool heldFailed = false;
+            for (std::size_t i = mark; i < events_.size(); ++i) {
+                const auto& e = events_[i];
+                if (e.value("assembly", "") == B && e.value("state", "") == "failed") {
+                    auto t = parseRfc3339(e.value("time", ""));
+                    heldFailed = t && *t >= outageStartMs && *t <= outageEndMs;
+                }
+                // A's agent was never lost: no failure, no restart of A.
+                EXPECT_FALSE(e.value("assembly", "") == A && e.value("state", "") == "failed")
+                    << e.dump();
+            }
+            EXPECT_TRUE(heldFailed) << "B's failure event should carry a time in the outage";
+        }
+        ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 60s)) << dumpEvents();
+        auto stA2 = assemblyStatus(status(), A);
+        // Heartbeats kept coming: A beats every second, the outage lasted 15 s.
+        EXPECT_GE(stA2["heartbeat_seq"].get<std::uint64_t>(), seqA + 12) << stA2.dump();
+        EXPECT_EQ(stA2["failures"]["used"], usedA);
+        EXPECT_EQ(qemuPidOf(A), qemuA);
+        usedB = assemblyStatus(status(), B)["failures"]["used"];
+    }
 
     // 5. A second failure of A's service uses up its budget (2): escalate to a VM restart.
     mark = eventCount();
