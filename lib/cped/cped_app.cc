@@ -402,7 +402,7 @@ void Cped::reloadFromDisk() {
 }
 
 int Cped::run() {
-    if (auto st = fs::makeDirs(o_.state_dir); !st) {
+    if (auto st = fs::makePrivateDir(o_.state_dir); !st) {
         std::cerr << "cped: cannot start: " << st.error().describe() << "\n";
         return toInt(ExitCode::Config);
     }

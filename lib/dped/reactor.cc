@@ -517,7 +517,7 @@ void Reactor::startDomain(const policy::Action& action) {
     std::optional<std::string> xml;
     std::string xmlError;
     if (!a->domain_xml.empty()) {
-        (void)fs::makeDirs(cfg_.state_dir + "/channels");
+        (void)fs::makeDirs(cfg_.state_dir + "/channels", 0700);
         auto x = virt::injectAgentChannel(a->domain_xml, channelPath(*a), a->uuid,
                                           "assembly " + a->name);
         if (x)

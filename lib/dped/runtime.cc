@@ -314,7 +314,7 @@ int runDped(const Options& opt) {
     // Signals are taken by a sigwait thread; block them before any thread starts.
     sigset_t sigs = signals::blockShutdownSignals();
 
-    (void)fs::makeDirs(opt.state_dir);
+    (void)fs::makePrivateDir(opt.state_dir);
     std::string lockPath = dpedLockPath(opt.state_dir, opt.deployable);
     std::optional<LockFile> lock;
     pid_t holder = 0;

@@ -331,7 +331,7 @@ Status saveModel(const std::string& stateDir, const model::Model& m, const SaveO
                          "characters or NUL bytes?); nothing was written",
                          stateDir);
 
-    if (auto st = fs::makeDirs(stateDir); !st)
+    if (auto st = fs::makePrivateDir(stateDir); !st)
         return st;
 
     // Assemblies the deployables currently on disk still name, but the new model drops:
