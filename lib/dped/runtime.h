@@ -17,6 +17,9 @@ struct Options {
     std::string address_prefix;
     std::string uri;       // overrides the deployable's libvirt URI when set
     std::string log_level; // error|warning|notice|info|debug
+    // Host configuration (common/host_config.h); "" = /etc/pcloud/pcloud.conf, which may be
+    // absent (safe defaults). A path given with --config must exist.
+    std::string config;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

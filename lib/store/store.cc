@@ -80,7 +80,7 @@ Status parseDeployables(const XmlFile& f, model::Model& m, RefLines& refLines,
                 b.unknownAttributes(warnings);
             } else if (cname == "referee") {
                 Element r(f, c, "deployable " + q(d.name) + ", <referee>");
-                if (!(st = parseReferee(r, d.referee)))
+                if (!(st = parseReferee(r, d.referee, warnings)))
                     return st;
                 r.unknownAttributes(warnings);
             } else {

@@ -105,7 +105,8 @@ pid_t qemuPidOf(const std::string& domain) {
 }
 
 pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
-                const std::string& stateDir, int brokerPort, const std::string& logPath) {
+                const std::string& stateDir, int brokerPort, const std::string& logPath,
+                const std::string& configPath) {
     std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
     pid_t pid = ::fork();
     if (pid == 0) {
@@ -113,11 +114,26 @@ pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
         int fd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(fd, 2);
         ::dup2(fd, 1);
-        ::execl(dpedPath.c_str(), "dped", "--deployable", deployable.c_str(), "--state-dir",
-                stateDir.c_str(), "--broker", broker.c_str(), "--log-level", "info", nullptr);
+        if (configPath.empty())
+            ::execl(dpedPath.c_str(), "dped", "--deployable", deployable.c_str(), "--state-dir",
+                    stateDir.c_str(), "--broker", broker.c_str(), "--log-level", "info", nullptr);
+        else
+            ::execl(dpedPath.c_str(), "dped", "--deployable", deployable.c_str(), "--state-dir",
+                    stateDir.c_str(), "--broker", broker.c_str(), "--log-level", "info", "--config",
+                    configPath.c_str(), nullptr);
         _exit(127);
     }
     return pid;
+}
+
+std::string writeTinyGuestHostConfig(const std::string& dir) {
+    const std::string path = dir + "/pcloud.conf";
+    (void)fs::writeAtomic(path,
+                          "# The tiny guest's user-mode network is passed to QEMU with\n"
+                          "# <qemu:commandline>; allow exactly that (docs/security.md).\n"
+                          "qemu_commandline = netdev-user\n",
+                          {}, 0644);
+    return path;
 }
 
 } // namespace pcloud::testsupport
