@@ -56,8 +56,8 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
         if (key.empty())
             return makeError("a line has no key before '='", path, line);
         if (value.empty())
-            return makeError("'" + key + "' has no value (remove the line for the default)",
-                             path, line);
+            return makeError("'" + key + "' has no value (remove the line for the default)", path,
+                             line);
         if (key != "referee_dir" && !seen.insert(key).second)
             return makeError("'" + key + "' is set twice; keep one line", path, line);
         if (key == "apachectl" || key == "nginx") {
@@ -100,8 +100,7 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
             else if (value == "no" || value == "false")
                 c.allow_host_devices = false;
             else
-                return makeError("allow_host_devices '" + value + "' is not yes or no", path,
-                                 line);
+                return makeError("allow_host_devices '" + value + "' is not yes or no", path, line);
         } else {
             return makeError("unknown key '" + key + "' (known: " + kKnown + ")", path, line);
         }
@@ -114,8 +113,7 @@ Result<HostConfig> load(const std::string& path, bool mustExist) {
     if (::stat(path.c_str(), &st) != 0) {
         if (errno == ENOENT && !mustExist)
             return HostConfig{};
-        return makeError(std::string("cannot read the host configuration: ") +
-                             std::strerror(errno),
+        return makeError(std::string("cannot read the host configuration: ") + std::strerror(errno),
                          path);
     }
     if (!S_ISREG(st.st_mode))

@@ -42,21 +42,22 @@ Status checkOptions(const std::string& what, const std::string& value,
     std::size_t start = value.find(',');
     while (start != std::string::npos) {
         std::size_t next = value.find(',', start + 1);
-        std::string opt = value.substr(start + 1, next == std::string::npos
-                                                      ? std::string::npos
-                                                      : next - start - 1);
+        std::string opt = value.substr(start + 1, next == std::string::npos ? std::string::npos
+                                                                            : next - start - 1);
         std::string key = opt.substr(0, opt.find('='));
         bool ok = false;
         for (const auto& a : allowed)
             ok = ok || key == a;
         if (!ok)
             return makeError("domain XML: " + what + " option '" + key +
-                             "' is not allowed (allowed: " + [&] {
+                             "' is not allowed (allowed: " +
+                             [&] {
                                  std::string s;
                                  for (const auto& a : allowed)
                                      s += (s.empty() ? "" : " ") + a;
                                  return s;
-                             }() + ")");
+                             }() +
+                             ")");
         start = next;
     }
     return {};
@@ -79,9 +80,8 @@ Status checkCommandline(pugi::xml_node cl, const hostconfig::HostConfig& host) {
         args.push_back(c.attribute("value").value());
     }
     static const std::vector<std::string> netdevUser = {
-        "id",       "restrict",  "hostfwd", "net",       "host",      "dhcpstart",
-        "dns",      "hostname",  "ipv4",    "ipv6",      "ipv6-net",  "ipv6-host",
-        "ipv6-dns", "domainname"};
+        "id",       "restrict", "hostfwd", "net",      "host",      "dhcpstart", "dns",
+        "hostname", "ipv4",     "ipv6",    "ipv6-net", "ipv6-host", "ipv6-dns",  "domainname"};
     static const std::vector<std::string> virtioNet = {"netdev", "bus", "addr", "mac", "id"};
     if (args.size() % 2 != 0)
         return makeError("domain XML: <qemu:commandline> arguments must come in pairs "

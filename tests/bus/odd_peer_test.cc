@@ -40,8 +40,7 @@ std::string run(const std::string& cmd, int& status) {
 void requirePythonProton() {
     int status = 0;
     run("/usr/bin/python3 -c 'import proton' 2>&1", status);
-    ASSERT_EQ(status, 0)
-        << "python3-qpid-proton is missing (scripts/install-deps.sh installs it)";
+    ASSERT_EQ(status, 0) << "python3-qpid-proton is missing (scripts/install-deps.sh installs it)";
 }
 
 } // namespace
@@ -92,14 +91,14 @@ TEST(BusOddPeer, HubRejectsMalformedPropertiesAndBigListOrMapBodiesAndKeepsServi
     Client consumer;
     ASSERT_TRUE(consumer.connect(hubUrl(hub)).ok());
     Inbox inbox;
-    ASSERT_TRUE(consumer.waitSubscribed(consumer.subscribe("pcloud.cped", inbox.callback()),
-                                        kDeadline));
+    ASSERT_TRUE(
+        consumer.waitSubscribed(consumer.subscribe("pcloud.cped", inbox.callback()), kDeadline));
 
     int status = 0;
-    std::string out = run("timeout 30 " + kOddPeer + " send 127.0.0.1:" +
-                              std::to_string(hub.boundPort()) +
-                              " pcloud.cped list-property big-list big-map good-1 2>&1",
-                          status);
+    std::string out =
+        run("timeout 30 " + kOddPeer + " send 127.0.0.1:" + std::to_string(hub.boundPort()) +
+                " pcloud.cped list-property big-list big-map good-1 2>&1",
+            status);
     ASSERT_EQ(status, 0) << out;
     EXPECT_NE(out.find("list-property rejected"), std::string::npos) << out;
     EXPECT_NE(out.find("big-list rejected"), std::string::npos) << out;
