@@ -142,12 +142,14 @@ std::string joinDirs(const std::vector<std::string>& dirs) {
 }
 
 // config_file: a regular file (or none yet) whose real parent directory lies in one of the
-// host's referee_dir directories. Checked again by ManagedFile before every write.
+// host's referee_dir directories. ManagedFile repeats the symlink check before every write.
 Status validateManagedFile(const std::string& path, const hostconfig::HostConfig& host) {
     if (auto st = validatePath("config_file", path); !st)
         return st;
     const std::string where =
-        host.source.empty() ? std::string(hostconfig::kDefaultPath) + ", not present" : host.source;
+        host.source.empty()
+            ? "the built-in default; " + std::string(hostconfig::kDefaultPath) + " is absent"
+            : host.source;
     std::string parent = path.substr(0, path.rfind('/'));
     if (parent.empty())
         parent = "/";
@@ -162,7 +164,7 @@ Status validateManagedFile(const std::string& path, const hostconfig::HostConfig
         return makeError(
             "referee config_file '" + path +
             "' is not inside an allowed directory (referee_dir = " + joinDirs(host.referee_dirs) +
-            " in " + where + "); put the file there or add its directory as referee_dir");
+            ", from " + where + "); put the file there or add its directory as referee_dir");
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
         if (S_ISLNK(st.st_mode))
