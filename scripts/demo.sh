@@ -60,7 +60,13 @@ else
         say "port $PORT is taken by another process (a RabbitMQ?); set PCLOUD_DEMO_PORT"
         exit 1
     fi
-    setsid "$BIN/cped" --state-dir "$STATE" --listen "$BROKER" >>"$STATE/cped.log" 2>&1 &
+    # The tiny guest's network is QEMU user mode through <qemu:commandline>; pcloud refuses
+    # that unless the host configuration allows it (docs/security.md), so the demo says so.
+    printf '%s\n' "# pcloud demo host configuration (docs/security.md)" \
+        "qemu_commandline = netdev-user" >"$STATE/pcloud.conf"
+    chmod 644 "$STATE/pcloud.conf"
+    setsid "$BIN/cped" --state-dir "$STATE" --listen "$BROKER" --config "$STATE/pcloud.conf" \
+        >>"$STATE/cped.log" 2>&1 &
     echo $! >"$STATE/cped.pid"
     say "cped started (pid $!, log $STATE/cped.log)"
 fi

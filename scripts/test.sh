@@ -16,6 +16,11 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPCLOUD_BUILD_TESTS=ON >/
 cmake --build build -j2
 ctest --test-dir build --output-on-failure
 
+# pcloud-cts short run (docs/cts.md): 30 randomized faults of the guests and of pcloud itself
+# against a live cped, real QEMU guests and HAProxy under load, each followed by its audits.
+# A fixed seed, so a failure here replays exactly: bench/cts/run.sh 30 SEED.
+MAX_STOP_MS=3000 bash bench/cts/run.sh 30 "${PCLOUD_CTS_SEED:-20261201}"
+
 # The pure parts (common, store, policy engine and its golden cases) again under
 # AddressSanitizer + UndefinedBehaviorSanitizer.
 cmake --preset asan >/dev/null

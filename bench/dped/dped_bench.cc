@@ -220,7 +220,8 @@ bool Bench::setUp(int assemblies, Millis hbTimeout) {
     const char* other = std::getenv("DPED_BIN");
     std::string bin = other && *other ? other : kBin + "/dped";
     std::printf("dped_bench: dped binary %s\n", bin.c_str());
-    dped_ = spawnDped(bin, dep_, dir_, hub_.boundPort(), log_);
+    dped_ = spawnDped(bin, dep_, dir_, hub_.boundPort(), log_,
+                      {"--config", writeTinyGuestHostConfig(dir_)});
     return true;
 }
 

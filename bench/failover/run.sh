@@ -123,8 +123,11 @@ EOF
     "$BIN/failover_bench" model --state-dir "$dir/state" --deployable "$dep" --guest-dir "$GUEST_DIR" \
         --assembly "$a:$pa" --assembly "$b:$pb" --hb-interval "$HB_MS" --hb-timeout "$HB_TIMEOUT_MS" \
         "${refArgs[@]}"
+    # The tiny guest's user-mode network, allowed explicitly (docs/security.md).
+    printf 'qemu_commandline = netdev-user\n' >"$dir/pcloud.conf"
+    chmod 644 "$dir/pcloud.conf"
     "$BIN/dped" --deployable "$dep" --state-dir "$dir/state" --broker "amqp://127.0.0.1:$hubPort" \
-        --log-level info >"$dir/dped.log" 2>&1 &
+        --log-level info --config "$dir/pcloud.conf" >"$dir/dped.log" 2>&1 &
     DPED_PID=$!
 
     say "arm=$arm: booting $a (:$pa) and $b (:$pb) behind haproxy :$fe"

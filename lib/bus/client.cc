@@ -577,9 +577,46 @@ struct Client::Impl : proton::messaging_handler {
         }
     }
 
+    // The first refused message is logged, the rest only counted (a peer can send them as
+    // fast as it likes).
+    void refuse(proton::delivery& d, const std::string& why, std::optional<std::size_t> size) {
+        bool first = false;
+        {
+            std::lock_guard lock(mutex);
+            first = stats.refused++ == 0;
+        }
+        if (first)
+            PCLOUD_LOG(Warning, "Bus client refused a message (further ones are only counted)",
+                       {{"address", d.receiver().source().address()},
+                        {"reason", why},
+                        {"bytes", size ? std::to_string(*size) : "?"},
+                        {"limit", std::to_string(options.maxMessageBytes)}});
+        d.reject();
+    }
+
     void on_message(proton::delivery& d, proton::message& m) override {
         proton::receiver r = d.receiver();
-        Message msg = detail::fromProton(m);
+        // The size cap first, on the encoded size, whatever the body type; then the decode,
+        // which throws on a malformed message: that must reject this message, not end the
+        // client's thread.
+        auto size = detail::messageSize(m);
+        if (size && *size > options.maxMessageBytes) {
+            refuse(d, "oversized", size);
+            return;
+        }
+        Message msg;
+        std::string bad = detail::undecodableReason(m);
+        if (bad.empty()) {
+            try {
+                msg = detail::fromProton(m);
+            } catch (const std::exception& e) {
+                bad = e.what();
+            }
+        }
+        if (!bad.empty()) {
+            refuse(d, "undecodable: " + bad, size);
+            return;
+        }
         if (r == replyReceiver) {
             ReplyCallback cb;
             {

@@ -45,6 +45,8 @@ struct ClientOptions {
     // Called on the client's thread when the connection opens (true) and when an open
     // connection is lost (false). Keep it short (post the news elsewhere); never block.
     std::function<void(bool connected)> onConnectionChange{};
+    // Incoming messages larger than this (encoded, any body type) are rejected unread.
+    std::size_t maxMessageBytes = 1 << 20;
 };
 
 using MessageCallback = std::function<void(const Message&)>;
@@ -119,6 +121,7 @@ public:
         std::uint64_t sent = 0;
         std::uint64_t received = 0;
         std::uint64_t rejected = 0; // messages the peer refused (e.g. oversized)
+        std::uint64_t refused = 0;  // messages this client refused: oversized or undecodable
         std::size_t pending = 0;    // queued, not yet written
     };
     Stats stats() const;

@@ -72,6 +72,7 @@ struct Node {
     std::vector<Subscriber> subscribers;   // topics
     std::vector<proton::receiver> producers;
     AddressCounters counters;
+    bool logged_reject = false; // the first rejected message is logged, the rest counted
 };
 
 struct LinkInfo {
@@ -379,18 +380,39 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             return;
         }
         Node& n = node(it->second.address);
-        if (detail::bodySize(m) > options.maxMessageBytes) {
-            ++n.counters.rejected;
-            PCLOUD_LOG(Warning, "Hub rejected an oversized message",
-                       {{"address", it->second.address},
-                        {"bytes", std::to_string(detail::bodySize(m))},
-                        {"limit", std::to_string(options.maxMessageBytes)}});
-            d.reject();
-            refillCredit(n);
-            return;
+        // One cap for every body type, checked on the encoded size before anything is
+        // converted; then everything a reader looks at must decode. Either failure rejects
+        // this message only: nothing from a peer may end the hub's thread.
+        std::string why;
+        auto size = detail::messageSize(m);
+        if (size && *size > options.maxMessageBytes)
+            why = "oversized";
+        else if (auto reason = detail::undecodableReason(m); !reason.empty())
+            why = "undecodable: " + reason;
+        else if (!size)
+            why = "undecodable: cannot be re-encoded";
+        if (why.empty()) {
+            try {
+                route(n, m);
+                d.accept();
+                refillCredit(n);
+                return;
+            } catch (const std::exception& e) {
+                why = std::string("undecodable: ") + e.what();
+            }
         }
-        route(n, m);
-        d.accept();
+        ++n.counters.rejected;
+        // Logged once per address: a peer can send these as fast as it likes.
+        if (!n.logged_reject) {
+            n.logged_reject = true;
+            PCLOUD_LOG(Warning,
+                       "Hub rejected a message (further ones on this address are only counted)",
+                       {{"address", it->second.address},
+                        {"reason", why},
+                        {"bytes", size ? std::to_string(*size) : "?"},
+                        {"limit", std::to_string(options.maxMessageBytes)}});
+        }
+        d.reject();
         refillCredit(n);
     }
 

@@ -32,7 +32,7 @@ struct HubOptions {
     std::size_t maxQueueDepth = 1000;         // per queue; producers get no credit beyond it
     std::size_t maxSubscriberBuffer = 1000;   // per topic subscriber; oldest dropped beyond it
     std::uint32_t producerCreditWindow = 100; // most credit one producer link holds at once
-    std::size_t maxMessageBytes = 1 << 20;    // larger bodies are rejected (counted)
+    std::size_t maxMessageBytes = 1 << 20;    // larger messages (encoded) are rejected, counted
     std::string containerId = "pcloud-hub";
 };
 
@@ -43,7 +43,7 @@ struct AddressCounters {
     std::uint64_t out = 0;       // messages handed to receivers
     std::uint64_t dropped = 0;   // events dropped for slow subscribers (topics only)
     std::uint64_t coalesced = 0; // queued messages replaced by a newer one with the same key
-    std::uint64_t rejected = 0;  // messages refused (oversized)
+    std::uint64_t rejected = 0;  // messages refused (oversized or undecodable)
     std::size_t depth = 0;       // queued now (queue) or buffered over all subscribers (topic)
     std::size_t receivers = 0;   // attached receiver links
     std::size_t producers = 0;   // attached sender links

@@ -7,7 +7,9 @@
 #include <proton/types.hpp>
 #include <proton/value.hpp>
 
+#include <cstdint>
 #include <map>
+#include <vector>
 
 namespace pcloud::bus::detail {
 
@@ -71,22 +73,45 @@ std::string bodyText(const proton::message& m) {
     }
 }
 
-std::size_t bodySize(const proton::message& m) {
-    const proton::value& b = m.body();
-    if (b.type() == proton::STRING)
-        return proton::get<std::string>(b).size();
-    if (b.type() == proton::BINARY)
-        return proton::get<proton::binary>(b).size();
-    return 0;
+std::optional<std::size_t> messageSize(const proton::message& m) {
+    try {
+        // On a copy: a conversion that fails leaves Proton's cached property map half
+        // filled, and the next look at the same object would then succeed and hide it.
+        proton::message copy(m);
+        std::vector<char> bytes;
+        copy.encode(bytes);
+        return bytes.size();
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
+std::string undecodableReason(const proton::message& m) {
+    try {
+        // On fresh copies, for the reason given in messageSize().
+        (void)fromProton(proton::message(m));
+        // The hub forwards the message, a client may reply to or store it: each re-encodes
+        // it, which converts the properties to scalars (a list-valued property throws here).
+        proton::message copy(m);
+        std::vector<char> bytes;
+        copy.encode(bytes);
+        return {};
+    } catch (const std::exception& e) {
+        std::string why = e.what();
+        return why.empty() ? "undecodable message" : why;
+    }
 }
 
 std::string stringProperty(const proton::message& m, const std::string& key) {
-    const auto& props = m.properties();
-    if (props.empty() || !props.exists(key))
-        return {};
-    proton::scalar v = props.get(key);
-    if (v.type() == proton::STRING)
-        return proton::get<std::string>(v);
+    try {
+        const auto& props = m.properties();
+        if (props.empty() || !props.exists(key))
+            return {};
+        proton::scalar v = props.get(key);
+        if (v.type() == proton::STRING)
+            return proton::get<std::string>(v);
+    } catch (const std::exception&) {
+    }
     return {};
 }
 

@@ -6,18 +6,27 @@
 #include <proton/message.hpp>
 #include <proton/transport.hpp>
 
+#include <optional>
 #include <string>
 
 namespace pcloud::bus::detail {
 
 // The body as text: a string or binary body verbatim; anything else in proton's notation.
 std::string bodyText(const proton::message& m);
-// Approximate payload size used for the hub's size limit (string/binary bodies).
-std::size_t bodySize(const proton::message& m);
-// A string-valued application property, or "" when absent or not a string.
+// The message's encoded AMQP size, whatever its body type (string, binary, list, map...):
+// the one number the size cap is checked against, before anything is converted to C++
+// types. nullopt when it cannot be encoded (then undecodableReason() says why).
+std::optional<std::size_t> messageSize(const proton::message& m);
+// Converts every part a pcloud reader looks at (properties as a map of strings to scalars,
+// ids, the body as text) and re-encodes the message as forwarding does, so a malformed
+// message fails here, in one place, with proton's reason, instead of throwing deep inside
+// a handler (or in the hub's send). "" when the message is usable.
+std::string undecodableReason(const proton::message& m);
+// A string-valued application property, or "" when absent or not a string. Never throws.
 std::string stringProperty(const proton::message& m, const std::string& key);
 std::string idText(const proton::message_id& id);
 
+// Throws proton::error when the message does not decode (see undecodableReason).
 Message fromProton(const proton::message& m);
 proton::message toProton(const std::string& address, const std::string& body,
                          const Properties& properties);

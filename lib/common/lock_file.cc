@@ -31,7 +31,7 @@ std::string dpedLockPath(const std::string& stateDir, const std::string& deploya
 
 Result<LockFile> LockFile::acquire(const std::string& path, pid_t* holderOut) {
     // No O_TRUNC: the holder's pid must stay readable until we own the lock.
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return makeError(std::string("cannot open the lock file: ") + std::strerror(errno), path);
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {

@@ -1,6 +1,8 @@
 #include "cped/commands.h"
 
 #include "common/time_format.h"
+#include "referee/referee.h"
+#include "store/domain_check.h"
 #include "store/store.h"
 #include "store/templates.h"
 
@@ -482,6 +484,8 @@ json Handler::assemblyCreate() {
         if (std::string(doc.document_element().name()) != "domain")
             fail(code::InvalidArgument, "domain_xml must be a libvirt <domain> element, not <" +
                                             std::string(doc.document_element().name()) + ">");
+        if (auto st = store::checkDomainXml(a.domain_xml, ctx_.host); !st)
+            fail(code::InvalidArgument, st.error().message);
     }
     if (!a.address.empty() && a.address.find(':') == std::string::npos)
         fail(code::InvalidArgument, "argument \"address\": '" + a.address + "' is not IP:PORT");
@@ -622,40 +626,28 @@ json Handler::refereeSet() {
             {"config_file", &model::RefereeConfig::config_file},
             {"cluster", &model::RefereeConfig::cluster},
             {"alias", &model::RefereeConfig::alias},
-            {"apachectl", &model::RefereeConfig::apachectl},
-            {"upstream", &model::RefereeConfig::upstream},
-            {"nginx", &model::RefereeConfig::nginx}};
+            {"upstream", &model::RefereeConfig::upstream}};
         for (const auto& [k, v] : o.items()) {
+            if (k == "apachectl" || k == "nginx")
+                fail(code::InvalidArgument,
+                     "referee option '" + k +
+                         "' is not accepted over the bus: the command pcloud runs comes from '" +
+                         k + " = ...' in the host configuration (" +
+                         (ctx_.host.source.empty() ? std::string(hostconfig::kDefaultPath)
+                                                   : ctx_.host.source) +
+                         ", see docs/security.md)");
             auto f = fields.find(k);
             if (f == fields.end())
                 fail(code::InvalidArgument,
                      "unknown referee option '" + k +
-                         "' (known: socket backend config_file cluster alias apachectl "
-                         "upstream nginx)");
+                         "' (known: socket backend config_file cluster alias upstream)");
             if (!v.is_string())
                 fail(code::InvalidArgument, "referee option '" + k + "' must be a string");
             rc.*(f->second) = v.get<std::string>();
         }
     }
-    if (driver == "haproxy" && (rc.socket.empty() || rc.backend.empty()))
-        fail(code::InvalidArgument, "the haproxy referee needs options socket and backend");
-    if (driver == "apache" && (rc.config_file.empty() || rc.cluster.empty()))
-        fail(code::InvalidArgument, "the apache referee needs options config_file and cluster");
-    if (driver == "nginx") {
-        if (rc.config_file.empty())
-            fail(code::InvalidArgument,
-                 "the nginx referee needs option config_file (the managed include file)");
-        if (rc.upstream.empty())
-            fail(code::InvalidArgument,
-                 "the nginx referee needs option upstream (the name in proxy_pass http://NAME)");
-        if (rc.upstream.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                          "0123456789_-.") != std::string::npos)
-            fail(code::InvalidArgument, "the nginx referee option upstream '" + rc.upstream +
-                                            "' may hold only letters, digits, '_', '-' and '.'");
-        if (rc.nginx.find_first_not_of(" \t") == std::string::npos)
-            fail(code::InvalidArgument,
-                 "the nginx referee option nginx is empty (default \"nginx\")");
-    }
+    if (auto st = referee::validateConfig(rc, ctx_.host); !st)
+        fail(code::InvalidArgument, st.error().message);
     model::Model next = model_;
     next.deployables[dep].referee = rc;
     commit(std::move(next));

@@ -9,6 +9,7 @@
 // real bus and supervisor.
 
 #include "common/clock.h"
+#include "common/host_config.h"
 #include "common/result.h"
 #include "cped/desired_state.h"
 #include "events/event.h"
@@ -99,6 +100,9 @@ struct Context {
     // Persists the model; default (unset) is store::saveModel(state_dir, model).
     std::function<Status(const model::Model&)> save;
     Millis ping_timeout_ms = 2000;
+    // What this host allows (balancer files, domain passthrough); the default is the safe
+    // built-in one, as with no /etc/pcloud/pcloud.conf.
+    hostconfig::HostConfig host;
 };
 
 Response handle(const Request& request, model::Model& model, Context& ctx);

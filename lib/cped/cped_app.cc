@@ -43,6 +43,8 @@ keeps the event journal and runs one dped per started deployable.
   --journal-max-age D       rotate events.jsonl when its first event is older (e.g. 7d)
   --journal-max-files K     rotated journal files kept (default 5)
   --dped-timeout D          how long to wait for a dped's reply (default 3s)
+  --config PATH             host configuration (default /etc/pcloud/pcloud.conf, optional;
+                            a PATH given here must exist); passed on to every dped
 Signals: SIGTERM/SIGINT exit (dpeds and VMs keep running; the next cped adopts them),
 SIGHUP re-reads the db files and tells every dped to reload.
 )";
@@ -56,6 +58,7 @@ struct Options {
     std::string log_level;
     events::JournalOptions journal;
     Millis dped_timeout = 3000;
+    std::string config; // host configuration; "" = /etc/pcloud/pcloud.conf (may be absent)
 };
 
 bool parseSize(const std::string& s, std::uint64_t& out) {
@@ -123,6 +126,8 @@ int parseOptions(int argc, char** argv, Options& o) {
             o.prefix = v;
         else if (a == "--dped-path")
             o.dped_path = v;
+        else if (a == "--config")
+            o.config = v;
         else if (a == "--log-level") {
             log::Level l;
             if (!log::parseLevel(v, l))
@@ -196,6 +201,7 @@ private:
     model::Model model_;
     DesiredState desired_;
     store::TemplateRegistry templates_;
+    hostconfig::HostConfig host_;
     std::atomic<std::uint64_t> next_id_{0};
 };
 
@@ -364,6 +370,7 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     ctx.journal = journal_.get();
     ctx.templates = &templates_;
     ctx.runtime = this;
+    ctx.host = host_;
     auto resp = handle(*req, model_, ctx);
     PCLOUD_LOG(Info, "Command handled",
                {{"command", req->command},
@@ -402,10 +409,21 @@ void Cped::reloadFromDisk() {
 }
 
 int Cped::run() {
-    if (auto st = fs::makeDirs(o_.state_dir); !st) {
+    if (auto st = fs::makePrivateDir(o_.state_dir); !st) {
         std::cerr << "cped: cannot start: " << st.error().describe() << "\n";
         return toInt(ExitCode::Config);
     }
+    auto host = hostconfig::load(o_.config.empty() ? hostconfig::kDefaultPath : o_.config,
+                                 !o_.config.empty());
+    if (!host) {
+        std::cerr << "cped: cannot start: " << host.error().describe() << "\n";
+        return toInt(ExitCode::Config);
+    }
+    host_ = std::move(*host);
+    PCLOUD_LOG(Notice, "Host configuration loaded",
+               {{"config", host_.source.empty()
+                               ? std::string(hostconfig::kDefaultPath) + " (absent: safe defaults)"
+                               : host_.source}});
     pid_t other = 0;
     auto lock = LockFile::acquire(o_.state_dir + "/cped.lock", &other);
     if (!lock) {
@@ -472,6 +490,11 @@ int Cped::run() {
     so.address_prefix = o_.prefix;
     if (log::level() >= log::Level::Info) {
         so.extra_args = {"--log-level", log::level() == log::Level::Debug ? "debug" : "info"};
+    }
+    // dped re-checks what it acts on against the same host configuration.
+    if (!o_.config.empty()) {
+        so.extra_args.push_back("--config");
+        so.extra_args.push_back(o_.config);
     }
     supervisor_ =
         std::make_unique<Supervisor>(so, clock_, [this](events::Event e) { emit(std::move(e)); });

@@ -6,6 +6,7 @@
 #include "events/event.h"
 #include "policy/policy_json.h"
 #include "proto/agent_messages.h"
+#include "store/domain_check.h"
 #include "store/store.h"
 #include "virt/guest_xml.h"
 
@@ -648,8 +649,13 @@ void Reactor::startDomain(const policy::Action& action) {
     std::string name = domainNameFor(*a);
     std::optional<std::string> xml;
     std::string xmlError;
-    if (!a->domain_xml.empty()) {
-        (void)fs::makeDirs(cfg_.state_dir + "/channels");
+    // Checked again here, not only by cped: the store file may have been edited by hand.
+    if (auto st =
+            a->domain_xml.empty() ? Status{} : store::checkDomainXml(a->domain_xml, cfg_.host);
+        !st) {
+        xmlError = st.error().message;
+    } else if (!a->domain_xml.empty()) {
+        (void)fs::makeDirs(cfg_.state_dir + "/channels", 0700);
         auto x = virt::injectAgentChannel(a->domain_xml, channelPath(*a), a->uuid,
                                           "assembly " + a->name);
         if (x)

@@ -10,6 +10,7 @@
 // the same thread. The clock is injected, so tests drive it with a ManualClock.
 
 #include "common/clock.h"
+#include "common/host_config.h"
 #include "dped/ports.h"
 #include "model/model.h"
 #include "policy/policy.h"
@@ -32,6 +33,7 @@ struct ReactorConfig {
     std::string deployable;
     std::string state_dir;
     policy::Tunables tunables;
+    hostconfig::HostConfig host; // what domain XML may ask of this host
 };
 
 // Unit name the agent watches for a resource: for class process the resource name (the

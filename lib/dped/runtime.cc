@@ -396,6 +396,7 @@ std::string usage() {
     return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqp://127.0.0.1:5672]\n"
            "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
            "            [--referee-reconcile-ms MS]\n";
+    "            [--config /etc/pcloud/pcloud.conf]\n";
 }
 
 Result<Options> parseOptions(int argc, char** argv) {
@@ -424,6 +425,7 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--address-prefix" ? &o.address_prefix
                               : key == "--uri"            ? &o.uri
                               : key == "--log-level"      ? &o.log_level
+                              : key == "--config"         ? &o.config
                                                           : nullptr;
         if (!target)
             return makeError("unknown option '" + a + "'\n" + usage());
@@ -450,7 +452,7 @@ int runDped(const Options& opt) {
     // Signals are taken by a sigwait thread; block them before any thread starts.
     sigset_t sigs = signals::blockShutdownSignals();
 
-    (void)fs::makeDirs(opt.state_dir);
+    (void)fs::makePrivateDir(opt.state_dir);
     std::string lockPath = dpedLockPath(opt.state_dir, opt.deployable);
     std::optional<LockFile> lock;
     pid_t holder = 0;
@@ -470,6 +472,14 @@ int runDped(const Options& opt) {
         return toInt(ExitCode::Locked);
     }
 
+    auto host = hostconfig::load(opt.config.empty() ? hostconfig::kDefaultPath : opt.config,
+                                 !opt.config.empty());
+    if (!host) {
+        PCLOUD_LOG(Error, "Cannot load the host configuration; fix the file and start again",
+                   {{"error", host.error().describe()}});
+        return toInt(ExitCode::Config);
+    }
+
     auto model = store::loadModel(opt.state_dir);
     if (!model) {
         PCLOUD_LOG(Error, "Cannot load the model; fix the file and start again",
@@ -486,7 +496,7 @@ int runDped(const Options& opt) {
 
     std::unique_ptr<referee::Referee> ref;
     if (!dep->referee.driver.empty()) {
-        auto r = referee::makeReferee(dep->referee);
+        auto r = referee::makeReferee(dep->referee, *host);
         if (!r) {
             PCLOUD_LOG(Error, "Bad referee settings",
                        {{"deployable", opt.deployable}, {"error", r.error().describe()}});
@@ -547,7 +557,7 @@ int runDped(const Options& opt) {
     policy::RandomJitter jitter(static_cast<std::uint64_t>(::getpid()) * 2654435761u ^
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;
-    ReactorConfig rc{opt.deployable, opt.state_dir, {}};
+    ReactorConfig rc{opt.deployable, opt.state_dir, {}, *host};
     // Declared after hv (its jobs call libvirt) and before the reactor (which holds it).
     ThreadJobRunner jobs([&inbox](std::function<void()> done) { inbox.post(std::move(done)); });
     Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter, &jobs);

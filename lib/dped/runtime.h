@@ -20,6 +20,9 @@ struct Options {
     // How often the referee worker re-reads the balancer and repairs drift (an HAProxy
     // restart loses every runtime change). Tests shorten it; 100..3600000 ms.
     int referee_reconcile_ms = 10'000;
+    // Host configuration (common/host_config.h); "" = /etc/pcloud/pcloud.conf, which may be
+    // absent (safe defaults). A path given with --config must exist.
+    std::string config;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

@@ -77,7 +77,7 @@ std::vector<std::string> EventJournal::takeWarnings() {
 
 Result<std::unique_ptr<EventJournal>> EventJournal::open(std::string dir, JournalOptions options,
                                                          const Clock& clock) {
-    if (auto st = fs::makeDirs(dir); !st)
+    if (auto st = fs::makePrivateDir(dir); !st)
         return st.error();
     std::unique_ptr<EventJournal> j(new EventJournal(std::move(dir), options, clock));
     if (auto st = j->openCurrent(); !st)
@@ -87,7 +87,7 @@ Result<std::unique_ptr<EventJournal>> EventJournal::open(std::string dir, Journa
 
 Status EventJournal::openCurrent() {
     const std::string path = currentPath();
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0)
         return makeError("cannot open the event journal: " + errnoText(), path);
     struct stat st {};
@@ -158,7 +158,7 @@ Status EventJournal::rotate() {
     for (int n = options_.keep_files + 1; fs::exists(rotatedPath(n)); ++n)
         ::unlink(rotatedPath(n).c_str());
     const std::string path = currentPath();
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0)
         return makeError("cannot open the event journal: " + errnoText(), path);
     size_ = 0;

@@ -99,9 +99,9 @@ struct RefereeConfig {
     std::string config_file; // apache, nginx: the managed include file
     std::string cluster;     // apache: balancer://CLUSTER
     std::string alias = "/"; // apache: ProxyPass /ALIAS
-    std::string apachectl = "apachectl";
-    std::string upstream;        // nginx: upstream NAME (config_file is the managed file)
-    std::string nginx = "nginx"; // nginx: command prefix, e.g. "nginx -c /srv/web/nginx.conf"
+    std::string upstream;    // nginx: upstream NAME (config_file is the managed file)
+    // The apachectl and nginx commands are NOT here: they come from the host configuration
+    // (common/host_config.h), never from the bus or a store file.
     bool operator==(const RefereeConfig&) const = default;
 };
 

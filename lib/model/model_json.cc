@@ -230,9 +230,9 @@ json toJson(const Assembly& a) {
 }
 
 json toJson(const RefereeConfig& r) {
-    return {{"driver", r.driver},           {"socket", r.socket},     {"backend", r.backend},
-            {"config_file", r.config_file}, {"cluster", r.cluster},   {"alias", r.alias},
-            {"apachectl", r.apachectl},     {"upstream", r.upstream}, {"nginx", r.nginx}};
+    return {{"driver", r.driver},           {"socket", r.socket},   {"backend", r.backend},
+            {"config_file", r.config_file}, {"cluster", r.cluster}, {"alias", r.alias},
+            {"upstream", r.upstream}};
 }
 
 json toJson(const Deployable& d) {
@@ -406,9 +406,7 @@ Result<RefereeConfig> refereeFromJson(const json& j, const std::string& path) {
     r.str("config_file", c.config_file);
     r.str("cluster", c.cluster);
     r.str("alias", c.alias);
-    r.str("apachectl", c.apachectl);
     r.str("upstream", c.upstream);
-    r.str("nginx", c.nginx);
     return finish(r, c);
 }
 

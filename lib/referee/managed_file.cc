@@ -5,9 +5,15 @@
 
 #include <cerrno>
 #include <cstring>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace pcloud::referee {
+
+namespace {
+// The balancer reads its include file as root; it holds no secrets.
+constexpr mode_t kManagedMode = 0644;
+} // namespace
 
 std::string oneLine(std::string text, std::size_t max) {
     while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
@@ -24,8 +30,21 @@ ManagedFile::ManagedFile(std::string path, Tool tool)
     : path_(std::move(path)), tool_(std::move(tool)) {}
 
 Result<std::optional<std::string>> ManagedFile::text() const {
-    if (!fs::exists(path_))
-        return std::optional<std::string>{};
+    struct stat st {};
+    if (::lstat(path_.c_str(), &st) != 0) {
+        if (errno == ENOENT)
+            return std::optional<std::string>{};
+        return makeError(std::string("cannot stat the managed file: ") + std::strerror(errno),
+                         path_);
+    }
+    // Checked again here, not only when the settings were accepted: store files can be
+    // edited by hand, and a symlink could point pcloud's root writes anywhere.
+    if (S_ISLNK(st.st_mode))
+        return makeError("referee config_file is a symbolic link; pcloud only replaces a "
+                         "regular file it owns (point config_file at the real file)",
+                         path_);
+    if (!S_ISREG(st.st_mode))
+        return makeError("referee config_file is not a regular file", path_);
     auto t = fs::readFile(path_);
     if (!t)
         return t.error();
@@ -56,11 +75,11 @@ Result<bool> ManagedFile::install(const std::string& rendered) {
     if (*previous && **previous == rendered && !reload_pending_)
         return false;
     if (!*previous || **previous != rendered) {
-        if (auto st = fs::writeAtomic(path_, rendered); !st)
+        if (auto st = fs::writeAtomic(path_, rendered, {}, kManagedMode); !st)
             return st.error();
     }
     if (auto st = run(tool_.test_args, tool_.test_what); !st) {
-        Status restored = *previous ? fs::writeAtomic(path_, **previous)
+        Status restored = *previous ? fs::writeAtomic(path_, **previous, {}, kManagedMode)
                                     : (::unlink(path_.c_str()) == 0
                                            ? Status{}
                                            : Status{makeError(std::strerror(errno), path_)});

@@ -8,8 +8,11 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <climits>
+#include <cstdlib>
 #include <map>
 #include <set>
+#include <sys/stat.h>
 
 namespace pcloud::referee {
 
@@ -87,17 +90,154 @@ bool splitAddress(const std::string& address, std::string& host, int& port) {
     return port > 0 && port <= 65535;
 }
 
+namespace {
+
+bool nameChar(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+bool pathChar(char c) {
+    return nameChar(c) || c == '/';
+}
+
+bool hasDotDot(const std::string& path) {
+    return path == ".." || path.find("/../") != std::string::npos || path.ends_with("/..") ||
+           path.rfind("../", 0) == 0;
+}
+
+// An absolute path of [A-Za-z0-9_./-] without "..": nothing a config parser or a command
+// line could read as more than a path.
+Status validatePath(const std::string& setting, const std::string& path) {
+    if (path.empty() || path[0] != '/')
+        return makeError("referee " + setting + " '" + path + "' must be an absolute path");
+    if (path.size() > 4096)
+        return makeError("referee " + setting + " is longer than 4096 characters");
+    for (char c : path)
+        if (!pathChar(c))
+            return makeError("referee " + setting + " '" + path +
+                             "' may hold only letters, digits, '_', '-', '.' and '/'");
+    if (hasDotDot(path))
+        return makeError("referee " + setting + " '" + path + "' must not contain '..'");
+    return {};
+}
+
+std::string realDir(const std::string& dir) {
+    char buf[PATH_MAX];
+    if (::realpath(dir.c_str(), buf) == nullptr)
+        return {};
+    return buf;
+}
+
+bool within(const std::string& path, const std::string& dir) {
+    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                           (dir == "/" || path[dir.size()] == '/'));
+}
+
+std::string joinDirs(const std::vector<std::string>& dirs) {
+    std::string out;
+    for (const auto& d : dirs)
+        out += (out.empty() ? "" : " ") + d;
+    return out;
+}
+
+// config_file: a regular file (or none yet) whose real parent directory lies in one of the
+// host's referee_dir directories. ManagedFile repeats the symlink check before every write.
+Status validateManagedFile(const std::string& path, const hostconfig::HostConfig& host) {
+    if (auto st = validatePath("config_file", path); !st)
+        return st;
+    const std::string where =
+        host.source.empty()
+            ? "the built-in default; " + std::string(hostconfig::kDefaultPath) + " is absent"
+            : host.source;
+    std::string parent = path.substr(0, path.rfind('/'));
+    if (parent.empty())
+        parent = "/";
+    std::string realParent = realDir(parent);
+    bool allowed = false;
+    for (const auto& d : host.referee_dirs) {
+        std::string real = realDir(d);
+        if (!real.empty() && !realParent.empty() && within(realParent, real))
+            allowed = true;
+    }
+    if (!allowed)
+        return makeError(
+            "referee config_file '" + path +
+            "' is not inside an allowed directory (referee_dir = " + joinDirs(host.referee_dirs) +
+            ", from " + where + "); put the file there or add its directory as referee_dir");
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (S_ISLNK(st.st_mode))
+            return makeError("referee config_file '" + path +
+                             "' is a symbolic link; pcloud only replaces a regular file "
+                             "(point config_file at the real file)");
+        if (!S_ISREG(st.st_mode))
+            return makeError("referee config_file '" + path + "' is not a regular file");
+    }
+    return {};
+}
+
+} // namespace
+
 Status validateBalancerName(const std::string& setting, const std::string& name) {
     if (name.empty())
         return makeError("referee " + setting + " is empty");
+    if (name.size() > 64)
+        return makeError("referee " + setting + " '" + name.substr(0, 64) +
+                         "...' is longer than 64 characters");
     for (char c : name) {
-        bool okChar = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '_' || c == '-' || c == '.';
-        if (!okChar)
+        if (!nameChar(c))
             return makeError("referee " + setting + " '" + name +
                              "' may hold only letters, digits, '_', '-' and '.'");
     }
     return {};
+}
+
+Status validateConfig(const model::RefereeConfig& c, const hostconfig::HostConfig& host) {
+    if (c.driver.empty() || c.driver == "log")
+        return {};
+    if (c.driver == "haproxy") {
+        if (c.socket.empty())
+            return makeError("referee driver haproxy needs socket= (the runtime API socket, "
+                             "e.g. /run/haproxy/admin.sock)");
+        if (c.backend.empty())
+            return makeError("referee driver haproxy needs backend= (the backend pcloud owns)");
+        if (auto st = validatePath("socket", c.socket); !st)
+            return st;
+        return validateBalancerName("backend", c.backend);
+    }
+    if (c.driver == "apache") {
+        if (c.config_file.empty())
+            return makeError("referee driver apache needs config_file= (the managed include "
+                             "file)");
+        if (c.cluster.empty())
+            return makeError("referee driver apache needs cluster= (balancer://CLUSTER)");
+        if (auto st = validateBalancerName("cluster", c.cluster); !st)
+            return st;
+        if (c.alias.empty() || c.alias[0] != '/' || c.alias.size() > 256)
+            return makeError("referee alias '" + c.alias +
+                             "' must start with '/' and be at most 256 characters");
+        for (char ch : c.alias)
+            if (!pathChar(ch))
+                return makeError("referee alias '" + c.alias +
+                                 "' may hold only letters, digits, '_', '-', '.' and '/'");
+        if (hasDotDot(c.alias))
+            return makeError("referee alias '" + c.alias + "' must not contain '..'");
+        return validateManagedFile(c.config_file, host);
+    }
+    if (c.driver == "nginx") {
+        if (c.config_file.empty())
+            return makeError("referee driver nginx needs config_file= (the managed include "
+                             "file holding the upstream block)");
+        if (c.upstream.empty())
+            return makeError("referee driver nginx needs upstream= (the upstream NAME that "
+                             "proxy_pass http://NAME uses)");
+        if (auto st = validateBalancerName("upstream", c.upstream); !st)
+            return st;
+        return validateManagedFile(c.config_file, host);
+    }
+    return makeError("unknown referee driver '" + c.driver +
+                     "' (expected haproxy, apache, nginx, log, or empty for none)");
 }
 
 Status validateMembers(const std::vector<Member>& desired) {
@@ -163,57 +303,38 @@ std::vector<Drift> diffMembers(const std::vector<Member>& desired,
 }
 
 Result<std::unique_ptr<Referee>> makeReferee(const model::RefereeConfig& config,
+                                             const hostconfig::HostConfig& host,
                                              const Options& options) {
     if (config.driver.empty())
         return std::unique_ptr<Referee>{};
+    if (auto st = validateConfig(config, host); !st)
+        return st.error();
     if (config.driver == "log")
         return std::unique_ptr<Referee>(new LoggingReferee());
-    if (config.driver == "haproxy") {
-        if (config.socket.empty())
-            return makeError("referee driver haproxy needs socket= (the runtime API socket, "
-                             "e.g. /run/haproxy/admin.sock)");
-        if (config.backend.empty())
-            return makeError("referee driver haproxy needs backend= (the backend pcloud owns)");
+    if (config.driver == "haproxy")
         return std::unique_ptr<Referee>(
             new HaproxyReferee(config.socket, config.backend, options.io_timeout_ms));
-    }
+    const std::string where = host.source.empty() ? "the built-in default" : host.source;
     if (config.driver == "apache") {
-        if (config.config_file.empty())
-            return makeError("referee driver apache needs config_file= (the managed include "
-                             "file)");
-        if (config.cluster.empty())
-            return makeError("referee driver apache needs cluster= (balancer://CLUSTER)");
-        if (auto st = validateBalancerName("cluster", config.cluster); !st)
-            return st.error();
+        if (splitCommandLine(host.apachectl).empty())
+            return makeError("apachectl is empty in " + where);
         ApacheReferee::Settings s;
         s.config_file = config.config_file;
         s.cluster = config.cluster;
         s.alias = config.alias;
-        s.apachectl = config.apachectl;
+        s.apachectl = host.apachectl;
         s.command_timeout_ms = options.command_timeout_ms;
         return std::unique_ptr<Referee>(new ApacheReferee(std::move(s)));
     }
-    if (config.driver == "nginx") {
-        if (config.config_file.empty())
-            return makeError("referee driver nginx needs config_file= (the managed include "
-                             "file holding the upstream block)");
-        if (config.upstream.empty())
-            return makeError("referee driver nginx needs upstream= (the upstream NAME that "
-                             "proxy_pass http://NAME uses)");
-        if (auto st = validateBalancerName("upstream", config.upstream); !st)
-            return st.error();
-        if (splitCommandLine(config.nginx).empty())
-            return makeError("referee driver nginx needs nginx= (the nginx command, e.g. "
-                             "\"nginx\" or \"nginx -c /srv/web/nginx.conf\")");
-        NginxReferee::Settings s;
-        s.config_file = config.config_file;
-        s.upstream = config.upstream;
-        s.nginx = config.nginx;
-        s.command_timeout_ms = options.command_timeout_ms;
-        return std::unique_ptr<Referee>(new NginxReferee(std::move(s)));
-    }
-    return makeError("unknown referee driver '" + config.driver +
-                     "' (expected haproxy, apache, nginx, log, or empty for none)");
+    // nginx (validateConfig refused anything else)
+    if (splitCommandLine(host.nginx).empty())
+        return makeError("nginx is empty in " + where);
+    NginxReferee::Settings s;
+    s.config_file = config.config_file;
+    s.upstream = config.upstream;
+    s.nginx = host.nginx;
+    s.command_timeout_ms = options.command_timeout_ms;
+    return std::unique_ptr<Referee>(new NginxReferee(std::move(s)));
 }
 
 } // namespace pcloud::referee

@@ -10,6 +10,7 @@
 // every call fail fast with an Error (socket I/O has a deadline); retrying is the
 // caller's business (see RetryBackoff), and it must never hold up recovery.
 
+#include "common/host_config.h"
 #include "common/result.h"
 #include "model/model.h"
 
@@ -84,9 +85,22 @@ struct Options {
     Millis command_timeout_ms = 15'000; // apachectl -t / -k graceful, nginx -t / -s reload
 };
 
-// A driver from the deployable's referee settings. Driver "" gives a null pointer (no
-// referee); an unknown driver or a missing setting gives an Error naming the setting.
+// Checks a deployable's referee settings against their grammars and the host
+// configuration; the error names the setting and the rule. These values end up in balancer
+// config files and runtime-API command lines, and config_file is written as root:
+//  - backend, cluster, upstream: [A-Za-z0-9_.-]{1,64}
+//  - alias: "/" then [A-Za-z0-9_./-]*, no "..", at most 256 characters
+//  - socket: an absolute path of [A-Za-z0-9_./-], no ".."
+//  - config_file: the same, inside one of the host's referee_dir directories (its parent,
+//    after resolving symlinks, is one of them or below one), and not itself a symlink.
+// cped calls it when referee_set arrives; makeReferee calls it again before acting.
+Status validateConfig(const model::RefereeConfig& config, const hostconfig::HostConfig& host);
+
+// A driver from the deployable's referee settings, with the balancer commands taken from
+// the host configuration. Driver "" gives a null pointer (no referee); an unknown driver, a
+// missing setting or one validateConfig() refuses gives an Error naming the setting.
 Result<std::unique_ptr<Referee>> makeReferee(const model::RefereeConfig& config,
+                                             const hostconfig::HostConfig& host,
                                              const Options& options = {});
 
 // Pure helpers shared by the drivers.
@@ -95,7 +109,8 @@ Status validateMembers(const std::vector<Member>& desired);
 // Differences between desired and actual, sorted by member name.
 std::vector<Drift> diffMembers(const std::vector<Member>& desired,
                                const std::vector<ActualMember>& actual);
-// An apache cluster / nginx upstream name: [A-Za-z0-9_.-]+; the error names `setting`.
+// An apache cluster / nginx upstream / haproxy backend name: [A-Za-z0-9_.-]{1,64}; the
+// error names `setting`.
 Status validateBalancerName(const std::string& setting, const std::string& name);
 // Splits "IP:PORT" / "[v6]:PORT" into host and port; false when malformed.
 bool splitAddress(const std::string& address, std::string& host, int& port);

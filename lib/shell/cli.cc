@@ -97,7 +97,8 @@ const std::vector<CommandSpec>& commands() {
         {"referee_set",
          "referee_set DEPLOYABLE none|log|haproxy|apache|nginx [KEY=VALUE...]",
          "choose the load balancer kept truthful (haproxy: socket backend; apache: "
-         "config_file cluster alias apachectl; nginx: config_file upstream nginx)",
+         "config_file cluster alias; nginx: config_file upstream; the apachectl and nginx "
+         "commands come from the host's /etc/pcloud/pcloud.conf)",
          {K::Deployable, K::Other}},
         {"assembly_park",
          "assembly_park ASSEMBLY",

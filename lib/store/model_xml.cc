@@ -96,17 +96,26 @@ Status parseBackoff(Element& e, model::Backoff& b) {
     return {};
 }
 
-Status parseReferee(Element& e, model::RefereeConfig& r) {
+Status parseReferee(Element& e, model::RefereeConfig& r, std::vector<Error>& warnings) {
     for (auto [attr, field] : {std::pair<const char*, std::string*>{"socket", &r.socket},
                                {"backend", &r.backend},
                                {"config_file", &r.config_file},
                                {"cluster", &r.cluster},
                                {"alias", &r.alias},
-                               {"apachectl", &r.apachectl},
-                               {"upstream", &r.upstream},
-                               {"nginx", &r.nginx}})
+                               {"upstream", &r.upstream}})
         if (auto st = e.string(attr, *field); !st)
             return st;
+    // Older files held the balancer command here; it now comes only from the host
+    // configuration, so a store file (or whoever can write one) cannot pick what runs.
+    for (const char* attr : {"apachectl", "nginx"})
+        if (auto v = e.text(attr)) {
+            e.ignore(attr);
+            warnings.push_back(e.error(e.label() + ": " + attr + "=\"" + *v +
+                                       "\" is ignored: the command comes from '" + attr +
+                                       " = ...' in the host configuration "
+                                       "(/etc/pcloud/pcloud.conf, docs/security.md); it will "
+                                       "not be saved back"));
+        }
     if (auto v = e.text("driver")) {
         r.driver = *v;
         if (!(r.driver.empty() || r.driver == "log" || r.driver == "haproxy" ||
@@ -307,11 +316,8 @@ void writeDeployable(pugi::xml_node parent, const model::Deployable& d) {
         set(r, "config_file", d.referee.config_file);
         set(r, "cluster", d.referee.cluster);
         set(r, "alias", d.referee.alias);
-        set(r, "apachectl", d.referee.apachectl);
         // Written only when set, so files of deployables without nginx stay as they were.
         setIfNotEmpty(r, "upstream", d.referee.upstream);
-        if (d.referee.nginx != model::RefereeConfig{}.nginx)
-            set(r, "nginx", d.referee.nginx);
     }
 }
 

@@ -13,7 +13,7 @@ namespace pcloud::store::detail {
 Status parseEscalation(Element& e, model::Escalation& out);
 Status parseDeployableAttributes(Element& e, model::Deployable& out);
 Status parseBackoff(Element& e, model::Backoff& out);
-Status parseReferee(Element& e, model::RefereeConfig& out);
+Status parseReferee(Element& e, model::RefereeConfig& out, std::vector<Error>& warnings);
 // Attributes and children (<domain>, <resources>) of an <assembly> in db_assemblies.xml.
 Status parseAssembly(const XmlFile& f, Element& e, model::Assembly& out,
                      std::vector<Error>& warnings);

@@ -80,7 +80,7 @@ Status parseDeployables(const XmlFile& f, model::Model& m, RefLines& refLines,
                 b.unknownAttributes(warnings);
             } else if (cname == "referee") {
                 Element r(f, c, "deployable " + q(d.name) + ", <referee>");
-                if (!(st = parseReferee(r, d.referee)))
+                if (!(st = parseReferee(r, d.referee, warnings)))
                     return st;
                 r.unknownAttributes(warnings);
             } else {
@@ -331,7 +331,7 @@ Status saveModel(const std::string& stateDir, const model::Model& m, const SaveO
                          "characters or NUL bytes?); nothing was written",
                          stateDir);
 
-    if (auto st = fs::makeDirs(stateDir); !st)
+    if (auto st = fs::makePrivateDir(stateDir); !st)
         return st;
 
     // Assemblies the deployables currently on disk still name, but the new model drops:

@@ -5,7 +5,9 @@
 #include "store/store.h"
 #include "store/templates.h"
 
+#include <filesystem>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 using namespace pcloud;
 using namespace pcloud::cped;
@@ -74,7 +76,11 @@ struct Env {
         ctx.journal = journal.get();
         ctx.templates = &templates;
         ctx.runtime = &runtime;
+        // What this host allows: balancer files only under refereeDir.
+        std::filesystem::create_directories(refereeDir);
+        ctx.host.referee_dirs = {refereeDir};
     }
+    std::string refereeDir = dir + "/referee";
     Response run(const std::string& cmd, json args = json::object()) {
         Request r;
         r.id = std::to_string(++n);
@@ -351,29 +357,164 @@ TEST(Commands, RefereeSet) {
                "invalid-argument");
     e.rejected("referee_set", {{"deployable", "zz"}, {"driver", "log"}}, "not-found");
     // nginx: config_file and upstream are required, and the error names the missing one.
-    auto missing = e.rejected("referee_set",
-                              {{"deployable", "web"},
-                               {"driver", "nginx"},
-                               {"options", {{"config_file", "/etc/nginx/pcloud-web.conf"}}}},
-                              "invalid-argument");
-    EXPECT_NE(missing.find("option upstream"), std::string::npos) << missing;
+    const std::string managed = e.refereeDir + "/pcloud-web.conf";
+    auto missing = e.rejected(
+        "referee_set",
+        {{"deployable", "web"}, {"driver", "nginx"}, {"options", {{"config_file", managed}}}},
+        "invalid-argument");
+    EXPECT_NE(missing.find("needs upstream="), std::string::npos) << missing;
     e.ok("referee_set", {{"deployable", "web"},
                          {"driver", "nginx"},
-                         {"options",
-                          {{"config_file", "/etc/nginx/pcloud-web.conf"},
-                           {"upstream", "web"},
-                           {"nginx", "nginx -c /srv/web/nginx.conf"}}}});
+                         {"options", {{"config_file", managed}, {"upstream", "web"}}}});
     const auto rc = store::loadModel(e.dir)->deployables.at("web").referee;
     EXPECT_EQ(rc.driver, "nginx");
     EXPECT_EQ(rc.upstream, "web");
-    EXPECT_EQ(rc.nginx, "nginx -c /srv/web/nginx.conf");
     e.rejected("referee_set",
                {{"deployable", "web"},
                 {"driver", "nginx"},
-                {"options", {{"config_file", "/x.conf"}, {"upstream", "a b"}}}},
+                {"options", {{"config_file", managed}, {"upstream", "a b"}}}},
                "invalid-argument");
     e.ok("referee_set", {{"deployable", "web"}, {"driver", "none"}});
     EXPECT_EQ(e.model.deployables.at("web").referee.driver, "");
+}
+
+// issue 10 item 7: nothing from the bus becomes a host command, path or directive.
+TEST(Commands, RefereeSetTakesNoCommandsAndOnlyPathsTheHostAllows) {
+    Env e;
+    e.populate();
+    const std::string managed = e.refereeDir + "/pcloud-web.conf";
+    auto apache = [&](json options) {
+        return json{{"deployable", "web"}, {"driver", "apache"}, {"options", options}};
+    };
+    // Free-form commands that dped would exec as root.
+    auto msg = e.rejected("referee_set",
+                          apache({{"config_file", managed},
+                                  {"cluster", "web"},
+                                  {"apachectl", "sh -c 'touch /tmp/owned'"}}),
+                          "invalid-argument");
+    EXPECT_NE(msg.find("'apachectl' is not accepted over the bus"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("apachectl = ...' in the host configuration"), std::string::npos) << msg;
+    msg = e.rejected(
+        "referee_set",
+        {{"deployable", "web"},
+         {"driver", "nginx"},
+         {"options", {{"config_file", managed}, {"upstream", "web"}, {"nginx", "/bin/sh"}}}},
+        "invalid-argument");
+    EXPECT_NE(msg.find("'nginx' is not accepted over the bus"), std::string::npos) << msg;
+    // config_file: only inside referee_dir, never through a symlink or "..".
+    msg = e.rejected("referee_set", apache({{"config_file", "/etc/shadow"}, {"cluster", "web"}}),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("config_file '/etc/shadow' is not inside an allowed directory"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("referee_dir = " + e.refereeDir), std::string::npos) << msg;
+    e.rejected("referee_set",
+               apache({{"config_file", e.refereeDir + "/../escape.conf"}, {"cluster", "web"}}),
+               "invalid-argument");
+    const std::string link = e.refereeDir + "/link.conf";
+    ASSERT_EQ(::symlink("/etc/passwd", link.c_str()), 0);
+    msg = e.rejected("referee_set", apache({{"config_file", link}, {"cluster", "web"}}),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("is a symbolic link"), std::string::npos) << msg;
+    // A directory symlinked into referee_dir does not widen it: the real parent counts.
+    const std::string dirLink = e.refereeDir + "/etc";
+    ASSERT_EQ(::symlink("/etc", dirLink.c_str()), 0);
+    msg = e.rejected("referee_set",
+                     apache({{"config_file", dirLink + "/x.conf"}, {"cluster", "web"}}),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("not inside an allowed directory"), std::string::npos) << msg;
+    // Directive injection into the Apache file, command injection into the HAProxy socket.
+    msg = e.rejected(
+        "referee_set",
+        apache({{"config_file", managed}, {"cluster", "web>\nProxyPass / http://evil/"}}),
+        "invalid-argument");
+    EXPECT_NE(msg.find("referee cluster"), std::string::npos) << msg;
+    msg = e.rejected("referee_set",
+                     apache({{"config_file", managed}, {"cluster", "web"}, {"alias", "/a b"}}),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("referee alias"), std::string::npos) << msg;
+    e.rejected("referee_set",
+               apache({{"config_file", managed}, {"cluster", "web"}, {"alias", "/../x"}}),
+               "invalid-argument");
+    msg = e.rejected(
+        "referee_set",
+        {{"deployable", "web"},
+         {"driver", "haproxy"},
+         {"options", {{"socket", "/run/haproxy.sock"}, {"backend", "web\nshutdown sessions"}}}},
+        "invalid-argument");
+    EXPECT_NE(msg.find("referee backend"), std::string::npos) << msg;
+    e.rejected("referee_set",
+               {{"deployable", "web"},
+                {"driver", "haproxy"},
+                {"options", {{"socket", "/run/h.sock"}, {"backend", std::string(65, 'b')}}}},
+               "invalid-argument");
+    // And the good one passes.
+    e.ok("referee_set",
+         apache({{"config_file", managed}, {"cluster", "web"}, {"alias", "/app/v1"}}));
+}
+
+TEST(Commands, AssemblyCreateRefusesDomainPassthroughTheHostDoesNotAllow) {
+    Env e;
+    const std::string head = "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/"
+                             "qemu/1.0'><name>x</name>";
+    const std::string userNet = "<qemu:commandline><qemu:arg value='-netdev'/><qemu:arg "
+                                "value='user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80'/>"
+                                "<qemu:arg value='-device'/><qemu:arg "
+                                "value='virtio-net-pci,netdev=n0,bus=pci.0,addr=0x1e'/>"
+                                "</qemu:commandline>";
+    auto create = [&](const std::string& name, const std::string& body) {
+        return json{{"name", name}, {"domain_xml", head + body + "</domain>"}};
+    };
+    // The default host allows no qemu:commandline at all.
+    auto msg = e.rejected("assembly_create", create("a1", userNet), "invalid-argument");
+    EXPECT_NE(msg.find("<qemu:commandline>"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("qemu_commandline = netdev-user"), std::string::npos) << msg;
+    // Whatever the prefix: libvirt goes by the namespace.
+    e.rejected("assembly_create",
+               json{{"name", "a1"},
+                    {"domain_xml", "<domain type='qemu' xmlns:q='http://libvirt.org/schemas/"
+                                   "domain/qemu/1.0'><name>x</name><q:commandline><q:arg "
+                                   "value='-S'/></q:commandline></domain>"}},
+               "invalid-argument");
+    e.ctx.host.qemu_commandline = hostconfig::QemuCommandline::NetdevUser;
+    e.ok("assembly_create", create("a1", userNet));
+    // Allowed means exactly user networking: not a host command, not a host directory.
+    msg = e.rejected("assembly_create",
+                     create("a2", "<qemu:commandline><qemu:arg value='-netdev'/><qemu:arg "
+                                  "value='user,id=n0,guestfwd=tcp:10.0.2.9:1-cmd:/bin/sh'/>"
+                                  "</qemu:commandline>"),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("option 'guestfwd' is not allowed"), std::string::npos) << msg;
+    msg = e.rejected("assembly_create",
+                     create("a2", "<qemu:commandline><qemu:arg value='-chardev'/><qemu:arg "
+                                  "value='file,id=c,path=/etc/shadow'/></qemu:commandline>"),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("'-chardev file,id=c,path=/etc/shadow' is not allowed"), std::string::npos)
+        << msg;
+    e.rejected("assembly_create",
+               create("a2", "<qemu:commandline><qemu:env name='LD_PRELOAD' value='/x.so'/>"
+                            "</qemu:commandline>"),
+               "invalid-argument");
+    // Host devices and host programs.
+    msg = e.rejected("assembly_create",
+                     create("a2", "<devices><filesystem type='mount'><source dir='/'/><target "
+                                  "dir='root'/></filesystem></devices>"),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("<filesystem>"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("allow_host_devices = yes"), std::string::npos) << msg;
+    e.rejected("assembly_create",
+               create("a2", "<devices><hostdev mode='subsystem' type='pci'/></devices>"),
+               "invalid-argument");
+    msg = e.rejected("assembly_create",
+                     create("a2", "<devices><interface type='ethernet'><script "
+                                  "path='/tmp/evil.sh'/></interface></devices>"),
+                     "invalid-argument");
+    EXPECT_NE(msg.find("host program"), std::string::npos) << msg;
+    e.rejected("assembly_create", create("a2", "<devices><emulator>/bin/sh</emulator></devices>"),
+               "invalid-argument");
+    e.ctx.host.allow_host_devices = true;
+    e.ok("assembly_create",
+         create("a2", "<devices><hostdev mode='subsystem' type='pci'/></devices>"));
 }
 
 TEST(Commands, ParkAndUnpark) {

@@ -116,9 +116,10 @@ struct Fixture : ::testing::Test {
         std::filesystem::create_directories(dir);
     }
     void TearDown() override { std::filesystem::remove_all(dir); }
+    hostconfig::HostConfig host; // what the domain XML may ask of the host (safe default)
     void make(model::Model m = makeModel()) {
-        r = std::make_unique<dped::Reactor>(dped::ReactorConfig{"web", dir, {}}, m, clock, hv, bus,
-                                            watch, &ref, jitter, defer ? &deferred : nullptr);
+        r = std::make_unique<dped::Reactor>(dped::ReactorConfig{"web", dir, {}, host}, m, clock, hv,
+                                            bus, watch, &ref, jitter, defer ? &deferred : nullptr);
     }
     void report(const std::string& a, const std::string& body) {
         bus.subs.at("pcloud.reports." + a)(bus::Message{"pcloud.reports." + a, body});
@@ -418,6 +419,39 @@ TEST_F(Fixture, RejectedDomainXmlIsAnEventAndTheOtherAssemblyStarts) {
             errorEvent = true;
     EXPECT_TRUE(errorEvent);
     EXPECT_EQ(hv.calls.size(), 2u); // both tried; neither stopped the other
+}
+
+// A store file edited by hand after cped accepted it: dped checks the domain XML against
+// the host configuration again and never hands libvirt what the host does not allow.
+TEST_F(Fixture, DomainXmlTheHostDoesNotAllowIsNeverDefined) {
+    auto m = makeModel();
+    m.assemblies["node02"].domain_xml =
+        "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        "<name>node02-dom</name><qemu:commandline><qemu:arg value='-netdev'/>"
+        "<qemu:arg value='user,id=n0'/></qemu:commandline></domain>";
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"start node01-dom"}));
+    bool errorEvent = false;
+    for (const auto& e : bus.events())
+        if (e["assembly"] == "node02" && e["state"] == "error" &&
+            e["reason"].get<std::string>().find("<qemu:commandline>") != std::string::npos &&
+            e["reason"].get<std::string>().find("qemu_commandline = netdev-user") !=
+                std::string::npos)
+            errorEvent = true;
+    EXPECT_TRUE(errorEvent);
+}
+
+TEST_F(Fixture, DomainXmlTheHostAllowsExplicitlyIsDefined) {
+    auto m = makeModel();
+    m.assemblies["node02"].domain_xml =
+        "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        "<name>node02-dom</name><qemu:commandline><qemu:arg value='-netdev'/>"
+        "<qemu:arg value='user,id=n0'/></qemu:commandline></domain>";
+    host.qemu_commandline = hostconfig::QemuCommandline::NetdevUser;
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"start node01-dom", "start node02-dom"}));
 }
 
 TEST_F(Fixture, EscalationStateSurvivesARestart) {

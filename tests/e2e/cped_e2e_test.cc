@@ -152,6 +152,8 @@ protected:
         port_ = freePort();
         broker_ = "amqp://127.0.0.1:" + std::to_string(port_);
         cped_log_ = dir_ + "/cped.log";
+        // The tiny guests' user-mode network, allowed explicitly; cped passes it to dped.
+        const std::string config = writeTinyGuestHostConfig(dir_);
         cped_ = ::fork();
         if (cped_ == 0) {
             // cped never outlives the test; its dpeds are killed in TearDown (or swept).
@@ -161,7 +163,7 @@ protected:
             ::dup2(fd, 1);
             ::dup2(fd, 2);
             ::execl((kBin + "/cped").c_str(), "cped", "--state-dir", dir_.c_str(), "--listen",
-                    broker_.c_str(), "--log-level", "info", nullptr);
+                    broker_.c_str(), "--log-level", "info", "--config", config.c_str(), nullptr);
             _exit(127);
         }
         ASSERT_TRUE(waitFor([&] { return sh("deployable_list").rc == 0; }, 15s, kPoll))

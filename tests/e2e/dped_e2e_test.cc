@@ -180,7 +180,8 @@ protected:
 
     void startDped() {
         log_ = dir_ + "/dped." + std::to_string(++runs_) + ".log";
-        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_);
+        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_,
+                         {"--config", writeTinyGuestHostConfig(dir_)});
     }
     int stopDped(int sig) {
         if (pid_ <= 0)

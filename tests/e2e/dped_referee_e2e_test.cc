@@ -376,8 +376,7 @@ protected:
         model::RefereeConfig rc;
         rc.driver = "nginx";
         rc.config_file = nginxManaged();
-        rc.upstream = "web";
-        rc.nginx = nginxCommand();
+        rc.upstream = "web"; // the nginx command and the managed file's dir: pcloud.conf
         return rc;
     }
     void useNginxReader() {
@@ -421,7 +420,13 @@ protected:
 
     void startDped() {
         log_ = dir_ + "/dped." + std::to_string(++runs_) + ".log";
-        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_, kDpedArgs);
+        // Host configuration: the tiny guest's user-mode netdev, and for the nginx cases the
+        // nginx instance of this test and the directory of its managed file.
+        std::string conf = writeTinyGuestHostConfig(
+            dir_, "nginx = " + nginxCommand() + "\nreferee_dir = " + dir_ + "/nginx\n");
+        std::vector<std::string> args = kDpedArgs;
+        args.insert(args.end(), {"--config", conf});
+        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_, args);
     }
     void stopDped(int sig) {
         if (pid_ <= 0)
@@ -667,11 +672,8 @@ TEST_F(DpedRefereeE2e, DpedRestartLeavesHaproxyMembershipAlone) {
     // not while the new one starts, reads the referee and waits for the agents' hellos,
     // and not at its first reconcile.
     //
-    // KNOWN FLAP (as of this test's writing): a new dped starts with every membership
-    // "out" until the agents' hellos arrive, so it may put both members in maintenance or
-    // drain for ~80 ms. The lead's change (a restarted dped first reads the referee's
-    // current membership and keeps it until the hello or a grace passes) fixes it. Until
-    // that change is merged this test is expected to FAIL here; do not weaken it.
+    // Before a new dped took the balancer's current membership as its starting point (and
+    // kept it until each agent's full state arrived), it drained both members for ~80 ms.
     Sampler sampler(*reader_, 10);
     std::this_thread::sleep_for(200ms); // a baseline of samples before the kill
     long long killedAt = sampler.nowMs();

@@ -1,8 +1,10 @@
 // The apache driver against a real Apache 2.4 (mod_proxy_balancer) on loopback, with its
 // own ServerRoot in a temp dir, and real HTTP backends.
 #include "common/fs.h"
+#include "common/host_config.h"
 #include "harness.h"
 #include "referee/apache_referee.h"
+#include "referee/referee.h"
 
 #include <gtest/gtest.h>
 
@@ -64,12 +66,23 @@ protected:
             },
             10'000))
             << "apache did not start; see " << dir_ << "/error.log";
-        ApacheReferee::Settings s;
-        s.config_file = managed_;
-        s.cluster = "web";
-        s.alias = "/";
-        s.apachectl = apachectl_;
-        referee_ = std::make_unique<ApacheReferee>(s);
+        // As dped builds it: the command and the writable directory from the host
+        // configuration file, the rest from the deployable's settings.
+        {
+            std::ofstream conf(dir_ + "/pcloud.conf");
+            conf << "# written by apache_test\napachectl = " << apachectl_
+                 << "\nreferee_dir = " << dir_ << "\n";
+        }
+        auto host = hostconfig::load(dir_ + "/pcloud.conf", true);
+        ASSERT_TRUE(host.ok()) << host.error().describe();
+        model::RefereeConfig rc;
+        rc.driver = "apache";
+        rc.config_file = managed_;
+        rc.cluster = "web";
+        rc.alias = "/";
+        auto made = makeReferee(rc, *host);
+        ASSERT_TRUE(made.ok()) << made.error().describe();
+        referee_ = std::move(*made);
     }
     void TearDown() override {
         apache_.stop();
@@ -103,7 +116,7 @@ protected:
     int port_ = 0;
     std::unique_ptr<HttpBackend> a_, b_;
     Child apache_;
-    std::unique_ptr<ApacheReferee> referee_;
+    std::unique_ptr<Referee> referee_;
 };
 
 TEST_F(ApacheTest, FailureRemovesMemberAndRecoveryAddsItBack) {
@@ -191,6 +204,31 @@ TEST_F(ApacheTest, HandEditedFileIsDriftAndIsRewritten) {
     EXPECT_EQ(report->drifts[0].describe(), "member b was out, wanted ready");
     EXPECT_EQ(fs::readFile(managed_)->find("status=+D"), std::string::npos);
     EXPECT_TRUE(servesBoth());
+}
+
+// A store file edited by hand, or a file swapped after referee_set was accepted: the
+// managed file has become a symlink to something else. dped checks before every write.
+TEST_F(ApacheTest, ASymlinkPlantedAsTheManagedFileIsNotWrittenThrough) {
+    ASSERT_TRUE(referee_->apply(members(MemberState::Ready, MemberState::Ready)).ok());
+    const std::string victim = dir_ + "/victim.conf";
+    ASSERT_TRUE(fs::writeAtomic(victim, "# precious\n").ok());
+    ASSERT_EQ(::unlink(managed_.c_str()), 0);
+    ASSERT_EQ(::symlink(victim.c_str(), managed_.c_str()), 0);
+    auto st = referee_->apply(members(MemberState::Ready, MemberState::Out));
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.error().describe().find("config_file is a symbolic link"), std::string::npos)
+        << st.error().describe();
+    EXPECT_EQ(*fs::readFile(victim), "# precious\n");
+    // And makeReferee (dped start) refuses it up front, naming the setting.
+    hostconfig::HostConfig host;
+    host.referee_dirs = {dir_};
+    model::RefereeConfig rc;
+    rc.driver = "apache";
+    rc.config_file = managed_;
+    rc.cluster = "web";
+    auto made = makeReferee(rc, host);
+    ASSERT_FALSE(made.ok());
+    EXPECT_NE(made.error().message.find("referee config_file"), std::string::npos);
 }
 
 TEST_F(ApacheTest, MissingApachectlIsAClearError) {

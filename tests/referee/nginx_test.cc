@@ -2,8 +2,10 @@
 // against a real nginx (own prefix dir in /tmp, loopback port) in front of real HTTP
 // backends.
 #include "common/fs.h"
+#include "common/host_config.h"
 #include "harness.h"
 #include "referee/nginx_referee.h"
+#include "referee/referee.h"
 
 #include <gtest/gtest.h>
 
@@ -116,28 +118,37 @@ TEST(NginxConfig, UnparseableFileNamesFileAndLine) {
 }
 
 TEST(NginxConfig, MakeRefereeNamesTheMissingSetting) {
+    hostconfig::HostConfig host;
+    host.referee_dirs = {"/tmp"};
     model::RefereeConfig c;
     c.driver = "nginx";
-    auto r = makeReferee(c);
+    auto r = makeReferee(c, host);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("config_file="), std::string::npos) << r.error().message;
-    c.config_file = "/etc/nginx/pcloud-web.conf";
-    r = makeReferee(c);
+    c.config_file = "/tmp/pcloud-web.conf";
+    r = makeReferee(c, host);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("upstream="), std::string::npos) << r.error().message;
     c.upstream = "web server";
-    r = makeReferee(c);
+    r = makeReferee(c, host);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("upstream 'web server'"), std::string::npos);
     c.upstream = "web";
-    c.nginx = " ";
-    r = makeReferee(c);
+    // The command comes from the host configuration only.
+    host.nginx = " ";
+    r = makeReferee(c, host);
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().message.find("nginx="), std::string::npos) << r.error().message;
-    c.nginx = "nginx -c /srv/web/nginx.conf";
-    r = makeReferee(c);
+    EXPECT_NE(r.error().message.find("nginx is empty"), std::string::npos) << r.error().message;
+    host.nginx = "nginx -c /srv/web/nginx.conf";
+    r = makeReferee(c, host);
     ASSERT_TRUE(r.ok()) << r.error().describe();
-    EXPECT_EQ((*r)->describe(), "nginx file=/etc/nginx/pcloud-web.conf upstream=web");
+    EXPECT_EQ((*r)->describe(), "nginx file=/tmp/pcloud-web.conf upstream=web");
+    // Outside referee_dir: refused (dped re-checks what a store file says).
+    c.config_file = "/etc/nginx/pcloud-web.conf";
+    r = makeReferee(c, host);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("not inside an allowed directory"), std::string::npos)
+        << r.error().message;
 }
 
 // ---- real nginx ---------------------------------------------------------------------------
@@ -204,11 +215,21 @@ protected:
             },
             10'000))
             << "nginx did not start; see " << dir_ << "/error.log";
-        NginxReferee::Settings s;
-        s.config_file = managed_;
-        s.upstream = "web";
-        s.nginx = nginx_cmd_;
-        referee_ = std::make_unique<NginxReferee>(s);
+        // As dped builds it: the command and the writable directory from the host
+        // configuration file, the rest from the deployable's settings.
+        {
+            std::ofstream conf(dir_ + "/pcloud.conf");
+            conf << "nginx = " << nginx_cmd_ << "\nreferee_dir = " << dir_ << "\n";
+        }
+        auto host = hostconfig::load(dir_ + "/pcloud.conf", true);
+        ASSERT_TRUE(host.ok()) << host.error().describe();
+        model::RefereeConfig rc;
+        rc.driver = "nginx";
+        rc.config_file = managed_;
+        rc.upstream = "web";
+        auto made = makeReferee(rc, *host);
+        ASSERT_TRUE(made.ok()) << made.error().describe();
+        referee_ = std::move(*made);
     }
     void TearDown() override {
         nginx_.stop();
@@ -293,7 +314,7 @@ protected:
     int port_ = 0;
     std::map<std::string, std::unique_ptr<HttpBackend>> backends_;
     Child nginx_;
-    std::unique_ptr<NginxReferee> referee_;
+    std::unique_ptr<Referee> referee_;
 };
 
 TEST_F(NginxTest, OutMemberGetsNoTrafficAndComesBack) {

@@ -186,32 +186,35 @@ TEST(Apache, ParseHandEditedFile) {
 }
 
 TEST(Factory, PicksDriverAndNamesMissingSettings) {
+    hostconfig::HostConfig host;
+    host.referee_dirs = {"/tmp"};
     model::RefereeConfig none;
-    auto r = makeReferee(none);
+    auto r = makeReferee(none, host);
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->get(), nullptr);
     model::RefereeConfig log;
     log.driver = "log";
-    EXPECT_EQ((*makeReferee(log))->describe(), "log");
+    EXPECT_EQ((*makeReferee(log, host))->describe(), "log");
     model::RefereeConfig hx;
     hx.driver = "haproxy";
     hx.socket = "/run/haproxy/admin.sock";
-    auto noBackend = makeReferee(hx);
+    auto noBackend = makeReferee(hx, host);
     ASSERT_FALSE(noBackend.ok());
     EXPECT_NE(noBackend.error().message.find("backend="), std::string::npos);
     hx.backend = "web";
-    EXPECT_EQ((*makeReferee(hx))->describe(), "haproxy socket=/run/haproxy/admin.sock backend=web");
+    EXPECT_EQ((*makeReferee(hx, host))->describe(),
+              "haproxy socket=/run/haproxy/admin.sock backend=web");
     model::RefereeConfig ap;
     ap.driver = "apache";
-    ap.config_file = "/etc/apache2/conf-available/pcloud-web.conf";
-    EXPECT_FALSE(makeReferee(ap).ok());
+    ap.config_file = "/tmp/pcloud-web.conf";
+    EXPECT_FALSE(makeReferee(ap, host).ok());
     ap.cluster = "web cluster";
-    EXPECT_FALSE(makeReferee(ap).ok());
+    EXPECT_FALSE(makeReferee(ap, host).ok());
     ap.cluster = "web";
-    EXPECT_TRUE(makeReferee(ap).ok());
+    EXPECT_TRUE(makeReferee(ap, host).ok());
     model::RefereeConfig bad;
     bad.driver = "f5";
-    auto e = makeReferee(bad);
+    auto e = makeReferee(bad, host);
     ASSERT_FALSE(e.ok());
     EXPECT_EQ(e.error().message,
               "unknown referee driver 'f5' (expected haproxy, apache, nginx, log, or empty for "

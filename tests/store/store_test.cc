@@ -563,44 +563,53 @@ TEST(Store, NginxRefereeSettingsRoundTrip) {
     r.driver = "nginx";
     r.config_file = "/etc/nginx/pcloud-web.conf";
     r.upstream = "web";
-    r.nginx = "nginx -c /srv/web/nginx.conf";
     ASSERT_TRUE(store::saveModel(dir, m).ok());
     const std::string dep = readFile(depPath(dir));
     EXPECT_TRUE(contains(dep, "upstream=\"web\"")) << dep;
-    EXPECT_TRUE(contains(dep, "nginx=\"nginx -c /srv/web/nginx.conf\"")) << dep;
+    EXPECT_FALSE(contains(dep, "nginx=")) << dep; // the command is host configuration
     std::vector<Error> warnings;
     auto back = store::loadModel(dir, &warnings);
     ASSERT_TRUE(back.ok()) << back.error().describe();
     EXPECT_TRUE(warnings.empty());
     EXPECT_EQ(back->deployables.at("dep").referee, r);
-
-    // The default command is not written, and comes back as the default.
-    r.nginx = "nginx";
-    ASSERT_TRUE(store::saveModel(dir, m).ok());
-    EXPECT_FALSE(contains(readFile(depPath(dir)), "nginx=")) << readFile(depPath(dir));
-    back = store::loadModel(dir);
-    ASSERT_TRUE(back.ok()) << back.error().describe();
-    EXPECT_EQ(back->deployables.at("dep").referee, r);
 }
 
-TEST(Store, RefereeWithoutNginxAttributesStillLoads) {
+// issue 10 item 7: files from before the host configuration held the balancer command.
+// They still load, with a warning per setting naming it, and the command is ignored (it
+// now comes only from pcloud.conf) and not saved back.
+TEST(Store, OldFreeFormCommandSettingsLoadWithAWarningAndAreIgnored) {
     auto dir = tempDir();
-    // As written before the nginx driver existed.
     writeFile(depPath(dir),
               "<deployables>\n  <deployable name=\"web\">\n"
               "    <referee driver=\"apache\" socket=\"\" backend=\"\" "
               "config_file=\"/etc/apache2/pcloud-web.conf\" cluster=\"web\" alias=\"/\" "
-              "apachectl=\"apachectl\"/>\n  </deployable>\n</deployables>\n");
+              "apachectl=\"sh -c 'touch /tmp/owned'\"/>\n  </deployable>\n"
+              "  <deployable name=\"shop\">\n"
+              "    <referee driver=\"nginx\" config_file=\"/etc/nginx/pcloud-shop.conf\" "
+              "upstream=\"shop\" nginx=\"nginx -c /srv/shop/nginx.conf\"/>\n"
+              "  </deployable>\n</deployables>\n");
     std::vector<Error> warnings;
     auto back = store::loadModel(dir, &warnings);
     ASSERT_TRUE(back.ok()) << back.error().describe();
-    EXPECT_TRUE(warnings.empty());
-    const auto& r = back->deployables.at("web").referee;
-    EXPECT_EQ(r.driver, "apache");
-    EXPECT_EQ(r.upstream, "");
-    EXPECT_EQ(r.nginx, "nginx");
-    // Saving it adds no nginx attributes: old files stay as they were.
+    ASSERT_EQ(warnings.size(), 2u);
+    EXPECT_EQ(warnings[0].line, 3);
+    EXPECT_NE(warnings[0].describe().find("apachectl=\"sh -c 'touch /tmp/owned'\" is ignored"),
+              std::string::npos)
+        << warnings[0].describe();
+    EXPECT_NE(warnings[0].describe().find("host configuration (/etc/pcloud/pcloud.conf"),
+              std::string::npos)
+        << warnings[0].describe();
+    EXPECT_EQ(warnings[1].line, 6);
+    EXPECT_NE(warnings[1].describe().find("nginx=\"nginx -c /srv/shop/nginx.conf\" is ignored"),
+              std::string::npos)
+        << warnings[1].describe();
+    EXPECT_EQ(back->deployables.at("web").referee.driver, "apache");
+    EXPECT_EQ(back->deployables.at("shop").referee.upstream, "shop");
+    // Saving drops them: the next load is clean.
     ASSERT_TRUE(store::saveModel(dir, *back).ok());
-    EXPECT_FALSE(contains(readFile(depPath(dir)), "upstream="));
+    EXPECT_FALSE(contains(readFile(depPath(dir)), "apachectl="));
     EXPECT_FALSE(contains(readFile(depPath(dir)), "nginx="));
+    warnings.clear();
+    ASSERT_TRUE(store::loadModel(dir, &warnings).ok());
+    EXPECT_TRUE(warnings.empty());
 }

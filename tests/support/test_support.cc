@@ -105,11 +105,6 @@ pid_t qemuPidOf(const std::string& domain) {
 }
 
 pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
-                const std::string& stateDir, int brokerPort, const std::string& logPath) {
-    return spawnDped(dpedPath, deployable, stateDir, brokerPort, logPath, {});
-}
-
-pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
                 const std::string& stateDir, int brokerPort, const std::string& logPath,
                 const std::vector<std::string>& extraArgs) {
     std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
@@ -131,6 +126,17 @@ pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
         _exit(127);
     }
     return pid;
+}
+
+std::string writeTinyGuestHostConfig(const std::string& dir, const std::string& extra) {
+    const std::string path = dir + "/pcloud.conf";
+    (void)fs::writeAtomic(path,
+                          "# The tiny guest's user-mode network is passed to QEMU with\n"
+                          "# <qemu:commandline>; allow exactly that (docs/security.md).\n"
+                          "qemu_commandline = netdev-user\n" +
+                              extra,
+                          {}, 0644);
+    return path;
 }
 
 } // namespace pcloud::testsupport

@@ -45,13 +45,16 @@ pid_t qemuPidOf(const std::string& domain);
 // Forks and execs the dped binary at `dpedPath` for `deployable` on `stateDir`, talking to
 // the hub on 127.0.0.1:brokerPort at log level info, stdout and stderr truncating `logPath`.
 // The child gets SIGKILL when its parent dies (a ctest timeout must not leave it behind).
+// `configPath`, when given, is passed as --config (the host configuration).
 // Returns the child's pid (-1 if fork failed).
 pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
-                const std::string& stateDir, int brokerPort, const std::string& logPath);
-// The same with `extraArgs` appended to dped's command line (e.g. --referee-reconcile-ms).
-pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
                 const std::string& stateDir, int brokerPort, const std::string& logPath,
-                const std::vector<std::string>& extraArgs);
+                const std::vector<std::string>& extraArgs = {});
+
+// Host configuration the tiny guest needs (docs/security.md): its <qemu:commandline>
+// user-mode netdev, allowed explicitly, plus `extra` lines. Written to DIR/pcloud.conf
+// (0644); returns the path. Pass it to dped as {"--config", path}.
+std::string writeTinyGuestHostConfig(const std::string& dir, const std::string& extra = {});
 
 // Polls `pred` every `poll` until it holds or `timeout` passes; then one last try.
 template <typename Pred>

@@ -1,0 +1,48 @@
+#pragma once
+// Host configuration: what pcloud may do on THIS host, decided by its administrator, never
+// by a bus message or a store file. cped checks commands against it when they arrive and
+// dped checks again before acting (store files can be edited by hand).
+//
+// /etc/pcloud/pcloud.conf (root-owned, not writable by group or others), `key = value`
+// lines, '#' starts a comment line. A missing default file means the safe defaults below;
+// a file named with --config must exist. See docs/security.md for the reference.
+
+#include "common/result.h"
+
+#include <string>
+#include <vector>
+
+namespace pcloud::hostconfig {
+
+inline constexpr const char* kDefaultPath = "/etc/pcloud/pcloud.conf";
+
+// What a domain's <qemu:commandline> may hold.
+enum class QemuCommandline {
+    None,       // no <qemu:commandline> at all (default)
+    NetdevUser, // only "-netdev user,..." (no guestfwd/smb/tftp) and "-device virtio-net-pci,..."
+};
+
+struct HostConfig {
+    std::string source; // the file it came from; "" = built-in defaults (no file)
+    // Balancer programs dped runs, split on blanks (no shell): the commands pcloud may
+    // exec as root. Never taken from the bus.
+    std::string apachectl = "apachectl";
+    std::string nginx = "nginx";
+    // Directories where the apache and nginx referees may write their managed file.
+    std::vector<std::string> referee_dirs = {"/etc/pcloud/referee"};
+    QemuCommandline qemu_commandline = QemuCommandline::None;
+    // <hostdev>, <filesystem>, <redirdev>, <interface type='hostdev'>, <smartcard
+    // mode='host'>: devices that hand host resources to the guest.
+    bool allow_host_devices = false;
+};
+
+// Parses the text of a config file; errors name `path`:line and say the fix.
+Result<HostConfig> parse(const std::string& text, const std::string& path);
+// Reads `path`. When it does not exist: the defaults if `mustExist` is false (the default
+// path), else an error. A file writable by group or others, or not owned by root or the
+// current user, is refused (anyone who can write it can make pcloud run programs as root).
+Result<HostConfig> load(const std::string& path, bool mustExist);
+
+const char* toString(QemuCommandline q);
+
+} // namespace pcloud::hostconfig

@@ -1,0 +1,111 @@
+#include "common/host_config.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <string>
+#include <sys/stat.h>
+
+using namespace pcloud;
+using namespace pcloud::hostconfig;
+
+TEST(HostConfig, DefaultsAreSafe) {
+    HostConfig c;
+    EXPECT_EQ(c.apachectl, "apachectl");
+    EXPECT_EQ(c.nginx, "nginx");
+    EXPECT_EQ(c.referee_dirs, (std::vector<std::string>{"/etc/pcloud/referee"}));
+    EXPECT_EQ(c.qemu_commandline, QemuCommandline::None);
+    EXPECT_FALSE(c.allow_host_devices);
+}
+
+TEST(HostConfig, ParsesEveryKey) {
+    auto r = parse("# pcloud host configuration\n"
+                   "\n"
+                   "apachectl = apache2 -f /srv/web/httpd.conf -d /srv/web\n"
+                   "  nginx=/usr/sbin/nginx -c /srv/nginx.conf  \n"
+                   "referee_dir = /etc/apache2/pcloud/\n"
+                   "referee_dir = /etc/nginx/pcloud\n"
+                   "qemu_commandline = netdev-user\n"
+                   "allow_host_devices = yes\n",
+                   "/etc/pcloud/pcloud.conf");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->source, "/etc/pcloud/pcloud.conf");
+    EXPECT_EQ(r->apachectl, "apache2 -f /srv/web/httpd.conf -d /srv/web");
+    EXPECT_EQ(r->nginx, "/usr/sbin/nginx -c /srv/nginx.conf");
+    // Listed directories replace the default one; a trailing slash is dropped.
+    EXPECT_EQ(r->referee_dirs,
+              (std::vector<std::string>{"/etc/apache2/pcloud", "/etc/nginx/pcloud"}));
+    EXPECT_EQ(r->qemu_commandline, QemuCommandline::NetdevUser);
+    EXPECT_TRUE(r->allow_host_devices);
+}
+
+TEST(HostConfig, BadLinesNameFileLineAndTheFix) {
+    struct Case {
+        std::string text;
+        int line;
+        std::string says;
+    };
+    const std::vector<Case> cases = {
+        {"apachectl apache2\n", 1, "expected 'key = value'"},
+        {"# c\n = x\n", 2, "no key before '='"},
+        {"nginx =\n", 1, "'nginx' has no value"},
+        {"nginx = a\nnginx = b\n", 2, "'nginx' is set twice"},
+        {"apachectl = sh -c 'touch /x'\n", 1, "run without a shell"},
+        {"nginx = nginx; rm -rf /\n", 1, "run without a shell"},
+        {"referee_dir = etc/pcloud\n", 1, "must be an absolute directory path"},
+        {"referee_dir = /etc/../tmp\n", 1, "without '..'"},
+        {"referee_dir = /etc/pcloud/..\n", 1, "without '..'"},
+        {"referee_dir = /\n", 1, "would let pcloud write anywhere"},
+        {"qemu_commandline = all\n", 1, "use none or netdev-user"},
+        {"allow_host_devices = maybe\n", 1, "is not yes or no"},
+        {"\n\nhaproxy_cmd = x\n", 3, "unknown key 'haproxy_cmd' (known: apachectl nginx"},
+    };
+    for (const auto& c : cases) {
+        auto r = parse(c.text, "/etc/pcloud/pcloud.conf");
+        ASSERT_FALSE(r.ok()) << c.text;
+        EXPECT_EQ(r.error().file, "/etc/pcloud/pcloud.conf") << c.text;
+        EXPECT_EQ(r.error().line, c.line) << c.text;
+        EXPECT_NE(r.error().describe().find(c.says), std::string::npos)
+            << c.text << " -> " << r.error().describe();
+    }
+}
+
+TEST(HostConfig, LoadMissingDefaultIsDefaultsButAMissingNamedFileIsAnError) {
+    auto r = load("/nonexistent/pcloud.conf", false);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->source, "");
+    EXPECT_EQ(r->referee_dirs, HostConfig{}.referee_dirs);
+    r = load("/nonexistent/pcloud.conf", true);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().describe().find("/nonexistent/pcloud.conf"), std::string::npos);
+}
+
+TEST(HostConfig, LoadRefusesAFileOthersCanWrite) {
+    char tmpl[] = "/tmp/pcloud-hostcfg-XXXXXX";
+    std::string dir = ::mkdtemp(tmpl);
+    std::string path = dir + "/pcloud.conf";
+    {
+        std::ofstream f(path);
+        f << "nginx = /usr/sbin/nginx\n";
+    }
+    ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+    auto r = load(path, true);
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->nginx, "/usr/sbin/nginx");
+    ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+    r = load(path, true);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().describe().find("writable by group or others"), std::string::npos)
+        << r.error().describe();
+    EXPECT_NE(r.error().describe().find("chmod 644 " + path), std::string::npos);
+    // A broken line in a real file names the file and the line.
+    {
+        std::ofstream f(path);
+        f << "nginx = /usr/sbin/nginx\nbogus\n";
+    }
+    ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+    r = load(path, true);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().describe().rfind(path + ":2: ", 0), 0u) << r.error().describe();
+    std::system(("rm -rf " + dir).c_str());
+}
