@@ -142,10 +142,8 @@ int main(int argc, char** argv) {
                 b.rss_kb, b.rss_anon_kb, b.threads);
     if (const char* e = std::getenv("AGENT_BENCH_SMAPS"); e && *e == '1')
         printSmaps(agentPid);
-    std::printf("  agent idle over %d s: CPU %.3f s (%.3f%% of one core), %ld context switches "
-                "(heartbeat every 2 s)\n",
-                idleSeconds, b.cpu_s - a.cpu_s, 100.0 * (b.cpu_s - a.cpu_s) / idleSeconds,
-                b.ctx_switches - a.ctx_switches);
+    std::printf("  agent idle over %d s: %s, %ld context switches (heartbeat every 2 s)\n",
+                idleSeconds, idleCpu(a, b, idleSeconds).c_str(), b.ctx_switches - a.ctx_switches);
     if (const char* e = std::getenv("AGENT_BENCH_HOLD"); e && *e == '1') {
         std::printf("  holding; agent host pid %d; press Enter to stop\n", agentPid);
         std::fflush(stdout);

@@ -70,9 +70,8 @@ int main(int argc, char** argv) {
         std::printf("  agent pid %d RSS: %ld kB (anonymous %ld kB), %ld thread(s)\n", agent,
                     b.rss_kb, b.rss_anon_kb, b.threads);
         printSmaps(agent);
-        std::printf("  agent idle over %d s: CPU %.3f s (%.3f%% of one core), %ld context "
-                    "switches (heartbeat every 2 s)\n",
-                    idleSeconds, b.cpu_s - a.cpu_s, 100.0 * (b.cpu_s - a.cpu_s) / idleSeconds,
+        std::printf("  agent idle over %d s: %s, %ld context switches (heartbeat every 2 s)\n",
+                    idleSeconds, idleCpu(a, b, idleSeconds).c_str(),
                     b.ctx_switches - a.ctx_switches);
         std::fflush(stdout);
         if (hold) {
