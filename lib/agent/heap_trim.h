@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <utility>
 
 namespace pcloud::agent {
 
@@ -26,7 +27,7 @@ public:
     // The real glibc heap.
     static Heap glibcHeap();
 
-    HeapTrimmer(Millis startMs, Heap heap = glibcHeap())
+    explicit HeapTrimmer(Millis startMs, Heap heap = glibcHeap())
         : heap_(std::move(heap)), next_at_(startMs + kFirstAfterMs) {}
     void prepare(PollSet& ps, Millis now) override;
     void dispatch(const PollSet&, Millis) override {}
