@@ -1,5 +1,6 @@
 // Kill-to-report latency of pcloud-agent against real systemd (see run.sh). Prints figures,
 // asserts nothing.
+#include "footprint.h"
 #include "nspawn_guest.h"
 #include "test_peer.h"
 
@@ -18,49 +19,10 @@
 
 using namespace pcloud;
 using namespace pcloud::testing;
+using namespace pcloud::bench;
 using namespace std::chrono;
 
 namespace {
-
-struct ProcStat {
-    double cpu_s = 0;
-    long rss_kb = 0;
-    long rss_anon_kb = 0; // the agent's own heap and stacks (the rest is shared libraries)
-    long ctx_switches = 0;
-};
-
-ProcStat procStat(pid_t pid) {
-    ProcStat s;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    auto rp = line.rfind(')');
-    if (rp != std::string::npos) {
-        std::istringstream in(line.substr(rp + 2));
-        std::string f;
-        long utime = 0, stime = 0;
-        for (int i = 3; i <= 15; ++i) { // fields 3.. ; utime is 14, stime 15
-            in >> f;
-            if (i == 14)
-                utime = std::atol(f.c_str());
-            if (i == 15)
-                stime = std::atol(f.c_str());
-        }
-        s.cpu_s = static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-    }
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    while (std::getline(status, line)) {
-        if (line.rfind("VmRSS:", 0) == 0)
-            s.rss_kb = std::atol(line.c_str() + 6);
-        if (line.rfind("RssAnon:", 0) == 0)
-            s.rss_anon_kb = std::atol(line.c_str() + 8);
-        if (line.rfind("voluntary_ctxt_switches:", 0) == 0)
-            s.ctx_switches += std::atol(line.c_str() + 24);
-        if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
-            s.ctx_switches += std::atol(line.c_str() + 27);
-    }
-    return s;
-}
 
 double pct(std::vector<double> v, double p) {
     std::sort(v.begin(), v.end());
@@ -175,12 +137,18 @@ int main(int argc, char** argv) {
     } else {
         std::printf("  no kill measurements (misses=%d)\n", misses);
     }
-    std::printf("  agent RSS: %ld kB (anonymous %ld kB; the rest is mapped shared libraries)\n",
-                b.rss_kb, b.rss_anon_kb);
-    std::printf("  agent idle over %d s: CPU %.3f s (%.3f%% of one core), %ld context switches "
-                "(heartbeat every 2 s)\n",
-                idleSeconds, b.cpu_s - a.cpu_s, 100.0 * (b.cpu_s - a.cpu_s) / idleSeconds,
-                b.ctx_switches - a.ctx_switches);
+    std::printf("  agent RSS: %ld kB (anonymous %ld kB; the rest is mapped shared libraries), "
+                "%ld thread(s)\n",
+                b.rss_kb, b.rss_anon_kb, b.threads);
+    if (const char* e = std::getenv("AGENT_BENCH_SMAPS"); e && *e == '1')
+        printSmaps(agentPid);
+    std::printf("  agent idle over %d s: %s, %ld context switches (heartbeat every 2 s)\n",
+                idleSeconds, idleCpu(a, b, idleSeconds).c_str(), b.ctx_switches - a.ctx_switches);
+    if (const char* e = std::getenv("AGENT_BENCH_HOLD"); e && *e == '1') {
+        std::printf("  holding; agent host pid %d; press Enter to stop\n", agentPid);
+        std::fflush(stdout);
+        std::getchar();
+    }
     guest.teardown();
     ::waitpid(nsenter, nullptr, 0);
     std::remove(log.c_str());

@@ -4,6 +4,7 @@
 #include "agent/amqp_link.h"
 #include "agent/config.h"
 #include "agent/event_loop.h"
+#include "agent/heap_trim.h"
 #include "agent/probe.h"
 #include "agent/process_backend.h"
 #include "agent/systemd_backend.h"
@@ -165,6 +166,8 @@ int runAgent(int argc, char** argv) {
     loop.add(&probes);
     loop.add(&core);
     loop.add(&link);
+    HeapTrimmer trimmer(clock.monotonicMs());
+    loop.add(&trimmer);
     PCLOUD_LOG(Notice, "pcloud-agent started",
                {{"assembly", cfg.assembly},
                 {"backend", backend->name()},
