@@ -126,10 +126,12 @@ int runAgent(int argc, char** argv) {
     EventLoop loop(clock);
     SignalSource signals(loop);
 
+    std::string bootId = firstLine("/proc/sys/kernel/random/boot_id");
     std::unique_ptr<UnitBackend> backend;
     ProcessBackend* processBackend = nullptr;
     if (cfg.backend == BackendKind::Process) {
-        auto pb = std::make_unique<ProcessBackend>(clock, cfg.process_commands);
+        auto pb =
+            std::make_unique<ProcessBackend>(clock, cfg.process_commands, cfg.run_dir, bootId);
         processBackend = pb.get();
         backend = std::move(pb);
     } else {
@@ -138,7 +140,7 @@ int runAgent(int argc, char** argv) {
 
     Identity id;
     id.assembly = cfg.assembly;
-    id.boot_id = firstLine("/proc/sys/kernel/random/boot_id");
+    id.boot_id = bootId;
     id.seq_base = static_cast<std::uint64_t>(boottimeMs());
 
     AgentCore* corePtr = nullptr;
