@@ -14,10 +14,8 @@ using nlohmann::json;
 std::string encodeProcessState(const ProcessState& s) {
     json units = json::object();
     for (const auto& [unit, p] : s.units)
-        units[unit] = {{"pid", p.pid},
-                       {"pgid", p.pgid},
-                       {"start_time", p.start_time},
-                       {"command", p.command}};
+        units[unit] = {
+            {"pid", p.pid}, {"pgid", p.pgid}, {"start_time", p.start_time}, {"command", p.command}};
     json j = {{"v", 1}, {"boot_id", s.boot_id}, {"units", units}};
     return j.dump() + "\n";
 }
