@@ -136,6 +136,11 @@ std::optional<proto::UnitState> ProcessBackend::state(const std::string& unit) c
     return it->second.st;
 }
 
+bool ProcessBackend::adopted(const std::string& unit) const {
+    auto it = procs_.find(unit);
+    return it != procs_.end() && it->second.pid > 0 && it->second.adopted;
+}
+
 bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
     auto words = splitWords(p.command);
     if (words.empty()) {

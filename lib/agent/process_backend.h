@@ -41,6 +41,7 @@ public:
     std::vector<std::string> watched() const override { return order_; }
     std::optional<proto::UnitState> state(const std::string& unit) const override;
     void runJob(JobKind kind, const std::string& unit, JobCallback done) override;
+    bool adopted(const std::string& unit) const override;
     void shutdown() override;
 
     // Starts every watched unit that has a command and is not running (at agent start);
