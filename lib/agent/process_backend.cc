@@ -63,6 +63,14 @@ void ProcessBackend::emit(const Proc& p) {
         listener_->onUnitState(p.st);
 }
 
+// To the process group, never to group 0 or 1 (kill(0) is our own group, kill(-1) everyone).
+static void signalGroup(pid_t pgid, pid_t pid, int sig) {
+    if (pgid > 1)
+        ::kill(-pgid, sig);
+    else if (pid > 1)
+        ::kill(pid, sig);
+}
+
 bool ProcessBackend::gone(Proc& p, int& status) {
     if (p.adopted)
         return p.pidfd < 0 || pidfdReadable(p.pidfd);
@@ -70,7 +78,7 @@ bool ProcessBackend::gone(Proc& p, int& status) {
 }
 
 void ProcessBackend::killNow(Proc& p) {
-    ::kill(-p.pgid, SIGKILL);
+    signalGroup(p.pgid, p.pid, SIGKILL);
     if (!p.adopted)
         ::waitpid(p.pid, nullptr, 0);
     else if (p.pidfd >= 0)
@@ -257,7 +265,7 @@ bool ProcessBackend::adopt(const std::string& unit, Proc& p, const RecordedProce
         return false;
     }
     p.pid = r.pid;
-    p.pgid = stat->pgid > 0 ? stat->pgid : r.pgid;
+    p.pgid = stat->pgid > 1 ? stat->pgid : r.pid;
     p.start_time = r.start_time;
     p.pidfd = fd;
     p.adopted = true;
@@ -393,7 +401,7 @@ void ProcessBackend::runJob(JobKind kind, const std::string& unit, JobCallback d
     p.waiting.push_back(std::move(done));
     setState(p, "deactivating", "stop-sigterm");
     emit(p);
-    ::kill(-p.pgid, SIGTERM);
+    signalGroup(p.pgid, p.pid, SIGTERM);
 }
 
 void ProcessBackend::reaped(const std::string& unit, Proc& p, std::optional<int> status) {
@@ -474,7 +482,7 @@ void ProcessBackend::dispatch(const PollSet& ps, Millis now) {
         }
         if (p.stopping && now >= p.kill_at) {
             PCLOUD_LOG(Warning, "Process ignored SIGTERM; killing it", {{"unit", unit}});
-            ::kill(-p.pgid, SIGKILL);
+            signalGroup(p.pgid, p.pid, SIGKILL);
             p.kill_at = now + kStopTimeout;
         }
     }
@@ -485,7 +493,7 @@ void ProcessBackend::shutdown() {
     for (auto& [unit, p] : procs_) {
         if (p.pid > 0) {
             any = true;
-            ::kill(-p.pgid, SIGTERM);
+            signalGroup(p.pgid, p.pid, SIGTERM);
             // Give it a moment, then make sure: the agent must not leave orphans behind.
             bool done = false;
             int status = 0;
