@@ -7,7 +7,7 @@
 #   sudo bench/cts/run.sh [ITERATIONS] [SEED]       (default 30 iterations, a random seed)
 #
 # Env: BUILD_DIR (default <repo>/build), RATE (50 req/s), HB_MS (agent heartbeat, 200),
-# HB_TIMEOUT_MS (1000), MAX_STOP_MS (longest SIGSTOP of dped/cped and cped downtime, 10000),
+# HB_TIMEOUT_MS (3000; the model default is 5000), MAX_STOP_MS (longest SIGSTOP of dped/cped and cped downtime, 10000),
 # FAULTS (comma list, default all: see `pcloud-cts --help`), KEEP=1 keeps the work dir.
 # Prints one line per iteration, then the table per fault kind; exits non-zero on any audit
 # failure, with the seed to replay it.
@@ -20,7 +20,7 @@ BUILD_DIR="${BUILD_DIR:-$REPO/build}"
 BIN="$BUILD_DIR/bin"
 RATE="${RATE:-50}"
 HB_MS="${HB_MS:-200}"
-HB_TIMEOUT_MS="${HB_TIMEOUT_MS:-1000}"
+HB_TIMEOUT_MS="${HB_TIMEOUT_MS:-3000}"
 MAX_STOP_MS="${MAX_STOP_MS:-10000}"
 FAULTS="${FAULTS:-}"
 

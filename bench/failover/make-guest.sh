@@ -39,7 +39,7 @@ printf 'Content-Type: text/plain\r\n\r\nkilling httpd listener pid %s\n' "$main"
 kill -9 "$main"
 EOF
 chmod 755 "$work/root/www/cgi-bin/die"
-# pcloud-cts: SIGKILL of the agent inside the guest (its init restarts it after 1 s).
+# pcloud-cts: SIGKILL of the agent inside the guest (its init restarts it after 150 ms).
 cat >"$work/root/www/cgi-bin/kill-agent" <<'EOF'
 #!/bin/sh
 printf 'Content-Type: text/plain\r\n\r\nkilling pcloud-agent pid %s\n' "$(cat /run/pcloud-agent.pid)"

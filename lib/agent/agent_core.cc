@@ -142,6 +142,32 @@ void AgentCore::onResync() {
     queueHello();
 }
 
+bool AgentCore::adoptedProbePending() const {
+    if (!probes_)
+        return false;
+    for (const auto& unit : backend_.watched()) {
+        if (!backend_.adopted(unit) || !probes_->hasProbe(unit))
+            continue;
+        auto it = states_.find(unit);
+        if (it == states_.end() || it->second.ready != true) // false = not proven yet
+            return true;
+    }
+    return false;
+}
+
+bool AgentCore::readyToConnect(Millis now) const {
+    if (!backend_.settled() && now < start_ + kSettleWait)
+        return false;
+    return now >= start_ + kAdoptedProbeWait || !adoptedProbePending();
+}
+
+Millis AgentCore::settleDeadline() const {
+    Millis adoptedEnd = start_ + kAdoptedProbeWait;
+    if (clock_.monotonicMs() < adoptedEnd && adoptedProbePending())
+        return adoptedEnd;
+    return start_ + kSettleWait;
+}
+
 bool AgentCore::isWatched(const std::string& unit) const {
     for (const auto& u : backend_.watched())
         if (u == unit)

@@ -50,12 +50,15 @@ public:
     bool linkUp() const { return link_up_; }
     void onMessage(std::string_view body);
     // The link waits for this before its first connection, so the first hello carries the
-    // backend's real view: until the backend has settled, or at most kSettleWait.
+    // backend's real view: until the backend has settled, or at most kSettleWait; and until
+    // the probe of every adopted unit that has one succeeded once, or at most
+    // kAdoptedProbeWait (an adopted service has served all along: a hello saying "not
+    // proven ready yet" would drain it from the balancer until the next report).
     static constexpr Millis kSettleWait = 2'000;
-    bool readyToConnect(Millis now) const {
-        return backend_.settled() || now >= start_ + kSettleWait;
-    }
-    Millis settleDeadline() const { return start_ + kSettleWait; }
+    static constexpr Millis kAdoptedProbeWait = 300;
+    bool readyToConnect(Millis now) const;
+    // When readyToConnect may next change without an event.
+    Millis settleDeadline() const;
     std::deque<OutMessage>& outbox() { return outbox_; }
 
     // Probe verdict changes (wired to ProbeRunner's callback).
@@ -92,6 +95,7 @@ private:
     void handle(proto::Command cmd);
     void startJob(JobKind kind, const proto::Command& cmd);
     bool isWatched(const std::string& unit) const;
+    bool adoptedProbePending() const;
 
     const AgentConfig& cfg_;
     Identity id_;

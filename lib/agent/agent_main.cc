@@ -7,6 +7,7 @@
 #include "agent/heap_trim.h"
 #include "agent/probe.h"
 #include "agent/process_backend.h"
+#include "agent/process_state.h"
 #include "agent/systemd_backend.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
@@ -28,6 +29,16 @@ Millis boottimeMs() {
     timespec ts{};
     ::clock_gettime(CLOCK_BOOTTIME, &ts);
     return static_cast<Millis>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+// From the fork of this process (its start time in /proc/self/stat) to now: how long exec,
+// the dynamic loader and the setup took, the bulk of a restart on a slow (TCG) guest.
+Millis startupMs() {
+    auto st = readProcStat(::getpid());
+    long hz = ::sysconf(_SC_CLK_TCK);
+    if (!st || hz <= 0)
+        return -1;
+    return boottimeMs() - static_cast<Millis>(st->start_time) * 1000 / hz;
 }
 
 std::string firstLine(const std::string& path) {
@@ -127,10 +138,12 @@ int runAgent(int argc, char** argv) {
     EventLoop loop(clock);
     SignalSource signals(loop);
 
+    std::string bootId = firstLine("/proc/sys/kernel/random/boot_id");
     std::unique_ptr<UnitBackend> backend;
     ProcessBackend* processBackend = nullptr;
     if (cfg.backend == BackendKind::Process) {
-        auto pb = std::make_unique<ProcessBackend>(clock, cfg.process_commands);
+        auto pb =
+            std::make_unique<ProcessBackend>(clock, cfg.process_commands, cfg.run_dir, bootId);
         processBackend = pb.get();
         backend = std::move(pb);
     } else {
@@ -139,7 +152,7 @@ int runAgent(int argc, char** argv) {
 
     Identity id;
     id.assembly = cfg.assembly;
-    id.boot_id = firstLine("/proc/sys/kernel/random/boot_id");
+    id.boot_id = bootId;
     id.seq_base = static_cast<std::uint64_t>(boottimeMs());
 
     AgentCore* corePtr = nullptr;
@@ -172,7 +185,8 @@ int runAgent(int argc, char** argv) {
                {{"assembly", cfg.assembly},
                 {"backend", backend->name()},
                 {"connect", cfg.connect},
-                {"units", std::to_string(cfg.watch.size())}});
+                {"units", std::to_string(cfg.watch.size())},
+                {"startup_ms", std::to_string(startupMs())}});
     loop.run();
     backend->shutdown();
     PCLOUD_LOG(Notice, "pcloud-agent stopped", {{"assembly", cfg.assembly}});

@@ -48,6 +48,12 @@ public:
     // False while the first reading of the watched units is still under way, so that the
     // first hello carries real states rather than "unknown".
     virtual bool settled() const { return true; }
+    // Whether the unit's process was adopted from a previous agent (process backend): it
+    // has served all along, so the first hello should carry its probe verdict too.
+    virtual bool adopted(const std::string& unit) const {
+        (void)unit;
+        return false;
+    }
     // Stop what the backend owns before the agent exits.
     virtual void shutdown() {}
 

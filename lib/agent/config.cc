@@ -180,6 +180,18 @@ Status applySetting(AgentConfig& cfg, const std::string& key, const std::string&
         if (!log::parseLevel(value, l))
             return makeError("log_level must be error, warning, notice, info or debug");
         cfg.log_level = value;
+    } else if (key == "run_dir") {
+        if (value == "none") {
+            cfg.run_dir.clear();
+        } else {
+            if (value.size() < 2 || value[0] != '/' || value.back() == '/' ||
+                value.find("/../") != std::string::npos || value.ends_with("/..") ||
+                value.find('\0') != std::string::npos)
+                return makeError("run_dir must be an absolute directory path without '..' "
+                                 "(e.g. /run/pcloud-agent) or none, not '" +
+                                 value + "'");
+            cfg.run_dir = value;
+        }
     } else if (key.rfind("process.", 0) == 0 && key.size() > 8) {
         if (value.empty())
             return makeError(key + " needs a command line");
@@ -246,6 +258,10 @@ Options (each also a config file key, with '-' written as '_'; the command line 
   --heartbeat-interval D Heartbeat period, e.g. 500ms, 2s (default 2s).
   --max-message-size N   Largest accepted incoming message in bytes (default 65536).
   --log-level L          error, warning, notice (default), info or debug.
+  --run-dir DIR          Process backend: where the processes it started are recorded
+                         (created 0700), so that an agent restarted after a kill adopts
+                         them instead of starting second copies. Default /run/pcloud-agent;
+                         'none' records nothing.
   --help                 Show this text.  --version  Show the version.
 
 Config file (one 'key = value' per line, '#' starts a comment):
@@ -329,9 +345,9 @@ Result<CommandLine> parseCommandLine(const std::vector<std::string>& args,
                     return st.error();
             continue;
         }
-        static const char* known[] = {"connect",        "assembly",           "backend",
-                                      "address_prefix", "heartbeat_interval", "max_message_size",
-                                      "log_level"};
+        static const char* known[] = {
+            "connect",          "assembly",  "backend", "address_prefix", "heartbeat_interval",
+            "max_message_size", "log_level", "run_dir"};
         bool ok = false;
         for (const char* k : known)
             ok = ok || key == k;

@@ -35,6 +35,9 @@ struct AgentConfig {
     Millis heartbeat_interval = 2'000;
     std::size_t max_message_size = 64 * 1024;
     std::string log_level = "notice";
+    // Process backend: where the processes it started are recorded, so that a restarted
+    // agent adopts them (docs/agent.md). Empty ("none" in the file) records nothing.
+    std::string run_dir = "/run/pcloud-agent";
     std::map<std::string, std::string> process_commands; // process backend: unit -> command
     std::map<std::string, model::Probe> probes;          // unit -> readiness probe
     std::string config_file; // where the settings came from, for messages

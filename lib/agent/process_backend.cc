@@ -1,10 +1,14 @@
 #include "agent/process_backend.h"
 
 #include "agent/config.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,13 +29,27 @@ int pidfdOpen(pid_t pid) {
 #endif
 }
 
+// A pidfd is readable once its process has exited (child or not).
+bool pidfdReadable(int fd, int timeoutMs = 0) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, timeoutMs) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
 } // namespace
 
-ProcessBackend::ProcessBackend(const Clock& clock, std::map<std::string, std::string> commands)
-    : clock_(clock), commands_(std::move(commands)) {}
+ProcessBackend::ProcessBackend(const Clock& clock, std::map<std::string, std::string> commands,
+                               std::string runDir, std::string bootId)
+    : clock_(clock), commands_(std::move(commands)), run_dir_(std::move(runDir)),
+      boot_id_(std::move(bootId)) {}
 
 ProcessBackend::~ProcessBackend() {
     shutdown();
+    if (lock_fd_ >= 0)
+        ::close(lock_fd_);
+}
+
+std::string ProcessBackend::stateFile() const {
+    return run_dir_.empty() ? std::string() : run_dir_ + "/processes.json";
 }
 
 void ProcessBackend::setState(Proc& p, const char* active, const char* sub) {
@@ -45,19 +63,42 @@ void ProcessBackend::emit(const Proc& p) {
         listener_->onUnitState(p.st);
 }
 
+// To the process group, never to group 0 or 1 (kill(0) is our own group, kill(-1) everyone).
+static void signalGroup(pid_t pgid, pid_t pid, int sig) {
+    if (pgid > 1)
+        ::kill(-pgid, sig);
+    else if (pid > 1)
+        ::kill(pid, sig);
+}
+
+bool ProcessBackend::gone(Proc& p, int& status) {
+    if (p.adopted)
+        return p.pidfd < 0 || pidfdReadable(p.pidfd);
+    return ::waitpid(p.pid, &status, WNOHANG) == p.pid;
+}
+
+void ProcessBackend::killNow(Proc& p) {
+    signalGroup(p.pgid, p.pid, SIGKILL);
+    if (!p.adopted)
+        ::waitpid(p.pid, nullptr, 0);
+    else if (p.pidfd >= 0)
+        pidfdReadable(p.pidfd, 2'000);
+}
+
 void ProcessBackend::setWatch(const std::vector<std::string>& units,
                               const std::map<std::string, std::string>& commands) {
     for (const auto& [u, c] : commands)
         commands_[u] = c;
     // Units no longer watched are stopped: the agent owns their processes.
+    bool removed = false;
     for (auto it = procs_.begin(); it != procs_.end();) {
         bool still = false;
         for (const auto& u : units)
             still = still || u == it->first;
         if (!still) {
             if (it->second.pid > 0) {
-                ::kill(-it->second.pid, SIGKILL);
-                ::waitpid(it->second.pid, nullptr, 0);
+                killNow(it->second);
+                removed = true;
             }
             if (it->second.pidfd >= 0)
                 ::close(it->second.pidfd);
@@ -68,6 +109,8 @@ void ProcessBackend::setWatch(const std::vector<std::string>& units,
             ++it;
         }
     }
+    if (removed)
+        saveState();
     order_.clear();
     for (const auto& u : units) {
         if (std::find(order_.begin(), order_.end(), u) != order_.end())
@@ -101,6 +144,11 @@ std::optional<proto::UnitState> ProcessBackend::state(const std::string& unit) c
     return it->second.st;
 }
 
+bool ProcessBackend::adopted(const std::string& unit) const {
+    auto it = procs_.find(unit);
+    return it != procs_.end() && it->second.pid > 0 && it->second.adopted;
+}
+
 bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
     auto words = splitWords(p.command);
     if (words.empty()) {
@@ -131,6 +179,12 @@ bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
     }
     ::setpgid(pid, pid); // also from the parent, so the group exists before any kill
     p.pid = pid;
+    p.pgid = pid;
+    p.adopted = false;
+    // The start time is fixed at fork, so reading it now is exact; it tells this process
+    // from a later one with the same pid when a new agent reads the record.
+    auto stat = readProcStat(pid);
+    p.start_time = stat ? stat->start_time : 0;
     p.pidfd = pidfdOpen(pid);
     if (p.pidfd < 0)
         PCLOUD_LOG(Warning, "pidfd_open failed; exit will be noticed late",
@@ -142,11 +196,147 @@ bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
     p.st.result = "success";
     setState(p, "active", "running");
     PCLOUD_LOG(Notice, "Started process", {{"unit", unit}, {"pid", std::to_string(pid)}});
+    saveState();
     emit(p);
     return true;
 }
 
+bool ProcessBackend::openRunDir() {
+    auto parent = run_dir_.substr(0, run_dir_.find_last_of('/'));
+    if (!parent.empty() && !fs::exists(parent))
+        (void)fs::makeDirs(parent);
+    if (::mkdir(run_dir_.c_str(), 0700) != 0 && errno != EEXIST) {
+        PCLOUD_LOG(Warning,
+                   "Cannot create the run directory; processes will not be adopted after an "
+                   "agent restart",
+                   {{"run_dir", run_dir_}, {"error", std::strerror(errno)}});
+        return false;
+    }
+    struct stat st {};
+    if (::lstat(run_dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
+        PCLOUD_LOG(Warning,
+                   "The run directory is not a directory of this user; processes will not be "
+                   "adopted after an agent restart",
+                   {{"run_dir", run_dir_}});
+        return false;
+    }
+    if ((st.st_mode & 077) != 0)
+        ::chmod(run_dir_.c_str(), 0700);
+    std::string lock = run_dir_ + "/lock";
+    lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+        PCLOUD_LOG(Warning,
+                   "Another agent holds the run directory; processes will not be recorded or "
+                   "adopted",
+                   {{"run_dir", run_dir_}, {"error", std::strerror(errno)}});
+        if (lock_fd_ >= 0)
+            ::close(lock_fd_);
+        lock_fd_ = -1;
+        return false;
+    }
+    return true;
+}
+
+bool ProcessBackend::adopt(const std::string& unit, Proc& p, const RecordedProcess& r,
+                           std::string& why) {
+    if (r.command != p.command) {
+        why = "the configured command changed";
+        return false;
+    }
+    // Open the pidfd first: if the checks below pass, it refers to the process they read
+    // (a pid reused after the open would fail them, and the old one's exit shows as readable).
+    int fd = pidfdOpen(r.pid);
+    if (fd < 0) {
+        why = errno == ESRCH ? "the process is gone"
+                             : std::string("pidfd_open failed: ") + std::strerror(errno);
+        return false;
+    }
+    auto stat = readProcStat(r.pid);
+    auto cmdline = readCmdline(r.pid);
+    if (!stat || stat->state == 'Z' || stat->state == 'X' || pidfdReadable(fd))
+        why = "the process is gone";
+    else if (stat->start_time != r.start_time)
+        why = "the pid now belongs to another process (start time " +
+              std::to_string(stat->start_time) + ", recorded " + std::to_string(r.start_time) + ")";
+    else if (!cmdline || *cmdline != splitWords(p.command))
+        why = "the pid runs another command line";
+    if (!why.empty()) {
+        ::close(fd);
+        return false;
+    }
+    p.pid = r.pid;
+    p.pgid = stat->pgid > 1 ? stat->pgid : r.pid;
+    p.start_time = r.start_time;
+    p.pidfd = fd;
+    p.adopted = true;
+    p.stopping = false;
+    p.st.load_state = "loaded";
+    p.st.main_pid = r.pid;
+    p.st.exit_code = 0;
+    p.st.result = "success";
+    setState(p, "active", "running");
+    PCLOUD_LOG(Notice, "Adopted the process a previous agent started",
+               {{"unit", unit}, {"pid", std::to_string(r.pid)}, {"pgid", std::to_string(p.pgid)}});
+    emit(p);
+    return true;
+}
+
+void ProcessBackend::adoptAll() {
+    std::string file = stateFile();
+    if (!fs::exists(file))
+        return; // the first agent of this boot
+    auto text = fs::readFile(file);
+    if (!text) {
+        PCLOUD_LOG(Warning, "Ignoring the process state file: cannot read it",
+                   {{"file", file}, {"error", text.error().message}});
+        return;
+    }
+    auto recorded = decodeProcessState(*text, file);
+    if (!recorded) {
+        PCLOUD_LOG(Warning, "Ignoring a corrupt process state file; starting every process anew",
+                   {{"file", file}, {"error", recorded.error().message}});
+        return;
+    }
+    if (recorded->boot_id != boot_id_) {
+        PCLOUD_LOG(Info, "Ignoring the process state file of another boot",
+                   {{"file", file}, {"boot_id", recorded->boot_id}});
+        return;
+    }
+    for (const auto& u : order_) {
+        auto r = recorded->units.find(u);
+        if (r == recorded->units.end())
+            continue;
+        Proc& p = procs_[u];
+        if (p.pid > 0 || p.command.empty())
+            continue;
+        std::string why;
+        if (!adopt(u, p, r->second, why))
+            PCLOUD_LOG(Notice, "Not adopting the recorded process; starting the unit anew",
+                       {{"unit", u}, {"pid", std::to_string(r->second.pid)}, {"reason", why}});
+    }
+}
+
+void ProcessBackend::saveState() {
+    if (!persist_)
+        return;
+    ProcessState s;
+    s.boot_id = boot_id_;
+    for (const auto& [unit, p] : procs_)
+        if (p.pid > 0)
+            s.units[unit] = RecordedProcess{p.pid, p.pgid, p.start_time, p.command};
+    if (auto st = fs::writeAtomic(stateFile(), encodeProcessState(s)); !st)
+        PCLOUD_LOG(Warning,
+                   "Cannot write the process state file; a restarted agent may start a second "
+                   "copy",
+                   {{"file", stateFile()}, {"error", st.error().describe()}});
+}
+
 void ProcessBackend::startAll() {
+    if (!run_dir_.empty() && lock_fd_ < 0) {
+        persist_ = openRunDir();
+        if (persist_)
+            adoptAll();
+    }
     for (const auto& u : order_) {
         Proc& p = procs_[u];
         if (p.pid == 0 && !p.command.empty()) {
@@ -159,6 +349,7 @@ void ProcessBackend::startAll() {
             }
         }
     }
+    saveState(); // also drops the records of units that are not adopted or not watched
 }
 
 void ProcessBackend::runJob(JobKind kind, const std::string& unit, JobCallback done) {
@@ -210,22 +401,29 @@ void ProcessBackend::runJob(JobKind kind, const std::string& unit, JobCallback d
     p.waiting.push_back(std::move(done));
     setState(p, "deactivating", "stop-sigterm");
     emit(p);
-    ::kill(-p.pid, SIGTERM);
+    signalGroup(p.pgid, p.pid, SIGTERM);
 }
 
-void ProcessBackend::reaped(const std::string& unit, Proc& p, int status) {
+void ProcessBackend::reaped(const std::string& unit, Proc& p, std::optional<int> status) {
     if (p.pidfd >= 0)
         ::close(p.pidfd);
     p.pidfd = -1;
     p.pid = 0;
+    p.pgid = 0;
+    p.adopted = false;
     p.st.main_pid = 0;
-    if (WIFEXITED(status)) {
-        p.st.exit_code = WEXITSTATUS(status);
+    if (!status) {
+        // Not our child: the kernel gave its exit status to its parent (init), not to us.
+        p.st.exit_code = 0;
+        p.st.result = "unknown";
+    } else if (WIFEXITED(*status)) {
+        p.st.exit_code = WEXITSTATUS(*status);
         p.st.result = p.st.exit_code == 0 ? "success" : "exit-code";
-    } else if (WIFSIGNALED(status)) {
-        p.st.exit_code = 128 + WTERMSIG(status);
-        p.st.result = WCOREDUMP(status) ? "core-dump" : "signal";
+    } else if (WIFSIGNALED(*status)) {
+        p.st.exit_code = 128 + WTERMSIG(*status);
+        p.st.result = WCOREDUMP(*status) ? "core-dump" : "signal";
     }
+    saveState();
     if (p.stopping) {
         p.stopping = false;
         p.st.result = "success";
@@ -277,42 +475,45 @@ void ProcessBackend::dispatch(const PollSet& ps, Millis now) {
         bool check = !p.polled || (ps.revents(p.poll_index) & (POLLIN | POLLHUP | POLLERR));
         if (check) {
             int status = 0;
-            pid_t r = ::waitpid(p.pid, &status, WNOHANG);
-            if (r == p.pid) {
-                reaped(unit, p, status);
+            if (gone(p, status)) {
+                reaped(unit, p, p.adopted ? std::nullopt : std::optional<int>(status));
                 continue;
             }
         }
         if (p.stopping && now >= p.kill_at) {
             PCLOUD_LOG(Warning, "Process ignored SIGTERM; killing it", {{"unit", unit}});
-            ::kill(-p.pid, SIGKILL);
+            signalGroup(p.pgid, p.pid, SIGKILL);
             p.kill_at = now + kStopTimeout;
         }
     }
 }
 
 void ProcessBackend::shutdown() {
+    bool any = false;
     for (auto& [unit, p] : procs_) {
         if (p.pid > 0) {
-            ::kill(-p.pid, SIGTERM);
+            any = true;
+            signalGroup(p.pgid, p.pid, SIGTERM);
             // Give it a moment, then make sure: the agent must not leave orphans behind.
-            for (int i = 0; i < 50; ++i) {
-                if (::waitpid(p.pid, nullptr, WNOHANG) == p.pid) {
-                    p.pid = 0;
-                    break;
-                }
-                ::usleep(20'000);
+            bool done = false;
+            int status = 0;
+            for (int i = 0; i < 50 && !done; ++i) {
+                done = gone(p, status);
+                if (!done)
+                    ::usleep(20'000);
             }
-            if (p.pid > 0) {
-                ::kill(-p.pid, SIGKILL);
-                ::waitpid(p.pid, nullptr, 0);
-            }
+            if (!done)
+                killNow(p);
             p.pid = 0;
+            p.pgid = 0;
+            p.adopted = false;
         }
         if (p.pidfd >= 0)
             ::close(p.pidfd);
         p.pidfd = -1;
     }
+    if (any)
+        saveState(); // nothing left to adopt
 }
 
 } // namespace pcloud::agent

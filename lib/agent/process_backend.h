@@ -3,13 +3,22 @@
 // resource's command itself (fork/exec, its own process group) and watches it with a pidfd,
 // so an exit is seen at once, without SIGCHLD races or polling. Reports use the same
 // states systemd would: active/running, failed (exit_code), inactive/dead after a stop.
+//
+// Adoption: with a run directory, every started process is recorded there (pid, process
+// group, start time, command line). When the agent is killed its processes live on; the next
+// agent adopts each one that is still the same process (same boot, start time and command
+// line) instead of starting a second copy. It watches an adopted process through a pidfd too,
+// but it is not its child, so its exit status is unknown (result "unknown").
 
 #include "agent/backend.h"
+#include "agent/process_state.h"
 #include "common/clock.h"
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +29,10 @@ public:
     // How long a stop waits after SIGTERM before SIGKILL.
     static constexpr Millis kStopTimeout = 5'000;
 
-    ProcessBackend(const Clock& clock, std::map<std::string, std::string> commands);
+    // runDir empty: nothing is recorded and nothing adopted. bootId: this boot's
+    // /proc/sys/kernel/random/boot_id (a record from another boot is stale).
+    ProcessBackend(const Clock& clock, std::map<std::string, std::string> commands,
+                   std::string runDir = {}, std::string bootId = {});
     ~ProcessBackend() override;
 
     const char* name() const override { return "process"; }
@@ -29,10 +41,14 @@ public:
     std::vector<std::string> watched() const override { return order_; }
     std::optional<proto::UnitState> state(const std::string& unit) const override;
     void runJob(JobKind kind, const std::string& unit, JobCallback done) override;
+    bool adopted(const std::string& unit) const override;
     void shutdown() override;
 
-    // Starts every watched unit that has a command and is not running (at agent start).
+    // Starts every watched unit that has a command and is not running (at agent start);
+    // first adopts those a previous agent left running (see above).
     void startAll();
+    // The state file in the run directory ("" without one).
+    std::string stateFile() const;
 
     void prepare(PollSet& ps, Millis now) override;
     void dispatch(const PollSet& ps, Millis now) override;
@@ -43,6 +59,9 @@ private:
         proto::UnitState st;
         pid_t pid = 0;
         int pidfd = -1;
+        pid_t pgid = 0;
+        std::uint64_t start_time = 0; // /proc/PID/stat field 22, recorded in the state file
+        bool adopted = false;         // not our child: no waitpid, exit status unknown
         bool stopping = false;
         Millis kill_at = 0; // monotonic: SIGKILL the group if still alive
         bool restart_after_stop = false;
@@ -52,7 +71,16 @@ private:
     };
 
     bool spawn(const std::string& unit, Proc& p, std::string& why);
-    void reaped(const std::string& unit, Proc& p, int status);
+    // status nullopt: an adopted process, whose exit status nobody can know.
+    void reaped(const std::string& unit, Proc& p, std::optional<int> status);
+    // Non-blocking: whether the process is gone (and reaped, for a child).
+    bool gone(Proc& p, int& status);
+    // SIGKILLs the group and waits for the end (setWatch removal, shutdown).
+    void killNow(Proc& p);
+    bool openRunDir();
+    void adoptAll();
+    bool adopt(const std::string& unit, Proc& p, const RecordedProcess& r, std::string& why);
+    void saveState();
     void emit(const Proc& p);
     void setState(Proc& p, const char* active, const char* sub);
 
@@ -60,6 +88,10 @@ private:
     std::map<std::string, std::string> commands_;
     std::map<std::string, Proc> procs_;
     std::vector<std::string> order_;
+    std::string run_dir_;
+    std::string boot_id_;
+    bool persist_ = false; // the run directory is usable and ours (locked)
+    int lock_fd_ = -1;
 };
 
 } // namespace pcloud::agent

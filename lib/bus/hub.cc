@@ -83,6 +83,7 @@ struct LinkInfo {
 } // namespace
 
 struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
+    static constexpr std::uint32_t kMaxFrameSize = 1024 * 1024;
     explicit Impl(const HubOptions& o) : options(o) {
         if (options.topics.empty())
             options.topics = defaultTopicPatterns();
@@ -141,7 +142,15 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         PCLOUD_LOG(Error, "Hub listener failed", {{"error", what}});
     }
     proton::connection_options on_accept(proton::listener&) override {
-        return proton::connection_options().handler(*this).container_id(options.containerId);
+        // A bounded frame size (messages still span frames) makes a protocol header in the
+        // middle of a connection a framing error at once: "AMQP" read as a frame size is
+        // ~1 GiB. That is what a restarted in-guest agent sends through its virtio-serial
+        // relay, whose hub connection still carries the killed agent's session; without a
+        // bound the hub would wait for a 1 GiB frame and never see the new agent.
+        return proton::connection_options()
+            .handler(*this)
+            .container_id(options.containerId)
+            .max_frame_size(kMaxFrameSize);
     }
 
     // ---- helpers (mutex held) ----

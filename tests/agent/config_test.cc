@@ -80,6 +80,24 @@ TEST(AgentConfig, UsageDocumentsEveryOption) {
     std::string u = usageText();
     for (const char* opt :
          {"--connect", "--assembly", "--watch", "--backend", "--config", "--address-prefix",
-          "--heartbeat-interval", "--max-message-size", "--log-level"})
+          "--heartbeat-interval", "--max-message-size", "--log-level", "--run-dir"})
         EXPECT_NE(u.find(opt), std::string::npos) << opt;
+}
+
+TEST(AgentConfig, RunDirIsAnAbsolutePathOrNone) {
+    AgentConfig c;
+    EXPECT_EQ(c.run_dir, "/run/pcloud-agent");
+    ASSERT_TRUE(parseConfigText(c, "run_dir = /var/run/agent2\n", "f").ok());
+    EXPECT_EQ(c.run_dir, "/var/run/agent2");
+    ASSERT_TRUE(parseConfigText(c, "run_dir = none\n", "f").ok());
+    EXPECT_EQ(c.run_dir, "");
+    for (const char* bad : {"relative/dir", "/", "/run/../etc", "/run/..", "/run/x/"}) {
+        auto st = parseConfigText(c, std::string("run_dir = ") + bad + "\n", "agent.conf");
+        ASSERT_FALSE(st.ok()) << bad;
+        EXPECT_NE(st.error().describe().find("agent.conf:1: run_dir must be"), std::string::npos)
+            << st.error().describe();
+    }
+    auto cl = parseCommandLine({"--run-dir", "/tmp/x"}, "");
+    ASSERT_TRUE(cl.ok()) << cl.error().describe();
+    EXPECT_EQ(cl->config.run_dir, "/tmp/x");
 }

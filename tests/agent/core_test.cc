@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <set>
+
 using namespace pcloud;
 using namespace pcloud::agent;
 
@@ -34,6 +36,8 @@ public:
     void runJob(JobKind kind, const std::string& unit, JobCallback done) override {
         jobs.push_back({kind, unit, std::move(done)});
     }
+    bool adopted(const std::string& unit) const override { return adopted_units.count(unit); }
+    std::set<std::string> adopted_units;
     void prepare(PollSet&, Millis) override {}
     void dispatch(const PollSet&, Millis) override {}
 
@@ -359,4 +363,58 @@ TEST(ProbeRunner, TcpProbeFollowsARealListener) {
     EXPECT_EQ(runner.ready("svc"), false);
     runner.setActive("svc", false);
     EXPECT_FALSE(runner.ready("svc").has_value());
+}
+
+// An adopted unit with a probe: the first hello waits (at most kAdoptedProbeWait) for the
+// probe's first verdict, so a service that served all along is not taken out of the
+// balancer by a hello saying "no verdict yet". Units started anew do not wait.
+TEST(AgentCoreAdopted, FirstHelloWaitsBrieflyForTheProbeOfAnAdoptedUnit) {
+    ManualClock clock;
+    AgentConfig cfg;
+    FakeBackend backend;
+    ProbeRunner probes(clock, [](const std::string&, std::optional<bool>) {});
+    model::Probe p;
+    p.kind = model::ProbeKind::Tcp;
+    p.host = "127.0.0.1";
+    p.port = 9; // never run: the loop is not driven here
+    probes.setProbe("web", p);
+    backend.adopted_units = {"web"};
+    AgentCore core(cfg, Identity{}, backend, &probes, clock, [] { return Millis(0); });
+    backend.setListener(&core);
+    backend.setWatch({"web", "db"}, {});
+    Millis t0 = clock.monotonicMs();
+    EXPECT_FALSE(core.readyToConnect(t0));
+    EXPECT_EQ(core.settleDeadline(), t0 + AgentCore::kAdoptedProbeWait);
+    core.onReady("web", true);
+    EXPECT_TRUE(core.readyToConnect(t0));
+    core.onLinkUp();
+    auto hello = proto::decodeReport(core.outbox().front().body);
+    ASSERT_TRUE(hello.ok());
+    auto units = std::get<proto::Hello>(hello->body).units;
+    ASSERT_EQ(units.size(), 2u);
+    EXPECT_EQ(units[0].unit, "web");
+    EXPECT_EQ(units[0].ready, true);
+
+    // No verdict at all: the wait ends at kAdoptedProbeWait.
+    FakeBackend b2;
+    ProbeRunner probes2(clock, [](const std::string&, std::optional<bool>) {});
+    probes2.setProbe("web", p);
+    b2.adopted_units = {"web"};
+    AgentCore core2(cfg, Identity{}, b2, &probes2, clock, [] { return Millis(0); });
+    b2.setListener(&core2);
+    b2.setWatch({"web"}, {});
+    Millis t1 = clock.monotonicMs();
+    EXPECT_FALSE(core2.readyToConnect(t1 + AgentCore::kAdoptedProbeWait - 1));
+    EXPECT_TRUE(core2.readyToConnect(t1 + AgentCore::kAdoptedProbeWait));
+    clock.advance(AgentCore::kAdoptedProbeWait);
+    EXPECT_EQ(core2.settleDeadline(), t1 + AgentCore::kSettleWait); // no busy wake-ups
+
+    // Not adopted: no wait for the probe.
+    FakeBackend b3;
+    ProbeRunner probes3(clock, [](const std::string&, std::optional<bool>) {});
+    probes3.setProbe("web", p);
+    AgentCore core3(cfg, Identity{}, b3, &probes3, clock, [] { return Millis(0); });
+    b3.setListener(&core3);
+    b3.setWatch({"web"}, {});
+    EXPECT_TRUE(core3.readyToConnect(clock.monotonicMs()));
 }

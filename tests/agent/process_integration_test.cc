@@ -3,6 +3,10 @@
 // them on command, answers garbage with errors, and probes a real HTTP server.
 #include "test_peer.h"
 
+#include "agent/config.h"
+#include "agent/process_state.h"
+#include "common/fs.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -10,12 +14,15 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 using namespace pcloud;
@@ -56,6 +63,67 @@ bool alive(pid_t pid) {
     return ::waitpid(pid, nullptr, WNOHANG) == 0;
 }
 
+// Alive and not a zombie, child of ours or not.
+bool running(pid_t pid) {
+    auto st = agent::readProcStat(pid);
+    return st && st->state != 'Z' && st->state != 'X';
+}
+
+// Running processes whose argv is exactly `argv`.
+int countProcesses(const std::vector<std::string>& argv) {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        const std::string name = e.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        pid_t pid = std::stoi(name);
+        auto cmd = agent::readCmdline(pid);
+        if (cmd && *cmd == argv && running(pid))
+            ++n;
+    }
+    return n;
+}
+
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > end)
+            return false;
+        std::this_thread::sleep_for(20ms);
+    }
+    return true;
+}
+
+std::string bootId() {
+    std::ifstream in("/proc/sys/kernel/random/boot_id");
+    std::string id;
+    std::getline(in, id);
+    return id;
+}
+
+// A process of the test's own, /bin/sleep ARG, once it has exec'd.
+pid_t spawnSleep(const std::string& arg) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::execl("/bin/sleep", "/bin/sleep", arg.c_str(), nullptr);
+        _exit(127);
+    }
+    eventually(
+        [&] {
+            auto cmd = agent::readCmdline(pid);
+            return cmd && *cmd == std::vector<std::string>{"/bin/sleep", arg};
+        },
+        5s);
+    return pid;
+}
+
+std::size_t countOf(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + 1))
+        ++n;
+    return n;
+}
+
 class ProcessAgent : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -73,15 +141,15 @@ protected:
              << "heartbeat_interval = 200ms\n"
              << "max_message_size = 4096\n"
              << "watch = sleeper web\n"
-             << "process.sleeper = /bin/sleep 1000\n"
+             << "run_dir = " << dir_ << "/run\n"
+             << "process.sleeper = " << sleeperCommand() << "\n"
              << "process.web = /usr/bin/python3 -m http.server " << httpPort_
              << " --bind 127.0.0.1 --directory " << dir_ << "\n"
              << "probe.web = http 127.0.0.1 " << httpPort_
              << " /index.html 200 interval=100ms timeout=300ms threshold=2\n";
         conf.close();
-        agent_ =
-            spawnAgent({PCLOUD_AGENT_BIN, "--config", dir_ + "/agent.conf", "--log-level", "info"},
-                       dir_ + "/agent.log");
+        if (autostart_)
+            startAgent();
     }
     void TearDown() override {
         if (agent_ > 0 && alive(agent_)) {
@@ -90,12 +158,54 @@ protected:
             ::waitpid(agent_, &status, 0);
         }
         if (HasFailure()) {
-            std::ifstream log(dir_ + "/agent.log");
-            std::cerr << "---- agent log ----\n" << log.rdbuf() << "\n";
+            for (const auto& path : logs_) {
+                std::ifstream log(path);
+                std::cerr << "---- " << path << " ----\n" << log.rdbuf() << "\n";
+            }
+        }
+        for (pid_t pid : cleanup_) { // processes an agent killed in the test left behind
+            if (pid > 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0); // ours (a decoy) or ECHILD at once
+            }
         }
         peer_.reset();
         std::system(("rm -rf " + dir_).c_str());
     }
+
+    // Unique per test, so that counting its processes sees no other test's.
+    std::string sleeperCommand() const {
+        return "/bin/sleep " + std::to_string(100000 + httpPort_);
+    }
+    std::string webCommand() const {
+        return "/usr/bin/python3 -m http.server " + std::to_string(httpPort_) +
+               " --bind 127.0.0.1 --directory " + dir_;
+    }
+    void startAgent() {
+        std::string log = dir_ + "/agent" + std::to_string(logs_.size() + 1) + ".log";
+        logs_.push_back(log);
+        agent_ = spawnAgent(
+            {PCLOUD_AGENT_BIN, "--config", dir_ + "/agent.conf", "--log-level", "info"}, log);
+    }
+    std::string lastLog() const {
+        std::ifstream in(logs_.back());
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    }
+    // kill -9 of the agent: what its init would see before restarting it.
+    void killAgent() {
+        ASSERT_GT(agent_, 0);
+        ::kill(agent_, SIGKILL);
+        int status = 0;
+        ASSERT_EQ(::waitpid(agent_, &status, 0), agent_);
+        ASSERT_TRUE(WIFSIGNALED(status));
+        agent_ = -1;
+    }
+
+    bool autostart_ = true;
+    std::vector<std::string> logs_;
+    std::vector<pid_t> cleanup_;
 
     std::string dir_;
     int httpPort_ = 0;
@@ -209,6 +319,204 @@ TEST_F(ProcessAgent, ReconnectsAfterTheHubRestartsAndSendsHello) {
     ASSERT_EQ(hello->units.size(), 2u);
     EXPECT_EQ(hello->units[0].unit, "sleeper");
     EXPECT_EQ(hello->units[0].active_state, "active");
+}
+
+// kill -9 of the agent leaves its processes running; the next agent with the same run_dir
+// adopts them (same pids, one instance each, active in its hello) and can stop and restart
+// them; an adopted process that dies is failed with an unknown exit status.
+TEST_F(ProcessAgent, AdoptsItsProcessesAcrossAKill9) {
+    using agent::splitWords;
+    auto hello = peer_->waitHello(10s);
+    ASSERT_TRUE(hello);
+    ASSERT_EQ(hello->units.size(), 2u);
+    ASSERT_EQ(hello->units[0].unit, "sleeper");
+    pid_t sleeper = static_cast<pid_t>(hello->units[0].main_pid);
+    ASSERT_GT(sleeper, 0);
+    auto web0 = peer_->waitService(
+        "web", [](const proto::UnitState& s) { return s.ready == true; }, 15s);
+    ASSERT_TRUE(web0);
+    pid_t web = static_cast<pid_t>(web0->main_pid);
+    struct stat st {};
+    ASSERT_EQ(::stat((dir_ + "/run").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0700u);
+
+    killAgent();
+    cleanup_ = {sleeper, web};
+    ASSERT_TRUE(running(sleeper));
+    ASSERT_TRUE(running(web));
+    peer_->skipAll();
+    startAgent();
+    auto h2 = peer_->waitHello(10s);
+    ASSERT_TRUE(h2) << "the new agent sent no hello";
+    ASSERT_EQ(h2->units.size(), 2u);
+    for (const auto& u : h2->units)
+        EXPECT_EQ(u.active_state, "active") << u.unit;
+    EXPECT_EQ(h2->units[0].main_pid, sleeper);
+    EXPECT_EQ(h2->units[1].main_pid, web);
+    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 1);
+    EXPECT_EQ(countProcesses(splitWords(webCommand())), 1);
+    EXPECT_EQ(countOf(lastLog(), "Adopted the process a previous agent started"), 2u) << lastLog();
+    // The hello waited for the adopted web server's first probe success (kAdoptedProbeWait),
+    // so it does not say "not proven ready" about a server that served all along.
+    EXPECT_EQ(h2->units[1].ready, true);
+    ASSERT_TRUE(peer_->waitCommandLink(5s));
+
+    // Stop of an adopted process: SIGTERM to its group, the exit seen through its pidfd.
+    ASSERT_TRUE(peer_->send(commandBody("stop", "s1", "sleeper")));
+    ASSERT_TRUE(peer_->waitService(
+        "sleeper", [](const proto::UnitState& s) { return s.active_state == "inactive"; }, 10s));
+    auto rep = peer_->waitReply("s1", 5s);
+    ASSERT_TRUE(rep && rep->ok);
+    EXPECT_FALSE(running(sleeper));
+
+    // Restart of an adopted process: the old one ends, a new child of this agent runs.
+    ASSERT_TRUE(peer_->send(commandBody("restart", "r1", "web")));
+    auto w2 = peer_->waitService(
+        "web",
+        [web](const proto::UnitState& s) {
+            return s.active_state == "active" && s.main_pid != 0 && s.main_pid != web;
+        },
+        10s);
+    ASSERT_TRUE(w2);
+    rep = peer_->waitReply("r1", 5s);
+    ASSERT_TRUE(rep && rep->ok);
+    EXPECT_FALSE(running(web));
+    EXPECT_TRUE(eventually([&] { return countProcesses(splitWords(webCommand())) == 1; }, 5s));
+    pid_t web2 = static_cast<pid_t>(w2->main_pid);
+
+    ASSERT_TRUE(peer_->send(commandBody("start", "st1", "sleeper")));
+    auto s2 = peer_->waitService(
+        "sleeper", [](const proto::UnitState& s) { return s.active_state == "active"; }, 10s);
+    ASSERT_TRUE(s2);
+    pid_t sleeper2 = static_cast<pid_t>(s2->main_pid);
+
+    // A second kill: the third agent adopts what the second one started.
+    killAgent();
+    cleanup_ = {sleeper2, web2};
+    peer_->skipAll();
+    startAgent();
+    auto h3 = peer_->waitHello(10s);
+    ASSERT_TRUE(h3);
+    ASSERT_EQ(h3->units.size(), 2u);
+    EXPECT_EQ(h3->units[0].main_pid, sleeper2);
+    EXPECT_EQ(h3->units[0].active_state, "active");
+    EXPECT_EQ(h3->units[1].main_pid, web2);
+
+    // An adopted process that dies is a failure; not our child, so its status is unknown.
+    ::kill(sleeper2, SIGKILL);
+    auto failed = peer_->waitService(
+        "sleeper", [](const proto::UnitState& s) { return s.active_state == "failed"; }, 5s);
+    ASSERT_TRUE(failed) << "the death of an adopted process went unnoticed";
+    EXPECT_EQ(failed->result, "unknown");
+    EXPECT_EQ(failed->main_pid, 0);
+
+    // SIGTERM to the agent stops the adopted web server too, and leaves nothing to adopt.
+    ::kill(agent_, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(::waitpid(agent_, &status, 0), agent_);
+    agent_ = -1;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_FALSE(running(web2)) << "adopted web server outlived the agent";
+    auto text = fs::readFile(dir_ + "/run/processes.json");
+    ASSERT_TRUE(text);
+    auto recorded = agent::decodeProcessState(*text, "processes.json");
+    ASSERT_TRUE(recorded) << recorded.error().describe();
+    EXPECT_TRUE(recorded->units.empty()) << *text;
+}
+
+class ProcessAgentNotStarted : public ProcessAgent {
+protected:
+    ProcessAgentNotStarted() { autostart_ = false; }
+    void writeState(const agent::ProcessState& s) {
+        ASSERT_EQ(::mkdir((dir_ + "/run").c_str(), 0700), 0);
+        std::ofstream(dir_ + "/run/processes.json") << agent::encodeProcessState(s);
+    }
+};
+
+// A record whose pid is gone, or now runs another command, or has another start time, is
+// not adopted: the unit is started anew and the other process is left alone.
+TEST_F(ProcessAgentNotStarted, StaleRecordsAreIgnored) {
+    using agent::splitWords;
+    pid_t other = spawnSleep("4242" + std::to_string(httpPort_)); // another command line
+    cleanup_.push_back(other);
+    auto otherStat = agent::readProcStat(other);
+    ASSERT_TRUE(otherStat);
+    pid_t gonePid = ::fork();
+    if (gonePid == 0)
+        _exit(0);
+    ASSERT_EQ(::waitpid(gonePid, nullptr, 0), gonePid);
+
+    agent::ProcessState s;
+    s.boot_id = bootId();
+    s.units["sleeper"] = {other, other, otherStat->start_time, sleeperCommand()};
+    s.units["web"] = {gonePid, gonePid, 1, webCommand()};
+    writeState(s);
+    startAgent();
+    auto hello = peer_->waitHello(10s);
+    ASSERT_TRUE(hello);
+    ASSERT_EQ(hello->units.size(), 2u);
+    for (const auto& u : hello->units)
+        EXPECT_EQ(u.active_state, "active") << u.unit;
+    EXPECT_NE(hello->units[0].main_pid, other);
+    EXPECT_NE(hello->units[1].main_pid, gonePid);
+    EXPECT_TRUE(running(other)) << "the agent touched a process that is not its own";
+    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 1);
+    std::string log = lastLog();
+    EXPECT_EQ(countOf(log, "Not adopting the recorded process"), 2u) << log;
+    EXPECT_NE(log.find("the pid runs another command line"), std::string::npos) << log;
+    EXPECT_NE(log.find("the process is gone"), std::string::npos) << log;
+    auto text = fs::readFile(dir_ + "/run/processes.json");
+    ASSERT_TRUE(text);
+    auto now = agent::decodeProcessState(*text, "processes.json");
+    ASSERT_TRUE(now) << now.error().describe();
+    ASSERT_EQ(now->units.count("sleeper"), 1u);
+    EXPECT_EQ(now->units.at("sleeper").pid, hello->units[0].main_pid);
+
+    // The same command line under a pid with another start time: a later process that
+    // got the pid; it is not the one recorded.
+    ::kill(agent_, SIGTERM);
+    ASSERT_EQ(::waitpid(agent_, nullptr, 0), agent_);
+    agent_ = -1;
+    pid_t twin = spawnSleep(splitWords(sleeperCommand())[1]);
+    cleanup_.push_back(twin);
+    auto twinStat = agent::readProcStat(twin);
+    ASSERT_TRUE(twinStat);
+    agent::ProcessState s2;
+    s2.boot_id = bootId();
+    s2.units["sleeper"] = {twin, twin, twinStat->start_time + 1, sleeperCommand()};
+    ::unlink((dir_ + "/run/processes.json").c_str());
+    std::ofstream(dir_ + "/run/processes.json") << agent::encodeProcessState(s2);
+    peer_->skipAll();
+    startAgent();
+    hello = peer_->waitHello(10s);
+    ASSERT_TRUE(hello);
+    EXPECT_NE(hello->units[0].main_pid, twin);
+    EXPECT_EQ(hello->units[0].active_state, "active");
+    EXPECT_TRUE(running(twin));
+    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 2); // the twin and the agent's
+    EXPECT_NE(lastLog().find("the pid now belongs to another process (start time"),
+              std::string::npos)
+        << lastLog();
+}
+
+TEST_F(ProcessAgentNotStarted, CorruptStateFileIsIgnoredWithAWarning) {
+    ASSERT_EQ(::mkdir((dir_ + "/run").c_str(), 0700), 0);
+    std::string file = dir_ + "/run/processes.json";
+    std::ofstream(file) << "{\"v\":1,\"boot_id\":\"x\",\"units\":{\"web\":{\"pid\":\"";
+    startAgent();
+    auto hello = peer_->waitHello(10s);
+    ASSERT_TRUE(hello);
+    ASSERT_EQ(hello->units.size(), 2u);
+    for (const auto& u : hello->units)
+        EXPECT_EQ(u.active_state, "active") << u.unit;
+    std::string log = lastLog();
+    auto at = log.find("Ignoring a corrupt process state file");
+    ASSERT_NE(at, std::string::npos) << log;
+    EXPECT_NE(log.find(file, at), std::string::npos) << log;
+    EXPECT_TRUE(alive(agent_));
+    auto text = fs::readFile(file); // rewritten with what runs now
+    ASSERT_TRUE(text);
+    EXPECT_TRUE(agent::decodeProcessState(*text, file).ok()) << *text;
 }
 
 TEST(AgentCli, BadConfigLineExitsTwoNamingFileAndLine) {

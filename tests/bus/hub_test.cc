@@ -3,6 +3,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 
@@ -34,6 +40,43 @@ TEST_F(HubTest, ListenOnPortZeroReportsTheRealPortAndABusyPortIsAnError) {
     EXPECT_NE(s.error().message.find(std::to_string(hub_->boundPort())), std::string::npos)
         << s.error().message;
     EXPECT_FALSE(second.running());
+}
+
+// A restarted in-guest agent starts a new AMQP connection inside the byte stream of the old
+// one (its virtio-serial relay keeps the hub connection). The hub must drop that connection
+// at once, so the relay reconnects and the new agent gets through; it must not wait for the
+// ~1 GiB frame that "AMQP" reads as.
+TEST_F(HubTest, AProtocolHeaderInsideAConnectionClosesItAtOnce) {
+    startHub();
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<std::uint16_t>(hub_->boundPort()));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    const char header[8] = {'A', 'M', 'Q', 'P', 0, 1, 0, 0};
+    ASSERT_EQ(::write(fd, header, sizeof header), 8);
+    char got[8];
+    ASSERT_EQ(::recv(fd, got, sizeof got, MSG_WAITALL), 8);
+    ASSERT_EQ(std::string(got, 4), "AMQP");
+    // Next the hub reads frames. Send the header it answered with (the same kind of
+    // connection start a new agent sends) where a frame is due.
+    ASSERT_EQ(::write(fd, got, sizeof got), 8);
+    auto until = std::chrono::steady_clock::now() + 3s;
+    bool closed = false;
+    while (!closed && std::chrono::steady_clock::now() < until) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 100) > 0) {
+            char buf[4096];
+            closed = ::read(fd, buf, sizeof buf) <= 0; // frames (open, close), then EOF
+        }
+    }
+    ::close(fd);
+    EXPECT_TRUE(closed) << "the hub kept a connection that restarted inside itself";
+    // The hub itself is fine.
+    auto c = client();
+    EXPECT_TRUE(c->connected());
 }
 
 TEST_F(HubTest, QueueDeliversInOrder) {

@@ -364,7 +364,6 @@ private:
     JournalReader journal_;
     QemuSampler sampler_;
     bench::LoadGenerator load_;
-    std::vector<cts::JournalEvent> all_events_;
 };
 
 Health Driver::look() {
@@ -523,8 +522,8 @@ int Driver::run() {
         say("the system is not healthy before the first fault; nothing injected");
         return 1;
     }
-    all_events_ = journal_.readNew();
-    std::uint64_t nextSeq = all_events_.empty() ? 0 : all_events_.back().seq + 1;
+    auto before = journal_.readNew();
+    std::uint64_t nextSeq = before.empty() ? 0 : before.back().seq + 1;
     load_.start();
     std::this_thread::sleep_for(1s);
     sampler_.take();
@@ -536,7 +535,9 @@ int Driver::run() {
         rec.fault =
             cts::pickFault(rng, opt_.faults, names, opt_.hb_timeout_ms, opt_.max_pcloud_stop_ms);
         auto pidsBefore = qemuPids();
-        (void)journal_.readNew(); // nothing should be pending; the window starts now
+        // Events journaled since the last look (late ones of the previous fault) are audited
+        // for continuity with the rest, but not charged to this fault.
+        auto late = journal_.readNew();
         double t0 = bench::steadyMs();
         inject(rec.fault);
         // Converged = healthy and in the balancer for a second in a row (a member that is
@@ -560,7 +561,6 @@ int Driver::run() {
         rec.recovery_ms = (stableSince ? *stableSince : tEnd) - t0;
         std::this_thread::sleep_for(500ms); // late journal lines (events flushed after cped)
         auto window = journal_.readNew();
-        all_events_.insert(all_events_.end(), window.begin(), window.end());
         auto pidsAfter = qemuPids();
         // Audits.
         auto add = [&](std::vector<std::string> v) {
@@ -570,9 +570,11 @@ int Driver::run() {
             rec.problems.push_back("did not converge within " +
                                    std::to_string(opt_.converge_timeout_ms) + " ms");
         add(cts::auditNeverTwo(sampler_.take()));
-        add(cts::auditJournal(window, nextSeq));
-        if (!window.empty())
-            nextSeq = window.back().seq + 1;
+        std::vector<cts::JournalEvent> journaled = late;
+        journaled.insert(journaled.end(), window.begin(), window.end());
+        add(cts::auditJournal(journaled, nextSeq));
+        if (!journaled.empty())
+            nextSeq = journaled.back().seq + 1;
         add(cts::auditMembership(h.haproxy_ready, h.healthy));
         rec.impact = cts::impactOf(window, pidsBefore, pidsAfter);
         add(cts::auditImpact(rec.fault, window, rec.impact));
