@@ -105,7 +105,11 @@ for _ in $(seq 1 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 "$BIN/failover_bench" model --state-dir "$STATE" --deployable "$DEP" --guest-dir "$GUEST_DIR" \
     --assembly "$A:$PA" --assembly "$B:$PB" --hb-interval "$HB_MS" --hb-timeout "$HB_TIMEOUT_MS" \
     --referee haproxy --socket "$SOCK" --backend "$DEP"
-CPED_CMD="$BIN/cped --state-dir $STATE --listen $BROKER --log-level info"
+# Host configuration: the tiny guests' user-mode network goes to QEMU through
+# <qemu:commandline>, which a host allows only explicitly (docs/security.md).
+printf 'qemu_commandline = netdev-user\n' >"$STATE/pcloud.conf"
+chmod 644 "$STATE/pcloud.conf"
+CPED_CMD="$BIN/cped --state-dir $STATE --listen $BROKER --log-level info --config $STATE/pcloud.conf"
 setsid $CPED_CMD >>"$STATE/cped.log" 2>&1 </dev/null &
 echo $! >"$STATE/cped.pid"
 SH() { "$BIN/pcloudsh" --broker "$BROKER" "$@"; }
