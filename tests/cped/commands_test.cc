@@ -390,6 +390,23 @@ TEST(Commands, ParkAndUnpark) {
     e.rejected("assembly_park", {{"assembly", "zz"}}, "not-found");
 }
 
+// Regression (fuzz_command_api): park kept a pointer to the owning deployable across the
+// commit that replaces the model, and read it freed for the event and the dped reload.
+// Under ASan this was a heap-use-after-free; here the event and the reload must still name
+// the owner, for park and unpark alike.
+TEST(Commands, ParkNamesTheOwnerAfterTheCommit) {
+    Env e;
+    e.populate();
+    e.ok("deployable_start", {{"name", "web"}});
+    for (const char* cmd : {"assembly_park", "assembly_unpark"}) {
+        e.runtime.calls.clear();
+        auto r = e.ok(cmd, {{"assembly", "n1"}});
+        EXPECT_EQ(r["dped"], "reloaded") << cmd;
+        EXPECT_EQ(e.runtime.emitted.back().deployable, "web") << cmd;
+        EXPECT_EQ(e.runtime.calls, std::vector<std::string>{"ask web reload"}) << cmd;
+    }
+}
+
 TEST(Commands, FailedSaveRollsBack) {
     Env e;
     e.populate();
