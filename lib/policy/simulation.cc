@@ -138,6 +138,19 @@ Result<Scenario> parseScenario(const std::string& text, const std::string& file)
             what = what.substr(pos + 2);
         size_t offset = e.byte > 0 ? e.byte - 1 : 0;
         return makeError("invalid JSON: " + what, file, lineOfOffset(text, offset));
+    } catch (const json::exception& e) {
+        // A number too large for a double ("1e999") is an out_of_range, not a parse_error
+        // (found by fuzzing: pcloud-simulate died on it). Its message quotes the number.
+        std::string what = e.what();
+        if (auto pos = what.find("] "); pos != std::string::npos)
+            what = what.substr(pos + 2);
+        int line = 0;
+        if (auto open = what.find('\''), close = what.rfind('\'');
+            open != std::string::npos && close > open + 1)
+            if (auto at = text.find(what.substr(open + 1, close - open - 1));
+                at != std::string::npos)
+                line = lineOfOffset(text, at);
+        return makeError("invalid JSON: " + what, file, line);
     }
     Scenario sc;
     sc.file = file;

@@ -118,6 +118,17 @@ TEST(Scenario, SyntaxErrorGivesFileAndLine) {
     EXPECT_EQ(s.error().line, 4);
 }
 
+// Regression (fuzz_scenario): nlohmann reports a number too large for a double as an
+// out_of_range, which parseScenario did not catch, so pcloud-simulate died on it.
+TEST(Scenario, NumberTooLargeIsAnErrorWithLine) {
+    auto s = parseScenario("{\n \"model\": {},\n \"start\": 1e999\n}\n", "big.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().file, "big.json");
+    EXPECT_EQ(s.error().line, 3);
+    EXPECT_NE(s.error().message.find("number overflow parsing '1e999'"), std::string::npos)
+        << s.error().message;
+}
+
 TEST(Scenario, BadStepNamesThePath) {
     std::string text = R"({"model": {"deployables": {"web": {}}},
         "steps": [{"at": "+0s"}, {"at": "+5s", "observe": {"assemblies": {"n": {"last_heartbeat": "later"}}}}]})";
