@@ -17,6 +17,13 @@ TEST(TimeFormat, Rfc3339RoundTrip) {
 TEST(TimeFormat, Rfc3339RejectsGarbageAndOffsets) {
     EXPECT_FALSE(parseRfc3339("yesterday").ok());
     EXPECT_FALSE(parseRfc3339("2026-11-21T22:40:01+02:00").ok());
+    EXPECT_FALSE(parseRfc3339("2026-13-21T22:40:01Z").ok());
+    EXPECT_FALSE(parseRfc3339("2026-11-21T24:40:01Z").ok());
+    EXPECT_FALSE(parseRfc3339("-001-11-21T22:40:01Z").ok());
+    EXPECT_EQ(formatRfc3339(kMaxRfc3339Ms), "9999-12-31T23:59:59.999Z");
+    EXPECT_EQ(formatRfc3339(kMinRfc3339Ms), "0000-01-01T00:00:00.000Z");
+    EXPECT_EQ(*parseRfc3339("9999-12-31T23:59:59.999Z"), kMaxRfc3339Ms);
+    EXPECT_EQ(*parseRfc3339("0000-01-01T00:00:00Z"), kMinRfc3339Ms);
 }
 
 TEST(TimeFormat, Durations) {
