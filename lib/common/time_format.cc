@@ -82,6 +82,11 @@ Result<Millis> parseDuration(std::string_view text) {
     else
         return makeError("unknown duration unit '" + std::string(unit) + "' in '" +
                          std::string(text) + "' (use ms, s, m, h or d)");
+    // Bounded so that n * mult, and a clock reading plus the duration, cannot overflow
+    // (found by fuzzing: "3644444444444444440" seconds overflowed the multiplication).
+    if (n > kMaxDurationMs / mult)
+        return makeError("duration '" + std::string(text) +
+                         "' is longer than 100 years; use INFINITY for no limit");
     return n * mult;
 }
 

@@ -20,6 +20,7 @@ constexpr Millis kMaxRfc3339Ms = 253'402'300'799'999;
 // Durations as operators write them: "500ms", "30s", "5m", "2h", "1d", a bare number of
 // seconds ("30"), or "INFINITY" (returned as kInfinite).
 constexpr Millis kInfinite = -1;
+constexpr Millis kMaxDurationMs = 100LL * 366 * 86'400'000; // about 100 years
 Result<Millis> parseDuration(std::string_view text);
 std::string formatDuration(Millis ms);
 

@@ -35,6 +35,13 @@ TEST(TimeFormat, Durations) {
     EXPECT_EQ(*parseDuration("INFINITY"), kInfinite);
     EXPECT_FALSE(parseDuration("5 parsecs").ok());
     EXPECT_FALSE(parseDuration("-3s").ok());
+    // Regression (fuzz_store_xml): seconds that overflow Millis once multiplied.
+    auto big = parseDuration("3644444444444444440");
+    ASSERT_FALSE(big.ok());
+    EXPECT_NE(big.error().message.find("longer than 100 years"), std::string::npos);
+    EXPECT_FALSE(parseDuration("9223372036854775807ms").ok());
+    EXPECT_FALSE(parseDuration("106752d").ok());
+    EXPECT_EQ(*parseDuration("36600d"), kMaxDurationMs);
     EXPECT_FALSE(parseDuration("").ok());
     EXPECT_EQ(formatDuration(300'000), "5m");
     EXPECT_EQ(formatDuration(1'500), "1500ms");
