@@ -59,8 +59,18 @@ Result<Millis> parseOffset(const std::string& text) {
 // "+5s" / "-1s" relative to start, "now", "now-2s", "now+1s", or integer ms (absolute).
 Result<Millis> parseTime(const json& v, Millis start, std::optional<Millis> now,
                          const std::string& where) {
+    // Absolute times stay within what RFC 3339 writes, so adding a duration (at most 100
+    // years) cannot overflow in the policy engine.
+    auto inRange = [&](Millis t) -> Result<Millis> {
+        if (t < kMinRfc3339Ms || t > kMaxRfc3339Ms)
+            return makeError(where + ": time out of range (want milliseconds from year 0000 "
+                                     "to 9999)");
+        return t;
+    };
+    if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(kMaxRfc3339Ms))
+        return inRange(kMaxRfc3339Ms + 1);
     if (v.is_number_integer())
-        return v.get<Millis>();
+        return inRange(v.get<Millis>());
     if (!v.is_string())
         return makeError(where +
                          ": expected a time (\"+5s\", \"now\", \"now-2s\" or integer "
@@ -85,7 +95,7 @@ Result<Millis> parseTime(const json& v, Millis start, std::optional<Millis> now,
     auto d = parseOffset(rest.substr(1));
     if (!d || *d == kInfinite)
         return makeError(where + ": bad offset in '" + s + "' (want e.g. +5s or now-500ms)");
-    return rest[0] == '+' ? base + *d : base - *d;
+    return inRange(rest[0] == '+' ? base + *d : base - *d);
 }
 
 // Rewrites time strings under the time keys of an observation ("last_heartbeat",
@@ -158,9 +168,14 @@ Result<Scenario> parseScenario(const std::string& text, const std::string& file)
     r.str("description", sc.description);
     r.str("deployable", sc.deployable);
     if (auto* v = r.get("start"); v && r.ok()) {
-        if (v->is_number_integer())
+        if (v->is_number_integer()) {
             sc.start = v->get<Millis>();
-        else if (v->is_string()) {
+            const bool tooBig = v->is_number_unsigned()
+                                    ? v->get<std::uint64_t>() > std::uint64_t(kMaxRfc3339Ms)
+                                    : sc.start > kMaxRfc3339Ms;
+            if (tooBig || sc.start < kMinRfc3339Ms)
+                r.fail(r.at("start"), "out of range (want milliseconds from year 0000 to 9999)");
+        } else if (v->is_string()) {
             auto t = parseRfc3339(v->get<std::string>());
             if (!t)
                 r.fail(r.at("start"), t.error().message);

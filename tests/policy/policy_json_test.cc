@@ -129,6 +129,29 @@ TEST(Scenario, NumberTooLargeIsAnErrorWithLine) {
         << s.error().message;
 }
 
+// Times and durations are bounded (years 0000-9999, 100 years), so the engine's
+// time + duration sums cannot overflow whatever a scenario says.
+TEST(Scenario, TimesAndDurationsAreBounded) {
+    const std::string model = R"("model": {"deployables": {"web": {}}})";
+    auto s = parseScenario(
+        "{" + model + R"(, "start": 9223372036854775807, "steps": [{"at": "+0s"}]})", "a.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("start: out of range"), std::string::npos)
+        << s.error().describe();
+    s = parseScenario("{" + model + R"(, "steps": [{"at": 253402300800000}]})", "b.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("time out of range"), std::string::npos)
+        << s.error().describe();
+    s = parseScenario("{" + model + R"(, "jitter": 9223372036854775807, "steps": [{"at": "+0s"}]})",
+                      "c.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("more than 100 years"), std::string::npos)
+        << s.error().describe();
+    s = parseScenario("{" + model + R"(, "start": 253402300799999, "steps": [{"at": "+0s"}]})",
+                      "d.json");
+    EXPECT_TRUE(s.ok()) << s.error().describe();
+}
+
 TEST(Scenario, BadStepNamesThePath) {
     std::string text = R"({"model": {"deployables": {"web": {}}},
         "steps": [{"at": "+0s"}, {"at": "+5s", "observe": {"assemblies": {"n": {"last_heartbeat": "later"}}}}]})";
