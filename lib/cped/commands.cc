@@ -160,6 +160,9 @@ public:
         if (ms <= 0)
             fail(code::InvalidArgument,
                  std::string("argument \"") + key + "\" must be longer than 0");
+        if (ms > kMaxDurationMs)
+            fail(code::InvalidArgument,
+                 std::string("argument \"") + key + "\" is longer than 100 years; use INFINITY");
         return ms;
     }
     std::uint64_t count(const char* key, std::uint64_t dflt) const {

@@ -314,6 +314,11 @@ TEST(Commands, Escalations) {
     EXPECT_NE(m.find("period"), std::string::npos) << m;
     e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 3}, {"period", "0s"}},
                "invalid-argument");
+    // Longer than parseDuration reads back: it would be saved, then the db would not load.
+    m = e.rejected("escalation_assembly_set",
+                   {{"assembly", "n1"}, {"failures", 3}, {"period", 9'000'000'000'000'000'000LL}},
+                   "invalid-argument");
+    EXPECT_NE(m.find("longer than 100 years"), std::string::npos) << m;
     e.rejected("escalation_assembly_set", {{"assembly", "zz"}, {"failures", 3}, {"period", "1m"}},
                "not-found");
 
