@@ -53,6 +53,10 @@ Result<Millis> parseOffset(const std::string& text) {
             return makeError("bad decimal seconds");
     while (frac.size() < 3)
         frac += '0';
+    // Bounded like parseDuration (found by fuzzing: std::stoll threw out_of_range on
+    // "+288888888888888888888888888888888888805.01s").
+    if (whole.size() > 12 || std::stoll(whole) > kMaxDurationMs / 1000)
+        return makeError("decimal seconds longer than 100 years");
     return std::stoll(whole) * 1000 + std::stoll(frac);
 }
 

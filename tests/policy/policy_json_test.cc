@@ -147,6 +147,15 @@ TEST(Scenario, TimesAndDurationsAreBounded) {
     ASSERT_FALSE(s.ok());
     EXPECT_NE(s.error().describe().find("more than 100 years"), std::string::npos)
         << s.error().describe();
+    // Regression (fuzz_scenario): std::stoll threw on decimal seconds too long for it.
+    s = parseScenario("{" + model +
+                          R"(, "steps": [{"at": "+288888888888888888888888888888888888805.01s"}]})",
+                      "e.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("bad offset"), std::string::npos) << s.error().describe();
+    s = parseScenario("{" + model + R"(, "steps": [{"at": "+1.5s"}]})", "f.json");
+    ASSERT_TRUE(s.ok()) << s.error().describe();
+    EXPECT_EQ(s->steps.at(0).at, 1500);
     s = parseScenario("{" + model + R"(, "start": 253402300799999, "steps": [{"at": "+0s"}]})",
                       "d.json");
     EXPECT_TRUE(s.ok()) << s.error().describe();
