@@ -26,3 +26,7 @@ MAX_STOP_MS=3000 bash bench/cts/run.sh 30 "${PCLOUD_CTS_SEED:-20261201}"
 cmake --preset asan >/dev/null
 cmake --build --preset asan --target common_test store_test policy_test policy_golden pcloud-simulate
 ctest --preset asan -R '^(policy\.|Store|Templates|TimeFormat|Fs\.)'
+
+# Fuzzing (docs/security.md "Fuzzing"): each libFuzzer target for 30 s on a copy of its seed
+# corpus, clang 14 with ASan+UBSan in build-fuzz. Fails on any crash, naming the input.
+bash scripts/fuzz.sh 30

@@ -45,6 +45,11 @@ Result<Millis> parseRfc3339(std::string_view text) {
     }
     if (rest != "Z" && rest != "z" && rest != "+00:00")
         return makeError("only UTC times (ending in Z) are accepted: '" + s + "'");
+    if (y < 0 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 ||
+        mi > 59 || sec < 0 || sec > 60)
+        return makeError("a field is out of range in '" + s +
+                         "' (want year 0000-9999, month 01-12, day 01-31, hour 00-23, minute "
+                         "00-59, second 00-60)");
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;
     tm.tm_mday = d;
@@ -77,6 +82,11 @@ Result<Millis> parseDuration(std::string_view text) {
     else
         return makeError("unknown duration unit '" + std::string(unit) + "' in '" +
                          std::string(text) + "' (use ms, s, m, h or d)");
+    // Bounded so that n * mult, and a clock reading plus the duration, cannot overflow
+    // (found by fuzzing: "3644444444444444440" seconds overflowed the multiplication).
+    if (n > kMaxDurationMs / mult)
+        return makeError("duration '" + std::string(text) +
+                         "' is longer than 100 years; use INFINITY for no limit");
     return n * mult;
 }
 

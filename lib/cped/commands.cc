@@ -162,6 +162,9 @@ public:
         if (ms <= 0)
             fail(code::InvalidArgument,
                  std::string("argument \"") + key + "\" must be longer than 0");
+        if (ms > kMaxDurationMs)
+            fail(code::InvalidArgument,
+                 std::string("argument \"") + key + "\" is longer than 100 years; use INFINITY");
         return ms;
     }
     std::uint64_t count(const char* key, std::uint64_t dflt) const {
@@ -658,20 +661,23 @@ json Handler::refereeSet() {
 
 json Handler::park(bool on) {
     auto assy = args_.str("assembly");
-    const auto& a = needAssembly(model_, assy);
+    const bool parked = needAssembly(model_, assy).parked;
     json out = {{"assembly", assy}, {"parked", on}};
+    // A copy, not a pointer into model_: commit() replaces model_ (found by fuzzing, a
+    // use-after-free when parking an assembly that belongs to a deployable).
     const auto* owner = model_.owner(assy);
-    if (a.parked != on) {
+    const std::string ownerName = owner ? owner->name : "";
+    if (parked != on) {
         model::Model next = model_;
         next.assemblies[assy].parked = on;
         commit(std::move(next));
-        emit(owner ? owner->name : "", assy, on ? "parked" : "unparked",
+        emit(ownerName, assy, on ? "parked" : "unparked",
              on ? "parked by operator" : "unparked by operator");
     } else {
         out["already"] = true;
     }
-    if (owner)
-        out["dped"] = reloadDped(owner->name);
+    if (!ownerName.empty())
+        out["dped"] = reloadDped(ownerName);
     return out;
 }
 

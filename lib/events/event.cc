@@ -51,7 +51,15 @@ Result<Event> fromJson(const nlohmann::json& j) {
                 return makeError("event field \"time\": " + t.error().message);
             e.time = *t;
         } else if (it->is_number_integer()) {
+            // Only times the journal can write back as RFC 3339 and read again (found by
+            // fuzzing: a huge integer time became a journal line open() rejected).
+            if (it->is_number_unsigned() && it->get<std::uint64_t>() > kMaxRfc3339Ms)
+                return makeError("event field \"time\" is out of range (want milliseconds "
+                                 "from year 0000 to 9999)");
             e.time = it->get<Millis>();
+            if (e.time < kMinRfc3339Ms || e.time > kMaxRfc3339Ms)
+                return makeError("event field \"time\" is out of range (want milliseconds "
+                                 "from year 0000 to 9999)");
         } else {
             return makeError("event field \"time\" is neither RFC 3339 text nor milliseconds");
         }

@@ -30,6 +30,8 @@ Result<Millis> durationFromJson(const json& v, const std::string& where, bool al
         auto ms = v.get<std::int64_t>();
         if (ms < 0)
             return makeError(where + ": " + want + ", got a negative number");
+        if (ms > kMaxDurationMs)
+            return makeError(where + ": " + want + ", got more than 100 years");
         return ms;
     }
     if (v.is_string()) {

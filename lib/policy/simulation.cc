@@ -53,14 +53,28 @@ Result<Millis> parseOffset(const std::string& text) {
             return makeError("bad decimal seconds");
     while (frac.size() < 3)
         frac += '0';
+    // Bounded like parseDuration (found by fuzzing: std::stoll threw out_of_range on
+    // "+288888888888888888888888888888888888805.01s").
+    if (whole.size() > 12 || std::stoll(whole) > kMaxDurationMs / 1000)
+        return makeError("decimal seconds longer than 100 years");
     return std::stoll(whole) * 1000 + std::stoll(frac);
 }
 
 // "+5s" / "-1s" relative to start, "now", "now-2s", "now+1s", or integer ms (absolute).
 Result<Millis> parseTime(const json& v, Millis start, std::optional<Millis> now,
                          const std::string& where) {
+    // Absolute times stay within what RFC 3339 writes, so adding a duration (at most 100
+    // years) cannot overflow in the policy engine.
+    auto inRange = [&](Millis t) -> Result<Millis> {
+        if (t < kMinRfc3339Ms || t > kMaxRfc3339Ms)
+            return makeError(where + ": time out of range (want milliseconds from year 0000 "
+                                     "to 9999)");
+        return t;
+    };
+    if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(kMaxRfc3339Ms))
+        return inRange(kMaxRfc3339Ms + 1);
     if (v.is_number_integer())
-        return v.get<Millis>();
+        return inRange(v.get<Millis>());
     if (!v.is_string())
         return makeError(where +
                          ": expected a time (\"+5s\", \"now\", \"now-2s\" or integer "
@@ -85,7 +99,7 @@ Result<Millis> parseTime(const json& v, Millis start, std::optional<Millis> now,
     auto d = parseOffset(rest.substr(1));
     if (!d || *d == kInfinite)
         return makeError(where + ": bad offset in '" + s + "' (want e.g. +5s or now-500ms)");
-    return rest[0] == '+' ? base + *d : base - *d;
+    return inRange(rest[0] == '+' ? base + *d : base - *d);
 }
 
 // Rewrites time strings under the time keys of an observation ("last_heartbeat",
@@ -138,6 +152,19 @@ Result<Scenario> parseScenario(const std::string& text, const std::string& file)
             what = what.substr(pos + 2);
         size_t offset = e.byte > 0 ? e.byte - 1 : 0;
         return makeError("invalid JSON: " + what, file, lineOfOffset(text, offset));
+    } catch (const json::exception& e) {
+        // A number too large for a double ("1e999") is an out_of_range, not a parse_error
+        // (found by fuzzing: pcloud-simulate died on it). Its message quotes the number.
+        std::string what = e.what();
+        if (auto pos = what.find("] "); pos != std::string::npos)
+            what = what.substr(pos + 2);
+        int line = 0;
+        if (auto open = what.find('\''), close = what.rfind('\'');
+            open != std::string::npos && close > open + 1)
+            if (auto at = text.find(what.substr(open + 1, close - open - 1));
+                at != std::string::npos)
+                line = lineOfOffset(text, at);
+        return makeError("invalid JSON: " + what, file, line);
     }
     Scenario sc;
     sc.file = file;
@@ -145,9 +172,14 @@ Result<Scenario> parseScenario(const std::string& text, const std::string& file)
     r.str("description", sc.description);
     r.str("deployable", sc.deployable);
     if (auto* v = r.get("start"); v && r.ok()) {
-        if (v->is_number_integer())
+        if (v->is_number_integer()) {
             sc.start = v->get<Millis>();
-        else if (v->is_string()) {
+            const bool tooBig = v->is_number_unsigned()
+                                    ? v->get<std::uint64_t>() > std::uint64_t(kMaxRfc3339Ms)
+                                    : sc.start > kMaxRfc3339Ms;
+            if (tooBig || sc.start < kMinRfc3339Ms)
+                r.fail(r.at("start"), "out of range (want milliseconds from year 0000 to 9999)");
+        } else if (v->is_string()) {
             auto t = parseRfc3339(v->get<std::string>());
             if (!t)
                 r.fail(r.at("start"), t.error().message);

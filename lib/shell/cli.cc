@@ -2,6 +2,7 @@
 
 #include "common/fs.h"
 #include "common/time_format.h"
+#include "common/utf8.h"
 #include "events/event.h"
 
 #include <algorithm>
@@ -240,6 +241,12 @@ Result<json> periodArg(const std::string& s) {
 Result<Invocation> parse(const std::vector<std::string>& words) {
     if (words.empty())
         return makeError("no command given; try `help`");
+    // The request is JSON, which is UTF-8 only (found by fuzzing: a Latin-1 argument made
+    // pcloudsh die on an exception when it serialised the request).
+    for (size_t i = 0; i < words.size(); ++i)
+        if (size_t at = invalidUtf8At(words[i]); at != std::string::npos)
+            return makeError("word " + std::to_string(i + 1) + " is not valid UTF-8 (byte " +
+                             std::to_string(at + 1) + "); pcloud names and values are UTF-8 text");
     const std::string& name = words[0];
     const CommandSpec* spec = findCommand(name);
     if (!spec || name == "help")
@@ -309,6 +316,10 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
             auto text = fs::readFile(w.opts["--domain-xml"]);
             if (!text)
                 return makeError("cannot read the domain XML: " + text.error().describe());
+            if (size_t at = invalidUtf8At(*text); at != std::string::npos)
+                return makeError("the domain XML " + w.opts["--domain-xml"] +
+                                 " is not valid UTF-8 (byte " + std::to_string(at + 1) +
+                                 "); libvirt domain XML is UTF-8");
             a["domain_xml"] = *text;
         } else {
             a["image"] = w.opts["--image"];

@@ -376,6 +376,9 @@ Status validateEscalation(const model::Escalation& e) {
                          " is negative; use a number >= 0 or INFINITY");
     if (e.period <= 0 && e.period != model::kUnlimitedPeriod)
         return makeError("escalation_period must be longer than zero (or INFINITY)");
+    // What parseDuration reads back: a longer period would be saved and then not load.
+    if (e.period > kMaxDurationMs)
+        return makeError("escalation_period is longer than 100 years; use INFINITY for no limit");
     return {};
 }
 

@@ -1,6 +1,7 @@
 #include "store/xml_file.h"
 
 #include "common/time_format.h"
+#include "common/utf8.h"
 #include "model/model.h"
 
 #include <algorithm>
@@ -34,6 +35,18 @@ Result<std::shared_ptr<XmlFile>> XmlFile::parse(std::string text, std::string pa
                              ". pcloud did not change the file; fix it by hand or restore it "
                              "from a backup",
                          f->path_, line);
+    }
+    // pugixml passes bytes through unchecked, and every string of the model goes into JSON
+    // (cped's replies, dped's copy of the model), which is UTF-8 only: a stray Latin-1 byte
+    // made cped throw on a reply (found by fuzzing). A file that declares another encoding
+    // (encoding="ISO-8859-1") has been converted by pugixml and is fine.
+    if (res.encoding == pugi::encoding_utf8) {
+        if (const auto at = invalidUtf8At(f->original_); at != std::string::npos)
+            return makeError("the file is not valid UTF-8 (byte " + std::to_string(at + 1) +
+                                 "); declare its encoding (<?xml version=\"1.0\" "
+                                 "encoding=\"ISO-8859-1\"?>) or convert it to UTF-8. pcloud "
+                                 "did not change the file",
+                             f->path_, f->lineAtOffset(static_cast<std::ptrdiff_t>(at)));
     }
     return f;
 }

@@ -320,6 +320,11 @@ TEST(Commands, Escalations) {
     EXPECT_NE(m.find("period"), std::string::npos) << m;
     e.rejected("escalation_assembly_set", {{"assembly", "n1"}, {"failures", 3}, {"period", "0s"}},
                "invalid-argument");
+    // Longer than parseDuration reads back: it would be saved, then the db would not load.
+    m = e.rejected("escalation_assembly_set",
+                   {{"assembly", "n1"}, {"failures", 3}, {"period", 9'000'000'000'000'000'000LL}},
+                   "invalid-argument");
+    EXPECT_NE(m.find("longer than 100 years"), std::string::npos) << m;
     e.rejected("escalation_assembly_set", {{"assembly", "zz"}, {"failures", 3}, {"period", "1m"}},
                "not-found");
 
@@ -529,6 +534,23 @@ TEST(Commands, ParkAndUnpark) {
     e.ok("assembly_unpark", {{"assembly", "n1"}});
     EXPECT_FALSE(store::loadModel(e.dir)->assemblies.at("n1").parked);
     e.rejected("assembly_park", {{"assembly", "zz"}}, "not-found");
+}
+
+// Regression (fuzz_command_api): park kept a pointer to the owning deployable across the
+// commit that replaces the model, and read it freed for the event and the dped reload.
+// Under ASan this was a heap-use-after-free; here the event and the reload must still name
+// the owner, for park and unpark alike.
+TEST(Commands, ParkNamesTheOwnerAfterTheCommit) {
+    Env e;
+    e.populate();
+    e.ok("deployable_start", {{"name", "web"}});
+    for (const char* cmd : {"assembly_park", "assembly_unpark"}) {
+        e.runtime.calls.clear();
+        auto r = e.ok(cmd, {{"assembly", "n1"}});
+        EXPECT_EQ(r["dped"], "reloaded") << cmd;
+        EXPECT_EQ(e.runtime.emitted.back().deployable, "web") << cmd;
+        EXPECT_EQ(e.runtime.calls, std::vector<std::string>{"ask web reload"}) << cmd;
+    }
 }
 
 TEST(Commands, FailedSaveRollsBack) {

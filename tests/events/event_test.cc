@@ -32,6 +32,28 @@ TEST(Event, AcceptsMillisecondTimeAndNoService) {
     EXPECT_EQ(e->seq, 0u);
 }
 
+// Regression (fuzz_journal_line): an integer time past year 9999 was accepted, and its
+// journal line (RFC 3339 with an eight-digit year) did not parse back.
+TEST(Event, TimeMustFitRfc3339) {
+    for (long long t :
+         {253'402'300'800'000LL, -62'167'219'200'001LL, 1'764'000'000'000'000'000LL}) {
+        auto e = fromJson(nlohmann::json{{"deployable", "d"}, {"state", "s"}, {"time", t}});
+        ASSERT_FALSE(e.ok()) << t;
+        EXPECT_NE(e.error().message.find("\"time\" is out of range"), std::string::npos);
+    }
+    EXPECT_FALSE(fromJson(nlohmann::json{{"deployable", "d"},
+                                         {"state", "s"},
+                                         {"time", 18'446'744'073'709'551'615ULL}})
+                     .ok());
+    for (long long t : {253'402'300'799'999LL, -62'167'219'200'000LL, 0LL}) {
+        auto e = fromJson(nlohmann::json{{"deployable", "d"}, {"state", "s"}, {"time", t}});
+        ASSERT_TRUE(e.ok()) << t;
+        auto back = parseLine(toLine(*e));
+        ASSERT_TRUE(back.ok()) << t << ": " << back.error().message;
+        EXPECT_EQ(*back, *e);
+    }
+}
+
 TEST(Event, RejectsBadInput) {
     EXPECT_FALSE(parseLine("{").ok());
     EXPECT_FALSE(parseLine("[1,2]").ok());

@@ -118,6 +118,49 @@ TEST(Scenario, SyntaxErrorGivesFileAndLine) {
     EXPECT_EQ(s.error().line, 4);
 }
 
+// Regression (fuzz_scenario): nlohmann reports a number too large for a double as an
+// out_of_range, which parseScenario did not catch, so pcloud-simulate died on it.
+TEST(Scenario, NumberTooLargeIsAnErrorWithLine) {
+    auto s = parseScenario("{\n \"model\": {},\n \"start\": 1e999\n}\n", "big.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().file, "big.json");
+    EXPECT_EQ(s.error().line, 3);
+    EXPECT_NE(s.error().message.find("number overflow parsing '1e999'"), std::string::npos)
+        << s.error().message;
+}
+
+// Times and durations are bounded (years 0000-9999, 100 years), so the engine's
+// time + duration sums cannot overflow whatever a scenario says.
+TEST(Scenario, TimesAndDurationsAreBounded) {
+    const std::string model = R"("model": {"deployables": {"web": {}}})";
+    auto s = parseScenario(
+        "{" + model + R"(, "start": 9223372036854775807, "steps": [{"at": "+0s"}]})", "a.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("start: out of range"), std::string::npos)
+        << s.error().describe();
+    s = parseScenario("{" + model + R"(, "steps": [{"at": 253402300800000}]})", "b.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("time out of range"), std::string::npos)
+        << s.error().describe();
+    s = parseScenario("{" + model + R"(, "jitter": 9223372036854775807, "steps": [{"at": "+0s"}]})",
+                      "c.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("more than 100 years"), std::string::npos)
+        << s.error().describe();
+    // Regression (fuzz_scenario): std::stoll threw on decimal seconds too long for it.
+    s = parseScenario("{" + model +
+                          R"(, "steps": [{"at": "+288888888888888888888888888888888888805.01s"}]})",
+                      "e.json");
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().describe().find("bad offset"), std::string::npos) << s.error().describe();
+    s = parseScenario("{" + model + R"(, "steps": [{"at": "+1.5s"}]})", "f.json");
+    ASSERT_TRUE(s.ok()) << s.error().describe();
+    EXPECT_EQ(s->steps.at(0).at, 1500);
+    s = parseScenario("{" + model + R"(, "start": 253402300799999, "steps": [{"at": "+0s"}]})",
+                      "d.json");
+    EXPECT_TRUE(s.ok()) << s.error().describe();
+}
+
 TEST(Scenario, BadStepNamesThePath) {
     std::string text = R"({"model": {"deployables": {"web": {}}},
         "steps": [{"at": "+0s"}, {"at": "+5s", "observe": {"assemblies": {"n": {"last_heartbeat": "later"}}}}]})";

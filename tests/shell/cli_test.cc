@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <unistd.h>
+
 using namespace pcloud::shell::cli;
 using nlohmann::json;
 
@@ -55,6 +58,36 @@ TEST(Cli, UsageErrorsSayWhatAndHow) {
     EXPECT_FALSE(parse({"assembly_create", "n1", "--domain-xml", "/nonexistent.xml"}).ok());
     EXPECT_FALSE(parse({"events", "--since", "yesterday"}).ok());
     EXPECT_FALSE(parse({"referee_set", "web", "log", "novalue"}).ok());
+}
+
+// Regression (fuzz_shell_cli): a word that is not UTF-8 went into the JSON request, and
+// serialising it threw, so pcloudsh died instead of printing a usage error.
+TEST(Cli, RejectsWordsThatAreNotUtf8) {
+    auto r = parse({"events", "--deployable",
+                    "\x80"
+                    "eb"});
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("word 3 is not valid UTF-8 (byte 1)"), std::string::npos)
+        << r.error().message;
+    EXPECT_FALSE(parse({"deployable_create", "w\xc3"}).ok());        // truncated sequence
+    EXPECT_FALSE(parse({"deployable_create", "\xed\xa0\x80"}).ok()); // a surrogate
+    EXPECT_FALSE(parse({"\xff"}).ok());
+    auto ok = parse({"deployable_create", "web", "--uri", "qemu:///caf\xc3\xa9"});
+    ASSERT_TRUE(ok.ok()) << ok.error().message;
+    EXPECT_EQ(ok->args["uri"], "qemu:///caf\xc3\xa9");
+    EXPECT_NO_THROW((void)ok->args.dump());
+
+    char path[] = "/tmp/pcloud-cli-XXXXXX";
+    int fd = ::mkstemp(path);
+    ASSERT_GE(fd, 0);
+    const char latin1[] = "<domain type='qemu'><name>caf\xe9</name></domain>";
+    ASSERT_EQ(::write(fd, latin1, sizeof latin1 - 1), (ssize_t)(sizeof latin1 - 1));
+    ::close(fd);
+    r = parse({"assembly_create", "n1", "--domain-xml", path});
+    ::unlink(path);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("is not valid UTF-8 (byte 30)"), std::string::npos)
+        << r.error().message;
 }
 
 TEST(Cli, SplitLineHonoursQuotes) {

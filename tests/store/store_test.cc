@@ -280,6 +280,26 @@ TEST(Store, NotWellFormedFileIsRejectedWithLineAndLeftAlone) {
     EXPECT_EQ(readFile(asmPath(dir)), bad);
 }
 
+// Regression (fuzz_store_xml): a byte that is not UTF-8 loaded into the model as is, and
+// cped threw when it put the string into a JSON reply. Now the load fails naming the line;
+// a file that declares Latin-1 is converted and loads.
+TEST(Store, BytesThatAreNotUtf8AreRejectedWithLine) {
+    auto bad = store::parseModel(
+        "<deployables>\n  <deployable name=\"d\" uri=\"qemu:///caf\xe9\"/>\n</deployables>\n",
+        "/s/db_deployable.xml", std::nullopt, "/s/db_assemblies.xml");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().file, "/s/db_deployable.xml");
+    EXPECT_EQ(bad.error().line, 2);
+    EXPECT_TRUE(contains(bad.error().message, "not valid UTF-8 (byte 54)")) << bad.error().message;
+
+    auto latin1 = store::parseModel("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n"
+                                    "<deployables><deployable name=\"d\" uri=\"qemu:///caf\xe9\"/>"
+                                    "</deployables>\n",
+                                    "d.xml", std::nullopt, "a.xml");
+    ASSERT_TRUE(latin1.ok()) << latin1.error().describe();
+    EXPECT_EQ(latin1->deployables.at("d").uri, "qemu:///caf\xc3\xa9");
+}
+
 TEST(Store, EmptyFileIsAnErrorNotAnEmptyModel) {
     auto dir = tempDir();
     writeFile(depPath(dir), "");
