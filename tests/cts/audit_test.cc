@@ -134,6 +134,14 @@ TEST(CtsAudit, GuestFaultNeedsItsRecoveryChain) {
     std::vector<JournalEvent> svc{ev(1, "n2", "httpd", "failed", "n2/httpd@1"),
                                   ev(2, "n2", "httpd", "active", "n2/httpd@1")};
     EXPECT_TRUE(auditImpact(s, svc, impactOf(svc, {}, {})).empty());
+    // The restarted service failed again at once: the first chain is superseded by the
+    // second, which must itself recover.
+    std::vector<JournalEvent> twice{ev(1, "n2", "httpd", "failed", "n2/httpd@1"),
+                                    ev(2, "n2", "httpd", "failed", "n2/httpd@2"),
+                                    ev(3, "n2", "httpd", "active", "n2/httpd@2")};
+    EXPECT_TRUE(auditImpact(s, twice, impactOf(twice, {}, {})).empty());
+    twice.pop_back();
+    EXPECT_EQ(auditImpact(s, twice, impactOf(twice, {}, {})).size(), 1u);
 }
 
 TEST(CtsReport, TableAndPercentiles) {

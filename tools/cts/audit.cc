@@ -278,7 +278,14 @@ std::vector<std::string> auditImpact(const Fault& f, const std::vector<JournalEv
                                "), but " + f.describe() + " did not hurt it");
             continue;
         }
-        // The recovery chain: the same cause id ends in running (assembly) or active.
+        // The recovery chain: the same cause id ends in running (assembly) or active. A later
+        // failure of the same thing supersedes this one (its own chain is checked in turn).
+        bool superseded = std::any_of(window.begin(), window.end(), [&](const JournalEvent& l) {
+            return l.seq > e.seq && l.state == "failed" && l.assembly == e.assembly &&
+                   l.service == e.service;
+        });
+        if (superseded)
+            continue;
         bool recovered = false;
         bool restarting = e.service.empty() ? false : true;
         for (const auto& later : window) {

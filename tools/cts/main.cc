@@ -590,12 +590,13 @@ int Driver::run() {
                             (r.status ? " status " + std::to_string(r.status) : ""));
                 }
             }
-        // Audit 6: pcloud's own faults must cost users nothing.
-        bool pcloudOnly =
-            !cts::hurtsGuest(rec.fault) && rec.fault.kind != cts::FaultKind::AgentKill &&
-            (rec.fault.kind != cts::FaultKind::Double ||
-             std::none_of(rec.fault.parts.begin(), rec.fault.parts.end(),
-                          [](const cts::Fault& p) { return p.kind == cts::FaultKind::AgentKill; }));
+        // Audit 6: pcloud's own faults (the agent's included) must cost users nothing. Not
+        // charged: guest faults, and a hard HAProxy restart (-st), which cuts the connections
+        // in flight by itself, whatever pcloud does; its failed requests are still counted.
+        auto exempt = [](const cts::Fault& p) { return p.kind == cts::FaultKind::HaproxyRestart; };
+        bool pcloudOnly = !cts::hurtsGuest(rec.fault) && !exempt(rec.fault) &&
+                          (rec.fault.kind != cts::FaultKind::Double ||
+                           std::none_of(rec.fault.parts.begin(), rec.fault.parts.end(), exempt));
         if (pcloudOnly && rec.failed_requests > 0) {
             std::string detail;
             for (const auto& d : rec.failed_detail)
