@@ -163,40 +163,13 @@ protected:
             missing_ = "libvirtd is not running (run scripts/setup-libvirt.sh)";
             return;
         }
-        sweepStaleDomains();
-        std::string out =
-            runCapture(kSrc + "/scripts/build-guest.sh " + kBin + "/pcloud-agent 2>&1");
-        auto pos = out.rfind("GUEST_DIR=");
-        if (pos == std::string::npos) {
-            missing_ = "could not build the tiny guest: " +
-                       out.substr(out.size() > 400 ? out.size() - 400 : 0);
+        sweepStaleDomains("pcref");
+        auto guest = buildTinyGuest(kSrc, kBin + "/pcloud-agent");
+        if (!guest.error.empty()) {
+            missing_ = guest.error;
             return;
         }
-        guest_dir_ = out.substr(pos + 10);
-        while (!guest_dir_.empty() && isspace(guest_dir_.back()))
-            guest_dir_.pop_back();
-    }
-
-    // Domains of an earlier run that died without its TearDown: pcref<PID>t<N>-x, PID gone.
-    static void sweepStaleDomains() {
-        std::string names = runCapture("virsh -c qemu:///system list --all --name 2>/dev/null");
-        std::size_t pos = 0;
-        while (pos < names.size()) {
-            auto end = names.find('\n', pos);
-            std::string n = names.substr(pos, end == std::string::npos ? end : end - pos);
-            pos = end == std::string::npos ? names.size() : end + 1;
-            if (n.rfind("pcref", 0) != 0)
-                continue;
-            auto dash = n.find('-');
-            if (dash == std::string::npos)
-                continue;
-            pid_t owner = static_cast<pid_t>(std::atol(n.substr(5, dash - 5).c_str()));
-            if (owner > 0 && (::kill(owner, 0) == 0 || errno != ESRCH))
-                continue;
-            std::fprintf(stderr, "removing stale domain %s of a dead test run\n", n.c_str());
-            (void)::system(("virsh -c qemu:///system destroy " + n + " >/dev/null 2>&1").c_str());
-            (void)::system(("virsh -c qemu:///system undefine " + n + " >/dev/null 2>&1").c_str());
-        }
+        guest_dir_ = guest.dir;
     }
 
     void SetUp() override {

@@ -3,9 +3,11 @@
 #include "common/fs.h"
 
 #include <arpa/inet.h>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
@@ -91,6 +93,37 @@ CommandResult runCommand(const std::string& cmd) {
 
 std::string runCapture(const std::string& cmd) {
     return runCommand(cmd).out;
+}
+
+GuestDirResult buildTinyGuest(const std::string& srcDir, const std::string& agentBinary) {
+    std::string out = runCapture(srcDir + "/scripts/build-guest.sh " + agentBinary + " 2>&1");
+    auto pos = out.rfind("GUEST_DIR=");
+    if (pos == std::string::npos)
+        return {{},
+                "could not build the tiny guest: " +
+                    out.substr(out.size() > 400 ? out.size() - 400 : 0)};
+    std::string dir = out.substr(pos + 10);
+    while (!dir.empty() && std::isspace(static_cast<unsigned char>(dir.back())))
+        dir.pop_back();
+    return {dir, {}};
+}
+
+void sweepStaleDomains(const std::string& prefix) {
+    std::string names = runCapture("virsh -c qemu:///system list --all --name 2>/dev/null");
+    std::size_t pos = 0;
+    while (pos < names.size()) {
+        auto end = names.find('\n', pos);
+        std::string n = names.substr(pos, end == std::string::npos ? end : end - pos);
+        pos = end == std::string::npos ? names.size() : end + 1;
+        if (n.rfind(prefix, 0) != 0)
+            continue;
+        pid_t owner = static_cast<pid_t>(std::atol(n.c_str() + prefix.size()));
+        if (owner > 0 && (::kill(owner, 0) == 0 || errno != ESRCH))
+            continue;
+        std::fprintf(stderr, "removing stale domain %s of a dead test run\n", n.c_str());
+        (void)runCommand("virsh -c qemu:///system destroy " + n + " >/dev/null 2>&1");
+        (void)runCommand("virsh -c qemu:///system undefine " + n + " >/dev/null 2>&1");
+    }
 }
 
 pid_t qemuPidOf(const std::string& domain) {

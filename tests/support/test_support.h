@@ -39,6 +39,18 @@ CommandResult runCommand(const std::string& cmd);
 // Stdout of `cmd`, for callers that do not care about its exit status.
 std::string runCapture(const std::string& cmd);
 
+// The tiny guest with the real agent (scripts/build-guest.sh AGENT, cached): its directory,
+// or the error with the end of the script's output.
+struct GuestDirResult {
+    std::string dir;
+    std::string error;
+};
+GuestDirResult buildTinyGuest(const std::string& srcDir, const std::string& agentBinary);
+
+// Domains of earlier test runs that died without their TearDown (a ctest timeout):
+// PREFIX<PID>... with PID no longer alive are destroyed and undefined, so they cost no CPU.
+void sweepStaleDomains(const std::string& prefix);
+
 // The pid libvirt recorded for a running qemu:///system domain, 0 if none.
 pid_t qemuPidOf(const std::string& domain);
 
