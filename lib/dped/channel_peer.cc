@@ -482,22 +482,16 @@ void ChannelPeer::noteBurst(bool drop, const std::string& detail) {
 void ChannelPeer::tryConnect() {
     if (fd_ >= 0)
         return;
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, opt_.socket_path.c_str(), sizeof addr.sun_path - 1);
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        std::string err = std::strerror(errno);
-        if (fd >= 0)
-            ::close(fd);
+    auto conn = virt::connectChannelSocket(opt_.socket_path);
+    if (!conn) {
         if (!reported_connect_failure_) {
             reported_connect_failure_ = true;
-            emit(virt::ChannelEventKind::ConnectFailed, opt_.socket_path + ": " + err);
+            emit(virt::ChannelEventKind::ConnectFailed, conn.error().message);
         }
         retry_at_ = opt_.retry_ms > 0 ? monoMs() + opt_.retry_ms : 0;
         return;
     }
-    fd_ = fd;
+    fd_ = *conn;
     reported_connect_failure_ = false;
     retry_at_ = 0;
     reading_ = true;

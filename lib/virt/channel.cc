@@ -141,26 +141,34 @@ void ChannelConnection::armTimer(int ms) {
     timerfd_settime(timer_fd_, 0, &its, nullptr);
 }
 
-void ChannelConnection::tryConnect() {
-    if (chan_fd_ >= 0)
-        return;
+Result<int> connectChannelSocket(const std::string& path) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, options_.socket_path.c_str(), sizeof addr.sun_path - 1);
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
     if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
         std::string err = std::strerror(errno);
         if (fd >= 0)
             ::close(fd);
+        return makeError(path + ": " + err);
+    }
+    return fd;
+}
+
+void ChannelConnection::tryConnect() {
+    if (chan_fd_ >= 0)
+        return;
+    auto conn = connectChannelSocket(options_.socket_path);
+    if (!conn) {
         if (!reported_connect_failure_) {
             reported_connect_failure_ = true;
-            emit(ChannelEventKind::ConnectFailed, options_.socket_path + ": " + err);
+            emit(ChannelEventKind::ConnectFailed, conn.error().message);
         }
         if (options_.retry_ms > 0)
             armTimer(options_.retry_ms);
         return;
     }
-    chan_fd_ = fd;
+    chan_fd_ = *conn;
     reported_connect_failure_ = false;
     to_hub_.clear();
     to_chan_.clear();

@@ -62,6 +62,11 @@ struct ChannelCallbacks {
     std::function<void(std::string_view)> on_data{}; // only without relay
 };
 
+// A non-blocking, close-on-exec connection to the unix socket QEMU binds for a guest
+// channel: the fd, or the error text ("PATH: reason"). Shared by the relay below and dped's
+// ChannelPeer.
+Result<int> connectChannelSocket(const std::string& path);
+
 class ChannelConnection {
 public:
     ChannelConnection(ChannelOptions options, ChannelCallbacks callbacks);
