@@ -535,10 +535,15 @@ int runDped(const Options& opt) {
         PCLOUD_LOG(Error, "Bad broker URL", {{"error", st.error().describe()}});
         return toInt(ExitCode::Usage);
     }
-    if (!client.waitConnected(std::chrono::seconds(10))) {
-        PCLOUD_LOG(Error, "Cannot reach the message hub", {{"broker", opt.broker}});
-        return toInt(ExitCode::Unavailable);
-    }
+    // dped does not need the hub to start: after a restart of both, the hub (in cped) may
+    // come back later than dped. dped then supervises its channel agents and its domains
+    // alone, holds its events and joins the hub as soon as it answers (the client keeps
+    // reconnecting). A short wait only avoids a needless "bus down" at a normal start.
+    if (!client.waitConnected(std::chrono::seconds(2)))
+        PCLOUD_LOG(Warning,
+                   "The message hub does not answer; starting without it and retrying in the "
+                   "background",
+                   {{"broker", opt.broker}});
 
     virt::LibvirtHypervisor hv;
     Listener listener(inbox, getReactor);
@@ -562,6 +567,10 @@ int runDped(const Options& opt) {
     ThreadJobRunner jobs([&inbox](std::function<void()> done) { inbox.post(std::move(done)); });
     Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter, &jobs);
     reactorPtr = &reactor;
+    // The connection callback only reports changes, so a hub that was never reached must be
+    // told to the reactor here; a connection made since is queued in the inbox and follows.
+    if (!client.connected())
+        reactor.onBusDown();
     hv.setListener(&listener);
     if (auto st = reactor.start(); !st) {
         hv.setListener(nullptr);

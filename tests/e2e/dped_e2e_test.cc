@@ -150,9 +150,10 @@ protected:
 
     void writeModel() { ASSERT_TRUE(store::saveModel(dir_, model_).ok()); }
 
-    void startDped() {
+    // hubPort: where dped looks for the hub (default: the running test hub).
+    void startDped(int hubPort = 0) {
         log_ = dir_ + "/dped." + std::to_string(++runs_) + ".log";
-        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_,
+        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hubPort ? hubPort : hub_.boundPort(), log_,
                          {"--config", writeTinyGuestHostConfig(dir_)});
     }
     int stopDped(int sig) {
@@ -248,6 +249,7 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     model_.deployables[dep_] = d;
     model_.assemblies[A] = tinyAssembly(A, portA);
     model_.assemblies[B] = tinyAssembly(B, portB);
+    model_.assemblies[B].escalation = {5, 600'000}; // B's qemu is killed three times below
     model_.assemblies[A].address = "127.0.0.1:" + std::to_string(portA);
     model_.assemblies[B].address = "127.0.0.1:" + std::to_string(portB);
     writeModel();
@@ -410,6 +412,53 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
         EXPECT_GE(stA2["heartbeat_seq"].get<std::uint64_t>(), seqA + 12) << stA2.dump();
         EXPECT_EQ(stA2["failures"]["used"], usedA);
         EXPECT_EQ(qemuPidOf(A), qemuA);
+        usedB = assemblyStatus(status(), B)["failures"]["used"];
+    }
+
+    // 4c. dped starts while the hub is down (cped and dped both restarted, the hub not back
+    // yet). It adopts the running guests alone, recovers a qemu crash alone, and joins the
+    // hub when it answers: nothing restarted but the crashed one, nothing lost.
+    {
+        int hubPort = hub_.boundPort();
+        stopDped(SIGKILL);
+        hub_.stop();
+        auto stoppedAt = std::chrono::steady_clock::now();
+        mark = eventCount();
+        startDped(hubPort);
+        ASSERT_TRUE(waitFor(
+            [&] {
+                auto log = fs::readFile(log_);
+                return log && log->find("dped running") != std::string::npos;
+            },
+            30s))
+            << dumpEvents();
+        {
+            auto log = fs::readFile(log_);
+            ASSERT_TRUE(log.ok());
+            EXPECT_NE(log->find("starting without it"), std::string::npos) << *log;
+        }
+        ASSERT_GT(pid_, 0);
+        ASSERT_EQ(::kill(qemuB, SIGKILL), 0);
+        ASSERT_TRUE(waitFor([&] { return qemuPidOf(B) > 0 && qemuPidOf(B) != qemuB; }, 90s))
+            << dumpEvents();
+        qemuB = qemuPidOf(B);
+        // Longer than the heartbeat timeout (10 s) without the hub: A's agent, heard on its
+        // channel, must not be declared lost.
+        std::this_thread::sleep_until(stoppedAt + 15s);
+        EXPECT_EQ(qemuPidOf(A), qemuA);
+        EXPECT_EQ(eventCount(), mark);
+        ASSERT_TRUE(waitFor(
+            [&] { return hub_.start("amqp://127.0.0.1:" + std::to_string(hubPort)).ok(); }, 10s))
+            << "hub port " << hubPort << " not free again";
+        ASSERT_TRUE(waitFor(
+            [&] {
+                return hasEvent(B, "failed", "", mark) && hasEvent(B, "running", "restarted", mark);
+            },
+            60s))
+            << dumpEvents();
+        ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 60s)) << dumpEvents();
+        EXPECT_EQ(qemuPidOf(A), qemuA);
+        EXPECT_FALSE(hasEvent(A, "failed", "", mark)) << dumpEvents();
         usedB = assemblyStatus(status(), B)["failures"]["used"];
     }
 
