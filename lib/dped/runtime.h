@@ -23,6 +23,8 @@ struct Options {
     // Host configuration (common/host_config.h); "" = /etc/pcloud/pcloud.conf, which may be
     // absent (safe defaults). A path given with --config must exist.
     std::string config;
+    // The host whose pcloud-node drives the domains ("" = libvirt here, at `uri`).
+    std::string node;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text
