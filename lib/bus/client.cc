@@ -20,6 +20,7 @@
 #include <proton/session.hpp>
 #include <proton/source.hpp>
 #include <proton/source_options.hpp>
+#include <proton/ssl.hpp>
 #include <proton/target.hpp>
 #include <proton/tracker.hpp>
 #include <proton/transport.hpp>
@@ -28,13 +29,16 @@
 #include <algorithm>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unistd.h>
 
 namespace pcloud::bus {
 
@@ -277,10 +281,29 @@ struct Client::Impl : proton::messaging_handler {
         }
         proton::connection_options co;
         co.idle_timeout(toDuration(options.idleTimeout));
+        if (url.tls) {
+            try {
+                co.ssl_client_options(proton::ssl_client_options(
+                    proton::ssl_certificate(options.certFile, options.keyFile), options.caFile,
+                    proton::ssl::VERIFY_PEER));
+            } catch (const std::exception& e) {
+                PCLOUD_LOG(Error, "Bus TLS setup failed",
+                           {{"url", url.hostPort()},
+                            {"cert", options.certFile},
+                            {"key", options.keyFile},
+                            {"ca", options.caFile},
+                            {"error", e.what()}});
+                scheduleReconnect();
+                return;
+            }
+            co.sasl_enabled(true);
+            if (url.user.empty())
+                co.sasl_allowed_mechs("EXTERNAL");
+        }
         if (!url.user.empty()) {
             co.user(url.user).password(url.password).sasl_allowed_mechs("PLAIN");
-            // PLAIN sends the password in clear: allowed only on loopback.
-            co.sasl_allow_insecure_mechs(url.loopback());
+            // PLAIN sends the password in clear: allowed only on loopback (or inside TLS).
+            co.sasl_allow_insecure_mechs(url.loopback() || url.tls);
         }
         try {
             container->connect(url.hostPort(), co);
@@ -406,10 +429,17 @@ struct Client::Impl : proton::messaging_handler {
         }
         PCLOUD_LOG(Warning, "Bus peer refused a receiver",
                    {{"address", r.source().address()}, {"error", r.error().what()}});
+        countRefusedLink(r.error());
     }
     void on_sender_error(proton::sender& s) override {
         PCLOUD_LOG(Warning, "Bus peer refused a sender",
                    {{"address", s.target().address()}, {"error", s.error().what()}});
+        countRefusedLink(s.error());
+    }
+    void countRefusedLink(const proton::error_condition& e) {
+        std::lock_guard lock(mutex);
+        ++stats.linksRefused;
+        stats.lastLinkError = e.name() + ": " + e.description();
     }
     // Errors the handlers above do not cover: logged, never thrown (the default throws,
     // which would end the client's thread).
@@ -693,6 +723,16 @@ Status Client::connect(ClientOptions options) {
     std::string err;
     if (!detail::parseUrl(options.url, impl->url, err))
         return makeError(err);
+    if (impl->url.tls) {
+        if (options.caFile.empty() || options.certFile.empty() || options.keyFile.empty())
+            return makeError(options.url +
+                             " needs the CA certificate, this client's certificate and its key "
+                             "(bus_ca, bus_cert, bus_key in /etc/pcloud/pcloud.conf, or the "
+                             "--bus-ca, --bus-cert, --bus-key options)");
+        for (const auto& f : {options.caFile, options.certFile, options.keyFile})
+            if (::access(f.c_str(), R_OK) != 0)
+                return makeError(std::string("cannot read it: ") + std::strerror(errno), f);
+    }
     if (options.topics.empty())
         options.topics = defaultTopicPatterns();
     impl->queuePrefix = options.addressPrefix;

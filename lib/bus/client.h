@@ -29,7 +29,13 @@
 namespace pcloud::bus {
 
 struct ClientOptions {
-    std::string url = "amqp://127.0.0.1:5672"; // amqp://[user:pass@]host:port
+    std::string url = "amqp://127.0.0.1:5672"; // amqp[s]://[user:pass@]host:port
+    // amqps:// (docs/security.md): the CA the hub's certificate must chain to, and this
+    // client's certificate and key, presented with SASL EXTERNAL (or PLAIN when the URL has
+    // a user, e.g. RabbitMQ over TLS with a password). All three are needed for amqps://.
+    std::string caFile;
+    std::string certFile;
+    std::string keyFile;
     // Prepended to logical queue addresses: "" for the hub, "/queue/" for RabbitMQ.
     std::string addressPrefix;
     // Prepended to topic addresses. When unset: "/topic/" if addressPrefix is "/queue/",
@@ -120,9 +126,11 @@ public:
         std::uint64_t connects = 0; // successful connection opens (1 + reconnects)
         std::uint64_t sent = 0;
         std::uint64_t received = 0;
-        std::uint64_t rejected = 0; // messages the peer refused (e.g. oversized)
-        std::uint64_t refused = 0;  // messages this client refused: oversized or undecodable
-        std::size_t pending = 0;    // queued, not yet written
+        std::uint64_t rejected = 0;     // messages the peer refused (e.g. oversized)
+        std::uint64_t refused = 0;      // messages this client refused: oversized or undecodable
+        std::uint64_t linksRefused = 0; // links the peer closed at attach (e.g. unauthorized)
+        std::string lastLinkError;      // "condition: description" of the latest of those
+        std::size_t pending = 0;        // queued, not yet written
     };
     Stats stats() const;
 

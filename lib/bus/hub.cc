@@ -3,6 +3,7 @@
 #include "bus/address.h"
 #include "bus/proton_util.h"
 #include "common/log.h"
+#include "pki/identity.h"
 
 #include <proton/connection.hpp>
 #include <proton/connection_options.hpp>
@@ -19,6 +20,7 @@
 #include <proton/sender_options.hpp>
 #include <proton/source.hpp>
 #include <proton/source_options.hpp>
+#include <proton/ssl.hpp>
 #include <proton/target.hpp>
 #include <proton/target_options.hpp>
 #include <proton/transport.hpp>
@@ -27,11 +29,15 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
+#include <unistd.h>
 
 namespace pcloud::bus {
 
@@ -73,12 +79,23 @@ struct Node {
     std::vector<proton::receiver> producers;
     AddressCounters counters;
     bool logged_reject = false; // the first rejected message is logged, the rest counted
+    std::string owner;          // the identity whose attach created it (the queue cap)
 };
 
 struct LinkInfo {
     std::string address;
     proton::connection connection;
 };
+
+// An accepted connection: who it proved to be.
+struct ConnPeer {
+    authz::Peer peer;
+    std::string serial;  // its certificate's (TLS only)
+    std::string address; // host:port, for log lines
+    std::string name() const { return peer.insecure ? "insecure" : peer.identity.text(); }
+    int loggedDenials = 0; // the first few denied attaches are logged, the rest counted
+};
+constexpr int kLoggedDenialsPerConnection = 10;
 
 } // namespace
 
@@ -88,6 +105,13 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         if (options.topics.empty())
             options.topics = defaultTopicPatterns();
     }
+
+    bool tlsMode = false;
+    std::optional<proton::ssl_server_options> sslOptions;
+    std::set<std::string> denied; // revoked serials
+    std::map<proton::connection, ConnPeer> peers;
+    std::map<std::string, std::size_t> queuesByOwner;
+    SecurityCounters security;
 
     HubOptions options;
     mutable std::mutex mutex; // guards everything below (handlers run on the hub thread)
@@ -147,10 +171,132 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         // ~1 GiB. That is what a restarted in-guest agent sends through its virtio-serial
         // relay, whose hub connection still carries the killed agent's session; without a
         // bound the hub would wait for a 1 GiB frame and never see the new agent.
-        return proton::connection_options()
-            .handler(*this)
-            .container_id(options.containerId)
-            .max_frame_size(kMaxFrameSize);
+        auto opts = proton::connection_options()
+                        .handler(*this)
+                        .container_id(options.containerId)
+                        .max_frame_size(kMaxFrameSize);
+        if (tlsMode)
+            opts.ssl_server_options(*sslOptions).sasl_enabled(true).sasl_allowed_mechs("EXTERNAL");
+        return opts;
+    }
+
+    // ---- authentication ----
+    void refuseConnection(proton::connection& c, const std::string& peer,
+                          const std::string& subject, const std::string& reason) {
+        ++security.refusedConnections;
+        PCLOUD_LOG(Warning, "Hub refused a connection",
+                   {{"peer", peer.empty() ? "-" : peer},
+                    {"subject", subject.empty() ? "-" : subject},
+                    {"reason", reason}});
+        c.close(proton::error_condition("amqp:unauthorized-access", reason));
+    }
+
+    void on_connection_open(proton::connection& c) override {
+        Guard guard(*this);
+        ConnPeer cp;
+        cp.address = detail::peerAddress(c.transport());
+        if (!tlsMode) {
+            cp.peer.insecure = true;
+            peers[c] = cp;
+            c.open();
+            return;
+        }
+        std::string subject = c.transport().ssl().remote_subject();
+        if (subject.empty()) {
+            refuseConnection(c, cp.address, subject, "no client certificate");
+            return;
+        }
+        auto parsed = pki::parseSubject(subject);
+        if (!parsed) {
+            refuseConnection(c, cp.address, subject, parsed.error().message);
+            return;
+        }
+        if (denied.count(parsed->serial)) {
+            refuseConnection(c, cp.address, subject,
+                             "certificate serial " + parsed->serial + " is revoked");
+            return;
+        }
+        cp.peer.identity = parsed->identity;
+        cp.serial = parsed->serial;
+        PCLOUD_LOG(Info, "Hub peer authenticated",
+                   {{"peer", cp.address.empty() ? "-" : cp.address},
+                    {"identity", cp.peer.identity.text()},
+                    {"serial", cp.serial}});
+        peers[c] = cp;
+        c.open();
+    }
+
+    // Closes every connection whose certificate is in `denied` now.
+    void closeRevoked() {
+        for (auto& [c, cp] : peers) {
+            if (cp.peer.insecure || !denied.count(cp.serial))
+                continue;
+            ++security.refusedConnections;
+            PCLOUD_LOG(Warning, "Hub closed a connection whose certificate was revoked",
+                       {{"peer", cp.address.empty() ? "-" : cp.address},
+                        {"identity", cp.peer.identity.text()},
+                        {"serial", cp.serial}});
+            proton::connection conn = c;
+            conn.close(proton::error_condition("amqp:unauthorized-access",
+                                               "certificate serial " + cp.serial + " was revoked"));
+            touched.insert(conn);
+        }
+    }
+
+    // ---- authorization (mutex held) ----
+    // Whether link `l` of a known peer may attach to `address`; if not it is closed, logged
+    // (the first few per connection) and counted. `creates` = the attach makes a new node.
+    bool admit(proton::link l, authz::Direction dir, const std::string& address, bool dynamic) {
+        auto it = peers.find(l.connection());
+        std::string why;
+        std::string condition = "amqp:unauthorized-access";
+        ConnPeer* cp = it == peers.end() ? nullptr : &it->second;
+        if (!cp) {
+            why = "the connection is not authenticated";
+        } else {
+            auto d = authz::authorize(cp->peer, dir, address, dynamic, options.authz);
+            if (!d.allow) {
+                why = d.reason;
+            } else if (!cp->peer.insecure && (dynamic || !nodes.count(address)) &&
+                       queuesByOwner[cp->name()] >= options.maxQueuesPerIdentity) {
+                condition = "amqp:resource-limit-exceeded";
+                why = "identity " + cp->name() + " has created " +
+                      std::to_string(options.maxQueuesPerIdentity) + " queues already (the cap)";
+            }
+        }
+        if (why.empty())
+            return true;
+        if (condition == "amqp:unauthorized-access")
+            ++security.deniedLinks;
+        else
+            ++security.queueCapRefusals;
+        std::string shown = dynamic ? "a dynamic reply queue" : address;
+        std::string who = cp ? cp->name() : "-";
+        if (!cp || cp->loggedDenials < kLoggedDenialsPerConnection) {
+            if (cp)
+                ++cp->loggedDenials;
+            PCLOUD_LOG(Warning, "Hub refused a link",
+                       {{"identity", who},
+                        {"peer", cp && !cp->address.empty() ? cp->address : "-"},
+                        {"direction", authz::toString(dir)},
+                        {"address", shown},
+                        {"reason", why}});
+        }
+        l.close(proton::error_condition(condition,
+                                        who + " may not " + authz::toString(dir) +
+                                            (dir == authz::Direction::Send ? " to " : " from ") +
+                                            shown + ": " + why));
+        return false;
+    }
+    // Marks a node just made by `l`'s attach as owned by its peer (the per-identity cap).
+    void own(Node& n, const proton::link& l) {
+        if (!n.owner.empty())
+            return;
+        auto it = peers.find(l.connection());
+        if (it == peers.end() || it->second.peer.insecure)
+            return;
+        n.owner = it->second.name();
+        ++queuesByOwner[n.owner];
     }
 
     // ---- helpers (mutex held) ----
@@ -305,8 +451,14 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             if (n.topic)
                 updateTopicDepth(n);
             // A reply address lives as long as the link that asked for it.
-            if (n.dynamic && n.consumers.empty())
+            if (n.dynamic && n.consumers.empty()) {
+                if (!n.owner.empty()) {
+                    auto oit = queuesByOwner.find(n.owner);
+                    if (oit != queuesByOwner.end() && oit->second > 0 && --oit->second == 0)
+                        queuesByOwner.erase(oit);
+                }
                 nodes.erase(nit);
+            }
         }
     }
 
@@ -321,10 +473,13 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
                 "the pcloud hub has no anonymous relay: open the sender with a target address"));
             return;
         }
+        if (!admit(r, authz::Direction::Send, address, false))
+            return;
         r.open(proton::receiver_options().credit_window(0).auto_accept(false).target(
             proton::target_options().address(wire)));
         receivers[r] = LinkInfo{address, r.connection()};
         Node& n = node(address);
+        own(n, r);
         n.producers.push_back(r);
         n.counters.producers = n.producers.size();
         refillCredit(n);
@@ -335,6 +490,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         std::string wire;
         std::string address;
         bool dynamic = s.source().dynamic();
+        if (!admit(s, authz::Direction::Receive, logical(s.source().address()), dynamic))
+            return;
         if (dynamic) {
             address = std::string(kDynamicPrefix) + std::to_string(++dynamicCounter);
             wire = address;
@@ -350,6 +507,7 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         s.open(proton::sender_options().source(proton::source_options().address(wire)));
         senders[s] = LinkInfo{address, s.connection()};
         Node& n = node(address);
+        own(n, s);
         if (dynamic)
             n.dynamic = true;
         if (n.topic) {
@@ -445,6 +603,7 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         Guard guard(*this);
         proton::connection c = t.connection();
         dropLinks(&c, nullptr);
+        peers.erase(c);
     }
     // A clean AMQP close logs nothing. A peer that just went away is worth an info line; one
     // that sent something other than AMQP 1.0 is a warning, with its address to find it by.
@@ -459,6 +618,22 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             peer = "-";
         if (container.empty())
             container = "-";
+        bool authenticated = false;
+        {
+            std::lock_guard lock(mutex);
+            authenticated = t.connection() && peers.count(t.connection());
+            // A TLS peer that failed before it was authenticated: no certificate, one from
+            // another CA, no TLS at all, or a failed SASL exchange. (A port probe that sends
+            // nothing stays an info line below.)
+            if (tlsMode && !authenticated &&
+                (failure.protocolError ||
+                 failure.reason != "the peer left before sending anything")) {
+                ++security.refusedConnections;
+                PCLOUD_LOG(Warning, "Hub refused a connection",
+                           {{"peer", peer}, {"reason", failure.reason}});
+                return;
+            }
+        }
         if (failure.protocolError)
             PCLOUD_LOG(Warning, "Hub dropped a peer that broke the AMQP 1.0 protocol",
                        {{"peer", peer}, {"container", container}, {"error", failure.reason}});
@@ -485,6 +660,34 @@ Status Hub::start(const std::string& url) {
     if (!detail::parseUrl(url, parsed, err))
         return makeError(err);
     auto impl = std::make_unique<Impl>(options_);
+    const auto& tls = options_.tls;
+    if (parsed.tls) {
+        if (tls.caFile.empty() || tls.certFile.empty() || tls.keyFile.empty())
+            return makeError("cannot listen on " + url +
+                             ": amqps:// needs the CA, the hub's certificate and its key");
+        for (const auto& f : {tls.caFile, tls.certFile, tls.keyFile})
+            if (::access(f.c_str(), R_OK) != 0)
+                return makeError(std::string("cannot read it: ") + std::strerror(errno), f);
+        if (!tls.denyListFile.empty()) {
+            auto denied = pki::loadDenyList(tls.denyListFile);
+            if (!denied)
+                return denied.error();
+            impl->denied = std::move(*denied);
+        }
+        try {
+            impl->sslOptions.emplace(proton::ssl_certificate(tls.certFile, tls.keyFile), tls.caFile,
+                                     tls.caFile, proton::ssl::VERIFY_PEER);
+        } catch (const std::exception& e) {
+            return makeError("cannot listen on " + url + ": the TLS setup failed: " + e.what() +
+                             " (cert " + tls.certFile + ", key " + tls.keyFile + ", CA " +
+                             tls.caFile + ")");
+        }
+        impl->tlsMode = true;
+    } else if (!options_.allowInsecure) {
+        return makeError("refusing plain AMQP on " + url +
+                         ": listen on amqps:// with certificates (docs/security.md), or allow "
+                         "unauthenticated peers explicitly (cped --insecure-listen)");
+    }
     auto opened = impl->opened.get_future();
     impl->container = std::make_unique<proton::container>(*impl, options_.containerId);
     try {
@@ -508,7 +711,15 @@ Status Hub::start(const std::string& url) {
         return makeError("cannot listen on " + url + ": " + error +
                          " (is another process bound to that port?)");
     }
-    PCLOUD_LOG(Notice, "Hub listening", {{"url", url}, {"port", std::to_string(boundPort())}});
+    PCLOUD_LOG(Notice, "Hub listening",
+               {{"url", url},
+                {"port", std::to_string(boundPort())},
+                {"tls", parsed.tls ? "mutual, SASL EXTERNAL" : "off"}});
+    if (!parsed.tls)
+        PCLOUD_LOG(Warning,
+                   "Hub listens on plain AMQP: every local user and guest relay may send and "
+                   "receive on any address (insecure listen)",
+                   {{"url", url}});
     return Status::success();
 }
 
@@ -545,6 +756,48 @@ std::map<std::string, AddressCounters> Hub::counters() const {
     for (const auto& [address, n] : impl_->nodes)
         out[address] = n.counters;
     return out;
+}
+
+SecurityCounters Hub::security() const {
+    if (!impl_)
+        return {};
+    std::lock_guard lock(impl_->mutex);
+    return impl_->security;
+}
+
+std::string Hub::securityJson() const {
+    auto c = security();
+    return nlohmann::json{{"refused_connections", c.refusedConnections},
+                          {"denied_links", c.deniedLinks},
+                          {"queue_cap_refusals", c.queueCapRefusals}}
+        .dump();
+}
+
+Status Hub::reloadDenyList() {
+    if (!impl_)
+        return makeError("the hub is not running");
+    const std::string& path = options_.tls.denyListFile;
+    if (path.empty() || !impl_->tlsMode)
+        return Status::success();
+    auto denied = pki::loadDenyList(path);
+    if (!denied)
+        return denied.error();
+    Impl* raw = impl_.get();
+    auto done = std::make_shared<std::promise<void>>();
+    auto applied = done->get_future();
+    auto apply = [raw, list = *denied, done] {
+        Impl::Guard guard(*raw);
+        raw->denied = list;
+        raw->closeRevoked();
+        done->set_value();
+    };
+    if (!impl_->work->add(apply))
+        return makeError("the hub is stopping");
+    if (applied.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+        return makeError("the hub thread did not apply the deny list within 10 s");
+    PCLOUD_LOG(Notice, "Hub reloaded the deny list",
+               {{"file", path}, {"revoked", std::to_string(denied->size())}});
+    return Status::success();
 }
 
 std::string Hub::countersJson() const {

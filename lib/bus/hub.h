@@ -13,6 +13,7 @@
 //     with the same key on the same queue (heartbeats).
 // All AMQP work runs on the hub's own thread; the public methods are thread-safe.
 
+#include "bus/authz.h"
 #include "common/result.h"
 
 #include <cstddef>
@@ -34,6 +35,28 @@ struct HubOptions {
     std::uint32_t producerCreditWindow = 100; // most credit one producer link holds at once
     std::size_t maxMessageBytes = 1 << 20;    // larger messages (encoded) are rejected, counted
     std::string containerId = "pcloud-hub";
+
+    // amqps:// listeners (docs/security.md): mutual TLS, then SASL EXTERNAL. A client must
+    // present a certificate that chains to `caFile` and is not in the deny list; its
+    // identity (pki::parseSubject) decides what its links may attach to (authz.h).
+    struct Tls {
+        std::string caFile;       // the CA client certificates must chain to
+        std::string certFile;     // the hub's own certificate (a cped:HOST identity)
+        std::string keyFile;      // its key
+        std::string denyListFile; // revoked serials, one per line; "" = none
+    } tls;
+    // A plain amqp:// listener is refused unless this is set (cped --insecure-listen): its
+    // peers prove nothing, so they are let through unrestricted; start() warns.
+    bool allowInsecure = false;
+    authz::Context authz;                    // what authorization needs to know (cped's model)
+    std::size_t maxQueuesPerIdentity = 1000; // queues one identity may create, replies included
+};
+
+// Connection and link refusals, for the status command.
+struct SecurityCounters {
+    std::uint64_t refusedConnections = 0; // TLS/SASL failed, unknown subject or revoked
+    std::uint64_t deniedLinks = 0;        // attaches refused by authz::authorize
+    std::uint64_t queueCapRefusals = 0;   // attaches refused by maxQueuesPerIdentity
 };
 
 // Per-address counters, for the status command.
@@ -69,6 +92,13 @@ public:
     std::map<std::string, AddressCounters> counters() const;
     // The counters as a JSON object {"address": {"in": ..}, ...} for the status command.
     std::string countersJson() const;
+    SecurityCounters security() const;
+    // {"refused_connections": N, "denied_links": N, "queue_cap_refusals": N}
+    std::string securityJson() const;
+
+    // Re-reads tls.denyListFile (cped calls it on SIGHUP) and closes every connection whose
+    // certificate is now revoked. On an error the old list stays in force.
+    Status reloadDenyList();
 
     struct Impl;
 

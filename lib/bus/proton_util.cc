@@ -160,10 +160,12 @@ bool parseUrl(const std::string& url, ParsedUrl& out, std::string& error) {
     auto scheme = rest.find("://");
     if (scheme != std::string::npos) {
         std::string s = rest.substr(0, scheme);
-        if (s != "amqp") {
-            error = "unsupported URL scheme '" + s + "' in '" + url + "' (only amqp://)";
+        if (s != "amqp" && s != "amqps") {
+            error = "unsupported URL scheme '" + s + "' in '" + url +
+                    "' (amqps:// for TLS, or amqp://)";
             return false;
         }
+        out.tls = s == "amqps";
         rest = rest.substr(scheme + 3);
     }
     auto at = rest.rfind('@');
@@ -181,7 +183,7 @@ bool parseUrl(const std::string& url, ParsedUrl& out, std::string& error) {
     if (colon == std::string::npos ||
         (rest.find(']') != std::string::npos && colon < rest.find(']'))) {
         out.host = rest;
-        out.port = "5672";
+        out.port = out.tls ? "5671" : "5672";
     } else {
         out.host = rest.substr(0, colon);
         out.port = rest.substr(colon + 1);

@@ -31,8 +31,9 @@ Message fromProton(const proton::message& m);
 proton::message toProton(const std::string& address, const std::string& body,
                          const Properties& properties);
 
-// "amqp://user:pass@host:port" split into its parts; the scheme is optional.
+// "amqp://user:pass@host:port" split into its parts; the scheme is optional (amqp).
 struct ParsedUrl {
+    bool tls = false; // amqps://
     std::string user;
     std::string password;
     std::string host;

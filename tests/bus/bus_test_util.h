@@ -8,10 +8,15 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fcntl.h>
 #include <functional>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace pcloud::bus::test {
@@ -29,6 +34,12 @@ inline bool waitUntil(const std::function<bool()>& cond,
         std::this_thread::sleep_for(2ms);
     }
     return cond();
+}
+
+// Options for a plain amqp:// hub (the tests that are not about authentication).
+inline HubOptions insecureOptions(HubOptions o = {}) {
+    o.allowInsecure = true;
+    return o;
 }
 
 inline std::string hubUrl(const Hub& hub) {
@@ -72,6 +83,56 @@ public:
 private:
     mutable std::mutex mutex_;
     std::vector<Message> messages_;
+};
+
+// Sends this process's stderr to a temporary file for the object's lifetime.
+class StderrCapture {
+public:
+    StderrCapture() {
+        char tmpl[] = "/tmp/pcloud-hub-log-XXXXXX";
+        fd_ = ::mkstemp(tmpl);
+        path_ = tmpl;
+        std::fflush(stderr);
+        saved_ = ::dup(2);
+        ::dup2(fd_, 2);
+    }
+    ~StderrCapture() {
+        std::fflush(stderr);
+        ::dup2(saved_, 2);
+        ::close(saved_);
+        ::close(fd_);
+        ::unlink(path_.c_str());
+    }
+    std::string text() const {
+        std::string out;
+        int fd = ::open(path_.c_str(), O_RDONLY);
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof buf)) > 0)
+            out.append(buf, static_cast<size_t>(n));
+        ::close(fd);
+        return out;
+    }
+    // The first line containing `needle`, waited for up to the deadline; "" if none came.
+    std::string waitForLine(const std::string& needle) const {
+        std::string found;
+        waitUntil([&] {
+            std::istringstream in(text());
+            for (std::string line; std::getline(in, line);) {
+                if (line.find(needle) != std::string::npos) {
+                    found = line;
+                    return true;
+                }
+            }
+            return false;
+        });
+        return found;
+    }
+
+private:
+    int fd_ = -1;
+    int saved_ = -1;
+    std::string path_;
 };
 
 inline std::string numbered(int i) {

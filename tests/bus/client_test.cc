@@ -20,7 +20,7 @@ namespace pcloud::bus::test {
 namespace {
 
 std::unique_ptr<Hub> startHub(const std::string& url = "amqp://127.0.0.1:0") {
-    auto hub = std::make_unique<Hub>();
+    auto hub = std::make_unique<Hub>(insecureOptions());
     Status s = hub->start(url);
     EXPECT_TRUE(s.ok()) << s.error().describe();
     return hub;
@@ -476,7 +476,7 @@ TEST(BusClient, ReconnectsAfterHubRestartAndRestoresSubscriptions) {
     ASSERT_TRUE(sender->connect(url).ok());
     ASSERT_TRUE(sender->send("pcloud.agent.node01", numbered(7)).ok());
 
-    auto hub2 = std::make_unique<Hub>();
+    auto hub2 = std::make_unique<Hub>(insecureOptions());
     ASSERT_TRUE(waitUntil([&] { return hub2->start(url).ok(); }))
         << "port " << port << " not free again";
     EXPECT_EQ(hub2->boundPort(), port);
@@ -518,7 +518,7 @@ TEST(BusClient, OnConnectionChangeReportsUpDownAndUpAgain) {
     ASSERT_TRUE(seenIs({true}));
     hub->stop();
     ASSERT_TRUE(seenIs({true, false}));
-    auto hub2 = std::make_unique<Hub>();
+    auto hub2 = std::make_unique<Hub>(insecureOptions());
     ASSERT_TRUE(waitUntil([&] { return hub2->start(url).ok(); }));
     ASSERT_TRUE(seenIs({true, false, true}));
     c.close(); // a close is not reported as a lost connection

@@ -21,56 +21,6 @@ namespace pcloud::bus::test {
 
 namespace {
 
-// Sends this process's stderr to a temporary file for the object's lifetime.
-class StderrCapture {
-public:
-    StderrCapture() {
-        char tmpl[] = "/tmp/pcloud-hub-log-XXXXXX";
-        fd_ = ::mkstemp(tmpl);
-        path_ = tmpl;
-        std::fflush(stderr);
-        saved_ = ::dup(2);
-        ::dup2(fd_, 2);
-    }
-    ~StderrCapture() {
-        std::fflush(stderr);
-        ::dup2(saved_, 2);
-        ::close(saved_);
-        ::close(fd_);
-        ::unlink(path_.c_str());
-    }
-    std::string text() const {
-        std::string out;
-        int fd = ::open(path_.c_str(), O_RDONLY);
-        char buf[4096];
-        ssize_t n;
-        while ((n = ::read(fd, buf, sizeof buf)) > 0)
-            out.append(buf, static_cast<size_t>(n));
-        ::close(fd);
-        return out;
-    }
-    // The first line containing `needle`, waited for up to the deadline; "" if none came.
-    std::string waitForLine(const std::string& needle) const {
-        std::string found;
-        waitUntil([&] {
-            std::istringstream in(text());
-            for (std::string line; std::getline(in, line);) {
-                if (line.find(needle) != std::string::npos) {
-                    found = line;
-                    return true;
-                }
-            }
-            return false;
-        });
-        return found;
-    }
-
-private:
-    int fd_ = -1;
-    int saved_ = -1;
-    std::string path_;
-};
-
 // A plain TCP peer, to misbehave in ways a proper client never would.
 class RawPeer {
 public:
@@ -127,7 +77,7 @@ protected:
         saved_ = log::level();
         log::setLevel(log::Level::Info); // before the hub's thread exists
         capture_ = std::make_unique<StderrCapture>();
-        hub_ = std::make_unique<Hub>();
+        hub_ = std::make_unique<Hub>(insecureOptions());
         Status s = hub_->start("amqp://127.0.0.1:0");
         ASSERT_TRUE(s.ok()) << s.error().describe();
     }

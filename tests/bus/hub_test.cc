@@ -17,7 +17,7 @@ namespace pcloud::bus::test {
 class HubTest : public ::testing::Test {
 protected:
     void startHub(HubOptions options = {}) {
-        hub_ = std::make_unique<Hub>(std::move(options));
+        hub_ = std::make_unique<Hub>(insecureOptions(std::move(options)));
         Status s = hub_->start("amqp://127.0.0.1:0");
         ASSERT_TRUE(s.ok()) << s.error().describe();
         ASSERT_GT(hub_->boundPort(), 0);

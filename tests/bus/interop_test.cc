@@ -33,7 +33,7 @@ TEST(BusInterop, PythonProtonClientTalksToTheHub) {
         GTEST_SKIP()
             << "python3-qpid-proton is not installed (apt-get install python3-qpid-proton)";
 
-    Hub hub;
+    Hub hub(insecureOptions());
     ASSERT_TRUE(hub.start("amqp://127.0.0.1:0").ok());
     Client cpp;
     ASSERT_TRUE(cpp.connect(hubUrl(hub)).ok());

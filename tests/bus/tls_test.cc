@@ -1,0 +1,378 @@
+// The hub's amqps:// listener with real parts: a Hub with mutual TLS and SASL EXTERNAL, lib/bus
+// clients (and a bare Proton peer where a client would refuse to try) holding certificates made
+// by lib/pki in a temp dir. Authentication, revocation on reload, and authorization at attach.
+#include "bus_test_util.h"
+#include "common/log.h"
+#include "pki/pki.h"
+
+#include <proton/connection.hpp>
+#include <proton/connection_options.hpp>
+#include <proton/container.hpp>
+#include <proton/messaging_handler.hpp>
+#include <proton/ssl.hpp>
+#include <proton/transport.hpp>
+
+#include <atomic>
+#include <cstdlib>
+
+namespace pcloud::bus::test {
+namespace {
+
+// A Proton peer that connects once with the given options and records what happened.
+class Probe : public proton::messaging_handler {
+public:
+    Probe(std::string url, proton::connection_options opts)
+        : url_(std::move(url)), opts_(std::move(opts)) {}
+    void on_container_start(proton::container& c) override { c.connect(url_, opts_); }
+    void on_connection_open(proton::connection& c) override {
+        opened = true;
+        c.close();
+    }
+    void on_transport_error(proton::transport& t) override { error = t.error().what(); }
+    void on_connection_error(proton::connection& c) override { error = c.error().what(); }
+    // Runs until the connection is over (the container stops when it has none left).
+    void run() {
+        proton::container c(*this);
+        c.run();
+    }
+    bool opened = false;
+    std::string error;
+
+private:
+    std::string url_;
+    proton::connection_options opts_;
+};
+
+class TlsHub : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/pcloud-tls-test-XXXXXX";
+        root_ = ::mkdtemp(tmpl);
+        pki_ = root_ + "/pki";
+        ASSERT_TRUE(pki::initCa(pki_));
+        issue("cped:hub");
+        savedLevel_ = log::level();
+        log::setLevel(log::Level::Info);
+    }
+    void TearDown() override {
+        clients_.clear();
+        if (hub_)
+            hub_->stop();
+        log::setLevel(savedLevel_);
+        std::system(("rm -rf " + root_).c_str());
+    }
+
+    void issue(const std::string& identity, bool events = false, const std::string& dir = {}) {
+        auto id = pki::parseIdentity(identity);
+        ASSERT_TRUE(id) << identity;
+        id->events = events;
+        auto r = pki::issue(dir.empty() ? pki_ : dir, *id);
+        ASSERT_TRUE(r) << r.error().describe();
+    }
+
+    void startHub(std::size_t maxQueues = 1000) {
+        HubOptions o;
+        o.tls.caFile = pki_ + "/ca.crt";
+        o.tls.certFile = pki_ + "/cped.hub.crt";
+        o.tls.keyFile = pki_ + "/cped.hub.key";
+        o.tls.denyListFile = pki_ + "/revoked";
+        o.maxQueuesPerIdentity = maxQueues;
+        o.authz.ownsAssembly = [](const std::string& d, const std::string& a) {
+            return d == "web" && a == "a";
+        };
+        hub_ = std::make_unique<Hub>(o);
+        auto st = hub_->start("amqps://127.0.0.1:0");
+        ASSERT_TRUE(st) << st.error().describe();
+    }
+    std::string url() const { return "amqps://127.0.0.1:" + std::to_string(hub_->boundPort()); }
+
+    // A lib/bus client presenting `stem`.crt from `dir` (default: this test's PKI).
+    Client& client(const std::string& stem, const std::string& dir = {}) {
+        std::string d = dir.empty() ? pki_ : dir;
+        ClientOptions o;
+        o.url = url();
+        o.caFile = pki_ + "/ca.crt";
+        o.certFile = d + "/" + stem + ".crt";
+        o.keyFile = d + "/" + stem + ".key";
+        o.reconnectMin = 20ms;
+        o.reconnectMax = 200ms;
+        clients_.push_back(std::make_unique<Client>());
+        auto st = clients_.back()->connect(o);
+        EXPECT_TRUE(st) << st.error().describe();
+        return *clients_.back();
+    }
+    Client& connected(const std::string& stem) {
+        Client& c = client(stem);
+        EXPECT_TRUE(c.waitConnected(kDeadline)) << stem << " did not connect";
+        return c;
+    }
+    bool waitRefusedLinks(Client& c, std::uint64_t n) {
+        return waitUntil([&] { return c.stats().linksRefused >= n; });
+    }
+    bool waitRefusedConnections(std::uint64_t n) {
+        return waitUntil([&] { return hub_->security().refusedConnections >= n; });
+    }
+
+    std::string root_, pki_;
+    std::unique_ptr<Hub> hub_;
+    std::vector<std::unique_ptr<Client>> clients_;
+    log::Level savedLevel_{};
+};
+
+TEST(TlsHubStart, PlainAmqpNeedsTheExplicitFlag) {
+    Hub plain;
+    auto st = plain.start("amqp://127.0.0.1:0");
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("--insecure-listen"), std::string::npos)
+        << st.error().message;
+    HubOptions o;
+    o.allowInsecure = true;
+    Hub allowed(o);
+    EXPECT_TRUE(allowed.start("amqp://127.0.0.1:0"));
+}
+
+TEST(TlsHubStart, AmqpsNeedsReadableCertificates) {
+    Hub none;
+    auto st = none.start("amqps://127.0.0.1:0");
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("certificate"), std::string::npos) << st.error().message;
+    HubOptions o;
+    o.tls = {"/nonexistent/ca.crt", "/nonexistent/hub.crt", "/nonexistent/hub.key", ""};
+    Hub missing(o);
+    auto st2 = missing.start("amqps://127.0.0.1:0");
+    ASSERT_FALSE(st2);
+    EXPECT_EQ(st2.error().file, "/nonexistent/ca.crt");
+}
+
+TEST(TlsClient, AmqpsNeedsCertificatePaths) {
+    Client c;
+    auto st = c.connect("amqps://127.0.0.1:5671");
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message.find("bus_cert"), std::string::npos) << st.error().message;
+}
+
+TEST_F(TlsHub, AValidCertificateConnectsAsItsIdentity) {
+    issue("operator:alice");
+    StderrCapture log;
+    startHub();
+    connected("operator.alice");
+    auto line = log.waitForLine("Hub peer authenticated");
+    EXPECT_NE(line.find("identity=operator:alice"), std::string::npos) << line;
+    EXPECT_NE(line.find("peer=127.0.0.1:"), std::string::npos) << line;
+    EXPECT_EQ(hub_->security().refusedConnections, 0u);
+}
+
+TEST_F(TlsHub, NoClientCertificateIsRefusedAndLoggedWithThePeer) {
+    StderrCapture log;
+    startHub();
+    Probe probe(url(), proton::connection_options()
+                           .ssl_client_options(proton::ssl_client_options(
+                               pki_ + "/ca.crt", proton::ssl::VERIFY_PEER))
+                           .sasl_enabled(true)
+                           .sasl_allowed_mechs("EXTERNAL"));
+    probe.run();
+    EXPECT_FALSE(probe.opened);
+    EXPECT_FALSE(probe.error.empty());
+    ASSERT_TRUE(waitRefusedConnections(1));
+    auto line = log.waitForLine("Hub refused a connection");
+    EXPECT_NE(line.find("peer=127.0.0.1:"), std::string::npos) << line;
+}
+
+TEST_F(TlsHub, PlainAmqpOnTheTlsPortIsRefused) {
+    startHub();
+    Probe probe("127.0.0.1:" + std::to_string(hub_->boundPort()), proton::connection_options());
+    probe.run();
+    EXPECT_FALSE(probe.opened);
+    EXPECT_TRUE(waitRefusedConnections(1));
+}
+
+TEST_F(TlsHub, ACertificateFromAnotherCaIsRefused) {
+    std::string other = root_ + "/other";
+    ASSERT_TRUE(pki::initCa(other));
+    issue("operator:mallory", false, other);
+    StderrCapture log;
+    startHub();
+    Client& c = client("operator.mallory", other);
+    ASSERT_TRUE(waitRefusedConnections(1));
+    EXPECT_FALSE(c.connected());
+    auto line = log.waitForLine("Hub refused a connection");
+    EXPECT_NE(line.find("peer=127.0.0.1:"), std::string::npos) << line;
+}
+
+TEST_F(TlsHub, RevokedCertificateIsRefusedAfterReload) {
+    issue("agent:a");
+    issue("agent:b");
+    startHub();
+    Client& a = connected("agent.a");
+    Client& b = connected("agent.b");
+    auto serial = pki::revoke(pki_, "agent:a");
+    ASSERT_TRUE(serial) << serial.error().describe();
+    // Not in force before the reload...
+    Client& early = connected("agent.a");
+    EXPECT_EQ(hub_->security().refusedConnections, 0u);
+    StderrCapture log;
+    ASSERT_TRUE(hub_->reloadDenyList());
+    // ...then the open connections are closed and every reconnect is refused.
+    ASSERT_TRUE(waitUntil([&] { return !a.connected() && !early.connected(); }));
+    Client& late = client("agent.a");
+    ASSERT_TRUE(waitRefusedConnections(4));
+    EXPECT_FALSE(late.connected());
+    EXPECT_FALSE(a.connected());
+    EXPECT_TRUE(b.connected());
+    auto line = log.waitForLine("is revoked");
+    EXPECT_NE(line.find(*serial), std::string::npos) << line;
+    EXPECT_NE(line.find("peer=127.0.0.1:"), std::string::npos) << line;
+}
+
+TEST_F(TlsHub, ABadDenyListKeepsTheOldOne) {
+    issue("agent:a");
+    startHub();
+    ASSERT_TRUE(pki::revoke(pki_, "agent:a"));
+    std::FILE* f = std::fopen((pki_ + "/revoked").c_str(), "a");
+    std::fputs("not-a-serial\n", f);
+    std::fclose(f);
+    auto st = hub_->reloadDenyList();
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().file, pki_ + "/revoked");
+    EXPECT_TRUE(connected("agent.a").connected()); // the old (empty) list is still in force
+}
+
+TEST_F(TlsHub, AnAgentIsConfinedToItsOwnQueues) {
+    issue("agent:a");
+    issue("dped:web");
+    startHub();
+    Client& dped = connected("dped.web");
+    Inbox reports;
+    auto rs = dped.subscribe("pcloud.reports.a", reports.callback());
+    ASSERT_TRUE(dped.waitSubscribed(rs, kDeadline));
+    Client& agent = connected("agent.a");
+    Inbox commands;
+    auto cs = agent.subscribe("pcloud.agent.a", commands.callback());
+    ASSERT_TRUE(agent.waitSubscribed(cs, kDeadline));
+    ASSERT_TRUE(agent.send("pcloud.reports.a", numbered(1)));
+    ASSERT_TRUE(reports.waitFor(1));
+    ASSERT_TRUE(dped.send("pcloud.agent.a", numbered(2)));
+    ASSERT_TRUE(commands.waitFor(1));
+    EXPECT_EQ(hub_->security().deniedLinks, 0u);
+
+    StderrCapture log;
+    agent.subscribe("pcloud.agent.b", [](const Message&) {});
+    ASSERT_TRUE(waitRefusedLinks(agent, 1));
+    auto err = agent.stats().lastLinkError;
+    EXPECT_NE(err.find("amqp:unauthorized-access"), std::string::npos) << err;
+    EXPECT_NE(err.find("pcloud.agent.b"), std::string::npos) << err;
+    ASSERT_TRUE(agent.send("pcloud.cped", numbered(3))); // queued; the link is refused
+    ASSERT_TRUE(waitRefusedLinks(agent, 2));
+    err = agent.stats().lastLinkError;
+    EXPECT_NE(err.find("amqp:unauthorized-access"), std::string::npos) << err;
+    EXPECT_NE(err.find("pcloud.cped"), std::string::npos) << err;
+    EXPECT_EQ(hub_->security().deniedLinks, 2u);
+    EXPECT_EQ(countersOf(*hub_, "pcloud.cped").in, 0u);
+    auto line = log.waitForLine("Hub refused a link");
+    EXPECT_NE(line.find("identity=agent:a"), std::string::npos) << line;
+    EXPECT_NE(line.find("address=pcloud.agent.b"), std::string::npos) << line;
+    EXPECT_TRUE(agent.connected()); // a refused link does not cost the connection
+}
+
+TEST_F(TlsHub, NobodyCompetesForAnotherIdentitysQueue) {
+    issue("agent:a");
+    issue("agent:b");
+    issue("dped:db");
+    issue("operator:alice");
+    startHub();
+    Client& a = connected("agent.a");
+    Inbox mine;
+    auto s = a.subscribe("pcloud.agent.a", mine.callback());
+    ASSERT_TRUE(a.waitSubscribed(s, kDeadline));
+    Client& b = connected("agent.b");
+    b.subscribe("pcloud.agent.a", [](const Message&) {});
+    ASSERT_TRUE(waitRefusedLinks(b, 1));
+    Client& otherDped = connected("dped.db");
+    otherDped.subscribe("pcloud.reports.a", [](const Message&) {});
+    ASSERT_TRUE(waitRefusedLinks(otherDped, 1));
+    Client& op = connected("operator.alice");
+    op.subscribe("pcloud.cped", [](const Message&) {}); // competing with cped
+    ASSERT_TRUE(waitRefusedLinks(op, 1));
+    EXPECT_NE(op.stats().lastLinkError.find("pcloud.cped"), std::string::npos);
+    EXPECT_EQ(countersOf(*hub_, "pcloud.agent.a").receivers, 1u);
+    EXPECT_EQ(hub_->security().deniedLinks, 3u);
+}
+
+TEST_F(TlsHub, OperatorsUseTheCommandApi) {
+    issue("operator:alice");
+    issue("agent:a");
+    startHub();
+    Client& cped = connected("cped.hub");
+    auto sv = cped.serve("pcloud.cped", [](const Message& m) {
+        return std::optional<std::string>("{\"ok\":true,\"echo\":" + m.body + "}");
+    });
+    ASSERT_TRUE(cped.waitSubscribed(sv, kDeadline));
+    Client& op = connected("operator.alice");
+    auto reply = op.request("pcloud.cped", numbered(7), kDeadline);
+    ASSERT_TRUE(reply) << reply.error().describe();
+    EXPECT_NE(reply->body.find("\"n\":7"), std::string::npos) << reply->body;
+    Client& agent = connected("agent.a");
+    auto refused = agent.request("pcloud.cped", numbered(8), 500ms);
+    EXPECT_FALSE(refused);
+    EXPECT_TRUE(waitRefusedLinks(agent, 1));
+}
+
+TEST_F(TlsHub, EventsAreForOperatorsAndTheEventsRole) {
+    issue("operator:alice");
+    issue("node:grafana", true);
+    issue("node:plain");
+    startHub();
+    Client& alice = connected("operator.alice");
+    Client& grafana = connected("node.grafana");
+    Client& plain = connected("node.plain");
+    Inbox ia, ig;
+    auto sa = alice.subscribe("pcloud.events", ia.callback());
+    auto sg = grafana.subscribe("pcloud.events", ig.callback());
+    ASSERT_TRUE(alice.waitSubscribed(sa, kDeadline));
+    ASSERT_TRUE(grafana.waitSubscribed(sg, kDeadline));
+    plain.subscribe("pcloud.events", [](const Message&) {});
+    ASSERT_TRUE(waitRefusedLinks(plain, 1));
+    Client& cped = connected("cped.hub");
+    ASSERT_TRUE(cped.send("pcloud.events", numbered(1)));
+    EXPECT_TRUE(ia.waitFor(1));
+    EXPECT_TRUE(ig.waitFor(1));
+    // Only cped publishes: a forged event from an operator is refused at attach.
+    ASSERT_TRUE(alice.send("pcloud.events", numbered(2)));
+    ASSERT_TRUE(waitRefusedLinks(alice, 1));
+    EXPECT_EQ(countersOf(*hub_, "pcloud.events").in, 1u);
+}
+
+TEST_F(TlsHub, ADpedCommandsOnlyItsOwnAssemblies) {
+    issue("dped:web");
+    issue("dped:db");
+    startHub();
+    Client& web = connected("dped.web");
+    ASSERT_TRUE(web.send("pcloud.agent.z", numbered(1)));
+    ASSERT_TRUE(waitRefusedLinks(web, 1));
+    EXPECT_NE(web.stats().lastLinkError.find("pcloud.agent.z"), std::string::npos);
+    Client& db = connected("dped.db");
+    ASSERT_TRUE(db.send("pcloud.dped.web", numbered(2))); // "stop" another deployable's dped
+    ASSERT_TRUE(waitRefusedLinks(db, 1));
+    EXPECT_EQ(countersOf(*hub_, "pcloud.dped.web").in, 0u);
+}
+
+TEST_F(TlsHub, TheQueueCapIsPerIdentity) {
+    issue("operator:alice");
+    startHub(2);
+    Client& cped = connected("cped.hub"); // its reply queue is the first of two
+    auto j = cped.subscribe("pcloud.journal", [](const Message&) {});
+    ASSERT_TRUE(cped.waitSubscribed(j, kDeadline));
+    cped.subscribe("pcloud.cped", [](const Message&) {});
+    ASSERT_TRUE(waitRefusedLinks(cped, 1));
+    auto err = cped.stats().lastLinkError;
+    EXPECT_NE(err.find("amqp:resource-limit-exceeded"), std::string::npos) << err;
+    EXPECT_EQ(hub_->security().queueCapRefusals, 1u);
+    // Another identity has a cap of its own.
+    Client& alice = connected("operator.alice");
+    auto e = alice.subscribe("pcloud.events", [](const Message&) {});
+    EXPECT_TRUE(alice.waitSubscribed(e, kDeadline));
+    EXPECT_EQ(alice.stats().linksRefused, 0u);
+}
+
+} // namespace
+} // namespace pcloud::bus::test
