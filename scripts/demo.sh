@@ -65,7 +65,7 @@ else
     printf '%s\n' "# pcloud demo host configuration (docs/security.md)" \
         "qemu_commandline = netdev-user" >"$STATE/pcloud.conf"
     chmod 644 "$STATE/pcloud.conf"
-    setsid "$BIN/cped" --state-dir "$STATE" --listen "$BROKER" --config "$STATE/pcloud.conf" \
+    setsid "$BIN/cped" --state-dir "$STATE" --listen "$BROKER" --insecure-listen --config "$STATE/pcloud.conf" \
         >>"$STATE/cped.log" 2>&1 &
     echo $! >"$STATE/cped.pid"
     say "cped started (pid $!, log $STATE/cped.log)"

@@ -109,7 +109,7 @@ for _ in $(seq 1 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
 # <qemu:commandline>, which a host allows only explicitly (docs/security.md).
 printf 'qemu_commandline = netdev-user\n' >"$STATE/pcloud.conf"
 chmod 644 "$STATE/pcloud.conf"
-CPED_CMD="$BIN/cped --state-dir $STATE --listen $BROKER --log-level info --config $STATE/pcloud.conf"
+CPED_CMD="$BIN/cped --state-dir $STATE --listen $BROKER --insecure-listen --log-level info --config $STATE/pcloud.conf"
 setsid $CPED_CMD >>"$STATE/cped.log" 2>&1 </dev/null &
 echo $! >"$STATE/cped.pid"
 SH() { "$BIN/pcloudsh" --broker "$BROKER" "$@"; }

@@ -21,7 +21,19 @@ std::string trim(const std::string& s) {
     return s.substr(b, e - b + 1);
 }
 
-const char* const kKnown = "apachectl nginx referee_dir qemu_commandline allow_host_devices";
+const char* const kKnown =
+    "apachectl nginx referee_dir qemu_commandline allow_host_devices pki_dir operator cped_name";
+
+// The model's name grammar (model::isValidName), which common cannot include.
+bool validName(const std::string& n) {
+    if (n.empty() || n.size() > 64 || n[0] == '-' || n[0] == '.')
+        return false;
+    for (char ch : n)
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.'))
+            return false;
+    return true;
+}
 
 } // namespace
 
@@ -101,6 +113,17 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
                 c.allow_host_devices = false;
             else
                 return makeError("allow_host_devices '" + value + "' is not yes or no", path, line);
+        } else if (key == "pki_dir") {
+            if (value[0] != '/')
+                return makeError("pki_dir '" + value + "' must be an absolute directory path",
+                                 path, line);
+            c.pki_dir = value;
+        } else if (key == "operator" || key == "cped_name") {
+            if (!validName(value))
+                return makeError("'" + key + "' '" + value +
+                                     "' is not a valid name (letters, digits, '-', '_', '.')",
+                                 path, line);
+            (key == "operator" ? c.operator_name : c.cped_name) = value;
         } else {
             return makeError("unknown key '" + key + "' (known: " + kKnown + ")", path, line);
         }

@@ -34,6 +34,12 @@ struct HostConfig {
     // <hostdev>, <filesystem>, <redirdev>, <interface type='hostdev'>, <smartcard
     // mode='host'>: devices that hand host resources to the guest.
     bool allow_host_devices = false;
+    // Certificates for the bus (docs/security.md): the PKI directory (pcloud-pki --dir), the
+    // operator certificate pcloudsh presents (operator.NAME in it; "" = the only one there)
+    // and cped's own (cped.NAME; "" = the short host name).
+    std::string pki_dir = "/etc/pcloud/pki";
+    std::string operator_name;
+    std::string cped_name;
 };
 
 // Parses the text of a config file; errors name `path`:line and say the fix.

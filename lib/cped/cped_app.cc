@@ -2,6 +2,7 @@
 
 #include "bus/client.h"
 #include "bus/hub.h"
+#include "pki/pki.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
 #include "common/lock_file.h"
@@ -19,7 +20,9 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unistd.h>
 
@@ -34,7 +37,13 @@ The pcloud control daemon: hosts the message hub, serves the command API on pclo
 keeps the event journal and runs one dped per started deployable.
 
   --state-dir DIR           model, journal and locks (default /var/lib/pcloud)
-  --listen URL              embedded hub address (default amqp://127.0.0.1:5672)
+  --listen URL              embedded hub address (default amqps://127.0.0.1:5671: mutual
+                            TLS with certificates from the PKI directory)
+  --insecure-listen         allow a plain amqp:// --listen URL: every local user and guest
+                            relay may then use any address (tests, demos)
+  --pki-dir DIR             certificates (default pki_dir in pcloud.conf, /etc/pcloud/pki):
+                            ca.crt, cped.NAME.crt/.key, revoked; with ca.key there, cped
+                            issues the dped.DEPLOYABLE certificates of the dpeds it starts
   --broker URL              use an external AMQP 1.0 broker instead of the embedded hub
   --address-prefix P        prepended to addresses (e.g. /queue/ for RabbitMQ)
   --dped-path PATH          the dped executable (default: next to cped)
@@ -46,12 +55,15 @@ keeps the event journal and runs one dped per started deployable.
   --config PATH             host configuration (default /etc/pcloud/pcloud.conf, optional;
                             a PATH given here must exist); passed on to every dped
 Signals: SIGTERM/SIGINT exit (dpeds and VMs keep running; the next cped adopts them),
-SIGHUP re-reads the db files and tells every dped to reload.
+SIGHUP re-reads the db files and the deny list (PKI dir/revoked) and tells every dped to
+reload.
 )";
 
 struct Options {
     std::string state_dir = "/var/lib/pcloud";
-    std::string listen = "amqp://127.0.0.1:5672";
+    std::string listen = "amqps://127.0.0.1:5671";
+    bool insecure_listen = false;
+    std::string pki_dir; // "" = pki_dir of the host configuration
     std::string broker;
     std::string prefix;
     std::string dped_path;
@@ -106,6 +118,10 @@ int parseOptions(int argc, char** argv, Options& o) {
             std::cout << kUsage;
             return 0;
         }
+        if (a == "--insecure-listen") {
+            o.insecure_listen = true;
+            continue;
+        }
         std::string v;
         auto eq = a.find('=');
         if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
@@ -120,6 +136,8 @@ int parseOptions(int argc, char** argv, Options& o) {
             o.state_dir = v;
         else if (a == "--listen")
             o.listen = v;
+        else if (a == "--pki-dir")
+            o.pki_dir = v;
         else if (a == "--broker")
             o.broker = v;
         else if (a == "--address-prefix")
@@ -163,6 +181,9 @@ int parseOptions(int argc, char** argv, Options& o) {
     return -1;
 }
 
+// Set on the thread running a command handler, which holds model_mutex_.
+thread_local bool tHoldsModel = false;
+
 json commandBody(const std::string& id, const std::string& command, const json& args) {
     return {{"v", 1}, {"type", "command"}, {"id", id}, {"command", command}, {"args", args}};
 }
@@ -175,7 +196,10 @@ public:
     int run();
 
     // Runtime
-    void startDeployable(const std::string& d) override { supervisor_->want(d); }
+    void startDeployable(const std::string& d) override {
+        refreshOwners();
+        supervisor_->want(d);
+    }
     Result<json> stopDeployable(const std::string& d) override;
     Result<json> askDped(const std::string& d, const std::string& command,
                          const json& args) override;
@@ -188,8 +212,15 @@ private:
     std::optional<std::string> serveCommand(const bus::Message& m);
     void onJournalSubmission(const bus::Message& m);
     void reloadFromDisk();
+    bool ownsAssembly(const std::string& deployable, const std::string& assembly);
+    void refreshOwners();
+    std::vector<std::string> dpedTlsArgs(const std::string& deployable);
 
     Options o_;
+    bool tls_ = false;
+    std::string pki_dir_;
+    std::mutex owners_mutex_;                                // guards owners_ only
+    std::map<std::string, std::set<std::string>> owners_; // deployable -> assembly names, uuids
     SystemClock clock_;
     std::unique_ptr<bus::Hub> hub_;
     bus::Client server_; // serves pcloud.cped; its handler may block on `client_`
@@ -238,6 +269,10 @@ void Cped::onJournalSubmission(const bus::Message& m) {
 }
 
 Result<json> Cped::askDped(const std::string& d, const std::string& command, const json& args) {
+    // A command handler may have changed the model: the dped may use the new assemblies'
+    // addresses once it reloads.
+    if (tHoldsModel)
+        refreshOwners();
     std::string id = "cped-" + std::to_string(++next_id_);
     // A ping is answered when the agent replies (or after its own timeout_ms): wait that long.
     Millis timeout = o_.dped_timeout;
@@ -371,13 +406,59 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     ctx.templates = &templates_;
     ctx.runtime = this;
     ctx.host = host_;
+    tHoldsModel = true;
     auto resp = handle(*req, model_, ctx);
+    tHoldsModel = false;
+    refreshOwners();
     PCLOUD_LOG(Info, "Command handled",
                {{"command", req->command},
                 {"id", req->id},
                 {"ok", resp.ok ? "true" : "false"},
                 {"error", resp.error_message}});
     return resp.toJson().dump();
+}
+
+// The hub's authorization asks this for every dped link to an agent address (authz.h), on
+// the hub's thread. It reads a copy: the command handler holds model_mutex_ while it waits
+// for a dped's reply, which the hub's thread must route.
+bool Cped::ownsAssembly(const std::string& deployable, const std::string& assembly) {
+    std::lock_guard lock(owners_mutex_);
+    auto it = owners_.find(deployable);
+    return it != owners_.end() && it->second.count(assembly) > 0;
+}
+
+// model_mutex_ held. Called whenever the model may have changed and before any dped is
+// asked or started, so a dped never attaches to its assemblies before they are allowed.
+void Cped::refreshOwners() {
+    std::map<std::string, std::set<std::string>> owners;
+    for (const auto& [name, d] : model_.deployables) {
+        auto& set = owners[name];
+        for (const auto& a : d.assemblies) {
+            set.insert(a);
+            if (const auto* as = model_.findAssembly(a); as && !as->uuid.empty())
+                set.insert(as->uuid);
+        }
+    }
+    std::lock_guard lock(owners_mutex_);
+    owners_ = std::move(owners);
+}
+
+// The certificate a dped presents: dped.D in the PKI dir, issued here when cped holds the
+// CA key and it does not exist yet (the single-host default; docs/security.md).
+std::vector<std::string> Cped::dpedTlsArgs(const std::string& deployable) {
+    pki::Identity id{pki::Kind::Dped, deployable};
+    pki::Paths p{pki_dir_};
+    if (::access(p.caKey().c_str(), R_OK) == 0) {
+        auto issued = pki::ensureIssued(pki_dir_, id);
+        if (!issued)
+            PCLOUD_LOG(Error, "Cannot issue the dped's certificate",
+                       {{"deployable", deployable}, {"error", issued.error().describe()}});
+        else if (*issued)
+            PCLOUD_LOG(Notice, "Issued a dped certificate",
+                       {{"deployable", deployable}, {"cert", p.cert(id)}});
+    }
+    auto f = pki::clientFiles(pki_dir_, id);
+    return {"--bus-ca", f.ca, "--bus-cert", f.cert, "--bus-key", f.key};
 }
 
 void Cped::reloadFromDisk() {
@@ -395,6 +476,7 @@ void Cped::reloadFromDisk() {
         for (const auto& w : warnings)
             PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
         model_ = std::move(*m);
+        refreshOwners();
         templates_ = store::TemplateRegistry::load();
         for (const auto& d : desired_.startedSet())
             started.push_back(d);
@@ -441,6 +523,7 @@ int Cped::run() {
     for (const auto& w : warnings)
         PCLOUD_LOG(Warning, "db file", {{"problem", w.describe()}});
     model_ = std::move(*m);
+    refreshOwners();
     auto desired = DesiredState::load(o_.state_dir);
     if (!desired) {
         std::cerr << "cped: cannot start: " << desired.error().describe() << "\n";
@@ -463,17 +546,45 @@ int Cped::run() {
     sigset_t sigs = signals::blockShutdownSignals();
 
     std::string url = o_.broker;
+    const std::string pkiDir = o_.pki_dir.empty() ? host_.pki_dir : o_.pki_dir;
+    pki::Identity self{pki::Kind::Cped,
+                       host_.cped_name.empty() ? pki::defaultCpedName() : host_.cped_name};
+    auto files = pki::clientFiles(pkiDir, self);
     if (url.empty()) {
-        hub_ = std::make_unique<bus::Hub>();
+        bus::HubOptions ho;
+        ho.allowInsecure = o_.insecure_listen;
+        ho.tls = {files.ca, files.cert, files.key, pki::Paths{pkiDir}.revoked()};
+        ho.authz.ownsAssembly = [this](const std::string& d, const std::string& a) {
+            return ownsAssembly(d, a);
+        };
+        hub_ = std::make_unique<bus::Hub>(ho);
         if (auto st = hub_->start(o_.listen); !st) {
             std::cerr << "cped: cannot listen on " << o_.listen << ": " << st.error().describe()
                       << "\n";
-            return toInt(ExitCode::Unavailable);
+            if (o_.listen.rfind("amqps://", 0) == 0)
+                std::cerr << "cped: set up certificates with: pcloud-pki init; pcloud-pki issue "
+                             "--cped "
+                          << self.name
+                          << "; pcloud-pki issue --operator NAME (docs/security.md), or run "
+                             "with --insecure-listen --listen amqp://127.0.0.1:5672\n";
+            return toInt(o_.listen.rfind("amqps://", 0) == 0 || !o_.insecure_listen
+                             ? ExitCode::Config
+                             : ExitCode::Unavailable);
         }
-        url = "amqp://127.0.0.1:" + std::to_string(hub_->boundPort()); // Hub::start() logged it
+        // Hub::start() logged it.
+        url = std::string(o_.listen.rfind("amqps://", 0) == 0 ? "amqps" : "amqp") +
+              "://127.0.0.1:" + std::to_string(hub_->boundPort());
     }
+    tls_ = url.rfind("amqps://", 0) == 0;
+    pki_dir_ = pkiDir;
     for (auto* c : {&client_, &server_}) {
-        if (auto st = c->connect(url, o_.prefix); !st) {
+        bus::ClientOptions co;
+        co.url = url;
+        co.addressPrefix = o_.prefix;
+        co.caFile = files.ca;
+        co.certFile = files.cert;
+        co.keyFile = files.key;
+        if (auto st = c->connect(co); !st) {
             std::cerr << "cped: cannot use broker " << url << ": " << st.error().describe() << "\n";
             return toInt(ExitCode::Usage);
         }
@@ -488,6 +599,8 @@ int Cped::run() {
     so.state_dir = o_.state_dir;
     so.broker_url = url;
     so.address_prefix = o_.prefix;
+    if (tls_)
+        so.dped_args = [this](const std::string& d) { return dpedTlsArgs(d); };
     if (log::level() >= log::Level::Info) {
         so.extra_args = {"--log-level", log::level() == log::Level::Debug ? "debug" : "info"};
     }
@@ -527,6 +640,11 @@ int Cped::run() {
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
+            if (hub_) {
+                if (auto st = hub_->reloadDenyList(); !st)
+                    PCLOUD_LOG(Error, "Cannot reload the deny list; the old one stays in force",
+                               {{"error", st.error().describe()}});
+            }
             std::thread([this] { reloadFromDisk(); }).detach();
             continue;
         }

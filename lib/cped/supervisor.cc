@@ -144,6 +144,9 @@ void Supervisor::startOrAdopt(const std::string& name, Entry& e, std::vector<eve
     }
     for (const auto& a : options_.extra_args)
         args.push_back(a);
+    if (options_.dped_args)
+        for (auto& a : options_.dped_args(name))
+            args.push_back(std::move(a));
     std::vector<char*> argv;
     for (auto& a : args)
         argv.push_back(a.data());

@@ -39,6 +39,8 @@ struct SupervisorOptions {
     std::string broker_url;
     std::string address_prefix;
     std::vector<std::string> extra_args; // appended to every dped command line
+    // Appended after them for one deployable (its bus certificate); unset = nothing.
+    std::function<std::vector<std::string>(const std::string& deployable)> dped_args;
     model::Backoff backoff{1'000, 2.0, 60'000, 60'000};
 };
 

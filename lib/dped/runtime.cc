@@ -3,6 +3,7 @@
 #include "bus/client.h"
 #include "common/args.h"
 #include "common/exit_codes.h"
+#include "pki/pki.h"
 #include "common/fs.h"
 #include "common/job_runner.h"
 #include "common/lock_file.h"
@@ -426,6 +427,7 @@ std::string usage() {
     return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqp://127.0.0.1:5672]\n"
            "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
            "            [--referee-reconcile-ms MS] [--config /etc/pcloud/pcloud.conf]\n"
+           "            [--bus-ca CA.crt --bus-cert dped.NAME.crt --bus-key dped.NAME.key]\n"
            "            [--node HOST]\n"
            "--node: drive the domains through that host's pcloud-node over the bus instead\n"
            "of opening libvirt here (docs/protocol/node.md).\n";
@@ -459,6 +461,9 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--log-level"      ? &o.log_level
                               : key == "--config"         ? &o.config
                               : key == "--node"           ? &o.node
+                              : key == "--bus-ca"         ? &o.bus_ca
+                              : key == "--bus-cert"       ? &o.bus_cert
+                              : key == "--bus-key"        ? &o.bus_key
                                                           : nullptr;
         if (!target)
             return makeError("unknown option '" + a + "'\n" + usage());
@@ -563,6 +568,12 @@ int runDped(const Options& opt) {
     };
     copt.url = opt.broker;
     copt.addressPrefix = opt.address_prefix;
+    {
+        auto files = pki::clientFiles(host->pki_dir, pki::Identity{pki::Kind::Dped, opt.deployable});
+        copt.caFile = opt.bus_ca.empty() ? files.ca : opt.bus_ca;
+        copt.certFile = opt.bus_cert.empty() ? files.cert : opt.bus_cert;
+        copt.keyFile = opt.bus_key.empty() ? files.key : opt.bus_key;
+    }
     copt.containerId = "dped-" + opt.deployable + "-" + std::to_string(::getpid());
     // A hub that is stopped (not closed) must show up as a lost bus before the heartbeats
     // that cross it time out: AMQP idle timeout at half the heartbeat timeout.

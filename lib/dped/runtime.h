@@ -25,6 +25,9 @@ struct Options {
     std::string config;
     // The host whose pcloud-node drives the domains ("" = libvirt here, at `uri`).
     std::string node;
+    // The bus certificate for an amqps:// broker (docs/security.md); "" = dped.DEPLOYABLE
+    // in the host configuration's pki_dir (cped passes these for the dpeds it starts).
+    std::string bus_ca, bus_cert, bus_key;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

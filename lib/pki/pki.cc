@@ -167,8 +167,8 @@ std::string notAfterOf(X509* x) {
 
 bool addName(X509_NAME* n, const char* field, const std::string& value) {
     return X509_NAME_add_entry_by_txt(n, field, MBSTRING_ASC,
-                                      reinterpret_cast<const unsigned char*>(value.c_str()), -1,
-                                      -1, 0) == 1;
+                                      reinterpret_cast<const unsigned char*>(value.c_str()), -1, -1,
+                                      0) == 1;
 }
 
 bool addExt(X509* x, X509* issuer, int nid, const char* value) {
@@ -259,9 +259,8 @@ Result<Issued> issue(const std::string& dir, const Identity& id, int days) {
     if (!x)
         return x.error();
     X509_NAME* name = X509_get_subject_name(x->get());
-    if (!addName(name, "O", kOrganization) ||
-        (id.events && !addName(name, "OU", kEventsRole)) || !addName(name, "CN", id.text()) ||
-        !addName(name, "serialNumber", out.serial) ||
+    if (!addName(name, "O", kOrganization) || (id.events && !addName(name, "OU", kEventsRole)) ||
+        !addName(name, "CN", id.text()) || !addName(name, "serialNumber", out.serial) ||
         X509_set_issuer_name(x->get(), X509_get_subject_name(ca->get())) != 1)
         return sslFailure("cannot set the certificate's name");
     if (!addExt(x->get(), ca->get(), NID_basic_constraints, "critical,CA:FALSE") ||
@@ -286,8 +285,8 @@ Result<std::string> subjectLine(const std::string& certPath) {
     if (!x)
         return x.error();
     Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-    if (!bio || X509_NAME_print_ex(bio.get(), X509_get_subject_name(x->get()), 0,
-                                   XN_FLAG_RFC2253) < 0)
+    if (!bio ||
+        X509_NAME_print_ex(bio.get(), X509_get_subject_name(x->get()), 0, XN_FLAG_RFC2253) < 0)
         return sslFailure("cannot print the subject", certPath);
     char* data = nullptr;
     long n = BIO_get_mem_data(bio.get(), &data);
@@ -409,6 +408,60 @@ Result<CertInfo> verify(const std::string& caPath, const std::string& certPath,
     if (info->revoked)
         return makeError("is revoked (serial " + info->serial + " is in the deny list)", certPath);
     return info;
+}
+
+ClientFiles clientFiles(const std::string& dir, const Identity& id) {
+    Paths p{dir};
+    return {p.caCert(), p.cert(id), p.key(id)};
+}
+
+Result<Identity> onlyOperator(const std::string& dir) {
+    std::error_code ec;
+    std::vector<Identity> found;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+        std::string name = e.path().filename().string();
+        const std::string prefix = "operator.", suffix = ".crt";
+        if (name.size() > prefix.size() + suffix.size() && name.rfind(prefix, 0) == 0 &&
+            name.substr(name.size() - suffix.size()) == suffix) {
+            auto id = parseIdentity(
+                "operator:" +
+                name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()));
+            if (id)
+                found.push_back(*id);
+        }
+    }
+    if (ec)
+        return makeError("cannot list the PKI directory: " + ec.message() +
+                             " (pcloud-pki init creates it; pki_dir in pcloud.conf names it)",
+                         dir);
+    if (found.size() == 1)
+        return found.front();
+    if (found.empty())
+        return makeError("no operator certificate here (pcloud-pki issue --operator NAME)", dir);
+    return makeError(std::to_string(found.size()) +
+                         " operator certificates here; choose one with 'operator = NAME' in "
+                         "/etc/pcloud/pcloud.conf or --bus-cert/--bus-key",
+                     dir);
+}
+
+std::string defaultCpedName() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0)
+        return "local";
+    std::string h = buf;
+    h = h.substr(0, h.find('.'));
+    return parseIdentity("cped:" + h) ? h : "local";
+}
+
+Result<bool> ensureIssued(const std::string& dir, const Identity& id, int days) {
+    Paths p{dir};
+    struct stat st {};
+    if (::lstat(p.cert(id).c_str(), &st) == 0)
+        return false;
+    auto r = issue(dir, id, days);
+    if (!r)
+        return r.error();
+    return true;
 }
 
 } // namespace pcloud::pki

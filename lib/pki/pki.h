@@ -62,4 +62,20 @@ Result<CertInfo> verify(const std::string& caPath, const std::string& certPath,
 // The subject of `certPath` in the RFC 2253 one-line form (what Proton reports for a peer).
 Result<std::string> subjectLine(const std::string& certPath);
 
+// What a bus client of identity `id` presents from PKI directory `dir`.
+struct ClientFiles {
+    std::string ca;
+    std::string cert;
+    std::string key;
+};
+ClientFiles clientFiles(const std::string& dir, const Identity& id);
+// The one operator.NAME.crt in `dir` (pcloudsh's default); an error when there is none or
+// more than one, saying how to choose (operator = NAME in pcloud.conf, or --bus-cert).
+Result<Identity> onlyOperator(const std::string& dir);
+// cped's default name: the short host name, or "local" when it is not a valid name.
+std::string defaultCpedName();
+// Issues `id` in `dir` unless its certificate exists already (cped, which holds the CA key on
+// a single host, does this for every dped it starts). Returns whether it issued one.
+Result<bool> ensureIssued(const std::string& dir, const Identity& id, int days = 365);
+
 } // namespace pcloud::pki

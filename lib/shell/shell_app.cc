@@ -2,8 +2,10 @@
 
 #include "bus/client.h"
 #include "common/args.h"
+#include "common/host_config.h"
 #include "common/log.h"
 #include "events/event.h"
+#include "pki/pki.h"
 #include "shell/cli.h"
 
 #include <atomic>
@@ -43,8 +45,10 @@ void onSigint(int) {
 }
 
 struct ShellOptions {
-    std::string broker = "amqp://127.0.0.1:5672";
+    std::string broker = "amqps://127.0.0.1:5671";
     std::string prefix;
+    // amqps://: the operator certificate (docs/security.md); "" = from the host configuration
+    std::string bus_ca, bus_cert, bus_key, config;
     bool json = false;
     Millis timeout_ms = 30'000;
 };
@@ -66,6 +70,7 @@ public:
 
 private:
     bool ensureConnected();
+    Status operatorFiles(bus::ClientOptions& co) const;
     int follow(const cli::Invocation& inv);
 
     ShellOptions o_;
@@ -81,6 +86,12 @@ bool Shell::ensureConnected() {
         co.addressPrefix = o_.prefix;
         co.reconnectMax = 1000ms;
         co.containerId = "pcloudsh-" + std::to_string(::getpid()); // how cped's log names us
+        if (o_.broker.rfind("amqps://", 0) == 0) {
+            if (auto st = operatorFiles(co); !st) {
+                std::cerr << "pcloudsh: " << st.error().describe() << "\n";
+                return false;
+            }
+        }
         if (auto st = client_.connect(co); !st) {
             std::cerr << "pcloudsh: " << st.error().describe() << "\n";
             return false;
@@ -93,6 +104,35 @@ bool Shell::ensureConnected() {
         return false;
     }
     return true;
+}
+
+// The operator certificate: --bus-* options first, then `operator = NAME` in the host
+// configuration, then the only operator.NAME.crt in its pki_dir.
+Status Shell::operatorFiles(bus::ClientOptions& co) const {
+    if (o_.bus_ca.empty() || o_.bus_cert.empty() || o_.bus_key.empty()) {
+        auto host = hostconfig::load(o_.config.empty() ? hostconfig::kDefaultPath : o_.config,
+                                     !o_.config.empty());
+        if (!host)
+            return host.error();
+        pki::Identity op{pki::Kind::Operator, host->operator_name};
+        if (op.name.empty() && o_.bus_cert.empty()) {
+            auto only = pki::onlyOperator(host->pki_dir);
+            if (!only)
+                return only.error();
+            op = *only;
+        }
+        auto files = pki::clientFiles(host->pki_dir, op);
+        co.caFile = files.ca;
+        co.certFile = files.cert;
+        co.keyFile = files.key;
+    }
+    if (!o_.bus_ca.empty())
+        co.caFile = o_.bus_ca;
+    if (!o_.bus_cert.empty())
+        co.certFile = o_.bus_cert;
+    if (!o_.bus_key.empty())
+        co.keyFile = o_.bus_key;
+    return Status::success();
 }
 
 Result<json> Shell::call(const std::string& command, const json& args, Millis timeoutMs) {
@@ -467,7 +507,12 @@ int Shell::interactive() {
 const char* kUsageText = R"(Usage: pcloudsh [OPTIONS] [COMMAND ARGS...]
 Without a command: an interactive shell (history in ~/.pcloudsh_history, Tab completes).
 Options:
-  --broker URL          the hub or broker cped uses (default amqp://127.0.0.1:5672)
+  --broker URL          the hub or broker cped uses (default amqps://127.0.0.1:5671; or
+                        PCLOUD_BROKER)
+  --bus-ca FILE         amqps://: the CA (default PKI_DIR/ca.crt)
+  --bus-cert FILE       amqps://: the operator certificate (default PKI_DIR/operator.NAME.crt,
+  --bus-key FILE        NAME from 'operator = NAME' in pcloud.conf, or the only one there)
+  --config PATH         host configuration (default /etc/pcloud/pcloud.conf): pki_dir, operator
   --address-prefix P    address prefix (e.g. /queue/ for RabbitMQ)
   --json                machine-readable output (one JSON document or JSON lines)
   --timeout SECONDS     how long to wait for cped (default 30)
@@ -505,6 +550,18 @@ int runShell(int argc, char** argv) {
         } else if (a.rfind("--broker", 0) == 0) {
             if (!value(o.broker))
                 return (std::cerr << "pcloudsh: --broker needs a URL\n", kUsage);
+        } else if (a.rfind("--bus-ca", 0) == 0 || a.rfind("--bus-cert", 0) == 0 ||
+                   a.rfind("--bus-key", 0) == 0 || a.rfind("--config", 0) == 0) {
+            std::string key = a.substr(0, a.find('='));
+            std::string* target = key == "--bus-ca"     ? &o.bus_ca
+                                  : key == "--bus-cert" ? &o.bus_cert
+                                  : key == "--bus-key"  ? &o.bus_key
+                                  : key == "--config"   ? &o.config
+                                                        : nullptr;
+            if (!target)
+                return (std::cerr << "pcloudsh: unknown option " << a << "\n", kUsage);
+            if (!value(*target))
+                return (std::cerr << "pcloudsh: " << key << " needs a path\n", kUsage);
         } else if (a.rfind("--address-prefix", 0) == 0) {
             if (!value(o.prefix))
                 return (std::cerr << "pcloudsh: --address-prefix needs a value\n", kUsage);

@@ -163,7 +163,8 @@ protected:
             ::dup2(fd, 1);
             ::dup2(fd, 2);
             ::execl((kBin + "/cped").c_str(), "cped", "--state-dir", dir_.c_str(), "--listen",
-                    broker_.c_str(), "--log-level", "info", "--config", config.c_str(), nullptr);
+                    broker_.c_str(), "--insecure-listen", "--log-level", "info", "--config",
+                    config.c_str(), nullptr);
             _exit(127);
         }
         ASSERT_TRUE(waitFor([&] { return sh("deployable_list").rc == 0; }, 15s, kPoll))

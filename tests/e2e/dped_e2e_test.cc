@@ -222,7 +222,7 @@ protected:
         }();
     }
 
-    bus::Hub hub_;
+    bus::Hub hub_{bus::HubOptions{.allowInsecure = true}}; // plain amqp://, not about TLS
     bus::Client client_;
     std::mutex mu_;
     std::vector<json> events_;

@@ -37,8 +37,8 @@ TEST(Identity, ParsesTheSubjectProtonReports) {
 }
 
 TEST(Identity, RefusesSubjectsPcloudPkiDoesNotIssue) {
-    EXPECT_FALSE(parseSubject("CN=agent:a,O=pcloud"));                     // no serial
-    EXPECT_FALSE(parseSubject("serialNumber=AB,O=pcloud"));                // no CN
+    EXPECT_FALSE(parseSubject("CN=agent:a,O=pcloud"));                      // no serial
+    EXPECT_FALSE(parseSubject("serialNumber=AB,O=pcloud"));                 // no CN
     EXPECT_FALSE(parseSubject("serialNumber=AB,CN=agent:a\\,CN=cped:x"));   // escaped
     EXPECT_FALSE(parseSubject("serialNumber=AB,CN=agent:a+OU=events"));     // multi-valued
     EXPECT_FALSE(parseSubject("serialNumber=AB,CN=agent:a,CN=operator:b")); // two CNs

@@ -96,8 +96,9 @@ public:
             int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             ::dup2(fd, 1);
             ::dup2(fd, 2);
-            std::vector<std::string> argv = {CPED_BIN, "--state-dir", dir_,      "--listen",
-                                             url(),    "--dped-path", FAKE_DPED, "--dped-timeout",
+            std::vector<std::string> argv = {CPED_BIN,    "--state-dir",     dir_,
+                                             "--listen",  url(),             "--insecure-listen",
+                                             "--dped-path", FAKE_DPED,       "--dped-timeout",
                                              "1s"};
             argv.insert(argv.end(), extra_.begin(), extra_.end());
             std::vector<char*> args;
@@ -427,7 +428,8 @@ TEST(CpedStart, CorruptDbRefusesToStartAndLeavesFileAlone) {
         "<?xml version=\"1.0\"?>\n<deployables>\n  <deployable name=\"web\"\n</deployables>\n";
     ASSERT_TRUE(fs::writeAtomic(dir + "/db_deployable.xml", bad).ok());
     auto r = run({CPED_BIN, "--state-dir", dir, "--listen",
-                  "amqp://127.0.0.1:" + std::to_string(freePort()), "--dped-path", FAKE_DPED});
+                  "amqp://127.0.0.1:" + std::to_string(freePort()), "--insecure-listen",
+                  "--dped-path", FAKE_DPED});
     EXPECT_EQ(r.status, 78) << r.err;
     EXPECT_NE(r.err.find(dir + "/db_deployable.xml:"), std::string::npos) << r.err;
     EXPECT_EQ(fs::readFile(dir + "/db_deployable.xml").value(), bad);

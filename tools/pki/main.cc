@@ -115,8 +115,7 @@ int main(int argc, char** argv) {
         if (!issued)
             return fail(issued.error());
         std::cout << "issued " << id->text() << (events ? " (role events)" : "") << " serial "
-                  << issued->serial << ": " << issued->certPath << " " << issued->keyPath
-                  << "\n";
+                  << issued->serial << ": " << issued->certPath << " " << issued->keyPath << "\n";
         return 0;
     }
     if (cmd == "list") {
@@ -128,8 +127,8 @@ int main(int argc, char** argv) {
         std::cout << "IDENTITY\tROLE\tSERIAL\tNOT-AFTER\tSTATUS\n";
         for (const auto& c : *certs)
             std::cout << c.identity.text() << "\t" << (c.identity.events ? "events" : "-") << "\t"
-                      << c.serial << "\t" << c.notAfter << "\t"
-                      << (c.revoked ? "revoked" : "valid") << "\n";
+                      << c.serial << "\t" << c.notAfter << "\t" << (c.revoked ? "revoked" : "valid")
+                      << "\n";
         return 0;
     }
     if (cmd == "revoke") {
