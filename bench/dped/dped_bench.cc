@@ -142,7 +142,7 @@ private:
         return std::nullopt;
     }
 
-    bus::Hub hub_{bus::HubOptions{.allowInsecure = true}}; // plain amqp://, not about TLS
+    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://, not about TLS
     bus::Client client_;
     std::mutex mu_;
     std::vector<std::pair<std::int64_t, json>> events_; // receive mono_us, event

@@ -106,7 +106,7 @@ int cmdHub(const Args& a) {
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-    bus::Hub hub{bus::HubOptions{.allowInsecure = true}}; // plain amqp://, not about TLS
+    bus::Hub hub{bus::insecureHubOptions()}; // plain amqp://, not about TLS
     auto st = hub.start("amqp://127.0.0.1:0");
     if (!st) {
         std::fprintf(stderr, "failover_bench hub: %s\n", st.error().describe().c_str());

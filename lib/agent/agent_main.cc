@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 namespace pcloud::agent {
@@ -131,6 +133,25 @@ int runAgent(int argc, char** argv) {
     if (!ep) {
         std::fprintf(stderr, "pcloud-agent: %s\n", ep.error().describe().c_str());
         return toInt(ExitCode::Usage);
+    }
+    if (ep->tls) {
+        ep->ca = cfg.bus_ca;
+        ep->cert = cfg.bus_cert;
+        ep->key = cfg.bus_key;
+        for (const auto* f : {&ep->ca, &ep->cert, &ep->key}) {
+            if (f->empty()) {
+                std::fprintf(stderr,
+                             "pcloud-agent: connect = %s needs bus_ca, bus_cert and "
+                             "bus_key (the CA and this agent's agent:%s certificate)\n",
+                             cfg.connect.c_str(), cfg.assembly.c_str());
+                return toInt(ExitCode::Usage);
+            }
+            if (::access(f->c_str(), R_OK) != 0) {
+                std::fprintf(stderr, "pcloud-agent: %s: cannot read it: %s\n", f->c_str(),
+                             std::strerror(errno));
+                return toInt(ExitCode::Config);
+            }
+        }
     }
     ::signal(SIGPIPE, SIG_IGN);
 

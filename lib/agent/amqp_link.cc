@@ -11,6 +11,7 @@
 #include <proton/message.hpp>
 #include <proton/receiver_options.hpp>
 #include <proton/sender_options.hpp>
+#include <proton/ssl.hpp>
 #include <proton/transport.hpp>
 #include <proton/types.hpp>
 
@@ -145,13 +146,18 @@ void AmqpLink::startDriver(Millis now) {
     opts.handler(*this);
     opts.container_id(container_id_);
     opts.sasl_enabled(true);
+    if (ep_.tls) {
+        // Proton's TLS layer runs inside the driver's transport, over our own socket.
+        opts.ssl_client_options(proton::ssl_client_options(
+            proton::ssl_certificate(ep_.cert, ep_.key), ep_.ca, proton::ssl::VERIFY_PEER));
+    }
     if (!ep_.user.empty()) {
         opts.user(ep_.user);
         opts.password(ep_.password);
         opts.sasl_allowed_mechs("PLAIN");
-        opts.sasl_allow_insecure_mechs(true); // loopback or virtio-serial only
+        opts.sasl_allow_insecure_mechs(true); // loopback, virtio-serial or inside TLS
     } else {
-        opts.sasl_allowed_mechs("ANONYMOUS");
+        opts.sasl_allowed_mechs(ep_.tls ? "EXTERNAL" : "ANONYMOUS");
     }
     if (ep_.kind == Endpoint::Kind::Tcp)
         opts.virtual_host(ep_.host);

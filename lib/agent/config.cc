@@ -59,10 +59,15 @@ Result<Endpoint> parseEndpoint(std::string_view text) {
             return makeError("virtio endpoint needs a port name, e.g. virtio:org.pcloud.agent.0");
         return ep;
     }
-    if (text.rfind("amqp://", 0) != 0)
-        return makeError("connect must be amqp://HOST:PORT or virtio:NAME, not '" +
+    if (text.rfind("amqps://", 0) == 0) {
+        ep.tls = true;
+        ep.port = 5671;
+    } else if (text.rfind("amqp://", 0) != 0) {
+        return makeError("connect must be amqp://HOST:PORT, amqps://HOST:PORT or virtio:NAME, "
+                         "not '" +
                          std::string(text) + "'");
-    std::string_view rest = text.substr(7);
+    }
+    std::string_view rest = text.substr(ep.tls ? 8 : 7);
     if (auto at = rest.rfind('@'); at != std::string_view::npos) {
         std::string_view cred = rest.substr(0, at);
         rest = rest.substr(at + 1);
@@ -165,6 +170,10 @@ Status applySetting(AgentConfig& cfg, const std::string& key, const std::string&
             return makeError("backend must be systemd or process, not '" + value + "'");
     } else if (key == "address_prefix") {
         cfg.address_prefix = value;
+    } else if (key == "bus_ca" || key == "bus_cert" || key == "bus_key") {
+        if (value.empty() || value[0] != '/')
+            return makeError(key + " must be an absolute file path, not '" + value + "'");
+        (key == "bus_ca" ? cfg.bus_ca : key == "bus_cert" ? cfg.bus_cert : cfg.bus_key) = value;
     } else if (key == "heartbeat_interval") {
         auto d = positiveDuration(key, value);
         if (!d)
@@ -267,6 +276,10 @@ Options (each also a config file key, with '-' written as '_'; the command line 
 Config file (one 'key = value' per line, '#' starts a comment):
   connect = virtio:org.pcloud.agent.0
   assembly = node01
+  # over TCP with TLS instead: connect = amqps://HOST:5671 and the agent:node01 files
+  #   bus_ca = /etc/pcloud/pki/ca.crt
+  #   bus_cert = /etc/pcloud/pki/agent.node01.crt
+  #   bus_key = /etc/pcloud/pki/agent.node01.key
   backend = process
   heartbeat_interval = 1s
   watch = httpd

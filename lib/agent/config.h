@@ -23,12 +23,17 @@ struct Endpoint {
     int port = 5672;                // tcp
     std::string user, password;     // tcp, optional (SASL PLAIN); else SASL ANONYMOUS
     std::string port_name;          // virtio: the channel name, e.g. org.pcloud.agent.0
+    // amqps://HOST:PORT: mutual TLS with SASL EXTERNAL (docs/security.md). The files come
+    // from the bus_ca, bus_cert and bus_key settings; the certificate is agent:ASSEMBLY.
+    bool tls = false;
+    std::string ca, cert, key;
 };
 Result<Endpoint> parseEndpoint(std::string_view text);
 
 struct AgentConfig {
     std::string connect = "amqp://127.0.0.1:5672";
-    std::string assembly; // empty = /sys/class/dmi/id/product_uuid
+    std::string bus_ca, bus_cert, bus_key; // amqps:// only
+    std::string assembly;                  // empty = /sys/class/dmi/id/product_uuid
     std::vector<std::string> watch;
     BackendKind backend = BackendKind::Systemd;
     std::string address_prefix; // e.g. "/queue/" for RabbitMQ

@@ -39,8 +39,8 @@ const char* toString(Direction d) {
     return d == Direction::Send ? "send" : "receive";
 }
 
-Decision authorize(const Peer& peer, Direction direction, const std::string& address,
-                   bool dynamic, const Context& context) {
+Decision authorize(const Peer& peer, Direction direction, const std::string& address, bool dynamic,
+                   const Context& context) {
     if (peer.insecure)
         return allow("plain listener (--insecure-listen): peers are not authenticated");
     const pki::Identity& id = peer.identity;
@@ -87,10 +87,8 @@ Decision authorize(const Peer& peer, Direction direction, const std::string& add
             return allow("a dped serves its own queue");
         if (send && address == kJournal)
             return allow("dpeds write the journal");
-        std::string assembly =
-            send ? suffix(address, kAgent) : suffix(address, kReports);
-        if (!assembly.empty() && context.ownsAssembly &&
-            context.ownsAssembly(id.name, assembly))
+        std::string assembly = send ? suffix(address, kAgent) : suffix(address, kReports);
+        if (!assembly.empty() && context.ownsAssembly && context.ownsAssembly(id.name, assembly))
             return allow("assembly " + assembly + " belongs to deployable " + id.name);
         return deny("dped " + id.name + " may use only " + kDped + id.name + ", " + kJournal +
                     " and the agent addresses of its own assemblies");

@@ -36,7 +36,7 @@ struct Decision {
 
 // `address` is the logical address (prefix stripped); `dynamic` = a receiver asking the hub
 // for a fresh reply queue (address then empty).
-Decision authorize(const Peer& peer, Direction direction, const std::string& address,
-                   bool dynamic, const Context& context);
+Decision authorize(const Peer& peer, Direction direction, const std::string& address, bool dynamic,
+                   const Context& context);
 
 } // namespace pcloud::bus::authz

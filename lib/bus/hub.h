@@ -52,6 +52,13 @@ struct HubOptions {
     std::size_t maxQueuesPerIdentity = 1000; // queues one identity may create, replies included
 };
 
+// Options for a plain amqp:// hub whose peers are all trusted (tests and benches).
+inline HubOptions insecureHubOptions() {
+    HubOptions o;
+    o.allowInsecure = true;
+    return o;
+}
+
 // Connection and link refusals, for the status command.
 struct SecurityCounters {
     std::uint64_t refusedConnections = 0; // TLS/SASL failed, unknown subject or revoked

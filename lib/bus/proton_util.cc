@@ -37,6 +37,10 @@ TransportFailure classifyTransportFailure(const std::string& condition,
         return {false, "the connection ended without an AMQP close"};
     if (condition == framing && description == "No protocol header found (connection aborted)")
         return {false, "the peer left before sending anything"};
+    // A TLS peer that closed its socket without a TLS close_notify (killed, or just gone).
+    if (condition == framing && description.find("SSL Failure") != std::string::npos &&
+        description.find("unexpected eof") != std::string::npos)
+        return {false, "the connection ended without a TLS or AMQP close"};
     if (condition == "amqp:resource-limit-exceeded" &&
         description.find("idle-timeout expired") != std::string::npos)
         return {false, "no heartbeat within the idle timeout"};

@@ -115,8 +115,8 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
                 return makeError("allow_host_devices '" + value + "' is not yes or no", path, line);
         } else if (key == "pki_dir") {
             if (value[0] != '/')
-                return makeError("pki_dir '" + value + "' must be an absolute directory path",
-                                 path, line);
+                return makeError("pki_dir '" + value + "' must be an absolute directory path", path,
+                                 line);
             c.pki_dir = value;
         } else if (key == "operator" || key == "cped_name") {
             if (!validName(value))

@@ -2,7 +2,6 @@
 
 #include "bus/client.h"
 #include "bus/hub.h"
-#include "pki/pki.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
 #include "common/lock_file.h"
@@ -11,6 +10,7 @@
 #include "common/time_format.h"
 #include "cped/commands.h"
 #include "cped/supervisor.h"
+#include "pki/pki.h"
 #include "store/store.h"
 #include "store/templates.h"
 
@@ -219,7 +219,7 @@ private:
     Options o_;
     bool tls_ = false;
     std::string pki_dir_;
-    std::mutex owners_mutex_;                                // guards owners_ only
+    std::mutex owners_mutex_;                             // guards owners_ only
     std::map<std::string, std::set<std::string>> owners_; // deployable -> assembly names, uuids
     SystemClock clock_;
     std::unique_ptr<bus::Hub> hub_;
@@ -567,9 +567,14 @@ int Cped::run() {
                           << self.name
                           << "; pcloud-pki issue --operator NAME (docs/security.md), or run "
                              "with --insecure-listen --listen amqp://127.0.0.1:5672\n";
-            return toInt(o_.listen.rfind("amqps://", 0) == 0 || !o_.insecure_listen
-                             ? ExitCode::Config
-                             : ExitCode::Unavailable);
+            // Missing or bad certificates, or plain AMQP refused: fix the setup, no respawn.
+            // A port that is taken may free up: respawn with backoff.
+            const auto& e = st.error();
+            bool setup = !e.file.empty() ||
+                         e.message.find("refusing plain AMQP") != std::string::npos ||
+                         e.message.find("amqps:// needs") != std::string::npos ||
+                         e.message.find("TLS setup failed") != std::string::npos;
+            return toInt(setup ? ExitCode::Config : ExitCode::Unavailable);
         }
         // Hub::start() logged it.
         url = std::string(o_.listen.rfind("amqps://", 0) == 0 ? "amqps" : "amqp") +

@@ -3,7 +3,6 @@
 #include "bus/client.h"
 #include "common/args.h"
 #include "common/exit_codes.h"
-#include "pki/pki.h"
 #include "common/fs.h"
 #include "common/job_runner.h"
 #include "common/lock_file.h"
@@ -16,6 +15,7 @@
 #include "dped/reactor.h"
 #include "dped/remote_node.h"
 #include "events/event.h"
+#include "pki/pki.h"
 #include "referee/referee.h"
 #include "referee/retry_backoff.h"
 #include "store/store.h"
@@ -424,7 +424,7 @@ private:
 } // namespace
 
 std::string usage() {
-    return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqp://127.0.0.1:5672]\n"
+    return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqps://127.0.0.1:5671]\n"
            "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
            "            [--referee-reconcile-ms MS] [--config /etc/pcloud/pcloud.conf]\n"
            "            [--bus-ca CA.crt --bus-cert dped.NAME.crt --bus-key dped.NAME.key]\n"
@@ -569,7 +569,8 @@ int runDped(const Options& opt) {
     copt.url = opt.broker;
     copt.addressPrefix = opt.address_prefix;
     {
-        auto files = pki::clientFiles(host->pki_dir, pki::Identity{pki::Kind::Dped, opt.deployable});
+        auto files =
+            pki::clientFiles(host->pki_dir, pki::Identity{pki::Kind::Dped, opt.deployable});
         copt.caFile = opt.bus_ca.empty() ? files.ca : opt.bus_ca;
         copt.certFile = opt.bus_cert.empty() ? files.cert : opt.bus_cert;
         copt.keyFile = opt.bus_key.empty() ? files.key : opt.bus_key;

@@ -13,7 +13,7 @@ namespace pcloud::dped {
 struct Options {
     std::string deployable;
     std::string state_dir = "/var/lib/pcloud";
-    std::string broker = "amqp://127.0.0.1:5672";
+    std::string broker = "amqps://127.0.0.1:5671";
     std::string address_prefix;
     std::string uri;       // overrides the deployable's libvirt URI when set
     std::string log_level; // error|warning|notice|info|debug

@@ -423,9 +423,9 @@ Result<Identity> onlyOperator(const std::string& dir) {
         const std::string prefix = "operator.", suffix = ".crt";
         if (name.size() > prefix.size() + suffix.size() && name.rfind(prefix, 0) == 0 &&
             name.substr(name.size() - suffix.size()) == suffix) {
-            auto id = parseIdentity(
-                "operator:" +
-                name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()));
+            auto id =
+                parseIdentity("operator:" + name.substr(prefix.size(), name.size() - prefix.size() -
+                                                                           suffix.size()));
             if (id)
                 found.push_back(*id);
         }

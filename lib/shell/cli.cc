@@ -736,7 +736,7 @@ std::string helpText() {
         std::snprintf(buf, sizeof buf, "  %-28s %s\n", c.name.c_str(), c.summary.c_str());
         out << buf;
     }
-    out << "Options: --broker URL (default amqp://127.0.0.1:5672), --address-prefix P, --json,\n"
+    out << "Options: --broker URL (default amqps://127.0.0.1:5671), --address-prefix P, --json,\n"
            "         --timeout SECONDS. `help COMMAND` shows a command's usage.\n";
     return out.str();
 }

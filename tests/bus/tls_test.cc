@@ -1,6 +1,7 @@
 // The hub's amqps:// listener with real parts: a Hub with mutual TLS and SASL EXTERNAL, lib/bus
 // clients (and a bare Proton peer where a client would refuse to try) holding certificates made
 // by lib/pki in a temp dir. Authentication, revocation on reload, and authorization at attach.
+#include "bus/proton_util.h"
 #include "bus_test_util.h"
 #include "common/log.h"
 #include "pki/pki.h"
@@ -144,6 +145,18 @@ TEST(TlsHubStart, AmqpsNeedsReadableCertificates) {
     EXPECT_EQ(st2.error().file, "/nonexistent/ca.crt");
 }
 
+TEST(TlsHubStart, AVanishedTlsPeerIsNoProtocolError) {
+    auto f = detail::classifyTransportFailure(
+        "amqp:connection:framing-error",
+        "SSL Failure: error:0A000126:SSL routines::unexpected eof while reading");
+    EXPECT_FALSE(f.protocolError);
+    EXPECT_EQ(f.reason, "the connection ended without a TLS or AMQP close");
+    EXPECT_TRUE(detail::classifyTransportFailure("amqp:connection:framing-error",
+                                                 "SSL Failure: error:0A000086:SSL "
+                                                 "routines::certificate verify failed")
+                    .protocolError);
+}
+
 TEST(TlsClient, AmqpsNeedsCertificatePaths) {
     Client c;
     auto st = c.connect("amqps://127.0.0.1:5671");
@@ -166,8 +179,8 @@ TEST_F(TlsHub, NoClientCertificateIsRefusedAndLoggedWithThePeer) {
     StderrCapture log;
     startHub();
     Probe probe(url(), proton::connection_options()
-                           .ssl_client_options(proton::ssl_client_options(
-                               pki_ + "/ca.crt", proton::ssl::VERIFY_PEER))
+                           .ssl_client_options(proton::ssl_client_options(pki_ + "/ca.crt",
+                                                                          proton::ssl::VERIFY_PEER))
                            .sasl_enabled(true)
                            .sasl_allowed_mechs("EXTERNAL"));
     probe.run();

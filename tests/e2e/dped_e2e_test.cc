@@ -222,7 +222,7 @@ protected:
         }();
     }
 
-    bus::Hub hub_{bus::HubOptions{.allowInsecure = true}}; // plain amqp://, not about TLS
+    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://, not about TLS
     bus::Client client_;
     std::mutex mu_;
     std::vector<json> events_;

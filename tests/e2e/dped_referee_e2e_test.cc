@@ -513,7 +513,7 @@ protected:
         EXPECT_TRUE(waitFor([&] { return frontendSpread(4)[A_] > 0; }, 15s)) << dump();
     }
 
-    bus::Hub hub_{bus::HubOptions{.allowInsecure = true}}; // plain amqp://, not about TLS
+    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://, not about TLS
     bus::Client client_;
     std::mutex mu_;
     std::vector<json> events_;

@@ -96,9 +96,9 @@ public:
             int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             ::dup2(fd, 1);
             ::dup2(fd, 2);
-            std::vector<std::string> argv = {CPED_BIN,    "--state-dir",     dir_,
-                                             "--listen",  url(),             "--insecure-listen",
-                                             "--dped-path", FAKE_DPED,       "--dped-timeout",
+            std::vector<std::string> argv = {CPED_BIN,      "--state-dir", dir_,
+                                             "--listen",    url(),         "--insecure-listen",
+                                             "--dped-path", FAKE_DPED,     "--dped-timeout",
                                              "1s"};
             argv.insert(argv.end(), extra_.begin(), extra_.end());
             std::vector<char*> args;

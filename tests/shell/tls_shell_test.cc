@@ -29,8 +29,7 @@ protected:
         pki_ = dir_ + "/pki";
         conf_ = dir_ + "/pcloud.conf";
         port_ = testsupport::freePort();
-        ASSERT_TRUE(fs::writeAtomic(conf_, "pki_dir = " + pki_ + "\ncped_name = test\n", {},
-                                    0644));
+        ASSERT_TRUE(fs::writeAtomic(conf_, "pki_dir = " + pki_ + "\ncped_name = test\n", {}, 0644));
     }
     void TearDown() override {
         stop();
@@ -49,10 +48,9 @@ protected:
             int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             ::dup2(fd, 1);
             ::dup2(fd, 2);
-            std::vector<std::string> argv = {CPED_BIN,      "--state-dir", dir_ + "/state",
-                                             "--listen",    url(),         "--config",
-                                             conf_,         "--dped-path", FAKE_DPED,
-                                             "--log-level", "info"};
+            std::vector<std::string> argv = {
+                CPED_BIN, "--state-dir", dir_ + "/state", "--listen",    url(), "--config",
+                conf_,    "--dped-path", FAKE_DPED,       "--log-level", "info"};
             argv.insert(argv.end(), extra.begin(), extra.end());
             std::vector<char*> args;
             for (auto& a : argv)
@@ -70,8 +68,8 @@ protected:
         pid_ = 0;
     }
     testsupport::CommandResult sh(const std::string& args) {
-        return runCommand(std::string(PCLOUDSH_BIN) + " --broker " + url() + " --config " +
-                          conf_ + " --timeout 3 " + args + " 2>&1");
+        return runCommand(std::string(PCLOUDSH_BIN) + " --broker " + url() + " --config " + conf_ +
+                          " --timeout 3 " + args + " 2>&1");
     }
     std::string log() const { return fs::readFile(log_).value(); }
 
@@ -97,8 +95,7 @@ TEST_F(TlsCped, ANonOperatorCertificateIsRefusedAtTheCommandApi) {
     ASSERT_EQ(pki("issue --operator alice"), 0);
     ASSERT_EQ(pki("issue --agent a"), 0);
     start();
-    ASSERT_TRUE(testsupport::waitFor([&] { return sh("deployable_list").rc == 0; }, 20s))
-        << log();
+    ASSERT_TRUE(testsupport::waitFor([&] { return sh("deployable_list").rc == 0; }, 20s)) << log();
     auto r = sh("--bus-cert " + pki_ + "/agent.a.crt --bus-key " + pki_ +
                 "/agent.a.key deployable_list");
     EXPECT_NE(r.rc, 0) << r.out;
@@ -114,11 +111,10 @@ TEST_F(TlsCped, CpedIssuesTheCertificateOfTheDpedItStarts) {
     ASSERT_EQ(pki("issue --cped test"), 0);
     ASSERT_EQ(pki("issue --operator alice"), 0);
     start();
-    ASSERT_TRUE(testsupport::waitFor([&] { return sh("deployable_list").rc == 0; }, 20s))
-        << log();
-    for (auto cmd : {"deployable_create web --uri test:///default",
-                     "assembly_create n1 --image /var/lib/pcloud/n1.img",
-                     "deployable_assembly_add web n1"}) {
+    ASSERT_TRUE(testsupport::waitFor([&] { return sh("deployable_list").rc == 0; }, 20s)) << log();
+    for (auto cmd :
+         {"deployable_create web --uri test:///default",
+          "assembly_create n1 --image /var/lib/pcloud/n1.img", "deployable_assembly_add web n1"}) {
         auto c = sh(cmd);
         ASSERT_EQ(c.rc, 0) << cmd << ": " << c.out;
     }
