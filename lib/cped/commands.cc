@@ -714,6 +714,10 @@ json Handler::status() {
     json out = {{"deployables", deps}, {"assemblies", model_.assemblies.size()}};
     if (ctx_.journal)
         out["last_seq"] = ctx_.journal->lastSeq();
+    if (ctx_.runtime) {
+        if (auto bus = ctx_.runtime->busSecurity(); !bus.is_null())
+            out["bus"] = bus;
+    }
     return out;
 }
 

@@ -206,6 +206,13 @@ public:
     json dpedProcess(const std::string& d) override { return supervisor_->info(d); }
     std::vector<PingResult> pingAgents(const std::vector<std::string>& as, Millis timeout) override;
     void emit(events::Event e) override { journalAndPublish(std::move(e)); }
+    json busSecurity() override {
+        if (!hub_)
+            return nullptr;
+        json j = json::parse(hub_->securityJson());
+        j["tls"] = tls_;
+        return j;
+    }
 
 private:
     void journalAndPublish(events::Event e);

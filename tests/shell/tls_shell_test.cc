@@ -104,6 +104,10 @@ TEST_F(TlsCped, ANonOperatorCertificateIsRefusedAtTheCommandApi) {
         10s))
         << log();
     EXPECT_NE(log().find("address=pcloud.cped"), std::string::npos) << log();
+    auto st = sh("--json status");
+    ASSERT_EQ(st.rc, 0) << st.out;
+    EXPECT_NE(st.out.find("\"denied_links\":1"), std::string::npos) << st.out;
+    EXPECT_NE(st.out.find("\"tls\":true"), std::string::npos) << st.out;
 }
 
 TEST_F(TlsCped, CpedIssuesTheCertificateOfTheDpedItStarts) {
