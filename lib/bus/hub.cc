@@ -245,7 +245,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
 
     // ---- authorization (mutex held) ----
     // Whether link `l` of a known peer may attach to `address`; if not it is closed, logged
-    // (the first few per connection) and counted. `creates` = the attach makes a new node.
+    // (the first few per connection) and counted; the queue cap applies to attaches that
+    // would make a new node.
     bool admit(proton::link l, authz::Direction dir, const std::string& address, bool dynamic) {
         auto it = peers.find(l.connection());
         std::string why;
