@@ -32,6 +32,8 @@ const std::string kJournal = "pcloud.journal";
 const std::string kAgent = "pcloud.agent.";
 const std::string kReports = "pcloud.reports.";
 const std::string kDped = "pcloud.dped.";
+const std::string kNode = "pcloud.node.";   // a pcloud-node's requests (docs/protocol/node.md)
+const std::string kNodes = "pcloud.nodes."; // its events topic
 
 } // namespace
 
@@ -85,6 +87,10 @@ Decision authorize(const Peer& peer, Direction direction, const std::string& add
     case pki::Kind::Dped: {
         if (!send && address == kDped + id.name)
             return allow("a dped serves its own queue");
+        // Any host's node: which host a deployable runs on is dped's --node, not the model.
+        // The node checks every request against its own host configuration and epochs.
+        if (send ? startsWith(address, kNode) : startsWith(address, kNodes))
+            return allow("dpeds drive hosts through their pcloud-node");
         if (send && address == kJournal)
             return allow("dpeds write the journal");
         std::string assembly = send ? suffix(address, kAgent) : suffix(address, kReports);
@@ -94,8 +100,12 @@ Decision authorize(const Peer& peer, Direction direction, const std::string& add
                     " and the agent addresses of its own assemblies");
     }
     case pki::Kind::Node:
-        return deny("node identities may only subscribe to events (with the events role) and "
-                    "use replies");
+        if (!send && address == kNode + id.name)
+            return allow("a node serves its own request queue");
+        if (send && address == kNodes + id.name)
+            return allow("a node publishes its own events");
+        return deny("node " + id.name + " may receive only from " + kNode + id.name +
+                    " and send only to " + kNodes + id.name);
     }
     return deny("unknown identity kind");
 }

@@ -13,8 +13,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::int64_t nowUs() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               Clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
         .count();
 }
 
@@ -174,8 +173,8 @@ Result<nodep::Reply> RemoteNode::call(nodep::Request q, std::chrono::millisecond
     q.epoch = opt_.epoch;
     auto r = client_.request(address_, nodep::encode(q), timeout);
     if (!r)
-        return makeError("node " + opt_.host + ": " + nodep::toString(q.op) + " failed: " +
-                         r.error().describe());
+        return makeError("node " + opt_.host + ": " + nodep::toString(q.op) +
+                         " failed: " + r.error().describe());
     auto reply = nodep::decodeReply(r->body);
     if (!reply)
         return makeError("node " + opt_.host + ": " + reply.error().describe());

@@ -26,12 +26,12 @@
 namespace pcloud::dped {
 
 struct RemoteNodeOptions {
-    std::string host;           // the node's name: pcloud.node.<host>, pcloud.nodes.<host>
-    std::string sender;         // this controller's identity, e.g. "dped:web"
-    std::uint64_t epoch = 0;    // the controller's leadership epoch (0: single node)
-    Millis silence_ms = 3000;   // node heartbeat silence that counts as the node lost
-    std::chrono::milliseconds call_timeout{30'000};  // define+start, destroy: slow under TCG
-    std::chrono::milliseconds quick_timeout{5'000};  // lookup, qemu pid, watch
+    std::string host;         // the node's name: pcloud.node.<host>, pcloud.nodes.<host>
+    std::string sender;       // this controller's identity, e.g. "dped:web"
+    std::uint64_t epoch = 0;  // the controller's leadership epoch (0: single node)
+    Millis silence_ms = 3000; // node heartbeat silence that counts as the node lost
+    std::chrono::milliseconds call_timeout{30'000}; // define+start, destroy: slow under TCG
+    std::chrono::milliseconds quick_timeout{5'000}; // lookup, qemu pid, watch
 };
 
 class RemoteNode final : public virt::Hypervisor {
@@ -68,8 +68,7 @@ public:
     void onPidExit(PidExit callback);
 
 private:
-    Result<virt::node::Reply> call(virt::node::Request request,
-                                   std::chrono::milliseconds timeout);
+    Result<virt::node::Reply> call(virt::node::Request request, std::chrono::milliseconds timeout);
     Result<virt::DomainInfo> domainCall(virt::node::Request request,
                                         std::chrono::milliseconds timeout);
     Status plainCall(virt::node::Request request, std::chrono::milliseconds timeout);

@@ -10,6 +10,7 @@
 #include "common/signals.h"
 #include "model/model.h"
 #include "node/node_service.h"
+#include "pki/pki.h"
 #include "virt/libvirt_hypervisor.h"
 #include "virt/pid_watcher.h"
 
@@ -32,6 +33,7 @@ std::string usage() {
     return "usage: pcloud-node --name HOST [--uri qemu:///system] [--broker URL]\n"
            "                   [--address-prefix P] [--state-dir DIR] [--config FILE]\n"
            "                   [--heartbeat-ms 1000] [--log-level LEVEL]\n"
+           "                   [--bus-ca CA.crt --bus-cert node.NAME.crt --bus-key node.NAME.key]\n"
            "Serves this host's hypervisor to dped over the bus (docs/protocol/node.md).\n";
 }
 
@@ -62,6 +64,9 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--state-dir"      ? &o.state_dir
                               : key == "--config"         ? &o.config
                               : key == "--log-level"      ? &o.log_level
+                              : key == "--bus-ca"         ? &o.bus_ca
+                              : key == "--bus-cert"       ? &o.bus_cert
+                              : key == "--bus-key"        ? &o.bus_key
                                                           : nullptr;
         if (!target)
             return makeError("unknown option '" + a + "'\n" + usage());
@@ -147,6 +152,12 @@ int runNode(const Options& opt) {
     copt.url = opt.broker;
     copt.addressPrefix = opt.address_prefix;
     copt.containerId = "node-" + opt.name + "-" + std::to_string(::getpid());
+    {
+        auto files = pki::clientFiles(host->pki_dir, pki::Identity{pki::Kind::Node, opt.name});
+        copt.caFile = opt.bus_ca.empty() ? files.ca : opt.bus_ca;
+        copt.certFile = opt.bus_cert.empty() ? files.cert : opt.bus_cert;
+        copt.keyFile = opt.bus_key.empty() ? files.key : opt.bus_key;
+    }
     if (auto st = client.connect(copt); !st) {
         PCLOUD_LOG(Error, "Bad broker URL", {{"error", st.error().describe()}});
         return toInt(ExitCode::Usage);
@@ -172,10 +183,9 @@ int runNode(const Options& opt) {
     };
     ThreadJobRunner jobs([](std::function<void()> done) { done(); });
     NodeServiceConfig cfg{opt.name, randomId(), *host, opt.heartbeat_ms};
-    NodeService service(cfg, hv, jobs, *epochs, probe,
-                        [&client, events](const std::string& body) {
-                            (void)client.send(events, body);
-                        });
+    NodeService service(cfg, hv, jobs, *epochs, probe, [&client, events](const std::string& body) {
+        (void)client.send(events, body);
+    });
     virt::PidWatcher pids([&service](const virt::PidExit& e) { service.onPidExit(e); });
     service.watchPid = [&pids](const std::string& key, pid_t pid) { return pids.watch(key, pid); };
     service.unwatchPid = [&pids](const std::string& key) { pids.unwatch(key); };

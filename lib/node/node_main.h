@@ -12,12 +12,14 @@ namespace pcloud::node {
 struct Options {
     std::string name; // the host's name (model name grammar)
     std::string uri = "qemu:///system";
-    std::string broker = "amqp://127.0.0.1:5672";
+    std::string broker = "amqps://127.0.0.1:5671";
     std::string address_prefix;
     std::string state_dir = "/var/lib/pcloud";
     std::string config; // host configuration; "" = /etc/pcloud/pcloud.conf if present
     std::string log_level;
     Millis heartbeat_ms = 1000; // 50..60000
+    // amqps://: the bus certificate (docs/security.md); "" = node.NAME in pki_dir
+    std::string bus_ca, bus_cert, bus_key;
 };
 
 // Errors say which option is wrong; --help gives an Error whose file is "help".

@@ -59,8 +59,8 @@ NodeService::NodeService(NodeServiceConfig config, virt::Hypervisor& hv, JobRunn
     : cfg_(std::move(config)), hv_(hv), jobs_(jobs), epochs_(epochs), probe_(std::move(probe)),
       publish_(std::move(publish)) {}
 
-void NodeService::refuse(const std::string& id, const std::string& code,
-                         const std::string& message, const Reply& reply) {
+void NodeService::refuse(const std::string& id, const std::string& code, const std::string& message,
+                         const Reply& reply) {
     {
         std::lock_guard lock(mu_);
         ++refused_;
@@ -145,7 +145,9 @@ nodep::Reply NodeService::run(const nodep::Request& q) {
         return r;
     };
     PCLOUD_LOG(Info, "Node request",
-               {{"op", nodep::toString(q.op)}, {"domain", q.domain}, {"sender", q.sender},
+               {{"op", nodep::toString(q.op)},
+                {"domain", q.domain},
+                {"sender", q.sender},
                 {"epoch", std::to_string(q.epoch)}});
     switch (q.op) {
     case nodep::Op::Lookup:

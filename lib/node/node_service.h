@@ -61,8 +61,8 @@ public:
     using Publish = std::function<void(const std::string& body)>;
     using Reply = std::function<void(const std::string& body)>;
 
-    NodeService(NodeServiceConfig config, virt::Hypervisor& hv, JobRunner& jobs,
-                EpochFloor& epochs, HostProbe probe, Publish publish);
+    NodeService(NodeServiceConfig config, virt::Hypervisor& hv, JobRunner& jobs, EpochFloor& epochs,
+                HostProbe probe, Publish publish);
 
     // Handles one request body. `reply` is called exactly once: at once for a request that
     // is refused, else from the domain's job lane when libvirt has answered.

@@ -113,8 +113,8 @@ Result<json> parseObject(const std::string& body, const char* type, const std::s
 }
 
 json domainJson(const DomainInfo& d) {
-    return {{"name", d.name},   {"uuid", d.uuid},           {"state", toString(d.state)},
-            {"reason", d.reason}, {"id", d.id}, {"persistent", d.persistent}};
+    return {{"name", d.name},     {"uuid", d.uuid}, {"state", toString(d.state)},
+            {"reason", d.reason}, {"id", d.id},     {"persistent", d.persistent}};
 }
 
 std::optional<DomainInfo> readDomain(const json& j, Reader& parent) {
@@ -234,8 +234,8 @@ std::optional<DomainEventKind> parseDomainEventKind(const std::string& text) {
 }
 
 std::string encode(const Request& q) {
-    json j{{"v", kVersion},         {"type", "node-request"}, {"id", q.id},
-           {"op", toString(q.op)},  {"sender", q.sender},     {"epoch", q.epoch}};
+    json j{{"v", kVersion},        {"type", "node-request"}, {"id", q.id},
+           {"op", toString(q.op)}, {"sender", q.sender},     {"epoch", q.epoch}};
     if (!q.domain.empty())
         j["domain"] = q.domain;
     if (!q.xml.empty())
@@ -275,8 +275,7 @@ Result<Request> decodeRequest(const std::string& body) {
 }
 
 std::string encode(const Reply& p) {
-    json j{{"v", kVersion}, {"type", "node-reply"}, {"id", p.id}, {"ok", p.ok},
-           {"epoch", p.epoch}};
+    json j{{"v", kVersion}, {"type", "node-reply"}, {"id", p.id}, {"ok", p.ok}, {"epoch", p.epoch}};
     if (!p.ok)
         j["error"] = {{"code", p.code}, {"message", p.message}};
     if (p.domain)

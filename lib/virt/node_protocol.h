@@ -88,11 +88,11 @@ struct Event {
     std::uint64_t seq = 0; // per node process, +1 per event (gaps = lost events)
     std::string boot;      // the node process's random id: a new one means a restarted node
     EventKind kind = EventKind::Heartbeat;
-    DomainEvent domain;    // Domain (monotonic times are the node's; receivers re-stamp)
-    std::string key;       // PidExit: the watch key (the domain)
-    std::int64_t pid = 0;  // PidExit
-    std::string reason;    // InfraDown
-    HostFacts facts;       // Heartbeat
+    DomainEvent domain;     // Domain (monotonic times are the node's; receivers re-stamp)
+    std::string key;        // PidExit: the watch key (the domain)
+    std::int64_t pid = 0;   // PidExit
+    std::string reason;     // InfraDown
+    HostFacts facts;        // Heartbeat
     Millis interval_ms = 0; // Heartbeat: the node's heartbeat interval
 };
 std::string encode(const Event& event);

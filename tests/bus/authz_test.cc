@@ -111,6 +111,23 @@ TEST(Authz, CpedSendsAnywhereButConsumesOnlyItsOwnQueues) {
     EXPECT_FALSE(may(c, R, "pcloud.reports.w1"));
 }
 
+TEST(Authz, NodesServeTheirOwnQueueAndDpedsDriveThem) {
+    auto n = peer("node:h1");
+    EXPECT_TRUE(may(n, R, "pcloud.node.h1"));
+    EXPECT_TRUE(may(n, S, "pcloud.nodes.h1"));
+    EXPECT_FALSE(may(n, R, "pcloud.node.h2"));  // another node's requests
+    EXPECT_FALSE(may(n, S, "pcloud.nodes.h2")); // forged events of another node
+    EXPECT_FALSE(may(n, S, "pcloud.cped"));
+    EXPECT_FALSE(may(n, S, "pcloud.agent.w1"));
+    auto d = peer("dped:web");
+    EXPECT_TRUE(may(d, S, "pcloud.node.h1"));
+    EXPECT_TRUE(may(d, R, "pcloud.nodes.h1"));
+    EXPECT_FALSE(may(d, R, "pcloud.node.h1"));  // competing with the node
+    EXPECT_FALSE(may(d, S, "pcloud.nodes.h1")); // forged node events
+    EXPECT_FALSE(may(peer("agent:w1"), S, "pcloud.node.h1"));
+    EXPECT_FALSE(may(peer("operator:alice"), S, "pcloud.node.h1"));
+}
+
 TEST(Authz, InsecurePeersAreUnrestricted) {
     Peer p;
     p.insecure = true;

@@ -288,8 +288,7 @@ TEST_F(NodeServiceTest, AStaleEpochChangesNothing) {
     EXPECT_EQ(r.code, "stale-epoch");
     EXPECT_EQ(r.epoch, 7u);
     EXPECT_EQ(service_->staleEpochs(), 1u);
-    EXPECT_EQ(ask(request(nodep::Op::Lookup, "test", 7)).domain->state,
-              virt::DomainState::Running);
+    EXPECT_EQ(ask(request(nodep::Op::Lookup, "test", 7)).domain->state, virt::DomainState::Running);
 }
 
 TEST_F(NodeServiceTest, PublishesNumberedEvents) {
@@ -372,9 +371,9 @@ protected:
     void startNode() {
         log_ = dir_ + "/node." + std::to_string(++runs_) + ".log";
         pid_ = spawnLogged(kBin + "/pcloud-node",
-                           {"pcloud-node", "--name", "h1", "--uri", "test:///default",
-                            "--broker", "amqp://127.0.0.1:" + std::to_string(hub_.boundPort()),
-                            "--state-dir", dir_, "--heartbeat-ms", "100", "--log-level", "info"},
+                           {"pcloud-node", "--name", "h1", "--uri", "test:///default", "--broker",
+                            "amqp://127.0.0.1:" + std::to_string(hub_.boundPort()), "--state-dir",
+                            dir_, "--heartbeat-ms", "100", "--log-level", "info"},
                            log_);
         ASSERT_GT(pid_, 0);
     }
@@ -390,7 +389,7 @@ protected:
         return t ? *t : std::string();
     }
 
-    bus::Hub hub_;
+    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://, not about TLS
     bus::Client client_;
     std::string dir_, log_;
     pid_t pid_ = -1;
@@ -424,12 +423,13 @@ TEST_F(NodeProcessTest, RemoteNodeDrivesTheHostAndSeesItsEvents) {
     ASSERT_TRUE(remote.destroy("remote1").ok());
     ASSERT_TRUE(waitFor([&] { return rec.saw("remote1", virt::DomainEventKind::Stopped); }, 10s));
     EXPECT_EQ(remote.lookup("remote1")->state, virt::DomainState::Shutoff);
-    ASSERT_TRUE(
-        waitFor([&] {
+    ASSERT_TRUE(waitFor(
+        [&] {
             auto f = remote.facts().running;
             return std::find(f.begin(), f.end(), "remote1") == f.end() &&
                    std::find(f.begin(), f.end(), "test") != f.end();
-        }, 5s));
+        },
+        5s));
 
     // A refusal comes back as an error naming the node and the rule.
     auto refused = remote.defineAndStart(
