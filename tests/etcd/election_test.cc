@@ -323,11 +323,23 @@ protected:
     std::vector<Proc> procs_;
 };
 
-TEST_F(ElectionProcesses, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch) {
-    EtcdCluster etcd{1};
+// kill -9 of the leading process, with etcd's default timers (TTL 2 s) and with
+// --heartbeat-interval=50 --election-timeout=500 (TTL 1 s).
+struct KillCase {
+    const char* label;
+    std::vector<std::string> etcd_args;
+    std::string ttl;
+    Millis bound_ms;
+};
+
+class ElectionKill : public ElectionProcesses, public ::testing::WithParamInterface<KillCase> {};
+
+TEST_P(ElectionKill, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch) {
+    const auto& kc = GetParam();
+    EtcdCluster etcd{1, kc.etcd_args};
     ASSERT_EQ(etcd.start(), "");
     for (const char* n : {"p1", "p2", "p3"})
-        procs_.push_back(spawnCandidate(etcd.url(), n, dir_));
+        procs_.push_back(spawnCandidate(etcd.url(), n, dir_, {"--ttl", kc.ttl}));
     std::int64_t epoch1 = 0;
     ASSERT_TRUE(testsupport::waitFor([&] { return leaderAmong(procs_, &epoch1) >= 0; }, 10s));
     int first = leaderAmong(procs_);
@@ -340,10 +352,10 @@ TEST_F(ElectionProcesses, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch)
     ASSERT_TRUE(testsupport::waitFor([&] { return leaderAmong(procs_, &epoch2) >= 0; }, 6s, 10ms))
         << "no new leader within 6 s of kill -9";
     auto failover = monoNow() - t0;
-    std::printf("[ measured ] kill -9 of the leader -> new leader (TTL 2 s): %lld ms\n",
-                static_cast<long long>(failover));
+    std::printf("[ measured ] kill -9 of the leader -> new leader (%s, TTL %s s): %lld ms\n",
+                kc.label, kc.ttl.c_str(), static_cast<long long>(failover));
     EXPECT_GT(epoch2, epoch1);
-    EXPECT_LT(failover, 3500) << "bounded by the 2 s TTL plus a renewal and a read";
+    EXPECT_LT(failover, kc.bound_ms) << "bounded by the TTL plus a renewal and a read";
     // History check: every write of the dead leader was applied before its key expired,
     // every write of the new one after: the two leaderships never overlap in etcd.
     auto check = makeClient(etcd.endpoints());
@@ -368,6 +380,13 @@ TEST_F(ElectionProcesses, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch)
     EXPECT_GT(dead, 0) << "the first leader made guarded writes while it led";
     EXPECT_GT(alive, 0) << "the new leader made guarded writes";
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Timers, ElectionKill,
+    ::testing::Values(
+        KillCase{"etcd defaults", {}, "2", 3500},
+        KillCase{"etcd tuned", {"--heartbeat-interval=50", "--election-timeout=500"}, "1", 2500}),
+    [](const auto& info) { return info.index == 0 ? "Defaults" : "Tuned"; });
 
 TEST_F(ElectionProcesses, StoppedLeaderResumesPastItsTtlAndStepsDownWithoutActing) {
     EtcdCluster etcd{1};
