@@ -343,8 +343,23 @@ TEST_P(ElectionKill, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch) {
     std::int64_t epoch1 = 0;
     ASSERT_TRUE(testsupport::waitFor([&] { return leaderAmong(procs_, &epoch1) >= 0; }, 10s));
     int first = leaderAmong(procs_);
-    // Let the followers see it too, then kill it with no chance to resign.
-    std::this_thread::sleep_for(600ms);
+    // Once the followers name it too, kill it with no chance to resign.
+    const std::string firstName = procs_[static_cast<size_t>(first)].name;
+    ASSERT_TRUE(testsupport::waitFor(
+        [&] {
+            for (size_t i = 0; i < procs_.size(); ++i) {
+                if (static_cast<int>(i) == first)
+                    continue;
+                std::string named;
+                for (const auto& l : readLines(procs_[i].out))
+                    if (l.rfind("state ", 0) == 0)
+                        named = field(l, "leader_name");
+                if (named != firstName)
+                    return false;
+            }
+            return true;
+        },
+        5s));
     ASSERT_EQ(leaderAmong(procs_), first) << "exactly one leader";
     auto t0 = monoNow();
     reap(procs_[static_cast<size_t>(first)]);
@@ -361,13 +376,22 @@ TEST_P(ElectionKill, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch) {
     auto check = makeClient(etcd.endpoints());
     std::int64_t gone = deleteRevisionOf(*check, epoch1);
     ASSERT_GT(gone, 0) << "the dead leader's key was never deleted";
+    const std::string deadName = "/" + firstName + "-";
     ASSERT_TRUE(testsupport::waitFor(
-        [&] { return !check->range("/pcloud/test/w/", true)->kvs.empty(); }, 2s));
-    std::this_thread::sleep_for(300ms); // a few writes of the new leader
+        [&] {
+            auto now = check->range("/pcloud/test/w/", true);
+            if (!now)
+                return false;
+            for (const auto& kv : now->kvs)
+                if (kv.key.find(deadName) == std::string::npos)
+                    return true;
+            return false;
+        },
+        3s))
+        << "the new leader makes guarded writes";
     auto ws = check->range("/pcloud/test/w/", true);
     ASSERT_TRUE(ws.ok());
     int dead = 0, alive = 0;
-    const std::string deadName = "/" + procs_[static_cast<size_t>(first)].name + "-";
     for (const auto& kv : ws->kvs) {
         if (kv.key.find(deadName) != std::string::npos) {
             ++dead;
@@ -481,7 +505,15 @@ TEST_F(ElectionProcesses, StoppedLeaderResumesPastItsTtlAndStepsDownWithoutActin
     EXPECT_GT(fresh, 0);
     EXPECT_TRUE(check->range("/pcloud/test/w/z1-zombie")->kvs.empty());
     // Exactly one leader afterwards: the new one (z1 campaigns again behind it).
-    std::this_thread::sleep_for(1s);
+    ASSERT_TRUE(testsupport::waitFor(
+        [&] {
+            std::string named;
+            for (const auto& l : readLines(procs_[0].out))
+                if (l.rfind("state ", 0) == 0)
+                    named = field(l, "leader_name");
+            return named == "z2";
+        },
+        5s));
     EXPECT_EQ(leaderAmong(procs_), 1);
     (void)resumedAt;
 }
@@ -510,8 +542,8 @@ TEST_F(ElectionProcesses, ThreeMemberEtcdLosesItsRaftLeaderAndTheElectionGoesOn)
         << "no guarded write succeeded within 8 s of killing etcd's raft leader";
     std::printf("[ measured ] etcd raft leader killed -> next accepted guarded write: %lld ms\n",
                 static_cast<long long>(monoNow() - t0));
-    std::this_thread::sleep_for(1s);
-    EXPECT_GE(leaderAmong(procs_), 0) << "exactly one leader";
+    EXPECT_TRUE(testsupport::waitFor([&] { return leaderAmong(procs_) >= 0; }, 3s))
+        << "exactly one leader";
 }
 
 } // namespace
