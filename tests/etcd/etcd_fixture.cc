@@ -140,6 +140,12 @@ void EtcdCluster::kill(int i) {
     m.pid = -1;
 }
 
+void EtcdCluster::signal(int i, int sig) {
+    auto& m = members_[static_cast<size_t>(i)];
+    if (m.pid > 0)
+        ::kill(m.pid, sig);
+}
+
 std::string EtcdCluster::restart(int i) {
     kill(i);
     auto& m = members_[static_cast<size_t>(i)];

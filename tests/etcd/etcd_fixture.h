@@ -27,7 +27,8 @@ public:
     // Starts every member and waits until each answers; "" or what went wrong, with the
     // end of the member's log.
     std::string start();
-    void kill(int i); // SIGKILL member i and reap it
+    void kill(int i);            // SIGKILL member i and reap it
+    void signal(int i, int sig); // e.g. SIGSTOP / SIGCONT
     std::string restart(int i);
     // "etcd://127.0.0.1:P1,127.0.0.1:P2,..."
     std::string url() const;
