@@ -496,6 +496,9 @@ int Cped::run() {
     journal_ = std::move(*journal);
     for (auto& w : journal_->takeWarnings())
         PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
+    // Signals are taken synchronously by the main thread; every thread inherits the mask.
+    sigset_t sigs = signals::blockShutdownSignals();
+    // After the mask: the etcd client's gRPC threads must not take SIGTERM either.
     if (o_.cluster.empty()) {
         auto c = makeLocalCoordinator(o_.state_dir, o_.node_name);
         if (!c) {
@@ -516,9 +519,6 @@ int Cped::run() {
         }
         coordinator_ = std::move(*c);
     }
-
-    // Signals are taken synchronously by the main thread; every thread inherits the mask.
-    sigset_t sigs = signals::blockShutdownSignals();
 
     std::string url = o_.broker;
     if (url.empty()) {
