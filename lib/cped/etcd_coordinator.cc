@@ -96,7 +96,7 @@ Result<std::unique_ptr<Coordinator>> makeEtcdCoordinator(const std::string& url,
     auto eps = etcd::parseEndpoints(url);
     if (!eps)
         return eps.error();
-    auto client = etcd::Client::create(etcd::ClientOptions{*eps, 1000, 500});
+    auto client = etcd::Client::create(etcd::ClientOptions{*eps, 1000, 1000});
     if (!client)
         return client.error();
     return std::unique_ptr<Coordinator>(

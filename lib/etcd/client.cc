@@ -369,8 +369,10 @@ public:
         args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
         // A restarted member is used again within a second, not after gRPC's 120 s cap.
         args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-        args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
         args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+        // gRPC 1.51 also takes this as the time one connection attempt may take (TCP and
+        // the HTTP/2 SETTINGS); its default is 20 s.
+        args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(o_.connect_timeout_ms));
         for (const auto& e : o_.endpoints) {
             auto ep = std::make_unique<Endpoint>();
             ep->address = e;

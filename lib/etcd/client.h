@@ -115,7 +115,7 @@ struct ClientOptions {
     // "host:port" or "http://host:port" each.
     std::vector<std::string> endpoints;
     Millis call_timeout_ms = 2000;
-    Millis connect_timeout_ms = 1000;
+    Millis connect_timeout_ms = 1000; // one connection attempt (TCP + HTTP/2 handshake)
 };
 
 // "etcd://h1:2379,h2:2379" (or "h1:2379,http://h2:2379") -> {"h1:2379", "h2:2379"}; an error

@@ -332,6 +332,10 @@ struct KillCase {
     Millis bound_ms;
 };
 
+void PrintTo(const KillCase& k, std::ostream* os) {
+    *os << k.label;
+}
+
 class ElectionKill : public ElectionProcesses, public ::testing::WithParamInterface<KillCase> {};
 
 TEST_P(ElectionKill, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch) {
@@ -361,6 +365,15 @@ TEST_P(ElectionKill, KillMinusNineOfTheLeaderElectsAnotherWithAHigherEpoch) {
         },
         5s));
     ASSERT_EQ(leaderAmong(procs_), first) << "exactly one leader";
+    ASSERT_TRUE(testsupport::waitFor(
+        [&] {
+            for (const auto& l : readLines(procs_[static_cast<size_t>(first)].out))
+                if (l.rfind("write ", 0) == 0 && field(l, "result") == "ok")
+                    return true;
+            return false;
+        },
+        3s))
+        << "the leader makes guarded writes";
     auto t0 = monoNow();
     reap(procs_[static_cast<size_t>(first)]);
     std::int64_t epoch2 = 0;
