@@ -1,6 +1,16 @@
 // cped: the pcloud control daemon. Everything lives in lib/cped (cped_app.cc).
 #include "cped/cped_app.h"
+#ifdef PCLOUD_WITH_ETCD
+#include "cped/etcd_coordinator.h"
+#endif
 
 int main(int argc, char** argv) {
+#ifdef PCLOUD_WITH_ETCD
+    return pcloud::cped::runCped(
+        argc, argv, [](const std::string& url, const std::string& node, const pcloud::Clock& c) {
+            return pcloud::cped::makeEtcdCoordinator(url, node, c);
+        });
+#else
     return pcloud::cped::runCped(argc, argv);
+#endif
 }

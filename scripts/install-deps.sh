@@ -8,6 +8,7 @@ BUILD_PKGS=(
     libvirt-dev libqpid-proton-cpp12-dev libqpid-proton11-dev libpugixml-dev libsdbus-c++-dev
     libboost-dev libgtest-dev libgmock-dev nlohmann-json3-dev libreadline-dev clang-format
     clang-14 libclang-rt-14-dev libssl-dev
+    libgrpc++-dev protobuf-compiler protobuf-compiler-grpc golang-etcd-server-dev
 )
 # The real parts the integration tests and the demo drive.
 RUNTIME_PKGS=(
@@ -15,6 +16,7 @@ RUNTIME_PKGS=(
     busybox-static cpio xz-utils
     haproxy apache2 nginx debootstrap systemd-container
     tmux python3-qpid-proton procps iproute2 curl
+    etcd-server etcd-client
 )
 
 need=()

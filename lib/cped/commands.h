@@ -38,6 +38,7 @@ inline constexpr const char* Exists = "exists";
 inline constexpr const char* Conflict = "conflict";       // e.g. delete a started deployable
 inline constexpr const char* Unavailable = "unavailable"; // a dped or agent did not answer
 inline constexpr const char* Internal = "internal";       // e.g. the save failed
+inline constexpr const char* NotLeader = "not-leader";    // cped --cluster: another node leads
 } // namespace code
 
 struct Request {

@@ -54,6 +54,10 @@ keeps the event journal and runs one dped per started deployable.
   --dped-timeout D          how long to wait for a dped's reply (default 3s)
   --config PATH             host configuration (default /etc/pcloud/pcloud.conf, optional;
                             a PATH given here must exist); passed on to every dped
+  --cluster etcd://H:P,...  campaign for the zone's leadership in etcd (docs/ha.md); only
+                            the leader serves the command API and starts dpeds, the
+                            others answer not-leader naming the leader
+  --node-name NAME          this node's name in the zone (default: the host name)
 Signals: SIGTERM/SIGINT exit (dpeds and VMs keep running; the next cped adopts them),
 SIGHUP re-reads the db files and the deny list (PKI dir/revoked) and tells every dped to
 reload.
@@ -70,7 +74,9 @@ struct Options {
     std::string log_level;
     events::JournalOptions journal;
     Millis dped_timeout = 3000;
-    std::string config; // host configuration; "" = /etc/pcloud/pcloud.conf (may be absent)
+    std::string config;    // host configuration; "" = /etc/pcloud/pcloud.conf (may be absent)
+    std::string cluster;   // etcd://... ; "" = single node (LocalCoordinator)
+    std::string node_name; // "" = the host name
 };
 
 bool parseSize(const std::string& s, std::uint64_t& out) {
@@ -146,6 +152,10 @@ int parseOptions(int argc, char** argv, Options& o) {
             o.dped_path = v;
         else if (a == "--config")
             o.config = v;
+        else if (a == "--cluster")
+            o.cluster = v;
+        else if (a == "--node-name")
+            o.node_name = v;
         else if (a == "--log-level") {
             log::Level l;
             if (!log::parseLevel(v, l))
@@ -178,6 +188,11 @@ int parseOptions(int argc, char** argv, Options& o) {
     }
     if (o.dped_path.empty())
         o.dped_path = selfDir() + "/dped";
+    if (o.node_name.empty()) {
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        o.node_name = host[0] ? host : "cped";
+    }
     return -1;
 }
 
@@ -191,7 +206,8 @@ json commandBody(const std::string& id, const std::string& command, const json& 
 // The daemon: owns the model and everything that touches it.
 class Cped : public Runtime {
 public:
-    Cped(Options o) : o_(std::move(o)) {}
+    Cped(Options o, ClusterCoordinatorFactory cluster)
+        : o_(std::move(o)), cluster_factory_(std::move(cluster)) {}
 
     int run();
 
@@ -223,11 +239,19 @@ private:
     void refreshOwners();
     std::vector<std::string> dpedTlsArgs(const std::string& deployable);
 
+    void startWantedDpeds();
+
     Options o_;
     bool tls_ = false;
     std::string pki_dir_;
     std::mutex owners_mutex_;                             // guards owners_ only
     std::map<std::string, std::set<std::string>> owners_; // deployable -> assembly names, uuids
+    ClusterCoordinatorFactory cluster_factory_;
+    std::unique_ptr<Coordinator> coordinator_;
+    // Set by the coordinator's callback (its own thread, which must never wait on
+    // model_mutex_: a slow command would starve its keep-alives); the supervision thread
+    // starts the wanted dpeds.
+    std::atomic<bool> became_leader_{false};
     SystemClock clock_;
     std::unique_ptr<bus::Hub> hub_;
     bus::Client server_; // serves pcloud.cped; its handler may block on `client_`
@@ -404,6 +428,14 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     }
     if (req->id.empty())
         req->id = m.correlationId;
+    // Only the zone's leader serves commands; the check is made now, not from a cached
+    // flag, so a leader whose lease deadline passed refuses at once.
+    if (auto li = coordinator_->leadership(); !li.leader) {
+        std::string msg = "cped " + li.node + " is not the leader";
+        msg += li.leader_name.empty() ? " (no leader known yet; retry)"
+                                      : "; the leader is " + li.leader_name;
+        return Response::failure(req->id, code::NotLeader, msg).toJson().dump();
+    }
     std::lock_guard lock(model_mutex_);
     Context ctx;
     ctx.state_dir = o_.state_dir;
@@ -466,6 +498,13 @@ std::vector<std::string> Cped::dpedTlsArgs(const std::string& deployable) {
     }
     auto f = pki::clientFiles(pki_dir_, id);
     return {"--bus-ca", f.ca, "--bus-cert", f.cert, "--bus-key", f.key};
+}
+
+void Cped::startWantedDpeds() {
+    std::lock_guard lock(model_mutex_);
+    for (const auto& d : desired_.startedSet())
+        if (model_.findDeployable(d))
+            supervisor_->want(d);
 }
 
 void Cped::reloadFromDisk() {
@@ -548,9 +587,29 @@ int Cped::run() {
     journal_ = std::move(*journal);
     for (auto& w : journal_->takeWarnings())
         PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
-
     // Signals are taken synchronously by the main thread; every thread inherits the mask.
     sigset_t sigs = signals::blockShutdownSignals();
+    // After the mask: the etcd client's gRPC threads must not take SIGTERM either.
+    if (o_.cluster.empty()) {
+        auto c = makeLocalCoordinator(o_.state_dir, o_.node_name);
+        if (!c) {
+            std::cerr << "cped: cannot start: " << c.error().describe() << "\n";
+            return toInt(ExitCode::Config);
+        }
+        coordinator_ = std::move(*c);
+    } else {
+        if (!cluster_factory_) {
+            std::cerr << "cped: --cluster: this cped was built without etcd support "
+                         "(PCLOUD_WITH_ETCD=OFF)\n";
+            return toInt(ExitCode::Usage);
+        }
+        auto c = cluster_factory_(o_.cluster, o_.node_name, clock_);
+        if (!c) {
+            std::cerr << "cped: --cluster " << o_.cluster << ": " << c.error().describe() << "\n";
+            return toInt(ExitCode::Usage);
+        }
+        coordinator_ = std::move(*c);
+    }
 
     std::string url = o_.broker;
     const std::string pkiDir = o_.pki_dir.empty() ? host_.pki_dir : o_.pki_dir;
@@ -628,15 +687,29 @@ int Cped::run() {
                       [this](const bus::Message& msg) { onJournalSubmission(msg); });
     server_.serve("pcloud.cped", [this](const bus::Message& msg) { return serveCommand(msg); });
 
-    {
-        std::lock_guard lock(model_mutex_);
-        for (const auto& d : desired_.startedSet())
-            if (model_.findDeployable(d))
-                supervisor_->want(d);
+    // dpeds start once this node leads: at once for the single-node coordinator. A leader
+    // that steps down leaves its dpeds running (epoch fencing of dpeds is not there yet,
+    // docs/ha.md).
+    coordinator_->onLeadershipChange([this](const LeadershipInfo& li) {
+        if (li.leader) {
+            became_leader_ = true;
+            supervisor_->wake();
+        } else {
+            PCLOUD_LOG(Warning, "This cped no longer leads; it refuses commands",
+                       {{"node", li.node},
+                        {"leader", li.leader_name.empty() ? "-" : li.leader_name},
+                        {"reason", li.reason}});
+        }
+    });
+    if (auto st = coordinator_->campaign(); !st) {
+        std::cerr << "cped: cannot campaign: " << st.error().describe() << "\n";
+        return toInt(ExitCode::Unavailable);
     }
     std::atomic<bool> stopping{false};
     std::thread supervision([&] {
         while (!stopping) {
+            if (became_leader_.exchange(false))
+                startWantedDpeds();
             Millis next = supervisor_->tick();
             supervisor_->waitActivity(next < 0 ? 1000 : std::min<Millis>(next, 1000));
         }
@@ -644,6 +717,8 @@ int Cped::run() {
     PCLOUD_LOG(Notice, "cped ready",
                {{"state_dir", o_.state_dir},
                 {"broker", url},
+                {"coordinator", coordinator_->describe()},
+                {"node", o_.node_name},
                 {"last_seq", std::to_string(journal_->lastSeq())}});
 
     int exitCode = 0;
@@ -666,6 +741,7 @@ int Cped::run() {
     stopping = true;
     supervisor_->wake();
     supervision.join();
+    coordinator_->resign(); // in a zone, another node takes over without waiting for a TTL
     server_.close();
     client_.waitIdle(2s);
     client_.close();
@@ -676,13 +752,13 @@ int Cped::run() {
 
 } // namespace
 
-int runCped(int argc, char** argv) {
+int runCped(int argc, char** argv, ClusterCoordinatorFactory cluster) {
     log::setIdent("cped");
     Options o;
     if (int rc = parseOptions(argc, argv, o); rc >= 0)
         return rc;
     try {
-        Cped cped(std::move(o));
+        Cped cped(std::move(o), std::move(cluster));
         return cped.run();
     } catch (const std::exception& e) {
         std::cerr << "cped: internal error: " << e.what() << "\n";

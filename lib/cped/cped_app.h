@@ -4,12 +4,22 @@
 // embedded hub (or an external broker), the command API on pcloud.cped, the event journal
 // fed from pcloud.journal and published on pcloud.events, dped supervision, signals.
 
+#include "common/clock.h"
+#include "cped/coordinator.h"
+
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace pcloud::cped {
 
-// Returns the process exit status (ExitCode).
-int runCped(int argc, char** argv);
+// Makes the Coordinator of `cped --cluster URL --node-name N` (makeEtcdCoordinator); cped's
+// main passes it when built with etcd, so pcloud_cped itself does not link gRPC.
+using ClusterCoordinatorFactory = std::function<Result<std::unique_ptr<Coordinator>>(
+    const std::string& url, const std::string& node_name, const Clock& clock)>;
+
+// Returns the process exit status (ExitCode). Without a factory, --cluster is refused.
+int runCped(int argc, char** argv, ClusterCoordinatorFactory cluster = {});
 
 } // namespace pcloud::cped

@@ -1,0 +1,67 @@
+#pragma once
+// Who may act for the zone (docs/ha.md): cped asks its Coordinator whether it leads, with
+// which epoch, and writes shared keys through it so that a write is applied only while
+// the writer leads.
+//
+// - LocalCoordinator: the single-node default. Always the leader; the epoch is a counter
+//   in STATE_DIR/epoch raised by one at every start (so a restarted cped has a higher
+//   epoch than the one before); keys live in STATE_DIR/coordinator.json. Needs no etcd.
+//   The model stays in today's XML store either way.
+// - The etcd coordinator (makeEtcdCoordinator, lib/cped/etcd_coordinator.h): campaigns with
+//   lib/etcd's election; keys live under /pcloud/ in etcd; every write is a Txn guarded by
+//   CreateRevision(leader key) == epoch.
+//
+// Keys are relative to /pcloud/ ("model/web" is /pcloud/model/web): non-empty, printable,
+// no "..", and not under "leader/" (the election's own prefix).
+
+#include "common/result.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace pcloud::cped {
+
+struct LeadershipInfo {
+    bool leader = false;
+    std::int64_t epoch = 0;  // while leader
+    std::string node;        // this node's name
+    std::string leader_name; // the leading node when known
+    std::string reason;      // why not leader
+};
+
+class Coordinator {
+public:
+    virtual ~Coordinator() = default;
+    // Starts campaigning (returns at once; leadership comes through onLeadershipChange).
+    virtual Status campaign() = 0;
+    // Stops campaigning and gives leadership up so another node takes over at once.
+    virtual void resign() = 0;
+    // Evaluated at the moment of the call (a leader whose lease deadline passed is not).
+    virtual LeadershipInfo leadership() = 0;
+    bool isLeader() { return leadership().leader; }
+    std::int64_t epoch() { return leadership().epoch; }
+
+    // Guarded writes: refused with "not-leader: ..." when this node does not lead, and with
+    // "stale-epoch: ..." when the store found the leadership gone.
+    virtual Status put(const std::string& key, const std::string& value) = 0;
+    virtual Status erase(const std::string& key) = 0;
+    virtual Result<std::optional<std::string>> get(const std::string& key) = 0;
+
+    // Called (from the coordinator's own thread) when leader, epoch or leader name change.
+    virtual void onLeadershipChange(std::function<void(const LeadershipInfo&)> cb) = 0;
+    // "local STATE_DIR" or "etcd://h1:2379,...", for logs.
+    virtual std::string describe() const = 0;
+};
+
+// Checks a key relative to /pcloud/ and returns it in full ("/pcloud/KEY").
+Result<std::string> coordinatorKey(const std::string& key);
+
+// The single-node coordinator on `state_dir`; fails when the epoch file is unreadable or
+// cannot be written (it names the file).
+Result<std::unique_ptr<Coordinator>> makeLocalCoordinator(const std::string& state_dir,
+                                                          const std::string& node_name);
+
+} // namespace pcloud::cped

@@ -1,0 +1,180 @@
+#pragma once
+// A small etcd v3 client over the gRPC stubs generated from etcd 3.4's protos: range, put,
+// delete, Txn, leases (grant, keep-alive stream, revoke, time-to-live) and watch streams.
+//
+// - Every unary call has a deadline (ClientOptions::call_timeout_ms).
+// - Several endpoints: a call that finds its endpoint unreachable (UNAVAILABLE) moves on to
+//   the next one and tries again, once per endpoint; the endpoint that answered becomes
+//   the current one. A call that timed out is not retried (a write may have been applied);
+//   the next call starts from the next endpoint.
+// - Streams carry the `hasleader: true` metadata, so a member cut off from its cluster's
+//   leader ends the stream instead of serving stale events.
+// - Errors are Result/Status whose message names the endpoint and the call:
+//   "etcd 127.0.0.1:2379: Txn: UNAVAILABLE: failed to connect to all addresses".
+//
+// Thread-safe: calls may come from several threads; each stream is used by one consumer.
+
+#include "common/clock.h"
+#include "common/result.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pcloud::etcd {
+
+struct KeyValue {
+    std::string key;
+    std::string value;
+    std::int64_t create_revision = 0;
+    std::int64_t mod_revision = 0;
+    std::int64_t version = 0;
+    std::int64_t lease = 0;
+};
+
+struct RangeResult {
+    std::int64_t revision = 0; // the store's revision when the range was read
+    std::vector<KeyValue> kvs;
+};
+
+// One comparison of a Txn (etcd's Compare).
+struct Compare {
+    enum class Target { Version, CreateRevision, ModRevision, Value, Lease };
+    enum class Result { Equal, Greater, Less, NotEqual };
+    std::string key;
+    Target target = Target::CreateRevision;
+    Result result = Result::Equal;
+    std::int64_t number = 0; // for every target but Value
+    std::string value;       // for Value
+
+    static Compare createRevision(std::string key, std::int64_t revision) {
+        Compare c;
+        c.key = std::move(key);
+        c.target = Target::CreateRevision;
+        c.number = revision;
+        return c;
+    }
+};
+
+// One operation of a Txn branch.
+struct Op {
+    enum class Kind { Put, Delete, Get };
+    Kind kind = Kind::Get;
+    std::string key;
+    std::string value;      // Put
+    std::int64_t lease = 0; // Put
+    bool prefix = false;    // Delete, Get: every key starting with `key`
+    static Op put(std::string key, std::string value, std::int64_t lease = 0) {
+        return Op{Kind::Put, std::move(key), std::move(value), lease, false};
+    }
+    static Op del(std::string key, bool prefix = false) {
+        return Op{Kind::Delete, std::move(key), {}, 0, prefix};
+    }
+    static Op get(std::string key, bool prefix = false) {
+        return Op{Kind::Get, std::move(key), {}, 0, prefix};
+    }
+};
+
+struct Txn {
+    std::vector<Compare> compare;
+    std::vector<Op> success;
+    std::vector<Op> failure;
+};
+
+struct TxnResult {
+    bool succeeded = false;
+    std::int64_t revision = 0;
+    std::vector<RangeResult> gets; // the results of the Get ops of the branch taken, in order
+};
+
+struct LeaseGrant {
+    std::int64_t id = 0;
+    std::int64_t ttl_s = 0;
+};
+
+struct KeepAliveReply {
+    std::int64_t id = 0;
+    std::int64_t ttl_s = 0; // <= 0: the lease is gone
+};
+
+struct WatchEvent {
+    enum class Type { Put, Delete };
+    Type type = Type::Put;
+    KeyValue kv;
+};
+
+struct WatchBatch {
+    std::int64_t revision = 0;
+    std::vector<WatchEvent> events;
+};
+
+struct ClientOptions {
+    // "host:port" or "http://host:port" each.
+    std::vector<std::string> endpoints;
+    Millis call_timeout_ms = 2000;
+    Millis connect_timeout_ms = 1000; // one connection attempt (TCP + HTTP/2 handshake)
+};
+
+// "etcd://h1:2379,h2:2379" (or "h1:2379,http://h2:2379") -> {"h1:2379", "h2:2379"}; an error
+// naming the bad element otherwise.
+Result<std::vector<std::string>> parseEndpoints(const std::string& spec);
+
+// A bidirectional stream read by a background thread: next() waits up to a timeout.
+class KeepAliveStream {
+public:
+    virtual ~KeepAliveStream() = default;
+    // Asks etcd to renew the lease. False when the stream is broken.
+    virtual bool send(std::int64_t lease_id) = 0;
+    // The next reply, or nullopt after `timeout_ms` or once the stream is broken.
+    virtual std::optional<KeepAliveReply> next(Millis timeout_ms) = 0;
+    virtual bool broken() const = 0;
+    virtual std::string error() const = 0;
+    virtual std::string endpoint() const = 0;
+};
+
+class WatchStream {
+public:
+    virtual ~WatchStream() = default;
+    virtual std::optional<WatchBatch> next(Millis timeout_ms) = 0;
+    virtual bool broken() const = 0;
+    virtual std::string error() const = 0;
+    virtual std::string endpoint() const = 0;
+};
+
+// Something to wake up when a stream has news (a reply, an event, or it broke).
+using StreamNotify = std::function<void()>;
+
+class Client {
+public:
+    static Result<std::unique_ptr<Client>> create(ClientOptions options);
+    virtual ~Client() = default;
+
+    // The key, or every key with that prefix when `prefix`; sorted by key.
+    virtual Result<RangeResult> range(const std::string& key, bool prefix = false) = 0;
+    // Returns the revision of the put.
+    virtual Result<std::int64_t> put(const std::string& key, const std::string& value,
+                                     std::int64_t lease = 0) = 0;
+    // Returns how many keys were deleted.
+    virtual Result<std::int64_t> del(const std::string& key, bool prefix = false) = 0;
+    virtual Result<TxnResult> txn(const Txn& txn) = 0;
+    virtual Result<LeaseGrant> leaseGrant(std::int64_t ttl_s) = 0;
+    virtual Status leaseRevoke(std::int64_t id) = 0;
+    // The lease's remaining TTL in seconds, -1 when it does not exist (expired or revoked).
+    virtual Result<std::int64_t> leaseTimeToLive(std::int64_t id) = 0;
+
+    // Streams open on the current endpoint; `notify` (optional) is called from the
+    // stream's reader thread after each reply and when the stream breaks.
+    virtual Result<std::unique_ptr<KeepAliveStream>> keepAlive(StreamNotify notify = {}) = 0;
+    // Watches `key` (or the prefix) from `start_revision` (0 = now). Returns once etcd
+    // confirmed the watch was created.
+    virtual Result<std::unique_ptr<WatchStream>> watch(const std::string& key, bool prefix,
+                                                       std::int64_t start_revision,
+                                                       StreamNotify notify = {}) = 0;
+
+    virtual std::string currentEndpoint() const = 0;
+};
+
+} // namespace pcloud::etcd

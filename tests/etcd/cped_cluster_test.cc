@@ -1,0 +1,182 @@
+// cped --cluster: two real cpeds (each with its own embedded hub and state dir) campaign in
+// a real etcd; only the leader serves the command API, the other answers not-leader naming
+// it; when the leader stops (SIGTERM: it resigns) or dies (kill -9: its lease expires),
+// the other serves. Driven by the real pcloudsh; dped is the fake script of tests/cped.
+#include "etcd/client.h"
+#include "etcd/etcd_fixture.h"
+#include "support/test_support.h"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace pcloud;
+using namespace pcloud::testsupport;
+using pcloud::etcdtest::EtcdCluster;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct CpedProc {
+    std::string name;
+    std::string dir;
+    int port = 0;
+    pid_t pid = -1;
+    std::string url() const { return "amqp://127.0.0.1:" + std::to_string(port); }
+};
+
+void startCped(CpedProc& c, const std::vector<std::string>& extra) {
+    c.port = freePort();
+    c.pid = ::fork();
+    if (c.pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = ::open((c.dir + "/cped.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        std::vector<std::string> argv = {CPED_BIN, "--state-dir", c.dir,     "--listen",
+                                         c.url(),  "--dped-path", FAKE_DPED, "--node-name",
+                                         c.name,   "--log-level", "info"};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        std::vector<char*> args;
+        for (auto& a : argv)
+            args.push_back(a.data());
+        args.push_back(nullptr);
+        ::execv(CPED_BIN, args.data());
+        ::_exit(127);
+    }
+}
+
+int stopCped(CpedProc& c, int sig) {
+    if (c.pid <= 0)
+        return -1;
+    ::kill(c.pid, sig);
+    int ws = 0;
+    ::waitpid(c.pid, &ws, 0);
+    c.pid = -1;
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+}
+
+CommandResult shell(const CpedProc& c, const std::string& words) {
+    return runCommand(std::string(PCLOUDSH_BIN) + " --broker " + c.url() + " --timeout 2 " + words +
+                      " 2>&1");
+}
+
+class CpedCluster : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ASSERT_EQ(etcd_.start(), "");
+        char tmpl[] = "/tmp/pcloud-cpedz-XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr);
+        root_ = tmpl;
+        for (const char* n : {"a", "b"}) {
+            CpedProc c;
+            c.name = n;
+            c.dir = root_ + "/" + n;
+            ASSERT_EQ(::mkdir(c.dir.c_str(), 0700), 0);
+            cpeds_.push_back(c);
+        }
+    }
+    void TearDown() override {
+        for (auto& c : cpeds_)
+            stopCped(c, SIGKILL);
+        if (HasFailure())
+            for (auto& c : cpeds_)
+                std::printf("---- cped %s ----\n%s\n", c.name.c_str(),
+                            etcdtest::tail(c.dir + "/cped.log", 3000).c_str());
+        runCommand("rm -rf '" + root_ + "'");
+    }
+    // The index of the cped that serves deployable_list, -1 if none; both answering fails.
+    int serving() {
+        int who = -1;
+        for (size_t i = 0; i < cpeds_.size(); ++i) {
+            if (cpeds_[i].pid <= 0)
+                continue;
+            auto r = shell(cpeds_[i], "deployable_list");
+            if (r.rc == 0) {
+                EXPECT_EQ(who, -1) << "two cpeds serve commands at once";
+                who = static_cast<int>(i);
+            }
+        }
+        return who;
+    }
+    EtcdCluster etcd_{1};
+    std::string root_;
+    std::vector<CpedProc> cpeds_;
+};
+
+TEST_F(CpedCluster, OnlyTheLeaderServesAndTheOtherNamesIt) {
+    startCped(cpeds_[0], {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(cpeds_[0], "deployable_list").rc == 0; }, 15s, 100ms))
+        << shell(cpeds_[0], "deployable_list").out;
+    startCped(cpeds_[1], {"--cluster", etcd_.url()});
+    CommandResult r;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            r = shell(cpeds_[1], "deployable_list");
+            return r.out.find("not-leader") != std::string::npos &&
+                   r.out.find("the leader is a") != std::string::npos;
+        },
+        15s, 100ms))
+        << r.out;
+    EXPECT_EQ(r.rc, 1) << r.out;
+    EXPECT_NE(r.out.find("cped b is not the leader"), std::string::npos) << r.out;
+    EXPECT_EQ(serving(), 0);
+
+    // SIGTERM: the leader resigns, the other serves without waiting for the lease TTL.
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(stopCped(cpeds_[0], SIGTERM), 0);
+    ASSERT_TRUE(waitFor([&] { return shell(cpeds_[1], "deployable_list").rc == 0; }, 5s, 50ms));
+    auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    std::printf("[ measured ] cped SIGTERM (resign) -> the other cped serves: %lld ms\n",
+                static_cast<long long>(ms));
+    EXPECT_LT(ms, 1500);
+}
+
+TEST_F(CpedCluster, KillMinusNineOfTheLeadingCpedHandsOverWithinTheTtl) {
+    startCped(cpeds_[0], {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(cpeds_[0], "deployable_list").rc == 0; }, 15s, 100ms));
+    startCped(cpeds_[1], {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor(
+        [&] {
+            return shell(cpeds_[1], "deployable_list").out.find("the leader is a") !=
+                   std::string::npos;
+        },
+        15s, 100ms));
+    auto t0 = std::chrono::steady_clock::now();
+    stopCped(cpeds_[0], SIGKILL);
+    ASSERT_TRUE(waitFor([&] { return shell(cpeds_[1], "deployable_list").rc == 0; }, 6s, 50ms));
+    auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    std::printf("[ measured ] cped kill -9 -> the other cped serves (TTL 2 s): %lld ms\n",
+                static_cast<long long>(ms));
+    EXPECT_LT(ms, 3500);
+}
+
+TEST_F(CpedCluster, BadClusterUrlAndMissingEtcdAreClearErrors) {
+    auto bad = runCommand(std::string(CPED_BIN) + " --state-dir " + cpeds_[0].dir +
+                          " --cluster etcd://h1 --node-name a 2>&1");
+    EXPECT_EQ(bad.rc, 2) << bad.out;
+    EXPECT_NE(bad.out.find("bad etcd endpoint 'h1'"), std::string::npos) << bad.out;
+    // An etcd that does not answer: cped starts, serves nothing, and says why.
+    int dead = freePort();
+    startCped(cpeds_[0], {"--cluster", "etcd://127.0.0.1:" + std::to_string(dead)});
+    CommandResult r;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            r = shell(cpeds_[0], "deployable_list");
+            return r.out.find("not-leader") != std::string::npos;
+        },
+        15s, 100ms))
+        << r.out;
+    EXPECT_NE(r.out.find("no leader known"), std::string::npos) << r.out;
+}
+
+} // namespace

@@ -1,0 +1,184 @@
+#include "etcd/etcd_fixture.h"
+
+#include "support/test_support.h"
+
+#include <csignal>
+#include <cstdlib>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace pcloud::etcdtest {
+
+std::string tail(const std::string& path, size_t bytes) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string s = ss.str();
+    return s.size() > bytes ? s.substr(s.size() - bytes) : s;
+}
+
+EtcdCluster::EtcdCluster(int members, std::vector<std::string> extraArgs)
+    : extra_(std::move(extraArgs)) {
+    char tmpl[] = "/tmp/pcloud-etcd-XXXXXX";
+    dir_ = ::mkdtemp(tmpl) ? tmpl : "/tmp/pcloud-etcd-fallback";
+    for (int i = 0; i < members; ++i) {
+        Member m;
+        m.name = "m" + std::to_string(i);
+        m.client_port = testsupport::freePort();
+        m.peer_port = testsupport::freePort();
+        m.data_dir = dir_ + "/" + m.name;
+        m.log = dir_ + "/" + m.name + ".log";
+        members_.push_back(m);
+    }
+}
+
+EtcdCluster::~EtcdCluster() {
+    for (int i = 0; i < size(); ++i)
+        kill(i);
+    if (dir_.rfind("/tmp/pcloud-etcd-", 0) == 0)
+        testsupport::runCommand("rm -rf '" + dir_ + "'");
+}
+
+std::string EtcdCluster::url() const {
+    std::string u = "etcd://";
+    for (size_t i = 0; i < members_.size(); ++i)
+        u += (i ? "," : "") + members_[i].endpoint();
+    return u;
+}
+
+std::vector<std::string> EtcdCluster::endpoints() const {
+    std::vector<std::string> out;
+    for (const auto& m : members_)
+        out.push_back(m.endpoint());
+    return out;
+}
+
+std::string EtcdCluster::spawn(int i) {
+    if (::access("/usr/bin/etcd", X_OK) != 0)
+        return "/usr/bin/etcd is not installed: run scripts/install-deps.sh (etcd-server)";
+    auto& m = members_[static_cast<size_t>(i)];
+    std::string cluster;
+    for (size_t k = 0; k < members_.size(); ++k)
+        cluster += (k ? "," : "") + members_[k].name +
+                   "=http://127.0.0.1:" + std::to_string(members_[k].peer_port);
+    std::vector<std::string> args = {
+        "/usr/bin/etcd",
+        "--name",
+        m.name,
+        "--data-dir",
+        m.data_dir,
+        "--listen-client-urls",
+        "http://" + m.endpoint(),
+        "--advertise-client-urls",
+        "http://" + m.endpoint(),
+        "--listen-peer-urls",
+        "http://127.0.0.1:" + std::to_string(m.peer_port),
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:" + std::to_string(m.peer_port),
+        "--initial-cluster",
+        cluster,
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        "pcloud-test",
+    };
+    for (const auto& e : extra_)
+        args.push_back(e);
+    pid_t pid = ::fork();
+    if (pid < 0)
+        return "fork failed";
+    if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = ::open(m.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+        }
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    m.pid = pid;
+    return "";
+}
+
+bool EtcdCluster::healthy(int i) {
+    auto& m = members_[static_cast<size_t>(i)];
+    auto r = testsupport::runCommand("ETCDCTL_API=3 /usr/bin/etcdctl --endpoints=" + m.endpoint() +
+                                     " --command-timeout=1s endpoint health 2>&1");
+    return r.rc == 0;
+}
+
+std::string EtcdCluster::start() {
+    for (int i = 0; i < size(); ++i)
+        if (auto e = spawn(i); !e.empty())
+            return e;
+    for (int i = 0; i < size(); ++i) {
+        if (!testsupport::waitFor([&] { return healthy(i); }, std::chrono::seconds(20),
+                                  std::chrono::milliseconds(100)))
+            return "etcd member " + members_[static_cast<size_t>(i)].name +
+                   " did not become healthy within 20 s; its log ends:\n" +
+                   tail(members_[static_cast<size_t>(i)].log);
+    }
+    return "";
+}
+
+void EtcdCluster::kill(int i) {
+    auto& m = members_[static_cast<size_t>(i)];
+    if (m.pid <= 0)
+        return;
+    ::kill(m.pid, SIGKILL);
+    int st = 0;
+    ::waitpid(m.pid, &st, 0);
+    m.pid = -1;
+}
+
+void EtcdCluster::signal(int i, int sig) {
+    auto& m = members_[static_cast<size_t>(i)];
+    if (m.pid > 0)
+        ::kill(m.pid, sig);
+}
+
+std::string EtcdCluster::restart(int i) {
+    kill(i);
+    auto& m = members_[static_cast<size_t>(i)];
+    if (auto e = spawn(i); !e.empty())
+        return e;
+    (void)m;
+    return "";
+}
+
+int EtcdCluster::leaderIndex() {
+    for (int i = 0; i < size(); ++i) {
+        if (members_[static_cast<size_t>(i)].pid <= 0)
+            continue;
+        auto r =
+            testsupport::runCommand("ETCDCTL_API=3 /usr/bin/etcdctl --endpoints=" +
+                                    members_[static_cast<size_t>(i)].endpoint() +
+                                    " --command-timeout=1s endpoint status -w json 2>/dev/null");
+        if (r.rc != 0)
+            continue;
+        // {"Status":{"header":{"member_id":A,...},"leader":B,...}}: leader when A == B.
+        auto mid = r.out.find("\"member_id\":");
+        auto lid = r.out.find("\"leader\":");
+        if (mid == std::string::npos || lid == std::string::npos)
+            continue;
+        auto num = [&](size_t at) {
+            at = r.out.find(':', at) + 1;
+            size_t end = r.out.find_first_not_of("0123456789", at);
+            return r.out.substr(at, end - at);
+        };
+        if (num(mid) == num(lid))
+            return i;
+    }
+    return -1;
+}
+
+} // namespace pcloud::etcdtest

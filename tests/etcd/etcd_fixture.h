@@ -1,0 +1,51 @@
+#pragma once
+// Real etcd members for the tests: started by the test on free loopback ports with a
+// temporary data dir each, SIGKILLed (and their dirs removed) at the end. A missing
+// /usr/bin/etcd is a loud failure, not a skip (scripts/install-deps.sh installs it).
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace pcloud::etcdtest {
+
+struct Member {
+    std::string name;
+    int client_port = 0;
+    int peer_port = 0;
+    std::string data_dir;
+    std::string log;
+    pid_t pid = -1;
+    std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port); }
+};
+
+class EtcdCluster {
+public:
+    // `extraArgs` go to every member (e.g. --heartbeat-interval=50 --election-timeout=500).
+    explicit EtcdCluster(int members = 1, std::vector<std::string> extraArgs = {});
+    ~EtcdCluster();
+
+    // Starts every member and waits until each answers; "" or what went wrong, with the
+    // end of the member's log.
+    std::string start();
+    void kill(int i);            // SIGKILL member i and reap it
+    void signal(int i, int sig); // e.g. SIGSTOP / SIGCONT
+    std::string restart(int i);
+    // "etcd://127.0.0.1:P1,127.0.0.1:P2,..."
+    std::string url() const;
+    std::vector<std::string> endpoints() const;
+    Member& member(int i) { return members_[static_cast<size_t>(i)]; }
+    int size() const { return static_cast<int>(members_.size()); }
+    // The index of the member etcd reports as the raft leader, -1 if none answers.
+    int leaderIndex();
+
+private:
+    std::string spawn(int i);
+    bool healthy(int i);
+    std::string dir_;
+    std::vector<std::string> extra_;
+    std::vector<Member> members_;
+};
+
+std::string tail(const std::string& path, size_t bytes = 2000);
+
+} // namespace pcloud::etcdtest
