@@ -88,6 +88,8 @@ struct Assembly {
     std::vector<std::string> hosts;
     int vcpus = 0;      // 0 = not declared (counts as 1 for capacity, 1 in generated XML)
     int memory_mib = 0; // 0 = not declared (counts as 0 for capacity, 512 in generated XML)
+    // libvirt networks of the domain XML generated from `image` (no domain_xml given).
+    std::vector<std::string> networks;
     AssemblyOutcome outcome = AssemblyOutcome::Escalate;
     int max_relocate = 1;
     Millis relocate_period = 3'600'000;

@@ -236,6 +236,8 @@ json toJson(const Assembly& a) {
         j["host"] = a.host;
     if (!a.hosts.empty())
         j["hosts"] = a.hosts;
+    if (!a.networks.empty())
+        j["networks"] = a.networks;
     if (a.vcpus != dflt.vcpus)
         j["vcpus"] = a.vcpus;
     if (a.memory_mib != dflt.memory_mib)
@@ -447,6 +449,19 @@ Result<Assembly> assemblyFromJson(const json& j, const std::string& name, const 
     }
     if (r.ok() && !a.host.empty() && !isValidName(a.host))
         r.fail(r.at("host"), "'" + a.host + "' is not a valid host name");
+    if (auto* v = r.get("networks"); v && r.ok()) {
+        if (!v->is_array()) {
+            r.fail(r.at("networks"), "expected an array of libvirt network names");
+        } else {
+            for (size_t i = 0; i < v->size(); ++i) {
+                if (!(*v)[i].is_string() || !isValidName((*v)[i].get<std::string>())) {
+                    r.fail(jsonIndex(r.at("networks"), i), "expected a network name");
+                    break;
+                }
+                a.networks.push_back((*v)[i].get<std::string>());
+            }
+        }
+    }
     r.integer("vcpus", a.vcpus, 0);
     r.integer("memory_mib", a.memory_mib, 0);
     std::string outcome = toString(a.outcome);

@@ -232,6 +232,13 @@ Status parseAssembly(const XmlFile& f, Element& e, model::Assembly& a,
             return e.invalid("hosts", list.error().message);
         a.hosts = *list;
     }
+    if (auto v = e.text("networks")) {
+        auto list = splitHostList(*v);
+        if (!list)
+            return e.invalid("networks", "libvirt network names separated by commas, e.g. "
+                                         "networks=\"default\"");
+        a.networks = *list;
+    }
     if (!(st = e.integer("vcpus", a.vcpus, 0, 4096)))
         return st;
     if (!(st = e.integer("memory_mib", a.memory_mib, 0, 1 << 30)))
@@ -496,6 +503,7 @@ void writeAssembly(pugi::xml_node parent, const model::Assembly& a) {
     const model::Assembly dflt;
     setIfNotEmpty(n, "host", a.host);
     setIfNotEmpty(n, "hosts", joinHostList(a.hosts));
+    setIfNotEmpty(n, "networks", joinHostList(a.networks));
     if (a.vcpus != dflt.vcpus)
         set(n, "vcpus", std::to_string(a.vcpus));
     if (a.memory_mib != dflt.memory_mib)
@@ -603,6 +611,9 @@ Status validateAssembly(const model::Assembly& a) {
                 return makeError("host " + q(h) + " is listed twice in hosts");
         }
     }
+    for (const auto& n : a.networks)
+        if (!model::isValidName(n))
+            return makeError("network " + q(n) + " is not a valid libvirt network name");
     if (a.vcpus < 0 || a.memory_mib < 0)
         return makeError("vcpus and memory_mib must not be negative");
     if (a.max_relocate < 0)

@@ -64,6 +64,8 @@ Model hostModel() {
     a.host = "h1";
     a.vcpus = 2;
     a.memory_mib = 1024;
+    a.image = "/var/lib/libvirt/images/a.qcow2";
+    a.networks = {"default", "br-lan"};
     a.outcome = model::AssemblyOutcome::Relocate;
     a.max_relocate = 3;
     a.relocate_period = 600'000;
