@@ -132,6 +132,8 @@ Result<RunResult> ProcessRunner::run(const std::string& path, const std::string&
     RunResult r;
     const Millis deadline = start + timeout;
     bool eof = false;
+    int status = 0;
+    bool reaped = false;
     while (!eof) {
         const Millis left = deadline - monoNow();
         if (left <= 0) {
@@ -139,10 +141,19 @@ Result<RunResult> ProcessRunner::run(const std::string& path, const std::string&
             break;
         }
         pollfd p{out[0], POLLIN, 0};
-        int n = ::poll(&p, 1, static_cast<int>(std::min<Millis>(left, 1'000)));
+        int n = ::poll(&p, 1, static_cast<int>(std::min<Millis>(left, 100)));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n == 0) {
+            // The agent may have exited while something it started keeps the pipe open:
+            // its exit status is the answer, not the end of the pipe.
+            if (::waitpid(pid, &status, WNOHANG) == pid) {
+                reaped = true;
+                break;
+            }
+            continue;
+        }
+        if (n < 0)
             continue;
         char buf[4096];
         ssize_t got = ::read(out[0], buf, sizeof buf);
@@ -157,12 +168,10 @@ Result<RunResult> ProcessRunner::run(const std::string& path, const std::string&
                                      std::min<ssize_t>(got, ssize_t(16 * 1024 - r.output.size()))));
     }
     ::close(out[0]);
-    if (r.timed_out)
-        ::kill(-pid, SIGKILL);
-    int status = 0;
-    // After EOF the agent exits at once; a grandchild that kept the pipe is gone with the
-    // group. Wait without a deadline only after the kill.
-    while (true) {
+    if (r.timed_out || reaped)
+        ::kill(-pid, SIGKILL); // the group: nothing the agent started outlives the run
+    // After EOF the agent exits at once. Wait without a deadline only after the kill.
+    while (!reaped) {
         pid_t w = ::waitpid(pid, &status, r.timed_out ? 0 : WNOHANG);
         if (w == pid)
             break;

@@ -15,7 +15,7 @@ using nlohmann::json;
 namespace {
 
 std::string secs(Millis ms) {
-    return formatDuration(ms / 1000 * 1000 == ms ? ms : ms);
+    return formatDuration(ms);
 }
 
 std::string joinNames(const std::vector<std::string>& v) {

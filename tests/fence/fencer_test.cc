@@ -109,6 +109,15 @@ TEST(Fencer, AnAgentPastItsTimeoutIsKilled) {
     EXPECT_NE(e.recorded().find("sleep=30"), std::string::npos);
 }
 
+TEST(Fencer, AnAgentThatExitsIsAnsweredEvenIfItsChildKeepsTheOutputOpen) {
+    Env e;
+    auto f = e.fencer({1, 0, 1.0, 0, 20'000});
+    const auto t0 = std::chrono::steady_clock::now();
+    auto out = f.run(e.target({{"linger", "30"}}), Action::Off);
+    EXPECT_TRUE(out.ok) << out.error;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+}
+
 TEST(Fencer, StatusSucceedsWithOnOrOff) {
     Env e;
     auto f = e.fencer();
