@@ -2,6 +2,8 @@
 // the bus and the supervisor (those are exercised by the cped/pcloudsh tests).
 #include "common/fs.h"
 #include "cped/commands.h"
+#include "store/domain_check.h"
+#include "store/image_domain.h"
 #include "store/store.h"
 #include "store/templates.h"
 
@@ -768,4 +770,44 @@ TEST(Hosts, AssemblyFromAnImageGetsItsDomainXmlGenerated) {
     e.rejected("assembly_create",
                {{"name", "vm2"}, {"image", "/var/lib/pcloud/x.img"}, {"networks", "a b"}},
                "invalid-argument");
+}
+
+// Issue #11's "done when": a Pacemaker Cloud db_assemblies.xml whose assemblies have only
+// image= takes hosts and placement, keeps its pcmkc-version, and every image assembly has
+// a domain XML that passes the host rules (dped generates the same one when it starts it).
+TEST(Hosts, PacemakerCloudFilesTakeHostsAndGenerateTheirDomains) {
+    Env e;
+    for (const char* f : {"db_deployable.xml", "db_assemblies.xml"}) {
+        auto text = fs::readFile(std::string(PCMKC_DATA_DIR) + "/" + f);
+        ASSERT_TRUE(text.ok());
+        ASSERT_TRUE(fs::writeAtomic(e.dir + "/" + f, *text).ok());
+    }
+    auto loaded = store::loadModel(e.dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.error().describe();
+    e.model = *loaded;
+    e.ok("host_add", {{"name", "h1"}, {"node", "node:h1"}});
+    e.ok("assembly_place", {{"assembly", "F16-cluster-1"}, {"host", "h1"}});
+    auto back = store::loadModel(e.dir);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_EQ(back->pcmkc_version_assemblies, "0.6.0");
+    EXPECT_EQ(back->assemblies.at("F16-cluster-1").host, "h1");
+    int images = 0;
+    for (const auto& [n, a] : back->assemblies) {
+        if (a.image.empty() || !a.domain_xml.empty())
+            continue;
+        ++images;
+        ASSERT_TRUE(store::checkImagePath(a.image, e.ctx.host).ok()) << n;
+        auto xml = store::imageDomainXml(a);
+        ASSERT_TRUE(xml.ok()) << n;
+        EXPECT_TRUE(store::checkDomainXml(*xml, e.ctx.host).ok()) << n << "\n" << *xml;
+        EXPECT_NE(xml->find("<source file=\"" + a.image + "\""), std::string::npos);
+    }
+    EXPECT_GE(images, 1);
+    // The image is missing here: the error names the host and the path.
+    auto missing = store::imageExists(back->assemblies.at("F16-cluster-1").image, "h1");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(missing.error().message.find(
+                  "image /var/lib/libvirt/images/F16-cluster-1.qcow2 is missing on host h1"),
+              std::string::npos)
+        << missing.error().message;
 }
