@@ -21,8 +21,8 @@ std::string trim(const std::string& s) {
     return s.substr(b, e - b + 1);
 }
 
-const char* const kKnown =
-    "apachectl nginx referee_dir qemu_commandline allow_host_devices pki_dir operator cped_name";
+const char* const kKnown = "apachectl nginx referee_dir qemu_commandline allow_host_devices "
+                           "pki_dir operator cped_name fence_agents_dir fence_agent image_dir";
 
 // The model's name grammar (model::isValidName), which common cannot include.
 bool validName(const std::string& n) {
@@ -52,6 +52,7 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
     c.source = path;
     std::set<std::string> seen;
     bool dirsGiven = false;
+    bool imageDirsGiven = false;
     std::istringstream in(text);
     std::string raw;
     int line = 0;
@@ -70,7 +71,8 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
         if (value.empty())
             return makeError("'" + key + "' has no value (remove the line for the default)", path,
                              line);
-        if (key != "referee_dir" && !seen.insert(key).second)
+        if (key != "referee_dir" && key != "fence_agent" && key != "image_dir" &&
+            !seen.insert(key).second)
             return makeError("'" + key + "' is set twice; keep one line", path, line);
         if (key == "apachectl" || key == "nginx") {
             // A command line split on blanks: the program must be an absolute path or a
@@ -106,6 +108,38 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
                 return makeError("qemu_commandline '" + value +
                                      "' is unknown; use none or netdev-user",
                                  path, line);
+        } else if (key == "fence_agents_dir") {
+            if (value[0] != '/' || value.find("/../") != std::string::npos ||
+                value.ends_with("/.."))
+                return makeError("fence_agents_dir '" + value +
+                                     "' must be an absolute directory path without '..'",
+                                 path, line);
+            while (value.size() > 1 && value.back() == '/')
+                value.pop_back();
+            c.fence_agents_dir = value;
+        } else if (key == "image_dir") {
+            if (value[0] != '/' || value.find("/../") != std::string::npos ||
+                value.ends_with("/.."))
+                return makeError("image_dir '" + value +
+                                     "' must be an absolute directory path without '..'",
+                                 path, line);
+            while (value.size() > 1 && value.back() == '/')
+                value.pop_back();
+            if (!imageDirsGiven)
+                c.image_dirs.clear();
+            imageDirsGiven = true;
+            c.image_dirs.push_back(value);
+        } else if (key == "fence_agent") {
+            bool ok = value.size() > 6 && value.size() <= 64 && value.rfind("fence_", 0) == 0;
+            for (char ch : value)
+                ok = ok && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                            (ch >= '0' && ch <= '9') || ch == '_' || ch == '-');
+            if (!ok)
+                return makeError("fence_agent '" + value +
+                                     "' is not a fence agent name (fence_ followed by letters, "
+                                     "digits, '_' or '-'; the directory is fence_agents_dir)",
+                                 path, line);
+            c.fence_agents.push_back(value);
         } else if (key == "allow_host_devices") {
             if (value == "yes" || value == "true")
                 c.allow_host_devices = true;

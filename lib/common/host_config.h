@@ -40,6 +40,13 @@ struct HostConfig {
     std::string pki_dir = "/etc/pcloud/pki";
     std::string operator_name;
     std::string cped_name;
+    // Fence agents (docs/hosts.md): a host's agent is a name ("fence_virsh") run as
+    // FENCE_AGENTS_DIR/NAME, never a path from the bus or a store file. `fence_agent` lines
+    // narrow the names allowed; none = any fence_* in the directory.
+    std::string fence_agents_dir = "/usr/sbin";
+    std::vector<std::string> fence_agents;
+    // Where the disk images of assemblies created from an image (--image PATH) may be.
+    std::vector<std::string> image_dirs = {"/var/lib/libvirt/images", "/var/lib/pcloud"};
 };
 
 // Parses the text of a config file; errors name `path`:line and say the fix.

@@ -3,12 +3,16 @@
 #include "common/time_format.h"
 #include "referee/referee.h"
 #include "store/domain_check.h"
+#include "store/image_domain.h"
 #include "store/store.h"
 #include "store/templates.h"
 
 #include <algorithm>
 #include <map>
 #include <pugixml.hpp>
+#include <set>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace pcloud::cped {
 
@@ -229,7 +233,8 @@ json deployableJson(const model::Deployable& d, const DesiredState* desired) {
             {"escalation", escalationJson(d.escalation)},
             {"outcome", model::toString(d.outcome)},
             {"stop_timeout", formatDuration(d.stop_timeout)},
-            {"referee", d.referee.driver.empty() ? "none" : d.referee.driver}};
+            {"referee", d.referee.driver.empty() ? "none" : d.referee.driver},
+            {"spread", d.spread}};
 }
 
 json resourceJson(const model::Resource& r) {
@@ -240,6 +245,8 @@ json resourceJson(const model::Resource& r) {
             {"monitor_interval", formatDuration(r.monitor_interval)},
             {"escalation", escalationJson(r.escalation)}};
 }
+
+std::string placementText(const model::Assembly& a);
 
 json assemblyJson(const model::Model& m, const model::Assembly& a) {
     const auto* owner = m.owner(a.name);
@@ -253,7 +260,43 @@ json assemblyJson(const model::Model& m, const model::Assembly& a) {
             {"address", a.address},
             {"parked", a.parked},
             {"resources", res},
-            {"escalation", escalationJson(a.escalation)}};
+            {"escalation", escalationJson(a.escalation)},
+            {"placement", placementText(a)},
+            {"outcome", model::toString(a.outcome)}};
+}
+
+// The hosts an assembly may run on, as the operator wrote it: "host=H", "hosts=H1,H2", "any".
+std::string placementText(const model::Assembly& a) {
+    if (!a.host.empty())
+        return "host=" + a.host;
+    if (!a.hosts.empty()) {
+        std::string s;
+        for (const auto& h : a.hosts)
+            s += (s.empty() ? "" : ",") + h;
+        return "hosts=" + s;
+    }
+    return "any";
+}
+
+// Fence parameter values are not shown (they hold passwords); their names are.
+json hostJson(const model::Model& m, const model::Host& h) {
+    json keys = json::array();
+    for (const auto& [k, _] : h.fence.params)
+        keys.push_back(k);
+    json pinned = json::array(), allowed = json::array();
+    for (const auto& [n, a] : m.assemblies) {
+        if (a.host == h.name)
+            pinned.push_back(n);
+        else if (std::find(a.hosts.begin(), a.hosts.end(), h.name) != a.hosts.end())
+            allowed.push_back(n);
+    }
+    return {{"name", h.name},
+            {"node", h.node},
+            {"state", model::toString(h.state)},
+            {"fence", {{"agent", h.fence.agent}, {"params", keys}}},
+            {"capacity", {{"vcpus", h.capacity.vcpus}, {"mem_mib", h.capacity.mem_mib}}},
+            {"pinned", pinned},
+            {"allowed", allowed}};
 }
 
 class Handler {
@@ -336,12 +379,275 @@ private:
     json status();
     json eventsCmd();
     json ping();
+    json hostAdd();
+    json hostRemove();
+    json hostList();
+    json hostStatus();
+    json hostMaintenance();
+    json assemblyPlace();
+    json deployableSpread();
+    // Host events go to the journal under the pseudo-deployable "host:NAME" (':' cannot
+    // be in a deployable name, so it never collides).
+    void emitHost(const std::string& host, const std::string& state, const std::string& reason) {
+        emit("host:" + host, "", state, reason);
+    }
+    model::Host& needHost(model::Model& m, const std::string& name) {
+        auto it = m.hosts.find(name);
+        if (it == m.hosts.end())
+            fail(code::NotFound, "no host named '" + name + "'; host_list shows the hosts");
+        return it->second;
+    }
+    std::vector<std::string> hostList(const char* key) const;
+    std::uint64_t boundedCount(const char* key, std::uint64_t min, std::uint64_t max) const {
+        const auto n = args_.count(key, 0);
+        if (n < min || n > max)
+            fail(code::InvalidArgument, std::string("argument \"") + key +
+                                            "\": " + std::to_string(n) + " is out of range (" +
+                                            std::to_string(min) + ".." + std::to_string(max) + ")");
+        return n;
+    }
+    void readPlacement(model::Assembly& a, const model::Model& m) const;
 
     const Request& req_;
     model::Model& model_;
     Context& ctx_;
     Args args_;
 };
+
+std::vector<std::string> Handler::hostList(const char* key) const {
+    std::vector<std::string> out;
+    if (!args_.has(key))
+        return out;
+    const json& v = args_.raw(key);
+    auto add = [&](const std::string& n) {
+        if (!model::isValidName(n))
+            fail(code::InvalidArgument,
+                 std::string("argument \"") + key + "\": '" + n + "' is not a valid name");
+        if (std::find(out.begin(), out.end(), n) != out.end())
+            fail(code::InvalidArgument,
+                 std::string("argument \"") + key + "\": '" + n + "' is listed twice");
+        out.push_back(n);
+    };
+    if (v.is_string()) {
+        std::string s = v.get<std::string>(), cur;
+        for (size_t i = 0; i <= s.size(); ++i) {
+            if (i == s.size() || s[i] == ',') {
+                add(cur);
+                cur.clear();
+            } else {
+                cur += s[i];
+            }
+        }
+    } else if (v.is_array()) {
+        for (const auto& x : v) {
+            if (!x.is_string())
+                fail(code::InvalidArgument,
+                     std::string("argument \"") + key + "\" holds a non-string");
+            add(x.get<std::string>());
+        }
+    } else {
+        fail(code::InvalidArgument,
+             std::string("argument \"") + key + "\" must be a list or \"A,B\" text");
+    }
+    return out;
+}
+
+// "host" (pinned) or "hosts" (allowed set); neither = any host. Names must be defined.
+void Handler::readPlacement(model::Assembly& a, const model::Model& m) const {
+    if (args_.has("host") && args_.has("hosts"))
+        fail(code::InvalidArgument, "give \"host\" (pinned) or \"hosts\" (allowed set), not both");
+    a.host.clear();
+    a.hosts.clear();
+    if (args_.has("host")) {
+        a.host = args_.name("host");
+        if (!m.hosts.count(a.host))
+            fail(code::NotFound, "no host named '" + a.host + "'; host_add it first");
+    }
+    a.hosts = hostList("hosts");
+    for (const auto& h : a.hosts)
+        if (!m.hosts.count(h))
+            fail(code::NotFound, "no host named '" + h + "'; host_add it first");
+}
+
+json Handler::hostAdd() {
+    auto name = args_.name("name");
+    if (model_.hosts.count(name))
+        fail(code::Exists, "host '" + name + "' exists already");
+    model::Host h;
+    h.name = name;
+    h.node = args_.str("node");
+    if (!model::isValidNodeIdentity(h.node))
+        fail(code::InvalidArgument,
+             "argument \"node\": '" + h.node + "' is not a node identity; use node:NAME");
+    for (const auto& [n, other] : model_.hosts)
+        if (other.node == h.node)
+            fail(code::Conflict, "host '" + n + "' already has node " + h.node +
+                                     "; each host has its own pcloud-node");
+    if (args_.has("fence")) {
+        const json& f = args_.raw("fence");
+        if (!f.is_object())
+            fail(code::InvalidArgument,
+                 "argument \"fence\" must be {\"agent\":..,\"params\":{..}}");
+        Args fa(f);
+        h.fence.agent = fa.str("agent");
+        if (!model::isValidFenceAgentName(h.fence.agent))
+            fail(code::InvalidArgument,
+                 "fence agent '" + h.fence.agent +
+                     "' is not a fence agent name (fence_ followed by letters, digits, '_' or "
+                     "'-'); agents are named, never given as a path");
+        const auto& allowed = ctx_.host.fence_agents;
+        if (!allowed.empty() &&
+            std::find(allowed.begin(), allowed.end(), h.fence.agent) == allowed.end())
+            fail(code::InvalidArgument,
+                 "fence agent '" + h.fence.agent +
+                     "' is not allowed on this host; add "
+                     "'fence_agent = " +
+                     h.fence.agent + "' to " +
+                     (ctx_.host.source.empty() ? std::string(hostconfig::kDefaultPath)
+                                               : ctx_.host.source));
+        const std::string path = ctx_.host.fence_agents_dir + "/" + h.fence.agent;
+        if (::access(path.c_str(), X_OK) != 0)
+            fail(code::InvalidArgument, "fence agent " + path +
+                                            " is not an executable here (install fence-agents, "
+                                            "or set fence_agents_dir in the host configuration)");
+        if (fa.has("params")) {
+            const json& p = f.at("params");
+            if (!p.is_object())
+                fail(code::InvalidArgument, "fence params must be an object of strings");
+            for (const auto& [k, v] : p.items()) {
+                if (!model::isValidFenceParamName(k))
+                    fail(code::InvalidArgument,
+                         "fence parameter '" + k +
+                             "' is not valid (letters, digits, '_' and '-'; 'action' is set "
+                             "by pcloud)");
+                if (!v.is_string())
+                    fail(code::InvalidArgument, "fence parameter '" + k + "' must be a string");
+                const std::string s = v.get<std::string>();
+                if (s.find_first_of("\r\n") != std::string::npos)
+                    fail(code::InvalidArgument, "fence parameter '" + k +
+                                                    "' holds a line break (they are sent as "
+                                                    "key=value lines)");
+                h.fence.params[k] = s;
+            }
+        }
+    }
+    if (args_.has("capacity")) {
+        const json& c = args_.raw("capacity");
+        if (!c.is_object())
+            fail(code::InvalidArgument, "argument \"capacity\" must be {\"vcpus\":N,\"mem\":MiB}");
+        for (const auto& [k, _] : c.items())
+            if (k != "vcpus" && k != "mem")
+                fail(code::InvalidArgument,
+                     "unknown capacity '" + k + "' (known: vcpus, mem in MiB)");
+        Args ca(c);
+        h.capacity.vcpus = static_cast<int>(ca.count("vcpus", 0));
+        h.capacity.mem_mib = static_cast<int>(ca.count("mem", 0));
+        if (h.capacity.vcpus > (1 << 20) || h.capacity.mem_mib > (1 << 30))
+            fail(code::InvalidArgument, "capacity out of range");
+    }
+    model::Model next = model_;
+    next.hosts[name] = h;
+    commit(std::move(next));
+    emitHost(name, "up", "host added by operator (node " + h.node + ")");
+    return hostJson(model_, model_.hosts.at(name));
+}
+
+json Handler::hostRemove() {
+    auto name = args_.str("name");
+    needHost(model_, name);
+    std::vector<std::string> users;
+    for (const auto& [n, a] : model_.assemblies)
+        if (a.host == name || std::find(a.hosts.begin(), a.hosts.end(), name) != a.hosts.end())
+            users.push_back(n);
+    if (!users.empty()) {
+        std::string list;
+        for (const auto& u : users)
+            list += (list.empty() ? "" : ", ") + u;
+        fail(code::Conflict, "host '" + name + "' still has assemblies placed on it (" + list +
+                                 "); move them with assembly_place first");
+    }
+    model::Model next = model_;
+    next.hosts.erase(name);
+    commit(std::move(next));
+    emitHost(name, "removed", "host removed by operator");
+    return {{"deleted", name}};
+}
+
+json Handler::hostList() {
+    json out = json::array();
+    for (const auto& [_, h] : model_.hosts)
+        out.push_back(hostJson(model_, h));
+    return {{"hosts", out}};
+}
+
+json Handler::hostStatus() {
+    const auto& h = needHost(model_, args_.str("name"));
+    json out = hostJson(model_, h);
+    json any = json::array();
+    for (const auto& [n, a] : model_.assemblies)
+        if (a.host.empty() && a.hosts.empty())
+            any.push_back(n);
+    out["any_host"] = any;
+    // Nothing observes hosts yet (pcloud-node is not built): say so rather than guess.
+    out["observed"] = "no pcloud-node reports yet (docs/hosts.md)";
+    return out;
+}
+
+json Handler::hostMaintenance() {
+    auto name = args_.str("name");
+    const auto& h = needHost(model_, name);
+    const std::string mode = args_.str("mode");
+    if (mode != "on" && mode != "off")
+        fail(code::InvalidArgument, "argument \"mode\": '" + mode + "' is neither on nor off");
+    const bool on = mode == "on";
+    json out = {{"host", name}, {"maintenance", on}};
+    if (on && h.state == model::HostState::Maintenance) {
+        out["already"] = true;
+        return out;
+    }
+    if (!on && h.state != model::HostState::Maintenance) {
+        out["already"] = true;
+        out["state"] = model::toString(h.state);
+        return out;
+    }
+    // A host being fenced or fenced is the host layer's business: maintenance would hide
+    // that its assemblies are down and must not be started twice.
+    if (on && h.state != model::HostState::Up)
+        fail(code::Conflict, "host '" + name + "' is " + model::toString(h.state) +
+                                 "; maintenance can be turned on for a host that is up");
+    model::Model next = model_;
+    next.hosts[name].state = on ? model::HostState::Maintenance : model::HostState::Up;
+    commit(std::move(next));
+    emitHost(name, on ? "maintenance" : "up",
+             on ? "maintenance on by operator: kept out of placement"
+                : "maintenance off by operator: back in placement");
+    out["state"] = model::toString(model_.hosts.at(name).state);
+    return out;
+}
+
+json Handler::assemblyPlace() {
+    auto assy = args_.str("assembly");
+    needAssembly(model_, assy);
+    model::Model next = model_;
+    auto& a = next.assemblies[assy];
+    readPlacement(a, model_);
+    commit(std::move(next));
+    json out = {{"assembly", assy}, {"placement", placementText(model_.assemblies.at(assy))}};
+    reloadOwnerOf(assy, out);
+    return out;
+}
+
+json Handler::deployableSpread() {
+    auto dep = args_.str("deployable");
+    needDeployable(model_, dep);
+    const std::string mode = args_.str("mode");
+    if (mode != "on" && mode != "off")
+        fail(code::InvalidArgument, "argument \"mode\": '" + mode + "' is neither on nor off");
+    model::Model next = model_;
+    next.deployables[dep].spread = mode == "on";
+    commit(std::move(next));
+    return {{"deployable", dep}, {"spread", mode == "on"}, {"dped", reloadDped(dep)}};
+}
 
 json Handler::deployableCreate() {
     auto name = args_.name("name");
@@ -353,6 +659,12 @@ json Handler::deployableCreate() {
     d.uri = args_.optStr("uri", d.uri);
     if (d.uri.empty())
         fail(code::InvalidArgument, "argument \"uri\" must not be empty");
+    if (args_.has("spread")) {
+        const std::string s = args_.str("spread");
+        if (s != "on" && s != "off")
+            fail(code::InvalidArgument, "argument \"spread\": '" + s + "' is neither on nor off");
+        d.spread = s == "on";
+    }
     if (args_.has("monitor") && !model::parseMonitorMode(args_.str("monitor"), d.monitor))
         fail(code::InvalidArgument,
              "argument \"monitor\": '" + args_.str("monitor") + "' is neither active nor passive");
@@ -477,6 +789,26 @@ json Handler::assemblyCreate() {
     if (a.domain_xml.empty() == a.image.empty())
         fail(code::InvalidArgument,
              "give exactly one of \"domain_xml\" (libvirt domain XML text) or \"image\"");
+    if (!a.domain_xml.empty() &&
+        (args_.has("memory") || args_.has("vcpus") || args_.has("networks")))
+        fail(code::InvalidArgument, "\"memory\", \"vcpus\" and \"networks\" go with \"image\" "
+                                    "(they shape the generated domain XML), not with domain_xml");
+    if (args_.has("memory"))
+        a.memory_mib = static_cast<int>(boundedCount("memory", 16, 16 * 1024 * 1024));
+    if (args_.has("vcpus"))
+        a.vcpus = static_cast<int>(boundedCount("vcpus", 1, 4096));
+    a.networks = hostList("networks");
+    readPlacement(a, model_);
+    if (!a.image.empty()) {
+        if (auto st = store::checkImagePath(a.image, ctx_.host); !st)
+            fail(code::InvalidArgument, st.error().message);
+        auto xml = store::imageDomainXml(a);
+        if (!xml)
+            fail(code::InvalidArgument, xml.error().message);
+        if (auto st = store::checkDomainXml(*xml, ctx_.host); !st)
+            fail(code::Internal,
+                 "the generated domain XML breaks the host rules: " + st.error().message);
+    }
     if (!a.domain_xml.empty()) {
         pugi::xml_document doc;
         auto parsed = doc.load_buffer(a.domain_xml.data(), a.domain_xml.size());
@@ -862,6 +1194,20 @@ json Handler::run() {
         return eventsCmd();
     if (c == "ping")
         return ping();
+    if (c == "host_add")
+        return hostAdd();
+    if (c == "host_remove")
+        return hostRemove();
+    if (c == "host_list")
+        return hostList();
+    if (c == "host_status")
+        return hostStatus();
+    if (c == "host_maintenance")
+        return hostMaintenance();
+    if (c == "assembly_place")
+        return assemblyPlace();
+    if (c == "deployable_spread")
+        return deployableSpread();
     fail(code::UnknownCommand, "unknown command '" + c + "'");
 }
 
@@ -895,7 +1241,14 @@ const std::vector<std::string>& commandNames() {
                                       "template_list",
                                       "status",
                                       "events",
-                                      "ping"};
+                                      "ping",
+                                      "host_add",
+                                      "host_remove",
+                                      "host_list",
+                                      "host_status",
+                                      "host_maintenance",
+                                      "assembly_place",
+                                      "deployable_spread"};
         std::sort(n.begin(), n.end());
         return n;
     }();

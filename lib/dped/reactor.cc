@@ -7,6 +7,7 @@
 #include "policy/policy_json.h"
 #include "proto/agent_messages.h"
 #include "store/domain_check.h"
+#include "store/image_domain.h"
 #include "store/store.h"
 #include "virt/guest_xml.h"
 
@@ -645,6 +646,28 @@ void Reactor::jobDone(const std::string& assembly) {
     refreshDomain(assembly);
 }
 
+std::string Reactor::imageDomainFor(const model::Assembly& a, std::optional<std::string>& xml) {
+    if (auto st = store::checkImagePath(a.image, cfg_.host); !st)
+        return st.error().message;
+    char buf[256] = {};
+    std::string here = ::gethostname(buf, sizeof buf - 1) == 0 ? buf : "localhost";
+    if (!a.host.empty())
+        here = a.host + " (" + here + ")";
+    if (auto st = store::imageExists(a.image, here); !st)
+        return st.error().message;
+    auto gen = store::imageDomainXml(a, ::access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "qemu");
+    if (!gen)
+        return gen.error().message;
+    if (auto st = store::checkDomainXml(*gen, cfg_.host); !st)
+        return st.error().message;
+    (void)fs::makeDirs(cfg_.state_dir + "/channels", 0700);
+    auto x = virt::injectAgentChannel(*gen, channelPath(a), a.uuid, "assembly " + a.name);
+    if (!x)
+        return x.error().describe();
+    xml = std::move(*x);
+    return {};
+}
+
 void Reactor::startDomain(const policy::Action& action) {
     const auto* a = model_.findAssembly(action.assembly);
     if (!a)
@@ -665,6 +688,11 @@ void Reactor::startDomain(const policy::Action& action) {
             xml = std::move(*x);
         else
             xmlError = x.error().describe();
+    } else if (!a->image.empty()) {
+        // An assembly from an image (assembly_create --image, Pacemaker Cloud files): its
+        // domain XML is generated here, on the host that runs it, which is this one until
+        // pcloud-node exists (docs/hosts.md).
+        xmlError = imageDomainFor(*a, xml);
     }
     struct Outcome {
         bool adopted = false;
@@ -687,8 +715,8 @@ void Reactor::startDomain(const policy::Action& action) {
             auto started = hv->defineAndStart(*xml);
             out->started = started ? Status::success() : Status(started.error());
         },
-        [this, assembly = a->name, name, hasXml = !a->domain_xml.empty(), xmlError, out,
-         cause = action.cause_id] {
+        [this, assembly = a->name, name, hasXml = !a->domain_xml.empty() || !a->image.empty(),
+         xmlError, out, cause = action.cause_id] {
             if (out->adopted) {
                 PCLOUD_LOG(Notice, "Domain already running; adopting it", {{"assembly", assembly}});
             } else if (!hasXml) {

@@ -107,6 +107,8 @@ private:
     void agentGone(policy::ObservedAssembly& oa, const std::string& assembly);
     void execute(const policy::Action& action);
     void startDomain(const policy::Action& action);
+    // Generates the domain XML of an assembly from its image; returns an error text or "".
+    std::string imageDomainFor(const model::Assembly& a, std::optional<std::string>& xml);
     void stopDomain(const policy::Action& action);
     void shutdownDomain(const policy::Action& action);
     // A libvirt job for `assembly` is handed to jobs_. Until the last one is done the domain

@@ -1,7 +1,7 @@
 #pragma once
 // The pcloud data model: what the operator asked for. It is persisted by the store
-// (db_deployable.xml, db_assemblies.xml) and read by the policy engine. Observed state and
-// escalation history live elsewhere (policy/), never here.
+// (db_deployable.xml, db_assemblies.xml, db_hosts.xml) and read by the policy engine. Observed
+// state and escalation history live elsewhere (policy/), never here.
 
 #include "common/clock.h"
 
@@ -65,6 +65,14 @@ struct Resource {
     bool operator==(const Resource&) const = default;
 };
 
+// What an assembly does when its own restart budget is used up (docs/hosts.md).
+enum class AssemblyOutcome {
+    Escalate, // the deployable's budget takes over (default, as before hosts existed)
+    Relocate, // restart it on another host with a fresh budget, at most max_relocate times
+              // within relocate_period; then escalate
+    Replace,  // start a spare cloned from it (assembly_clone) instead; then escalate
+};
+
 struct Assembly {
     std::string name;
     std::string uuid;
@@ -74,6 +82,17 @@ struct Assembly {
     std::vector<Resource> resources;
     std::string address; // balancer member "IP:PORT"; empty = learn from agent
     bool parked = false; // operator took it out of the referee (assembly_park)
+    // Placement: `host` pins it to one host; otherwise `hosts` is the allowed set; both
+    // empty = any host. Names refer to Model::hosts.
+    std::string host;
+    std::vector<std::string> hosts;
+    int vcpus = 0;      // 0 = not declared (counts as 1 for capacity, 1 in generated XML)
+    int memory_mib = 0; // 0 = not declared (counts as 0 for capacity, 512 in generated XML)
+    // libvirt networks of the domain XML generated from `image` (no domain_xml given).
+    std::vector<std::string> networks;
+    AssemblyOutcome outcome = AssemblyOutcome::Escalate;
+    int max_relocate = 1;
+    Millis relocate_period = 3'600'000;
     bool operator==(const Assembly&) const = default;
 
     const Resource* findResource(const std::string& n) const {
@@ -120,13 +139,49 @@ struct Deployable {
     Millis heartbeat_timeout = 5'000; // several intervals: never a single missed beat
     Millis stop_timeout = 60'000;     // planned stop: graceful shutdown, destroy after this
     RefereeConfig referee;
+    // Anti-affinity: place its assemblies on different hosts where possible.
+    bool spread = true;
     bool operator==(const Deployable&) const = default;
+};
+
+// A hypervisor host (docs/hosts.md). Its state is kept in db_hosts.xml so that
+// `maintenance` survives a restart; the other states are set by the host layer.
+enum class HostState { Up, Suspect, Fencing, Fenced, Down, Maintenance };
+
+struct FenceConfig {
+    std::string agent; // a fence agent name ("fence_virsh"); never a path (host_config)
+    std::map<std::string, std::string> params; // passed as key=value lines on its stdin
+    bool operator==(const FenceConfig&) const = default;
+};
+
+struct Capacity {
+    int vcpus = 0;   // 0 = not declared: no limit
+    int mem_mib = 0; // 0 = not declared: no limit
+    bool operator==(const Capacity&) const = default;
+};
+
+struct Host {
+    std::string name;
+    std::string node; // the bus identity of its pcloud-node: "node:NAME"
+    FenceConfig fence;
+    Capacity capacity;
+    HostState state = HostState::Up;
+    bool operator==(const Host&) const = default;
 };
 
 struct Model {
     std::map<std::string, Deployable> deployables;
     std::map<std::string, Assembly> assemblies;
+    std::map<std::string, Host> hosts;
+    // pcmkc-version="..." on the root elements of Pacemaker Cloud files, written back.
+    std::string pcmkc_version_deployables;
+    std::string pcmkc_version_assemblies;
     bool operator==(const Model&) const = default;
+
+    const Host* findHost(const std::string& n) const {
+        auto it = hosts.find(n);
+        return it == hosts.end() ? nullptr : &it->second;
+    }
 
     const Deployable* findDeployable(const std::string& n) const {
         auto it = deployables.find(n);
@@ -150,6 +205,10 @@ const char* toString(ResourceClass c);
 const char* toString(MonitorMode m);
 const char* toString(DeployableOutcome o);
 const char* toString(ProbeKind k);
+const char* toString(HostState s);
+const char* toString(AssemblyOutcome o);
+bool parseHostState(const std::string& s, HostState& out);
+bool parseAssemblyOutcome(const std::string& s, AssemblyOutcome& out);
 bool parseResourceClass(const std::string& s, ResourceClass& out);
 bool parseMonitorMode(const std::string& s, MonitorMode& out);
 bool parseDeployableOutcome(const std::string& s, DeployableOutcome& out);
@@ -157,5 +216,12 @@ bool parseProbeKind(const std::string& s, ProbeKind& out);
 
 // Names end up in file names, AMQP addresses and libvirt domain names.
 bool isValidName(const std::string& name);
+// "node:NAME" with a valid NAME: the identity a host's pcloud-node has on the bus.
+bool isValidNodeIdentity(const std::string& id);
+// A fence agent is named, never given as a path: "fence_" + [A-Za-z0-9_-]. The host
+// configuration says where agents live (docs/hosts.md).
+bool isValidFenceAgentName(const std::string& name);
+// The key of a key=value line on a fence agent's stdin; "action" is pcloud's own.
+bool isValidFenceParamName(const std::string& name);
 
 } // namespace pcloud::model

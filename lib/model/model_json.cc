@@ -225,10 +225,39 @@ json toJson(const Assembly& a) {
     json res = json::array();
     for (const auto& r : a.resources)
         res.push_back(toJson(r));
-    return {{"uuid", a.uuid},    {"domain_xml", a.domain_xml},
-            {"image", a.image},  {"escalation", toJson(a.escalation)},
-            {"resources", res},  {"address", a.address},
-            {"parked", a.parked}};
+    json j = {{"uuid", a.uuid},    {"domain_xml", a.domain_xml},
+              {"image", a.image},  {"escalation", toJson(a.escalation)},
+              {"resources", res},  {"address", a.address},
+              {"parked", a.parked}};
+    // Placement and the host-level outcome only when set, so models without hosts look as
+    // they did before hosts existed.
+    const Assembly dflt;
+    if (!a.host.empty())
+        j["host"] = a.host;
+    if (!a.hosts.empty())
+        j["hosts"] = a.hosts;
+    if (!a.networks.empty())
+        j["networks"] = a.networks;
+    if (a.vcpus != dflt.vcpus)
+        j["vcpus"] = a.vcpus;
+    if (a.memory_mib != dflt.memory_mib)
+        j["memory_mib"] = a.memory_mib;
+    if (a.outcome != dflt.outcome)
+        j["outcome"] = toString(a.outcome);
+    if (a.max_relocate != dflt.max_relocate)
+        j["max_relocate"] = a.max_relocate;
+    if (a.relocate_period != dflt.relocate_period)
+        j["relocate_period"] = formatDuration(a.relocate_period);
+    return j;
+}
+
+json toJson(const Host& h) {
+    json j = {{"node", h.node}, {"state", toString(h.state)}};
+    if (!h.fence.agent.empty())
+        j["fence"] = {{"agent", h.fence.agent}, {"params", h.fence.params}};
+    if (h.capacity.vcpus || h.capacity.mem_mib)
+        j["capacity"] = {{"vcpus", h.capacity.vcpus}, {"mem_mib", h.capacity.mem_mib}};
+    return j;
 }
 
 json toJson(const RefereeConfig& r) {
@@ -238,19 +267,22 @@ json toJson(const RefereeConfig& r) {
 }
 
 json toJson(const Deployable& d) {
-    return {{"uuid", d.uuid},
-            {"uri", d.uri},
-            {"monitor", toString(d.monitor)},
-            {"infrastructure", d.infrastructure},
-            {"username", d.username},
-            {"assemblies", d.assemblies},
-            {"escalation", toJson(d.escalation)},
-            {"outcome", toString(d.outcome)},
-            {"backoff", toJson(d.backoff)},
-            {"heartbeat_interval", formatDuration(d.heartbeat_interval)},
-            {"heartbeat_timeout", formatDuration(d.heartbeat_timeout)},
-            {"stop_timeout", formatDuration(d.stop_timeout)},
-            {"referee", toJson(d.referee)}};
+    json j = {{"uuid", d.uuid},
+              {"uri", d.uri},
+              {"monitor", toString(d.monitor)},
+              {"infrastructure", d.infrastructure},
+              {"username", d.username},
+              {"assemblies", d.assemblies},
+              {"escalation", toJson(d.escalation)},
+              {"outcome", toString(d.outcome)},
+              {"backoff", toJson(d.backoff)},
+              {"heartbeat_interval", formatDuration(d.heartbeat_interval)},
+              {"heartbeat_timeout", formatDuration(d.heartbeat_timeout)},
+              {"stop_timeout", formatDuration(d.stop_timeout)},
+              {"referee", toJson(d.referee)}};
+    if (!d.spread)
+        j["spread"] = false;
+    return j;
 }
 
 json toJson(const Model& m) {
@@ -260,7 +292,17 @@ json toJson(const Model& m) {
     json asms = json::object();
     for (const auto& [n, a] : m.assemblies)
         asms[n] = toJson(a);
-    return {{"deployables", deps}, {"assemblies", asms}};
+    json j = {{"deployables", deps}, {"assemblies", asms}};
+    if (!m.hosts.empty()) {
+        json hs = json::object();
+        for (const auto& [n, h] : m.hosts)
+            hs[n] = toJson(h);
+        j["hosts"] = hs;
+    }
+    if (!m.pcmkc_version_deployables.empty() || !m.pcmkc_version_assemblies.empty())
+        j["pcmkc_version"] = {{"deployables", m.pcmkc_version_deployables},
+                              {"assemblies", m.pcmkc_version_assemblies}};
+    return j;
 }
 
 // ---- fromJson -------------------------------------------------------------------------------
@@ -391,7 +433,91 @@ Result<Assembly> assemblyFromJson(const json& j, const std::string& name, const 
     }
     r.str("address", a.address);
     r.boolean("parked", a.parked);
+    r.str("host", a.host);
+    if (auto* v = r.get("hosts"); v && r.ok()) {
+        if (!v->is_array()) {
+            r.fail(r.at("hosts"), "expected an array of host names");
+        } else {
+            for (size_t i = 0; i < v->size(); ++i) {
+                if (!(*v)[i].is_string() || !isValidName((*v)[i].get<std::string>())) {
+                    r.fail(jsonIndex(r.at("hosts"), i), "expected a host name");
+                    break;
+                }
+                a.hosts.push_back((*v)[i].get<std::string>());
+            }
+        }
+    }
+    if (r.ok() && !a.host.empty() && !isValidName(a.host))
+        r.fail(r.at("host"), "'" + a.host + "' is not a valid host name");
+    if (auto* v = r.get("networks"); v && r.ok()) {
+        if (!v->is_array()) {
+            r.fail(r.at("networks"), "expected an array of libvirt network names");
+        } else {
+            for (size_t i = 0; i < v->size(); ++i) {
+                if (!(*v)[i].is_string() || !isValidName((*v)[i].get<std::string>())) {
+                    r.fail(jsonIndex(r.at("networks"), i), "expected a network name");
+                    break;
+                }
+                a.networks.push_back((*v)[i].get<std::string>());
+            }
+        }
+    }
+    r.integer("vcpus", a.vcpus, 0);
+    r.integer("memory_mib", a.memory_mib, 0);
+    std::string outcome = toString(a.outcome);
+    r.str("outcome", outcome);
+    if (r.ok() && !parseAssemblyOutcome(outcome, a.outcome))
+        r.fail(r.at("outcome"),
+               "expected \"escalate\", \"relocate\" or \"replace\", got '" + outcome + "'");
+    r.integer("max_relocate", a.max_relocate, 0);
+    r.duration("relocate_period", a.relocate_period);
+    if (r.ok() && a.relocate_period <= 0)
+        r.fail(r.at("relocate_period"), "must be greater than 0");
     return finish(r, a);
+}
+
+Result<Host> hostFromJson(const json& j, const std::string& name, const std::string& path) {
+    JsonReader r(j, path);
+    Host h;
+    h.name = name;
+    r.str("node", h.node);
+    if (r.ok() && h.node.empty())
+        h.node = "node:" + name;
+    if (r.ok() && !isValidNodeIdentity(h.node))
+        r.fail(r.at("node"), "expected \"node:NAME\", got '" + h.node + "'");
+    std::string state = toString(h.state);
+    r.str("state", state);
+    if (r.ok() && !parseHostState(state, h.state))
+        r.fail(r.at("state"),
+               "expected up, suspect, fencing, fenced, down or maintenance, got '" + state + "'");
+    if (auto* v = r.get("fence"); v && r.ok()) {
+        JsonReader f(*v, r.at("fence"));
+        f.str("agent", h.fence.agent);
+        if (auto* p = f.get("params"); p && f.ok()) {
+            if (!p->is_object())
+                f.fail(f.at("params"), "expected an object of strings");
+            else
+                for (const auto& [k, pv] : p->items()) {
+                    if (!pv.is_string()) {
+                        f.fail(jsonPath(f.at("params"), k), "expected a string");
+                        break;
+                    }
+                    h.fence.params[k] = pv.get<std::string>();
+                }
+        }
+        f.rejectUnknown();
+        if (!f.ok())
+            return *f.takeError();
+    }
+    if (auto* v = r.get("capacity"); v && r.ok()) {
+        JsonReader c(*v, r.at("capacity"));
+        c.integer("vcpus", h.capacity.vcpus, 0);
+        c.integer("mem_mib", h.capacity.mem_mib, 0);
+        c.rejectUnknown();
+        if (!c.ok())
+            return *c.takeError();
+    }
+    return finish(r, h);
 }
 
 Result<RefereeConfig> refereeFromJson(const json& j, const std::string& path) {
@@ -468,6 +594,7 @@ Result<Deployable> deployableFromJson(const json& j, const std::string& name,
                "must be at least twice heartbeat_interval (" +
                    formatDuration(d.heartbeat_interval) +
                    "): a single missed heartbeat must never count as a failure");
+    r.boolean("spread", d.spread);
     r.duration("stop_timeout", d.stop_timeout);
     if (r.ok() && d.stop_timeout <= 0)
         r.fail(r.at("stop_timeout"),
@@ -484,6 +611,30 @@ Result<Deployable> deployableFromJson(const json& j, const std::string& name,
 Result<Model> modelFromJson(const json& j, const std::string& path) {
     JsonReader r(j, path);
     Model m;
+    if (auto* v = r.get("hosts"); v && r.ok()) {
+        if (!v->is_object()) {
+            r.fail(r.at("hosts"), "expected an object keyed by host name");
+        } else {
+            for (const auto& [n, hv] : v->items()) {
+                std::string where = jsonPath(r.at("hosts"), n);
+                if (!isValidName(n))
+                    return makeError(where + ": invalid host name (letters, digits, '-', "
+                                             "'_', '.'; at most 64)");
+                auto h = hostFromJson(hv, n, where);
+                if (!h)
+                    return h.error();
+                m.hosts[n] = std::move(*h);
+            }
+        }
+    }
+    if (auto* v = r.get("pcmkc_version"); v && r.ok()) {
+        JsonReader p(*v, r.at("pcmkc_version"));
+        p.str("deployables", m.pcmkc_version_deployables);
+        p.str("assemblies", m.pcmkc_version_assemblies);
+        p.rejectUnknown();
+        if (!p.ok())
+            return *p.takeError();
+    }
     if (auto* v = r.get("assemblies"); v && r.ok()) {
         if (!v->is_object()) {
             r.fail(r.at("assemblies"), "expected an object keyed by assembly name");
@@ -527,6 +678,15 @@ Result<Model> modelFromJson(const json& j, const std::string& path) {
                 m.deployables[n] = std::move(*d);
             }
         }
+    }
+    for (const auto& [n, a] : m.assemblies) {
+        std::vector<std::string> refs = a.hosts;
+        if (!a.host.empty())
+            refs.push_back(a.host);
+        for (const auto& h : refs)
+            if (!m.hosts.count(h))
+                return makeError(jsonPath(jsonPath(r.at("assemblies"), n), "host") +
+                                 ": unknown host '" + h + "' (define it under \"hosts\")");
     }
     return finish(r, m);
 }

@@ -26,6 +26,7 @@ nlohmann::json toJson(const Resource& r);
 nlohmann::json toJson(const Assembly& a);
 nlohmann::json toJson(const RefereeConfig& r);
 nlohmann::json toJson(const Deployable& d);
+nlohmann::json toJson(const Host& h);
 // {"deployables": {NAME: {...}}, "assemblies": {NAME: {...}}}; names are the map keys.
 nlohmann::json toJson(const Model& m);
 
@@ -37,6 +38,9 @@ Result<Resource> resourceFromJson(const nlohmann::json& j, const std::string& pa
 Result<Assembly> assemblyFromJson(const nlohmann::json& j, const std::string& name,
                                   const std::string& path = "");
 Result<RefereeConfig> refereeFromJson(const nlohmann::json& j, const std::string& path = "");
+// A missing "node" defaults to "node:NAME".
+Result<Host> hostFromJson(const nlohmann::json& j, const std::string& name,
+                          const std::string& path = "");
 Result<Deployable> deployableFromJson(const nlohmann::json& j, const std::string& name,
                                       const std::string& path = "");
 // Also checks cross references: every assembly a deployable lists exists, belongs to only

@@ -142,6 +142,11 @@ std::string phaseSummary(const AssemblyTrack& at, bool referee, Millis start) {
 
 } // namespace
 
+Result<Millis> parseScenarioTime(const json& v, Millis start, std::optional<Millis> now,
+                                 const std::string& where) {
+    return parseTime(v, start, now, where);
+}
+
 Result<Scenario> parseScenario(const std::string& text, const std::string& file) {
     json j;
     try {
@@ -165,6 +170,12 @@ Result<Scenario> parseScenario(const std::string& text, const std::string& file)
                 at != std::string::npos)
                 line = lineOfOffset(text, at);
         return makeError("invalid JSON: " + what, file, line);
+    }
+    if (j.is_object() && j.contains("layer")) {
+        if (j["layer"] != "hosts")
+            return makeError("layer: expected \"hosts\" (or no layer for the assembly engine)",
+                             file);
+        return parseHostScenario(j, file);
     }
     Scenario sc;
     sc.file = file;
@@ -299,6 +310,8 @@ Result<Scenario> loadScenario(const std::string& fileOrDir) {
 }
 
 Result<std::vector<StepOutcome>> runScenario(const Scenario& sc) {
+    if (sc.layer == "hosts")
+        return runHostScenario(sc);
     std::vector<StepOutcome> outcomes;
     json modelJson = sc.model;
     auto model = model::modelFromJson(modelJson, "model");
@@ -339,6 +352,8 @@ Result<std::vector<StepOutcome>> runScenario(const Scenario& sc) {
 }
 
 std::string formatText(const Scenario& sc, const std::vector<StepOutcome>& steps) {
+    if (sc.layer == "hosts")
+        return formatHostText(sc, steps);
     std::ostringstream o;
     if (!sc.description.empty()) {
         std::istringstream in(sc.description);
@@ -385,6 +400,8 @@ std::string formatText(const Scenario& sc, const std::vector<StepOutcome>& steps
 }
 
 json formatJson(const Scenario& sc, const std::vector<StepOutcome>& steps) {
+    if (sc.layer == "hosts")
+        return formatHostJson(sc, steps);
     json arr = json::array();
     for (const auto& st : steps) {
         json j = toJson(st.decision);

@@ -13,9 +13,14 @@
 //               "model": {...patch...}}]}
 // Times inside "observe" (last_heartbeat, changed_at) may be "now", "now-2s", "+5s"
 // (relative to start) or integer milliseconds. See docs/policy.md.
+//
+// "layer": "hosts" runs the host layer (policy/hosts.h) instead of decide(): the
+// observation is a HostObserved, "host_tunables" replaces "tunables", "state" is a
+// HostLayerState, and no deployable is needed (docs/hosts.md).
 
 #include "common/result.h"
 #include "model/model.h"
+#include "policy/hosts.h"
 #include "policy/policy.h"
 #include "policy/types.h"
 
@@ -44,12 +49,16 @@ struct Scenario {
     EscalationState initial;
     nlohmann::json observe; // initial observation (times resolved)
     std::vector<ScenarioStep> steps;
+    std::string layer; // "" = decide(), "hosts" = decideHosts()
+    hosts::HostTunables host_tunables;
+    hosts::HostLayerState host_initial;
 };
 
 struct StepOutcome {
     Millis at = 0;
     std::string comment;
     Decision decision;
+    hosts::HostDecision host; // layer "hosts"
 };
 
 // FILE, or a directory holding scenario.json. Errors name the file, and the line for JSON
@@ -62,6 +71,16 @@ Result<std::vector<StepOutcome>> runScenario(const Scenario& scenario);
 // line, a summary of the remembered state and the next wake-up.
 std::string formatText(const Scenario& scenario, const std::vector<StepOutcome>& steps);
 nlohmann::json formatJson(const Scenario& scenario, const std::vector<StepOutcome>& steps);
+
+// A scenario time: "+5s" (from start), "now", "now-2s" (inside a step) or integer ms.
+Result<Millis> parseScenarioTime(const nlohmann::json& v, Millis start, std::optional<Millis> now,
+                                 const std::string& where);
+
+// The host layer's halves of the above (host_simulation.cc).
+Result<Scenario> parseHostScenario(const nlohmann::json& j, const std::string& file);
+Result<std::vector<StepOutcome>> runHostScenario(const Scenario& scenario);
+std::string formatHostText(const Scenario& scenario, const std::vector<StepOutcome>& steps);
+nlohmann::json formatHostJson(const Scenario& scenario, const std::vector<StepOutcome>& steps);
 
 // "+5s", "+1.5s", "+0.001s": milliseconds relative to the scenario start.
 std::string formatRelative(Millis ms);

@@ -21,7 +21,7 @@ using K = ArgKind;
 const std::vector<CommandSpec>& commands() {
     static const std::vector<CommandSpec> table = {
         {"deployable_create",
-         "deployable_create NAME [--uri URI] [--monitor active|passive]",
+         "deployable_create NAME [--uri URI] [--monitor active|passive] [--spread on|off]",
          "create a deployable (a named group of assemblies)",
          {K::Other}},
         {"deployable_delete",
@@ -58,9 +58,34 @@ const std::vector<CommandSpec>& commands() {
          "list the assemblies of a deployable",
          {K::Deployable}},
         {"assembly_create",
-         "assembly_create NAME (--domain-xml FILE | --image IMAGE) [--address IP:PORT]",
-         "create an assembly from a libvirt domain XML file or an image",
+         "assembly_create NAME (--domain-xml FILE | --image PATH [--memory MiB] [--vcpus N] "
+         "[--network NET[,NET...]]) [--address IP:PORT] [--host H | --hosts H1,H2]",
+         "create an assembly from a libvirt domain XML file, or from a disk image (the domain "
+         "XML is generated)",
          {K::Other}},
+        {"assembly_place",
+         "assembly_place ASSEMBLY [--host H | --hosts H1,H2]",
+         "where an assembly may run: pinned to one host, an allowed set, or (neither) any host",
+         {K::Assembly}},
+        {"deployable_spread",
+         "deployable_spread DEPLOYABLE on|off",
+         "spread the deployable's assemblies across hosts where possible (default on)",
+         {K::Deployable, K::Other}},
+        {"host_add",
+         "host_add NAME --node node:NAME [--fence AGENT [KEY=VALUE...]] [--capacity "
+         "vcpus=N,mem=MiB]",
+         "add a hypervisor host: its pcloud-node identity, fence agent and capacity",
+         {K::Other}},
+        {"host_remove", "host_remove NAME", "remove a host no assembly is placed on", {K::Other}},
+        {"host_list", "host_list", "list hosts with state, node, fence agent and capacity", {}},
+        {"host_status",
+         "host_status NAME",
+         "one host: state, capacity, fence agent and the assemblies placed on it",
+         {K::Other}},
+        {"host_maintenance",
+         "host_maintenance NAME on|off",
+         "take a host out of placement (on) or put it back (off)",
+         {K::Other, K::Other}},
         {"assembly_clone",
          "assembly_clone SOURCE NAME [--address IP:PORT]",
          "copy an assembly under a new name",
@@ -260,7 +285,8 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
     };
     auto parsed = split(words,
                         {"--uri", "--monitor", "--domain-xml", "--image", "--address", "--outcome",
-                         "--since", "--deployable", "--limit"},
+                         "--since", "--deployable", "--limit", "--spread", "--memory", "--vcpus",
+                         "--network", "--host", "--hosts", "--node", "--fence", "--capacity"},
                         {"--follow", "-f"}, usage);
     if (!parsed)
         return parsed.error();
@@ -274,10 +300,41 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
     const std::vector<std::string>& p = w.pos;
     auto need = [&](size_t n) -> Status { return count(n, n); };
 
+    // --host H | --hosts H1,H2 (assembly_create, assembly_place); cped checks the names.
+    auto placement = [&]() -> Status {
+        if (w.opts.count("--host") && w.opts.count("--hosts"))
+            return makeError(
+                "give --host H (pinned) or --hosts H1,H2 (allowed), not both\nusage: " + usage);
+        if (w.opts.count("--host"))
+            a["host"] = w.opts["--host"];
+        if (w.opts.count("--hosts"))
+            a["hosts"] = w.opts["--hosts"];
+        return {};
+    };
+    auto positive = [&](const std::string& opt, long max) -> Result<json> {
+        const auto& s = w.opts[opt];
+        if (s.empty() || s.size() > 9 ||
+            !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+            std::stol(s) < 1 || std::stol(s) > max)
+            return makeError(opt + ": '" + s + "' is not a number from 1 to " +
+                             std::to_string(max) + "\nusage: " + usage);
+        return json(std::stol(s));
+    };
+    auto onOff = [&](const std::string& v, const std::string& what) -> Status {
+        if (v != "on" && v != "off")
+            return makeError(what + " must be on or off, not '" + v + "'\nusage: " + usage);
+        return {};
+    };
+
     if (name == "deployable_create") {
         if (auto st = need(1); !st)
             return st.error();
         a["name"] = p[0];
+        if (w.opts.count("--spread")) {
+            if (auto st = onOff(w.opts["--spread"], "--spread"); !st)
+                return st.error();
+            a["spread"] = w.opts["--spread"];
+        }
         if (w.opts.count("--uri"))
             a["uri"] = w.opts["--uri"];
         if (w.opts.count("--monitor")) {
@@ -324,8 +381,98 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
         } else {
             a["image"] = w.opts["--image"];
         }
+        if (xml &&
+            (w.opts.count("--memory") || w.opts.count("--vcpus") || w.opts.count("--network")))
+            return bad("--memory, --vcpus and --network shape the domain generated from --image; "
+                       "they do not go with --domain-xml");
+        if (w.opts.count("--memory")) {
+            auto v = positive("--memory", 16 * 1024 * 1024);
+            if (!v)
+                return v.error();
+            a["memory"] = *v;
+        }
+        if (w.opts.count("--vcpus")) {
+            auto v = positive("--vcpus", 4096);
+            if (!v)
+                return v.error();
+            a["vcpus"] = *v;
+        }
+        if (w.opts.count("--network"))
+            a["networks"] = w.opts["--network"];
+        if (auto st = placement(); !st)
+            return st.error();
         if (w.opts.count("--address"))
             a["address"] = w.opts["--address"];
+    } else if (name == "assembly_place") {
+        if (auto st = need(1); !st)
+            return st.error();
+        a["assembly"] = p[0];
+        if (auto st = placement(); !st)
+            return st.error();
+    } else if (name == "deployable_spread") {
+        if (auto st = need(2); !st)
+            return st.error();
+        if (auto st = onOff(p[1], "the mode"); !st)
+            return st.error();
+        a["deployable"] = p[0];
+        a["mode"] = p[1];
+    } else if (name == "host_add") {
+        if (auto st = count(1, 1000); !st)
+            return st.error();
+        a["name"] = p[0];
+        if (!w.opts.count("--node"))
+            return bad("--node node:NAME is required (the identity of the host's pcloud-node)");
+        a["node"] = w.opts["--node"];
+        if (p.size() > 1 && !w.opts.count("--fence"))
+            return bad("KEY=VALUE parameters go after --fence AGENT");
+        if (w.opts.count("--fence")) {
+            json params = json::object();
+            for (size_t i = 1; i < p.size(); ++i) {
+                auto eq = p[i].find('=');
+                if (eq == std::string::npos || eq == 0)
+                    return bad("'" + p[i] + "' is not KEY=VALUE");
+                const std::string k = p[i].substr(0, eq);
+                if (params.contains(k))
+                    return bad("fence parameter '" + k + "' is given twice");
+                params[k] = p[i].substr(eq + 1);
+            }
+            a["fence"] = {{"agent", w.opts["--fence"]}, {"params", params}};
+        }
+        if (w.opts.count("--capacity")) {
+            json cap = json::object();
+            std::string s = w.opts["--capacity"], item;
+            for (size_t i = 0; i <= s.size(); ++i) {
+                if (i < s.size() && s[i] != ',') {
+                    item += s[i];
+                    continue;
+                }
+                auto eq = item.find('=');
+                const std::string k = eq == std::string::npos ? item : item.substr(0, eq);
+                const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+                if (k != "vcpus" && k != "mem")
+                    return bad("--capacity: '" + item + "' is not vcpus=N or mem=MiB");
+                if (v.empty() || v.size() > 9 ||
+                    !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+                    return bad("--capacity: " + k + "='" + v + "' is not a number");
+                cap[k] = std::stol(v);
+                item.clear();
+            }
+            a["capacity"] = cap;
+        }
+    } else if (name == "host_remove" || name == "host_status") {
+        if (auto st = need(1); !st)
+            return st.error();
+        a["name"] = p[0];
+    } else if (name == "host_list") {
+        if (auto st = need(0); !st)
+            return st.error();
+    } else if (name == "host_maintenance") {
+        if (auto st = need(2); !st)
+            return st.error();
+        if (auto st = onOff(p[1], "the mode"); !st)
+            return st.error();
+        a["name"] = p[0];
+        a["mode"] = p[1];
     } else if (name == "assembly_clone") {
         if (auto st = need(2); !st)
             return st.error();
@@ -439,12 +586,14 @@ std::string paint(const std::string& text, bool colour) {
     if (!colour)
         return text;
     static const std::map<std::string, const char*> colours = {
-        {"running", "\033[32m"},  {"active", "\033[32m"},  {"connected", "\033[32m"},
-        {"in", "\033[32m"},       {"started", "\033[32m"}, {"ok", "\033[32m"},
-        {"failed", "\033[31m"},   {"crashed", "\033[31m"}, {"disconnected", "\033[31m"},
-        {"out", "\033[31m"},      {"shutoff", "\033[31m"}, {"dped-failed", "\033[31m"},
-        {"draining", "\033[33m"}, {"parked", "\033[33m"},  {"backoff", "\033[33m"},
-        {"stopped", "\033[2m"},
+        {"running", "\033[32m"},     {"active", "\033[32m"},  {"connected", "\033[32m"},
+        {"in", "\033[32m"},          {"started", "\033[32m"}, {"ok", "\033[32m"},
+        {"failed", "\033[31m"},      {"crashed", "\033[31m"}, {"disconnected", "\033[31m"},
+        {"out", "\033[31m"},         {"shutoff", "\033[31m"}, {"dped-failed", "\033[31m"},
+        {"draining", "\033[33m"},    {"parked", "\033[33m"},  {"backoff", "\033[33m"},
+        {"stopped", "\033[2m"},      {"up", "\033[32m"},      {"suspect", "\033[33m"},
+        {"fencing", "\033[31m"},     {"fenced", "\033[31m"},  {"down", "\033[31m"},
+        {"maintenance", "\033[33m"},
     };
     auto it = colours.find(text);
     if (it == colours.end())
@@ -668,6 +817,49 @@ std::string format(const std::string& command, const json& r, bool colour) {
             return "no resources\n";
         return table({"NAME", "TEMPLATE", "CLASS", "UNIT", "MONITOR", "ESCALATION"}, rows);
     }
+    if (command == "host_list") {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& h : r["hosts"]) {
+            const json& cap = h.value("capacity", json::object());
+            std::string capText = std::to_string(cap.value("vcpus", 0)) + " vcpus, " +
+                                  std::to_string(cap.value("mem_mib", 0)) + " MiB";
+            if (cap.value("vcpus", 0) == 0 && cap.value("mem_mib", 0) == 0)
+                capText = "-";
+            const std::string agent = h.contains("fence") ? str(h["fence"], "agent", "") : "";
+            rows.push_back({str(h, "name"), paint(str(h, "state"), colour), str(h, "node"),
+                            agent.empty() ? "-" : agent, capText,
+                            std::to_string(h.value("pinned", json::array()).size() +
+                                           h.value("allowed", json::array()).size())});
+        }
+        if (rows.empty())
+            return "no hosts\n";
+        return table({"NAME", "STATE", "NODE", "FENCE", "CAPACITY", "ASSEMBLIES"}, rows);
+    }
+    if (command == "host_status") {
+        std::ostringstream out;
+        auto names = [](const json& list) {
+            std::string s;
+            for (const auto& x : list)
+                s += (s.empty() ? "" : ",") + x.get<std::string>();
+            return s.empty() ? std::string("-") : s;
+        };
+        out << "host " << str(r, "name") << ": " << paint(str(r, "state"), colour) << " (node "
+            << str(r, "node") << ")\n";
+        const json& f = r.value("fence", json::object());
+        out << "  fence:    " << (str(f, "agent", "").empty() ? "none" : str(f, "agent"));
+        if (f.contains("params") && !f["params"].empty())
+            out << " (params " << names(f["params"]) << ")";
+        out << "\n";
+        const json& cap = r.value("capacity", json::object());
+        out << "  capacity: " << cap.value("vcpus", 0) << " vcpus, " << cap.value("mem_mib", 0)
+            << " MiB (0 = not declared)\n";
+        out << "  pinned:   " << names(r.value("pinned", json::array())) << "\n";
+        out << "  allowed:  " << names(r.value("allowed", json::array())) << "\n";
+        out << "  any host: " << names(r.value("any_host", json::array())) << "\n";
+        if (r.contains("observed"))
+            out << "  observed: " << str(r, "observed") << "\n";
+        return out.str();
+    }
     if (command == "template_list") {
         std::vector<std::vector<std::string>> rows;
         for (const auto& t : r["templates"])
@@ -717,7 +909,8 @@ std::string format(const std::string& command, const json& r, bool colour) {
     }
     // Mutations: a short confirmation.
     std::string out = "ok";
-    for (const char* k : {"deployable", "assembly", "resource", "name", "deleted"})
+    for (const char* k :
+         {"deployable", "assembly", "resource", "name", "host", "state", "placement", "deleted"})
         if (r.contains(k) && r[k].is_string() && !r[k].get<std::string>().empty()) {
             out += " " + std::string(k) + "=" + r[k].get<std::string>();
         }

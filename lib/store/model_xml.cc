@@ -2,6 +2,7 @@
 
 #include "common/time_format.h"
 
+#include <algorithm>
 #include <charconv>
 #include <set>
 #include <sstream>
@@ -79,6 +80,8 @@ Status parseDeployableAttributes(Element& e, model::Deployable& d) {
     if (!(st = e.duration("heartbeat_timeout", d.heartbeat_timeout, false, false)))
         return st;
     if (!(st = e.duration("stop_timeout", d.stop_timeout, false, false)))
+        return st;
+    if (!(st = e.boolean("spread", d.spread)))
         return st;
     return {};
 }
@@ -218,6 +221,34 @@ Status parseAssembly(const XmlFile& f, Element& e, model::Assembly& a,
         return st;
     if (!(st = e.boolean("parked", a.parked)))
         return st;
+    if (auto v = e.text("host")) {
+        if (!model::isValidName(*v))
+            return e.invalid("host", "name a host defined in db_hosts.xml (host_add)");
+        a.host = *v;
+    }
+    if (auto v = e.text("hosts")) {
+        auto list = splitHostList(*v);
+        if (!list)
+            return e.invalid("hosts", list.error().message);
+        a.hosts = *list;
+    }
+    if (auto v = e.text("networks")) {
+        auto list = splitHostList(*v);
+        if (!list)
+            return e.invalid("networks", "libvirt network names separated by commas, e.g. "
+                                         "networks=\"default\"");
+        a.networks = *list;
+    }
+    if (!(st = e.integer("vcpus", a.vcpus, 0, 4096)))
+        return st;
+    if (!(st = e.integer("memory_mib", a.memory_mib, 0, 1 << 30)))
+        return st;
+    if (auto v = e.text("outcome"); v && !model::parseAssemblyOutcome(*v, a.outcome))
+        return e.invalid("outcome", "use outcome=\"escalate\", \"relocate\" or \"replace\"");
+    if (!(st = e.integer("max_relocate", a.max_relocate, 0, 1000)))
+        return st;
+    if (!(st = e.duration("relocate_period", a.relocate_period, false, false)))
+        return st;
     // Written by Pacemaker Cloud's pcloudsh; pcloud keeps the deployable link in
     // db_deployable.xml only.
     for (const char* legacy : {"jeos_name", "infrastructure", "username", "deployment"})
@@ -285,7 +316,115 @@ Status parseAssembly(const XmlFile& f, Element& e, model::Assembly& a,
     return atElement(e, validateAssembly(a));
 }
 
+Result<std::vector<std::string>> splitHostList(const std::string& text) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (size_t i = 0; i <= text.size(); ++i) {
+        if (i == text.size() || text[i] == ',') {
+            if (!model::isValidName(cur))
+                return makeError("'" + cur +
+                                 "' is not a host name; give names separated by "
+                                 "commas, e.g. hosts=\"h1,h2\"");
+            if (std::find(out.begin(), out.end(), cur) != out.end())
+                return makeError("host '" + cur + "' is listed twice");
+            out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += text[i];
+        }
+    }
+    return out;
+}
+
+std::string joinHostList(const std::vector<std::string>& hosts) {
+    std::string s;
+    for (const auto& h : hosts)
+        s += (s.empty() ? "" : ",") + h;
+    return s;
+}
+
+Status parseHost(const XmlFile& f, Element& e, model::Host& h, std::vector<Error>& warnings) {
+    Status st;
+    if (auto v = e.text("node")) {
+        if (!model::isValidNodeIdentity(*v))
+            return e.invalid("node", "use node=\"node:NAME\", the identity of the host's "
+                                     "pcloud-node on the bus");
+        h.node = *v;
+    } else {
+        h.node = "node:" + h.name;
+    }
+    if (auto v = e.text("state"); v && !model::parseHostState(*v, h.state))
+        return e.invalid("state", "use up, suspect, fencing, fenced, down or maintenance");
+    if (!(st = e.integer("vcpus", h.capacity.vcpus, 0, 1 << 20)))
+        return st;
+    if (!(st = e.integer("memory_mib", h.capacity.mem_mib, 0, 1 << 30)))
+        return st;
+    e.unknownAttributes(warnings);
+    bool haveFence = false;
+    for (pugi::xml_node c : e.node().children()) {
+        if (c.type() != pugi::node_element)
+            continue;
+        if (std::string(c.name()) != "fence") {
+            warnings.push_back(f.error(c, e.label() + ": unknown element " + describeNode(c) +
+                                              " ignored (it will not be saved back)"));
+            continue;
+        }
+        if (haveFence)
+            return f.error(c, e.label() + ": more than one <fence>; keep one");
+        haveFence = true;
+        Element fe(f, c, e.label() + ", <fence>");
+        auto agent = fe.text("agent");
+        if (!agent || agent->empty())
+            return fe.error(fe.label() + ": the required attribute agent is missing; add "
+                                         "agent=\"fence_NAME\"");
+        h.fence.agent = *agent;
+        fe.unknownAttributes(warnings);
+        for (pugi::xml_node pn : c.children()) {
+            if (pn.type() != pugi::node_element)
+                continue;
+            if (std::string(pn.name()) != "param") {
+                warnings.push_back(
+                    f.error(pn, fe.label() + ": unknown element " + describeNode(pn) + " ignored"));
+                continue;
+            }
+            Element p(f, pn, fe.label() + ", <param>");
+            auto name = p.text("name");
+            if (!name || name->empty())
+                return p.error(p.label() + ": a <param> needs a non-empty name=\"...\"");
+            std::string value;
+            if (!(st = p.string("value", value)))
+                return st;
+            if (h.fence.params.count(*name))
+                return p.error(fe.label() + ": <param name=" + q(*name) +
+                               "> is given twice; keep one");
+            h.fence.params[*name] = value;
+            p.unknownAttributes(warnings);
+        }
+    }
+    return atElement(e, validateHost(h));
+}
+
 // ---- writing ---------------------------------------------------------------------------
+
+void writeHost(pugi::xml_node parent, const model::Host& h) {
+    pugi::xml_node n = parent.append_child("host");
+    set(n, "name", h.name);
+    set(n, "node", h.node);
+    set(n, "state", model::toString(h.state));
+    if (h.capacity.vcpus)
+        set(n, "vcpus", std::to_string(h.capacity.vcpus));
+    if (h.capacity.mem_mib)
+        set(n, "memory_mib", std::to_string(h.capacity.mem_mib));
+    if (!h.fence.agent.empty()) {
+        pugi::xml_node fn = n.append_child("fence");
+        set(fn, "agent", h.fence.agent);
+        for (const auto& [k, v] : h.fence.params) {
+            pugi::xml_node p = fn.append_child("param");
+            set(p, "name", k);
+            set(p, "value", v);
+        }
+    }
+}
 
 void writeDeployable(pugi::xml_node parent, const model::Deployable& d) {
     pugi::xml_node n = parent.append_child("deployable");
@@ -301,6 +440,8 @@ void writeDeployable(pugi::xml_node parent, const model::Deployable& d) {
     set(n, "heartbeat_interval", formatDuration(d.heartbeat_interval));
     set(n, "heartbeat_timeout", formatDuration(d.heartbeat_timeout));
     set(n, "stop_timeout", formatDuration(d.stop_timeout));
+    if (!d.spread)
+        set(n, "spread", "false");
     for (const auto& a : d.assemblies)
         set(n.append_child("assembly"), "name", a);
     pugi::xml_node b = n.append_child("backoff");
@@ -358,6 +499,21 @@ void writeAssembly(pugi::xml_node parent, const model::Assembly& a) {
     setIfNotEmpty(n, "address", a.address);
     if (a.parked)
         set(n, "parked", "true");
+    // The host-level fields only when set, so files without hosts stay as they were.
+    const model::Assembly dflt;
+    setIfNotEmpty(n, "host", a.host);
+    setIfNotEmpty(n, "hosts", joinHostList(a.hosts));
+    setIfNotEmpty(n, "networks", joinHostList(a.networks));
+    if (a.vcpus != dflt.vcpus)
+        set(n, "vcpus", std::to_string(a.vcpus));
+    if (a.memory_mib != dflt.memory_mib)
+        set(n, "memory_mib", std::to_string(a.memory_mib));
+    if (a.outcome != dflt.outcome)
+        set(n, "outcome", model::toString(a.outcome));
+    if (a.max_relocate != dflt.max_relocate)
+        set(n, "max_relocate", std::to_string(a.max_relocate));
+    if (a.relocate_period != dflt.relocate_period)
+        set(n, "relocate_period", formatDuration(a.relocate_period));
     if (!a.domain_xml.empty())
         n.append_child("domain").append_child(pugi::node_cdata).set_value(a.domain_xml.c_str());
     pugi::xml_node rs = n.append_child("resources");
@@ -416,9 +572,54 @@ Status validateResource(const model::Resource& r) {
     return {};
 }
 
+Status validateHost(const model::Host& h) {
+    if (!model::isValidName(h.name))
+        return makeError("host name " + q(h.name) + " is not a valid name");
+    if (!model::isValidNodeIdentity(h.node))
+        return makeError("node " + q(h.node) + " is not a node identity; use \"node:NAME\"");
+    if (!h.fence.agent.empty() && !model::isValidFenceAgentName(h.fence.agent))
+        return makeError("fence agent " + q(h.fence.agent) +
+                         " is not a fence agent name (fence_ followed by letters, digits, '_' "
+                         "or '-'; never a path)");
+    for (const auto& [k, v] : h.fence.params) {
+        if (!model::isValidFenceParamName(k))
+            return makeError("fence parameter " + q(k) +
+                             " is not valid (letters, digits, '_' and '-'; not action, which "
+                             "pcloud sets)");
+        if (v.find('\n') != std::string::npos || v.find('\r') != std::string::npos)
+            return makeError("fence parameter " + q(k) +
+                             " holds a line break: values are sent as key=value lines");
+    }
+    if (h.capacity.vcpus < 0 || h.capacity.mem_mib < 0)
+        return makeError("host capacity must not be negative");
+    return {};
+}
+
 Status validateAssembly(const model::Assembly& a) {
     if (!model::isValidName(a.name))
         return makeError("assembly name " + q(a.name) + " is not a valid name");
+    if (!a.host.empty() && !model::isValidName(a.host))
+        return makeError("host " + q(a.host) + " is not a valid host name");
+    if (!a.host.empty() && !a.hosts.empty())
+        return makeError("give either host (pinned) or hosts (allowed set), not both");
+    {
+        std::set<std::string> hs;
+        for (const auto& h : a.hosts) {
+            if (!model::isValidName(h))
+                return makeError("host " + q(h) + " in hosts is not a valid host name");
+            if (!hs.insert(h).second)
+                return makeError("host " + q(h) + " is listed twice in hosts");
+        }
+    }
+    for (const auto& n : a.networks)
+        if (!model::isValidName(n))
+            return makeError("network " + q(n) + " is not a valid libvirt network name");
+    if (a.vcpus < 0 || a.memory_mib < 0)
+        return makeError("vcpus and memory_mib must not be negative");
+    if (a.max_relocate < 0)
+        return makeError("max_relocate must not be negative");
+    if (a.relocate_period <= 0 || a.relocate_period > kMaxDurationMs)
+        return makeError("relocate_period must be longer than zero and at most 100 years");
     if (auto st = validateEscalation(a.escalation); !st)
         return st;
     std::set<std::string> seen;

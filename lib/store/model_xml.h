@@ -22,9 +22,15 @@ Status parseAssembly(const XmlFile& f, Element& e, model::Assembly& out,
 Status parseResourceBody(const XmlFile& f, Element& e, model::Resource& out,
                          std::vector<Error>& warnings);
 Status parseProbe(Element& e, model::Probe& out);
+// Attributes and <fence> of a <host> in db_hosts.xml (the name is read by the caller).
+Status parseHost(const XmlFile& f, Element& e, model::Host& out, std::vector<Error>& warnings);
+// "h1,h2" <-> names; an invalid or repeated name is an error.
+Result<std::vector<std::string>> splitHostList(const std::string& text);
+std::string joinHostList(const std::vector<std::string>& hosts);
 
 void writeDeployable(pugi::xml_node parent, const model::Deployable& d);
 void writeAssembly(pugi::xml_node parent, const model::Assembly& a);
+void writeHost(pugi::xml_node parent, const model::Host& h);
 // Writes type/class/provider/unit/monitor_interval/escalation and <param>/<probe> children.
 void writeResourceBody(pugi::xml_node node, const model::Resource& r);
 
@@ -33,6 +39,7 @@ Status validateDeployable(const model::Deployable& d);
 Status validateAssembly(const model::Assembly& a);
 Status validateResource(const model::Resource& r);
 Status validateProbe(const model::Probe& p);
+Status validateHost(const model::Host& h);
 
 std::string formatFailures(int failures);
 

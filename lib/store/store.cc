@@ -32,6 +32,8 @@ Status parseDeployables(const XmlFile& f, model::Model& m, RefLines& refLines,
         return f.error(root, "the root element is <" + std::string(root.name()) +
                                  ">, expected <deployables>; is this the right file?");
     Element rootEl(f, root, "<deployables>");
+    if (auto v = rootEl.text("pcmkc-version"))
+        m.pcmkc_version_deployables = *v;
     rootEl.unknownAttributes(warnings);
     std::map<std::string, int> firstLine;
     for (pugi::xml_node n : root.children()) {
@@ -96,12 +98,52 @@ Status parseDeployables(const XmlFile& f, model::Model& m, RefLines& refLines,
     return {};
 }
 
-Status parseAssemblies(const XmlFile& f, model::Model& m, std::vector<Error>& warnings) {
+Status parseHosts(const XmlFile& f, model::Model& m, std::vector<Error>& warnings) {
+    pugi::xml_node root = f.root();
+    if (std::string(root.name()) != "hosts")
+        return f.error(root, "the root element is <" + std::string(root.name()) +
+                                 ">, expected <hosts>; is this the right file?");
+    Element rootEl(f, root, "<hosts>");
+    rootEl.unknownAttributes(warnings);
+    std::map<std::string, int> firstLine;
+    std::map<std::string, std::string> nodeOwner;
+    for (pugi::xml_node n : root.children()) {
+        if (n.type() != pugi::node_element)
+            continue;
+        if (std::string(n.name()) != "host") {
+            warnings.push_back(
+                f.error(n, "unknown element " + detail::describeNode(n) +
+                               " inside <hosts> ignored (it will not be saved back)"));
+            continue;
+        }
+        Element e(f, n, "host " + q(n.attribute("name").value()));
+        model::Host h;
+        if (auto st = e.name("name", h.name); !st)
+            return st;
+        if (auto it = firstLine.find(h.name); it != firstLine.end())
+            return e.error("host " + q(h.name) + " is defined twice (first at line " +
+                           std::to_string(it->second) + "); remove or rename one");
+        firstLine[h.name] = f.lineOf(n);
+        if (auto st = parseHost(f, e, h, warnings); !st)
+            return st;
+        if (auto [it, inserted] = nodeOwner.emplace(h.node, h.name); !inserted)
+            return e.error("host " + q(h.name) + ": node=" + q(h.node) +
+                           " is already the node of host " + q(it->second) +
+                           "; each host has its own pcloud-node");
+        m.hosts[h.name] = std::move(h);
+    }
+    return {};
+}
+
+Status parseAssemblies(const XmlFile& f, model::Model& m, const std::string& hostsPath,
+                       std::vector<Error>& warnings) {
     pugi::xml_node root = f.root();
     if (std::string(root.name()) != "assemblies")
         return f.error(root, "the root element is <" + std::string(root.name()) +
                                  ">, expected <assemblies>; is this the right file?");
     Element rootEl(f, root, "<assemblies>");
+    if (auto v = rootEl.text("pcmkc-version"))
+        m.pcmkc_version_assemblies = *v;
     rootEl.unknownAttributes(warnings);
     std::map<std::string, int> firstLine;
     for (pugi::xml_node n : root.children()) {
@@ -123,6 +165,16 @@ Status parseAssemblies(const XmlFile& f, model::Model& m, std::vector<Error>& wa
         firstLine[a.name] = f.lineOf(n);
         if (auto st = parseAssembly(f, e, a, warnings); !st)
             return st;
+        // Hosts are read first (db_hosts.xml), so a reference can be checked here, with the
+        // line of the assembly that makes it.
+        for (const auto& h : a.hosts)
+            if (!m.hosts.count(h))
+                return e.error("assembly " + q(a.name) + ": hosts=" + q(joinHostList(a.hosts)) +
+                               " names host " + q(h) + ", which " + hostsPath +
+                               " does not define; add it with host_add or remove it here");
+        if (!a.host.empty() && !m.hosts.count(a.host))
+            return e.error("assembly " + q(a.name) + ": host=" + q(a.host) + " names a host " +
+                           hostsPath + " does not define; add it with host_add or remove it here");
         m.assemblies[a.name] = std::move(a);
     }
     return {};
@@ -224,15 +276,32 @@ Result<model::Model> parseModel(const std::optional<std::string>& deployablesXml
                                 const std::optional<std::string>& assembliesXml,
                                 const std::string& assembliesPath,
                                 std::vector<Error>* warningsOut) {
+    return parseModel(deployablesXml, deployablesPath, assembliesXml, assembliesPath, std::nullopt,
+                      kHostsFile, warningsOut);
+}
+
+Result<model::Model> parseModel(const std::optional<std::string>& deployablesXml,
+                                const std::string& deployablesPath,
+                                const std::optional<std::string>& assembliesXml,
+                                const std::string& assembliesPath,
+                                const std::optional<std::string>& hostsXml,
+                                const std::string& hostsPath, std::vector<Error>* warningsOut) {
     model::Model m;
     std::vector<Error> warnings;
     std::shared_ptr<XmlFile> depFile;
     RefLines refLines;
+    if (hostsXml) {
+        auto f = XmlFile::parse(*hostsXml, hostsPath);
+        if (!f.ok())
+            return f.error();
+        if (auto st = parseHosts(**f, m, warnings); !st)
+            return st.error();
+    }
     if (assembliesXml) {
         auto f = XmlFile::parse(*assembliesXml, assembliesPath);
         if (!f.ok())
             return f.error();
-        if (auto st = parseAssemblies(**f, m, warnings); !st)
+        if (auto st = parseAssemblies(**f, m, hostsPath, warnings); !st)
             return st.error();
     }
     if (deployablesXml) {
@@ -252,18 +321,24 @@ Result<model::Model> parseModel(const std::optional<std::string>& deployablesXml
 Result<model::Model> loadModel(const std::string& stateDir, std::vector<Error>* warnings) {
     const std::string depPath = joinPath(stateDir, kDeployablesFile);
     const std::string asmPath = joinPath(stateDir, kAssembliesFile);
+    const std::string hostsPath = joinPath(stateDir, kHostsFile);
     auto dep = readIfExists(depPath);
     if (!dep.ok())
         return dep.error();
     auto as = readIfExists(asmPath);
     if (!as.ok())
         return as.error();
-    return parseModel(*dep, depPath, *as, asmPath, warnings);
+    auto hs = readIfExists(hostsPath);
+    if (!hs.ok())
+        return hs.error();
+    return parseModel(*dep, depPath, *as, asmPath, *hs, hostsPath, warnings);
 }
 
 std::string formatDeployables(const model::Model& m) {
     pugi::xml_document doc;
     pugi::xml_node root = doc.append_child("deployables");
+    if (!m.pcmkc_version_deployables.empty())
+        root.append_attribute("pcmkc-version").set_value(m.pcmkc_version_deployables.c_str());
     for (const auto& [_, d] : m.deployables)
         writeDeployable(root, d);
     return detail::toString(doc);
@@ -272,8 +347,18 @@ std::string formatDeployables(const model::Model& m) {
 std::string formatAssemblies(const model::Model& m) {
     pugi::xml_document doc;
     pugi::xml_node root = doc.append_child("assemblies");
+    if (!m.pcmkc_version_assemblies.empty())
+        root.append_attribute("pcmkc-version").set_value(m.pcmkc_version_assemblies.c_str());
     for (const auto& [_, a] : m.assemblies)
         writeAssembly(root, a);
+    return detail::toString(doc);
+}
+
+std::string formatHosts(const model::Model& m) {
+    pugi::xml_document doc;
+    pugi::xml_node root = doc.append_child("hosts");
+    for (const auto& [_, h] : m.hosts)
+        writeHost(root, h);
     return detail::toString(doc);
 }
 
@@ -296,13 +381,35 @@ Status validateModel(const model::Model& m) {
                                  "; an assembly can be in one deployable only");
         }
     }
+    std::map<std::string, std::string> nodeOwner;
+    for (const auto& [key, h] : m.hosts) {
+        if (key != h.name)
+            return makeError("host " + q(h.name) + " is stored under the key " + q(key) +
+                             "; the map key must equal the name");
+        if (auto st = validateHost(h); !st)
+            return st;
+        if (auto [it, inserted] = nodeOwner.emplace(h.node, h.name); !inserted)
+            return makeError("hosts " + q(it->second) + " and " + q(h.name) +
+                             " have the same node " + q(h.node) +
+                             "; each host has its own pcloud-node");
+    }
     for (const auto& [key, a] : m.assemblies) {
         if (key != a.name)
             return makeError("assembly " + q(a.name) + " is stored under the key " + q(key) +
                              "; the map key must equal the name");
         if (auto st = validateAssembly(a); !st)
             return st;
+        if (!a.host.empty() && !m.hosts.count(a.host))
+            return makeError("assembly " + q(a.name) + " is pinned to host " + q(a.host) +
+                             ", which is not defined; host_add it first");
+        for (const auto& h : a.hosts)
+            if (!m.hosts.count(h))
+                return makeError("assembly " + q(a.name) + " allows host " + q(h) +
+                                 ", which is not defined; host_add it first");
     }
+    for (const auto& v : {m.pcmkc_version_deployables, m.pcmkc_version_assemblies})
+        if (v.find_first_of("\r\n\t") != std::string::npos)
+            return makeError("pcmkc-version " + q(v) + " holds a line break or tab");
     return {};
 }
 
@@ -311,17 +418,24 @@ Status saveModel(const std::string& stateDir, const model::Model& m, const SaveO
         return makeError("not saving an invalid model: " + st.error().message, stateDir);
     const std::string depPath = joinPath(stateDir, kDeployablesFile);
     const std::string asmPath = joinPath(stateDir, kAssembliesFile);
+    const std::string hostsPath = joinPath(stateDir, kHostsFile);
     const std::string depText = formatDeployables(m);
     const std::string asmText = formatAssemblies(m);
+    const std::string hostsText = formatHosts(m);
+    // A state dir without hosts keeps no db_hosts.xml (single-host users see no new file).
+    struct stat hostsStat {};
+    const bool hostsFileExists = ::stat(hostsPath.c_str(), &hostsStat) == 0;
+    const bool writeHosts = !m.hosts.empty() || hostsFileExists;
 
     // Whatever is written must read back as the same model; refuse rather than write a file
     // that would load differently (e.g. a value with control characters XML cannot carry).
-    if (hasForbiddenControl(depText) || hasForbiddenControl(asmText))
+    if (hasForbiddenControl(depText) || hasForbiddenControl(asmText) ||
+        hasForbiddenControl(hostsText))
         return makeError("not saving: a value holds a control character XML cannot carry "
                          "(only tab, newline and carriage return are allowed); nothing was written",
                          stateDir);
     std::vector<Error> ignored;
-    auto back = parseModel(depText, depPath, asmText, asmPath, &ignored);
+    auto back = parseModel(depText, depPath, asmText, asmPath, hostsText, hostsPath, &ignored);
     if (!back.ok())
         return makeError("not saving: the new file would not load back (" +
                              back.error().describe() + "); nothing was written",
@@ -339,12 +453,17 @@ Status saveModel(const std::string& stateDir, const model::Model& m, const SaveO
     // new ones are in place (crash consistency, see store.h).
     model::Model bridge = m;
     bool needBridge = false;
+    // Likewise hosts the assemblies on disk still name: db_hosts.xml is written first (so
+    // new assemblies never name a host missing from disk) and keeps them until the end.
+    model::Model hostsBridge = m;
+    bool needHostsBridge = false;
     {
         auto dep = readIfExists(depPath);
         auto as = readIfExists(asmPath);
-        if (dep.ok() && as.ok()) {
+        auto hs = readIfExists(hostsPath);
+        if (dep.ok() && as.ok() && hs.ok()) {
             std::vector<Error> w;
-            auto old = parseModel(*dep, depPath, *as, asmPath, &w);
+            auto old = parseModel(*dep, depPath, *as, asmPath, *hs, hostsPath, &w);
             if (old.ok()) {
                 for (const auto& [_, d] : old->deployables)
                     for (const auto& ref : d.assemblies)
@@ -352,6 +471,22 @@ Status saveModel(const std::string& stateDir, const model::Model& m, const SaveO
                             bridge.assemblies[ref] = old->assemblies.at(ref);
                             needBridge = true;
                         }
+                for (const auto& [_, a] : bridge.assemblies) {
+                    // Old assemblies are on disk until the last assemblies write.
+                    const model::Assembly* onDisk = old->findAssembly(a.name);
+                    for (const model::Assembly* x : {&a, onDisk}) {
+                        if (!x)
+                            continue;
+                        std::vector<std::string> refs = x->hosts;
+                        if (!x->host.empty())
+                            refs.push_back(x->host);
+                        for (const auto& h : refs)
+                            if (!m.hosts.count(h) && old->hosts.count(h)) {
+                                hostsBridge.hosts[h] = old->hosts.at(h);
+                                needHostsBridge = true;
+                            }
+                    }
+                }
             }
         }
     }
@@ -361,6 +496,11 @@ Status saveModel(const std::string& stateDir, const model::Model& m, const SaveO
             return {};
         return [&options, path] { return options.beforeRename(path); };
     };
+    if (writeHosts) {
+        const std::string first = needHostsBridge ? formatHosts(hostsBridge) : hostsText;
+        if (auto st = fs::writeAtomic(hostsPath, first, hookFor(hostsPath)); !st)
+            return st;
+    }
     if (needBridge) {
         if (auto st = fs::writeAtomic(asmPath, formatAssemblies(bridge), hookFor(asmPath)); !st)
             return st;
@@ -371,6 +511,10 @@ Status saveModel(const std::string& stateDir, const model::Model& m, const SaveO
         return st;
     if (needBridge) {
         if (auto st = fs::writeAtomic(asmPath, asmText, hookFor(asmPath)); !st)
+            return st;
+    }
+    if (writeHosts && needHostsBridge) {
+        if (auto st = fs::writeAtomic(hostsPath, hostsText, hookFor(hostsPath)); !st)
             return st;
     }
     return {};

@@ -21,6 +21,9 @@ namespace pcloud::store {
 
 inline constexpr const char* kDeployablesFile = "db_deployable.xml";
 inline constexpr const char* kAssembliesFile = "db_assemblies.xml";
+// pcloud's own: the hypervisor hosts (docs/hosts.md). Absent = no hosts; written only once
+// a host exists. Read before db_assemblies.xml, whose host=/hosts= must name its hosts.
+inline constexpr const char* kHostsFile = "db_hosts.xml";
 
 // Reads STATE_DIR/db_deployable.xml and STATE_DIR/db_assemblies.xml. A missing file reads
 // as empty (so does a missing STATE_DIR); an empty or unparsable file is an error. Harmless
@@ -34,7 +37,7 @@ struct SaveOptions {
     std::function<bool(const std::string& path)> beforeRename;
 };
 
-// Writes both files atomically (fs::writeAtomic: temp file, fsync, rename, fsync dir), after
+// Writes the files atomically (fs::writeAtomic: temp file, fsync, rename, fsync dir), after
 // checking the model is valid and reads back identically. Crash consistency between the two
 // files: db_assemblies.xml is written first, so a deployable on disk never names an
 // assembly missing from disk. When assemblies are removed, the first write keeps the ones
@@ -50,8 +53,16 @@ Result<model::Model> parseModel(const std::optional<std::string>& deployablesXml
                                 const std::optional<std::string>& assembliesXml,
                                 const std::string& assembliesPath,
                                 std::vector<Error>* warnings = nullptr);
+// With db_hosts.xml (nullopt = no such file).
+Result<model::Model> parseModel(const std::optional<std::string>& deployablesXml,
+                                const std::string& deployablesPath,
+                                const std::optional<std::string>& assembliesXml,
+                                const std::string& assembliesPath,
+                                const std::optional<std::string>& hostsXml,
+                                const std::string& hostsPath, std::vector<Error>* warnings);
 std::string formatDeployables(const model::Model& model);
 std::string formatAssemblies(const model::Model& model);
+std::string formatHosts(const model::Model& model);
 
 // The rules parseModel enforces, for a model built in memory (names, references, ranges).
 Status validateModel(const model::Model& model);

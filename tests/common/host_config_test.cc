@@ -109,3 +109,31 @@ TEST(HostConfig, LoadRefusesAFileOthersCanWrite) {
     EXPECT_EQ(r.error().describe().rfind(path + ":2: ", 0), 0u) << r.error().describe();
     std::system(("rm -rf " + dir).c_str());
 }
+
+TEST(HostConfig, FenceAgentsAndImageDirs) {
+    HostConfig d;
+    EXPECT_EQ(d.fence_agents_dir, "/usr/sbin");
+    EXPECT_TRUE(d.fence_agents.empty());
+    EXPECT_EQ(d.image_dirs,
+              (std::vector<std::string>{"/var/lib/libvirt/images", "/var/lib/pcloud"}));
+    auto r = parse("fence_agents_dir = /usr/local/sbin/\n"
+                   "fence_agent = fence_virsh\n"
+                   "fence_agent = fence_ipmilan\n"
+                   "image_dir = /srv/images\n",
+                   "p.conf");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(r->fence_agents_dir, "/usr/local/sbin");
+    EXPECT_EQ(r->fence_agents, (std::vector<std::string>{"fence_virsh", "fence_ipmilan"}));
+    EXPECT_EQ(r->image_dirs, (std::vector<std::string>{"/srv/images"})); // replaces the defaults
+    for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
+             {"fence_agent = /bin/sh\n", "not a fence agent name"},
+             {"fence_agent = fence_a/b\n", "not a fence agent name"},
+             {"fence_agents_dir = sbin\n", "absolute directory"},
+             {"fence_agents_dir = /a/../b\n", "without '..'"},
+             {"image_dir = images\n", "absolute directory"}}) {
+        auto bad = parse(text, "p.conf");
+        ASSERT_FALSE(bad.ok()) << text;
+        EXPECT_EQ(bad.error().line, 1);
+        EXPECT_NE(bad.error().message.find(says), std::string::npos) << bad.error().message;
+    }
+}

@@ -2,6 +2,8 @@
 // the bus and the supervisor (those are exercised by the cped/pcloudsh tests).
 #include "common/fs.h"
 #include "cped/commands.h"
+#include "store/domain_check.h"
+#include "store/image_domain.h"
 #include "store/store.h"
 #include "store/templates.h"
 
@@ -95,7 +97,7 @@ struct Env {
     }
     std::string files() {
         std::string s;
-        for (auto f : {"db_deployable.xml", "db_assemblies.xml", "desired.json"}) {
+        for (auto f : {"db_deployable.xml", "db_assemblies.xml", "db_hosts.xml", "desired.json"}) {
             auto t = fs::readFile(dir + "/" + f);
             s += std::string(f) + "=" + (t ? *t : "<none>") + "\n";
         }
@@ -592,4 +594,220 @@ TEST(Commands, StatusEventsPing) {
     EXPECT_EQ(p["pings"][1]["ok"], false);
     e.rejected("ping", {{"assemblies", {"zz"}}}, "not-found");
     EXPECT_EQ(e.ok("ping")["pings"].size(), 2u); // all assemblies
+}
+
+// ---- hosts (docs/hosts.md) ----------------------------------------------------------------
+
+namespace {
+// The test fence agent's directory stands in for /usr/sbin.
+void allowTestAgents(Env& e) {
+    e.ctx.host.fence_agents_dir = FENCE_AGENTS_DIR;
+}
+json fence(const std::string& agent, json params = json::object()) {
+    return {{"agent", agent}, {"params", params}};
+}
+} // namespace
+
+TEST(Hosts, AddListStatusRemove) {
+    Env e;
+    allowTestAgents(e);
+    auto h = e.ok("host_add",
+                  {{"name", "h1"},
+                   {"node", "node:h1"},
+                   {"fence", fence("fence_pcloud_test", {{"plug", "h1"}, {"password", "s3cret"}})},
+                   {"capacity", {{"vcpus", 8}, {"mem", 16384}}}});
+    EXPECT_EQ(h["state"], "up");
+    EXPECT_EQ(h["capacity"]["mem_mib"], 16384);
+    // Parameter names are shown, values (passwords) are not.
+    EXPECT_EQ(h["fence"]["params"], (json{"password", "plug"}));
+    EXPECT_EQ(h.dump().find("s3cret"), std::string::npos) << h.dump();
+    e.ok("host_add", {{"name", "h2"}, {"node", "node:h2"}});
+
+    auto back = store::loadModel(e.dir);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_EQ(back->hosts.at("h1").fence.params.at("password"), "s3cret");
+    EXPECT_EQ(back->hosts.at("h1").capacity.vcpus, 8);
+    EXPECT_EQ(e.ok("host_list")["hosts"].size(), 2u);
+
+    // Events: one per state change, under the pseudo-deployable host:NAME.
+    ASSERT_GE(e.runtime.emitted.size(), 2u);
+    EXPECT_EQ(e.runtime.emitted[0].deployable, "host:h1");
+    EXPECT_EQ(e.runtime.emitted[0].state, "up");
+
+    e.ok("deployable_create", {{"name", "web"}});
+    e.ok("assembly_create", {{"name", "a1"}, {"domain_xml", kDomain}, {"host", "h1"}});
+    e.ok("assembly_create", {{"name", "a2"}, {"domain_xml", kDomain}, {"hosts", "h2,h1"}});
+    e.ok("assembly_create", {{"name", "a3"}, {"domain_xml", kDomain}});
+    auto st = e.ok("host_status", {{"name", "h1"}});
+    EXPECT_EQ(st["pinned"], json{"a1"});
+    EXPECT_EQ(st["allowed"], json{"a2"});
+    EXPECT_EQ(st["any_host"], json{"a3"});
+
+    auto m = e.rejected("host_remove", {{"name", "h1"}}, "conflict");
+    EXPECT_NE(m.find("still has assemblies placed on it (a1, a2)"), std::string::npos) << m;
+    e.ok("assembly_place", {{"assembly", "a1"}, {"host", "h2"}});
+    auto p = e.ok("assembly_place", {{"assembly", "a2"}, {"hosts", json{"h2"}}});
+    EXPECT_EQ(p["placement"], "hosts=h2");
+    e.ok("host_remove", {{"name", "h1"}});
+    EXPECT_FALSE(store::loadModel(e.dir)->findHost("h1"));
+    EXPECT_EQ(e.runtime.emitted.back().state, "removed");
+    e.rejected("host_remove", {{"name", "h1"}}, "not-found");
+    // Back to any host.
+    EXPECT_EQ(e.ok("assembly_place", {{"assembly", "a1"}})["placement"], "any");
+}
+
+TEST(Hosts, BadArgumentsAreRejectedAndChangeNothing) {
+    Env e;
+    allowTestAgents(e);
+    e.ok("host_add", {{"name", "h1"}, {"node", "node:h1"}});
+    e.rejected("host_add", {{"name", "h1"}, {"node", "node:x"}}, "exists");
+    e.rejected("host_add", {{"name", "h2"}, {"node", "h2"}}, "invalid-argument");
+    e.rejected("host_add", {{"name", "h2"}}, "invalid-argument");
+    e.rejected("host_add", {{"name", "h2"}, {"node", "node:h1"}}, "conflict");
+    e.rejected("host_add", {{"name", "bad name"}, {"node", "node:b"}}, "invalid-argument");
+    // An agent from the bus never becomes a path (promise 2).
+    for (const char* agent : {"/bin/sh", "../fence_x", "fence_../../bin/sh", "sh", "fence_"}) {
+        SCOPED_TRACE(agent);
+        auto m =
+            e.rejected("host_add", {{"name", "h2"}, {"node", "node:h2"}, {"fence", fence(agent)}},
+                       "invalid-argument");
+        EXPECT_NE(m.find("never given as a path"), std::string::npos) << m;
+    }
+    auto m = e.rejected(
+        "host_add", {{"name", "h2"}, {"node", "node:h2"}, {"fence", fence("fence_not_installed")}},
+        "invalid-argument");
+    EXPECT_NE(m.find(std::string(FENCE_AGENTS_DIR) + "/fence_not_installed"), std::string::npos)
+        << m;
+    e.rejected("host_add",
+               {{"name", "h2"},
+                {"node", "node:h2"},
+                {"fence", fence("fence_pcloud_test", {{"action", "on"}})}},
+               "invalid-argument");
+    e.rejected("host_add",
+               {{"name", "h2"},
+                {"node", "node:h2"},
+                {"fence", fence("fence_pcloud_test", {{"ip", "1.2.3.4\naction=on"}})}},
+               "invalid-argument");
+    e.rejected("host_add", {{"name", "h2"}, {"node", "node:h2"}, {"capacity", {{"cpus", 4}}}},
+               "invalid-argument");
+    // The host configuration can narrow the agents further.
+    e.ctx.host.fence_agents = {"fence_virsh"};
+    m = e.rejected("host_add",
+                   {{"name", "h2"}, {"node", "node:h2"}, {"fence", fence("fence_pcloud_test")}},
+                   "invalid-argument");
+    EXPECT_NE(m.find("fence_agent = fence_pcloud_test"), std::string::npos) << m;
+    // Placement must name defined hosts.
+    e.rejected("assembly_create", {{"name", "a"}, {"domain_xml", kDomain}, {"host", "h9"}},
+               "not-found");
+    e.rejected("assembly_create",
+               {{"name", "a"}, {"domain_xml", kDomain}, {"host", "h1"}, {"hosts", "h1"}},
+               "invalid-argument");
+    e.rejected("assembly_create", {{"name", "a"}, {"domain_xml", kDomain}, {"hosts", "h1,h1"}},
+               "invalid-argument");
+}
+
+TEST(Hosts, MaintenanceIsAStateChangeWithEvents) {
+    Env e;
+    e.ok("host_add", {{"name", "h1"}, {"node", "node:h1"}});
+    const size_t before = e.runtime.emitted.size();
+    auto r = e.ok("host_maintenance", {{"name", "h1"}, {"mode", "on"}});
+    EXPECT_EQ(r["state"], "maintenance");
+    EXPECT_EQ(store::loadModel(e.dir)->hosts.at("h1").state, model::HostState::Maintenance);
+    ASSERT_EQ(e.runtime.emitted.size(), before + 1);
+    EXPECT_EQ(e.runtime.emitted.back().deployable, "host:h1");
+    EXPECT_EQ(e.runtime.emitted.back().state, "maintenance");
+    EXPECT_TRUE(e.ok("host_maintenance", {{"name", "h1"}, {"mode", "on"}})["already"]);
+    EXPECT_EQ(e.runtime.emitted.size(), before + 1); // no change, no event
+    e.rejected("host_maintenance", {{"name", "h1"}, {"mode", "maybe"}}, "invalid-argument");
+    e.ok("host_maintenance", {{"name", "h1"}, {"mode", "off"}});
+    EXPECT_EQ(e.runtime.emitted.back().state, "up");
+    EXPECT_EQ(store::loadModel(e.dir)->hosts.at("h1").state, model::HostState::Up);
+    // A host the host layer is fencing is not the operator's to put in maintenance.
+    e.model.hosts["h1"].state = model::HostState::Fencing;
+    ASSERT_TRUE(store::saveModel(e.dir, e.model).ok());
+    auto m = e.rejected("host_maintenance", {{"name", "h1"}, {"mode", "on"}}, "conflict");
+    EXPECT_NE(m.find("is fencing"), std::string::npos) << m;
+    e.rejected("host_maintenance", {{"name", "h9"}, {"mode", "on"}}, "not-found");
+}
+
+TEST(Hosts, SpreadIsOnByDefaultAndCanBeTurnedOff) {
+    Env e;
+    auto d = e.ok("deployable_create", {{"name", "web"}});
+    EXPECT_EQ(d["spread"], true);
+    e.ok("deployable_spread", {{"deployable", "web"}, {"mode", "off"}});
+    EXPECT_FALSE(store::loadModel(e.dir)->deployables.at("web").spread);
+    e.rejected("deployable_spread", {{"deployable", "web"}, {"mode", "no"}}, "invalid-argument");
+    EXPECT_FALSE(e.ok("deployable_create", {{"name", "db"}, {"spread", "off"}})["spread"]);
+}
+
+TEST(Hosts, AssemblyFromAnImageGetsItsDomainXmlGenerated) {
+    Env e;
+    auto a = e.ok("assembly_create", {{"name", "vm1"},
+                                      {"image", "/var/lib/libvirt/images/vm1.qcow2"},
+                                      {"memory", 1024},
+                                      {"vcpus", 2},
+                                      {"networks", "default"}});
+    EXPECT_EQ(a["source"], "image");
+    const auto& m = e.model.assemblies.at("vm1");
+    EXPECT_EQ(m.memory_mib, 1024);
+    EXPECT_EQ(m.vcpus, 2);
+    EXPECT_EQ(m.networks, std::vector<std::string>{"default"});
+    EXPECT_TRUE(m.domain_xml.empty()); // generated when it is defined, from these fields
+    // Paths the host does not allow, and options that only shape a generated domain.
+    auto msg = e.rejected("assembly_create", {{"name", "vm2"}, {"image", "/etc/shadow"}},
+                          "invalid-argument");
+    EXPECT_NE(msg.find("image_dir"), std::string::npos) << msg;
+    e.rejected("assembly_create",
+               {{"name", "vm2"}, {"image", "/var/lib/libvirt/images/../../../etc/shadow"}},
+               "invalid-argument");
+    e.rejected("assembly_create", {{"name", "vm2"}, {"image", "relative.qcow2"}},
+               "invalid-argument");
+    e.rejected("assembly_create", {{"name", "vm2"}, {"domain_xml", kDomain}, {"memory", 512}},
+               "invalid-argument");
+    e.rejected("assembly_create",
+               {{"name", "vm2"}, {"image", "/var/lib/pcloud/x.img"}, {"memory", 1}},
+               "invalid-argument");
+    e.rejected("assembly_create",
+               {{"name", "vm2"}, {"image", "/var/lib/pcloud/x.img"}, {"networks", "a b"}},
+               "invalid-argument");
+}
+
+// Issue #11's "done when": a Pacemaker Cloud db_assemblies.xml whose assemblies have only
+// image= takes hosts and placement, keeps its pcmkc-version, and every image assembly has
+// a domain XML that passes the host rules (dped generates the same one when it starts it).
+TEST(Hosts, PacemakerCloudFilesTakeHostsAndGenerateTheirDomains) {
+    Env e;
+    for (const char* f : {"db_deployable.xml", "db_assemblies.xml"}) {
+        auto text = fs::readFile(std::string(PCMKC_DATA_DIR) + "/" + f);
+        ASSERT_TRUE(text.ok());
+        ASSERT_TRUE(fs::writeAtomic(e.dir + "/" + f, *text).ok());
+    }
+    auto loaded = store::loadModel(e.dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.error().describe();
+    e.model = *loaded;
+    e.ok("host_add", {{"name", "h1"}, {"node", "node:h1"}});
+    e.ok("assembly_place", {{"assembly", "F16-cluster-1"}, {"host", "h1"}});
+    auto back = store::loadModel(e.dir);
+    ASSERT_TRUE(back.ok()) << back.error().describe();
+    EXPECT_EQ(back->pcmkc_version_assemblies, "0.6.0");
+    EXPECT_EQ(back->assemblies.at("F16-cluster-1").host, "h1");
+    int images = 0;
+    for (const auto& [n, a] : back->assemblies) {
+        if (a.image.empty() || !a.domain_xml.empty())
+            continue;
+        ++images;
+        ASSERT_TRUE(store::checkImagePath(a.image, e.ctx.host).ok()) << n;
+        auto xml = store::imageDomainXml(a);
+        ASSERT_TRUE(xml.ok()) << n;
+        EXPECT_TRUE(store::checkDomainXml(*xml, e.ctx.host).ok()) << n << "\n" << *xml;
+        EXPECT_NE(xml->find("<source file=\"" + a.image + "\""), std::string::npos);
+    }
+    EXPECT_GE(images, 1);
+    // The image is missing here: the error names the host and the path.
+    auto missing = store::imageExists(back->assemblies.at("F16-cluster-1").image, "h1");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(missing.error().message.find(
+                  "image /var/lib/libvirt/images/F16-cluster-1.qcow2 is missing on host h1"),
+              std::string::npos)
+        << missing.error().message;
 }

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <unistd.h>
@@ -452,6 +453,38 @@ TEST_F(Fixture, DomainXmlTheHostAllowsExplicitlyIsDefined) {
     make(m);
     ASSERT_TRUE(r->start().ok());
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"start node01-dom", "start node02-dom"}));
+}
+
+// Pacemaker Cloud files (and assembly_create --image) give an image and no domain XML: the
+// XML is generated when the domain is defined, and a missing image is an error event naming
+// the host and the path; nothing is defined for it.
+TEST_F(Fixture, AssemblyFromAnImageIsDefinedFromGeneratedXml) {
+    const std::string images = dir + "/images";
+    std::filesystem::create_directories(images);
+    { std::ofstream(images + "/node01.qcow2") << "not really qcow2"; }
+    host.image_dirs = {images};
+    auto m = makeModel();
+    for (const char* n : {"node01", "node02"}) {
+        m.assemblies[n].domain_xml.clear();
+        m.assemblies[n].image = images + "/" + n + ".qcow2";
+        m.assemblies[n].memory_mib = 256;
+    }
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"start node01"}));
+    EXPECT_NE(hv.last_xml.find("<source file=\"" + images + "/node01.qcow2\""), std::string::npos)
+        << hv.last_xml;
+    EXPECT_NE(hv.last_xml.find("<memory unit=\"MiB\">256</memory>"), std::string::npos);
+    EXPECT_NE(hv.last_xml.find("org.pcloud.agent.0"), std::string::npos);
+    bool missing = false;
+    for (const auto& e : bus.events())
+        if (e["assembly"] == "node02" && e["state"] == "error") {
+            const std::string reason = e["reason"];
+            missing = reason.find("image " + images + "/node02.qcow2 is missing on host ") !=
+                      std::string::npos;
+            EXPECT_TRUE(missing) << reason;
+        }
+    EXPECT_TRUE(missing);
 }
 
 TEST_F(Fixture, EscalationStateSurvivesARestart) {

@@ -149,3 +149,103 @@ TEST(Cli, HelpListsEveryCommand) {
     EXPECT_NE(helpText("deployable_create").find("--monitor"), std::string::npos);
     EXPECT_EQ(helpText("nope"), "");
 }
+
+TEST(Cli, HostCommands) {
+    auto r = parse({"host_add", "h1", "--node", "node:h1", "--fence", "fence_virsh", "ip=192.0.2.1",
+                    "plug=h1", "--capacity", "vcpus=8,mem=16384"});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->command, "host_add");
+    EXPECT_EQ(r->args,
+              (json{{"name", "h1"},
+                    {"node", "node:h1"},
+                    {"fence",
+                     {{"agent", "fence_virsh"}, {"params", {{"ip", "192.0.2.1"}, {"plug", "h1"}}}}},
+                    {"capacity", {{"vcpus", 8}, {"mem", 16384}}}}));
+    r = parse({"host_add", "h2", "--node=node:h2"});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_FALSE(r->args.contains("fence"));
+    r = parse({"host_maintenance", "h1", "on"});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->args, (json{{"name", "h1"}, {"mode", "on"}}));
+    r = parse({"assembly_place", "a1", "--hosts", "h1,h2"});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->args, (json{{"assembly", "a1"}, {"hosts", "h1,h2"}}));
+    r = parse({"assembly_place", "a1"}); // any host
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->args, (json{{"assembly", "a1"}}));
+    r = parse({"assembly_create", "vm", "--image", "/var/lib/libvirt/images/vm.qcow2", "--memory",
+               "1024", "--vcpus", "2", "--network", "default", "--host", "h1"});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->args, (json{{"name", "vm"},
+                             {"image", "/var/lib/libvirt/images/vm.qcow2"},
+                             {"memory", 1024},
+                             {"vcpus", 2},
+                             {"networks", "default"},
+                             {"host", "h1"}}));
+    r = parse({"deployable_create", "web", "--spread", "off"});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->args["spread"], "off");
+    r = parse({"deployable_spread", "web", "on"});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->args, (json{{"deployable", "web"}, {"mode", "on"}}));
+}
+
+TEST(Cli, HostUsageErrors) {
+    auto msg = [](std::vector<std::string> words) {
+        auto r = parse(words);
+        return r.ok() ? std::string("<accepted>") : r.error().message;
+    };
+    EXPECT_NE(msg({"host_add", "h1"}).find("--node node:NAME is required"), std::string::npos);
+    EXPECT_NE(msg({"host_add", "h1", "--node", "node:h1", "ip=1"}).find("go after --fence"),
+              std::string::npos);
+    EXPECT_NE(msg({"host_add", "h1", "--node", "node:h1", "--fence", "fence_x", "noequals"})
+                  .find("'noequals' is not KEY=VALUE"),
+              std::string::npos);
+    EXPECT_NE(msg({"host_add", "h1", "--node", "node:h1", "--fence", "fence_x", "a=1", "a=2"})
+                  .find("given twice"),
+              std::string::npos);
+    EXPECT_NE(msg({"host_add", "h1", "--node", "node:h1", "--capacity", "cpus=4"})
+                  .find("'cpus=4' is not vcpus=N or mem=MiB"),
+              std::string::npos);
+    EXPECT_NE(msg({"host_add", "h1", "--node", "node:h1", "--capacity", "mem=lots"})
+                  .find("is not a number"),
+              std::string::npos);
+    EXPECT_NE(msg({"host_maintenance", "h1", "yes"}).find("must be on or off"), std::string::npos);
+    EXPECT_NE(msg({"assembly_place", "a", "--host", "h1", "--hosts", "h1,h2"}).find("not both"),
+              std::string::npos);
+    EXPECT_NE(msg({"assembly_create", "a", "--domain-xml", "/dev/null", "--memory", "512"})
+                  .find("do not go with --domain-xml"),
+              std::string::npos);
+    EXPECT_NE(msg({"assembly_create", "a", "--image", "/x.qcow2", "--vcpus", "0"})
+                  .find("not a number from 1 to 4096"),
+              std::string::npos);
+    EXPECT_NE(msg({"host_list", "--node", "node:x"}).find("unknown option --node"),
+              std::string::npos);
+}
+
+TEST(Cli, HostOutput) {
+    json list = {{"hosts",
+                  {{{"name", "h1"},
+                    {"state", "maintenance"},
+                    {"node", "node:h1"},
+                    {"fence", {{"agent", "fence_virsh"}, {"params", {"ip"}}}},
+                    {"capacity", {{"vcpus", 8}, {"mem_mib", 16384}}},
+                    {"pinned", {"a1"}},
+                    {"allowed", {"a2"}}}}}};
+    const std::string t = format("host_list", list, false);
+    EXPECT_NE(t.find("NAME  STATE        NODE     FENCE        CAPACITY            ASSEMBLIES"),
+              std::string::npos)
+        << t;
+    EXPECT_NE(t.find("h1    maintenance  node:h1  fence_virsh  8 vcpus, 16384 MiB  2"),
+              std::string::npos)
+        << t;
+    EXPECT_EQ(format("host_list", json{{"hosts", json::array()}}, false), "no hosts\n");
+    json st = list["hosts"][0];
+    st["any_host"] = json{"a3"};
+    const std::string s = format("host_status", st, false);
+    EXPECT_NE(s.find("host h1: maintenance (node node:h1)"), std::string::npos) << s;
+    EXPECT_NE(s.find("fence:    fence_virsh (params ip)"), std::string::npos) << s;
+    EXPECT_NE(s.find("any host: a3"), std::string::npos) << s;
+    EXPECT_EQ(format("host_maintenance", json{{"host", "h1"}, {"state", "maintenance"}}, false),
+              "ok host=h1 state=maintenance\n");
+}

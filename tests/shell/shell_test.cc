@@ -358,7 +358,7 @@ TEST_F(ShellTest, EveryOneShotCommand) {
 
 TEST_F(ShellTest, BadInputIsRejectedAndChangesNothing) {
     ok({"deployable_create", "web"});
-    ok({"assembly_create", "n1", "--image", "x.img"});
+    ok({"assembly_create", "n1", "--image", "/var/lib/pcloud/x.img"});
     rejects({"frobnicate"}, 2, "unknown command 'frobnicate'");
     rejects({"deployable_create"}, 2, "wrong number of arguments");
     rejects({"deployable_assembly_add", "web"}, 2, "wrong number of arguments");

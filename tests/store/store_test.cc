@@ -491,6 +491,8 @@ TEST(Store, PacemakerCloud2012FilesLoad) {
     EXPECT_EQ(a2.resources[1].unit, "sshd.service"); // systemd unit derived from type
     EXPECT_EQ(a2.resources[1].escalation, model::Escalation{});
     EXPECT_TRUE(r->assemblies.at("U10-spare").resources.empty());
+    EXPECT_EQ(r->pcmkc_version_deployables, "0.6.0"); // known, not an unknown attribute
+    EXPECT_EQ(r->pcmkc_version_assemblies, "0.6.0");
 
     // Loading never writes; saving the upgraded model elsewhere reads back the same.
     EXPECT_EQ(readFile(depPath(dir)), depBefore);
