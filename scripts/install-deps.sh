@@ -7,14 +7,14 @@ BUILD_PKGS=(
     cmake g++ make pkg-config git
     libvirt-dev libqpid-proton-cpp12-dev libqpid-proton11-dev libpugixml-dev libsdbus-c++-dev
     libboost-dev libgtest-dev libgmock-dev nlohmann-json3-dev libreadline-dev clang-format
-    clang-14 libclang-rt-14-dev
+    clang-14 libclang-rt-14-dev libssl-dev
 )
 # The real parts the integration tests and the demo drive.
 RUNTIME_PKGS=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     busybox-static cpio xz-utils
     haproxy apache2 nginx debootstrap systemd-container
-    tmux python3-qpid-proton procps iproute2 curl
+    tmux python3-qpid-proton procps iproute2 curl openssl
 )
 
 need=()
