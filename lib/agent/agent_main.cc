@@ -162,6 +162,26 @@ int runAgent(int argc, char** argv) {
     });
     AgentCore core(cfg, id, *backend, &probes, clock, boottimeMs);
     corePtr = &core;
+    if (!cfg.ca.empty()) {
+        auto ca = envelope::CaStore::loadFile(cfg.ca);
+        if (!ca) {
+            std::fprintf(stderr, "pcloud-agent: %s\n", ca.error().describe().c_str());
+            return toInt(ExitCode::Usage);
+        }
+        core.requireSignedCommands(
+            envelope::Trust{*ca, "agent:" + cfg.assembly, cfg.deployable, cfg.clock_skew});
+        PCLOUD_LOG(Notice, "Commands must be signed",
+                   {{"ca", cfg.ca},
+                    {"identity", "agent:" + cfg.assembly},
+                    {"accepts", cfg.deployable.empty() ? std::string("operator:*")
+                                                       : "operator:*, dped:" + cfg.deployable},
+                    {"clock_skew_ms", std::to_string(cfg.clock_skew)}});
+    } else {
+        PCLOUD_LOG(Warning,
+                   "No CA configured (ca=): commands are not authenticated; anyone who can "
+                   "send to this agent's command address can command it",
+                   {{"assembly", cfg.assembly}});
+    }
     backend->setListener(&core);
     for (const auto& [unit, p] : cfg.probes)
         probes.setProbe(unit, p);

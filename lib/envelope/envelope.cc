@@ -167,9 +167,9 @@ Rejection reject(Reject code, std::string message, const Parsed* p = nullptr) {
 }
 
 const std::set<std::string>& envelopeKeys() {
-    static const std::set<std::string> keys = {"v",          "type",    "sender", "target",
-                                               "action",     "request_id", "msgtime", "ttl",
-                                               "epoch",      "body",    "cert",   "sig"};
+    static const std::set<std::string> keys = {"v",      "type",       "sender",  "target",
+                                               "action", "request_id", "msgtime", "ttl",
+                                               "epoch",  "body",       "cert",    "sig"};
     return keys;
 }
 
@@ -404,8 +404,8 @@ std::variant<Parsed, Rejection> parse(std::string_view bytes) {
 
 Result<Signer> Signer::fromPem(std::string_view keyPem, std::string_view certPem) {
     BioPtr kb(BIO_new_mem_buf(keyPem.data(), static_cast<int>(keyPem.size())));
-    EVP_PKEY* key = kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, noPassphrase, nullptr)
-                       : nullptr;
+    EVP_PKEY* key =
+        kb ? PEM_read_bio_PrivateKey(kb.get(), nullptr, noPassphrase, nullptr) : nullptr;
     if (!key)
         return makeError("not a PEM private key (or an encrypted one): " + sslError());
     Signer s;
@@ -435,7 +435,7 @@ Result<Signer> Signer::fromPem(std::string_view keyPem, std::string_view certPem
 }
 
 Result<Signer> Signer::load(const std::string& keyPath, const std::string& certPath) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(keyPath.c_str(), &st) != 0)
         return makeError(std::string("cannot read the key: ") + std::strerror(errno), keyPath);
     if (st.st_mode & 077) {
@@ -611,7 +611,8 @@ VerifyResult verify(std::string_view bytes, const Trust& trust, Millis now, Repl
     auto cn = commonName(cert.get());
     if (!cn || *cn != f.sender)
         return reject(Reject::SenderMismatch,
-                      "the certificate is " + (cn ? "'" + *cn + "'" : std::string("without one CN")) +
+                      "the certificate is " +
+                          (cn ? "'" + *cn + "'" : std::string("without one CN")) +
                           ", not the sender '" + f.sender + "'",
                       &p);
 
@@ -626,11 +627,11 @@ VerifyResult verify(std::string_view bytes, const Trust& trust, Millis now, Repl
         return reject(Reject::UntrustedSigner, md.error().message, &p);
     std::string tbs = canonicalBytes(f, p.body);
     std::unique_ptr<EVP_MD_CTX, MdCtxFree> mctx(EVP_MD_CTX_new());
-    bool good = mctx && EVP_DigestVerifyInit(mctx.get(), nullptr, *md, nullptr, key) == 1 &&
-                EVP_DigestVerify(mctx.get(), reinterpret_cast<const unsigned char*>(p.signature.data()),
-                                 p.signature.size(),
-                                 reinterpret_cast<const unsigned char*>(tbs.data()),
-                                 tbs.size()) == 1;
+    bool good =
+        mctx && EVP_DigestVerifyInit(mctx.get(), nullptr, *md, nullptr, key) == 1 &&
+        EVP_DigestVerify(mctx.get(), reinterpret_cast<const unsigned char*>(p.signature.data()),
+                         p.signature.size(), reinterpret_cast<const unsigned char*>(tbs.data()),
+                         tbs.size()) == 1;
     ERR_clear_error();
     if (!good)
         return reject(Reject::BadSignature,

@@ -47,12 +47,12 @@ inline constexpr std::size_t kMaxAction = 64;
 inline constexpr std::size_t kMaxIdentity = 160;
 
 struct Fields {
-    std::string sender;     // "dped:web", "operator:alice"; Signer fills its own in
-    std::string target;     // "agent:node01", "dped:web"
-    std::string action;     // the command type ("restart", "watch", ...)
-    std::string request_id; // unique per sender; Signer makes a random one when empty
-    Millis msgtime = 0;     // wall-clock ms since the epoch when it was signed
-    Millis ttl = 30'000;    // valid until msgtime + ttl (plus the allowed skew)
+    std::string sender;      // "dped:web", "operator:alice"; Signer fills its own in
+    std::string target;      // "agent:node01", "dped:web"
+    std::string action;      // the command type ("restart", "watch", ...)
+    std::string request_id;  // unique per sender; Signer makes a random one when empty
+    Millis msgtime = 0;      // wall-clock ms since the epoch when it was signed
+    Millis ttl = 30'000;     // valid until msgtime + ttl (plus the allowed skew)
     std::uint64_t epoch = 0; // the sender's leader epoch (0 until HA)
 };
 

@@ -285,8 +285,7 @@ TEST_F(Envelope, AnyChangeToASignedFieldOrTheBodyBreaksTheSignature) {
         EXPECT_EQ(code(check(edit(bytes, edits[i]))), Reject::BadSignature) << "edit " << i;
     // Another message's signature, and a signature by another key under this certificate.
     std::string other = signedBy("dped:web", fields());
-    EXPECT_EQ(code(check(edit(bytes,
-                              [&](json& j) { j["sig"] = json::parse(other)["sig"]; }))),
+    EXPECT_EQ(code(check(edit(bytes, [&](json& j) { j["sig"] = json::parse(other)["sig"]; }))),
               Reject::BadSignature);
     Fields wire = f;
     wire.sender = "dped:web";
@@ -357,7 +356,7 @@ TEST_F(Envelope, SkewBoundariesAreInclusiveByOneMillisecond) {
         f.ttl = ttl;
         return check(signedBy("dped:web", f));
     };
-    EXPECT_TRUE(accepted(at(now + skew)));                     // ahead by exactly the skew
+    EXPECT_TRUE(accepted(at(now + skew)));                      // ahead by exactly the skew
     EXPECT_EQ(code(at(now + skew + 1)), Reject::FromTheFuture); // one ms more
     EXPECT_TRUE(accepted(at(now - ttl - skew)));                // the last ms of its window
     auto late = at(now - ttl - skew - 1);
@@ -521,8 +520,9 @@ TEST(EnvelopeRules, Base64IsStrict) {
     EXPECT_FALSE(base64Decode("aGVsbG8"));   // not padded
     EXPECT_FALSE(base64Decode("aGVs bG8=")); // a blank
     EXPECT_FALSE(base64Decode("aG=sbG8="));  // '=' inside
-    EXPECT_FALSE(base64Decode("aGk9"  "="));  // 5 characters
-    EXPECT_FALSE(base64Decode("aGl="));      // padding bits set: not canonical
+    EXPECT_FALSE(base64Decode("aGk9"
+                              "="));    // 5 characters
+    EXPECT_FALSE(base64Decode("aGl=")); // padding bits set: not canonical
     EXPECT_FALSE(base64Decode("===="));
 }
 

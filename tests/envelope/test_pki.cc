@@ -22,8 +22,8 @@ void run(const std::string& cmd) {
         out.append(buf, n);
     int rc = ::pclose(p);
     if (rc != 0)
-        throw std::runtime_error("openssl step failed (status " + std::to_string(rc) +
-                                 "): " + cmd + "\n" + out);
+        throw std::runtime_error("openssl step failed (status " + std::to_string(rc) + "): " + cmd +
+                                 "\n" + out);
 }
 
 std::string slurp(const std::string& path) {
