@@ -395,7 +395,7 @@ private:
 std::string usage() {
     return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqp://127.0.0.1:5672]\n"
            "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
-           "            [--referee-reconcile-ms MS]\n";
+           "            [--referee-reconcile-ms MS] [--key KEY.pem --cert CERT.pem]\n";
     "            [--config /etc/pcloud/pcloud.conf]\n";
 }
 
@@ -426,6 +426,8 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--uri"            ? &o.uri
                               : key == "--log-level"      ? &o.log_level
                               : key == "--config"         ? &o.config
+                              : key == "--key"            ? &o.key
+                              : key == "--cert"           ? &o.cert
                                                           : nullptr;
         if (!target)
             return makeError("unknown option '" + a + "'\n" + usage());
@@ -436,6 +438,9 @@ Result<Options> parseOptions(int argc, char** argv) {
         return makeError("--deployable NAME is required\n" + usage());
     if (!model::isValidName(o.deployable))
         return makeError("invalid deployable name '" + o.deployable + "'");
+    if (o.key.empty() != o.cert.empty())
+        return makeError("--key and --cert go together (the signing key of dped:" + o.deployable +
+                         " and its certificate)");
     return o;
 }
 
@@ -558,6 +563,26 @@ int runDped(const Options& opt) {
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;
     ReactorConfig rc{opt.deployable, opt.state_dir, {}, *host};
+    if (!opt.key.empty()) {
+        auto signer = envelope::Signer::load(opt.key, opt.cert);
+        if (!signer) {
+            PCLOUD_LOG(Error, "Cannot load the command signing key; fix it and start again",
+                       {{"error", signer.error().describe()}});
+            return toInt(ExitCode::Config);
+        }
+        if (signer->identity() != "dped:" + opt.deployable) {
+            PCLOUD_LOG(Error, "The signing certificate is not this dped's; agents would refuse it",
+                       {{"cert", opt.cert},
+                        {"identity", signer->identity()},
+                        {"want", "dped:" + opt.deployable}});
+            return toInt(ExitCode::Config);
+        }
+        rc.signer = std::make_shared<const envelope::Signer>(std::move(*signer));
+        PCLOUD_LOG(Notice, "Commands to agents are signed",
+                   {{"identity", rc.signer->identity()},
+                    {"cert", opt.cert},
+                    {"ttl_ms", std::to_string(rc.command_ttl)}});
+    }
     // Declared after hv (its jobs call libvirt) and before the reactor (which holds it).
     ThreadJobRunner jobs([&inbox](std::function<void()> done) { inbox.post(std::move(done)); });
     Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter, &jobs);

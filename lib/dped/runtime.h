@@ -23,6 +23,10 @@ struct Options {
     // Host configuration (common/host_config.h); "" = /etc/pcloud/pcloud.conf, which may be
     // absent (safe defaults). A path given with --config must exist.
     std::string config;
+    // Signed commands to agents (docs/protocol/agent.md "Signed commands"): the PEM key
+    // (0600) and certificate of dped:<deployable>. Both or neither.
+    std::string key;
+    std::string cert;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text
