@@ -186,8 +186,12 @@ void AgentCore::reply(const std::string& id, bool ok, json result, const char* c
     push(proto::encodeReply(r), id.empty() ? std::string("-") : id);
 }
 
-void AgentCore::requireSignedCommands(envelope::Trust trust) {
+void AgentCore::requireSignedCommands(
+    envelope::Trust trust, envelope::ReplayCache cache,
+    std::function<void(const envelope::ReplayCache&)> onAccepted) {
     trust_ = std::move(trust);
+    replay_ = std::move(cache);
+    on_accepted_ = std::move(onAccepted);
 }
 
 namespace {
@@ -229,6 +233,8 @@ void AgentCore::onMessage(std::string_view body) {
                 return;
             }
             auto& verified = std::get<envelope::Verified>(v);
+            if (on_accepted_)
+                on_accepted_(replay_); // before it runs: a crash must not allow a replay
             signedBy = verified.fields;
             inner = std::move(verified.body);
         } else if (auto p = envelope::parse(body); std::holds_alternative<envelope::Parsed>(p)) {

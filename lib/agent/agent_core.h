@@ -54,7 +54,13 @@ public:
     // with `trust` (its `self` is "agent:<assembly>"); anything else is answered with an
     // error reply (the envelope error code) and changes nothing. Without it commands are
     // taken unauthenticated: plain, or a signed envelope unwrapped without checking.
-    void requireSignedCommands(envelope::Trust trust);
+    // `cache` is the replay cache to start with (kept across an agent restart), and
+    // `onAccepted` is called with it after each command that passed verification (the agent
+    // writes it to RUN_DIR/replay.json).
+    void
+    requireSignedCommands(envelope::Trust trust,
+                          envelope::ReplayCache cache = envelope::ReplayCache(),
+                          std::function<void(const envelope::ReplayCache&)> onAccepted = nullptr);
     bool commandsSigned() const { return trust_.has_value(); }
     const envelope::ReplayCache& replayCache() const { return replay_; }
     // The link waits for this before its first connection, so the first hello carries the
@@ -124,6 +130,7 @@ private:
     std::list<std::shared_ptr<Pending>> pending_;
     std::optional<envelope::Trust> trust_;
     envelope::ReplayCache replay_;
+    std::function<void(const envelope::ReplayCache&)> on_accepted_;
 };
 
 } // namespace pcloud::agent

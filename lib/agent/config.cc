@@ -280,8 +280,9 @@ Options (each also a config file key, with '-' written as '_'; the command line 
   --log-level L          error, warning, notice (default), info or debug.
   --run-dir DIR          Process backend: where the processes it started are recorded
                          (created 0700), so that an agent restarted after a kill adopts
-                         them instead of starting second copies. Default /run/pcloud-agent;
-                         'none' records nothing.
+                         them instead of starting second copies; with --ca also the
+                         replay cache of signed commands (replay.json). Default
+                         /run/pcloud-agent; 'none' records nothing.
   --ca FILE              The CA certificate (PEM). When set, every command must be a
                          signed envelope whose signer that CA vouches for and who may
                          command this agent (operator:*, or dped:DEPLOYABLE); anything

@@ -575,6 +575,52 @@ void ReplayCache::noteEpoch(const std::string& sender, std::uint64_t epoch) {
         e = epoch;
 }
 
+std::string ReplayCache::toJson(Millis now) const {
+    json entries = json::array();
+    for (const auto& [expiry, key] : order_) {
+        if (expiry < now)
+            continue;
+        auto nl = key.find('\n');
+        entries.push_back({{"sender", key.substr(0, nl)},
+                           {"request_id", key.substr(nl + 1)},
+                           {"expiry", expiry}});
+    }
+    json epochs = json::object();
+    for (const auto& [sender, e] : epochs_)
+        epochs[sender] = e;
+    return json{{"v", 1}, {"entries", std::move(entries)}, {"epochs", std::move(epochs)}}.dump();
+}
+
+Result<ReplayCache> ReplayCache::fromJson(std::string_view text, Millis now, std::size_t capacity) {
+    json j = json::parse(text.begin(), text.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("v", 0) != 1)
+        return makeError("the replay cache state is not a version 1 JSON object");
+    ReplayCache c(capacity);
+    auto entries = j.find("entries");
+    auto epochs = j.find("epochs");
+    if (entries == j.end() || !entries->is_array() || epochs == j.end() || !epochs->is_object())
+        return makeError("the replay cache state needs 'entries' (array) and 'epochs' (object)");
+    for (const auto& e : *entries) {
+        if (!e.is_object() || !e.contains("sender") || !e["sender"].is_string() ||
+            !e.contains("request_id") || !e["request_id"].is_string() || !e.contains("expiry") ||
+            !e["expiry"].is_number_integer())
+            return makeError("a replay cache entry needs sender, request_id and expiry");
+        Millis expiry = e["expiry"].get<Millis>();
+        if (expiry >= now)
+            c.insert(e["sender"].get<std::string>(), e["request_id"].get<std::string>(), expiry);
+    }
+    while (c.expiry_.size() > capacity) { // keep those that expire last
+        c.expiry_.erase(c.order_.begin()->second);
+        c.order_.erase(c.order_.begin());
+    }
+    for (auto it = epochs->begin(); it != epochs->end(); ++it) {
+        if (!it.value().is_number_unsigned())
+            return makeError("epoch of '" + it.key() + "' must be a non-negative integer");
+        c.noteEpoch(it.key(), it.value().get<std::uint64_t>());
+    }
+    return c;
+}
+
 // ---- verify ------------------------------------------------------------------------------
 
 VerifyResult verify(std::string_view bytes, const Trust& trust, Millis now, ReplayCache& cache) {
@@ -650,6 +696,12 @@ VerifyResult verify(std::string_view bytes, const Trust& trust, Millis now, Repl
                       "msgtime is " + std::to_string(f.msgtime - now) +
                           " ms ahead of this receiver's clock (allowed skew " +
                           std::to_string(trust.skew) + " ms)",
+                      &p);
+    if (f.msgtime < trust.not_before)
+        return reject(Reject::Expired,
+                      "the command was signed " + std::to_string(trust.not_before - f.msgtime) +
+                          " ms before the earliest time this receiver accepts (its start minus "
+                          "the allowed skew: it has no replay cache from before)",
                       &p);
     if (f.msgtime + f.ttl < now - trust.skew)
         return reject(Reject::Expired,

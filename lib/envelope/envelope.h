@@ -158,6 +158,10 @@ struct Trust {
     std::string self;       // this receiver's identity: "agent:node01"
     std::string deployable; // agents: the deployable they belong to (mayCommand)
     Millis skew = kDefaultSkew;
+    // Envelopes signed before this are refused as expired: a receiver that lost its replay
+    // cache (the agent after a guest reboot) sets it to its start time minus the skew, so
+    // nothing signed before it started can be replayed to it beyond that.
+    Millis not_before = 0;
 };
 
 // Request ids accepted recently, per sender, and the highest epoch accepted per sender.
@@ -178,6 +182,14 @@ public:
     void insert(const std::string& sender, const std::string& requestId, Millis expiry);
     std::uint64_t highestEpoch(const std::string& sender) const;
     void noteEpoch(const std::string& sender, std::uint64_t epoch);
+
+    // The live entries and the epochs as one JSON object, so a receiver that restarts can
+    // keep them (the agent writes it to RUN_DIR/replay.json after each accepted command).
+    std::string toJson(Millis now) const;
+    // Reads what toJson wrote; entries already expired at `now` are dropped, and at most
+    // `capacity` are kept (those expiring last). A bad text is an error naming what.
+    static Result<ReplayCache> fromJson(std::string_view text, Millis now,
+                                        std::size_t capacity = kDefaultReplayCapacity);
 
 private:
     std::size_t capacity_;

@@ -64,22 +64,12 @@ protected:
         std::ofstream(conf_) << "connect = amqp://127.0.0.1:" << port << "\n"
                              << "assembly = proc01\n"
                              << "backend = process\n"
-                             << "run_dir = none\n"
+                             << "run_dir = " << pki_->dir() << "/run\n"
                              << "watch = worker\n"
                              << "process.worker = " << worker_ << "\n"
                              << "ca = " << pki_->caCert() << "\n"
                              << "deployable = web\n";
-        agent_ = ::fork();
-        if (agent_ == 0) {
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-            ::execl(PCLOUD_AGENT_BIN, PCLOUD_AGENT_BIN, "--config", conf_.c_str(), "--log-level",
-                    "info", nullptr);
-            _exit(127);
-        }
-        ASSERT_GT(agent_, 0);
+        spawnAgent();
 
         ASSERT_TRUE(client_.connect("amqp://127.0.0.1:" + port).ok());
         auto sub = client_.subscribe("pcloud.reports.proc01", [this](const bus::Message& m) {
@@ -90,6 +80,20 @@ protected:
         ASSERT_TRUE(client_.waitSubscribed(sub, kDeadline));
         ASSERT_TRUE(waitReport([](const proto::Report& r) { return r.type == "hello"; }))
             << readAll(log_);
+    }
+
+    void spawnAgent() {
+        agent_ = ::fork();
+        if (agent_ == 0) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+            ::execl(PCLOUD_AGENT_BIN, PCLOUD_AGENT_BIN, "--config", conf_.c_str(), "--log-level",
+                    "info", nullptr);
+            _exit(127);
+        }
+        ASSERT_GT(agent_, 0);
     }
 
     void TearDown() override {
@@ -251,6 +255,42 @@ TEST_F(SignedAgentOverHub, OnlyACorrectlySignedFreshCommandForThisAgentRuns) {
     EXPECT_EQ(replay->error->code, "replayed");
     EXPECT_EQ(workerPid("st-after-replay"), second);
     EXPECT_TRUE(alive(second));
+
+    // A killed agent comes back with its replay cache (RUN_DIR/replay.json): the replay is
+    // still refused, and the adopted worker keeps its pid.
+    ::kill(agent_, SIGKILL);
+    ::waitpid(agent_, nullptr, 0);
+    spawnAgent();
+    ASSERT_TRUE(waitReport([](const proto::Report& r) { return r.type == "hello"; }))
+        << readAll(log_);
+    EXPECT_NE(readAll(log_).find("Replay cache restored"), std::string::npos) << readAll(log_);
+    send(good, "r-ok");
+    auto afterRestart = replyTo("r-ok");
+    ASSERT_TRUE(afterRestart) << readAll(log_);
+    ASSERT_TRUE(afterRestart->error);
+    EXPECT_EQ(afterRestart->error->code, "replayed");
+    EXPECT_EQ(workerPid("st-after-agent-restart"), second);
+}
+
+TEST(SignedAgentStart, ACaFileThatDoesNotLoadStopsTheAgentAtStart) {
+    testpki::TestPki pki("bad");
+    std::string bogus = pki.dir() + "/bogus.crt";
+    std::ofstream(bogus) << "not a certificate\n";
+    for (const std::string& ca : {bogus, pki.dir() + "/missing.crt"}) {
+        std::string cmd = std::string(PCLOUD_AGENT_BIN) +
+                          " --connect amqp://127.0.0.1:1 --assembly a1 --backend process "
+                          "--run-dir none --ca " +
+                          ca + " 2>&1";
+        FILE* p = ::popen(cmd.c_str(), "r");
+        ASSERT_NE(p, nullptr);
+        std::string out;
+        char buf[512];
+        while (std::size_t n = std::fread(buf, 1, sizeof buf, p))
+            out.append(buf, n);
+        int rc = ::pclose(p);
+        EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 2) << rc << " " << out;
+        EXPECT_NE(out.find(ca), std::string::npos) << out; // the error names the file
+    }
 }
 
 } // namespace

@@ -434,6 +434,45 @@ TEST_F(Envelope, AnEpochBelowTheHighestAcceptedFromThatSenderIsStale) {
     EXPECT_EQ(cache_.highestEpoch("dped:web"), 5u);
 }
 
+TEST_F(Envelope, TheReplayCacheSurvivesARestartAsJson) {
+    Fields f = fields();
+    f.epoch = 4;
+    std::string bytes = signedBy("dped:web", f);
+    ASSERT_TRUE(accepted(check(bytes)));
+    Fields shortLived = fields();
+    shortLived.ttl = 1;
+    ASSERT_TRUE(accepted(check(signedBy("operator:alice", shortLived))));
+    EXPECT_EQ(cache_.size(), 2u);
+    // Restored a little later: the short-lived entry is gone, the other still refuses.
+    clock_.advance(1 + trust_.skew + 1);
+    auto restored = ReplayCache::fromJson(cache_.toJson(clock_.nowMs()), clock_.nowMs());
+    ASSERT_TRUE(restored) << restored.error().message;
+    EXPECT_EQ(restored->size(), 1u);
+    EXPECT_EQ(restored->highestEpoch("dped:web"), 4u);
+    EXPECT_EQ(code(verify(bytes, trust_, clock_.nowMs(), *restored)), Reject::Replayed);
+    // At most `capacity` are kept, those that expire last.
+    auto small = ReplayCache::fromJson(cache_.toJson(0), 0, 1);
+    ASSERT_TRUE(small);
+    EXPECT_EQ(small->size(), 1u);
+    EXPECT_TRUE(small->contains("dped:web", json::parse(bytes)["request_id"]));
+    for (const char* bad : {"", "[]", R"({"v":2})", R"({"v":1,"entries":{},"epochs":{}})",
+                            R"({"v":1,"entries":[{"sender":"a"}],"epochs":{}})",
+                            R"({"v":1,"entries":[],"epochs":{"a":-1}})"})
+        EXPECT_FALSE(ReplayCache::fromJson(bad, 0)) << bad;
+}
+
+TEST_F(Envelope, NothingSignedBeforeNotBeforeIsAccepted) {
+    trust_.not_before = clock_.nowMs() - 1'000;
+    Fields before = fields();
+    before.msgtime = trust_.not_before - 1;
+    auto r = check(signedBy("dped:web", before));
+    EXPECT_EQ(code(r), Reject::Expired);
+    EXPECT_NE(message(r).find("1 ms before the earliest time"), std::string::npos) << message(r);
+    Fields at = fields();
+    at.msgtime = trust_.not_before;
+    EXPECT_TRUE(accepted(check(signedBy("dped:web", at))));
+}
+
 TEST(EnvelopeRules, WhoMayCommandWhom) {
     struct Case {
         const char* sender;
