@@ -395,7 +395,8 @@ private:
 std::string usage() {
     return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqp://127.0.0.1:5672]\n"
            "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
-           "            [--referee-reconcile-ms MS] [--key KEY.pem --cert CERT.pem]\n";
+           "            [--referee-reconcile-ms MS] [--key KEY.pem --cert CERT.pem | --pki-dir "
+           "DIR]\n";
     "            [--config /etc/pcloud/pcloud.conf]\n";
 }
 
@@ -428,6 +429,7 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--config"         ? &o.config
                               : key == "--key"            ? &o.key
                               : key == "--cert"           ? &o.cert
+                              : key == "--pki-dir"        ? &o.pki_dir
                                                           : nullptr;
         if (!target)
             return makeError("unknown option '" + a + "'\n" + usage());
@@ -438,6 +440,13 @@ Result<Options> parseOptions(int argc, char** argv) {
         return makeError("--deployable NAME is required\n" + usage());
     if (!model::isValidName(o.deployable))
         return makeError("invalid deployable name '" + o.deployable + "'");
+    if (!o.pki_dir.empty()) {
+        if (!o.key.empty() || !o.cert.empty())
+            return makeError("--pki-dir names the key and certificate itself; give it or "
+                             "--key/--cert, not both");
+        o.key = o.pki_dir + "/dped." + o.deployable + ".key";
+        o.cert = o.pki_dir + "/dped." + o.deployable + ".crt";
+    }
     if (o.key.empty() != o.cert.empty())
         return makeError("--key and --cert go together (the signing key of dped:" + o.deployable +
                          " and its certificate)");

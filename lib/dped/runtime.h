@@ -27,6 +27,10 @@ struct Options {
     // (0600) and certificate of dped:<deployable>. Both or neither.
     std::string key;
     std::string cert;
+    // --pki-dir DIR: the same as --key DIR/dped.<deployable>.key --cert
+    // DIR/dped.<deployable>.crt (the PKI layout of docs/security.md), so one option serves
+    // every dped cped starts.
+    std::string pki_dir;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

@@ -57,6 +57,11 @@ TEST(DpedOptions, SigningKeyAndCertificateGoTogether) {
     auto one = parse({"--deployable", "web", "--key", "/k.pem"});
     ASSERT_FALSE(one.ok());
     EXPECT_NE(one.error().message.find("--key and --cert go together"), std::string::npos);
+    auto dir = parse({"--deployable", "web", "--pki-dir", "/etc/pcloud/pki"});
+    ASSERT_TRUE(dir.ok()) << dir.error().describe();
+    EXPECT_EQ(dir->key, "/etc/pcloud/pki/dped.web.key");
+    EXPECT_EQ(dir->cert, "/etc/pcloud/pki/dped.web.crt");
+    EXPECT_FALSE(parse({"--deployable", "web", "--pki-dir", "/p", "--key", "/k.pem"}).ok());
 }
 
 } // namespace
