@@ -3,7 +3,8 @@
 namespace pcloud::bus {
 
 std::vector<std::string> defaultTopicPatterns() {
-    return {std::string(kEventsTopic), std::string(kEventsTopic) + "."};
+    // pcloud.nodes.<host>: every pcloud-node's events (virt/node_protocol.h).
+    return {std::string(kEventsTopic), std::string(kEventsTopic) + ".", "pcloud.nodes."};
 }
 
 bool matchesTopic(std::string_view address, const std::vector<std::string>& patterns) {

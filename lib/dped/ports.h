@@ -5,6 +5,7 @@
 // on its only thread.
 
 #include "bus/message.h"
+#include "common/job_runner.h"
 #include "common/result.h"
 #include "referee/referee.h"
 #include "virt/pid_watcher.h"
@@ -49,27 +50,11 @@ public:
     virtual std::optional<bool> processStopped(pid_t pid) { return virt::processStopped(pid); }
 };
 
-// Runs slow hypervisor calls away from the reactor thread: define+start takes ~1 s under
-// TCG, and a destroy waits while libvirtd reaps a dead qemu (1-2 s). Done inline, one
-// assembly's restart would hold back every other assembly's inputs for that long.
-// Jobs with the same key (the assembly) run one at a time, in the order given; jobs with
-// different keys may run at once. `done` runs on the reactor thread after its job.
-class JobRunner {
-public:
-    virtual ~JobRunner() = default;
-    virtual void run(const std::string& key, std::function<void()> job,
-                     std::function<void()> done) = 0;
-};
-
-// Runs the job and then `done` at once, on the caller's thread: unit tests, and any caller
-// that has no reactor thread to come back to.
-class InlineJobRunner final : public JobRunner {
-public:
-    void run(const std::string&, std::function<void()> job, std::function<void()> done) override {
-        job();
-        done();
-    }
-};
+// Slow hypervisor calls run away from the reactor thread (common/job_runner.h): define+start
+// takes ~1 s under TCG, and a destroy waits while libvirtd reaps a dead qemu (1-2 s). Done
+// inline, one assembly's restart would hold back every other assembly's inputs for that long.
+using pcloud::InlineJobRunner;
+using pcloud::JobRunner;
 
 // Applies referee membership off the reactor thread. setDesired() only records the wish.
 class RefereeSink {

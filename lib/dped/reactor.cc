@@ -283,6 +283,9 @@ void Reactor::onInfrastructureDown(const std::string& reason) {
 void Reactor::onInfrastructureUp() {
     observed_.infra_ok = true;
     PCLOUD_LOG(Notice, "Hypervisor connection back; re-reading every domain", {});
+    // Watch every qemu anew: a restarted pcloud-node has lost its pidfd watches (a local
+    // watch is simply replaced).
+    pids_.clear();
     refreshAll();
 }
 

@@ -4,15 +4,16 @@
 #include "common/args.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
+#include "common/job_runner.h"
 #include "common/lock_file.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "dped/channel_peer.h"
 #include "dped/event_outbox.h"
 #include "dped/inbox.h"
-#include "dped/job_runner.h"
 #include "dped/pause_detector.h"
 #include "dped/reactor.h"
+#include "dped/remote_node.h"
 #include "events/event.h"
 #include "referee/referee.h"
 #include "referee/retry_backoff.h"
@@ -79,22 +80,50 @@ private:
 
 class RealHostWatch final : public HostWatch {
 public:
-    RealHostWatch(Inbox& inbox, std::function<Reactor*()> reactor, std::string addressPrefix)
+    // With `remote`, the qemu processes are on that node's host: it watches them.
+    RealHostWatch(Inbox& inbox, std::function<Reactor*()> reactor, std::string addressPrefix,
+                  RemoteNode* remote = nullptr)
         : inbox_(inbox), reactor_(std::move(reactor)), prefix_(std::move(addressPrefix)),
-          pids_([this](const virt::PidExit& e) {
+          remote_(remote), pids_([this](const virt::PidExit& e) {
               inbox_.post([this, e] {
                   if (auto* r = reactor_())
                       r->onPidExit(e.key, e.monotonicUs, e.pid);
               });
-          }) {}
+          }) {
+        if (remote_)
+            remote_->onPidExit([this](const std::string& key, pid_t pid) {
+                std::int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                      std::chrono::steady_clock::now().time_since_epoch())
+                                      .count();
+                inbox_.post([this, key, pid, us] {
+                    if (auto* r = reactor_())
+                        r->onPidExit(key, us, pid);
+                });
+            });
+    }
 
     void watchPid(const std::string& assembly, pid_t pid) override {
+        if (remote_) {
+            remote_->watchPid(assembly, pid);
+            return;
+        }
         auto st = pids_.watch(assembly, pid);
         if (!st)
             PCLOUD_LOG(Warning, "Cannot watch the qemu pid; relying on libvirt events",
                        {{"assembly", assembly}, {"error", st.error().describe()}});
     }
-    void unwatchPid(const std::string& assembly) override { pids_.unwatch(assembly); }
+    void unwatchPid(const std::string& assembly) override {
+        if (remote_)
+            remote_->unwatchPid(assembly);
+        else
+            pids_.unwatch(assembly);
+    }
+    // A remote host's /proc is not ours to read.
+    std::optional<bool> processStopped(pid_t pid) override {
+        if (remote_)
+            return std::nullopt;
+        return virt::processStopped(pid);
+    }
 
     void ensureChannel(const std::string& assembly, const std::string& socketPath,
                        const std::vector<std::string>& keys) override {
@@ -172,6 +201,7 @@ private:
     Inbox& inbox_;
     std::function<Reactor*()> reactor_;
     std::string prefix_;
+    RemoteNode* remote_;
     virt::PidWatcher pids_;
     std::mutex mu_;
     std::map<std::string, std::shared_ptr<ChannelPeer>> channels_;
@@ -395,9 +425,10 @@ private:
 std::string usage() {
     return "usage: dped --deployable NAME [--state-dir DIR] [--broker amqp://127.0.0.1:5672]\n"
            "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
-           "            [--referee-reconcile-ms MS] [--key KEY.pem --cert CERT.pem | --pki-dir "
-           "DIR]\n";
-    "            [--config /etc/pcloud/pcloud.conf]\n";
+           "            [--referee-reconcile-ms MS] [--config /etc/pcloud/pcloud.conf]\n"
+           "            [--node HOST] [--key KEY.pem --cert CERT.pem | --pki-dir DIR]\n"
+           "--node: drive the domains through that host's pcloud-node over the bus instead\n"
+           "of opening libvirt here (docs/protocol/node.md).\n";
 }
 
 Result<Options> parseOptions(int argc, char** argv) {
@@ -427,6 +458,7 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--uri"            ? &o.uri
                               : key == "--log-level"      ? &o.log_level
                               : key == "--config"         ? &o.config
+                              : key == "--node"           ? &o.node
                               : key == "--key"            ? &o.key
                               : key == "--cert"           ? &o.cert
                               : key == "--pki-dir"        ? &o.pki_dir
@@ -440,6 +472,10 @@ Result<Options> parseOptions(int argc, char** argv) {
         return makeError("--deployable NAME is required\n" + usage());
     if (!model::isValidName(o.deployable))
         return makeError("invalid deployable name '" + o.deployable + "'");
+    if (!o.node.empty() && !model::isValidName(o.node))
+        return makeError("invalid host name '" + o.node + "' for --node");
+    if (!o.node.empty() && !o.uri.empty())
+        return makeError("--node and --uri exclude each other: the node owns the libvirt URI");
     if (!o.pki_dir.empty()) {
         if (!o.key.empty() || !o.cert.empty())
             return makeError("--pki-dir names the key and certificate itself; give it or "
@@ -549,20 +585,36 @@ int runDped(const Options& opt) {
         PCLOUD_LOG(Error, "Bad broker URL", {{"error", st.error().describe()}});
         return toInt(ExitCode::Usage);
     }
-    if (!client.waitConnected(std::chrono::seconds(10))) {
-        PCLOUD_LOG(Error, "Cannot reach the message hub", {{"broker", opt.broker}});
-        return toInt(ExitCode::Unavailable);
-    }
+    // dped does not need the hub to start: after a restart of both, the hub (in cped) may
+    // come back later than dped. dped then supervises its channel agents and its domains
+    // alone, holds its events and joins the hub as soon as it answers (the client keeps
+    // reconnecting). A short wait only avoids a needless "bus down" at a normal start.
+    if (!client.waitConnected(std::chrono::seconds(2)))
+        PCLOUD_LOG(Warning,
+                   "The message hub does not answer; starting without it and retrying in the "
+                   "background",
+                   {{"broker", opt.broker}});
 
-    virt::LibvirtHypervisor hv;
+    // The domains are driven either here, through libvirt, or through a host's pcloud-node.
+    virt::LibvirtHypervisor local;
+    std::unique_ptr<RemoteNode> remote;
     Listener listener(inbox, getReactor);
-    if (auto st = hv.open(uri); !st) {
-        PCLOUD_LOG(Error, "Cannot open the hypervisor",
-                   {{"uri", uri}, {"error", st.error().describe()}});
-        return toInt(ExitCode::Unavailable);
+    if (opt.node.empty()) {
+        if (auto st = local.open(uri); !st) {
+            PCLOUD_LOG(Error, "Cannot open the hypervisor",
+                       {{"uri", uri}, {"error", st.error().describe()}});
+            return toInt(ExitCode::Unavailable);
+        }
+    } else {
+        RemoteNodeOptions ro;
+        ro.host = opt.node;
+        ro.sender = "dped:" + opt.deployable;
+        ro.silence_ms = std::max<Millis>(1000, dep->heartbeat_timeout);
+        remote = std::make_unique<RemoteNode>(client, ro);
     }
+    virt::Hypervisor& hv = remote ? static_cast<virt::Hypervisor&>(*remote) : local;
 
-    RealHostWatch watch(inbox, getReactor, opt.address_prefix);
+    RealHostWatch watch(inbox, getReactor, opt.address_prefix, remote.get());
     RoutingMessenger messenger(client, inbox, journal, watch);
     std::unique_ptr<RefereeWorker> refWorker;
     if (ref)
@@ -596,32 +648,36 @@ int runDped(const Options& opt) {
     ThreadJobRunner jobs([&inbox](std::function<void()> done) { inbox.post(std::move(done)); });
     Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter, &jobs);
     reactorPtr = &reactor;
+    // The connection callback only reports changes, so a hub that was never reached must be
+    // told to the reactor here; a connection made since is queued in the inbox and follows.
+    if (!client.connected())
+        reactor.onBusDown();
     hv.setListener(&listener);
+    if (remote) {
+        // Until the node's first heartbeat its domains are unknown, not failed.
+        reactor.onInfrastructureDown("node " + opt.node + " not heard yet");
+        remote->start();
+    }
     if (auto st = reactor.start(); !st) {
         hv.setListener(nullptr);
         PCLOUD_LOG(Error, "Cannot start", {{"error", st.error().describe()}});
         return toInt(ExitCode::Config);
     }
 
-    // cped -> dped requests. The handler runs on the bus thread; it asks the reactor thread
-    // and waits a bounded time (the reactor never waits for the bus thread).
-    client.serve(
-        "pcloud.dped." + opt.deployable, [&](const bus::Message& m) -> std::optional<std::string> {
-            auto p = std::make_shared<std::promise<std::optional<std::string>>>();
-            auto f = p->get_future();
-            std::string cid = m.correlationId;
-            // ping answers later (when the agent replies): onRequest then returns
-            // nullopt and the reactor sends the reply itself.
-            inbox.post([&reactor, p, m] { p->set_value(reactor.onRequest(m)); });
-            if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
-                return nlohmann::json{{"v", 1},
-                                      {"type", "reply"},
-                                      {"id", cid},
-                                      {"ok", false},
-                                      {"error", {{"code", "timeout"}, {"message", "dped busy"}}}}
-                    .dump();
-            return f.get();
-        });
+    // cped -> dped requests. The handler runs on the bus thread and only hands the request
+    // to the reactor thread, which replies itself: the bus thread never waits for the
+    // reactor, because the reactor may be waiting for the bus (a pcloud-node call), and a
+    // busy reactor then answers late rather than never. (The requester has its own timeout.)
+    client.serve("pcloud.dped." + opt.deployable,
+                 [&](const bus::Message& m) -> std::optional<std::string> {
+                     inbox.post([&reactor, &client, m] {
+                         // ping answers later (when the agent replies): onRequest then
+                         // returns nullopt and the reactor sends the reply itself.
+                         if (auto body = reactor.onRequest(m); body && !m.replyTo.empty())
+                             (void)client.reply(m.replyTo, m.correlationId, *body);
+                     });
+                     return std::nullopt;
+                 });
 
     std::atomic<bool> sigStop{false};
     std::thread sigThread([&] {

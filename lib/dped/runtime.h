@@ -31,6 +31,8 @@ struct Options {
     // DIR/dped.<deployable>.crt (the PKI layout of docs/security.md), so one option serves
     // every dped cped starts.
     std::string pki_dir;
+    // The host whose pcloud-node drives the domains ("" = libvirt here, at `uri`).
+    std::string node;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

@@ -557,6 +557,25 @@ Result<DomainInfo> LibvirtHypervisor::lookup(const std::string& name) {
     return infoOf(d.get(), name);
 }
 
+Result<std::vector<std::string>> LibvirtHypervisor::runningDomains() {
+    ConnRef c = impl_->acquire();
+    if (!c)
+        return impl_->notConnected("list the running domains");
+    virDomainPtr* doms = nullptr;
+    int n = virConnectListAllDomains(c.get(), &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+    if (n < 0)
+        return makeError("Cannot list the domains on " + impl_->uri + ": " + lastError());
+    std::vector<std::string> names;
+    for (int i = 0; i < n; ++i) {
+        if (const char* name = virDomainGetName(doms[i]))
+            names.emplace_back(name);
+        virDomainFree(doms[i]);
+    }
+    ::free(doms);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
 Result<DomainInfo> LibvirtHypervisor::defineAndStart(const std::string& xml) {
     const std::string name = domainNameOf(xml).value_or("<unnamed>");
     ConnRef c = impl_->acquire();

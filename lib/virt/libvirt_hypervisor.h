@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace pcloud::virt {
 
@@ -41,6 +42,8 @@ public:
     Status shutdown(const std::string& name) override;
     Status undefine(const std::string& name) override;
     Result<pid_t> qemuPid(const std::string& name) override;
+    // Names of the active domains, sorted (pcloud-node's host facts).
+    Result<std::vector<std::string>> runningDomains();
     void setListener(HypervisorListener* listener) override;
 
     // Test hook: closes the connection as if libvirtd had gone away (drives the reconnect

@@ -1,8 +1,8 @@
 // ThreadJobRunner with real threads: per-key order, no key held back by another, and a
 // shutdown that finishes the running job and drops the queued ones. The waits below are
 // bounded only so that a bug fails the test instead of hanging it; nothing is timed.
+#include "common/job_runner.h"
 #include "dped/inbox.h"
-#include "dped/job_runner.h"
 
 #include <gtest/gtest.h>
 
@@ -16,6 +16,7 @@
 #include <vector>
 
 using namespace pcloud::dped;
+using pcloud::ThreadJobRunner;
 using namespace std::chrono_literals;
 
 namespace {

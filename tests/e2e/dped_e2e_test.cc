@@ -150,9 +150,10 @@ protected:
 
     void writeModel() { ASSERT_TRUE(store::saveModel(dir_, model_).ok()); }
 
-    void startDped() {
+    // hubPort: where dped looks for the hub (default: the running test hub).
+    void startDped(int hubPort = 0) {
         log_ = dir_ + "/dped." + std::to_string(++runs_) + ".log";
-        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_,
+        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hubPort ? hubPort : hub_.boundPort(), log_,
                          {"--config", writeTinyGuestHostConfig(dir_)});
     }
     int stopDped(int sig) {
@@ -248,6 +249,7 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     model_.deployables[dep_] = d;
     model_.assemblies[A] = tinyAssembly(A, portA);
     model_.assemblies[B] = tinyAssembly(B, portB);
+    model_.assemblies[B].escalation = {5, 600'000}; // B's qemu is killed three times below
     model_.assemblies[A].address = "127.0.0.1:" + std::to_string(portA);
     model_.assemblies[B].address = "127.0.0.1:" + std::to_string(portB);
     writeModel();
@@ -410,6 +412,53 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
         EXPECT_GE(stA2["heartbeat_seq"].get<std::uint64_t>(), seqA + 12) << stA2.dump();
         EXPECT_EQ(stA2["failures"]["used"], usedA);
         EXPECT_EQ(qemuPidOf(A), qemuA);
+        usedB = assemblyStatus(status(), B)["failures"]["used"];
+    }
+
+    // 4c. dped starts while the hub is down (cped and dped both restarted, the hub not back
+    // yet). It adopts the running guests alone, recovers a qemu crash alone, and joins the
+    // hub when it answers: nothing restarted but the crashed one, nothing lost.
+    {
+        int hubPort = hub_.boundPort();
+        stopDped(SIGKILL);
+        hub_.stop();
+        auto stoppedAt = std::chrono::steady_clock::now();
+        mark = eventCount();
+        startDped(hubPort);
+        ASSERT_TRUE(waitFor(
+            [&] {
+                auto log = fs::readFile(log_);
+                return log && log->find("dped running") != std::string::npos;
+            },
+            30s))
+            << dumpEvents();
+        {
+            auto log = fs::readFile(log_);
+            ASSERT_TRUE(log.ok());
+            EXPECT_NE(log->find("starting without it"), std::string::npos) << *log;
+        }
+        ASSERT_GT(pid_, 0);
+        ASSERT_EQ(::kill(qemuB, SIGKILL), 0);
+        ASSERT_TRUE(waitFor([&] { return qemuPidOf(B) > 0 && qemuPidOf(B) != qemuB; }, 90s))
+            << dumpEvents();
+        qemuB = qemuPidOf(B);
+        // Longer than the heartbeat timeout (10 s) without the hub: A's agent, heard on its
+        // channel, must not be declared lost.
+        std::this_thread::sleep_until(stoppedAt + 15s);
+        EXPECT_EQ(qemuPidOf(A), qemuA);
+        EXPECT_EQ(eventCount(), mark);
+        ASSERT_TRUE(waitFor(
+            [&] { return hub_.start("amqp://127.0.0.1:" + std::to_string(hubPort)).ok(); }, 10s))
+            << "hub port " << hubPort << " not free again";
+        ASSERT_TRUE(waitFor(
+            [&] {
+                return hasEvent(B, "failed", "", mark) && hasEvent(B, "running", "restarted", mark);
+            },
+            60s))
+            << dumpEvents();
+        ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 60s)) << dumpEvents();
+        EXPECT_EQ(qemuPidOf(A), qemuA);
+        EXPECT_FALSE(hasEvent(A, "failed", "", mark)) << dumpEvents();
         usedB = assemblyStatus(status(), B)["failures"]["used"];
     }
 
@@ -588,3 +637,110 @@ TEST_F(DpedE2e, PlannedStopIsGracefulAndDestroysOnlyAfterTheStopTimeout) {
 }
 
 } // namespace
+
+// dped drives its domains through a real pcloud-node (dped --node) on the same machine: a
+// qemu crash seen by the node's pidfd watch is recovered, and kill -9 of the node for longer
+// than the heartbeat timeout is an infrastructure outage that restarts nothing and counts
+// nothing; the restarted node renews the watches (a second crash is seen again).
+TEST_F(DpedE2e, DomainsDrivenThroughAPcloudNode) {
+    const std::string A = tag_ + "-a", B = tag_ + "-b";
+    int portA = freePort(), portB = freePort();
+    model::Deployable d;
+    d.name = dep_;
+    d.assemblies = {A, B};
+    d.heartbeat_interval = 1'000;
+    d.heartbeat_timeout = 10'000;
+    d.backoff = {200, 2.0, 2'000, 300'000};
+    d.escalation = {5, 3'600'000};
+    d.referee.driver = "log";
+    model_.deployables[dep_] = d;
+    model_.assemblies[A] = tinyAssembly(A, portA);
+    model_.assemblies[B] = tinyAssembly(B, portB);
+    model_.assemblies[B].escalation = {5, 600'000};
+    writeModel();
+
+    const std::string nodeDir = dir_ + "/node";
+    std::filesystem::create_directories(nodeDir);
+    const std::string config = writeTinyGuestHostConfig(dir_);
+    std::string nodeLog;
+    pid_t node = -1;
+    auto startNode = [&] {
+        nodeLog = nodeDir + "/node." + std::to_string(++runs_) + ".log";
+        node = spawnLogged(kBin + "/pcloud-node",
+                           {"pcloud-node", "--name", "h1", "--broker",
+                            "amqp://127.0.0.1:" + std::to_string(hub_.boundPort()), "--state-dir",
+                            nodeDir, "--config", config, "--heartbeat-ms", "200", "--log-level",
+                            "info"},
+                           nodeLog);
+        ASSERT_GT(node, 0);
+    };
+    auto killNode = [&] {
+        if (node > 0) {
+            ::kill(node, SIGKILL);
+            ::waitpid(node, nullptr, 0);
+            node = -1;
+        }
+    };
+    startNode();
+    log_ = dir_ + "/dped.node.log";
+    pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_,
+                     {"--config", config, "--node", "h1"});
+    auto nodeText = [&] {
+        auto t = fs::readFile(nodeLog);
+        return "\n--- node log: " + nodeLog + "\n" + (t ? *t : std::string());
+    };
+
+    ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 120s))
+        << dumpEvents() << nodeText();
+    pid_t qemuA = qemuPidOf(A), qemuB = qemuPidOf(B);
+    ASSERT_GT(qemuA, 0);
+    {
+        auto log = fs::readFile(nodeLog);
+        ASSERT_TRUE(log.ok());
+        EXPECT_NE(log->find("Domain started"), std::string::npos) << *log; // the node did it
+    }
+
+    // 1. A qemu crash: the node sees it (pidfd, libvirt), dped restarts the domain there.
+    std::size_t mark = eventCount();
+    ASSERT_EQ(::kill(qemuB, SIGKILL), 0);
+    ASSERT_TRUE(waitFor([&] { return hasEvent(B, "failed", "", mark); }, 20s))
+        << dumpEvents() << nodeText();
+    ASSERT_TRUE(
+        waitFor([&] { return healthy(B) && hasEvent(B, "running", "restarted", mark); }, 120s))
+        << dumpEvents() << nodeText();
+    qemuB = qemuPidOf(B);
+    EXPECT_EQ(qemuPidOf(A), qemuA);
+
+    // 2. kill -9 of the node for longer than the heartbeat timeout: nothing restarted or
+    // counted (the guests keep running, their agents keep beating on their channels).
+    mark = eventCount();
+    json usedA = assemblyStatus(status(), A)["failures"]["used"];
+    json usedB = assemblyStatus(status(), B)["failures"]["used"];
+    auto outage = std::chrono::steady_clock::now();
+    killNode();
+    ASSERT_TRUE(waitFor([&] { return hasEvent("", "infra-down", "", mark); }, 20s)) << dumpEvents();
+    std::this_thread::sleep_until(outage + 15s); // the outage itself is the input
+    EXPECT_EQ(qemuPidOf(A), qemuA);
+    EXPECT_EQ(qemuPidOf(B), qemuB);
+    EXPECT_FALSE(hasEvent(A, "failed", "", mark)) << dumpEvents();
+    EXPECT_FALSE(hasEvent(B, "failed", "", mark)) << dumpEvents();
+    startNode();
+    ASSERT_TRUE(waitFor([&] { return hasEvent("", "infra-up", "", mark); }, 30s))
+        << dumpEvents() << nodeText();
+    ASSERT_TRUE(waitFor([&] { return healthy(A) && healthy(B); }, 60s)) << dumpEvents();
+    EXPECT_EQ(qemuPidOf(A), qemuA);
+    EXPECT_EQ(qemuPidOf(B), qemuB);
+    EXPECT_EQ(assemblyStatus(status(), A)["failures"]["used"], usedA);
+    EXPECT_EQ(assemblyStatus(status(), B)["failures"]["used"], usedB);
+
+    // 3. The new node watches the qemus again: a crash of A is seen and recovered.
+    mark = eventCount();
+    ASSERT_EQ(::kill(qemuA, SIGKILL), 0);
+    ASSERT_TRUE(waitFor([&] { return hasEvent(A, "failed", "", mark); }, 20s))
+        << dumpEvents() << nodeText();
+    ASSERT_TRUE(
+        waitFor([&] { return healthy(A) && hasEvent(A, "running", "restarted", mark); }, 120s))
+        << dumpEvents() << nodeText();
+    EXPECT_EQ(qemuPidOf(B), qemuB);
+    killNode();
+}

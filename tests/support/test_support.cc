@@ -137,14 +137,8 @@ pid_t qemuPidOf(const std::string& domain) {
     }
 }
 
-pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
-                const std::string& stateDir, int brokerPort, const std::string& logPath,
-                const std::vector<std::string>& extraArgs) {
-    std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
-    std::vector<std::string> args = {"dped",        "--deployable", deployable,
-                                     "--state-dir", stateDir,       "--broker",
-                                     broker,        "--log-level",  "info"};
-    args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+pid_t spawnLogged(const std::string& path, std::vector<std::string> args,
+                  const std::string& logPath) {
     std::vector<char*> argv;
     for (auto& a : args)
         argv.push_back(a.data());
@@ -155,10 +149,21 @@ pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
         int fd = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(fd, 2);
         ::dup2(fd, 1);
-        ::execv(dpedPath.c_str(), argv.data());
+        ::execv(path.c_str(), argv.data());
         _exit(127);
     }
     return pid;
+}
+
+pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
+                const std::string& stateDir, int brokerPort, const std::string& logPath,
+                const std::vector<std::string>& extraArgs) {
+    std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
+    std::vector<std::string> args = {"dped",        "--deployable", deployable,
+                                     "--state-dir", stateDir,       "--broker",
+                                     broker,        "--log-level",  "info"};
+    args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+    return spawnLogged(dpedPath, std::move(args), logPath);
 }
 
 std::string writeTinyGuestHostConfig(const std::string& dir, const std::string& extra) {

@@ -54,6 +54,12 @@ void sweepStaleDomains(const std::string& prefix);
 // The pid libvirt recorded for a running qemu:///system domain, 0 if none.
 pid_t qemuPidOf(const std::string& domain);
 
+// Forks and execs `path` with `args` (args[0] is the program name), stdout and stderr
+// truncating `logPath`; the child gets SIGKILL when its parent dies (a ctest timeout must
+// not leave it behind). Returns the child's pid (-1 if fork failed).
+pid_t spawnLogged(const std::string& path, std::vector<std::string> args,
+                  const std::string& logPath);
+
 // Forks and execs the dped binary at `dpedPath` for `deployable` on `stateDir`, talking to
 // the hub on 127.0.0.1:brokerPort at log level info, stdout and stderr truncating `logPath`.
 // The child gets SIGKILL when its parent dies (a ctest timeout must not leave it behind).

@@ -1,6 +1,6 @@
-#include "dped/job_runner.h"
+#include "common/job_runner.h"
 
-namespace pcloud::dped {
+namespace pcloud {
 
 ThreadJobRunner::ThreadJobRunner(Post post) : post_(std::move(post)) {}
 
@@ -64,4 +64,4 @@ void ThreadJobRunner::laneLoop(Lane& lane) {
     }
 }
 
-} // namespace pcloud::dped
+} // namespace pcloud

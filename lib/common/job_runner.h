@@ -1,10 +1,8 @@
 #pragma once
-// ThreadJobRunner: the JobRunner (ports.h) dped uses. One lane per key, each with its own
-// thread and queue, created on the key's first job: a deployable has a handful of
-// assemblies, and a lane that waits for libvirt must never hold up another assembly's lane.
-// Completions are handed to `post` (the reactor thread's inbox).
-
-#include "dped/ports.h"
+// Jobs that must not run on a single-threaded core's own thread: slow hypervisor calls in
+// dped (per assembly) and pcloud-node (per domain). Jobs with the same key run one at a time,
+// in the order given; jobs with different keys may run at once. `done` runs on the core's
+// thread after its job.
 
 #include <condition_variable>
 #include <deque>
@@ -15,7 +13,28 @@
 #include <string>
 #include <thread>
 
-namespace pcloud::dped {
+namespace pcloud {
+
+class JobRunner {
+public:
+    virtual ~JobRunner() = default;
+    virtual void run(const std::string& key, std::function<void()> job,
+                     std::function<void()> done) = 0;
+};
+
+// Runs the job and then `done` at once, on the caller's thread: unit tests, and any caller
+// that has no thread to come back to.
+class InlineJobRunner final : public JobRunner {
+public:
+    void run(const std::string&, std::function<void()> job, std::function<void()> done) override {
+        job();
+        done();
+    }
+};
+
+// One lane per key, each with its own thread and queue, created on the key's first job: a
+// deployable has a handful of assemblies, and a lane that waits for libvirt must never hold
+// up another's. Completions are handed to `post` (the core thread's inbox).
 
 class ThreadJobRunner final : public JobRunner {
 public:
@@ -55,4 +74,4 @@ private:
     std::map<std::string, std::unique_ptr<Lane>> lanes_;
 };
 
-} // namespace pcloud::dped
+} // namespace pcloud
