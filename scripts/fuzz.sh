@@ -20,7 +20,8 @@ if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
     seconds=$1
     shift
 fi
-all=(fuzz_store_xml fuzz_agent_proto fuzz_command_api fuzz_journal_line fuzz_shell_cli fuzz_scenario)
+all=(fuzz_store_xml fuzz_agent_proto fuzz_command_api fuzz_journal_line fuzz_shell_cli fuzz_scenario
+     fuzz_envelope)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 for t in "${targets[@]}"; do

@@ -15,7 +15,7 @@ RUNTIME_PKGS=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     busybox-static cpio xz-utils
     haproxy apache2 nginx debootstrap systemd-container
-    tmux python3-qpid-proton procps iproute2 curl
+    tmux python3-qpid-proton procps iproute2 curl openssl
     etcd-server etcd-client
 )
 

@@ -186,8 +186,69 @@ void AgentCore::reply(const std::string& id, bool ok, json result, const char* c
     push(proto::encodeReply(r), id.empty() ? std::string("-") : id);
 }
 
+void AgentCore::requireSignedCommands(
+    envelope::Trust trust, envelope::ReplayCache cache,
+    std::function<void(const envelope::ReplayCache&)> onAccepted) {
+    trust_ = std::move(trust);
+    replay_ = std::move(cache);
+    on_accepted_ = std::move(onAccepted);
+}
+
+namespace {
+
+// The "id" of the command inside an envelope (unverified), so that an error reply to a
+// refused envelope still correlates with what its sender waits for.
+std::string innerId(std::string_view bytes, const std::string& fallback) {
+    auto p = envelope::parse(bytes);
+    std::string_view body;
+    if (auto* parsed = std::get_if<envelope::Parsed>(&p))
+        body = parsed->body;
+    json j = json::parse(body.begin(), body.end(), nullptr, false);
+    if (j.is_object())
+        if (auto it = j.find("id"); it != j.end() && it->is_string())
+            return it->get<std::string>();
+    return fallback;
+}
+
+} // namespace
+
 void AgentCore::onMessage(std::string_view body) {
-    auto decoded = proto::decodeCommand(body, cfg_.max_message_size, clock_.nowMs());
+    std::string inner;
+    std::optional<envelope::Fields> signedBy;
+    if (body.size() <= cfg_.max_message_size) {
+        if (trust_) {
+            auto v = envelope::verify(body, *trust_, clock_.nowMs(), replay_);
+            if (auto* r = std::get_if<envelope::Rejection>(&v)) {
+                std::string id = r->code == envelope::Reject::Unsigned
+                                     ? r->request_id
+                                     : innerId(body, r->request_id);
+                PCLOUD_LOG(Warning, "Refused a command that failed verification",
+                           {{"id", id},
+                            {"code", envelope::toString(r->code)},
+                            {"sender", r->sender},
+                            {"request_id", r->request_id},
+                            {"reason", r->message},
+                            {"bytes", std::to_string(body.size())}});
+                reply(id, false, nullptr, envelope::toString(r->code), r->message);
+                return;
+            }
+            auto& verified = std::get<envelope::Verified>(v);
+            if (on_accepted_)
+                on_accepted_(replay_); // before it runs: a crash must not allow a replay
+            signedBy = verified.fields;
+            inner = std::move(verified.body);
+        } else if (auto p = envelope::parse(body); std::holds_alternative<envelope::Parsed>(p)) {
+            // No CA: the envelope is only unwrapped (the start log warned about this).
+            auto& parsed = std::get<envelope::Parsed>(p);
+            signedBy = parsed.fields;
+            inner = std::move(parsed.body);
+        } else {
+            inner = std::string(body); // a plain command (or garbage: decoded below)
+        }
+    } else {
+        inner = std::string(body); // decodeCommand answers too-large
+    }
+    auto decoded = proto::decodeCommand(inner, cfg_.max_message_size, clock_.nowMs());
     if (auto* f = std::get_if<proto::DecodeFailure>(&decoded)) {
         PCLOUD_LOG(Warning, "Rejected a command",
                    {{"id", f->id},
@@ -197,7 +258,22 @@ void AgentCore::onMessage(std::string_view body) {
         reply(f->id, false, nullptr, f->code.c_str(), f->message);
         return;
     }
-    handle(std::get<proto::Command>(std::move(decoded)));
+    auto& cmd = std::get<proto::Command>(decoded);
+    if (signedBy && signedBy->action != proto::toString(cmd.type)) {
+        std::string why = "the envelope's action '" + signedBy->action +
+                          "' is not the command's type '" + proto::toString(cmd.type) + "'";
+        PCLOUD_LOG(Warning, "Rejected a command",
+                   {{"id", cmd.id}, {"code", proto::kErrBadField}, {"reason", why}});
+        reply(cmd.id, false, nullptr, proto::kErrBadField, why);
+        return;
+    }
+    if (signedBy && trust_)
+        PCLOUD_LOG(Info, "Signed command verified",
+                   {{"id", cmd.id},
+                    {"sender", signedBy->sender},
+                    {"request_id", signedBy->request_id},
+                    {"epoch", std::to_string(signedBy->epoch)}});
+    handle(std::move(cmd));
 }
 
 void AgentCore::handle(proto::Command cmd) {

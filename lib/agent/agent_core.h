@@ -9,6 +9,7 @@
 #include "agent/config.h"
 #include "agent/event_loop.h"
 #include "agent/probe.h"
+#include "envelope/envelope.h"
 #include "proto/agent_messages.h"
 
 #include <cstdint>
@@ -49,6 +50,19 @@ public:
     void onLinkDown();
     bool linkUp() const { return link_up_; }
     void onMessage(std::string_view body);
+    // From now on every command must be a signed envelope that envelope::verify accepts
+    // with `trust` (its `self` is "agent:<assembly>"); anything else is answered with an
+    // error reply (the envelope error code) and changes nothing. Without it commands are
+    // taken unauthenticated: plain, or a signed envelope unwrapped without checking.
+    // `cache` is the replay cache to start with (kept across an agent restart), and
+    // `onAccepted` is called with it after each command that passed verification (the agent
+    // writes it to RUN_DIR/replay.json).
+    void
+    requireSignedCommands(envelope::Trust trust,
+                          envelope::ReplayCache cache = envelope::ReplayCache(),
+                          std::function<void(const envelope::ReplayCache&)> onAccepted = nullptr);
+    bool commandsSigned() const { return trust_.has_value(); }
+    const envelope::ReplayCache& replayCache() const { return replay_; }
     // The link waits for this before its first connection, so the first hello carries the
     // backend's real view: until the backend has settled, or at most kSettleWait; and until
     // the probe of every adopted unit that has one succeeded once, or at most
@@ -114,6 +128,9 @@ private:
     Millis heartbeat_interval_;
     std::uint64_t heartbeats_ = 0;
     std::list<std::shared_ptr<Pending>> pending_;
+    std::optional<envelope::Trust> trust_;
+    envelope::ReplayCache replay_;
+    std::function<void(const envelope::ReplayCache&)> on_accepted_;
 };
 
 } // namespace pcloud::agent

@@ -56,6 +56,29 @@ std::string firstLine(const std::string& path) {
     return s;
 }
 
+// RUN_DIR/replay.json of this boot, or nullopt (none, another boot, unreadable: said why).
+std::optional<envelope::ReplayCache> loadReplayCache(const std::string& path,
+                                                     const std::string& bootId, Millis now) {
+    if (path.empty() || !fs::exists(path))
+        return std::nullopt;
+    auto text = fs::readFile(path);
+    auto j = text ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+    if (!j.is_object() || !j.contains("cache")) {
+        PCLOUD_LOG(Warning, "Ignoring an unreadable replay cache file", {{"file", path}});
+        return std::nullopt;
+    }
+    auto boot = j.find("boot_id");
+    if (boot == j.end() || !boot->is_string() || boot->get<std::string>() != bootId)
+        return std::nullopt; // another boot: its commands are long expired or refused
+    auto c = envelope::ReplayCache::fromJson(j["cache"].dump(), now);
+    if (!c) {
+        PCLOUD_LOG(Warning, "Ignoring an unreadable replay cache file",
+                   {{"file", path}, {"error", c.error().message}});
+        return std::nullopt;
+    }
+    return std::move(*c);
+}
+
 // SIGTERM/SIGINT end the loop; read through a signalfd so they arrive inside poll().
 class SignalSource : public Source {
 public:
@@ -183,6 +206,48 @@ int runAgent(int argc, char** argv) {
     });
     AgentCore core(cfg, id, *backend, &probes, clock, boottimeMs);
     corePtr = &core;
+    if (!cfg.ca.empty()) {
+        auto ca = envelope::CaStore::loadFile(cfg.ca);
+        if (!ca) {
+            std::fprintf(stderr, "pcloud-agent: %s\n", ca.error().describe().c_str());
+            return toInt(ExitCode::Usage);
+        }
+        envelope::Trust trust{*ca, "agent:" + cfg.assembly, cfg.deployable, cfg.clock_skew};
+        // The replay cache survives an agent restart in RUN_DIR (tmpfs: not a reboot). When
+        // there is none from this boot, nothing signed before this start is accepted.
+        std::string replayPath = cfg.run_dir.empty() ? "" : cfg.run_dir + "/replay.json";
+        auto restored = loadReplayCache(replayPath, bootId, clock.nowMs());
+        if (!restored)
+            trust.not_before = clock.nowMs() - cfg.clock_skew;
+        std::function<void(const envelope::ReplayCache&)> save;
+        if (!replayPath.empty())
+            save = [replayPath, bootId, &clock, dir = cfg.run_dir](const envelope::ReplayCache& c) {
+                (void)fs::makePrivateDir(dir);
+                nlohmann::json j{{"boot_id", bootId},
+                                 {"cache", nlohmann::json::parse(c.toJson(clock.nowMs()))}};
+                if (auto st = fs::writeAtomic(replayPath, j.dump()); !st)
+                    PCLOUD_LOG(Warning, "Cannot save the replay cache",
+                               {{"file", replayPath}, {"error", st.error().describe()}});
+            };
+        PCLOUD_LOG(Notice, restored ? "Replay cache restored" : "No replay cache from before",
+                   {{"file", replayPath.empty() ? std::string("none") : replayPath},
+                    {"entries", std::to_string(restored ? restored->size() : 0)},
+                    {"not_before", std::to_string(trust.not_before)}});
+        core.requireSignedCommands(std::move(trust),
+                                   restored ? std::move(*restored) : envelope::ReplayCache(),
+                                   std::move(save));
+        PCLOUD_LOG(Notice, "Commands must be signed",
+                   {{"ca", cfg.ca},
+                    {"identity", "agent:" + cfg.assembly},
+                    {"accepts", cfg.deployable.empty() ? std::string("operator:*")
+                                                       : "operator:*, dped:" + cfg.deployable},
+                    {"clock_skew_ms", std::to_string(cfg.clock_skew)}});
+    } else {
+        PCLOUD_LOG(Warning,
+                   "No CA configured (ca=): commands are not authenticated; anyone who can "
+                   "send to this agent's command address can command it",
+                   {{"assembly", cfg.assembly}});
+    }
     backend->setListener(&core);
     for (const auto& [unit, p] : cfg.probes)
         probes.setProbe(unit, p);

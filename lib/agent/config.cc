@@ -201,6 +201,26 @@ Status applySetting(AgentConfig& cfg, const std::string& key, const std::string&
                                  value + "'");
             cfg.run_dir = value;
         }
+    } else if (key == "ca") {
+        if (value == "none") {
+            cfg.ca.clear();
+        } else {
+            if (value.empty() || value[0] != '/')
+                return makeError("ca must be the absolute path of the CA certificate (PEM), "
+                                 "e.g. /etc/pcloud/pki/ca.crt, or none, not '" +
+                                 value + "'");
+            cfg.ca = value;
+        }
+    } else if (key == "deployable") {
+        if (!model::isValidName(value))
+            return makeError("deployable '" + value + "' is not a valid name");
+        cfg.deployable = value;
+    } else if (key == "clock_skew") {
+        auto d = parseDuration(value);
+        if (!d || *d < 0 || *d > 3'600'000)
+            return makeError("clock_skew must be a duration from 0 to 1h such as 30s, not '" +
+                             value + "'");
+        cfg.clock_skew = *d;
     } else if (key.rfind("process.", 0) == 0 && key.size() > 8) {
         if (value.empty())
             return makeError(key + " needs a command line");
@@ -269,8 +289,16 @@ Options (each also a config file key, with '-' written as '_'; the command line 
   --log-level L          error, warning, notice (default), info or debug.
   --run-dir DIR          Process backend: where the processes it started are recorded
                          (created 0700), so that an agent restarted after a kill adopts
-                         them instead of starting second copies. Default /run/pcloud-agent;
-                         'none' records nothing.
+                         them instead of starting second copies; with --ca also the
+                         replay cache of signed commands (replay.json). Default
+                         /run/pcloud-agent; 'none' records nothing.
+  --ca FILE              The CA certificate (PEM). When set, every command must be a
+                         signed envelope whose signer that CA vouches for and who may
+                         command this agent (operator:*, or dped:DEPLOYABLE); anything
+                         else gets an error reply and changes nothing. Without it the
+                         agent warns at start that commands are not authenticated.
+  --deployable NAME      The deployable this agent belongs to: its dped may command it.
+  --clock-skew D         Allowed difference to the sender's clock (default 30s).
   --help                 Show this text.  --version  Show the version.
 
 Config file (one 'key = value' per line, '#' starts a comment):
@@ -358,9 +386,17 @@ Result<CommandLine> parseCommandLine(const std::vector<std::string>& args,
                     return st.error();
             continue;
         }
-        static const char* known[] = {
-            "connect",          "assembly",  "backend", "address_prefix", "heartbeat_interval",
-            "max_message_size", "log_level", "run_dir"};
+        static const char* known[] = {"connect",
+                                      "assembly",
+                                      "backend",
+                                      "address_prefix",
+                                      "heartbeat_interval",
+                                      "max_message_size",
+                                      "log_level",
+                                      "run_dir",
+                                      "ca",
+                                      "deployable",
+                                      "clock_skew"};
         bool ok = false;
         for (const char* k : known)
             ok = ok || key == k;

@@ -45,6 +45,12 @@ struct AgentConfig {
     std::string run_dir = "/run/pcloud-agent";
     std::map<std::string, std::string> process_commands; // process backend: unit -> command
     std::map<std::string, model::Probe> probes;          // unit -> readiness probe
+    // Signed commands (docs/protocol/agent.md "Signed commands"): with a CA certificate,
+    // every command must be a signed envelope from an identity that certificate vouches
+    // for, and that may command this agent: operator:* or dped:<deployable>.
+    std::string ca;         // PEM file of the CA certificate; empty = unauthenticated
+    std::string deployable; // the deployable this agent belongs to; empty = operators only
+    Millis clock_skew = 30'000;
     std::string config_file; // where the settings came from, for messages
 };
 

@@ -478,6 +478,23 @@ void Reactor::onReport(const std::string& assembly, const std::string& body, boo
     }
 }
 
+Status Reactor::sendToAgent(const std::string& assembly, const proto::Command& c) {
+    std::string body = proto::encodeCommand(c);
+    if (cfg_.signer) {
+        envelope::Fields f;
+        f.target = "agent:" + assembly;
+        f.action = proto::toString(c.type);
+        f.msgtime = clock_.nowMs();
+        f.ttl = cfg_.command_ttl;
+        f.epoch = cfg_.epoch;
+        auto signedBody = cfg_.signer->sign(f, body);
+        if (!signedBody) // fail closed: an unsigned command would be refused anyway
+            return makeError("cannot sign the command: " + signedBody.error().message);
+        body = std::move(*signedBody);
+    }
+    return bus_.send("pcloud.agent." + assembly, body, {{"correlation-id", c.id}});
+}
+
 void Reactor::sendWatch(const std::string& assembly) {
     const auto* a = model_.findAssembly(assembly);
     if (!a)
@@ -500,8 +517,7 @@ void Reactor::sendWatch(const std::string& assembly) {
         c.heartbeat_interval =
             std::clamp(d->heartbeat_interval, proto::kMinHeartbeatMs, proto::kMaxHeartbeatMs);
     pending_cmds_[c.id] = assembly + " watch";
-    auto st =
-        bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c), {{"correlation-id", c.id}});
+    auto st = sendToAgent(assembly, c);
     if (!st)
         PCLOUD_LOG(Warning, "Could not send watch",
                    {{"assembly", assembly}, {"error", st.error().describe()}});
@@ -813,8 +829,7 @@ void Reactor::serviceCommand(const policy::Action& action) {
     pending_cmds_[c.id] = a->name + "/" + r->name;
     if (pending_cmds_.size() > 1000)
         pending_cmds_.erase(pending_cmds_.begin());
-    auto st =
-        bus_.send("pcloud.agent." + a->name, proto::encodeCommand(c), {{"correlation-id", c.id}});
+    auto st = sendToAgent(a->name, c);
     PCLOUD_LOG(Notice, "Agent command sent",
                {{"assembly", a->name},
                 {"service", r->name},
@@ -1048,8 +1063,7 @@ std::optional<std::string> Reactor::startPing(const json& request, const std::st
     p.timeout = timeout;
     p.deadline = clock_.nowMs() + timeout;
     p.sent_mono = clock_.monotonicMs();
-    auto st =
-        bus_.send("pcloud.agent." + assembly, proto::encodeCommand(c), {{"correlation-id", c.id}});
+    auto st = sendToAgent(assembly, c);
     if (!st)
         return errorReply(id, "unavailable", "could not send the ping: " + st.error().describe())
             .dump();

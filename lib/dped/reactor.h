@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/host_config.h"
 #include "dped/ports.h"
+#include "envelope/envelope.h"
 #include "model/model.h"
 #include "policy/policy.h"
 #include "policy/types.h"
@@ -22,6 +23,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -34,6 +36,11 @@ struct ReactorConfig {
     std::string state_dir;
     policy::Tunables tunables;
     hostconfig::HostConfig host; // what domain XML may ask of this host
+    // When set, every command to an agent is a signed envelope (docs/protocol/agent.md
+    // "Signed commands") from this signer (dped:<deployable>), valid for command_ttl.
+    std::shared_ptr<const envelope::Signer> signer;
+    Millis command_ttl = 30'000;
+    std::uint64_t epoch = 0; // the leader epoch, 0 until the HA work sets it
 };
 
 // Unit name the agent watches for a resource: for class process the resource name (the
@@ -119,6 +126,8 @@ private:
     void jobDone(const std::string& assembly);
     bool jobBusy(const std::string& assembly) const { return jobs_inflight_.count(assembly) > 0; }
     void serviceCommand(const policy::Action& action);
+    // Sends a command to an agent: its body, or with a signer a signed envelope of it.
+    Status sendToAgent(const std::string& assembly, const proto::Command& c);
     void sendWatch(const std::string& assembly);
     void readRefereeMembership();
     // A heartbeat overdue by more than frozenAfter(): is the assembly's qemu stopped?

@@ -428,7 +428,7 @@ std::string usage() {
            "            [--address-prefix P] [--uri LIBVIRT_URI] [--log-level LEVEL]\n"
            "            [--referee-reconcile-ms MS] [--config /etc/pcloud/pcloud.conf]\n"
            "            [--bus-ca CA.crt --bus-cert dped.NAME.crt --bus-key dped.NAME.key]\n"
-           "            [--node HOST]\n"
+           "            [--node HOST] [--key KEY.pem --cert CERT.pem | --pki-dir DIR]\n"
            "--node: drive the domains through that host's pcloud-node over the bus instead\n"
            "of opening libvirt here (docs/protocol/node.md).\n";
 }
@@ -464,6 +464,9 @@ Result<Options> parseOptions(int argc, char** argv) {
                               : key == "--bus-ca"         ? &o.bus_ca
                               : key == "--bus-cert"       ? &o.bus_cert
                               : key == "--bus-key"        ? &o.bus_key
+                              : key == "--key"            ? &o.key
+                              : key == "--cert"           ? &o.cert
+                              : key == "--pki-dir"        ? &o.pki_dir
                                                           : nullptr;
         if (!target)
             return makeError("unknown option '" + a + "'\n" + usage());
@@ -478,6 +481,16 @@ Result<Options> parseOptions(int argc, char** argv) {
         return makeError("invalid host name '" + o.node + "' for --node");
     if (!o.node.empty() && !o.uri.empty())
         return makeError("--node and --uri exclude each other: the node owns the libvirt URI");
+    if (!o.pki_dir.empty()) {
+        if (!o.key.empty() || !o.cert.empty())
+            return makeError("--pki-dir names the key and certificate itself; give it or "
+                             "--key/--cert, not both");
+        o.key = o.pki_dir + "/dped." + o.deployable + ".key";
+        o.cert = o.pki_dir + "/dped." + o.deployable + ".crt";
+    }
+    if (o.key.empty() != o.cert.empty())
+        return makeError("--key and --cert go together (the signing key of dped:" + o.deployable +
+                         " and its certificate)");
     return o;
 }
 
@@ -623,6 +636,39 @@ int runDped(const Options& opt) {
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;
     ReactorConfig rc{opt.deployable, opt.state_dir, {}, *host};
+    // One identity, one key: without --key/--cert, dped signs with the certificate it
+    // presents on the bus (dped.D in the PKI dir, which cped issues for the dpeds it starts),
+    // so a dped started by cped signs its commands too.
+    std::string signKey = opt.key, signCert = opt.cert;
+    const bool explicitKey = !signKey.empty();
+    if (!explicitKey && ::access(copt.keyFile.c_str(), R_OK) == 0 &&
+        ::access(copt.certFile.c_str(), R_OK) == 0) {
+        signKey = copt.keyFile;
+        signCert = copt.certFile;
+    }
+    if (!signKey.empty()) {
+        auto signer = envelope::Signer::load(signKey, signCert);
+        if (!signer && !explicitKey) {
+            PCLOUD_LOG(Warning, "Cannot sign commands with the bus certificate; they go unsigned",
+                       {{"cert", signCert}, {"error", signer.error().describe()}});
+        } else if (!signer) {
+            PCLOUD_LOG(Error, "Cannot load the command signing key; fix it and start again",
+                       {{"error", signer.error().describe()}});
+            return toInt(ExitCode::Config);
+        } else if (signer->identity() != "dped:" + opt.deployable) {
+            PCLOUD_LOG(Error, "The signing certificate is not this dped's; agents would refuse it",
+                       {{"cert", signCert},
+                        {"identity", signer->identity()},
+                        {"want", "dped:" + opt.deployable}});
+            return toInt(ExitCode::Config);
+        } else {
+            rc.signer = std::make_shared<const envelope::Signer>(std::move(*signer));
+            PCLOUD_LOG(Notice, "Commands to agents are signed",
+                       {{"identity", rc.signer->identity()},
+                        {"cert", signCert},
+                        {"ttl_ms", std::to_string(rc.command_ttl)}});
+        }
+    }
     // Declared after hv (its jobs call libvirt) and before the reactor (which holds it).
     ThreadJobRunner jobs([&inbox](std::function<void()> done) { inbox.post(std::move(done)); });
     Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter, &jobs);

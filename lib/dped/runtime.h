@@ -23,6 +23,14 @@ struct Options {
     // Host configuration (common/host_config.h); "" = /etc/pcloud/pcloud.conf, which may be
     // absent (safe defaults). A path given with --config must exist.
     std::string config;
+    // Signed commands to agents (docs/protocol/agent.md "Signed commands"): the PEM key
+    // (0600) and certificate of dped:<deployable>. Both or neither.
+    std::string key;
+    std::string cert;
+    // --pki-dir DIR: the same as --key DIR/dped.<deployable>.key --cert
+    // DIR/dped.<deployable>.crt (the PKI layout of docs/security.md), so one option serves
+    // every dped cped starts.
+    std::string pki_dir;
     // The host whose pcloud-node drives the domains ("" = libvirt here, at `uri`).
     std::string node;
     // The bus certificate for an amqps:// broker (docs/security.md); "" = dped.DEPLOYABLE

@@ -78,9 +78,9 @@ TEST(AgentConfig, CommandLineOverridesFile) {
 
 TEST(AgentConfig, UsageDocumentsEveryOption) {
     std::string u = usageText();
-    for (const char* opt :
-         {"--connect", "--assembly", "--watch", "--backend", "--config", "--address-prefix",
-          "--heartbeat-interval", "--max-message-size", "--log-level", "--run-dir"})
+    for (const char* opt : {"--connect", "--assembly", "--watch", "--backend", "--config",
+                            "--address-prefix", "--heartbeat-interval", "--max-message-size",
+                            "--log-level", "--run-dir", "--ca", "--deployable", "--clock-skew"})
         EXPECT_NE(u.find(opt), std::string::npos) << opt;
 }
 
@@ -100,4 +100,32 @@ TEST(AgentConfig, RunDirIsAnAbsolutePathOrNone) {
     auto cl = parseCommandLine({"--run-dir", "/tmp/x"}, "");
     ASSERT_TRUE(cl.ok()) << cl.error().describe();
     EXPECT_EQ(cl->config.run_dir, "/tmp/x");
+}
+
+TEST(AgentConfig, SignedCommandSettings) {
+    AgentConfig c;
+    EXPECT_EQ(c.ca, "");
+    EXPECT_EQ(c.clock_skew, 30'000);
+    ASSERT_TRUE(parseConfigText(c,
+                                "ca = /etc/pcloud/pki/ca.crt\ndeployable = web\n"
+                                "clock_skew = 5s\n",
+                                "f")
+                    .ok());
+    EXPECT_EQ(c.ca, "/etc/pcloud/pki/ca.crt");
+    EXPECT_EQ(c.deployable, "web");
+    EXPECT_EQ(c.clock_skew, 5'000);
+    ASSERT_TRUE(parseConfigText(c, "ca = none\n", "f").ok());
+    EXPECT_EQ(c.ca, "");
+    for (const char* bad :
+         {"ca = pki/ca.crt", "deployable = a b", "clock_skew = 2h", "clock_skew = soon"}) {
+        auto st = parseConfigText(c, std::string(bad) + "\n", "agent.conf");
+        ASSERT_FALSE(st.ok()) << bad;
+        EXPECT_NE(st.error().describe().find("agent.conf:1: "), std::string::npos);
+    }
+    auto cl =
+        parseCommandLine({"--ca", "/x/ca.crt", "--deployable", "db", "--clock-skew", "1s"}, "");
+    ASSERT_TRUE(cl.ok()) << cl.error().describe();
+    EXPECT_EQ(cl->config.ca, "/x/ca.crt");
+    EXPECT_EQ(cl->config.deployable, "db");
+    EXPECT_EQ(cl->config.clock_skew, 1'000);
 }

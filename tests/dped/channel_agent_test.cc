@@ -9,6 +9,8 @@
 #include "dped/reactor.h"
 #include "fakes.h"
 
+#include "test_pki.h"
+
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -138,8 +140,17 @@ public:
     }
 };
 
-TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
-    std::string dir = "/tmp/pcloud-chanagent-" + std::to_string(::getpid());
+// Signed commands (docs/protocol/agent.md "Signed commands"): with `signer` the reactor
+// signs what it sends, and with `caPath` the agent takes only commands signed by its
+// deployable's dped. `refusedCode`: the agent must refuse the watch with this code instead.
+struct Signing {
+    std::shared_ptr<const envelope::Signer> signer;
+    std::string caPath;
+    std::string refusedCode;
+};
+
+void runChannelAgent(const std::string& tag, const Signing& signing = {}) {
+    std::string dir = "/tmp/pcloud-chanagent-" + tag + std::to_string(::getpid());
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     int port = 0;
@@ -175,7 +186,9 @@ TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
     FakeWatch watch;
     policy::ZeroJitter jitter;
     dped::Inbox inbox;
-    dped::Reactor reactor({"web", dir, {}}, m, clock, hv, messenger, watch, nullptr, jitter);
+    dped::ReactorConfig rc{"web", dir, {}};
+    rc.signer = signing.signer;
+    dped::Reactor reactor(rc, m, clock, hv, messenger, watch, nullptr, jitter);
 
     dped::ChannelPeerOptions po;
     po.socket_path = sock;
@@ -198,6 +211,9 @@ TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
     std::string conf = dir + "/agent.conf";
     std::ofstream(conf) << "connect = amqp://127.0.0.1:" << port
                         << "\nassembly = node01\nbackend = process\nheartbeat_interval = 200ms\n";
+    if (!signing.caPath.empty())
+        std::ofstream(conf, std::ios::app)
+            << "ca = " << signing.caPath << "\ndeployable = web\nrun_dir = none\n";
     std::string log = dir + "/agent.log";
     pid_t agent = ::fork();
     if (agent == 0) {
@@ -238,6 +254,20 @@ TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
         30s))
         << agentLog();
     std::uint64_t first = oa().heartbeat_seq;
+    if (!signing.refusedCode.empty()) {
+        // The agent refuses the watch: it is never told about svc, which never runs.
+        bool refused = runUntil(
+            [&] { return agentLog().find("code=" + signing.refusedCode) != std::string::npos; },
+            30s);
+        EXPECT_TRUE(refused) << agentLog();
+        EXPECT_TRUE(oa().services.count("svc") == 0 ||
+                    oa().services.at("svc").state != policy::ServiceState::Active);
+        ::kill(agent, SIGTERM);
+        ::waitpid(agent, nullptr, 0);
+        if (!::testing::Test::HasFailure())
+            std::filesystem::remove_all(dir);
+        return;
+    }
     bool ok = runUntil(
         [&] {
             return oa().heartbeat_seq >= first + 3 && oa().services.count("svc") > 0 &&
@@ -254,10 +284,34 @@ TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
     EXPECT_GT(bridge.bytes.load(), 0u);
     EXPECT_EQ(peer.stats().dropped_connections, 0u);
 
+    if (signing.signer) {
+        EXPECT_NE(messenger.agent_commands[0].find("\"type\":\"signed\""), std::string::npos);
+        EXPECT_NE(agentLog().find("Signed command verified"), std::string::npos) << agentLog();
+    }
+
     ::kill(agent, SIGTERM);
     ::waitpid(agent, nullptr, 0);
-    if (!HasFailure())
+    if (!::testing::Test::HasFailure())
         std::filesystem::remove_all(dir);
+}
+
+TEST(ChannelAgent, RealAgentReachesTheReactorWithNoHub) {
+    runChannelAgent("plain");
+}
+
+// The same over the guest channel with signed commands: the agent, configured with the CA,
+// runs the watch dped:web signed; signed by another deployable's dped it refuses it.
+TEST(ChannelAgent, SignedWatchFromItsDpedRunsAndAnotherDpedsIsRefused) {
+    testpki::TestPki pki("channel");
+    pki.issue("dped:web");
+    pki.issue("dped:db");
+    auto signer = [&](const std::string& id) {
+        auto s = envelope::Signer::load(pki.keyPath(id), pki.certPath(id));
+        EXPECT_TRUE(s) << s.error().describe();
+        return std::make_shared<const envelope::Signer>(*s);
+    };
+    runChannelAgent("signed", Signing{signer("dped:web"), pki.caCert(), ""});
+    runChannelAgent("foreign", Signing{signer("dped:db"), pki.caCert(), "not-authorized"});
 }
 
 } // namespace

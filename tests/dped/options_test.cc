@@ -49,4 +49,19 @@ TEST(DpedOptions, BadRefereeReconcileIntervalIsRefusedByName) {
         << missing.error().message;
 }
 
+TEST(DpedOptions, SigningKeyAndCertificateGoTogether) {
+    auto both = parse({"--deployable", "web", "--key", "/k.pem", "--cert=/c.pem"});
+    ASSERT_TRUE(both.ok()) << both.error().describe();
+    EXPECT_EQ(both->key, "/k.pem");
+    EXPECT_EQ(both->cert, "/c.pem");
+    auto one = parse({"--deployable", "web", "--key", "/k.pem"});
+    ASSERT_FALSE(one.ok());
+    EXPECT_NE(one.error().message.find("--key and --cert go together"), std::string::npos);
+    auto dir = parse({"--deployable", "web", "--pki-dir", "/etc/pcloud/pki"});
+    ASSERT_TRUE(dir.ok()) << dir.error().describe();
+    EXPECT_EQ(dir->key, "/etc/pcloud/pki/dped.web.key");
+    EXPECT_EQ(dir->cert, "/etc/pcloud/pki/dped.web.crt");
+    EXPECT_FALSE(parse({"--deployable", "web", "--pki-dir", "/p", "--key", "/k.pem"}).ok());
+}
+
 } // namespace
