@@ -176,7 +176,7 @@ protected:
     }
 
     std::unique_ptr<testpki::TestPki> pki_, other_;
-    bus::Hub hub_;
+    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://: the envelope is the point
     bus::Client client_;
     pid_t agent_ = -1;
     std::string conf_, log_, worker_;

@@ -38,9 +38,11 @@ void startCped(CpedProc& c, const std::vector<std::string>& extra) {
         int fd = ::open((c.dir + "/cped.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
         ::dup2(fd, 1);
         ::dup2(fd, 2);
-        std::vector<std::string> argv = {CPED_BIN, "--state-dir", c.dir,     "--listen",
-                                         c.url(),  "--dped-path", FAKE_DPED, "--node-name",
-                                         c.name,   "--log-level", "info"};
+        std::vector<std::string> argv = {CPED_BIN, "--state-dir", c.dir, "--listen", c.url(),
+                                         "--dped-path", FAKE_DPED, "--node-name", c.name,
+                                         "--log-level", "info",
+                                         // plain amqp://: this test is about the election
+                                         "--insecure-listen"};
         argv.insert(argv.end(), extra.begin(), extra.end());
         std::vector<char*> args;
         for (auto& a : argv)
