@@ -612,7 +612,9 @@ TEST_F(DpedE2e, PlannedStopIsGracefulAndDestroysOnlyAfterTheStopTimeout) {
     EXPECT_EQ(i[2]["reason"], "destroyed (not shut down gracefully)");
     // Destroyed after the deadline, not before (and not much later: dped's wake-up).
     Millis waited = timeOf(i[1]) - timeOf(i[0]);
-    EXPECT_GT(waited, kStopTimeout) << dumpEvents();
+    // Not before the deadline; at it exactly is right (the engine wakes at the deadline and
+    // both events are stamped in whole milliseconds: CI saw 8000 vs 8000).
+    EXPECT_GE(waited, kStopTimeout) << dumpEvents();
     EXPECT_LT(waited, kStopTimeout + 3'000) << dumpEvents();
     auto log = fs::readFile(log_);
     ASSERT_TRUE(log.ok());
