@@ -5,6 +5,7 @@
 #include "common/fs.h"
 #include "dped/remote_node.h"
 #include "node/node_service.h"
+#include "pki/pki.h"
 #include "support/test_support.h"
 #include "virt/libvirt_hypervisor.h"
 #include "virt/node_protocol.h"
@@ -352,28 +353,49 @@ public:
 
 } // namespace
 
+// Over mutual TLS, as cped runs it: the hub presents cped:hub, the test's client is
+// dped:web and the node node:h1, and each may use only its own addresses (bus/authz.h).
 class NodeProcessTest : public ::testing::Test {
 protected:
     void SetUp() override {
         ASSERT_TRUE(std::filesystem::exists(kBin + "/pcloud-node")) << "build pcloud-node first";
         dir_ = tempDir("proc");
-        ASSERT_TRUE(hub_.start("amqp://127.0.0.1:0").ok());
-        ASSERT_TRUE(client_.connect("amqp://127.0.0.1:" + std::to_string(hub_.boundPort())).ok());
+        pki_ = dir_ + "/pki";
+        ASSERT_TRUE(pki::initCa(pki_).ok());
+        for (const char* id : {"cped:hub", "dped:web", "node:h1", "agent:w1"})
+            ASSERT_TRUE(pki::issue(pki_, *pki::parseIdentity(id)).ok()) << id;
+        bus::HubOptions ho;
+        ho.tls.caFile = pki_ + "/ca.crt";
+        ho.tls.certFile = pki_ + "/cped.hub.crt";
+        ho.tls.keyFile = pki_ + "/cped.hub.key";
+        hub_.emplace(ho);
+        ASSERT_TRUE(hub_->start("amqps://127.0.0.1:0").ok());
+        ASSERT_TRUE(client_.connect(clientOptions("dped.web")).ok());
         ASSERT_TRUE(client_.waitConnected(10s));
     }
     void TearDown() override {
         stopNode(SIGKILL);
         client_.close();
-        hub_.stop();
+        hub_->stop();
         if (!HasFailure())
             std::filesystem::remove_all(dir_);
+    }
+    std::string url() const { return "amqps://127.0.0.1:" + std::to_string(hub_->boundPort()); }
+    bus::ClientOptions clientOptions(const std::string& who) const {
+        bus::ClientOptions o;
+        o.url = url();
+        o.caFile = pki_ + "/ca.crt";
+        o.certFile = pki_ + "/" + who + ".crt";
+        o.keyFile = pki_ + "/" + who + ".key";
+        return o;
     }
     void startNode() {
         log_ = dir_ + "/node." + std::to_string(++runs_) + ".log";
         pid_ = spawnLogged(kBin + "/pcloud-node",
                            {"pcloud-node", "--name", "h1", "--uri", "test:///default", "--broker",
-                            "amqp://127.0.0.1:" + std::to_string(hub_.boundPort()), "--state-dir",
-                            dir_, "--heartbeat-ms", "100", "--log-level", "info"},
+                            url(), "--bus-ca", pki_ + "/ca.crt", "--bus-cert",
+                            pki_ + "/node.h1.crt", "--bus-key", pki_ + "/node.h1.key",
+                            "--state-dir", dir_, "--heartbeat-ms", "100", "--log-level", "info"},
                            log_);
         ASSERT_GT(pid_, 0);
     }
@@ -389,9 +411,9 @@ protected:
         return t ? *t : std::string();
     }
 
-    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://, not about TLS
+    std::optional<bus::Hub> hub_;
     bus::Client client_;
-    std::string dir_, log_;
+    std::string dir_, pki_, log_;
     pid_t pid_ = -1;
     int runs_ = 0;
 };
@@ -509,4 +531,37 @@ TEST_F(NodeProcessTest, TheFirstRequestRightAfterTheFirstHeartbeatIsAnswered) {
         ASSERT_TRUE(info.ok()) << "round " << round << ": " << info.error().describe() << nodeLog();
         stopNode(SIGKILL);
     }
+}
+
+// Promise 2 on the node's addresses: an agent (a guest) can neither send requests to its
+// host's node nor publish events in the node's name; the hub refuses both links.
+TEST_F(NodeProcessTest, AGuestCanNeitherCommandTheNodeNorForgeItsEvents) {
+    startNode();
+    dped::RemoteNodeOptions o;
+    o.host = "h1";
+    o.sender = "dped:web";
+    dped::RemoteNode remote(client_, o);
+    Recorder rec;
+    remote.setListener(&rec);
+    remote.start();
+    ASSERT_TRUE(waitFor([&] { return remote.nodeUp(); }, 20s)) << nodeLog();
+
+    bus::Client guest;
+    ASSERT_TRUE(guest.connect(clientOptions("agent.w1")).ok());
+    ASSERT_TRUE(guest.waitConnected(10s));
+    auto r = guest.request("pcloud.node.h1", request(nodep::Op::Destroy, "test"), 2s);
+    EXPECT_FALSE(r.ok());
+    nodep::Event forged;
+    forged.node = "h1";
+    forged.seq = 1'000'000;
+    forged.boot = "forged";
+    forged.kind = nodep::EventKind::InfraDown;
+    forged.reason = "forged by a guest";
+    (void)guest.send("pcloud.nodes.h1", nodep::encode(forged));
+    ASSERT_TRUE(waitFor([&] { return hub_->security().deniedLinks >= 2; }, 10s))
+        << hub_->securityJson();
+    EXPECT_EQ(rec.downCount(), 0); // the forged infra-down never arrived
+    EXPECT_EQ(remote.lookup("test")->state, virt::DomainState::Running);
+    EXPECT_EQ(nodeLog().find("op=destroy"), std::string::npos) << nodeLog();
+    guest.close();
 }
