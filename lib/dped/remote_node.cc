@@ -162,15 +162,20 @@ void RemoteNode::onEvent(const bus::Message& m) {
     }
 }
 
-Result<nodep::Reply> RemoteNode::call(nodep::Request q, std::chrono::milliseconds timeout) {
-    if (!nodeUp())
-        return makeError("node " + opt_.host + " is not answering (no heartbeat)");
+nodep::Request RemoteNode::stamped(nodep::Request q) {
     {
         std::lock_guard lock(mu_);
         q.id = opt_.sender + "-" + std::to_string(++next_id_);
     }
     q.sender = opt_.sender;
     q.epoch = opt_.epoch;
+    return q;
+}
+
+Result<nodep::Reply> RemoteNode::call(nodep::Request q, std::chrono::milliseconds timeout) {
+    if (!nodeUp())
+        return makeError("node " + opt_.host + " is not answering (no heartbeat)");
+    q = stamped(std::move(q));
     auto r = client_.request(address_, nodep::encode(q), timeout);
     if (!r)
         return makeError("node " + opt_.host + ": " + nodep::toString(q.op) +
@@ -200,60 +205,45 @@ Status RemoteNode::plainCall(nodep::Request q, std::chrono::milliseconds timeout
     return {};
 }
 
-Result<virt::DomainInfo> RemoteNode::lookup(const std::string& name) {
+nodep::Request RemoteNode::requestFor(nodep::Op op, const std::string& domain,
+                                      const std::string& xml) {
     nodep::Request q;
-    q.op = nodep::Op::Lookup;
-    q.domain = name;
-    return domainCall(std::move(q), opt_.quick_timeout);
+    q.op = op;
+    q.domain = domain;
+    q.xml = xml;
+    return q;
+}
+
+Result<virt::DomainInfo> RemoteNode::lookup(const std::string& name) {
+    return domainCall(requestFor(nodep::Op::Lookup, name), opt_.quick_timeout);
 }
 
 Result<virt::DomainInfo> RemoteNode::defineAndStart(const std::string& xml) {
-    nodep::Request q;
-    q.op = nodep::Op::DefineAndStart;
-    q.xml = xml;
-    return domainCall(std::move(q), opt_.call_timeout);
+    return domainCall(requestFor(nodep::Op::DefineAndStart, {}, xml), opt_.call_timeout);
 }
 
 Result<virt::DomainInfo> RemoteNode::createTransient(const std::string& xml) {
-    nodep::Request q;
-    q.op = nodep::Op::CreateTransient;
-    q.xml = xml;
-    return domainCall(std::move(q), opt_.call_timeout);
+    return domainCall(requestFor(nodep::Op::CreateTransient, {}, xml), opt_.call_timeout);
 }
 
 Status RemoteNode::start(const std::string& name) {
-    nodep::Request q;
-    q.op = nodep::Op::Start;
-    q.domain = name;
-    return plainCall(std::move(q), opt_.call_timeout);
+    return plainCall(requestFor(nodep::Op::Start, name), opt_.call_timeout);
 }
 
 Status RemoteNode::destroy(const std::string& name) {
-    nodep::Request q;
-    q.op = nodep::Op::Destroy;
-    q.domain = name;
-    return plainCall(std::move(q), opt_.call_timeout);
+    return plainCall(requestFor(nodep::Op::Destroy, name), opt_.call_timeout);
 }
 
 Status RemoteNode::shutdown(const std::string& name) {
-    nodep::Request q;
-    q.op = nodep::Op::Shutdown;
-    q.domain = name;
-    return plainCall(std::move(q), opt_.call_timeout);
+    return plainCall(requestFor(nodep::Op::Shutdown, name), opt_.call_timeout);
 }
 
 Status RemoteNode::undefine(const std::string& name) {
-    nodep::Request q;
-    q.op = nodep::Op::Undefine;
-    q.domain = name;
-    return plainCall(std::move(q), opt_.call_timeout);
+    return plainCall(requestFor(nodep::Op::Undefine, name), opt_.call_timeout);
 }
 
 Result<pid_t> RemoteNode::qemuPid(const std::string& name) {
-    nodep::Request q;
-    q.op = nodep::Op::QemuPid;
-    q.domain = name;
-    auto r = call(std::move(q), opt_.quick_timeout);
+    auto r = call(requestFor(nodep::Op::QemuPid, name), opt_.quick_timeout);
     if (!r)
         return r.error();
     if (!r->pid)
@@ -264,16 +254,8 @@ Result<pid_t> RemoteNode::qemuPid(const std::string& name) {
 void RemoteNode::watchPid(const std::string& domain, pid_t pid) {
     if (!nodeUp())
         return; // renewed when the node is heard again (refreshAll)
-    nodep::Request q;
-    q.op = nodep::Op::WatchPid;
-    q.domain = domain;
+    nodep::Request q = stamped(requestFor(nodep::Op::WatchPid, domain));
     q.pid = pid;
-    {
-        std::lock_guard lock(mu_);
-        q.id = opt_.sender + "-" + std::to_string(++next_id_);
-    }
-    q.sender = opt_.sender;
-    q.epoch = opt_.epoch;
     std::string host = opt_.host;
     client_.requestAsync(address_, nodep::encode(q), opt_.quick_timeout,
                          [host, domain](Result<bus::Message> r) {
@@ -295,15 +277,7 @@ void RemoteNode::watchPid(const std::string& domain, pid_t pid) {
 void RemoteNode::unwatchPid(const std::string& domain) {
     if (!nodeUp())
         return;
-    nodep::Request q;
-    q.op = nodep::Op::UnwatchPid;
-    q.domain = domain;
-    {
-        std::lock_guard lock(mu_);
-        q.id = opt_.sender + "-" + std::to_string(++next_id_);
-    }
-    q.sender = opt_.sender;
-    q.epoch = opt_.epoch;
+    nodep::Request q = stamped(requestFor(nodep::Op::UnwatchPid, domain));
     client_.requestAsync(address_, nodep::encode(q), opt_.quick_timeout,
                          [](Result<bus::Message>) {});
 }

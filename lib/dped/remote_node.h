@@ -68,6 +68,10 @@ public:
     void onPidExit(PidExit callback);
 
 private:
+    static virt::node::Request requestFor(virt::node::Op op, const std::string& domain,
+                                          const std::string& xml = {});
+    // With this controller's id, sender and epoch.
+    virt::node::Request stamped(virt::node::Request request);
     Result<virt::node::Reply> call(virt::node::Request request, std::chrono::milliseconds timeout);
     Result<virt::DomainInfo> domainCall(virt::node::Request request,
                                         std::chrono::milliseconds timeout);
