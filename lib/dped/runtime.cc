@@ -435,44 +435,24 @@ std::string usage() {
 
 Result<Options> parseOptions(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        if (a == "--help" || a == "-h")
-            return makeError(usage(), "help");
-        auto value = [&](std::string& out) { return args::optionValue(argc, argv, i, out); };
-        std::string key = a.substr(0, a.find('='));
-        if (key == "--referee-reconcile-ms") {
-            std::string v;
-            if (!value(v))
-                return makeError("option " + key + " needs a value");
-            int ms = 0;
-            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
-            if (ec != std::errc() || end != v.data() + v.size() || ms < 100 || ms > 3'600'000)
-                return makeError("option " + key + " '" + v +
-                                 "' is not a number of milliseconds from 100 to 3600000");
-            o.referee_reconcile_ms = ms;
-            continue;
-        }
-        std::string* target = key == "--deployable"       ? &o.deployable
-                              : key == "--state-dir"      ? &o.state_dir
-                              : key == "--broker"         ? &o.broker
-                              : key == "--address-prefix" ? &o.address_prefix
-                              : key == "--uri"            ? &o.uri
-                              : key == "--log-level"      ? &o.log_level
-                              : key == "--config"         ? &o.config
-                              : key == "--node"           ? &o.node
-                              : key == "--bus-ca"         ? &o.bus_ca
-                              : key == "--bus-cert"       ? &o.bus_cert
-                              : key == "--bus-key"        ? &o.bus_key
-                              : key == "--key"            ? &o.key
-                              : key == "--cert"           ? &o.cert
-                              : key == "--pki-dir"        ? &o.pki_dir
-                                                          : nullptr;
-        if (!target)
-            return makeError("unknown option '" + a + "'\n" + usage());
-        if (!value(*target))
-            return makeError("option " + key + " needs a value");
-    }
+    args::Table t;
+    t.strings = {{"--deployable", &o.deployable},
+                 {"--state-dir", &o.state_dir},
+                 {"--broker", &o.broker},
+                 {"--address-prefix", &o.address_prefix},
+                 {"--uri", &o.uri},
+                 {"--log-level", &o.log_level},
+                 {"--config", &o.config},
+                 {"--node", &o.node},
+                 {"--bus-ca", &o.bus_ca},
+                 {"--bus-cert", &o.bus_cert},
+                 {"--bus-key", &o.bus_key},
+                 {"--key", &o.key},
+                 {"--cert", &o.cert},
+                 {"--pki-dir", &o.pki_dir}};
+    t.millis = {{"--referee-reconcile-ms", {&o.referee_reconcile_ms, 100, 3'600'000}}};
+    if (auto st = args::parseTable(argc, argv, t, usage()); !st)
+        return st.error();
     if (o.deployable.empty())
         return makeError("--deployable NAME is required\n" + usage());
     if (!model::isValidName(o.deployable))

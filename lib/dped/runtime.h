@@ -4,6 +4,7 @@
 // worker thread, the libvirt job lanes (job_runner.h), signals and the reactor thread's
 // inbox. dped/main.cc only calls runDped().
 
+#include "common/clock.h"
 #include "common/result.h"
 
 #include <string>
@@ -19,7 +20,7 @@ struct Options {
     std::string log_level; // error|warning|notice|info|debug
     // How often the referee worker re-reads the balancer and repairs drift (an HAProxy
     // restart loses every runtime change). Tests shorten it; 100..3600000 ms.
-    int referee_reconcile_ms = 10'000;
+    Millis referee_reconcile_ms = 10'000;
     // Host configuration (common/host_config.h); "" = /etc/pcloud/pcloud.conf, which may be
     // absent (safe defaults). A path given with --config must exist.
     std::string config;

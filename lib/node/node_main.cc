@@ -39,40 +39,15 @@ std::string usage() {
 
 Result<Options> parseOptions(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        if (a == "--help" || a == "-h")
-            return makeError(usage(), "help");
-        auto value = [&](std::string& out) { return args::optionValue(argc, argv, i, out); };
-        std::string key = a.substr(0, a.find('='));
-        if (key == "--heartbeat-ms") {
-            std::string v;
-            if (!value(v))
-                return makeError("option " + key + " needs a value");
-            Millis ms = 0;
-            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
-            if (ec != std::errc() || end != v.data() + v.size() || ms < 50 || ms > 60'000)
-                return makeError("option " + key + " '" + v +
-                                 "' is not a number of milliseconds from 50 to 60000");
-            o.heartbeat_ms = ms;
-            continue;
-        }
-        std::string* target = key == "--name"             ? &o.name
-                              : key == "--uri"            ? &o.uri
-                              : key == "--broker"         ? &o.broker
-                              : key == "--address-prefix" ? &o.address_prefix
-                              : key == "--state-dir"      ? &o.state_dir
-                              : key == "--config"         ? &o.config
-                              : key == "--log-level"      ? &o.log_level
-                              : key == "--bus-ca"         ? &o.bus_ca
-                              : key == "--bus-cert"       ? &o.bus_cert
-                              : key == "--bus-key"        ? &o.bus_key
-                                                          : nullptr;
-        if (!target)
-            return makeError("unknown option '" + a + "'\n" + usage());
-        if (!value(*target))
-            return makeError("option " + key + " needs a value");
-    }
+    args::Table t;
+    t.strings = {{"--name", &o.name},           {"--uri", &o.uri},
+                 {"--broker", &o.broker},       {"--address-prefix", &o.address_prefix},
+                 {"--state-dir", &o.state_dir}, {"--config", &o.config},
+                 {"--log-level", &o.log_level}, {"--bus-ca", &o.bus_ca},
+                 {"--bus-cert", &o.bus_cert},   {"--bus-key", &o.bus_key}};
+    t.millis = {{"--heartbeat-ms", {&o.heartbeat_ms, 50, 60'000}}};
+    if (auto st = args::parseTable(argc, argv, t, usage()); !st)
+        return st.error();
     if (o.name.empty())
         return makeError("--name HOST is required\n" + usage());
     if (!model::isValidName(o.name))

@@ -4,6 +4,7 @@
 #include "bus/hub.h"
 #include "common/fs.h"
 #include "dped/remote_node.h"
+#include "node/node_main.h"
 #include "node/node_service.h"
 #include "pki/pki.h"
 #include "support/test_support.h"
@@ -154,6 +155,44 @@ TEST(NodeProtocol, EventsAndRepliesRoundTrip) {
     auto bad = nodep::decodeReply(R"({"v":1,"type":"node-reply","ok":false})");
     ASSERT_FALSE(bad.ok());
     EXPECT_NE(bad.error().message.find("needs an \"error\" object"), std::string::npos);
+}
+
+// --- the command line ----------------------------------------------------------------------
+
+namespace {
+Result<node::Options> parseNode(std::vector<std::string> args) {
+    args.insert(args.begin(), "pcloud-node");
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    return node::parseOptions(static_cast<int>(argv.size()), argv.data());
+}
+} // namespace
+
+TEST(NodeOptions, BothSpellingsAndBadValuesNamed) {
+    auto o = parseNode({"--name", "h1", "--heartbeat-ms=250", "--uri", "qemu:///system"});
+    ASSERT_TRUE(o.ok()) << o.error().describe();
+    EXPECT_EQ(o->name, "h1");
+    EXPECT_EQ(o->heartbeat_ms, 250);
+    EXPECT_EQ(o->uri, "qemu:///system");
+    for (const std::string v : {"49", "60001", "1s", ""}) {
+        auto bad = parseNode({"--name", "h1", "--heartbeat-ms=" + v});
+        ASSERT_FALSE(bad.ok()) << v;
+        EXPECT_NE(bad.error().message.find("--heartbeat-ms '" + v + "'"), std::string::npos)
+            << bad.error().message;
+    }
+    auto unknown = parseNode({"--name", "h1", "--fence"});
+    ASSERT_FALSE(unknown.ok());
+    EXPECT_NE(unknown.error().message.find("unknown option '--fence'"), std::string::npos);
+    auto noName = parseNode({});
+    ASSERT_FALSE(noName.ok());
+    EXPECT_NE(noName.error().message.find("--name HOST is required"), std::string::npos);
+    auto badName = parseNode({"--name", "../h1"});
+    ASSERT_FALSE(badName.ok());
+    EXPECT_NE(badName.error().message.find("invalid host name"), std::string::npos);
+    auto help = parseNode({"--help"});
+    ASSERT_FALSE(help.ok());
+    EXPECT_EQ(help.error().file, "help");
 }
 
 // --- the epoch floor ----------------------------------------------------------------------
