@@ -2,9 +2,12 @@
 // Command-line option values, shared by the daemons' and the shell's option parsers.
 
 #include "common/clock.h"
+#include "common/exit_codes.h"
 #include "common/result.h"
 
 #include <charconv>
+#include <cstdio>
+#include <iostream>
 #include <map>
 #include <string>
 
@@ -65,6 +68,21 @@ inline Status parseTable(int argc, char** argv, const Table& table, const std::s
         }
     }
     return {};
+}
+
+// A daemon's main(): the parsed options run; --help prints the usage (exit 0); any other
+// error goes to stderr as "PROGRAM: message" (exit 2, ExitCode::Usage).
+template <typename Options, typename Run>
+int runMain(const char* program, const Result<Options>& parsed, Run run) {
+    if (!parsed) {
+        if (parsed.error().file == "help") {
+            std::cout << parsed.error().message;
+            return toInt(ExitCode::Ok);
+        }
+        std::fprintf(stderr, "%s: %s\n", program, parsed.error().message.c_str());
+        return toInt(ExitCode::Usage);
+    }
+    return run(parsed.value());
 }
 
 } // namespace pcloud::args

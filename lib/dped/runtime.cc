@@ -759,16 +759,8 @@ int runDped(const Options& opt) {
 }
 
 int dpedMain(int argc, char** argv) {
-    auto opt = parseOptions(argc, argv);
-    if (!opt) {
-        if (opt.error().file == "help") {
-            std::cout << opt.error().message;
-            return toInt(ExitCode::Ok);
-        }
-        std::fprintf(stderr, "dped: %s\n", opt.error().message.c_str());
-        return toInt(ExitCode::Usage);
-    }
-    return runDped(*opt);
+    return args::runMain("dped", parseOptions(argc, argv),
+                         [](const Options& o) { return runDped(o); });
 }
 
 } // namespace pcloud::dped

@@ -215,16 +215,8 @@ int runNode(const Options& opt) {
 }
 
 int nodeMain(int argc, char** argv) {
-    auto opt = parseOptions(argc, argv);
-    if (!opt) {
-        if (opt.error().file == "help") {
-            std::cout << opt.error().message;
-            return toInt(ExitCode::Ok);
-        }
-        std::fprintf(stderr, "pcloud-node: %s\n", opt.error().message.c_str());
-        return toInt(ExitCode::Usage);
-    }
-    return runNode(*opt);
+    return args::runMain("pcloud-node", parseOptions(argc, argv),
+                         [](const Options& o) { return runNode(o); });
 }
 
 } // namespace pcloud::node
