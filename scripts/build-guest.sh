@@ -143,7 +143,10 @@ echo 'root:x:0:' >"$root/etc/group"
 echo '127.0.0.1 localhost' >"$root/etc/hosts"
 
 if [ "$VARIANT" = agent ]; then
-    cp "$AGENT" "$root/bin/pcloud-agent"
+    # Without its debug info: the initramfs is unpacked into the guest's RAM (128 MiB), and a
+    # RelWithDebInfo agent (20 MB) with its libraries no longer fits ("Initramfs unpacking
+    # failed: write error", then /bin/pcloud-agent "not found" for want of its loader).
+    strip --strip-debug -o "$root/bin/pcloud-agent" "$AGENT"
     # Its shared libraries and the loader, at the paths ldd resolves them to.
     ldd "$AGENT" | awk '/=> \//{print $3} /^[[:space:]]*\//{print $1}' | sort -u | while read -r lib; do
         mkdir -p "$root$(dirname "$lib")"
