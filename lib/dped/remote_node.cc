@@ -24,6 +24,10 @@ RemoteNode::RemoteNode(bus::Client& client, RemoteNodeOptions options)
 
 RemoteNode::~RemoteNode() {
     {
+        std::lock_guard g(guard_->mu); // waits for a callback in progress
+        guard_->self = nullptr;
+    }
+    {
         std::lock_guard lock(mu_);
         stopping_ = true;
     }
@@ -35,8 +39,13 @@ RemoteNode::~RemoteNode() {
 }
 
 void RemoteNode::start() {
-    subscription_ = client_.subscribe(nodep::eventsAddress(opt_.host),
-                                      [this](const bus::Message& m) { onEvent(m); });
+    guard_->self = this;
+    subscription_ =
+        client_.subscribe(nodep::eventsAddress(opt_.host), [guard = guard_](const bus::Message& m) {
+            std::lock_guard g(guard->mu);
+            if (guard->self)
+                guard->self->onEvent(m);
+        });
     watchdog_ = std::thread([this] { watchdog(); });
 }
 

@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -95,6 +96,14 @@ private:
     virt::node::HostFacts facts_;
     std::uint64_t next_id_ = 0;
     std::uint64_t subscription_ = 0;
+    // The bus client may be inside the subscription's callback while this object goes away
+    // (unsubscribe() does not wait for it): the callback reaches `this` only through this
+    // guard, which the destructor clears under its lock.
+    struct Guard {
+        std::mutex mu;
+        RemoteNode* self = nullptr;
+    };
+    std::shared_ptr<Guard> guard_ = std::make_shared<Guard>();
     std::thread watchdog_;
 };
 
