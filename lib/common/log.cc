@@ -102,4 +102,16 @@ void write(Level lvl, std::string_view message, std::initializer_list<Field> fie
     std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
+bool setLevelOption(const char* program, const std::string& name) {
+    if (name.empty())
+        return true;
+    Level l;
+    if (!parseLevel(name, l)) {
+        std::fprintf(stderr, "%s: unknown log level '%s'\n", program, name.c_str());
+        return false;
+    }
+    setLevel(l);
+    return true;
+}
+
 } // namespace pcloud::log

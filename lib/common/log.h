@@ -21,6 +21,9 @@ Level level();
 // Prefix each line with this program name (e.g. "dped[web]").
 void setIdent(std::string ident);
 bool parseLevel(std::string_view text, Level& out);
+// A daemon's --log-level value: "" keeps the level; an unknown name is reported on stderr
+// as "PROGRAM: unknown log level 'NAME'" and returns false (the caller exits 2).
+bool setLevelOption(const char* program, const std::string& name);
 
 void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
 

@@ -476,14 +476,8 @@ Result<Options> parseOptions(int argc, char** argv) {
 
 int runDped(const Options& opt) {
     log::setIdent("dped[" + opt.deployable + "]");
-    if (!opt.log_level.empty()) {
-        log::Level l;
-        if (!log::parseLevel(opt.log_level, l)) {
-            std::fprintf(stderr, "dped: unknown log level '%s'\n", opt.log_level.c_str());
-            return toInt(ExitCode::Usage);
-        }
-        log::setLevel(l);
-    }
+    if (!log::setLevelOption("dped", opt.log_level))
+        return toInt(ExitCode::Usage);
     // Signals are taken by a sigwait thread; block them before any thread starts.
     sigset_t sigs = signals::blockShutdownSignals();
 

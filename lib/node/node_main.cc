@@ -81,14 +81,8 @@ std::string randomId() {
 
 int runNode(const Options& opt) {
     log::setIdent("pcloud-node[" + opt.name + "]");
-    if (!opt.log_level.empty()) {
-        log::Level l;
-        if (!log::parseLevel(opt.log_level, l)) {
-            std::fprintf(stderr, "pcloud-node: unknown log level '%s'\n", opt.log_level.c_str());
-            return toInt(ExitCode::Usage);
-        }
-        log::setLevel(l);
-    }
+    if (!log::setLevelOption("pcloud-node", opt.log_level))
+        return toInt(ExitCode::Usage);
     sigset_t sigs = signals::blockShutdownSignals();
 
     if (auto st = fs::makePrivateDir(opt.state_dir); !st) {
