@@ -6,6 +6,7 @@
 #include "agent/config.h"
 #include "agent/process_state.h"
 #include "common/fs.h"
+#include "support/test_support.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -30,18 +31,6 @@ using namespace pcloud::testing;
 using namespace std::chrono_literals;
 
 namespace {
-
-int freePort() {
-    int s = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    socklen_t len = sizeof sa;
-    ::getsockname(s, reinterpret_cast<sockaddr*>(&sa), &len);
-    ::close(s);
-    return ntohs(sa.sin_port);
-}
 
 pid_t spawnAgent(const std::vector<std::string>& args, const std::string& logPath) {
     pid_t pid = ::fork();
@@ -131,7 +120,7 @@ protected:
         ASSERT_NE(::mkdtemp(dir), nullptr);
         dir_ = dir;
         std::ofstream(dir_ + "/index.html") << "hello\n";
-        httpPort_ = freePort();
+        httpPort_ = testsupport::freePort();
         peer_ = std::make_unique<TestPeer>();
         std::ofstream conf(dir_ + "/agent.conf");
         conf << "# written by process_integration_test\n"

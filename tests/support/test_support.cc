@@ -18,17 +18,32 @@
 
 namespace pcloud::testsupport {
 
+// A port the kernel never hands out for outgoing connections (ip_local_port_range is
+// 32768-60999 on Debian), so a port released here cannot be taken by some client's
+// connect() before the test's server binds it — the race CI hit with an ephemeral port.
+// Probing from a per-process random start keeps parallel test processes apart.
 int freePort() {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    int port = ntohs(a.sin_port);
-    ::close(fd);
-    return port;
+    constexpr int kFirst = 20000, kCount = 12000;
+    static int next = [] {
+        struct timeval tv {};
+        ::gettimeofday(&tv, nullptr);
+        return static_cast<int>((static_cast<unsigned>(::getpid()) * 7919u +
+                                 static_cast<unsigned>(tv.tv_usec)) % kCount);
+    }();
+    for (int tries = 0; tries < kCount; ++tries) {
+        int port = kFirst + (next++ % kCount);
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<uint16_t>(port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        ::close(fd);
+        if (free)
+            return port;
+    }
+    std::fprintf(stderr, "freePort: no free loopback port in %d-%d\n", kFirst, kFirst + kCount);
+    std::abort();
 }
 
 int connectLoopback(int port, std::string* localAddress) {

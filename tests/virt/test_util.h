@@ -2,6 +2,7 @@
 // Helpers shared by the virt tests: deadline waits on real events (no fixed sleeps as
 // assertions), a recording listener, and a tiny loopback TCP server.
 
+#include "support/test_support.h"
 #include "virt/channel.h"
 #include "virt/hypervisor.h"
 
@@ -174,10 +175,6 @@ private:
     std::string received_;
 };
 
-// A free loopback TCP port (bound then released; fine for tests).
-inline int freePort() {
-    LoopbackServer s;
-    return s.port();
-}
+using pcloud::testsupport::freePort;
 
 } // namespace pcloud::virt::testing
