@@ -3,6 +3,7 @@
 #include "common/fs.h"
 
 #include <arpa/inet.h>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <csignal>
@@ -24,11 +25,12 @@ namespace pcloud::testsupport {
 // Probing from a per-process random start keeps parallel test processes apart.
 int freePort() {
     constexpr int kFirst = 20000, kCount = 12000;
-    static int next = [] {
+    static std::atomic<int> next = [] {
         struct timeval tv {};
         ::gettimeofday(&tv, nullptr);
-        return static_cast<int>((static_cast<unsigned>(::getpid()) * 7919u +
-                                 static_cast<unsigned>(tv.tv_usec)) % kCount);
+        return static_cast<int>(
+            (static_cast<unsigned>(::getpid()) * 7919u + static_cast<unsigned>(tv.tv_usec)) %
+            kCount);
     }();
     for (int tries = 0; tries < kCount; ++tries) {
         int port = kFirst + (next++ % kCount);
