@@ -4,27 +4,30 @@
 # guests on real libvirt, each running pcloud-agent and a busybox web server, behind a
 # real HAProxy whose membership pcloud drives through its runtime API (the referee), and
 # shows the events as they happen. Ctrl-C stops following; the deployable and HAProxy keep
-# running until `scripts/demo.sh stop`.
+# running until `scripts/demo.sh stop`. The bus is what an operator runs: amqps with mutual
+# TLS, from a PKI the demo makes in its state dir with the three commands of
+# docs/security.md (pcloud-pki init, a cped and an operator certificate).
 #
 #   scripts/demo.sh          set up, start, follow events
 #   scripts/demo.sh stop     stop the demo deployable (VMs are shut down), cped and HAProxy
 #
 # Environment: PCLOUD_DEMO_STATE (default /var/lib/pcloud-demo), PCLOUD_DEMO_PORT (hub
-# port, default 5672), PCLOUD_DEMO_HTTP_BASE (first guest's web port on 127.0.0.1, 18081),
+# port, default 5671), PCLOUD_DEMO_HTTP_BASE (first guest's web port on 127.0.0.1, 18081),
 # PCLOUD_DEMO_LB_PORT (HAProxy's frontend on 127.0.0.1, default 18080).
 #
-# Everything the demo generates (domain XML, haproxy.cfg, the HAProxy admin socket, logs,
-# pid files) lives in the state dir and nowhere else.
+# Everything the demo generates (domain XML, haproxy.cfg, the HAProxy admin socket, the
+# PKI, logs, pid files) lives in the state dir and nowhere else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 STATE=${PCLOUD_DEMO_STATE:-/var/lib/pcloud-demo}
-PORT=${PCLOUD_DEMO_PORT:-5672}
+PORT=${PCLOUD_DEMO_PORT:-5671}
 HTTP_BASE=${PCLOUD_DEMO_HTTP_BASE:-18081}
 LB_PORT=${PCLOUD_DEMO_LB_PORT:-18080}
-BROKER=amqp://127.0.0.1:$PORT
+BROKER=amqps://127.0.0.1:$PORT
 BIN=$REPO/build/bin
-SH() { "$BIN/pcloudsh" --broker "$BROKER" "$@"; }
+# pcloudsh finds the PKI and its operator certificate through the demo's host configuration.
+SH() { "$BIN/pcloudsh" --config "$STATE/pcloud.conf" --broker "$BROKER" "$@"; }
 say() { echo "demo: $*"; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -47,7 +50,7 @@ bash scripts/setup-libvirt.sh
 # never flip its options (tests on, the default), so `scripts/test.sh` and every
 # bench/*/run.sh still find their targets after the demo ran.
 [ -f build/CMakeCache.txt ] || cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j2 --target cped dped pcloudsh pcloud-agent pcloud-guest-xml
+cmake --build build -j2 --target cped dped pcloudsh pcloud-agent pcloud-guest-xml pcloud-pki
 GUEST_DIR=$(scripts/build-guest.sh "$BIN/pcloud-agent" | sed -n 's/^GUEST_DIR=//p' | tail -1)
 [ -n "$GUEST_DIR" ] || { say "guest image build failed"; exit 1; }
 mkdir -p "$STATE"
@@ -62,10 +65,19 @@ else
     fi
     # The tiny guest's network is QEMU user mode through <qemu:commandline>; pcloud refuses
     # that unless the host configuration allows it (docs/security.md), so the demo says so.
+    # The PKI, made once (a rerun keeps its certificates): the CA, cped's certificate and
+    # the operator's; cped issues its dped's certificate itself, as it can read ca.key.
+    if [ ! -f "$STATE/pki/ca.crt" ]; then
+        "$BIN/pcloud-pki" --dir "$STATE/pki" init >/dev/null
+        "$BIN/pcloud-pki" --dir "$STATE/pki" issue --cped demo >/dev/null
+        "$BIN/pcloud-pki" --dir "$STATE/pki" issue --operator demo >/dev/null
+        say "PKI made in $STATE/pki (CA, cped.demo, operator.demo)"
+    fi
     printf '%s\n' "# pcloud demo host configuration (docs/security.md)" \
-        "qemu_commandline = netdev-user" >"$STATE/pcloud.conf"
+        "qemu_commandline = netdev-user" "pki_dir = $STATE/pki" "cped_name = demo" \
+        "operator = demo" >"$STATE/pcloud.conf"
     chmod 644 "$STATE/pcloud.conf"
-    setsid "$BIN/cped" --state-dir "$STATE" --listen "$BROKER" --insecure-listen --config "$STATE/pcloud.conf" \
+    setsid "$BIN/cped" --state-dir "$STATE" --listen "$BROKER" --config "$STATE/pcloud.conf" \
         >>"$STATE/cped.log" 2>&1 &
     echo $! >"$STATE/cped.pid"
     say "cped started (pid $!, log $STATE/cped.log)"
@@ -143,8 +155,9 @@ SH referee_set demo haproxy "socket=$STATE/haproxy.sock" backend=demo >/dev/null
 SH deployable_start demo
 say "frontend (HAProxy): http://127.0.0.1:$LB_PORT/"
 say "web servers: http://127.0.0.1:$HTTP_BASE/ and http://127.0.0.1:$((HTTP_BASE + 1))/"
-say "in another terminal: $BIN/pcloudsh --broker $BROKER deployable_status demo"
+say "in another terminal: $BIN/pcloudsh --config $STATE/pcloud.conf --broker $BROKER deployable_status demo"
 say "try: kill -9 \$(cat /run/libvirt/qemu/demo-node01.pid) and watch its REFEREE go out and"
 say "     back in while curl http://127.0.0.1:$LB_PORT/ keeps answering"
 say "following events (Ctrl-C to stop following; 'scripts/demo.sh stop' stops the demo)"
-exec "$BIN/pcloudsh" --broker "$BROKER" events --follow --since 1 --deployable demo
+exec "$BIN/pcloudsh" --config "$STATE/pcloud.conf" --broker "$BROKER" events --follow --since 1 \
+    --deployable demo

@@ -2,7 +2,9 @@
 # pcloud-cts: randomized faults of the guests and of pcloud itself, each followed by audits
 # (docs/cts.md). Sets up a live pcloud on this machine, on loopback only: cped with the
 # embedded hub, its dped, two tiny QEMU guests with the real agent and a busybox web server,
-# HAProxy in front driven by the referee, and open-loop HTTP load through HAProxy.
+# HAProxy in front driven by the referee, and open-loop HTTP load through HAProxy. The hub
+# runs as an operator runs it: amqps with mutual TLS, certificates from a PKI made for the
+# run (pcloud-pki init, then the cped and an operator certificate; cped issues the dped's).
 #
 #   sudo bench/cts/run.sh [ITERATIONS] [SEED]       (default 30 iterations, a random seed)
 #
@@ -31,14 +33,23 @@ die() { say "$*"; exit 1; }
 command -v haproxy >/dev/null || die "haproxy not installed (scripts/install-deps.sh)"
 [ -f "$BUILD_DIR/CMakeCache.txt" ] ||
     cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD_DIR" -j2 --target cped dped pcloudsh pcloud-agent failover_bench pcloud-cts >/dev/null
+cmake --build "$BUILD_DIR" -j2 --target cped dped pcloudsh pcloud-agent pcloud-pki failover_bench pcloud-cts >/dev/null
 bash "$REPO/scripts/setup-libvirt.sh" >&2
 
 base="$("$REPO/scripts/build-guest.sh" "$BIN/pcloud-agent" | sed -n 's/^GUEST_DIR=//p' | tail -n1)"
 GUEST_DIR="$("$REPO/bench/failover/make-guest.sh" "$base" "$HB_MS" | sed -n 's/^GUEST_DIR=//p' | tail -n1)"
 [ -n "$GUEST_DIR" ] || die "no guest image"
 
-freePort() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free loopback port outside the kernel's ephemeral range (32768-60999), so no outgoing
+# connection can take it between this probe and the server's bind.
+freePort() {
+    python3 -c 'import random, socket
+while True:
+    p = random.randint(20000, 31999); s = socket.socket()
+    try: s.bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass
+    finally: s.close()'
+}
 URI=qemu:///system
 # Domains of an earlier run that was killed: pccts<PID>-* whose PID is gone.
 for d in $(virsh -c "$URI" list --all --name | grep '^pccts' || true); do
@@ -54,7 +65,7 @@ mkdir -p "$STATE"
 DEP=cts
 A="pccts$$-a"; B="pccts$$-b"
 PA="$(freePort)"; PB="$(freePort)"; FE="$(freePort)"; HUB="$(freePort)"
-BROKER="amqp://127.0.0.1:$HUB"
+BROKER="amqps://127.0.0.1:$HUB"
 SOCK="$STATE/haproxy.sock"
 
 cleanup() {
@@ -107,19 +118,27 @@ for _ in $(seq 1 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
     --referee haproxy --socket "$SOCK" --backend "$DEP"
 # Host configuration: the tiny guests' user-mode network goes to QEMU through
 # <qemu:commandline>, which a host allows only explicitly (docs/security.md).
-printf 'qemu_commandline = netdev-user\n' >"$STATE/pcloud.conf"
+# The PKI: the CA, cped's certificate (cped_name cts) and the operator's that pcloudsh and
+# pcloud-cts present; cped issues dped.cts itself (it can read ca.key).
+PKI="$STATE/pki"
+"$BIN/pcloud-pki" --dir "$PKI" init >/dev/null
+"$BIN/pcloud-pki" --dir "$PKI" issue --cped cts >/dev/null
+"$BIN/pcloud-pki" --dir "$PKI" issue --operator cts >/dev/null
+printf '%s\n' 'qemu_commandline = netdev-user' "pki_dir = $PKI" 'cped_name = cts' \
+    'operator = cts' >"$STATE/pcloud.conf"
 chmod 644 "$STATE/pcloud.conf"
-CPED_CMD="$BIN/cped --state-dir $STATE --listen $BROKER --insecure-listen --log-level info --config $STATE/pcloud.conf"
+CPED_CMD="$BIN/cped --state-dir $STATE --listen $BROKER --log-level info --config $STATE/pcloud.conf"
 setsid $CPED_CMD >>"$STATE/cped.log" 2>&1 </dev/null &
 echo $! >"$STATE/cped.pid"
-SH() { "$BIN/pcloudsh" --broker "$BROKER" "$@"; }
+PCLOUDSH="$BIN/pcloudsh --config $STATE/pcloud.conf"
+SH() { $PCLOUDSH --broker "$BROKER" "$@"; }
 for _ in $(seq 1 100); do SH deployable_list >/dev/null 2>&1 && break; sleep 0.1; done
 SH deployable_start "$DEP" >/dev/null || die "deployable_start failed (see $STATE/cped.log)"
 say "booting $A (:$PA) and $B (:$PB) behind haproxy 127.0.0.1:$FE"
 "$BIN/failover_bench" wait-ready --socket "$SOCK" --backend "$DEP" --servers 2 \
     --stable-ms 2000 --timeout-ms 240000 || die "the guests never became ready (see $STATE)"
 
-args=(--state-dir "$STATE" --deployable "$DEP" --broker "$BROKER" --pcloudsh "$BIN/pcloudsh"
+args=(--state-dir "$STATE" --deployable "$DEP" --broker "$BROKER" --pcloudsh "$PCLOUDSH"
       --cped-cmd "$CPED_CMD" --cped-pidfile "$STATE/cped.pid" --cped-log "$STATE/cped.log"
       --haproxy-cfg "$STATE/haproxy.cfg" --haproxy-pidfile "$STATE/haproxy.pid"
       --haproxy-socket "$SOCK" --backend "$DEP" --frontend "$FE"

@@ -4,7 +4,7 @@
 // iteration, waits (bounded) for the system to converge and audits what happened. The
 // environment is set up by bench/cts/run.sh; the audits themselves are in audit.{h,cc}.
 //
-//   pcloud-cts --state-dir D --deployable N --broker URL --pcloudsh BIN --cped-cmd CMD
+//   pcloud-cts --state-dir D --deployable N --broker URL --pcloudsh CMD --cped-cmd CMD
 //              --cped-pidfile F --cped-log F --haproxy-cfg F --haproxy-pidfile F
 //              --haproxy-socket S --backend B --frontend PORT --assembly NAME:PORT ...
 //              [--seed N] [--iterations N] [--rate 50] [--faults a,b,...]
