@@ -150,6 +150,7 @@ bool ProcessBackend::adopted(const std::string& unit) const {
 }
 
 bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
+    p.died_unwatched = false;
     auto words = splitWords(p.command);
     if (words.empty()) {
         why = "no command configured for '" + unit + "'";
@@ -237,19 +238,22 @@ bool ProcessBackend::openRunDir() {
     return true;
 }
 
-bool ProcessBackend::adopt(const std::string& unit, Proc& p, const RecordedProcess& r,
-                           std::string& why) {
+ProcessBackend::Adoption ProcessBackend::adopt(const std::string& unit, Proc& p,
+                                               const RecordedProcess& r, std::string& why) {
     if (r.command != p.command) {
         why = "the configured command changed";
-        return false;
+        return Adoption::NotAdopted;
     }
     // Open the pidfd first: if the checks below pass, it refers to the process they read
     // (a pid reused after the open would fail them, and the old one's exit shows as readable).
     int fd = pidfdOpen(r.pid);
     if (fd < 0) {
-        why = errno == ESRCH ? "the process is gone"
-                             : std::string("pidfd_open failed: ") + std::strerror(errno);
-        return false;
+        if (errno == ESRCH) {
+            why = "the process is gone";
+            return Adoption::Died;
+        }
+        why = std::string("pidfd_open failed: ") + std::strerror(errno);
+        return Adoption::NotAdopted;
     }
     auto stat = readProcStat(r.pid);
     auto cmdline = readCmdline(r.pid);
@@ -260,9 +264,9 @@ bool ProcessBackend::adopt(const std::string& unit, Proc& p, const RecordedProce
               std::to_string(stat->start_time) + ", recorded " + std::to_string(r.start_time) + ")";
     else if (!cmdline || *cmdline != splitWords(p.command))
         why = "the pid runs another command line";
-    if (!why.empty()) {
+    if (!why.empty()) { // each of these means the recorded process no longer exists
         ::close(fd);
-        return false;
+        return Adoption::Died;
     }
     p.pid = r.pid;
     p.pgid = stat->pgid > 1 ? stat->pgid : r.pid;
@@ -278,7 +282,7 @@ bool ProcessBackend::adopt(const std::string& unit, Proc& p, const RecordedProce
     PCLOUD_LOG(Notice, "Adopted the process a previous agent started",
                {{"unit", unit}, {"pid", std::to_string(r.pid)}, {"pgid", std::to_string(p.pgid)}});
     emit(p);
-    return true;
+    return Adoption::Adopted;
 }
 
 void ProcessBackend::adoptAll() {
@@ -310,9 +314,29 @@ void ProcessBackend::adoptAll() {
         if (p.pid > 0 || p.command.empty())
             continue;
         std::string why;
-        if (!adopt(u, p, r->second, why))
+        switch (adopt(u, p, r->second, why)) {
+        case Adoption::Adopted:
+            break;
+        case Adoption::Died:
+            // It died while no agent watched it: a service failure like any other, which
+            // dped must see (and count) rather than a unit that looks as if it never stopped.
+            p.died_unwatched = true;
+            p.st.load_state = "loaded";
+            p.st.main_pid = 0;
+            p.st.exit_code = 0;
+            p.st.result = "unknown";
+            setState(p, "failed", "failed");
+            PCLOUD_LOG(Warning,
+                       "The recorded process died while no agent watched it; reporting the unit "
+                       "failed",
+                       {{"unit", u}, {"pid", std::to_string(r->second.pid)}, {"reason", why}});
+            emit(p);
+            break;
+        case Adoption::NotAdopted:
             PCLOUD_LOG(Notice, "Not adopting the recorded process; starting the unit anew",
                        {{"unit", u}, {"pid", std::to_string(r->second.pid)}, {"reason", why}});
+            break;
+        }
     }
 }
 
@@ -339,7 +363,7 @@ void ProcessBackend::startAll() {
     }
     for (const auto& u : order_) {
         Proc& p = procs_[u];
-        if (p.pid == 0 && !p.command.empty()) {
+        if (p.pid == 0 && !p.command.empty() && !p.died_unwatched) {
             std::string why;
             if (!spawn(u, p, why)) {
                 p.st.result = "resources";

@@ -8,7 +8,10 @@
 // group, start time, command line). When the agent is killed its processes live on; the next
 // agent adopts each one that is still the same process (same boot, start time and command
 // line) instead of starting a second copy. It watches an adopted process through a pidfd too,
-// but it is not its child, so its exit status is unknown (result "unknown").
+// but it is not its child, so its exit status is unknown (result "unknown"). A recorded
+// process of this boot that died while no agent watched it is a failure too: it is reported
+// failed (result "unknown") and left to dped, which restarts it and counts it like any
+// other service failure, instead of being started again as if nothing had happened.
 
 #include "agent/backend.h"
 #include "agent/process_state.h"
@@ -68,6 +71,7 @@ private:
         std::vector<JobCallback> waiting; // stop/restart callers
         std::size_t poll_index = 0;
         bool polled = false;
+        bool died_unwatched = false; // reported failed at start; not started until asked
     };
 
     bool spawn(const std::string& unit, Proc& p, std::string& why);
@@ -79,7 +83,8 @@ private:
     void killNow(Proc& p);
     bool openRunDir();
     void adoptAll();
-    bool adopt(const std::string& unit, Proc& p, const RecordedProcess& r, std::string& why);
+    enum class Adoption { Adopted, Died, NotAdopted };
+    Adoption adopt(const std::string& unit, Proc& p, const RecordedProcess& r, std::string& why);
     void saveState();
     void emit(const Proc& p);
     void setState(Proc& p, const char* active, const char* sub);

@@ -422,9 +422,12 @@ protected:
     }
 };
 
-// A record whose pid is gone, or now runs another command, or has another start time, is
-// not adopted: the unit is started anew and the other process is left alone.
-TEST_F(ProcessAgentNotStarted, StaleRecordsAreIgnored) {
+// A record whose process died while no agent watched it (its pid is gone, or now runs
+// another command line, or has another start time) is a service failure: the unit is
+// reported failed with an unknown result and is not started behind dped's back (dped
+// restarts it and counts the failure); the other process is left alone. A record whose
+// configured command changed is not a failure: that unit is started anew.
+TEST_F(ProcessAgentNotStarted, ProcessesThatDiedUnwatchedAreReportedFailed) {
     using agent::splitWords;
     pid_t other = spawnSleep("4242" + std::to_string(httpPort_)); // another command line
     cleanup_.push_back(other);
@@ -444,25 +447,32 @@ TEST_F(ProcessAgentNotStarted, StaleRecordsAreIgnored) {
     auto hello = peer_->waitHello(10s);
     ASSERT_TRUE(hello);
     ASSERT_EQ(hello->units.size(), 2u);
-    for (const auto& u : hello->units)
-        EXPECT_EQ(u.active_state, "active") << u.unit;
-    EXPECT_NE(hello->units[0].main_pid, other);
-    EXPECT_NE(hello->units[1].main_pid, gonePid);
+    for (const auto& u : hello->units) {
+        EXPECT_EQ(u.active_state, "failed") << u.unit;
+        EXPECT_EQ(u.result, "unknown") << u.unit;
+        EXPECT_EQ(u.main_pid, 0) << u.unit;
+    }
     EXPECT_TRUE(running(other)) << "the agent touched a process that is not its own";
-    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 1);
+    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 0) << "started behind dped's back";
     std::string log = lastLog();
-    EXPECT_EQ(countOf(log, "Not adopting the recorded process"), 2u) << log;
+    EXPECT_EQ(countOf(log, "died while no agent watched it"), 2u) << log;
     EXPECT_NE(log.find("the pid runs another command line"), std::string::npos) << log;
     EXPECT_NE(log.find("the process is gone"), std::string::npos) << log;
     auto text = fs::readFile(dir_ + "/run/processes.json");
     ASSERT_TRUE(text);
     auto now = agent::decodeProcessState(*text, "processes.json");
     ASSERT_TRUE(now) << now.error().describe();
-    ASSERT_EQ(now->units.count("sleeper"), 1u);
-    EXPECT_EQ(now->units.at("sleeper").pid, hello->units[0].main_pid);
+    EXPECT_TRUE(now->units.empty()) << *text; // nothing runs, nothing to adopt
+
+    // dped's restart (a start here) runs it, recorded for the next agent.
+    ASSERT_TRUE(peer_->send(commandBody("start", "st1", "sleeper")));
+    auto started = peer_->waitService(
+        "sleeper", [](const proto::UnitState& u) { return u.active_state == "active"; }, 10s);
+    ASSERT_TRUE(started);
+    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 1);
 
     // The same command line under a pid with another start time: a later process that
-    // got the pid; it is not the one recorded.
+    // got the pid; it is not the one recorded, and it is left alone.
     ::kill(agent_, SIGTERM);
     ASSERT_EQ(::waitpid(agent_, nullptr, 0), agent_);
     agent_ = -1;
@@ -473,19 +483,26 @@ TEST_F(ProcessAgentNotStarted, StaleRecordsAreIgnored) {
     agent::ProcessState s2;
     s2.boot_id = bootId();
     s2.units["sleeper"] = {twin, twin, twinStat->start_time + 1, sleeperCommand()};
+    // web's record names a command that is no longer configured: a new configuration, so
+    // web is started anew rather than reported failed.
+    s2.units["web"] = {twin, twin, twinStat->start_time, "/bin/true old-command"};
     ::unlink((dir_ + "/run/processes.json").c_str());
     std::ofstream(dir_ + "/run/processes.json") << agent::encodeProcessState(s2);
     peer_->skipAll();
     startAgent();
     hello = peer_->waitHello(10s);
     ASSERT_TRUE(hello);
-    EXPECT_NE(hello->units[0].main_pid, twin);
-    EXPECT_EQ(hello->units[0].active_state, "active");
+    ASSERT_EQ(hello->units.size(), 2u);
+    EXPECT_EQ(hello->units[0].active_state, "failed");
+    EXPECT_EQ(hello->units[0].main_pid, 0);
+    EXPECT_EQ(hello->units[1].active_state, "active");
+    EXPECT_GT(hello->units[1].main_pid, 0);
     EXPECT_TRUE(running(twin));
-    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 2); // the twin and the agent's
+    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 1); // the twin only
     EXPECT_NE(lastLog().find("the pid now belongs to another process (start time"),
               std::string::npos)
         << lastLog();
+    EXPECT_NE(lastLog().find("the configured command changed"), std::string::npos) << lastLog();
 }
 
 TEST_F(ProcessAgentNotStarted, CorruptStateFileIsIgnoredWithAWarning) {
