@@ -157,3 +157,40 @@ TEST(CtsReport, TableAndPercentiles) {
     EXPECT_NE(t.find("qemu-kill"), std::string::npos);
     EXPECT_NE(t.find("2500ms"), std::string::npos);
 }
+
+// kill -> failed: from the kill's wall-clock time to the victim's first failed event of the
+// right level; other assemblies' failures, the wrong level and unparseable times don't count.
+TEST(CtsReport, DetectionTimeIsTheVictimsFirstFailure) {
+    // 2026-12-02T01:00:00.000Z
+    const double kill = 1'796'173'200'000.0 + 0.4;
+    std::vector<JournalEvent> w{
+        ev(1, "n2", "", "failed", "n2@1", "2026-12-02T01:00:00.003Z"),      // another guest
+        ev(2, "n1", "httpd", "failed", "n1@1", "2026-12-02T01:00:00.005Z"), // a service
+        ev(3, "n1", "", "failed", "n1@2", "2026-12-02T01:00:00.012Z"),
+        ev(4, "n1", "", "failed", "n1@3", "2026-12-02T01:00:00.900Z"), // a later one
+    };
+    auto d = detectionMs(w, "n1", /*service=*/false, kill);
+    ASSERT_TRUE(d);
+    EXPECT_NEAR(*d, 11.6, 1e-3); // ms since the epoch in a double: ~0.2 us of precision
+    auto s = detectionMs(w, "n1", /*service=*/true, kill);
+    ASSERT_TRUE(s);
+    EXPECT_NEAR(*s, 4.6, 1e-3);
+    EXPECT_FALSE(detectionMs(w, "n3", false, kill));
+    // The journal truncates to the ms: an event in the kill's own ms is 0, never negative.
+    std::vector<JournalEvent> same{ev(1, "n1", "", "failed", "c", "2026-12-02T01:00:00.000Z")};
+    EXPECT_EQ(detectionMs(same, "n1", false, kill), 0.0);
+    std::vector<JournalEvent> bad{ev(1, "n1", "", "failed", "c", "yesterday")};
+    EXPECT_FALSE(detectionMs(bad, "n1", false, kill));
+
+    IterationRecord r;
+    r.fault.kind = FaultKind::QemuKill;
+    r.detect_ms = {4, 9};
+    IterationRecord r2 = r;
+    r2.detect_ms = {30};
+    auto t = formatTable({r, r2});
+    EXPECT_NE(t.find("9/30ms"), std::string::npos) << t;
+    EXPECT_EQ(r.toJson()["detect_ms"].size(), 2u);
+    IterationRecord none;
+    none.fault.kind = FaultKind::DpedKill;
+    EXPECT_NE(formatTable({none}).find(" -\n"), std::string::npos) << formatTable({none});
+}

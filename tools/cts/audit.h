@@ -121,8 +121,18 @@ struct IterationRecord {
     std::vector<std::string> failed_detail; // the first few: "timeout@+1234ms"
     GuestImpact impact;
     std::vector<std::string> problems;
+    // Guest faults that must be noticed (a killed qemu or service): the time from the kill
+    // to the victim's `failed` event in the journal, ms (journal times have ms resolution).
+    std::vector<double> detect_ms;
     nlohmann::json toJson() const;
 };
+
+// The time from `killedAtMs` (wall clock, ms since the epoch) to the first `failed` event
+// of `victim` in `window`: an assembly-level failure when `service` is false, a failure
+// of one of its services when true. Never negative (the journal truncates to the ms);
+// nullopt when there is none or its time does not parse.
+std::optional<double> detectionMs(const std::vector<JournalEvent>& window,
+                                  const std::string& victim, bool service, double killedAtMs);
 
 // The table per fault kind: count, recovery p50/p99, failed requests, VM restarts, budget
 // use, audit failures. A Double counts under "double".

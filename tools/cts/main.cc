@@ -356,6 +356,22 @@ private:
         return m;
     }
     void inject(const cts::Fault& f);
+    // A kill that must be noticed, at the wall-clock time the journal's events use.
+    struct Kill {
+        std::string victim;
+        bool service = false;
+        double at_ms = 0;
+    };
+    void noteKill(const std::string& victim, bool service) {
+        double now = static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count()) /
+                     1000.0;
+        std::lock_guard lock(kills_mu_);
+        kills_.push_back({victim, service, now});
+    }
+    std::mutex kills_mu_;
+    std::vector<Kill> kills_;
     void restartCped(Millis downMs, int sig);
     void haproxyNew(const char* how);
     void restartLibvirtd();
@@ -447,14 +463,19 @@ void Driver::inject(const cts::Fault& f) {
     using cts::FaultKind;
     switch (f.kind) {
     case FaultKind::ServiceKill:
+        // The CGI kills httpd as it answers: the kill is within ms of the reply's arrival
+        // (bench/failover measures it the same way), so the clock starts then.
         testsupport::httpRequest(portOf(f.victim), "/cgi-bin/die", 3s);
+        noteKill(f.victim, true);
         break;
     case FaultKind::AgentKill:
         testsupport::httpRequest(portOf(f.victim), "/cgi-bin/kill-agent", 3s);
         break;
     case FaultKind::QemuKill:
-        if (pid_t p = testsupport::qemuPidOf(f.victim); p > 0)
+        if (pid_t p = testsupport::qemuPidOf(f.victim); p > 0) {
+            noteKill(f.victim, false);
             ::kill(p, SIGKILL);
+        }
         break;
     case FaultKind::QemuStop:
         if (pid_t p = testsupport::qemuPidOf(f.victim); p > 0) {
@@ -538,6 +559,7 @@ int Driver::run() {
         // Events journaled since the last look (late ones of the previous fault) are audited
         // for continuity with the rest, but not charged to this fault.
         auto late = journal_.readNew();
+        kills_.clear();
         double t0 = bench::steadyMs();
         inject(rec.fault);
         // Converged = healthy and in the balancer for a second in a row (a member that is
@@ -577,6 +599,9 @@ int Driver::run() {
             nextSeq = journaled.back().seq + 1;
         add(cts::auditMembership(h.haproxy_ready, h.healthy));
         rec.impact = cts::impactOf(window, pidsBefore, pidsAfter);
+        for (const auto& k : kills_)
+            if (auto d = cts::detectionMs(window, k.victim, k.service, k.at_ms))
+                rec.detect_ms.push_back(*d);
         add(cts::auditImpact(rec.fault, window, rec.impact));
         for (const auto& r : load_.records())
             if (r.scheduled_ms >= t0 && r.scheduled_ms <= tEnd) {
