@@ -48,6 +48,11 @@ public:
     // Is this (qemu) process stopped, i.e. the guest frozen? One read of /proc/PID/stat; asked
     // only when a heartbeat is overdue. nullopt: unknown.
     virtual std::optional<bool> processStopped(pid_t pid) { return virt::processStopped(pid); }
+    // The run-queue wait of each of the process's threads (virt::threadRunQueueWaits); asked
+    // only while a heartbeat is overdue. nullopt: unknown.
+    virtual std::optional<std::map<pid_t, std::uint64_t>> runQueueWaits(pid_t pid) {
+        return virt::threadRunQueueWaits(pid);
+    }
 };
 
 // Slow hypervisor calls run away from the reactor thread (common/job_runner.h): define+start

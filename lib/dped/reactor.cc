@@ -585,9 +585,33 @@ void Reactor::checkFrozen(Millis now) {
         auto pit = pids_.find(name);
         if (pit == pids_.end() || oa.domain != policy::DomainState::Running || oa.qemu_exited) {
             oa.frozen = false;
+            oa.starved_ms = 0;
+            starve_.erase(name);
             continue;
         }
         bool overdue = oa.last_heartbeat && now - *oa.last_heartbeat > frozenAfter();
+        if (!overdue) {
+            oa.starved_ms = 0;
+            starve_.erase(name);
+        } else if (auto waits = watch_.runQueueWaits(pit->second)) {
+            // The first look at an overdue heartbeat is the baseline; later looks measure how
+            // long the host has kept the qemu from running since (the policy credits it).
+            auto& s = starve_[name];
+            if (s.heartbeat != *oa.last_heartbeat || s.waits.empty()) {
+                s = {*oa.last_heartbeat, std::move(*waits)};
+                oa.starved_ms = 0;
+            } else {
+                Millis starved = virt::maxWaitGrowthMs(s.waits, *waits);
+                const Millis notable = dep() ? dep()->heartbeat_timeout / 2 : 1'000;
+                if (starved >= notable && oa.starved_ms < notable) // once per starvation
+                    PCLOUD_LOG(Warning, "The host keeps the guest's qemu from running",
+                               {{"assembly", name},
+                                {"pid", std::to_string(pit->second)},
+                                {"starved_ms", std::to_string(starved)},
+                                {"heartbeat_age_ms", std::to_string(now - *oa.last_heartbeat)}});
+                oa.starved_ms = starved;
+            }
+        }
         if (!overdue && !oa.frozen)
             continue;
         bool stopped = watch_.processStopped(pit->second).value_or(false);

@@ -130,8 +130,14 @@ private:
     Status sendToAgent(const std::string& assembly, const proto::Command& c);
     void sendWatch(const std::string& assembly);
     void readRefereeMembership();
-    // A heartbeat overdue by more than frozenAfter(): is the assembly's qemu stopped?
+    // A heartbeat overdue by more than frozenAfter(): is the assembly's qemu stopped, and how
+    // long has the host kept its threads waiting to run since then (starved_ms)?
     void checkFrozen(Millis now);
+    struct StarveSample {
+        Millis heartbeat = 0; // the overdue heartbeat this sample belongs to
+        std::map<pid_t, std::uint64_t> waits;
+    };
+    std::map<std::string, StarveSample> starve_; // assembly -> first sample while overdue
     Millis frozenAfter() const;
     // The unit list of a hello or a watch reply: the agent's full state.
     void fullState(const std::string& assembly, const std::vector<proto::UnitState>& units,

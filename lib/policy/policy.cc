@@ -607,16 +607,40 @@ struct AsmRun {
         if (unjudged)
             e.wakeAt(e.judgeBy() + 1);
         Millis hbRef = std::max(oa.last_heartbeat.value_or(kMinTime), e.since(at.phase_since, oa));
+        // Time the host kept the guest from running is not the guest's silence: it extends
+        // the deadline, but by at most 2 x the timeout, so a guest that hangs while the host
+        // is overloaded is still declared hung (at the latest at 3 x the timeout).
+        const Millis starvedCredit =
+            std::clamp<Millis>(oa.starved_ms, 0, 2 * e.dep.heartbeat_timeout);
+        const Millis silence = e.now - hbRef;
+        const bool pastTimeout = silence > e.dep.heartbeat_timeout;
         if (e.busBlind(oa) || unjudged) {
             // Its heartbeats cross the hub, which is gone, or we have only just started to
             // listen: silence is no evidence. Services are judged on what they reported.
-        } else if (e.now - hbRef > e.dep.heartbeat_timeout) {
-            assemblyFailure("heartbeat timeout: no heartbeat for " + formatDuration(e.now - hbRef) +
-                                " (timeout " + formatDuration(e.dep.heartbeat_timeout) + ")",
+        } else if (silence - starvedCredit > e.dep.heartbeat_timeout) {
+            assemblyFailure("heartbeat timeout: no heartbeat for " + formatDuration(silence) +
+                                " (timeout " + formatDuration(e.dep.heartbeat_timeout) +
+                                (starvedCredit > 0
+                                     ? ", extended by the " + formatDuration(starvedCredit) +
+                                           " the host kept the guest from running"
+                                     : std::string()) +
+                                ")",
                             e.causeId(a.name));
             return Membership::Out;
         }
-        const Millis hbWake = hbRef + e.dep.heartbeat_timeout + 1;
+        const Millis hbWake = hbRef + e.dep.heartbeat_timeout + starvedCredit + 1;
+        if (pastTimeout && starvedCredit > 0 && !e.busBlind(oa) && !unjudged) {
+            // Silent past the timeout, but the host did not let it run: drained (it cannot
+            // serve either), not failed. At the new deadline dped measures the wait again, so
+            // a guest still starved gets more time (up to the cap).
+            e.wakeAt(hbWake);
+            Engine::report(body, at.reported, a.name, "", "starved",
+                           "no heartbeat for " + formatDuration(silence) +
+                               ", but the host kept the guest from running for " +
+                               formatDuration(starvedCredit) + ": drained, deadline extended",
+                           "");
+            return Membership::Draining;
+        }
         if (oa.suspect && !unjudged) {
             e.wakeAt(hbWake);
             Engine::report(body, at.reported, a.name, "", "not-reachable",

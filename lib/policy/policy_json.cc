@@ -115,6 +115,7 @@ Result<ObservedAssembly> observedAssemblyFromJson(const json& j, const std::stri
     r.boolean("suspect", a.suspect);
     r.boolean("frozen", a.frozen);
     r.boolean("qemu_exited", a.qemu_exited);
+    r.integer64("starved_ms", a.starved_ms, 0);
     r.boolean("agent_connected", a.agent_connected);
     std::int64_t seq = static_cast<std::int64_t>(a.heartbeat_seq);
     r.integer64("heartbeat_seq", seq, 0);
@@ -223,6 +224,7 @@ json toJson(const Observed& o) {
                    {"suspect", a.suspect},
                    {"frozen", a.frozen},
                    {"qemu_exited", a.qemu_exited},
+                   {"starved_ms", a.starved_ms},
                    {"agent_connected", a.agent_connected},
                    {"heartbeat_seq", a.heartbeat_seq},
                    {"last_heartbeat", optTime(a.last_heartbeat)},

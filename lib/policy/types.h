@@ -35,6 +35,11 @@ struct ObservedAssembly {
     bool frozen = false;      // the qemu process is stopped (SIGSTOP, a debugger): nothing
                               // inside runs; drained at once, a failure at the timeout
     bool qemu_exited = false; // pidfd proved the qemu process is gone
+    // How long the host kept this guest's qemu waiting to run (runnable, on the host's run
+    // queue: the most-starved thread's wait in /proc/PID/task/*/schedstat) while its
+    // heartbeat was overdue. Time the guest could not use is no evidence that it hung: the
+    // heartbeat deadline is extended by it, up to 2 x heartbeat_timeout.
+    Millis starved_ms = 0;
     bool agent_connected = false;
     std::uint64_t heartbeat_seq = 0;
     std::optional<Millis> last_heartbeat;            // host receive time of the newest heartbeat

@@ -1,8 +1,12 @@
 #include "virt/pid_watcher.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -64,6 +68,49 @@ std::optional<bool> processStopped(pid_t pid) {
     if (!close || close[1] != ' ' || close[2] == '\0')
         return std::nullopt;
     return close[2] == 'T' || close[2] == 't';
+}
+
+std::optional<std::map<pid_t, std::uint64_t>> threadRunQueueWaits(pid_t pid) {
+    if (pid <= 0)
+        return std::nullopt;
+    std::string dir = "/proc/" + std::to_string(pid) + "/task";
+    DIR* d = ::opendir(dir.c_str());
+    if (!d)
+        return std::nullopt;
+    std::map<pid_t, std::uint64_t> waits;
+    while (dirent* e = ::readdir(d)) {
+        char* end = nullptr;
+        long tid = std::strtol(e->d_name, &end, 10);
+        if (tid <= 0 || *end != '\0')
+            continue;
+        std::string path = dir + "/" + e->d_name + "/schedstat";
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; // the thread ended meanwhile
+        char buf[128];
+        ssize_t n = ::read(fd, buf, sizeof buf - 1);
+        ::close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        // "RUN_NS WAIT_NS TIMESLICES"
+        unsigned long long run = 0, wait = 0;
+        if (std::sscanf(buf, "%llu %llu", &run, &wait) == 2)
+            waits[static_cast<pid_t>(tid)] = wait;
+    }
+    ::closedir(d);
+    if (waits.empty())
+        return std::nullopt;
+    return waits;
+}
+
+std::int64_t maxWaitGrowthMs(const std::map<pid_t, std::uint64_t>& before,
+                             const std::map<pid_t, std::uint64_t>& after) {
+    std::uint64_t most = 0;
+    for (const auto& [tid, w] : after)
+        if (auto it = before.find(tid); it != before.end() && w > it->second)
+            most = std::max(most, w - it->second);
+    return static_cast<std::int64_t>(most / 1'000'000);
 }
 
 void PidWatcher::wake() {

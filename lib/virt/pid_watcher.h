@@ -24,6 +24,16 @@ namespace pcloud::virt {
 // nullopt when the process is gone or its stat cannot be read.
 std::optional<bool> processStopped(pid_t pid);
 
+// Per thread of `pid`: how long it has waited, runnable, on the host's run queue (ns, field 2
+// of /proc/PID/task/TID/schedstat). A guest whose qemu threads wait there is starved by the
+// host, not hung. nullopt when the process is gone or the kernel keeps no schedstats.
+std::optional<std::map<pid_t, std::uint64_t>> threadRunQueueWaits(pid_t pid);
+
+// The largest growth of one thread's wait between two samples, ms (threads in only one
+// sample don't count: a new thread has no earlier wait to compare with).
+std::int64_t maxWaitGrowthMs(const std::map<pid_t, std::uint64_t>& before,
+                             const std::map<pid_t, std::uint64_t>& after);
+
 struct PidExit {
     std::string key; // what the caller called it (e.g. the domain name)
     pid_t pid = 0;

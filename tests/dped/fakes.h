@@ -124,6 +124,14 @@ public:
         ++stop_checks;
         return stopped.count(p) > 0;
     }
+    // Run-queue wait per qemu pid, ns, for its one thread (tid = pid); absent: unknown.
+    std::map<pid_t, std::uint64_t> run_queue_wait_ns;
+    std::optional<std::map<pid_t, std::uint64_t>> runQueueWaits(pid_t p) override {
+        auto it = run_queue_wait_ns.find(p);
+        if (it == run_queue_wait_ns.end())
+            return std::nullopt;
+        return std::map<pid_t, std::uint64_t>{{p, it->second}};
+    }
 };
 
 } // namespace pcloud::dped::testfakes

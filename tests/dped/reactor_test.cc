@@ -792,6 +792,48 @@ TEST_F(Fixture, StoppedQemuIsDrainedAtOnceAndFailsOnlyAtTheTimeout) {
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
 }
 
+// A host that keeps a guest's qemu from running (its threads wait on the run queue) silences
+// the guest without it being hung: dped measures the wait while the heartbeat is overdue,
+// and past the timeout the member is drained and the deadline extended instead of the VM
+// restarted; the heartbeat that comes when the host lets it run puts it back in.
+TEST_F(Fixture, AGuestStarvedByTheHostIsNotRestarted) {
+    make();
+    ASSERT_TRUE(r->start().ok());
+    clock.advance(100);
+    heartbeat("node01", 1);
+    heartbeat("node02", 1);
+    service("node01", "active");
+    service("node02", "active");
+    const pid_t q1 = watch.pids.at("node01");
+    watch.run_queue_wait_ns[q1] = 5'000'000'000; // its past, irrelevant
+    hv.calls.clear();
+    // node01 stops beating; the first look at the overdue heartbeat is the baseline.
+    clock.advance(1'200);
+    heartbeat("node02", 2);
+    // The host starves it: 2.5 s more of run-queue wait by the 3 s timeout.
+    watch.run_queue_wait_ns[q1] += 2'500'000'000;
+    clock.advance(1'000);
+    heartbeat("node02", 3);
+    clock.advance(1'000);
+    heartbeat("node02", 4);
+    EXPECT_EQ(r->observed().assemblies.at("node01").starved_ms, 2'500);
+    EXPECT_TRUE(hv.calls.empty()) << "a starved guest was restarted";
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Drain);
+    EXPECT_TRUE(hasEvent("node01", "starved"));
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 0);
+    // It runs again: its heartbeat arrives, it is back in, nothing counted.
+    clock.advance(500);
+    heartbeat("node01", 2);
+    EXPECT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
+    EXPECT_EQ(r->observed().assemblies.at("node01").starved_ms, 0);
+    EXPECT_TRUE(hv.calls.empty());
+
+    // The same silence without run-queue wait is a hung guest, restarted at the timeout.
+    clock.advance(3'100);
+    heartbeat("node02", 5);
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
+}
+
 TEST_F(Fixture, ReloadPicksUpParkedFlag) {
     auto m = makeModel();
     ASSERT_TRUE(store::saveModel(dir, m).ok());

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -234,4 +235,58 @@ TEST(ChannelConnectionTest, RelaysBetweenGuestAndHub) {
     qemu.closeClient();
     ASSERT_TRUE(events.waitFor(kindIs(ChannelEventKind::Eof), 5s).has_value());
     EXPECT_TRUE(hub.waitClientEof(5s));
+}
+
+// A process kept from running by the host's scheduler: pinned to one CPU at SCHED_IDLE next
+// to a busy process at the normal policy, it is runnable all the time and gets almost no
+// CPU, so its run-queue wait grows about as fast as the wall clock. That is what dped
+// reads from a qemu to tell a starved guest from a hung one.
+TEST(RunQueueWait, GrowsWhileTheHostStarvesAProcess) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    auto spinner = [&](bool idle) {
+        pid_t p = ::fork();
+        if (p == 0) {
+            ::sched_setaffinity(0, sizeof one, &one);
+            if (idle) {
+                sched_param sp{};
+                ::sched_setscheduler(0, SCHED_IDLE, &sp);
+            }
+            for (volatile unsigned long i = 0;; i = i + 1) {
+            }
+        }
+        return p;
+    };
+    pid_t hog = spinner(false);
+    pid_t starved = spinner(true);
+    ASSERT_GT(hog, 0);
+    ASSERT_GT(starved, 0);
+    auto first = threadRunQueueWaits(starved);
+    ASSERT_TRUE(first) << "no /proc/PID/task/*/schedstat (kernel without schedstats?)";
+    ASSERT_EQ(first->size(), 1u);
+    EXPECT_EQ(first->begin()->first, starved);
+    std::int64_t grown = 0;
+    bool reached = pcloud::testsupport::waitFor(
+        [&] {
+            auto now = threadRunQueueWaits(starved);
+            grown = now ? maxWaitGrowthMs(*first, *now) : -1;
+            return grown >= 300;
+        },
+        20s, 20ms);
+    ::kill(hog, SIGKILL);
+    ::kill(starved, SIGKILL);
+    ::waitpid(hog, nullptr, 0);
+    ::waitpid(starved, nullptr, 0);
+    EXPECT_TRUE(reached) << "run-queue wait grew only " << grown << " ms";
+    EXPECT_FALSE(threadRunQueueWaits(starved)) << "a reaped process has no threads";
+}
+
+TEST(RunQueueWait, GrowthIsTheMostStarvedThreadsAndIgnoresNewOnes) {
+    std::map<pid_t, std::uint64_t> before{{10, 1'000'000'000}, {11, 0}};
+    std::map<pid_t, std::uint64_t> after{
+        {10, 1'400'000'000}, {11, 2'000'000'000}, {12, 9'000'000'000}};
+    EXPECT_EQ(maxWaitGrowthMs(before, after), 2'000);
+    EXPECT_EQ(maxWaitGrowthMs(after, before), 0); // never negative
+    EXPECT_EQ(maxWaitGrowthMs({}, after), 0);
 }
