@@ -126,6 +126,16 @@ struct Fixture : ::testing::Test {
         bus.subs.at("pcloud.reports." + a)(bus::Message{"pcloud.reports." + a, body});
         r->step();
     }
+    // Both assemblies up: a first heartbeat and their service active, 100 ms after start.
+    void startBothHealthy() {
+        make();
+        ASSERT_TRUE(r->start().ok());
+        clock.advance(100);
+        heartbeat("node01", 1);
+        heartbeat("node02", 1);
+        service("node01", "active");
+        service("node02", "active");
+    }
     void heartbeat(const std::string& a, std::uint64_t seq) {
         proto::Heartbeat h;
         h.seq = seq;
@@ -751,13 +761,7 @@ TEST_F(Fixture, BusOutageCountsNothingButACrashIsStillRecovered) {
 // process, drains the member at once and fails it only at the heartbeat timeout; a qemu that
 // runs again before that is put back, nothing counted. Healthy guests are never checked.
 TEST_F(Fixture, StoppedQemuIsDrainedAtOnceAndFailsOnlyAtTheTimeout) {
-    make();
-    ASSERT_TRUE(r->start().ok());
-    clock.advance(100);
-    heartbeat("node01", 1);
-    heartbeat("node02", 1);
-    service("node01", "active");
-    service("node02", "active");
+    ASSERT_NO_FATAL_FAILURE(startBothHealthy());
     ASSERT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
     hv.calls.clear();
     // Heartbeats every second (the deployable's interval): no process check while on time.
@@ -797,13 +801,7 @@ TEST_F(Fixture, StoppedQemuIsDrainedAtOnceAndFailsOnlyAtTheTimeout) {
 // and past the timeout the member is drained and the deadline extended instead of the VM
 // restarted; the heartbeat that comes when the host lets it run puts it back in.
 TEST_F(Fixture, AGuestStarvedByTheHostIsNotRestarted) {
-    make();
-    ASSERT_TRUE(r->start().ok());
-    clock.advance(100);
-    heartbeat("node01", 1);
-    heartbeat("node02", 1);
-    service("node01", "active");
-    service("node02", "active");
+    ASSERT_NO_FATAL_FAILURE(startBothHealthy());
     const pid_t q1 = watch.pids.at("node01");
     watch.run_queue_wait_ns[q1] = 5'000'000'000; // its past, irrelevant
     hv.calls.clear();
