@@ -277,12 +277,7 @@ TEST_F(Fixture, PidExitDestroysAndStartsTheDomainAgain) {
 // and the pidfd exit of the old qemu can be delivered again after the restart: it is one
 // failure. The EOF must not ask libvirt (libvirtd holds a dying domain for seconds).
 TEST_F(Fixture, OneCrashSeenByEverySignalCountsOnce) {
-    make();
-    ASSERT_TRUE(r->start().ok());
-    clock.advance(100);
-    heartbeat("node01", 1);
-    heartbeat("node02", 1);
-    service("node01", "active");
+    ASSERT_NO_FATAL_FAILURE(startBothHealthy());
     ASSERT_EQ(ref.applied.back()[0].desired, referee::MemberState::Ready);
     pid_t oldPid = watch.pids.at("node01");
     hv.calls.clear();
