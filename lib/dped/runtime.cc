@@ -705,12 +705,18 @@ int runDped(const Options& opt) {
     // it is not reported.
     constexpr Millis kMaxWaitMs = 1000;
     PauseDetector pause(std::max<Millis>(200, dep->heartbeat_timeout / 4));
+    auto checkPause = [&] {
+        auto gap = pause.check(clock.monotonicMs(), clock.nowMs());
+        if (!gap)
+            return false;
+        if (gap->clock_step)
+            PCLOUD_LOG(Warning, "The wall clock jumped; heartbeat ages mean nothing across it",
+                       {{"deployable", opt.deployable}, {"step_ms", std::to_string(gap->ms)}});
+        reactor.onObserverPaused(gap->ms);
+        return true;
+    };
     while (true) {
-        bool due = false;
-        if (auto gap = pause.check(clock.monotonicMs())) {
-            reactor.onObserverPaused(*gap);
-            due = true;
-        }
+        bool due = checkPause();
         Millis waitMs = kMaxWaitMs;
         if (auto w = reactor.nextWake())
             waitMs = std::clamp<Millis>(*w - clock.nowMs(), 0, kMaxWaitMs);
@@ -720,11 +726,9 @@ int runDped(const Options& opt) {
             inbox.wait(std::chrono::steady_clock::now() + std::chrono::milliseconds(waitMs), stop);
         if (stop)
             break;
-        if (auto gap = pause.check(clock.monotonicMs())) {
-            // Before the queued inputs: they were sent during the gap and are read as new.
-            reactor.onObserverPaused(*gap);
+        // Before the queued inputs: they were sent during the gap and are read as new.
+        if (checkPause())
             due = true;
-        }
         for (auto& f : work)
             f();
         auto w = reactor.nextWake();

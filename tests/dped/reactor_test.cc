@@ -1,5 +1,6 @@
 // The dped reactor with fakes of the hypervisor, the bus and the host watchers, and a
 // ManualClock: observation mapping, actions executed, status JSON, commands, persistence.
+#include "dped/pause_detector.h"
 #include "dped/reactor.h"
 #include "fakes.h"
 
@@ -723,6 +724,28 @@ TEST_F(Fixture, OwnPauseRestartsNoGuest) {
     clock.advance(3'001);
     heartbeat("node01", 3);
     // node02 stayed silent after the resume: that is a real hang, detected one timeout later.
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node02-dom", "start node02-dom"}));
+}
+
+// The wall clock jumps 44 s while monotonic time does not (what a pcloud-cts run saw when
+// the machine it ran on, itself a VM, was paused): every heartbeat age grows by 44 s at once.
+// The runtime's PauseDetector reports the step like a pause, and nothing is restarted.
+TEST_F(Fixture, AWallClockStepRestartsNoGuest) {
+    ASSERT_NO_FATAL_FAILURE(startBothHealthy());
+    hv.calls.clear();
+    dped::PauseDetector pause(750);
+    ASSERT_FALSE(pause.check(clock.monotonicMs(), clock.nowMs()));
+    clock.set(clock.nowMs() + 44'000);
+    auto gap = pause.check(clock.monotonicMs(), clock.nowMs());
+    ASSERT_TRUE(gap && gap->clock_step);
+    r->onObserverPaused(gap->ms);
+    r->step();
+    EXPECT_TRUE(hv.calls.empty());
+    EXPECT_TRUE(hasEvent("", "observer-paused"));
+    heartbeat("node01", 2);
+    clock.advance(3'001);
+    heartbeat("node01", 3);
+    // node02 stayed silent after the step: a real hang, detected one timeout later.
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node02-dom", "start node02-dom"}));
 }
 
