@@ -559,7 +559,7 @@ void Cped::onEpochReply(const std::string& d, pid_t pid, std::uint64_t epoch,
         error = "dped sent a reply that is not JSON";
     } else if (!j.value("ok", false)) {
         auto e = j.value("error", json::object());
-        code = e.is_object() ? e.value("code", std::string()) : std::string();
+        code = e.is_object() ? e.value("code", std::string("refused")) : std::string("refused");
         error = e.is_object() ? e.value("message", code) : std::string("refused");
     } else {
         auto r = j.value("result", json::object());
@@ -578,12 +578,20 @@ void Cped::onEpochReply(const std::string& d, pid_t pid, std::uint64_t epoch,
                     {"previous", std::to_string(previous)}});
         return;
     }
-    if (code == "stale-epoch") {
-        // The dped took a higher epoch than this leader's: another cped led after this
-        // one. It keeps its epoch; this cped does not ask it again.
+    if (!code.empty()) {
+        // The dped answered no: it took a higher epoch than this leader's (another cped led
+        // after this one), or it does not know the request (an older dped). Asking again
+        // would get the same answer; this cped does not, for this process and epoch.
         epoch_refused_[d] = {pid, epoch};
-        PCLOUD_LOG(Error, "dped runs with a higher epoch than this leader; not lowering it",
-                   {{"deployable", d}, {"epoch", std::to_string(epoch)}, {"error", error}});
+        PCLOUD_LOG(Error,
+                   code == "stale-epoch"
+                       ? "dped runs with a higher epoch than this leader; not lowering it"
+                       : "dped refused this leader's epoch; its commands carry its old one "
+                         "until it is restarted",
+                   {{"deployable", d},
+                    {"epoch", std::to_string(epoch)},
+                    {"code", code},
+                    {"error", error}});
         return;
     }
     // Not answering yet (it may be reconnecting to this new hub): asked again on the next

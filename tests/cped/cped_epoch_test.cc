@@ -52,8 +52,8 @@ protected:
         ASSERT_TRUE(pki::initCa(pki_).ok());
         for (const char* id : {"cped:test", "operator:alice"})
             ASSERT_TRUE(pki::issue(pki_, *pki::parseIdentity(id)).ok()) << id;
-        ASSERT_TRUE(fs::writeAtomic(conf_, "pki_dir = " + pki_ + "\ncped_name = test\n", {}, 0644)
-                        .ok());
+        ASSERT_TRUE(
+            fs::writeAtomic(conf_, "pki_dir = " + pki_ + "\ncped_name = test\n", {}, 0644).ok());
         ASSERT_TRUE(fs::writeAtomic(dir_ + "/n1.xml",
                                     "<domain type='test'><name>n1</name><memory "
                                     "unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n",
@@ -71,11 +71,11 @@ protected:
     }
     std::string url() const { return "amqps://127.0.0.1:" + std::to_string(port_); }
     void startCped() {
-        cped_ = testsupport::spawnLogged(CPED_BIN,
-                                         {"cped", "--state-dir", state_, "--listen", url(),
-                                          "--config", conf_, "--dped-path", DPED_BIN,
-                                          "--log-level", "info"},
-                                         log_ + "." + std::to_string(++runs_));
+        cped_ =
+            testsupport::spawnLogged(CPED_BIN,
+                                     {"cped", "--state-dir", state_, "--listen", url(), "--config",
+                                      conf_, "--dped-path", DPED_BIN, "--log-level", "info"},
+                                     log_ + "." + std::to_string(++runs_));
         ASSERT_GT(cped_, 0);
         ASSERT_TRUE(waitFor([&] { return sh("deployable_list").rc == 0; }, 20s)) << log();
     }
@@ -153,10 +153,10 @@ TEST_F(CpedEpoch, TheDpedStartsWithTheLeadersEpochAndIsRaisedWhenANewLeaderAdopt
     startCped();
     const std::uint64_t first = coordinatorEpoch();
     ASSERT_GE(first, 1u) << text(state_ + "/epoch");
-    for (const std::string& cmd : std::vector<std::string>{
-             "deployable_create web --uri test:///default",
-             "assembly_create n1 --domain-xml " + dir_ + "/n1.xml", "deployable_assembly_add web n1",
-             "deployable_start web"}) {
+    for (const std::string& cmd :
+         std::vector<std::string>{"deployable_create web --uri test:///default",
+                                  "assembly_create n1 --domain-xml " + dir_ + "/n1.xml",
+                                  "deployable_assembly_add web n1", "deployable_start web"}) {
         auto r = sh(cmd);
         ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out << log();
     }
