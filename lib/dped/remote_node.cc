@@ -194,16 +194,21 @@ Result<nodep::Reply> RemoteNode::call(nodep::Request q, std::chrono::millisecond
     if (!reply)
         return makeError("node " + opt_.host + ": " + reply.error().describe());
     if (!reply->ok) {
-        if (reply->code == "stale-epoch")
-            // A newer leader's dped has commanded this node: this dped is fenced off it.
-            PCLOUD_LOG(Error,
-                       "The node refused this dped's epoch: a newer leader has acted there; "
-                       "this dped must not act on its domains",
-                       {{"node", opt_.host},
-                        {"op", nodep::toString(q.op)},
-                        {"domain", q.domain},
-                        {"epoch", std::to_string(q.epoch)},
-                        {"node_epoch", std::to_string(reply->epoch)}});
+        // A newer leader's dped has commanded this node: this dped is fenced off it. Said
+        // as an error once per epoch the node holds; every further refusal at info level.
+        if (reply->code == "stale-epoch") {
+            auto level = fenced_logged_.exchange(reply->epoch) == reply->epoch ? log::Level::Info
+                                                                               : log::Level::Error;
+            if (level <= log::level())
+                log::write(level,
+                           "The node refused this dped's epoch: a newer leader has acted there; "
+                           "this dped must not act on its domains",
+                           {{"node", opt_.host},
+                            {"op", nodep::toString(q.op)},
+                            {"domain", q.domain},
+                            {"epoch", std::to_string(q.epoch)},
+                            {"node_epoch", std::to_string(reply->epoch)}});
+        }
         return nodep::replyError(*reply, opt_.host);
     }
     return reply;

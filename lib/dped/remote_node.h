@@ -87,7 +87,8 @@ private:
 
     bus::Client& client_;
     RemoteNodeOptions opt_;
-    std::atomic<std::uint64_t> epoch_; // from opt_.epoch, then setEpoch()
+    std::atomic<std::uint64_t> epoch_;            // from opt_.epoch, then setEpoch()
+    std::atomic<std::uint64_t> fenced_logged_{0}; // node epoch of the last stale-epoch error
     std::string address_;
     mutable std::mutex mu_;
     std::condition_variable cv_;
