@@ -70,12 +70,12 @@ protected:
             std::filesystem::remove_all(dir_);
     }
     std::string url() const { return "amqps://127.0.0.1:" + std::to_string(port_); }
-    void startCped() {
-        cped_ =
-            testsupport::spawnLogged(CPED_BIN,
-                                     {"cped", "--state-dir", state_, "--listen", url(), "--config",
-                                      conf_, "--dped-path", DPED_BIN, "--log-level", "info"},
-                                     log_ + "." + std::to_string(++runs_));
+    void startCped(const std::vector<std::string>& extra = {}) {
+        std::vector<std::string> args = {"cped",   "--state-dir", state_, "--listen",
+                                         url(),    "--config",    conf_,  "--dped-path",
+                                         DPED_BIN, "--log-level", "info"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        cped_ = testsupport::spawnLogged(CPED_BIN, args, log_ + "." + std::to_string(++runs_));
         ASSERT_GT(cped_, 0);
         ASSERT_TRUE(waitFor([&] { return sh("deployable_list").rc == 0; }, 20s)) << log();
     }
@@ -144,6 +144,25 @@ protected:
         return (*r)["result"].value("epoch", std::uint64_t{0});
     }
 
+    // cped creates and starts deployable web (one test-driver domain): its dped runs.
+    void startWeb() {
+        for (const std::string& cmd :
+             std::vector<std::string>{"deployable_create web --uri test:///default",
+                                      "assembly_create n1 --domain-xml " + dir_ + "/n1.xml",
+                                      "deployable_assembly_add web n1", "deployable_start web"}) {
+            auto r = sh(cmd);
+            ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out << log();
+        }
+        ASSERT_TRUE(waitFor([&] { return alive(dpedPid()); }, 20s)) << log();
+    }
+    static std::size_t count(const std::string& haystack, const std::string& needle) {
+        std::size_t n = 0;
+        for (auto at = haystack.find(needle); at != std::string::npos;
+             at = haystack.find(needle, at + 1))
+            ++n;
+        return n;
+    }
+
     std::string dir_, pki_, state_, conf_, log_;
     int port_ = 0, runs_ = 0;
     pid_t cped_ = -1;
@@ -153,14 +172,7 @@ TEST_F(CpedEpoch, TheDpedStartsWithTheLeadersEpochAndIsRaisedWhenANewLeaderAdopt
     startCped();
     const std::uint64_t first = coordinatorEpoch();
     ASSERT_GE(first, 1u) << text(state_ + "/epoch");
-    for (const std::string& cmd :
-         std::vector<std::string>{"deployable_create web --uri test:///default",
-                                  "assembly_create n1 --domain-xml " + dir_ + "/n1.xml",
-                                  "deployable_assembly_add web n1", "deployable_start web"}) {
-        auto r = sh(cmd);
-        ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out << log();
-    }
-    ASSERT_TRUE(waitFor([&] { return alive(dpedPid()); }, 20s)) << log();
+    ASSERT_NO_FATAL_FAILURE(startWeb());
     const pid_t dped = dpedPid();
     EXPECT_NE(dpedArgs(dped).find("--epoch " + std::to_string(first) + " "), std::string::npos)
         << dpedArgs(dped);
@@ -209,6 +221,32 @@ TEST_F(CpedEpoch, TheDpedStartsWithTheLeadersEpochAndIsRaisedWhenANewLeaderAdopt
     EXPECT_FALSE(forged.ok());
     EXPECT_EQ(dpedEpoch(*asCped), second);
     EXPECT_TRUE(alive(dped));
+}
+
+// The new cped's first requests go unanswered (the adopted dped is SIGSTOPped): it keeps
+// asking, says so once, and the dped takes the epoch as soon as it runs again.
+TEST_F(CpedEpoch, AnAdoptedDpedThatDoesNotAnswerYetIsAskedAgainUntilItTakesTheEpoch) {
+    startCped();
+    ASSERT_NO_FATAL_FAILURE(startWeb());
+    const pid_t dped = dpedPid();
+    EXPECT_EQ(stopCped(), 0);
+    ASSERT_EQ(::kill(dped, SIGSTOP), 0);
+    startCped({"--dped-timeout", "500ms"});
+    const std::uint64_t second = coordinatorEpoch();
+    const std::string waiting = "dped did not confirm this leader's epoch yet; asking again "
+                                "deployable=web epoch=" +
+                                std::to_string(second);
+    bool warned = waitFor([&] { return log().find(waiting) != std::string::npos; }, 20s);
+    ::kill(dped, SIGCONT);
+    ASSERT_TRUE(warned) << log();
+    const std::string confirmed =
+        "dped runs with this leader's epoch deployable=web pid=" + std::to_string(dped) +
+        " epoch=" + std::to_string(second);
+    ASSERT_TRUE(waitFor([&] { return log().find(confirmed) != std::string::npos; }, 20s)) << log();
+    auto asCped = client("cped.test");
+    EXPECT_EQ(dpedEpoch(*asCped), second);
+    EXPECT_EQ(dpedPid(), dped);
+    EXPECT_EQ(count(log(), "dped did not confirm this leader's epoch yet"), 1u) << log();
 }
 
 } // namespace
