@@ -63,6 +63,7 @@ protected:
     void TearDown() override {
         stopCped();
         if (pid_t d = dpedPid(); alive(d)) {
+            ::kill(d, SIGCONT); // a failed test may have left it stopped
             ::kill(d, SIGTERM);
             waitFor([&] { return !alive(d); }, 10s);
         }

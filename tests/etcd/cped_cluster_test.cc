@@ -84,8 +84,12 @@ protected:
         }
     }
     void TearDown() override {
-        for (auto& c : cpeds_)
+        for (auto& c : cpeds_) {
             stopCped(c, SIGKILL);
+            // A dped outlives its cped (the fake one too): stop it.
+            if (pid_t d = std::atoi(etcdtest::tail(c.dir + "/dped-web.lock", 64).c_str()); d > 0)
+                ::kill(d, SIGTERM);
+        }
         if (HasFailure())
             for (auto& c : cpeds_)
                 std::printf("---- cped %s ----\n%s\n", c.name.c_str(),
