@@ -44,16 +44,6 @@ namespace pcloud::dped {
 
 namespace {
 
-// Whether `name` was given at all ("--epoch=" sets an empty value, which must be refused).
-bool hasOption(int argc, char** argv, const std::string& name) {
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        if (a == name || a.rfind(name + "=", 0) == 0)
-            return true;
-    }
-    return false;
-}
-
 std::string lowered(std::string s) {
     for (auto& c : s)
         c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -449,7 +439,9 @@ std::string usage() {
 
 Result<Options> parseOptions(int argc, char** argv) {
     Options o;
-    std::string epoch;
+    // No argument can hold a NUL: this value means "--epoch not given" ("--epoch=" gives "").
+    const std::string unset(1, '\0');
+    std::string epoch = unset;
     args::Table t;
     t.strings = {{"--deployable", &o.deployable},
                  {"--epoch", &epoch},
@@ -471,7 +463,7 @@ Result<Options> parseOptions(int argc, char** argv) {
         return st.error();
     if (o.deployable.empty())
         return makeError("--deployable NAME is required\n" + usage());
-    if (!epoch.empty() || hasOption(argc, argv, "--epoch")) {
+    if (epoch != unset) {
         auto e = policy::parseEpoch(epoch);
         if (!e)
             return makeError("option --epoch '" + epoch +
