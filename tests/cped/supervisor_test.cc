@@ -143,6 +143,8 @@ TEST(Supervisor, StartsOneDpedAndStopsOnTerm) {
     EXPECT_EQ(LockFile::holder(dpedLockPath(f.dir, "web")), std::optional<pid_t>(*pid));
     EXPECT_EQ(f.sup->info("web")["state"], "running");
     f.sup->tick(); // nothing to do: still one
+    // The fake writes the lock before it records its start: wait for the record too.
+    EXPECT_TRUE(waitStarts(f.dir, "web", 1));
     EXPECT_EQ(startsOf(f.dir, "web"), 1);
 
     f.sup->unwant("web");
