@@ -240,6 +240,14 @@ private:
     std::vector<std::string> dpedTlsArgs(const std::string& deployable);
 
     void startWantedDpeds();
+    // The epoch dpeds start with: this node's while it leads, else the last one it led with
+    // (a dped restarted after a step-down is then refused by receivers that saw a newer one).
+    std::uint64_t dpedEpoch();
+    // Sends the "epoch" request to every running dped below this leader's epoch (adopted
+    // ones, or all of them after a new term); called by the supervision loop, never blocks.
+    void raiseDpedEpochs();
+    void onEpochReply(const std::string& deployable, pid_t pid, std::uint64_t epoch,
+                      const Result<bus::Message>& reply);
 
     Options o_;
     bool tls_ = false;
@@ -265,6 +273,11 @@ private:
     store::TemplateRegistry templates_;
     hostconfig::HostConfig host_;
     std::atomic<std::uint64_t> next_id_{0};
+    std::atomic<std::uint64_t> led_epoch_{0};
+    std::mutex epoch_mutex_;                            // guards the three below
+    std::set<std::string> epoch_inflight_;              // deployables with an "epoch" request out
+    std::map<std::string, std::uint64_t> epoch_warned_; // failure logged for this epoch
+    std::map<std::string, std::pair<pid_t, std::uint64_t>> epoch_refused_; // dped said stale
 };
 
 void Cped::journalAndPublish(events::Event e) {
@@ -500,6 +513,97 @@ std::vector<std::string> Cped::dpedTlsArgs(const std::string& deployable) {
     return {"--bus-ca", f.ca, "--bus-cert", f.cert, "--bus-key", f.key};
 }
 
+std::uint64_t Cped::dpedEpoch() {
+    if (auto li = coordinator_->leadership(); li.leader && li.epoch > 0)
+        led_epoch_ = static_cast<std::uint64_t>(li.epoch);
+    return led_epoch_;
+}
+
+void Cped::raiseDpedEpochs() {
+    auto li = coordinator_->leadership();
+    if (!li.leader || li.epoch <= 0)
+        return; // only the leader commands; a follower's dpeds keep what they have
+    const auto epoch = static_cast<std::uint64_t>(li.epoch);
+    led_epoch_ = epoch;
+    for (const auto& d : supervisor_->belowEpoch(epoch)) {
+        auto pid = supervisor_->pid(d);
+        if (!pid)
+            continue;
+        {
+            std::lock_guard lock(epoch_mutex_);
+            auto r = epoch_refused_.find(d);
+            if (r != epoch_refused_.end() && r->second == std::pair{*pid, epoch})
+                continue; // it runs with a higher epoch: logged, not asked again
+            if (!epoch_inflight_.insert(d).second)
+                continue;
+        }
+        std::string id = "cped-" + std::to_string(++next_id_);
+        client_.requestAsync(
+            "pcloud.dped." + d, commandBody(id, "epoch", {{"epoch", epoch}}).dump(),
+            std::chrono::milliseconds(o_.dped_timeout),
+            [this, d, pid = *pid, epoch](Result<bus::Message> r) {
+                onEpochReply(d, pid, epoch, r);
+            },
+            {}, id);
+    }
+}
+
+// On the bus client's thread: short, never blocking.
+void Cped::onEpochReply(const std::string& d, pid_t pid, std::uint64_t epoch,
+                        const Result<bus::Message>& reply) {
+    std::string error, code;
+    std::uint64_t previous = 0;
+    if (!reply) {
+        error = reply.error().describe();
+    } else if (auto j = json::parse(reply->body, nullptr, false); !j.is_object()) {
+        error = "dped sent a reply that is not JSON";
+    } else if (!j.value("ok", false)) {
+        auto e = j.value("error", json::object());
+        code = e.is_object() ? e.value("code", std::string("refused")) : std::string("refused");
+        error = e.is_object() ? e.value("message", code) : std::string("refused");
+    } else {
+        auto r = j.value("result", json::object());
+        if (r.is_object() && r.contains("previous") && r["previous"].is_number_unsigned())
+            previous = r["previous"].get<std::uint64_t>();
+        supervisor_->noteEpoch(d, pid, epoch);
+    }
+    std::lock_guard lock(epoch_mutex_);
+    epoch_inflight_.erase(d);
+    if (error.empty()) {
+        epoch_warned_.erase(d);
+        PCLOUD_LOG(Notice, "dped runs with this leader's epoch",
+                   {{"deployable", d},
+                    {"pid", std::to_string(pid)},
+                    {"epoch", std::to_string(epoch)},
+                    {"previous", std::to_string(previous)}});
+        return;
+    }
+    if (!code.empty()) {
+        // The dped answered no: it took a higher epoch than this leader's (another cped led
+        // after this one), or it does not know the request (an older dped). Asking again
+        // would get the same answer; this cped does not, for this process and epoch.
+        epoch_refused_[d] = {pid, epoch};
+        PCLOUD_LOG(Error,
+                   code == "stale-epoch"
+                       ? "dped runs with a higher epoch than this leader; not lowering it"
+                       : "dped refused this leader's epoch; its commands carry its old one "
+                         "until it is restarted",
+                   {{"deployable", d},
+                    {"epoch", std::to_string(epoch)},
+                    {"code", code},
+                    {"error", error}});
+        return;
+    }
+    // Not answering yet (it may be reconnecting to this new hub): asked again on the next
+    // pass of the supervision loop, logged once per epoch.
+    auto& warned = epoch_warned_[d];
+    if (warned != epoch) {
+        warned = epoch;
+        PCLOUD_LOG(Warning, "dped did not confirm this leader's epoch yet; asking again",
+                   {{"deployable", d}, {"epoch", std::to_string(epoch)}, {"error", error}});
+    }
+}
+
 void Cped::startWantedDpeds() {
     std::lock_guard lock(model_mutex_);
     for (const auto& d : desired_.startedSet())
@@ -672,6 +776,7 @@ int Cped::run() {
     so.address_prefix = o_.prefix;
     if (tls_)
         so.dped_args = [this](const std::string& d) { return dpedTlsArgs(d); };
+    so.epoch = [this] { return dpedEpoch(); };
     if (log::level() >= log::Level::Info) {
         so.extra_args = {"--log-level", log::level() == log::Level::Debug ? "debug" : "info"};
     }
@@ -687,9 +792,10 @@ int Cped::run() {
                       [this](const bus::Message& msg) { onJournalSubmission(msg); });
     server_.serve("pcloud.cped", [this](const bus::Message& msg) { return serveCommand(msg); });
 
-    // dpeds start once this node leads: at once for the single-node coordinator. A leader
-    // that steps down leaves its dpeds running (epoch fencing of dpeds is not there yet,
-    // docs/ha.md).
+    // dpeds start once this node leads (at once for the single-node coordinator), with
+    // --epoch; running ones (adopted, or from an earlier term) are raised to the new epoch
+    // by raiseDpedEpochs(). A leader that steps down leaves its dpeds running: nodes and
+    // agents refuse their commands once a newer leader's have reached them (docs/ha.md).
     coordinator_->onLeadershipChange([this](const LeadershipInfo& li) {
         if (li.leader) {
             became_leader_ = true;
@@ -711,6 +817,7 @@ int Cped::run() {
             if (became_leader_.exchange(false))
                 startWantedDpeds();
             Millis next = supervisor_->tick();
+            raiseDpedEpochs();
             supervisor_->waitActivity(next < 0 ? 1000 : std::min<Millis>(next, 1000));
         }
     });

@@ -110,6 +110,7 @@ bool Supervisor::adopt(const std::string& name, Entry& e, pid_t pid) {
     e.pid = pid;
     e.pidfd = fd;
     e.adopted = true;
+    e.epoch = 0; // started by another cped: unknown until it confirms a raise
     e.started_mono = clock_.monotonicMs();
     e.next_start_mono.reset();
     PCLOUD_LOG(Notice, "Adopted a running dped",
@@ -147,6 +148,11 @@ void Supervisor::startOrAdopt(const std::string& name, Entry& e, std::vector<eve
     if (options_.dped_args)
         for (auto& a : options_.dped_args(name))
             args.push_back(std::move(a));
+    const std::uint64_t epoch = options_.epoch ? options_.epoch() : 0;
+    if (epoch > 0) {
+        args.push_back("--epoch");
+        args.push_back(std::to_string(epoch));
+    }
     std::vector<char*> argv;
     for (auto& a : args)
         argv.push_back(a.data());
@@ -181,10 +187,14 @@ void Supervisor::startOrAdopt(const std::string& name, Entry& e, std::vector<eve
     e.pid = pid;
     e.pidfd = pidfdOpen(pid);
     e.adopted = false;
+    e.epoch = epoch;
     e.started_mono = clock_.monotonicMs();
     e.next_start_mono.reset();
     PCLOUD_LOG(Notice, "Started dped",
-               {{"deployable", name}, {"pid", std::to_string(pid)}, {"path", options_.dped_path}});
+               {{"deployable", name},
+                {"pid", std::to_string(pid)},
+                {"path", options_.dped_path},
+                {"epoch", std::to_string(epoch)}});
     out.push_back(event(name, "dped-started", "dped pid " + std::to_string(pid)));
 }
 
@@ -340,6 +350,23 @@ std::optional<pid_t> Supervisor::pid(const std::string& deployable) const {
     return it->second.pid;
 }
 
+std::vector<std::string> Supervisor::belowEpoch(std::uint64_t epoch) const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> out;
+    for (const auto& [name, e] : entries_)
+        if (e.pid > 0 && e.epoch < epoch)
+            out.push_back(name);
+    return out;
+}
+
+void Supervisor::noteEpoch(const std::string& deployable, pid_t pid, std::uint64_t epoch) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(deployable);
+    // A reply from a dped that has since been replaced says nothing about the new one.
+    if (it != entries_.end() && it->second.pid == pid && epoch > it->second.epoch)
+        it->second.epoch = epoch;
+}
+
 nlohmann::json Supervisor::info(const std::string& deployable) const {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(deployable);
@@ -353,6 +380,8 @@ nlohmann::json Supervisor::info(const std::string& deployable) const {
     if (e.pid > 0) {
         j["pid"] = e.pid;
         j["adopted"] = e.adopted;
+        if (e.epoch > 0)
+            j["epoch"] = e.epoch;
     }
     if (e.last_exit)
         j["last_exit"] = *e.last_exit;

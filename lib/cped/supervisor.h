@@ -41,6 +41,9 @@ struct SupervisorOptions {
     std::vector<std::string> extra_args; // appended to every dped command line
     // Appended after them for one deployable (its bus certificate); unset = nothing.
     std::function<std::vector<std::string>(const std::string& deployable)> dped_args;
+    // The leadership epoch a dped starts with (`--epoch N`, docs/ha.md "Epoch fencing"),
+    // asked at each start; unset or 0 = no --epoch (unfenced).
+    std::function<std::uint64_t()> epoch;
     model::Backoff backoff{1'000, 2.0, 60'000, 60'000};
 };
 
@@ -78,6 +81,11 @@ public:
     bool signal(const std::string& deployable, int sig);
 
     std::optional<pid_t> pid(const std::string& deployable) const;
+    // The running dpeds whose epoch is below `epoch`: those adopted (their epoch is unknown
+    // until noteEpoch) and those started or raised with a lower one. cped raises them.
+    std::vector<std::string> belowEpoch(std::uint64_t epoch) const;
+    // The current dped of `deployable` (pid `pid`) confirmed that it runs with `epoch`.
+    void noteEpoch(const std::string& deployable, pid_t pid, std::uint64_t epoch);
     // {"state":"running|backoff|failed|stopped","pid":..,"adopted":..,"restarts":..,...}
     nlohmann::json info(const std::string& deployable) const;
 
@@ -95,6 +103,7 @@ private:
         std::optional<Millis> next_start_mono; // when to (re)start
         std::optional<int> last_exit;          // -1 = unknown (adopted)
         std::uint64_t exits = 0;               // bumped on every reap
+        std::uint64_t epoch = 0; // what the running dped was given or confirmed (0: unknown)
     };
 
     void startOrAdopt(const std::string& name, Entry& e, std::vector<events::Event>& out);

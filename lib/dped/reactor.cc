@@ -4,6 +4,7 @@
 #include "common/log.h"
 #include "common/time_format.h"
 #include "events/event.h"
+#include "policy/epoch_fence.h"
 #include "policy/policy_json.h"
 #include "proto/agent_messages.h"
 #include "store/domain_check.h"
@@ -923,6 +924,7 @@ nlohmann::json Reactor::statusJson() const {
     Millis now = clock_.nowMs();
     json out;
     out["deployable"] = cfg_.deployable;
+    out["epoch"] = cfg_.epoch;
     std::string st = observed_.desired == policy::DesiredState::Stopped
                          ? (finished_ ? "stopped" : "stopping")
                          : (state_.deployable.outcome_applied ? "failed" : "running");
@@ -1038,12 +1040,51 @@ std::string Reactor::onCommand(const std::string& body, const std::string& corre
     } else if (cmd == "ping") {
         return errorReply(id, "bad-field", "ping must arrive as a bus request with a reply address")
             .dump();
+    } else if (cmd == "epoch") {
+        return raiseEpoch(j, id).dump();
     } else {
         return errorReply(id, "unknown-command",
-                          "unknown command '" + cmd + "' (status, reload, stop, start, ping)")
+                          "unknown command '" + cmd +
+                              "' (status, reload, stop, start, ping, epoch)")
             .dump();
     }
     return reply.dump();
+}
+
+// Only cped may send to pcloud.dped.<name> (bus/authz.h): the raise comes from a cped that
+// has become the leader and adopted this dped, or that leads again with a newer epoch.
+json Reactor::raiseEpoch(const json& request, const std::string& id) {
+    json args = request.value("args", json::object());
+    const json* e = args.is_object() && args.contains("epoch") ? &args["epoch"] : nullptr;
+    if (!e || !e->is_number_unsigned() || e->get<std::uint64_t>() == 0 ||
+        e->get<std::uint64_t>() > policy::kMaxEpoch)
+        return errorReply(id, "bad-field",
+                          "epoch needs args.epoch, a whole number from 1 to " +
+                              std::to_string(policy::kMaxEpoch));
+    const std::uint64_t epoch = e->get<std::uint64_t>();
+    const std::uint64_t before = cfg_.epoch;
+    auto c = policy::checkEpoch(before, epoch);
+    if (!c.accepted()) {
+        PCLOUD_LOG(Warning, "Refused to lower the leadership epoch",
+                   {{"deployable", cfg_.deployable},
+                    {"epoch", std::to_string(before)},
+                    {"asked", std::to_string(epoch)}});
+        return errorReply(id, "stale-epoch",
+                          "refused to lower the epoch: " +
+                              policy::staleEpochMessage(epoch, before, "dped " + cfg_.deployable));
+    }
+    json reply{{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", true}};
+    if (c.verdict == policy::EpochVerdict::Raise) {
+        cfg_.epoch = c.floor;
+        if (cfg_.epoch_raised)
+            cfg_.epoch_raised(cfg_.epoch);
+        PCLOUD_LOG(Notice, "Leadership epoch raised; the next commands carry it",
+                   {{"deployable", cfg_.deployable},
+                    {"from", std::to_string(before)},
+                    {"to", std::to_string(cfg_.epoch)}});
+    }
+    reply["result"] = {{"epoch", cfg_.epoch}, {"previous", before}};
+    return reply;
 }
 
 std::optional<std::string> Reactor::onRequest(const bus::Message& m) {

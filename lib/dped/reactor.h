@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -40,7 +41,11 @@ struct ReactorConfig {
     // "Signed commands") from this signer (dped:<deployable>), valid for command_ttl.
     std::shared_ptr<const envelope::Signer> signer;
     Millis command_ttl = 30'000;
-    std::uint64_t epoch = 0; // the leader epoch, 0 until the HA work sets it
+    // The leadership epoch of the cped that commands this dped (--epoch; 0 = unfenced),
+    // in every agent envelope. The "epoch" request from cped raises it (never lowers it);
+    // `epoch_raised` is then told the new one (runtime.cc: the RemoteNode's requests).
+    std::uint64_t epoch = 0;
+    std::function<void(std::uint64_t)> epoch_raised;
 };
 
 // Unit name the agent watches for a resource: for class process the resource name (the
@@ -152,6 +157,8 @@ private:
     std::optional<std::string> startPing(const nlohmann::json& request, const std::string& id,
                                          const bus::Message& m);
     void finishPing(const std::string& pingId, const nlohmann::json& reply);
+    // cped's "epoch" request: args.epoch, accepted only when not lower than the current one.
+    nlohmann::json raiseEpoch(const nlohmann::json& request, const std::string& id);
     void expirePings();
 
     ReactorConfig cfg_;

@@ -20,7 +20,8 @@ std::int64_t nowUs() {
 } // namespace
 
 RemoteNode::RemoteNode(bus::Client& client, RemoteNodeOptions options)
-    : client_(client), opt_(std::move(options)), address_(nodep::requestAddress(opt_.host)) {}
+    : client_(client), opt_(std::move(options)), epoch_(opt_.epoch),
+      address_(nodep::requestAddress(opt_.host)) {}
 
 RemoteNode::~RemoteNode() {
     {
@@ -177,7 +178,7 @@ nodep::Request RemoteNode::stamped(nodep::Request q) {
         q.id = opt_.sender + "-" + std::to_string(++next_id_);
     }
     q.sender = opt_.sender;
-    q.epoch = opt_.epoch;
+    q.epoch = epoch_;
     return q;
 }
 
@@ -192,8 +193,24 @@ Result<nodep::Reply> RemoteNode::call(nodep::Request q, std::chrono::millisecond
     auto reply = nodep::decodeReply(r->body);
     if (!reply)
         return makeError("node " + opt_.host + ": " + reply.error().describe());
-    if (!reply->ok)
+    if (!reply->ok) {
+        // A newer leader's dped has commanded this node: this dped is fenced off it. Said
+        // as an error once per epoch the node holds; every further refusal at info level.
+        if (reply->code == "stale-epoch") {
+            auto level = fenced_logged_.exchange(reply->epoch) == reply->epoch ? log::Level::Info
+                                                                               : log::Level::Error;
+            if (level <= log::level())
+                log::write(level,
+                           "The node refused this dped's epoch: a newer leader has acted there; "
+                           "this dped must not act on its domains",
+                           {{"node", opt_.host},
+                            {"op", nodep::toString(q.op)},
+                            {"domain", q.domain},
+                            {"epoch", std::to_string(q.epoch)},
+                            {"node_epoch", std::to_string(reply->epoch)}});
+        }
         return nodep::replyError(*reply, opt_.host);
+    }
     return reply;
 }
 

@@ -15,6 +15,7 @@
 #include "virt/hypervisor.h"
 #include "virt/node_protocol.h"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -50,6 +51,9 @@ public:
     bool nodeUp() const;
     // The last facts the node sent (empty until its first heartbeat).
     virt::node::HostFacts facts() const;
+    // The epoch stamped on the next requests (cped raised it: docs/ha.md). Any thread.
+    void setEpoch(std::uint64_t epoch) { epoch_ = epoch; }
+    std::uint64_t epoch() const { return epoch_; }
 
     // virt::Hypervisor
     Result<virt::DomainInfo> lookup(const std::string& name) override;
@@ -83,6 +87,8 @@ private:
 
     bus::Client& client_;
     RemoteNodeOptions opt_;
+    std::atomic<std::uint64_t> epoch_;            // from opt_.epoch, then setEpoch()
+    std::atomic<std::uint64_t> fenced_logged_{0}; // node epoch of the last stale-epoch error
     std::string address_;
     mutable std::mutex mu_;
     std::condition_variable cv_;

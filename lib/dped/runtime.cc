@@ -16,6 +16,7 @@
 #include "dped/remote_node.h"
 #include "events/event.h"
 #include "pki/pki.h"
+#include "policy/epoch_fence.h"
 #include "referee/referee.h"
 #include "referee/retry_backoff.h"
 #include "store/store.h"
@@ -429,14 +430,21 @@ std::string usage() {
            "            [--referee-reconcile-ms MS] [--config /etc/pcloud/pcloud.conf]\n"
            "            [--bus-ca CA.crt --bus-cert dped.NAME.crt --bus-key dped.NAME.key]\n"
            "            [--node HOST] [--key KEY.pem --cert CERT.pem | --pki-dir DIR]\n"
+           "            [--epoch N]\n"
            "--node: drive the domains through that host's pcloud-node over the bus instead\n"
-           "of opening libvirt here (docs/protocol/node.md).\n";
+           "of opening libvirt here (docs/protocol/node.md).\n"
+           "--epoch: the leadership epoch of the cped that starts this dped (a decimal > 0),\n"
+           "sent with every command to agents and nodes (docs/ha.md).\n";
 }
 
 Result<Options> parseOptions(int argc, char** argv) {
     Options o;
+    // No argument can hold a NUL: this value means "--epoch not given" ("--epoch=" gives "").
+    const std::string unset(1, '\0');
+    std::string epoch = unset;
     args::Table t;
     t.strings = {{"--deployable", &o.deployable},
+                 {"--epoch", &epoch},
                  {"--state-dir", &o.state_dir},
                  {"--broker", &o.broker},
                  {"--address-prefix", &o.address_prefix},
@@ -455,6 +463,14 @@ Result<Options> parseOptions(int argc, char** argv) {
         return st.error();
     if (o.deployable.empty())
         return makeError("--deployable NAME is required\n" + usage());
+    if (epoch != unset) {
+        auto e = policy::parseEpoch(epoch);
+        if (!e)
+            return makeError("option --epoch '" + epoch +
+                             "' is not an epoch (a decimal from 1 to " +
+                             std::to_string(policy::kMaxEpoch) + ")");
+        o.epoch = *e;
+    }
     if (!model::isValidName(o.deployable))
         return makeError("invalid deployable name '" + o.deployable + "'");
     if (!o.node.empty() && !model::isValidName(o.node))
@@ -596,6 +612,7 @@ int runDped(const Options& opt) {
         ro.host = opt.node;
         ro.sender = "dped:" + opt.deployable;
         ro.silence_ms = std::max<Millis>(1000, dep->heartbeat_timeout);
+        ro.epoch = opt.epoch;
         remote = std::make_unique<RemoteNode>(client, ro);
     }
     virt::Hypervisor& hv = remote ? static_cast<virt::Hypervisor&>(*remote) : local;
@@ -610,6 +627,9 @@ int runDped(const Options& opt) {
                                 static_cast<std::uint64_t>(SystemClock().nowMs()));
     SystemClock clock;
     ReactorConfig rc{opt.deployable, opt.state_dir, {}, *host};
+    rc.epoch = opt.epoch;
+    if (remote)
+        rc.epoch_raised = [node = remote.get()](std::uint64_t e) { node->setEpoch(e); };
     // One identity, one key: without --key/--cert, dped signs with the certificate it
     // presents on the bus (dped.D in the PKI dir, which cped issues for the dpeds it starts),
     // so a dped started by cped signs its commands too.
@@ -698,6 +718,7 @@ int runDped(const Options& opt) {
                {{"deployable", opt.deployable},
                 {"uri", uri},
                 {"broker", opt.broker},
+                {"epoch", std::to_string(opt.epoch)},
                 {"pid", std::to_string(::getpid())}});
     int rc_exit = toInt(ExitCode::Ok);
     // The loop runs at least once a second, so a pause of dped itself is noticed. A pause

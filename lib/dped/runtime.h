@@ -7,6 +7,7 @@
 #include "common/clock.h"
 #include "common/result.h"
 
+#include <cstdint>
 #include <string>
 
 namespace pcloud::dped {
@@ -37,6 +38,10 @@ struct Options {
     // The bus certificate for an amqps:// broker (docs/security.md); "" = dped.DEPLOYABLE
     // in the host configuration's pki_dir (cped passes these for the dpeds it starts).
     std::string bus_ca, bus_cert, bus_key;
+    // --epoch N: the leadership epoch of the cped that started this dped (docs/ha.md
+    // "Epoch fencing"), carried in every agent envelope and node request. cped raises it
+    // with the "epoch" request when a newer leader adopts this dped. 0 = unfenced.
+    std::uint64_t epoch = 0;
 };
 
 // Errors say which option is wrong; --help gives an Error whose message is the usage text

@@ -2,6 +2,7 @@
 
 #include "common/fs.h"
 #include "common/utf8.h"
+#include "policy/epoch_fence.h"
 
 #include <nlohmann/json.hpp>
 
@@ -571,8 +572,7 @@ std::uint64_t ReplayCache::highestEpoch(const std::string& sender) const {
 
 void ReplayCache::noteEpoch(const std::string& sender, std::uint64_t epoch) {
     auto& e = epochs_[sender];
-    if (epoch > e)
-        e = epoch;
+    e = policy::checkEpoch(e, epoch).floor;
 }
 
 std::string ReplayCache::toJson(Millis now) const {
@@ -710,11 +710,11 @@ VerifyResult verify(std::string_view bytes, const Trust& trust, Millis now, Repl
                           " ms ago by this receiver's clock, more than the allowed skew of " +
                           std::to_string(trust.skew) + " ms",
                       &p);
-    if (std::uint64_t high = cache.highestEpoch(f.sender); f.epoch < high)
-        return reject(Reject::StaleEpoch,
-                      "epoch " + std::to_string(f.epoch) + " is older than epoch " +
-                          std::to_string(high) + " already accepted from " + f.sender,
-                      &p);
+    if (std::uint64_t high = cache.highestEpoch(f.sender);
+        !policy::checkEpoch(high, f.epoch).accepted())
+        return reject(
+            Reject::StaleEpoch,
+            policy::staleEpochMessage(f.epoch, high, "this receiver") + "; sender " + f.sender, &p);
     cache.purge(now);
     if (cache.contains(f.sender, f.request_id))
         return reject(Reject::Replayed,

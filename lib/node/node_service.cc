@@ -3,6 +3,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "model/model.h"
+#include "policy/epoch_fence.h"
 #include "store/domain_check.h"
 #include "virt/guest_xml.h"
 
@@ -37,15 +38,15 @@ Result<EpochFloor> EpochFloor::load(const std::string& path) {
 
 Status EpochFloor::admit(std::uint64_t epoch) {
     std::lock_guard lock(*mu_);
-    if (epoch < floor_)
-        return makeError("stale epoch " + std::to_string(epoch) + ": this node has accepted " +
-                         std::to_string(floor_));
-    if (epoch == floor_)
+    auto c = policy::checkEpoch(floor_, epoch);
+    if (c.verdict == policy::EpochVerdict::Stale)
+        return makeError(policy::staleEpochMessage(epoch, floor_, "this node"));
+    if (c.verdict == policy::EpochVerdict::Same)
         return {};
     if (!path_.empty())
-        if (auto st = fs::writeAtomic(path_, std::to_string(epoch) + "\n"); !st)
+        if (auto st = fs::writeAtomic(path_, std::to_string(c.floor) + "\n"); !st)
             return st;
-    floor_ = epoch;
+    floor_ = c.floor;
     return {};
 }
 

@@ -66,13 +66,14 @@ protected:
 
     // What dped sends: the command body inside an envelope signed by `who`.
     std::string dpedSends(const proto::Command& c, const std::string& who = "dped:web",
-                          const std::string& target = "agent:node01") {
+                          const std::string& target = "agent:node01", std::uint64_t epoch = 0) {
         auto s = envelope::Signer::load(pki_->keyPath(who), pki_->certPath(who));
         EXPECT_TRUE(s) << s.error().describe();
         envelope::Fields f;
         f.target = target;
         f.action = proto::toString(c.type);
         f.msgtime = clock.nowMs();
+        f.epoch = epoch;
         auto bytes = s->sign(f, proto::encodeCommand(c));
         EXPECT_TRUE(bytes) << bytes.error().describe();
         return *bytes;
@@ -188,6 +189,57 @@ TEST_F(SignedCore, WithoutACaPlainAndSignedCommandsBothRun) {
     EXPECT_FALSE(r.ok);
     ASSERT_TRUE(r.error);
     EXPECT_EQ(r.error->code, "unknown-type");
+}
+
+// The epoch floor (docs/ha.md "Epoch fencing"): once a command of epoch 5 ran, a dped of an
+// older leader (epoch 4, or the unfenced 0) is refused with both numbers, and the floor is
+// in the replay cache the agent saves before it runs a command, so a restarted agent keeps it.
+TEST_F(SignedCore, AnOlderLeadersEpochIsRefusedOnceANewerOneRanAndTheFloorSurvivesARestart) {
+    auto ca = envelope::CaStore::loadFile(pki_->caCert());
+    ASSERT_TRUE(ca) << ca.error().describe();
+    std::string saved;
+    core->requireSignedCommands(
+        envelope::Trust{*ca, "agent:node01", "web"}, envelope::ReplayCache(),
+        [&](const envelope::ReplayCache& c) { saved = c.toJson(clock.nowMs()); });
+    auto send = [&](const std::string& id, std::uint64_t epoch) {
+        core->onMessage(dpedSends(restart(id), "dped:web", "agent:node01", epoch));
+    };
+    send("e0", 0); // unfenced single node: accepted while nothing higher was seen
+    send("e5", 5);
+    ASSERT_EQ(backend.jobs.size(), 2u);
+    EXPECT_TRUE(core->outbox().empty());
+    for (auto [id, epoch] : {std::pair{"e4", 4}, std::pair{"e0-again", 0}}) {
+        send(id, epoch);
+        auto r = reply();
+        EXPECT_FALSE(r.ok) << id;
+        ASSERT_TRUE(r.error) << id;
+        EXPECT_EQ(r.error->code, "stale-epoch") << id;
+        EXPECT_NE(r.error->message.find("stale epoch " + std::to_string(epoch) +
+                                        ": this receiver has accepted epoch 5"),
+                  std::string::npos)
+            << r.error->message;
+        EXPECT_EQ(r.id, id);
+    }
+    EXPECT_EQ(backend.jobs.size(), 2u); // neither ran
+    send("e5-again", 5);                // the same leader goes on
+    EXPECT_EQ(backend.jobs.size(), 3u);
+
+    // The agent restarts with the cache it saved: the floor is still 5.
+    ASSERT_FALSE(saved.empty());
+    auto restored = envelope::ReplayCache::fromJson(saved, clock.nowMs());
+    ASSERT_TRUE(restored) << restored.error().describe();
+    EXPECT_EQ(restored->highestEpoch("dped:web"), 5u);
+    Identity id;
+    id.assembly = "node01";
+    core = std::make_unique<AgentCore>(cfg, id, backend, nullptr, clock, nullptr);
+    backend.setListener(core.get());
+    core->onLinkUp();
+    core->outbox().clear();
+    core->requireSignedCommands(envelope::Trust{*ca, "agent:node01", "web"}, std::move(*restored));
+    send("after-restart-4", 4);
+    EXPECT_EQ(reply().error->code, "stale-epoch");
+    send("after-restart-6", 6);
+    EXPECT_EQ(backend.jobs.size(), 4u);
 }
 
 } // namespace

@@ -80,6 +80,14 @@ TEST(Authz, OnlyOperatorsUseTheCommandApiAndOnlyCpedServesIt) {
     EXPECT_FALSE(may(peer("operator:alice"), S, "pcloud.dped.web"));
 }
 
+// A dped's request queue carries cped's commands to it (stop, reload, the leader's epoch
+// raise): nobody else may send there, not even the dped itself.
+TEST(Authz, OnlyCpedSendsToADpedsQueue) {
+    for (auto who : {"operator:alice", "agent:w1", "dped:web", "dped:db", "node:h1"})
+        EXPECT_FALSE(may(peer(who), S, "pcloud.dped.web")) << who;
+    EXPECT_TRUE(may(peer("cped:host1"), S, "pcloud.dped.web"));
+}
+
 TEST(Authz, EventsAreForOperatorsAndTheEventsRole) {
     EXPECT_TRUE(may(peer("operator:alice"), R, "pcloud.events"));
     EXPECT_TRUE(may(peer("operator:alice"), R, "pcloud.events.web"));

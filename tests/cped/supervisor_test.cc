@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <functional>
 #include <gtest/gtest.h>
 #include <sstream>
 #include <thread>
@@ -41,6 +42,17 @@ bool waitStarts(const std::string& dir, const std::string& dep, int n) {
     return false;
 }
 
+// The fake dped's recorded command line(s), once written (deadline).
+std::string argsOf(const std::string& dir, const std::string& dep) {
+    for (int i = 0; i < 500; ++i) {
+        auto a = fs::readFile(dir + "/fake-dped-" + dep + ".args");
+        if (a && a->find('\n') != std::string::npos)
+            return *a;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return {};
+}
+
 void setMode(const std::string& dir, const std::string& dep, const std::string& mode) {
     ASSERT_TRUE(fs::writeAtomic(dir + "/fake-dped-" + dep + ".mode", mode + "\n").ok());
 }
@@ -51,6 +63,7 @@ struct Fixture {
     std::vector<events::Event> events;
     std::mutex mutex;
     std::unique_ptr<Supervisor> sup;
+    std::function<std::uint64_t()> epoch; // SupervisorOptions::epoch of the next make()
 
     Fixture() { sup = make(); }
     ~Fixture() {
@@ -64,6 +77,7 @@ struct Fixture {
         o.state_dir = dir;
         o.broker_url = "amqp://127.0.0.1:1";
         o.backoff = model::Backoff{1000, 2.0, 4000, 60'000};
+        o.epoch = epoch;
         return std::make_unique<Supervisor>(o, clock, [this](events::Event e) {
             std::lock_guard lock(mutex);
             events.push_back(std::move(e));
@@ -129,6 +143,8 @@ TEST(Supervisor, StartsOneDpedAndStopsOnTerm) {
     EXPECT_EQ(LockFile::holder(dpedLockPath(f.dir, "web")), std::optional<pid_t>(*pid));
     EXPECT_EQ(f.sup->info("web")["state"], "running");
     f.sup->tick(); // nothing to do: still one
+    // The fake writes the lock before it records its start: wait for the record too.
+    EXPECT_TRUE(waitStarts(f.dir, "web", 1));
     EXPECT_EQ(startsOf(f.dir, "web"), 1);
 
     f.sup->unwant("web");
@@ -233,6 +249,55 @@ TEST(Supervisor, NewSupervisorAdoptsRunningDpedAndRestartsItWhenItDies) {
     second->signal("web", SIGTERM);
     EXPECT_EQ(second->waitExit("web", 5000), std::optional<int>(0));
     ::waitpid(first, nullptr, WNOHANG);
+}
+
+// Epoch fencing (docs/ha.md): a dped starts with --epoch of the leader; one adopted from an
+// earlier cped counts as below the new epoch until cped's raise is confirmed for that pid.
+TEST(Supervisor, StartsTheDpedWithTheEpochAndAnAdoptedOneIsBelowItUntilConfirmed) {
+    Fixture f;
+    f.epoch = [] { return std::uint64_t{3}; };
+    f.sup = f.make();
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(f.waitLocked("web"));
+    pid_t first = *f.sup->pid("web");
+    std::string args = argsOf(f.dir, "web");
+    EXPECT_NE(args.find("--epoch 3"), std::string::npos) << args;
+    EXPECT_EQ(f.sup->info("web")["epoch"], 3);
+    EXPECT_TRUE(f.sup->belowEpoch(3).empty());
+    EXPECT_EQ(f.sup->belowEpoch(4), std::vector<std::string>{"web"});
+    f.sup.reset(); // cped exits; the dped keeps running
+
+    f.epoch = [] { return std::uint64_t{4}; };
+    auto second = f.make();
+    second->want("web");
+    second->tick();
+    ASSERT_EQ(second->pid("web"), std::optional<pid_t>(first));
+    EXPECT_FALSE(second->info("web").contains("epoch")); // unknown: another cped started it
+    EXPECT_EQ(second->belowEpoch(4), std::vector<std::string>{"web"});
+    second->noteEpoch("web", first + 100000, 4); // a reply from another process
+    EXPECT_EQ(second->belowEpoch(4), std::vector<std::string>{"web"});
+    second->noteEpoch("web", first, 4);
+    EXPECT_TRUE(second->belowEpoch(4).empty());
+    EXPECT_EQ(second->info("web")["epoch"], 4);
+    second->noteEpoch("web", first, 2); // never lowered
+    EXPECT_EQ(second->info("web")["epoch"], 4);
+    second->unwant("web");
+    second->signal("web", SIGTERM);
+    EXPECT_TRUE(second->waitExit("web", 5000).has_value());
+    ::waitpid(first, nullptr, WNOHANG);
+    // Without an epoch (unset or 0) no --epoch is passed.
+    f.epoch = [] { return std::uint64_t{0}; };
+    auto third = f.make();
+    third->want("db");
+    third->tick();
+    ASSERT_TRUE(f.waitLocked("db"));
+    std::string dbArgs = argsOf(f.dir, "db");
+    EXPECT_NE(dbArgs.find("--deployable db"), std::string::npos) << dbArgs;
+    EXPECT_EQ(dbArgs.find("--epoch"), std::string::npos) << dbArgs;
+    third->unwant("db");
+    third->signal("db", SIGTERM);
+    EXPECT_TRUE(third->waitExit("db", 5000).has_value());
 }
 
 TEST(Supervisor, SecondDpedForSameDeployableRefusesWithLocked) {

@@ -64,4 +64,27 @@ TEST(DpedOptions, SigningKeyAndCertificateGoTogether) {
     EXPECT_FALSE(parse({"--deployable", "web", "--pki-dir", "/p", "--key", "/k.pem"}).ok());
 }
 
+TEST(DpedOptions, EpochIsADecimalAboveZeroInBothSpellings) {
+    auto none = parse({"--deployable", "web"});
+    ASSERT_TRUE(none.ok()) << none.error().describe();
+    EXPECT_EQ(none->epoch, 0u); // unfenced
+    auto a = parse({"--deployable", "web", "--epoch", "12"});
+    ASSERT_TRUE(a.ok()) << a.error().describe();
+    EXPECT_EQ(a->epoch, 12u);
+    auto b = parse({"--deployable=web", "--epoch=9223372036854775807"});
+    ASSERT_TRUE(b.ok()) << b.error().describe();
+    EXPECT_EQ(b->epoch, 9223372036854775807u);
+    for (const std::string v : {"", "0", "-1", "+3", "3x", " 3", "0x1f", "9223372036854775808"}) {
+        auto o = parse({"--deployable", "web", "--epoch=" + v});
+        ASSERT_FALSE(o.ok()) << "accepted '" << v << "'";
+        EXPECT_NE(o.error().message.find("option --epoch '" + v + "' is not an epoch"),
+                  std::string::npos)
+            << o.error().message;
+    }
+    auto missing = parse({"--deployable", "web", "--epoch"});
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(missing.error().message.find("--epoch needs a value"), std::string::npos)
+        << missing.error().message;
+}
+
 } // namespace

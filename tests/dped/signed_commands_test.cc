@@ -93,4 +93,98 @@ TEST(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
     std::filesystem::remove_all(dir);
 }
 
+json request(const json& args) {
+    return {{"v", 1}, {"type", "command"}, {"id", "c1"}, {"command", "epoch"}, {"args", args}};
+}
+
+// cped's "epoch" request (docs/protocol/dped.md): a raise is taken at once and the next agent
+// command carries it; a lower epoch is refused naming both numbers and changes nothing; a
+// bad value is a bad-field. An agent that accepted the new epoch refuses a command that an
+// older leader's dped (epoch 7) still sends.
+TEST(DpedSigned, CpedRaisesTheEpochAndTheNextAgentCommandCarriesIt) {
+    testpki::TestPki pki("dped-epoch");
+    pki.issue("dped:web");
+    auto signer = envelope::Signer::load(pki.keyPath("dped:web"), pki.certPath("dped:web"));
+    ASSERT_TRUE(signer) << signer.error().describe();
+    std::string dir = "/tmp/dped-epoch-test-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+
+    ManualClock clock{SystemClock().nowMs()};
+    FakeHv hv;
+    FakeBus bus;
+    FakeWatch watch;
+    policy::ZeroJitter jitter;
+    dped::ReactorConfig rc{"web", dir, {}, {}};
+    rc.signer = std::make_shared<const envelope::Signer>(*signer);
+    rc.epoch = 7;
+    std::vector<std::uint64_t> told;
+    rc.epoch_raised = [&](std::uint64_t e) { told.push_back(e); };
+    dped::Reactor r(rc, oneAssembly(), clock, hv, bus, watch, nullptr, jitter);
+    ASSERT_TRUE(r.start().ok());
+    EXPECT_EQ(r.statusJson()["epoch"], 7);
+
+    auto raised = json::parse(r.onCommand(request({{"epoch", 9}}).dump()));
+    ASSERT_TRUE(raised["ok"].get<bool>()) << raised;
+    EXPECT_EQ(raised["result"]["epoch"], 9);
+    EXPECT_EQ(raised["result"]["previous"], 7);
+    EXPECT_EQ(told, std::vector<std::uint64_t>{9});
+    EXPECT_EQ(r.statusJson()["epoch"], 9);
+
+    auto lower = json::parse(r.onCommand(request({{"epoch", 8}}).dump()));
+    EXPECT_FALSE(lower["ok"].get<bool>());
+    EXPECT_EQ(lower["error"]["code"], "stale-epoch");
+    EXPECT_EQ(lower["error"]["message"],
+              "refused to lower the epoch: stale epoch 8: dped web has accepted epoch 9 (a newer "
+              "leader has acted)");
+    auto same = json::parse(r.onCommand(request({{"epoch", 9}}).dump()));
+    EXPECT_TRUE(same["ok"].get<bool>()) << same;
+    for (const json& bad :
+         {json{{"epoch", 0}}, json{{"epoch", -3}}, json{{"epoch", 1.5}}, json{{"epoch", "10"}},
+          json::object(), json{{"epoch", 9223372036854775808ULL}}}) {
+        auto b = json::parse(r.onCommand(request(bad).dump()));
+        EXPECT_FALSE(b["ok"].get<bool>()) << bad;
+        EXPECT_EQ(b["error"]["code"], "bad-field") << bad;
+        EXPECT_NE(b["error"]["message"].get<std::string>().find("args.epoch"), std::string::npos);
+    }
+    EXPECT_EQ(told, std::vector<std::uint64_t>{9}); // nothing but the one raise
+    EXPECT_EQ(r.statusJson()["epoch"], 9);
+
+    // The next agent command (the watch after a hello) is signed with epoch 9.
+    proto::Hello h;
+    h.assembly = "node01";
+    h.backend = "process";
+    bus.subs.at("pcloud.reports.node01")(
+        bus::Message{"pcloud.reports.node01", proto::encodeHello(h)});
+    r.step();
+    auto ca = envelope::CaStore::loadFile(pki.caCert());
+    ASSERT_TRUE(ca);
+    envelope::Trust agent{*ca, "agent:node01", "web"};
+    envelope::ReplayCache cache;
+    int commands = 0;
+    for (const auto& [address, body] : bus.sent) {
+        if (address != "pcloud.agent.node01")
+            continue;
+        ++commands;
+        auto v = envelope::verify(body, agent, clock.nowMs(), cache);
+        ASSERT_TRUE(std::holds_alternative<envelope::Verified>(v))
+            << std::get<envelope::Rejection>(v).message;
+        EXPECT_EQ(std::get<envelope::Verified>(v).fields.epoch, 9u);
+    }
+    EXPECT_GE(commands, 1);
+
+    // The old leader's dped, still at epoch 7, is refused by that agent.
+    envelope::Fields old;
+    old.target = "agent:node01";
+    old.action = "watch";
+    old.msgtime = clock.nowMs();
+    old.epoch = 7;
+    auto zombie = signer->sign(old, R"({"v":1,"type":"watch","id":"z1","units":[]})");
+    ASSERT_TRUE(zombie);
+    auto refused = envelope::verify(*zombie, agent, clock.nowMs(), cache);
+    ASSERT_TRUE(std::holds_alternative<envelope::Rejection>(refused));
+    EXPECT_EQ(std::get<envelope::Rejection>(refused).code, envelope::Reject::StaleEpoch);
+    std::filesystem::remove_all(dir);
+}
+
 } // namespace

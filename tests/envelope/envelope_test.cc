@@ -425,7 +425,10 @@ TEST_F(Envelope, AnEpochBelowTheHighestAcceptedFromThatSenderIsStale) {
     EXPECT_TRUE(accepted(withEpoch("dped:web", 5)));
     auto stale = withEpoch("dped:web", 4);
     EXPECT_EQ(code(stale), Reject::StaleEpoch);
-    EXPECT_NE(message(stale).find("epoch 4 is older than epoch 5"), std::string::npos);
+    EXPECT_NE(message(stale).find("stale epoch 4: this receiver has accepted epoch 5"),
+              std::string::npos)
+        << message(stale);
+    EXPECT_NE(message(stale).find("sender dped:web"), std::string::npos) << message(stale);
     EXPECT_TRUE(accepted(withEpoch("dped:web", 5)));       // the same epoch goes on
     EXPECT_TRUE(accepted(withEpoch("operator:alice", 0))); // per sender
     // A forged higher epoch does not raise the bar.

@@ -84,8 +84,12 @@ protected:
         }
     }
     void TearDown() override {
-        for (auto& c : cpeds_)
+        for (auto& c : cpeds_) {
             stopCped(c, SIGKILL);
+            // A dped outlives its cped (the fake one too): stop it.
+            if (pid_t d = std::atoi(etcdtest::tail(c.dir + "/dped-web.lock", 64).c_str()); d > 0)
+                ::kill(d, SIGTERM);
+        }
         if (HasFailure())
             for (auto& c : cpeds_)
                 std::printf("---- cped %s ----\n%s\n", c.name.c_str(),
@@ -139,6 +143,37 @@ TEST_F(CpedCluster, OnlyTheLeaderServesAndTheOtherNamesIt) {
     std::printf("[ measured ] cped SIGTERM (resign) -> the other cped serves: %lld ms\n",
                 static_cast<long long>(ms));
     EXPECT_LT(ms, 1500);
+}
+
+// Epoch fencing (docs/ha.md): the leader starts its dpeds with --epoch = its etcd epoch,
+// the create_revision of its leader key.
+TEST_F(CpedCluster, TheLeaderStartsItsDpedsWithItsEtcdEpoch) {
+    startCped(cpeds_[0], {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(cpeds_[0], "deployable_list").rc == 0; }, 15s, 100ms))
+        << shell(cpeds_[0], "deployable_list").out;
+    const std::string log = cpeds_[0].dir + "/cped.log";
+    std::string text = etcdtest::tail(log, 100000);
+    const std::string acquired = "Leadership acquired node=a epoch=";
+    auto at = text.find(acquired);
+    ASSERT_NE(at, std::string::npos) << text;
+    const std::string epoch = text.substr(
+        at + acquired.size(), text.find(' ', at + acquired.size()) - at - acquired.size());
+    ASSERT_GT(std::stoll(epoch), 0) << epoch;
+    for (const char* cmd : {"deployable_create web --uri test:///default",
+                            "assembly_create n1 --image /var/lib/pcloud/n1.img",
+                            "deployable_assembly_add web n1", "deployable_start web"}) {
+        auto r = shell(cpeds_[0], cmd);
+        ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out;
+    }
+    std::string args;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            args = etcdtest::tail(cpeds_[0].dir + "/fake-dped-web.args", 10000);
+            return args.find('\n') != std::string::npos;
+        },
+        10s))
+        << etcdtest::tail(log, 3000);
+    EXPECT_NE(args.find("--epoch " + epoch), std::string::npos) << args << " epoch " << epoch;
 }
 
 TEST_F(CpedCluster, KillMinusNineOfTheLeadingCpedHandsOverWithinTheTtl) {

@@ -7,6 +7,7 @@
 #include "node/node_main.h"
 #include "node/node_service.h"
 #include "pki/pki.h"
+#include "store/store.h"
 #include "support/test_support.h"
 #include "virt/libvirt_hypervisor.h"
 #include "virt/node_protocol.h"
@@ -209,7 +210,9 @@ TEST(EpochFloor, RefusesLowerEpochsAndRemembersAcrossRestarts) {
         EXPECT_TRUE(f->admit(5).ok());
         auto st = f->admit(4);
         ASSERT_FALSE(st.ok());
-        EXPECT_NE(st.error().message.find("stale epoch 4"), std::string::npos);
+        EXPECT_NE(st.error().message.find("stale epoch 4: this node has accepted epoch 5"),
+                  std::string::npos)
+            << st.error().message;
     }
     auto again = node::EpochFloor::load(path);
     ASSERT_TRUE(again.ok());
@@ -554,6 +557,90 @@ TEST_F(NodeProcessTest, AControllerWithAnOldEpochIsRefusedAfterANewerOneActed) {
         20s))
         << last;
     EXPECT_NE(nodeLog().find("epoch=9"), std::string::npos) << nodeLog();
+}
+
+// The real dped with --node and --epoch (docs/ha.md "Epoch fencing"): its requests carry
+// the epoch to the real pcloud-node, which keeps it as its floor; a dped of an older leader
+// (epoch 4) is then refused there, and says so in its log with both numbers.
+TEST_F(NodeProcessTest, ADpedCarriesItsEpochToTheNodeAndAnOlderOneIsRefused) {
+    ASSERT_TRUE(std::filesystem::exists(kBin + "/dped")) << "build dped first";
+    startNode();
+    const std::string state = dir_ + "/dped";
+    std::filesystem::create_directories(state);
+    model::Model m;
+    model::Deployable d;
+    d.name = "web";
+    d.assemblies = {"n1"};
+    m.deployables["web"] = d;
+    model::Assembly a;
+    a.name = "n1";
+    a.domain_xml = testDomainXml("n1");
+    m.assemblies["n1"] = a;
+    ASSERT_TRUE(store::saveModel(state, m).ok());
+    const std::string conf = dir_ + "/pcloud.conf";
+    ASSERT_TRUE(fs::writeAtomic(conf, "pki_dir = " + pki_ + "\n").ok());
+    auto dped = [&](const std::string& epoch, const std::string& log) {
+        return spawnLogged(kBin + "/dped",
+                           {"dped",
+                            "--deployable",
+                            "web",
+                            "--state-dir",
+                            state,
+                            "--node",
+                            "h1",
+                            "--broker",
+                            url(),
+                            "--bus-ca",
+                            pki_ + "/ca.crt",
+                            "--bus-cert",
+                            pki_ + "/dped.web.crt",
+                            "--bus-key",
+                            pki_ + "/dped.web.key",
+                            "--config",
+                            conf,
+                            "--epoch",
+                            epoch,
+                            "--log-level",
+                            "info"},
+                           log);
+    };
+    auto stop = [](pid_t pid) {
+        ::kill(pid, SIGTERM);
+        int ws = 0;
+        ::waitpid(pid, &ws, 0);
+        return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    };
+    auto text = [](const std::string& path) {
+        auto t = fs::readFile(path);
+        return t ? *t : std::string();
+    };
+    const std::string floorFile = dir_ + "/node-h1.epoch";
+
+    const std::string log5 = dir_ + "/dped.5.log";
+    pid_t leader = dped("5", log5);
+    ASSERT_GT(leader, 0);
+    ASSERT_TRUE(waitFor([&] { return text(floorFile) == "5\n"; }, 20s))
+        << "floor '" << text(floorFile) << "'\n"
+        << nodeLog() << text(log5);
+    EXPECT_NE(nodeLog().find("sender=dped:web epoch=5"), std::string::npos) << nodeLog();
+    EXPECT_NE(text(log5).find("epoch=5"), std::string::npos) << text(log5); // "dped running"
+    EXPECT_EQ(stop(leader), 0) << text(log5);
+
+    const std::string log4 = dir_ + "/dped.4.log";
+    pid_t zombie = dped("4", log4);
+    ASSERT_GT(zombie, 0);
+    const std::string said = "The node refused this dped's epoch";
+    ASSERT_TRUE(waitFor([&] { return text(log4).find(said) != std::string::npos; }, 20s))
+        << text(log4) << nodeLog();
+    std::string line = text(log4).substr(text(log4).find(said));
+    line = line.substr(0, line.find('\n'));
+    EXPECT_NE(line.find("node=h1"), std::string::npos) << line;
+    EXPECT_NE(line.find("epoch=4"), std::string::npos) << line;
+    EXPECT_NE(line.find("node_epoch=5"), std::string::npos) << line;
+    EXPECT_NE(nodeLog().find("stale epoch 4: this node has accepted epoch 5"), std::string::npos)
+        << nodeLog();
+    EXPECT_EQ(text(floorFile), "5\n"); // refused: the floor stays
+    EXPECT_EQ(stop(zombie), 0) << text(log4);
 }
 
 TEST_F(NodeProcessTest, TheFirstRequestRightAfterTheFirstHeartbeatIsAnswered) {
