@@ -10,6 +10,7 @@
 // Every wait polls up to a deadline.
 #include "bus/client.h"
 #include "common/fs.h"
+#include "common/lock_file.h"
 #include "pki/pki.h"
 #include "support/test_support.h"
 
@@ -100,10 +101,9 @@ protected:
             all += text(log_ + "." + std::to_string(i));
         return all;
     }
-    pid_t dpedPid() const {
-        auto h = text(state_ + "/dped-web.lock");
-        return h.empty() ? 0 : static_cast<pid_t>(std::atol(h.c_str()));
-    }
+    // The dped holding the deployable's lock now; 0 when none does. Never the pid text alone:
+    // pids wrap quickly (pid_max 32768 here), and a dead dped's pid may be anyone's by now.
+    pid_t dpedPid() const { return LockFile::holder(state_ + "/dped-web.lock").value_or(0); }
     std::uint64_t coordinatorEpoch() const {
         return std::strtoull(text(state_ + "/epoch").c_str(), nullptr, 10);
     }

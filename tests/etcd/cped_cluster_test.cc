@@ -2,6 +2,7 @@
 // a real etcd; only the leader serves the command API, the other answers not-leader naming
 // it; when the leader stops (SIGTERM: it resigns) or dies (kill -9: its lease expires),
 // the other serves. Driven by the real pcloudsh; dped is the fake script of tests/cped.
+#include "common/lock_file.h"
 #include "etcd/client.h"
 #include "etcd/etcd_fixture.h"
 #include "support/test_support.h"
@@ -86,9 +87,10 @@ protected:
     void TearDown() override {
         for (auto& c : cpeds_) {
             stopCped(c, SIGKILL);
-            // A dped outlives its cped (the fake one too): stop it.
-            if (pid_t d = std::atoi(etcdtest::tail(c.dir + "/dped-web.lock", 64).c_str()); d > 0)
-                ::kill(d, SIGTERM);
+            // A dped outlives its cped (the fake one too): stop it, if one still holds the
+            // lock (a dead dped's pid in the file may belong to anyone by now).
+            if (auto d = LockFile::holder(c.dir + "/dped-web.lock"); d && *d > 0)
+                ::kill(*d, SIGTERM);
         }
         if (HasFailure())
             for (auto& c : cpeds_)
