@@ -3,9 +3,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <string>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace pcloud {
@@ -23,6 +25,33 @@ std::optional<pid_t> readPid(int fd) {
     return static_cast<pid_t>(v);
 }
 
+// Has `pid` the file open as `fd` open too? The lock belongs to an open file description
+// that the holder keeps open (dped itself, or a shell that took it with flock(1)); a process
+// that merely got a dead holder's pid has no such descriptor. nullopt when /proc/PID/fd
+// cannot be read (another user's process, no /proc).
+std::optional<bool> hasFileOpen(pid_t pid, int fd) {
+    struct stat mine {};
+    if (::fstat(fd, &mine) != 0)
+        return std::nullopt;
+    std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+    DIR* d = ::opendir(dir.c_str());
+    if (!d)
+        return errno == ENOENT ? std::optional<bool>(false) : std::nullopt;
+    bool found = false;
+    while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.')
+            continue;
+        struct stat st {};
+        if (::stat((dir + "/" + e->d_name).c_str(), &st) == 0 && st.st_dev == mine.st_dev &&
+            st.st_ino == mine.st_ino) {
+            found = true;
+            break;
+        }
+    }
+    ::closedir(d);
+    return found;
+}
+
 } // namespace
 
 std::string dpedLockPath(const std::string& stateDir, const std::string& deployable) {
@@ -37,6 +66,8 @@ Result<LockFile> LockFile::acquire(const std::string& path, pid_t* holderOut) {
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
         auto pid = readPid(fd);
+        if (pid && hasFileOpen(*pid, fd) == false) // a previous holder's pid (see holder())
+            pid.reset();
         ::close(fd);
         if (holderOut && pid)
             *holderOut = *pid;
@@ -67,7 +98,11 @@ std::optional<pid_t> LockFile::holder(const std::string& path) {
         ::flock(fd, LOCK_UN); // nobody holds it
     } else if (errno == EWOULDBLOCK) {
         out = readPid(fd);
-        if (!out)
+        // A new holder writes its pid only after it got the lock, so for a moment the file
+        // still names the previous holder, who may be dead, its pid reused by any process
+        // (pids wrap within minutes on a busy host). Only a pid that has this file open is
+        // returned; otherwise the pid is "not (yet) written".
+        if (!out || hasFileOpen(*out, fd) == false)
             out = 0; // held, pid not (yet) written
     }
     ::close(fd);

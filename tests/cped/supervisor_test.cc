@@ -6,10 +6,12 @@
 #include "cped/supervisor.h"
 
 #include <csignal>
+#include <fcntl.h>
 #include <fstream>
 #include <functional>
 #include <gtest/gtest.h>
 #include <sstream>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -131,6 +133,46 @@ TEST(LockFile, SecondAcquireFailsAndNamesHolder) {
     { auto released = std::move(a.value()); }
     EXPECT_FALSE(LockFile::holder(path).has_value());
     EXPECT_TRUE(LockFile::acquire(path).ok());
+}
+
+// A new holder writes its pid only after it has the lock, so the file can still name the
+// previous holder, whose pid may belong to any process by now: cped adopting (and later
+// signalling) that process as "the dped" would hit a stranger. Only a pid that has the lock
+// file open is returned; a stale one reads as "held, pid not written yet" (0).
+TEST(LockFile, AStalePidInTheFileIsNotTakenForTheHolder) {
+    auto dir = tempDir();
+    auto path = dir + "/x.lock";
+    auto a = LockFile::acquire(path);
+    ASSERT_TRUE(a.ok()) << a.error().describe();
+    pid_t stranger = ::fork(); // alive, but without the lock file open (exec closes it)
+    if (stranger == 0) {
+        ::execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    ASSERT_GT(stranger, 0);
+    auto execed = [&] {
+        std::ifstream in("/proc/" + std::to_string(stranger) + "/cmdline");
+        std::string argv0;
+        std::getline(in, argv0, '\0');
+        return argv0 == "sleep";
+    };
+    for (int i = 0; i < 500 && !execed(); ++i) // until the exec closed its copy of the fd
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(execed());
+    {
+        int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+        ASSERT_GE(fd, 0);
+        std::string text = std::to_string(stranger) + "\n";
+        ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+        ::close(fd);
+    }
+    EXPECT_EQ(LockFile::holder(path), std::optional<pid_t>(0));
+    pid_t named = -1;
+    auto b = LockFile::acquire(path, &named);
+    EXPECT_FALSE(b.ok());
+    EXPECT_EQ(named, -1) << "a stale pid was reported as the holder";
+    ::kill(stranger, SIGKILL);
+    ::waitpid(stranger, nullptr, 0);
 }
 
 TEST(Supervisor, StartsOneDpedAndStopsOnTerm) {
