@@ -1,9 +1,12 @@
 // pcloudsh against a real cped: one-shot commands (success, errors, exit status, db files
 // untouched by rejected commands), a corrupt db at start-up, the event follower (every seq
 // once and in order, across a cped restart, --since then live) and the interactive shell
-// through a real pty (completion, history, Ctrl-C). Waits poll with deadlines.
+// through a real pty (completion, history, Ctrl-C). Waits poll with deadlines. The bus is
+// amqps:// as an operator runs it: a PKI made per test (test_tls.h), cped.test and
+// operator.alice, pcloudsh finding its certificate through pcloud.conf.
 #include "common/fs.h"
 #include "support/test_support.h"
+#include "support/test_tls.h"
 
 #include <arpa/inet.h>
 #include <atomic>
@@ -25,6 +28,7 @@
 using namespace pcloud;
 using nlohmann::json;
 using testsupport::freePort;
+using testsupport::TestTls;
 using namespace std::chrono_literals;
 
 namespace {
@@ -82,12 +86,26 @@ RunResult run(const std::vector<std::string>& argv, const std::vector<std::strin
     return r;
 }
 
+// The operator's setup in state dir `dir`: a PKI in DIR/pki and DIR/pcloud.conf naming it.
+// Returns the configuration's path (cped --config, pcloudsh --config).
+std::string setUpPki(TestTls& tls, const std::string& dir) {
+    auto st = tls.setUp();
+    EXPECT_TRUE(st.ok()) << st.error().describe();
+    const std::string conf = dir + "/pcloud.conf";
+    EXPECT_TRUE(fs::writeAtomic(conf, tls.hostConfig(), {}, 0644).ok());
+    return conf;
+}
+
 class Cped {
 public:
     Cped(std::string dir, int port, std::vector<std::string> extra = {})
-        : dir_(std::move(dir)), port_(port), extra_(std::move(extra)) {}
+        : dir_(std::move(dir)), port_(port), extra_(std::move(extra)), tls_(dir_ + "/pki"),
+          conf_(setUpPki(tls_, dir_)) {}
     ~Cped() { stop(); }
-    std::string url() const { return "amqp://127.0.0.1:" + std::to_string(port_); }
+    std::string url() const { return testsupport::amqpsUrl(port_); }
+    const std::string& config() const { return conf_; }
+    // What pcloudsh needs to reach this cped as operator:alice.
+    std::vector<std::string> shellArgs() const { return {"--broker", url(), "--config", conf_}; }
 
     void start() {
         log_ = dir_ + "/cped.log";
@@ -96,10 +114,9 @@ public:
             int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             ::dup2(fd, 1);
             ::dup2(fd, 2);
-            std::vector<std::string> argv = {CPED_BIN,      "--state-dir", dir_,
-                                             "--listen",    url(),         "--insecure-listen",
-                                             "--dped-path", FAKE_DPED,     "--dped-timeout",
-                                             "1s"};
+            std::vector<std::string> argv = {CPED_BIN,  "--state-dir",    dir_,  "--listen",
+                                             url(),     "--config",       conf_, "--dped-path",
+                                             FAKE_DPED, "--dped-timeout", "1s"};
             argv.insert(argv.end(), extra_.begin(), extra_.end());
             std::vector<char*> args;
             for (auto& a : argv)
@@ -112,7 +129,7 @@ public:
     // Waits until cped answers a command.
     bool waitReady() {
         for (int i = 0; i < 200; ++i) {
-            auto r = run({PCLOUDSH_BIN, "--broker", url(), "--timeout", "2", "deployable_list"});
+            auto r = run(shell({"--timeout", "2", "deployable_list"}));
             if (r.status == 0)
                 return true;
             int ws;
@@ -134,37 +151,23 @@ public:
         return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
     }
     std::string log() const { return fs::readFile(log_).value(); }
+    // pcloudsh with shellArgs() and `args`.
+    std::vector<std::string> shell(const std::vector<std::string>& args) const {
+        std::vector<std::string> argv = {PCLOUDSH_BIN};
+        for (const auto& v : {shellArgs(), args})
+            argv.insert(argv.end(), v.begin(), v.end());
+        return argv;
+    }
 
 private:
     std::string dir_;
     int port_;
     std::vector<std::string> extra_;
+    TestTls tls_;
+    std::string conf_;
     pid_t pid_ = 0;
     std::string log_;
 };
-
-// A peer that connects to the hub, sends the AMQP header and goes away without a close, as a
-// killed process does. Returns its address as the hub's log names it ("127.0.0.1:PORT").
-std::string vanishingPeer(int port) {
-    std::string self;
-    int fd = testsupport::connectLoopback(port, &self);
-    EXPECT_GE(fd, 0) << "connect to cped's hub on port " << port;
-    EXPECT_EQ(::write(fd, "AMQP\x00\x01\x00\x00", 8), 8);
-    // Read the hub's header first, so the close is a plain FIN.
-    std::string got;
-    char buf[64];
-    for (int i = 0; i < 500 && got.size() < 8; ++i) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 20) > 0) {
-            ssize_t n = ::read(fd, buf, sizeof buf);
-            if (n <= 0)
-                break;
-            got.append(buf, static_cast<size_t>(n));
-        }
-    }
-    ::close(fd);
-    return self;
-}
 
 class ShellTest : public ::testing::Test {
 protected:
@@ -181,9 +184,7 @@ protected:
         cped_->stop();
     }
     RunResult sh(std::vector<std::string> args) {
-        std::vector<std::string> argv = {PCLOUDSH_BIN, "--broker", cped_->url()};
-        argv.insert(argv.end(), args.begin(), args.end());
-        return run(argv, {"HOME=" + home_});
+        return run(cped_->shell(args), {"HOME=" + home_});
     }
     std::string dbFiles() {
         std::string s;
@@ -220,15 +221,17 @@ protected:
 // A background `pcloudsh events --follow --json` collecting the seqs it prints.
 class Follower {
 public:
-    Follower(const std::string& url, std::vector<std::string> extra) {
+    // `broker`: Cped::shellArgs().
+    Follower(const std::vector<std::string>& broker, std::vector<std::string> extra) {
         int o[2];
         EXPECT_EQ(::pipe(o), 0);
         pid_ = ::fork();
         if (pid_ == 0) {
             ::dup2(o[1], 1);
             ::close(o[0]);
-            std::vector<std::string> argv = {PCLOUDSH_BIN, "--broker", url,
-                                             "--json",     "events",   "--follow"};
+            std::vector<std::string> argv = {PCLOUDSH_BIN};
+            argv.insert(argv.end(), broker.begin(), broker.end());
+            argv.insert(argv.end(), {"--json", "events", "--follow"});
             argv.insert(argv.end(), extra.begin(), extra.end());
             std::vector<char*> args;
             for (auto& a : argv)
@@ -377,14 +380,15 @@ TEST_F(ShellTest, BadInputIsRejectedAndChangesNothing) {
     EXPECT_EQ(json.status, 1);
     EXPECT_NE(json.out.find("\"code\":\"not-found\""), std::string::npos) << json.out;
     // cped unreachable is an error (1), not a hang.
-    auto r = run({PCLOUDSH_BIN, "--broker", "amqp://127.0.0.1:" + std::to_string(freePort()),
-                  "--timeout", "1", "status"});
+    auto r = run({PCLOUDSH_BIN, "--broker", testsupport::amqpsUrl(freePort()), "--config",
+                  cped_->config(), "--timeout", "1", "status"});
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.err.find("cannot reach cped"), std::string::npos) << r.err;
 }
 
 // A one-shot pcloudsh ends its connection with an AMQP close, so cped, even at info level, logs
-// nothing about it; a peer that really vanishes is still logged, as a disconnect that names it.
+// nothing about it; a peer that really vanishes (a follower killed with SIGKILL: no AMQP and no
+// TLS close) is still logged, as a disconnect, not as a refused connection or a protocol error.
 // (pcloudsh used to _exit() with the connection open: one "framing-error" line per command.)
 TEST(ShellExit, OneShotClosesItsConnectionSoCpedLogsNothing) {
     int port = freePort();
@@ -392,23 +396,38 @@ TEST(ShellExit, OneShotClosesItsConnectionSoCpedLogsNothing) {
     cped.start();
     ASSERT_TRUE(cped.waitReady()) << cped.log();
     for (int i = 0; i < 5; ++i) {
-        auto r = run({PCLOUDSH_BIN, "--broker", cped.url(), "deployable_list"});
+        auto r = run(cped.shell({"deployable_list"}));
         EXPECT_EQ(r.status, 0) << r.err;
     }
-    auto refused = run({PCLOUDSH_BIN, "--broker", cped.url(), "deployable_start", "nope"});
+    auto refused = run(cped.shell({"deployable_start", "nope"}));
     EXPECT_EQ(refused.status, 1) << refused.err; // an error reply ends with a close as well
+    auto created = run(cped.shell({"deployable_create", "web"}));
+    ASSERT_EQ(created.status, 0) << created.err;
+    std::string peer; // the follower's address, from the hub's line when it authenticated
+    {
+        Follower f(cped.shellArgs(), {"--since", "0"});
+        ASSERT_TRUE(f.waitSeq(1)) << cped.log();
+        const std::string log = cped.log();
+        auto at = log.rfind("Hub peer authenticated peer=");
+        ASSERT_NE(at, std::string::npos) << log;
+        auto from = log.find("peer=", at);
+        peer = log.substr(from, log.find(' ', from) - from + 1); // "peer=127.0.0.1:PORT "
+        EXPECT_NE(log.find("identity=operator:alice", from), std::string::npos) << log;
+    } // SIGKILL
 
     // The vanished peer's line, once there, shows that cped has handled every close before it.
-    const std::string field = "peer=" + vanishingPeer(port) + " ";
+    const std::string what = "Hub peer disconnected without closing its connection";
     std::string log;
-    for (int i = 0; i < 500 && log.find(field) == std::string::npos; ++i) {
+    for (int i = 0; i < 500 && log.find(what) == std::string::npos; ++i) {
         std::this_thread::sleep_for(20ms);
         log = cped.log();
     }
-    ASSERT_NE(log.find(field), std::string::npos) << log;
-    std::string line = log.substr(log.rfind('\n', log.find(field)) + 1);
+    ASSERT_NE(log.find(what), std::string::npos) << log;
+    std::string line = log.substr(log.rfind('\n', log.find(what)) + 1);
     line = line.substr(0, line.find('\n'));
-    EXPECT_NE(line.find(" info: Hub peer disconnected without closing its connection"),
+    EXPECT_NE(line.find(" info: " + what), std::string::npos) << line;
+    EXPECT_NE(line.find(peer), std::string::npos) << peer << " in " << line;
+    EXPECT_NE(line.find("reason=\"the connection ended without a TLS or AMQP close\""),
               std::string::npos)
         << line;
     size_t disconnects = 0;
@@ -418,6 +437,7 @@ TEST(ShellExit, OneShotClosesItsConnectionSoCpedLogsNothing) {
     EXPECT_EQ(disconnects, 1u) << log;
     EXPECT_EQ(log.find("framing"), std::string::npos) << log;
     EXPECT_EQ(log.find("Hub dropped"), std::string::npos) << log;
+    EXPECT_EQ(log.find("Hub refused"), std::string::npos) << log;
     EXPECT_NE(log.find("Command handled command=deployable_start"), std::string::npos) << log;
     cped.stop();
 }
@@ -427,9 +447,10 @@ TEST(CpedStart, CorruptDbRefusesToStartAndLeavesFileAlone) {
     const std::string bad =
         "<?xml version=\"1.0\"?>\n<deployables>\n  <deployable name=\"web\"\n</deployables>\n";
     ASSERT_TRUE(fs::writeAtomic(dir + "/db_deployable.xml", bad).ok());
-    auto r = run({CPED_BIN, "--state-dir", dir, "--listen",
-                  "amqp://127.0.0.1:" + std::to_string(freePort()), "--insecure-listen",
-                  "--dped-path", FAKE_DPED});
+    TestTls tls(dir + "/pki"); // so that nothing but the db can make it fail
+    const std::string conf = setUpPki(tls, dir);
+    auto r = run({CPED_BIN, "--state-dir", dir, "--listen", testsupport::amqpsUrl(freePort()),
+                  "--config", conf, "--dped-path", FAKE_DPED});
     EXPECT_EQ(r.status, 78) << r.err;
     EXPECT_NE(r.err.find(dir + "/db_deployable.xml:"), std::string::npos) << r.err;
     EXPECT_EQ(fs::readFile(dir + "/db_deployable.xml").value(), bad);
@@ -438,7 +459,7 @@ TEST(CpedStart, CorruptDbRefusesToStartAndLeavesFileAlone) {
 }
 
 TEST_F(ShellTest, FollowerSeesEverySeqOnceInOrderAcrossCpedRestart) {
-    Follower f(cped_->url(), {"--since", "0"});
+    Follower f(cped_->shellArgs(), {"--since", "0"});
     for (int i = 0; i < 5; ++i)
         ok({"deployable_create", "d" + std::to_string(i)});
     ASSERT_TRUE(f.waitSeq(5)) << ::testing::PrintToString(f.seqs());
@@ -460,7 +481,7 @@ TEST_F(ShellTest, FollowerSeesEverySeqOnceInOrderAcrossCpedRestart) {
 TEST_F(ShellTest, SinceReplaysThenFollowsLive) {
     for (int i = 0; i < 6; ++i)
         ok({"deployable_create", "d" + std::to_string(i)});
-    Follower f(cped_->url(), {"--since", "3"});
+    Follower f(cped_->shellArgs(), {"--since", "3"});
     ASSERT_TRUE(f.waitSeq(6));
     for (int i = 6; i < 9; ++i)
         ok({"deployable_create", "d" + std::to_string(i)});
@@ -476,13 +497,18 @@ TEST_F(ShellTest, SinceReplaysThenFollowsLive) {
 
 class Pty {
 public:
-    Pty(const std::string& url, const std::string& home) {
+    // `argv`: Cped::shell({}).
+    Pty(std::vector<std::string> argv, const std::string& home) {
         pid_ = ::forkpty(&master_, nullptr, nullptr, nullptr);
         if (pid_ == 0) {
             ::setenv("HOME", home.c_str(), 1);
             ::setenv("TERM", "xterm", 1);
             ::unsetenv("INPUTRC");
-            ::execl(PCLOUDSH_BIN, PCLOUDSH_BIN, "--broker", url.c_str(), nullptr);
+            std::vector<char*> args;
+            for (auto& a : argv)
+                args.push_back(a.data());
+            args.push_back(nullptr);
+            ::execv(args[0], args.data());
             ::_exit(127);
         }
     }
@@ -537,7 +563,7 @@ private:
 
 TEST_F(ShellTest, InteractiveCompletionHistoryAndCtrlC) {
     {
-        Pty p(cped_->url(), home_);
+        Pty p(cped_->shell({}), home_);
         ASSERT_TRUE(p.expect("pcloudsh> ")) << p.screen();
         // Completing a command name: "deployable_cr<Tab>" becomes "deployable_create ".
         p.send("deployable_cr\t");
@@ -571,7 +597,7 @@ TEST_F(ShellTest, InteractiveCompletionHistoryAndCtrlC) {
     EXPECT_EQ(hist->find("deployable_delete"), std::string::npos) << *hist;
     {
         // History persisted: Up arrow recalls the last command of the previous run.
-        Pty p(cped_->url(), home_);
+        Pty p(cped_->shell({}), home_);
         ASSERT_TRUE(p.expect("pcloudsh> "));
         p.send("\x1b[A");
         ASSERT_TRUE(p.expect("deployable_list")) << p.screen();
