@@ -1,11 +1,14 @@
 // cped --cluster: two real cpeds (each with its own embedded hub and state dir) campaign in
 // a real etcd; only the leader serves the command API, the other answers not-leader naming
 // it; when the leader stops (SIGTERM: it resigns) or dies (kill -9: its lease expires),
-// the other serves. Driven by the real pcloudsh; dped is the fake script of tests/cped.
+// the other serves. Driven by the real pcloudsh; dped is the fake script of tests/cped. The
+// bus is amqps://: one PKI (test_tls.h) with cped.a, cped.b and operator.alice.
+#include "common/fs.h"
 #include "common/lock_file.h"
 #include "etcd/client.h"
 #include "etcd/etcd_fixture.h"
 #include "support/test_support.h"
+#include "support/test_tls.h"
 
 #include <gtest/gtest.h>
 
@@ -28,7 +31,8 @@ struct CpedProc {
     std::string dir;
     int port = 0;
     pid_t pid = -1;
-    std::string url() const { return "amqp://127.0.0.1:" + std::to_string(port); }
+    std::string url() const { return amqpsUrl(port); }
+    std::string config() const { return dir + "/pcloud.conf"; } // pki_dir, cped_name = name
 };
 
 void startCped(CpedProc& c, const std::vector<std::string>& extra) {
@@ -39,11 +43,10 @@ void startCped(CpedProc& c, const std::vector<std::string>& extra) {
         int fd = ::open((c.dir + "/cped.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
         ::dup2(fd, 1);
         ::dup2(fd, 2);
-        std::vector<std::string> argv = {CPED_BIN, "--state-dir", c.dir, "--listen", c.url(),
-                                         "--dped-path", FAKE_DPED, "--node-name", c.name,
-                                         "--log-level", "info",
-                                         // plain amqp://: this test is about the election
-                                         "--insecure-listen"};
+        std::vector<std::string> argv = {CPED_BIN,  "--state-dir", c.dir,      "--listen",
+                                         c.url(),   "--config",    c.config(), "--dped-path",
+                                         FAKE_DPED, "--node-name", c.name,     "--log-level",
+                                         "info"};
         argv.insert(argv.end(), extra.begin(), extra.end());
         std::vector<char*> args;
         for (auto& a : argv)
@@ -65,8 +68,8 @@ int stopCped(CpedProc& c, int sig) {
 }
 
 CommandResult shell(const CpedProc& c, const std::string& words) {
-    return runCommand(std::string(PCLOUDSH_BIN) + " --broker " + c.url() + " --timeout 2 " + words +
-                      " 2>&1");
+    return runCommand(std::string(PCLOUDSH_BIN) + " --broker " + c.url() + " --config " +
+                      c.config() + " --timeout 2 " + words + " 2>&1");
 }
 
 class CpedCluster : public ::testing::Test {
@@ -76,11 +79,17 @@ protected:
         char tmpl[] = "/tmp/pcloud-cpedz-XXXXXX";
         ASSERT_NE(::mkdtemp(tmpl), nullptr);
         root_ = tmpl;
+        tls_ = std::make_unique<TestTls>(root_ + "/pki");
+        auto st = tls_->setUp("a");
+        ASSERT_TRUE(st.ok()) << st.error().describe();
         for (const char* n : {"a", "b"}) {
             CpedProc c;
             c.name = n;
             c.dir = root_ + "/" + n;
             ASSERT_EQ(::mkdir(c.dir.c_str(), 0700), 0);
+            auto cert = tls_->issue({pki::Kind::Cped, n});
+            ASSERT_TRUE(cert.ok()) << cert.error().describe();
+            ASSERT_TRUE(fs::writeAtomic(c.config(), tls_->hostConfig(n), {}, 0644).ok());
             cpeds_.push_back(c);
         }
     }
@@ -114,6 +123,7 @@ protected:
     }
     EtcdCluster etcd_{1};
     std::string root_;
+    std::unique_ptr<TestTls> tls_;
     std::vector<CpedProc> cpeds_;
 };
 
