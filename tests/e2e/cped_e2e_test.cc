@@ -12,11 +12,15 @@
 //   6. deployable_stop -> both domains shut off, dped gone, no failure recorded;
 //   7. a domain XML libvirt rejects, in a second deployable -> an error event quoting
 //      libvirt, and cped still answers.
-// Every wait polls up to a deadline. Domains, cped and dpeds are removed in TearDown even on
-// failure; leftovers of a run killed by a ctest timeout (pcce2e<PID>-* with PID gone) are
-// swept at the next start. Skips (with the reason) without root, libvirtd or the binaries.
+// The bus is amqps:// as an operator sets it up (test_tls.h): a PKI in the state dir with
+// cped.e2e and operator.alice, cped issuing the dped's certificate, pcloudsh presenting the
+// operator's through pcloud.conf. Every wait polls up to a deadline. Domains, cped and dpeds are
+// removed in TearDown even on failure; leftovers of a run killed by a ctest timeout (pcce2e<PID>-*
+// with PID gone) are swept at the next start. Skips (with the reason) without root, libvirtd or the
+// binaries.
 #include "common/fs.h"
 #include "support/test_support.h"
+#include "support/test_tls.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -150,10 +154,14 @@ protected:
         std::filesystem::remove_all(dir_);
         std::filesystem::create_directories(dir_);
         port_ = freePort();
-        broker_ = "amqp://127.0.0.1:" + std::to_string(port_);
+        broker_ = amqpsUrl(port_);
         cped_log_ = dir_ + "/cped.log";
-        // The tiny guests' user-mode network, allowed explicitly; cped passes it to dped.
-        const std::string config = writeTinyGuestHostConfig(dir_);
+        tls_ = std::make_unique<TestTls>(dir_ + "/pki");
+        auto pki = tls_->setUp("e2e");
+        ASSERT_TRUE(pki.ok()) << pki.error().describe();
+        // The tiny guests' user-mode network, allowed explicitly, and the PKI; cped passes
+        // the file to dped.
+        config_ = writeTinyGuestHostConfig(dir_, tls_->hostConfig());
         cped_ = ::fork();
         if (cped_ == 0) {
             // cped never outlives the test; its dpeds are killed in TearDown (or swept).
@@ -163,8 +171,7 @@ protected:
             ::dup2(fd, 1);
             ::dup2(fd, 2);
             ::execl((kBin + "/cped").c_str(), "cped", "--state-dir", dir_.c_str(), "--listen",
-                    broker_.c_str(), "--insecure-listen", "--log-level", "info", "--config",
-                    config.c_str(), nullptr);
+                    broker_.c_str(), "--log-level", "info", "--config", config_.c_str(), nullptr);
             _exit(127);
         }
         ASSERT_TRUE(waitFor([&] { return sh("deployable_list").rc == 0; }, 15s, kPoll))
@@ -206,13 +213,12 @@ protected:
     }
 
     // One pcloudsh one-shot command (words contain no shell metacharacters). stderr joins stdout.
-    CommandResult sh(const std::string& words) {
-        return runCommand(kBin + "/pcloudsh --broker " + broker_ + " --timeout 20 " + words +
-                          " 2>&1");
+    std::string pcloudsh() const {
+        return kBin + "/pcloudsh --broker " + broker_ + " --config " + config_ + " --timeout 20 ";
     }
+    CommandResult sh(const std::string& words) { return runCommand(pcloudsh() + words + " 2>&1"); }
     json shJson(const std::string& words) {
-        auto r = runCommand(kBin + "/pcloudsh --broker " + broker_ + " --timeout 20 --json " +
-                            words + " 2>/dev/null");
+        auto r = runCommand(pcloudsh() + "--json " + words + " 2>/dev/null");
         if (r.rc != 0)
             return json();
         auto j = json::parse(r.out, nullptr, false);
@@ -220,8 +226,7 @@ protected:
     }
     // Events with seq > `after` (--since is exclusive).
     std::vector<json> events(std::uint64_t after = 0) {
-        auto r = runCommand(kBin + "/pcloudsh --broker " + broker_ +
-                            " --timeout 20 --json events --since " + std::to_string(after) +
+        auto r = runCommand(pcloudsh() + "--json events --since " + std::to_string(after) +
                             " --limit 100000 2>/dev/null");
         std::vector<json> out;
         std::istringstream in(r.out);
@@ -327,7 +332,8 @@ protected:
         ASSERT_EQ(a.rc, 0) << a.out;
     }
 
-    std::string tag_, dir_, broker_, cped_log_;
+    std::string tag_, dir_, broker_, cped_log_, config_;
+    std::unique_ptr<TestTls> tls_;
     int port_ = 0;
     pid_t cped_ = -1;
     std::vector<std::string> domains_;
@@ -359,6 +365,14 @@ TEST_F(CpedE2e, ShellDrivesCpedDpedAndTwoGuestsThroughCrashesAndStop) {
         << status(dep).dump(1) << "\n"
         << logs();
     std::fprintf(stderr, "[cped_e2e] both healthy after %s\n", elapsed().c_str());
+    // The dped cped started presents the certificate cped issued for it.
+    {
+        auto text = fs::readFile(cped_log_);
+        ASSERT_TRUE(text.ok());
+        auto at = text->find("Hub peer authenticated");
+        EXPECT_NE(text->find("identity=dped:" + dep + " ", at), std::string::npos) << *text;
+    }
+    EXPECT_TRUE(fs::exists(tls_->dir() + "/dped." + dep + ".crt"));
     {
         auto st = status(dep);
         for (const auto& n : {A, B})

@@ -1,8 +1,11 @@
 // End to end: the real dped binary, real libvirtd + QEMU tiny guests running the real
 // pcloud-agent over the virtio channel, and an in-process AMQP hub standing in for cped
 // (the test reads dped's events from the "pcloud.journal" queue and talks to
-// pcloud.dped.NAME like cped does). One deployable, two guests; the scenarios run in order
-// on the same guests because each boot costs seconds under TCG.
+// pcloud.dped.NAME like cped does). The bus is amqps:// with authorization, as under cped
+// (test_tls.h): the hub presents cped.test, the test's client stands in for cped with the same
+// identity, dped gets dped.NAME through --bus-ca/--bus-cert/--bus-key as cped passes them, and
+// the hub lets it use only the agents of its deployable. One deployable, two guests; the scenarios
+// run in order on the same guests because each boot costs seconds under TCG.
 //
 // How the service is "killed": the guest has no exec channel, so the resource is a real
 // one-shot web server, `busybox nc -l -p 80 -e busybox httpd -i`: it answers exactly one
@@ -19,6 +22,7 @@
 #include "proto/agent_messages.h"
 #include "store/store.h"
 #include "support/test_support.h"
+#include "support/test_tls.h"
 #include "virt/guest_xml.h"
 #include "virt/libvirt_hypervisor.h"
 
@@ -101,8 +105,14 @@ protected:
         dir_ = "/tmp/" + tag_;
         std::filesystem::remove_all(dir_);
         std::filesystem::create_directories(dir_ + "/channels");
-        ASSERT_TRUE(hub_.start("amqp://127.0.0.1:0").ok());
-        ASSERT_TRUE(client_.connect("amqp://127.0.0.1:" + std::to_string(hub_.boundPort())).ok());
+        tls_ = std::make_unique<TestTls>(dir_ + "/pki");
+        auto pki = tls_->setUp();
+        ASSERT_TRUE(pki.ok()) << pki.error().describe();
+        hub_ = std::make_unique<bus::Hub>(tls_->hubOptions());
+        ASSERT_TRUE(hub_->start(amqpsUrl(0)).ok());
+        ASSERT_TRUE(
+            client_.connect(tls_->clientOptions(amqpsUrl(hub_->boundPort()), tls_->cpedIdentity()))
+                .ok());
         ASSERT_TRUE(client_.waitConnected(10s));
         auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
             auto j = json::parse(m.body, nullptr, false);
@@ -121,7 +131,8 @@ protected:
             (void)::system(("virsh -c qemu:///system undefine " + d + " >/dev/null 2>&1").c_str());
         }
         client_.close();
-        hub_.stop();
+        if (hub_)
+            hub_->stop();
         if (!HasFailure())
             std::filesystem::remove_all(dir_);
         else
@@ -148,13 +159,25 @@ protected:
         return a;
     }
 
-    void writeModel() { ASSERT_TRUE(store::saveModel(dir_, model_).ok()); }
+    // What dped reads, and (as cped does) what the hub's authorization knows of it.
+    void writeModel() {
+        ASSERT_TRUE(store::saveModel(dir_, model_).ok());
+        tls_->setOwners(model_);
+    }
+    // --bus-ca/--bus-cert/--bus-key of `id`, issued in the test's PKI.
+    std::vector<std::string> busArgs(const pki::Identity& id) {
+        auto a = tls_->busArgs(id);
+        EXPECT_TRUE(a.ok()) << a.error().describe();
+        return a ? *a : std::vector<std::string>{};
+    }
 
     // hubPort: where dped looks for the hub (default: the running test hub).
     void startDped(int hubPort = 0) {
         log_ = dir_ + "/dped." + std::to_string(++runs_) + ".log";
-        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hubPort ? hubPort : hub_.boundPort(), log_,
-                         {"--config", writeTinyGuestHostConfig(dir_)});
+        auto args = busArgs({pki::Kind::Dped, dep_});
+        args.insert(args.end(), {"--config", writeTinyGuestHostConfig(dir_)});
+        pid_ = spawnDped(kBin + "/dped", dep_, dir_,
+                         amqpsUrl(hubPort ? hubPort : hub_->boundPort()), log_, args);
     }
     int stopDped(int sig) {
         if (pid_ <= 0)
@@ -222,7 +245,8 @@ protected:
         }();
     }
 
-    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://, not about TLS
+    std::unique_ptr<TestTls> tls_;
+    std::unique_ptr<bus::Hub> hub_; // TLS, tls_->hubOptions()
     bus::Client client_;
     std::mutex mu_;
     std::vector<json> events_;
@@ -284,7 +308,7 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
         // Both went to dped (the hub queue has them delivered once dped's receiver took them).
         ASSERT_TRUE(waitFor(
             [&] {
-                auto c = hub_.counters();
+                auto c = hub_->counters();
                 auto it = c.find("pcloud.reports." + A);
                 return it != c.end() && it->second.out >= 1 && it->second.depth == 0;
             },
@@ -357,7 +381,7 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     // declared lost), recovers B from a SIGKILL of its qemu during the outage (pidfd), and
     // publishes the events it held once the hub is back.
     {
-        int hubPort = hub_.boundPort();
+        int hubPort = hub_->boundPort();
         auto stA = assemblyStatus(status(), A);
         ASSERT_TRUE(stA.is_object()) << dumpEvents();
         std::uint64_t seqA = stA["heartbeat_seq"];
@@ -367,7 +391,7 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
         Millis outageStartMs =
             std::chrono::duration_cast<std::chrono::milliseconds>(outageStart.time_since_epoch())
                 .count();
-        hub_.stop();
+        hub_->stop();
         ASSERT_EQ(::kill(qemuB, SIGKILL), 0);
         // Recovered with no hub: a new qemu for B.
         ASSERT_TRUE(waitFor([&] { return qemuPidOf(B) > 0 && qemuPidOf(B) != qemuB; }, 90s))
@@ -381,8 +405,7 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
         Millis outageEndMs = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
-        ASSERT_TRUE(waitFor(
-            [&] { return hub_.start("amqp://127.0.0.1:" + std::to_string(hubPort)).ok(); }, 10s))
+        ASSERT_TRUE(waitFor([&] { return hub_->start(amqpsUrl(hubPort)).ok(); }, 10s))
             << "hub port " << hubPort << " not free again";
         // The events of B's recovery, made during the outage, arrive once the hub is back.
         ASSERT_TRUE(waitFor(
@@ -419,9 +442,9 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
     // yet). It adopts the running guests alone, recovers a qemu crash alone, and joins the
     // hub when it answers: nothing restarted but the crashed one, nothing lost.
     {
-        int hubPort = hub_.boundPort();
+        int hubPort = hub_->boundPort();
         stopDped(SIGKILL);
-        hub_.stop();
+        hub_->stop();
         auto stoppedAt = std::chrono::steady_clock::now();
         mark = eventCount();
         startDped(hubPort);
@@ -447,8 +470,7 @@ TEST_F(DpedE2e, TwoGuestsSupervisedThroughCrashesRestartsAndStop) {
         std::this_thread::sleep_until(stoppedAt + 15s);
         EXPECT_EQ(qemuPidOf(A), qemuA);
         EXPECT_EQ(eventCount(), mark);
-        ASSERT_TRUE(waitFor(
-            [&] { return hub_.start("amqp://127.0.0.1:" + std::to_string(hubPort)).ok(); }, 10s))
+        ASSERT_TRUE(waitFor([&] { return hub_->start(amqpsUrl(hubPort)).ok(); }, 10s))
             << "hub port " << hubPort << " not free again";
         ASSERT_TRUE(waitFor(
             [&] {
@@ -668,12 +690,13 @@ TEST_F(DpedE2e, DomainsDrivenThroughAPcloudNode) {
     pid_t node = -1;
     auto startNode = [&] {
         nodeLog = nodeDir + "/node." + std::to_string(++runs_) + ".log";
-        node = spawnLogged(kBin + "/pcloud-node",
-                           {"pcloud-node", "--name", "h1", "--broker",
-                            "amqp://127.0.0.1:" + std::to_string(hub_.boundPort()), "--state-dir",
-                            nodeDir, "--config", config, "--heartbeat-ms", "200", "--log-level",
-                            "info"},
-                           nodeLog);
+        std::vector<std::string> args = {
+            "pcloud-node", "--name",      "h1",       "--broker", amqpsUrl(hub_->boundPort()),
+            "--state-dir", nodeDir,       "--config", config,     "--heartbeat-ms",
+            "200",         "--log-level", "info"};
+        auto bus = busArgs({pki::Kind::Node, "h1"});
+        args.insert(args.end(), bus.begin(), bus.end());
+        node = spawnLogged(kBin + "/pcloud-node", args, nodeLog);
         ASSERT_GT(node, 0);
     };
     auto killNode = [&] {
@@ -685,8 +708,9 @@ TEST_F(DpedE2e, DomainsDrivenThroughAPcloudNode) {
     };
     startNode();
     log_ = dir_ + "/dped.node.log";
-    pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_,
-                     {"--config", config, "--node", "h1"});
+    auto dpedArgs = busArgs({pki::Kind::Dped, dep_});
+    dpedArgs.insert(dpedArgs.end(), {"--config", config, "--node", "h1"});
+    pid_ = spawnDped(kBin + "/dped", dep_, dir_, amqpsUrl(hub_->boundPort()), log_, dpedArgs);
     auto nodeText = [&] {
         auto t = fs::readFile(nodeLog);
         return "\n--- node log: " + nodeLog + "\n" + (t ? *t : std::string());

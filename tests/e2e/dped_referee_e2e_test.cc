@@ -1,6 +1,7 @@
 // End to end with a real load balancer: the real dped binary, real libvirtd + QEMU tiny
 // guests running the real pcloud-agent (busybox httpd inside, reached through QEMU's
-// hostfwd on 127.0.0.1), an in-process AMQP hub standing in for cped, and a real HAProxy
+// hostfwd on 127.0.0.1), an in-process amqps:// hub standing in for cped (a PKI per test,
+// test_tls.h: dped presents dped.NAME, the test's client cped.test), and a real HAProxy
 // (runtime API socket) or a real nginx (managed upstream file, nginx -t, nginx -s reload)
 // in front of the two guests, all on loopback in a temp dir.
 //
@@ -27,6 +28,7 @@
 #include "referee/nginx_referee.h"
 #include "store/store.h"
 #include "support/test_support.h"
+#include "support/test_tls.h"
 #include "virt/guest_xml.h"
 
 #include "../referee/harness.h"
@@ -184,8 +186,14 @@ protected:
         std::filesystem::remove_all(dir_);
         std::filesystem::create_directories(dir_ + "/channels");
         ::chmod(dir_.c_str(), 0755); // nginx workers run as www-data
-        ASSERT_TRUE(hub_.start("amqp://127.0.0.1:0").ok());
-        ASSERT_TRUE(client_.connect("amqp://127.0.0.1:" + std::to_string(hub_.boundPort())).ok());
+        tls_ = std::make_unique<TestTls>(dir_ + "/pki");
+        auto pki = tls_->setUp();
+        ASSERT_TRUE(pki.ok()) << pki.error().describe();
+        hub_ = std::make_unique<bus::Hub>(tls_->hubOptions());
+        ASSERT_TRUE(hub_->start(amqpsUrl(0)).ok());
+        ASSERT_TRUE(
+            client_.connect(tls_->clientOptions(amqpsUrl(hub_->boundPort()), tls_->cpedIdentity()))
+                .ok());
         ASSERT_TRUE(client_.waitConnected(10s));
         auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
             auto j = json::parse(m.body, nullptr, false);
@@ -208,7 +216,8 @@ protected:
         }
         balancer_.stop();
         client_.close();
-        hub_.stop();
+        if (hub_)
+            hub_->stop();
         if (!HasFailure())
             std::filesystem::remove_all(dir_);
         else
@@ -249,6 +258,7 @@ protected:
         m.assemblies[A_] = tinyAssembly(A_, portA_);
         m.assemblies[B_] = tinyAssembly(B_, portB_);
         ASSERT_TRUE(store::saveModel(dir_, m).ok());
+        tls_->setOwners(m); // what cped's hub knows of the model
     }
 
     // ---- HAProxy -----------------------------------------------------------------------
@@ -397,9 +407,12 @@ protected:
         // nginx instance of this test and the directory of its managed file.
         std::string conf = writeTinyGuestHostConfig(
             dir_, "nginx = " + nginxCommand() + "\nreferee_dir = " + dir_ + "/nginx\n");
+        auto bus = tls_->busArgs({pki::Kind::Dped, dep_});
+        ASSERT_TRUE(bus.ok()) << bus.error().describe();
         std::vector<std::string> args = kDpedArgs;
+        args.insert(args.end(), bus->begin(), bus->end());
         args.insert(args.end(), {"--config", conf});
-        pid_ = spawnDped(kBin + "/dped", dep_, dir_, hub_.boundPort(), log_, args);
+        pid_ = spawnDped(kBin + "/dped", dep_, dir_, amqpsUrl(hub_->boundPort()), log_, args);
     }
     void stopDped(int sig) {
         if (pid_ <= 0)
@@ -513,7 +526,8 @@ protected:
         EXPECT_TRUE(waitFor([&] { return frontendSpread(4)[A_] > 0; }, 15s)) << dump();
     }
 
-    bus::Hub hub_{bus::insecureHubOptions()}; // plain amqp://, not about TLS
+    std::unique_ptr<TestTls> tls_;
+    std::unique_ptr<bus::Hub> hub_; // TLS, tls_->hubOptions()
     bus::Client client_;
     std::mutex mu_;
     std::vector<json> events_;

@@ -175,10 +175,16 @@ pid_t spawnLogged(const std::string& path, std::vector<std::string> args,
 pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
                 const std::string& stateDir, int brokerPort, const std::string& logPath,
                 const std::vector<std::string>& extraArgs) {
-    std::string broker = "amqp://127.0.0.1:" + std::to_string(brokerPort);
+    return spawnDped(dpedPath, deployable, stateDir,
+                     "amqp://127.0.0.1:" + std::to_string(brokerPort), logPath, extraArgs);
+}
+
+pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
+                const std::string& stateDir, const std::string& brokerUrl,
+                const std::string& logPath, const std::vector<std::string>& extraArgs) {
     std::vector<std::string> args = {"dped",        "--deployable", deployable,
                                      "--state-dir", stateDir,       "--broker",
-                                     broker,        "--log-level",  "info"};
+                                     brokerUrl,     "--log-level",  "info"};
     args.insert(args.end(), extraArgs.begin(), extraArgs.end());
     return spawnLogged(dpedPath, std::move(args), logPath);
 }

@@ -68,6 +68,11 @@ pid_t spawnLogged(const std::string& path, std::vector<std::string> args,
 pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
                 const std::string& stateDir, int brokerPort, const std::string& logPath,
                 const std::vector<std::string>& extraArgs = {});
+// The same for the hub at `brokerUrl`: amqps://..., with the dped's --bus-ca, --bus-cert and
+// --bus-key in `extraArgs` (TestTls::busArgs), as cped starts it.
+pid_t spawnDped(const std::string& dpedPath, const std::string& deployable,
+                const std::string& stateDir, const std::string& brokerUrl,
+                const std::string& logPath, const std::vector<std::string>& extraArgs = {});
 
 // Host configuration the tiny guest needs (docs/security.md): its <qemu:commandline>
 // user-mode netdev, allowed explicitly, plus `extra` lines. Written to DIR/pcloud.conf
