@@ -37,11 +37,9 @@ protected:
         tls_ = std::make_unique<TestTls>(dir_ + "/pki");
         auto st = tls_->setUp();
         ASSERT_TRUE(st.ok()) << st.error().describe();
-        hub_ = std::make_unique<bus::Hub>(tls_->hubOptions());
-        ASSERT_TRUE(hub_->start(amqpsUrl(0)).ok());
+        auto hub = tls_->startCpedHub(hub_, client_);
+        ASSERT_TRUE(hub.ok()) << hub.error().describe();
         url_ = amqpsUrl(hub_->boundPort());
-        ASSERT_TRUE(client_.connect(tls_->clientOptions(url_, tls_->cpedIdentity())).ok());
-        ASSERT_TRUE(client_.waitConnected(10s));
         auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
             std::lock_guard lock(mu_);
             journal_.push_back(m.body);

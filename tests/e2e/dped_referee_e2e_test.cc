@@ -189,12 +189,8 @@ protected:
         tls_ = std::make_unique<TestTls>(dir_ + "/pki");
         auto pki = tls_->setUp();
         ASSERT_TRUE(pki.ok()) << pki.error().describe();
-        hub_ = std::make_unique<bus::Hub>(tls_->hubOptions());
-        ASSERT_TRUE(hub_->start(amqpsUrl(0)).ok());
-        ASSERT_TRUE(
-            client_.connect(tls_->clientOptions(amqpsUrl(hub_->boundPort()), tls_->cpedIdentity()))
-                .ok());
-        ASSERT_TRUE(client_.waitConnected(10s));
+        auto hub = tls_->startCpedHub(hub_, client_);
+        ASSERT_TRUE(hub.ok()) << hub.error().describe();
         auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
             auto j = json::parse(m.body, nullptr, false);
             if (j.is_discarded())

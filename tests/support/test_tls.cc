@@ -52,6 +52,19 @@ bus::HubOptions TestTls::hubOptions() const {
     return o;
 }
 
+Status TestTls::startCpedHub(std::unique_ptr<bus::Hub>& hub, bus::Client& client) const {
+    hub = std::make_unique<bus::Hub>(hubOptions());
+    if (auto st = hub->start(amqpsUrl(0)); !st)
+        return st;
+    if (auto st = client.connect(clientOptions(amqpsUrl(hub->boundPort()), cpedIdentity())); !st)
+        return st;
+    if (!client.waitConnected(std::chrono::seconds(10)))
+        return makeError("the test's client (" + cpedIdentity().text() +
+                         ") did not connect to the hub on port " +
+                         std::to_string(hub->boundPort()));
+    return {};
+}
+
 bus::ClientOptions TestTls::clientOptions(const std::string& url, const pki::Identity& id) const {
     bus::ClientOptions o;
     o.url = url;

@@ -55,6 +55,9 @@ public:
     // A hub standing in for cped's: amqps:// with cped.CPED, the deny list of the PKI dir,
     // and authorization with the assemblies of setOwners() (cped answers from its model).
     bus::HubOptions hubOptions() const;
+    // Makes `hub` with hubOptions(), starts it on a free loopback port and connects `client`
+    // to it as cpedIdentity() (the test standing in for cped), waiting until it is connected.
+    Status startCpedHub(std::unique_ptr<bus::Hub>& hub, bus::Client& client) const;
     // A client of the hub at `url` presenting `id` (issue it first).
     bus::ClientOptions clientOptions(const std::string& url, const pki::Identity& id) const;
     // The cped identity of setUp (the hub's certificate, and the test's own client when it
