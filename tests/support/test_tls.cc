@@ -10,7 +10,6 @@ TestTls::TestTls(std::string dir) : dir_(std::move(dir)) {}
 
 Status TestTls::setUp(const std::string& cped, const std::string& op) {
     cped_ = cped;
-    operator_ = op;
     if (auto st = pki::initCa(dir_); !st)
         return st;
     for (const auto& id : {cpedIdentity(), pki::Identity{pki::Kind::Operator, op}})

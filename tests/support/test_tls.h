@@ -3,8 +3,8 @@
 // (docs/security.md, "Operator setup on one host, three commands"): a real PKI made with
 // lib/pki in a temp dir, cped.NAME and operator.NAME issued, and the files each process
 // presents. Tests that run a real cped point it (and pcloudsh) at the PKI with hostConfig();
-// tests that stand in for cped with an in-process hub use hubOptions() and clientOptions()
-// with a cped:NAME identity, and pass dpedArgs() to the dped they start, as cped does.
+// tests that stand in for cped with an in-process hub use startCpedHub() (hubOptions() and
+// a client presenting cped:NAME), and pass busArgs() to the dped they start, as cped does.
 // Authorization is never weakened: every client presents the identity authz requires.
 // No GTest here (benches may link it); callers assert on the Status and Result values.
 #include "bus/client.h"
@@ -37,9 +37,6 @@ public:
     Status setUp(const std::string& cped = "test", const std::string& op = "alice");
 
     const std::string& dir() const { return dir_; }
-    std::string caCert() const { return dir_ + "/ca.crt"; }
-    const std::string& cpedName() const { return cped_; }
-    const std::string& operatorName() const { return operator_; }
 
     // Issues `id` unless its certificate exists; its CA, certificate and key.
     Result<pki::ClientFiles> issue(const pki::Identity& id);
@@ -73,7 +70,7 @@ private:
         std::mutex mutex;
         std::map<std::string, std::set<std::string>> byDeployable;
     };
-    std::string dir_, cped_, operator_;
+    std::string dir_, cped_;
     std::shared_ptr<Owners> owners_ = std::make_shared<Owners>();
 };
 
