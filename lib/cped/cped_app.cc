@@ -790,7 +790,6 @@ int Cped::run() {
 
     client_.subscribe("pcloud.journal",
                       [this](const bus::Message& msg) { onJournalSubmission(msg); });
-    server_.serve("pcloud.cped", [this](const bus::Message& msg) { return serveCommand(msg); });
 
     // dpeds start once this node leads (at once for the single-node coordinator), with
     // --epoch; running ones (adopted, or from an earlier term) are raised to the new epoch
@@ -811,6 +810,10 @@ int Cped::run() {
         std::cerr << "cped: cannot campaign: " << st.error().describe() << "\n";
         return toInt(ExitCode::Unavailable);
     }
+    // After campaign(): commands queued at the hub while cped started are delivered the
+    // moment it serves, and a single cped (which leads once it campaigns) must not refuse
+    // them as "not the leader". A zone's campaign is asynchronous; non-leaders refuse.
+    server_.serve("pcloud.cped", [this](const bus::Message& msg) { return serveCommand(msg); });
     std::atomic<bool> stopping{false};
     std::thread supervision([&] {
         while (!stopping) {

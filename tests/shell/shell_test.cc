@@ -250,9 +250,11 @@ public:
                 buf.append(tmp, static_cast<size_t>(n));
                 size_t nl;
                 while ((nl = buf.find('\n')) != std::string::npos) {
-                    auto j = json::parse(buf.substr(0, nl), nullptr, false);
+                    std::string line = buf.substr(0, nl);
+                    auto j = json::parse(line, nullptr, false);
                     buf.erase(0, nl + 1);
                     std::lock_guard lock(mutex_);
+                    lines_ += line + "\n";
                     if (j.is_object())
                         seqs_.push_back(j.value("seq", 0ULL));
                 }
@@ -280,6 +282,11 @@ public:
         std::lock_guard lock(mutex_);
         return seqs_;
     }
+    // Everything it printed, for failure messages.
+    std::string lines() {
+        std::lock_guard lock(mutex_);
+        return lines_;
+    }
 
 private:
     pid_t pid_;
@@ -287,6 +294,7 @@ private:
     std::thread reader_;
     std::mutex mutex_;
     std::vector<std::uint64_t> seqs_;
+    std::string lines_;
 };
 
 std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
@@ -475,7 +483,7 @@ TEST_F(ShellTest, FollowerSeesEverySeqOnceInOrderAcrossCpedRestart) {
     for (int i = 8; i < 10; ++i)
         ok({"deployable_delete", "d" + std::to_string(i - 8)});
     ASSERT_TRUE(f.waitSeq(10)) << ::testing::PrintToString(f.seqs());
-    EXPECT_EQ(f.seqs(), range(1, 10));
+    EXPECT_EQ(f.seqs(), range(1, 10)) << f.lines();
 }
 
 TEST_F(ShellTest, SinceReplaysThenFollowsLive) {
