@@ -469,7 +469,8 @@ TEST_F(ProcessAgentNotStarted, ProcessesThatDiedUnwatchedAreReportedFailed) {
     auto started = peer_->waitService(
         "sleeper", [](const proto::UnitState& u) { return u.active_state == "active"; }, 10s);
     ASSERT_TRUE(started);
-    EXPECT_EQ(countProcesses(splitWords(sleeperCommand())), 1);
+    // "active" is reported at the fork; the child shows the command line once it has exec'd.
+    EXPECT_TRUE(eventually([&] { return countProcesses(splitWords(sleeperCommand())) == 1; }, 5s));
 
     // The same command line under a pid with another start time: a later process that
     // got the pid; it is not the one recorded, and it is left alone.
