@@ -4,6 +4,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 
+#include <chrono>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 #include <algorithm>
@@ -225,7 +227,18 @@ bool ProcessBackend::openRunDir() {
         ::chmod(run_dir_.c_str(), 0700);
     std::string lock = run_dir_ + "/lock";
     lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    // The previous agent was just killed, but a child it forked a moment before may not have
+    // exec'd yet and still holds the lock through the inherited descriptor (closed at its
+    // exec). Giving up at once would start second copies of every service, so wait a little
+    // (at most kRunDirLockWaitMs) for a dying holder to let go.
+    bool locked = lock_fd_ >= 0 && ::flock(lock_fd_, LOCK_EX | LOCK_NB) == 0;
+    for (int i = 0; !locked && lock_fd_ >= 0 && errno == EWOULDBLOCK &&
+                    i < kRunDirLockWaitMs / kRunDirLockPollMs;
+         ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(kRunDirLockPollMs));
+        locked = ::flock(lock_fd_, LOCK_EX | LOCK_NB) == 0;
+    }
+    if (!locked) {
         PCLOUD_LOG(Warning,
                    "Another agent holds the run directory; processes will not be recorded or "
                    "adopted",

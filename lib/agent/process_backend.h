@@ -31,6 +31,10 @@ class ProcessBackend : public UnitBackend {
 public:
     // How long a stop waits after SIGTERM before SIGKILL.
     static constexpr Millis kStopTimeout = 5'000;
+    // How long a starting agent waits for the run directory's lock held by a dying agent's
+    // not-yet-exec'd child, and how often it tries.
+    static constexpr int kRunDirLockWaitMs = 2'000;
+    static constexpr int kRunDirLockPollMs = 20;
 
     // runDir empty: nothing is recorded and nothing adopted. bootId: this boot's
     // /proc/sys/kernel/random/boot_id (a record from another boot is stale).
