@@ -96,6 +96,13 @@ struct ConnPeer {
     int loggedDenials = 0; // the first few denied attaches are logged, the rest counted
 };
 constexpr int kLoggedDenialsPerConnection = 10;
+// Refused connections cost an unauthenticated peer one TCP connect each, so their warnings
+// are bounded: the first kLoggedRefusals are logged, then every kRefusalLogEvery-th (with the
+// total); all are counted. A reason (Proton quotes the bytes it could not read) is cut to
+// kMaxReasonChars. (A flood of garbage connections made ~2 KB of log per connection.)
+constexpr std::uint64_t kLoggedRefusals = 20;
+constexpr std::uint64_t kRefusalLogEvery = 1000;
+constexpr std::size_t kMaxReasonChars = 200;
 
 } // namespace
 
@@ -181,13 +188,36 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     }
 
     // ---- authentication ----
+    // The warning for a refused connection (security.refusedConnections already counts it).
+    // `subject` is "" for a peer that never got as far as a certificate.
+    void logRefusal(const std::string& peer, const std::string& subject, std::string reason) {
+        const std::uint64_t n = security.refusedConnections;
+        if (n > kLoggedRefusals && n % kRefusalLogEvery != 0)
+            return;
+        if (reason.size() > kMaxReasonChars)
+            reason = reason.substr(0, kMaxReasonChars) + "...";
+        const std::string what =
+            n == kLoggedRefusals ? "Hub refused a connection (further refusals are logged every " +
+                                       std::to_string(kRefusalLogEvery) +
+                                       "th; all are counted: status bus.refused_connections)"
+                                 : "Hub refused a connection";
+        if (subject.empty())
+            PCLOUD_LOG(Warning, what,
+                       {{"peer", peer.empty() ? "-" : peer},
+                        {"reason", reason},
+                        {"refused_total", std::to_string(n)}});
+        else
+            PCLOUD_LOG(Warning, what,
+                       {{"peer", peer.empty() ? "-" : peer},
+                        {"subject", subject},
+                        {"reason", reason},
+                        {"refused_total", std::to_string(n)}});
+    }
+
     void refuseConnection(proton::connection& c, const std::string& peer,
                           const std::string& subject, const std::string& reason) {
         ++security.refusedConnections;
-        PCLOUD_LOG(Warning, "Hub refused a connection",
-                   {{"peer", peer.empty() ? "-" : peer},
-                    {"subject", subject.empty() ? "-" : subject},
-                    {"reason", reason}});
+        logRefusal(peer, subject.empty() ? "-" : subject, reason);
         c.close(proton::error_condition("amqp:unauthorized-access", reason));
     }
 
@@ -630,8 +660,7 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
                 (failure.protocolError ||
                  failure.reason != "the peer left before sending anything")) {
                 ++security.refusedConnections;
-                PCLOUD_LOG(Warning, "Hub refused a connection",
-                           {{"peer", peer}, {"reason", failure.reason}});
+                logRefusal(peer, "", failure.reason);
                 return;
             }
         }

@@ -9,7 +9,11 @@
 #include "common/log.h"
 #include "pki/pki.h"
 
+#include <arpa/inet.h>
 #include <atomic>
+#include <netinet/in.h>
+#include <sstream>
+#include <sys/socket.h>
 
 namespace pcloud::bus::test {
 namespace {
@@ -164,6 +168,44 @@ TEST_F(ForgeryFlood, NothingReachesAnotherIdentitysAddressesAndTheHubKeepsServin
         EXPECT_EQ(in, expected) << a;
     }
     EXPECT_GT(all["pcloud.reports.a"].rejected, 0u);
+}
+
+// An unauthenticated peer pays one TCP connect per refused connection: the hub's warnings
+// for them are bounded (the first 20, then every 1000th, each reason cut to 200 characters),
+// and every one is still counted.
+TEST_F(ForgeryFlood, RefusedConnectionsAreAllCountedButTheirWarningsAreBounded) {
+    log::setLevel(log::Level::Warning);
+    StderrCapture log;
+    constexpr int kPeers = 300;
+    for (int i = 0; i < kPeers; ++i) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(fd, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(static_cast<std::uint16_t>(hub_->boundPort()));
+        ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+        std::string garbage(512, static_cast<char>(0x80 + i % 64)); // quoted by Proton
+        ASSERT_EQ(::write(fd, garbage.data(), garbage.size()),
+                  static_cast<ssize_t>(garbage.size()));
+        char buf[512];
+        while (::read(fd, buf, sizeof buf) > 0) {
+        }
+        ::close(fd);
+    }
+    ASSERT_TRUE(waitUntil([&] { return hub_->security().refusedConnections >= kPeers; }))
+        << hub_->securityJson();
+    int lines = 0;
+    std::istringstream in(log.text());
+    for (std::string line; std::getline(in, line);) {
+        if (line.find("Hub refused a connection") == std::string::npos)
+            continue;
+        ++lines;
+        EXPECT_LT(line.size(), 600u) << line;
+        if (lines == 20)
+            EXPECT_NE(line.find("logged every 1000th"), std::string::npos) << line;
+    }
+    EXPECT_EQ(lines, 20);
 }
 
 } // namespace
