@@ -232,6 +232,9 @@ int forgerMain(int argc, char** argv) {
     // vCPUs; on the host it competes with the hub and dped for the same cores).
     if (const char* n = std::getenv("FORGER_NICE"); n && *n)
         (void)!::nice(std::atoi(n));
+    // FORGER_REPLY_QUEUES=N: forged replies go to pcloud.reply.1..N (default 8; 0 = none).
+    if (const char* n = std::getenv("FORGER_REPLY_QUEUES"); n && *n)
+        o.replyQueues = std::max(0, std::atoi(n));
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
@@ -627,7 +630,7 @@ int Bench::run(std::uint64_t messages, int kills, Millis hbTimeout) {
                 "the hub's below)\n",
                 static_cast<unsigned long long>(u("total")), secs,
                 secs > 0 ? static_cast<double>(u("total")) / secs : 0.0);
-    std::printf("  on allowed links (pcloud.reports.%s, pcloud.reply.1-8): %llu sent, hub "
+    std::printf("  on allowed links (pcloud.reports.%s, pcloud.reply.1-N): %llu sent, hub "
                 "accepted %llu, rejected %llu (oversized/undecodable)\n",
                 A.c_str(), static_cast<unsigned long long>(u("sent")),
                 static_cast<unsigned long long>(u("accepted")),

@@ -7,7 +7,9 @@
 # 10^6, at least; it goes on until the kills are done). Prints the actions taken because of
 # forged input (must be 0), crash latency side by side with the ratio, and the flood's figures.
 #   bench/forgery/run.sh [MESSAGES] [KILLS] [HEARTBEAT_TIMEOUT_MS]
-#   (BUILD_DIR=... picks the build tree; default build. FORGERY_KEEP=1 keeps the state dir.)
+#   (BUILD_DIR=... picks the build tree; default build. FORGERY_KEEP=1 keeps the state dir;
+#   FORGER_NICE=N renices the forger; FORGER_REPLY_QUEUES=N sets how many reply queues it
+#   floods, default 8.)
 # Boots QEMU guests: run it under the machine's lock, flock /tmp/pcloud-qemu.lock bash ...
 set -euo pipefail
 cd "$(dirname "$0")/../.."
