@@ -46,6 +46,7 @@ std::string ForgerStats::toJson() const {
                      {"attaches", attaches},
                      {"refused_unauthorized", refusedUnauthorized},
                      {"refused_other", refusedOther},
+                     {"lost_with_connection", lostWithConnection},
                      {"credit_on_denied", creditOnDenied},
                      {"received_on_denied", receivedOnDenied},
                      {"stolen", stolen},
@@ -54,6 +55,7 @@ std::string ForgerStats::toJson() const {
                      {"nocert_attempts", noCertAttempts},
                      {"nocert_opened", noCertOpened},
                      {"reconnects", reconnects},
+                     {"closed_by_hub", closedByHub},
                      {"kinds", kinds},
                      {"refusals", refusals},
                      {"seconds", seconds},
@@ -332,7 +334,8 @@ struct Forger::Impl : proton::messaging_handler, std::enable_shared_from_this<Im
     }
 
     void openDenied(proton::connection& c) {
-        if (!budgetLeft() || denied.empty())
+        // Not on a connection the hub is closing (it closes one after 100 refusals).
+        if (!budgetLeft() || denied.empty() || c.closed() || c.error())
             return;
         const Denied d = denied[nextDenied++ % denied.size()];
         {
@@ -413,9 +416,15 @@ struct Forger::Impl : proton::messaging_handler, std::enable_shared_from_this<Im
             std::lock_guard lock(mu);
             st.connected = false;
             ++st.reconnects;
+            st.lostWithConnection += deniedSenders.size() + deniedReceivers.size();
             if (t.error())
                 st.lastError = t.error().what();
+            if (c.error().name() == "amqp:unauthorized-access" ||
+                t.error().name() == "amqp:unauthorized-access")
+                ++st.closedByHub;
         }
+        deniedSenders.clear();
+        deniedReceivers.clear();
         main = c.container().connect(url(), tlsOptions(true));
     }
     void on_transport_error(proton::transport& t) override {

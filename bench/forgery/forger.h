@@ -58,6 +58,7 @@ struct ForgerStats {
     std::uint64_t attaches = 0;            // attaches to addresses the identity may not use
     std::uint64_t refusedUnauthorized = 0; // ... closed with amqp:unauthorized-access
     std::uint64_t refusedOther = 0;        // ... closed with another condition
+    std::uint64_t lostWithConnection = 0;  // ... in flight when the hub closed the connection
     std::uint64_t creditOnDenied = 0;      // credit granted on a link that should be refused (bad)
     std::uint64_t receivedOnDenied = 0;    // messages received on such a link (bad)
     std::uint64_t stolen = 0;              // messages received on pcloud.agent.SELF
@@ -66,6 +67,7 @@ struct ForgerStats {
     std::uint64_t noCertAttempts = 0;      // TLS peers without a client certificate
     std::uint64_t noCertOpened = 0;        // ... whose connection opened (bad)
     std::uint64_t reconnects = 0;          // the forger's own connection lost and made again
+    std::uint64_t closedByHub = 0;         // ... of those, closed by the hub as unauthorized
     std::map<std::string, std::uint64_t> kinds;    // per kind of forged message
     std::map<std::string, std::uint64_t> refusals; // refused attaches per "dir address"
     double seconds = 0;

@@ -643,6 +643,11 @@ int Bench::run(std::uint64_t messages, int kills, Millis hbTimeout) {
                 static_cast<unsigned long long>(u("refused_other")),
                 static_cast<unsigned long long>(u("credit_on_denied")),
                 static_cast<unsigned long long>(u("received_on_denied")));
+    std::printf("  the hub closed the forger's connection %llu times for too many refused "
+                "attaches (it reconnected %llu times; %llu attaches were in flight then)\n",
+                static_cast<unsigned long long>(sec.closedForDenials - sec0.closedForDenials),
+                static_cast<unsigned long long>(u("reconnects")),
+                static_cast<unsigned long long>(u("lost_with_connection")));
     std::printf("  unauthenticated peers: %llu plain TCP (opened %llu), %llu TLS without a "
                 "certificate (opened %llu); commands stolen from pcloud.agent.%s: %llu\n",
                 static_cast<unsigned long long>(u("tcp_attempts")),

@@ -94,8 +94,15 @@ struct ConnPeer {
     std::string address; // host:port, for log lines
     std::string name() const { return peer.insecure ? "insecure" : peer.identity.text(); }
     int loggedDenials = 0; // the first few denied attaches are logged, the rest counted
+    int deniedAttaches = 0;
+    bool closedForDenials = false;
 };
 constexpr int kLoggedDenialsPerConnection = 10;
+// A connection that keeps attaching where its identity may not is closed after this many
+// refusals (it may connect again). Proton keeps every refused link of a connection until
+// the connection ends, and ending one with tens of thousands of them held the hub's thread
+// for seconds (the forgery bench: other clients' idle timeouts expired).
+constexpr int kMaxDeniedAttachesPerConnection = 100;
 // Refused connections cost an unauthenticated peer one TCP connect each, so their warnings
 // are bounded: the first kLoggedRefusals are logged, then every kRefusalLogEvery-th (with the
 // total); all are counted. A reason (Proton quotes the bytes it could not read) is cut to
@@ -301,6 +308,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             ++security.deniedLinks;
         else
             ++security.queueCapRefusals;
+        const bool tooMany =
+            cp && ++cp->deniedAttaches > kMaxDeniedAttachesPerConnection && !cp->closedForDenials;
         std::string shown = dynamic ? "a dynamic reply queue" : address;
         std::string who = cp ? cp->name() : "-";
         if (!cp || cp->loggedDenials < kLoggedDenialsPerConnection) {
@@ -317,6 +326,18 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
                                         who + " may not " + authz::toString(dir) +
                                             (dir == authz::Direction::Send ? " to " : " from ") +
                                             shown + ": " + why));
+        if (tooMany) {
+            cp->closedForDenials = true;
+            ++security.closedForDenials;
+            PCLOUD_LOG(Warning, "Hub closed a connection that kept attaching where it may not",
+                       {{"identity", who},
+                        {"peer", cp->address.empty() ? "-" : cp->address},
+                        {"refused_attaches", std::to_string(cp->deniedAttaches - 1)}});
+            l.connection().close(proton::error_condition(
+                "amqp:unauthorized-access", "more than " +
+                                                std::to_string(kMaxDeniedAttachesPerConnection) +
+                                                " refused attaches on one connection"));
+        }
         return false;
     }
     // Marks a node just made by `l`'s attach as owned by its peer (the per-identity cap).
@@ -799,7 +820,8 @@ std::string Hub::securityJson() const {
     auto c = security();
     return nlohmann::json{{"refused_connections", c.refusedConnections},
                           {"denied_links", c.deniedLinks},
-                          {"queue_cap_refusals", c.queueCapRefusals}}
+                          {"queue_cap_refusals", c.queueCapRefusals},
+                          {"closed_for_denials", c.closedForDenials}}
         .dump();
 }
 

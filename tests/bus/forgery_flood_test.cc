@@ -143,8 +143,14 @@ TEST_F(ForgeryFlood, NothingReachesAnotherIdentitysAddressesAndTheHubKeepsServin
     EXPECT_EQ(s.tcpOpened, 0u);
     EXPECT_EQ(s.noCertOpened, 0u);
     EXPECT_EQ(s.refusedOther, 0u);
-    // Every attach but those still in flight when it stopped was refused as unauthorized.
-    EXPECT_GE(s.refusedUnauthorized + fo.deniedInFlight, s.attaches);
+    // Every attach was refused as unauthorized, but those in flight when it stopped or when
+    // the hub closed its connection.
+    EXPECT_GE(s.refusedUnauthorized + s.lostWithConnection + fo.deniedInFlight, s.attaches);
+    // A connection that keeps attaching where it may not is closed after 100 refusals, so
+    // Proton never holds more than that many dead links for one connection.
+    EXPECT_GT(hub_->security().closedForDenials, 0u);
+    EXPECT_GT(s.closedByHub, 0u);
+    EXPECT_LE(s.attaches, (s.reconnects + 1) * (100 + 2 * fo.deniedInFlight));
     // The victims' side.
     EXPECT_EQ(toAgentB, 0);
     EXPECT_EQ(toDped, 0);
