@@ -258,6 +258,7 @@ public:
 private:
     struct KillSeries {
         std::vector<double> pidfd, eof, earliest, failed, running, heartbeat;
+        std::vector<double> afterSeen; // earliest signal -> 'failed' event: dped + hub only
         int healthyAgain = 0;
     };
     bool setUp(Millis hbTimeout);
@@ -510,6 +511,8 @@ void Bench::killSeries(const char* arm, int kills, KillSeries& out) {
             out.earliest.push_back(ms(first));
         if (f)
             out.failed.push_back(ms(f));
+        if (f && first)
+            out.afterSeen.push_back(ms(f) - ms(first));
         if (r)
             out.running.push_back(ms(r));
         if (h)
@@ -621,6 +624,7 @@ int Bench::run(std::uint64_t messages, int kills, Millis hbTimeout) {
     printPair("  pidfd exit seen by dped", base.pidfd, flood.pidfd);
     printPair("  channel EOF seen by dped", base.eof, flood.eof);
     printPair("'failed' event at a subscriber", base.failed, flood.failed);
+    printPair("  of it after dped saw the crash", base.afterSeen, flood.afterSeen);
     printPair("domain running again", base.running, flood.running);
     printPair("agent's first heartbeat", base.heartbeat, flood.heartbeat);
 

@@ -93,11 +93,15 @@ struct ConnPeer {
     std::string serial;  // its certificate's (TLS only)
     std::string address; // host:port, for log lines
     std::string name() const { return peer.insecure ? "insecure" : peer.identity.text(); }
-    int loggedDenials = 0; // the first few denied attaches are logged, the rest counted
     int deniedAttaches = 0;
     bool closedForDenials = false;
 };
-constexpr int kLoggedDenialsPerConnection = 10;
+// Refused attaches are logged per identity: the first 10, then every 1000th; connections
+// closed for them (below) the first 5, then every 100th. All are counted.
+constexpr std::uint64_t kLoggedDenialsPerIdentity = 10;
+constexpr std::uint64_t kDenialLogEvery = 1000;
+constexpr std::uint64_t kLoggedClosuresPerIdentity = 5;
+constexpr std::uint64_t kClosureLogEvery = 100;
 // A connection that keeps attaching where its identity may not is closed after this many
 // refusals (it may connect again). Proton keeps every refused link of a connection until
 // the connection ends, and ending one with tens of thousands of them held the hub's thread
@@ -125,6 +129,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     std::set<std::string> denied; // revoked serials
     std::map<proton::connection, ConnPeer> peers;
     std::map<std::string, std::size_t> queuesByOwner;
+    std::map<std::string, std::uint64_t> deniedByIdentity; // refused attaches, for log bounds
+    std::map<std::string, std::uint64_t> closedByIdentity; // connections closed for them
     SecurityCounters security;
 
     HubOptions options;
@@ -312,16 +318,17 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             cp && ++cp->deniedAttaches > kMaxDeniedAttachesPerConnection && !cp->closedForDenials;
         std::string shown = dynamic ? "a dynamic reply queue" : address;
         std::string who = cp ? cp->name() : "-";
-        if (!cp || cp->loggedDenials < kLoggedDenialsPerConnection) {
-            if (cp)
-                ++cp->loggedDenials;
+        // Logged per identity (a peer that is closed for its refusals connects again): the
+        // first few, then every kDenialLogEvery-th with the identity's total.
+        const std::uint64_t mine = ++deniedByIdentity[who];
+        if (mine <= kLoggedDenialsPerIdentity || mine % kDenialLogEvery == 0)
             PCLOUD_LOG(Warning, "Hub refused a link",
                        {{"identity", who},
                         {"peer", cp && !cp->address.empty() ? cp->address : "-"},
                         {"direction", authz::toString(dir)},
                         {"address", shown},
-                        {"reason", why}});
-        }
+                        {"reason", why},
+                        {"refused_total", std::to_string(mine)}});
         l.close(proton::error_condition(condition,
                                         who + " may not " + authz::toString(dir) +
                                             (dir == authz::Direction::Send ? " to " : " from ") +
@@ -329,10 +336,13 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         if (tooMany) {
             cp->closedForDenials = true;
             ++security.closedForDenials;
-            PCLOUD_LOG(Warning, "Hub closed a connection that kept attaching where it may not",
-                       {{"identity", who},
-                        {"peer", cp->address.empty() ? "-" : cp->address},
-                        {"refused_attaches", std::to_string(cp->deniedAttaches - 1)}});
+            const std::uint64_t closed = ++closedByIdentity[who];
+            if (closed <= kLoggedClosuresPerIdentity || closed % kClosureLogEvery == 0)
+                PCLOUD_LOG(Warning, "Hub closed a connection that kept attaching where it may not",
+                           {{"identity", who},
+                            {"peer", cp->address.empty() ? "-" : cp->address},
+                            {"refused_attaches", std::to_string(cp->deniedAttaches - 1)},
+                            {"closed_total", std::to_string(closed)}});
             l.connection().close(proton::error_condition(
                 "amqp:unauthorized-access", "more than " +
                                                 std::to_string(kMaxDeniedAttachesPerConnection) +

@@ -112,6 +112,8 @@ TEST_F(ForgeryFlood, NothingReachesAnotherIdentitysAddressesAndTheHubKeepsServin
     fo.deployable = "web";
     fo.total = 20'000;
     fo.oversizedEvery = 500;
+    log::setLevel(log::Level::Warning);
+    StderrCapture hubLog;
     forgery::Forger forger(fo);
     forger.start();
 
@@ -151,6 +153,18 @@ TEST_F(ForgeryFlood, NothingReachesAnotherIdentitysAddressesAndTheHubKeepsServin
     EXPECT_GT(hub_->security().closedForDenials, 0u);
     EXPECT_GT(s.closedByHub, 0u);
     EXPECT_LE(s.attaches, (s.reconnects + 1) * (100 + 2 * fo.deniedInFlight));
+    // Its warnings are bounded per identity, however often it reconnects: refused links the
+    // first 10 then every 1000th, closed connections the first 5 then every 100th.
+    int refusedLines = 0, closedLines = 0;
+    std::istringstream lines(hubLog.text());
+    for (std::string line; std::getline(lines, line);) {
+        refusedLines += line.find("Hub refused a link") != std::string::npos;
+        closedLines += line.find("Hub closed a connection") != std::string::npos;
+    }
+    EXPECT_LE(refusedLines, 10 + static_cast<int>(s.attaches / 1000));
+    EXPECT_GE(refusedLines, 10);
+    EXPECT_LE(closedLines, 5 + static_cast<int>(s.reconnects / 100));
+    EXPECT_GE(closedLines, std::min<int>(5, static_cast<int>(s.closedByHub)));
     // The victims' side.
     EXPECT_EQ(toAgentB, 0);
     EXPECT_EQ(toDped, 0);
