@@ -36,6 +36,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <sched.h>
 #include <set>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -232,6 +233,12 @@ int forgerMain(int argc, char** argv) {
     // vCPUs; on the host it competes with the hub and dped for the same cores).
     if (const char* n = std::getenv("FORGER_NICE"); n && *n)
         (void)!::nice(std::atoi(n));
+    // FORGER_SCHED_IDLE=1: the forger runs only on CPU nobody else wants (a diagnostic arm:
+    // what the flood costs pcloud when the attacker's own CPU does not compete with it).
+    if (const char* n = std::getenv("FORGER_SCHED_IDLE"); n && std::string(n) == "1") {
+        sched_param sp{};
+        (void)sched_setscheduler(0, SCHED_IDLE, &sp);
+    }
     // FORGER_REPLY_QUEUES=N: forged replies go to pcloud.reply.1..N (default 8; 0 = none).
     if (const char* n = std::getenv("FORGER_REPLY_QUEUES"); n && *n)
         o.replyQueues = std::max(0, std::atoi(n));
