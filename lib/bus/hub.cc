@@ -93,9 +93,27 @@ struct ConnPeer {
     std::string serial;  // its certificate's (TLS only)
     std::string address; // host:port, for log lines
     std::string name() const { return peer.insecure ? "insecure" : peer.identity.text(); }
-    int loggedDenials = 0; // the first few denied attaches are logged, the rest counted
+    int deniedAttaches = 0;
+    bool closedForDenials = false;
 };
-constexpr int kLoggedDenialsPerConnection = 10;
+// Refused attaches are logged per identity: the first 10, then every 1000th; connections
+// closed for them (below) the first 5, then every 100th. All are counted.
+constexpr std::uint64_t kLoggedDenialsPerIdentity = 10;
+constexpr std::uint64_t kDenialLogEvery = 1000;
+constexpr std::uint64_t kLoggedClosuresPerIdentity = 5;
+constexpr std::uint64_t kClosureLogEvery = 100;
+// A connection that keeps attaching where its identity may not is closed after this many
+// refusals (it may connect again). Proton keeps every refused link of a connection until
+// the connection ends, and ending one with tens of thousands of them held the hub's thread
+// for seconds (the forgery bench: other clients' idle timeouts expired).
+constexpr int kMaxDeniedAttachesPerConnection = 100;
+// Refused connections cost an unauthenticated peer one TCP connect each, so their warnings
+// are bounded: the first kLoggedRefusals are logged, then every kRefusalLogEvery-th (with the
+// total); all are counted. A reason (Proton quotes the bytes it could not read) is cut to
+// kMaxReasonChars. (A flood of garbage connections made ~2 KB of log per connection.)
+constexpr std::uint64_t kLoggedRefusals = 20;
+constexpr std::uint64_t kRefusalLogEvery = 1000;
+constexpr std::size_t kMaxReasonChars = 200;
 
 } // namespace
 
@@ -111,6 +129,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     std::set<std::string> denied; // revoked serials
     std::map<proton::connection, ConnPeer> peers;
     std::map<std::string, std::size_t> queuesByOwner;
+    std::map<std::string, std::uint64_t> deniedByIdentity; // refused attaches, for log bounds
+    std::map<std::string, std::uint64_t> closedByIdentity; // connections closed for them
     SecurityCounters security;
 
     HubOptions options;
@@ -181,13 +201,36 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     }
 
     // ---- authentication ----
+    // The warning for a refused connection (security.refusedConnections already counts it).
+    // `subject` is "" for a peer that never got as far as a certificate.
+    void logRefusal(const std::string& peer, const std::string& subject, std::string reason) {
+        const std::uint64_t n = security.refusedConnections;
+        if (n > kLoggedRefusals && n % kRefusalLogEvery != 0)
+            return;
+        if (reason.size() > kMaxReasonChars)
+            reason = reason.substr(0, kMaxReasonChars) + "...";
+        const std::string what =
+            n == kLoggedRefusals ? "Hub refused a connection (further refusals are logged every " +
+                                       std::to_string(kRefusalLogEvery) +
+                                       "th; all are counted: status bus.refused_connections)"
+                                 : "Hub refused a connection";
+        if (subject.empty())
+            PCLOUD_LOG(Warning, what,
+                       {{"peer", peer.empty() ? "-" : peer},
+                        {"reason", reason},
+                        {"refused_total", std::to_string(n)}});
+        else
+            PCLOUD_LOG(Warning, what,
+                       {{"peer", peer.empty() ? "-" : peer},
+                        {"subject", subject},
+                        {"reason", reason},
+                        {"refused_total", std::to_string(n)}});
+    }
+
     void refuseConnection(proton::connection& c, const std::string& peer,
                           const std::string& subject, const std::string& reason) {
         ++security.refusedConnections;
-        PCLOUD_LOG(Warning, "Hub refused a connection",
-                   {{"peer", peer.empty() ? "-" : peer},
-                    {"subject", subject.empty() ? "-" : subject},
-                    {"reason", reason}});
+        logRefusal(peer, subject.empty() ? "-" : subject, reason);
         c.close(proton::error_condition("amqp:unauthorized-access", reason));
     }
 
@@ -271,22 +314,40 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             ++security.deniedLinks;
         else
             ++security.queueCapRefusals;
+        const bool tooMany =
+            cp && ++cp->deniedAttaches > kMaxDeniedAttachesPerConnection && !cp->closedForDenials;
         std::string shown = dynamic ? "a dynamic reply queue" : address;
         std::string who = cp ? cp->name() : "-";
-        if (!cp || cp->loggedDenials < kLoggedDenialsPerConnection) {
-            if (cp)
-                ++cp->loggedDenials;
+        // Logged per identity (a peer that is closed for its refusals connects again): the
+        // first few, then every kDenialLogEvery-th with the identity's total.
+        const std::uint64_t mine = ++deniedByIdentity[who];
+        if (mine <= kLoggedDenialsPerIdentity || mine % kDenialLogEvery == 0)
             PCLOUD_LOG(Warning, "Hub refused a link",
                        {{"identity", who},
                         {"peer", cp && !cp->address.empty() ? cp->address : "-"},
                         {"direction", authz::toString(dir)},
                         {"address", shown},
-                        {"reason", why}});
-        }
+                        {"reason", why},
+                        {"refused_total", std::to_string(mine)}});
         l.close(proton::error_condition(condition,
                                         who + " may not " + authz::toString(dir) +
                                             (dir == authz::Direction::Send ? " to " : " from ") +
                                             shown + ": " + why));
+        if (tooMany) {
+            cp->closedForDenials = true;
+            ++security.closedForDenials;
+            const std::uint64_t closed = ++closedByIdentity[who];
+            if (closed <= kLoggedClosuresPerIdentity || closed % kClosureLogEvery == 0)
+                PCLOUD_LOG(Warning, "Hub closed a connection that kept attaching where it may not",
+                           {{"identity", who},
+                            {"peer", cp->address.empty() ? "-" : cp->address},
+                            {"refused_attaches", std::to_string(cp->deniedAttaches - 1)},
+                            {"closed_total", std::to_string(closed)}});
+            l.connection().close(proton::error_condition(
+                "amqp:unauthorized-access", "more than " +
+                                                std::to_string(kMaxDeniedAttachesPerConnection) +
+                                                " refused attaches on one connection"));
+        }
         return false;
     }
     // Marks a node just made by `l`'s attach as owned by its peer (the per-identity cap).
@@ -630,8 +691,7 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
                 (failure.protocolError ||
                  failure.reason != "the peer left before sending anything")) {
                 ++security.refusedConnections;
-                PCLOUD_LOG(Warning, "Hub refused a connection",
-                           {{"peer", peer}, {"reason", failure.reason}});
+                logRefusal(peer, "", failure.reason);
                 return;
             }
         }
@@ -770,7 +830,8 @@ std::string Hub::securityJson() const {
     auto c = security();
     return nlohmann::json{{"refused_connections", c.refusedConnections},
                           {"denied_links", c.deniedLinks},
-                          {"queue_cap_refusals", c.queueCapRefusals}}
+                          {"queue_cap_refusals", c.queueCapRefusals},
+                          {"closed_for_denials", c.closedForDenials}}
         .dump();
 }
 

@@ -64,6 +64,7 @@ struct SecurityCounters {
     std::uint64_t refusedConnections = 0; // TLS/SASL failed, unknown subject or revoked
     std::uint64_t deniedLinks = 0;        // attaches refused by authz::authorize
     std::uint64_t queueCapRefusals = 0;   // attaches refused by maxQueuesPerIdentity
+    std::uint64_t closedForDenials = 0;   // connections closed after 100 refused attaches
 };
 
 // Per-address counters, for the status command.
@@ -100,7 +101,8 @@ public:
     // The counters as a JSON object {"address": {"in": ..}, ...} for the status command.
     std::string countersJson() const;
     SecurityCounters security() const;
-    // {"refused_connections": N, "denied_links": N, "queue_cap_refusals": N}
+    // {"refused_connections": N, "denied_links": N, "queue_cap_refusals": N,
+    //  "closed_for_denials": N}
     std::string securityJson() const;
 
     // Re-reads tls.denyListFile (cped calls it on SIGHUP) and closes every connection whose

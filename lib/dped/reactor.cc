@@ -13,6 +13,7 @@
 #include "virt/guest_xml.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <unistd.h>
 
@@ -402,9 +403,29 @@ void Reactor::onReport(const std::string& assembly, const std::string& body, boo
                    {{"assembly", assembly}, {"error", rep.error().describe()}});
         return;
     }
+    const auto* a = model_.findAssembly(assembly);
+    if (auto* h = std::get_if<proto::Hello>(&rep->body)) {
+        // A hello names its assembly; it must be the one whose address it came on (name or
+        // uuid, any case), as the channel session checks for channel agents. Over the bus
+        // only the address is authenticated (authz pins agent:A to pcloud.reports.A), so a
+        // hello naming another assembly is a forgery or a misconfigured agent: drop it.
+        auto lower = [](std::string s) {
+            for (auto& c : s)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            return s;
+        };
+        std::string named = lower(h->assembly);
+        if (named != lower(assembly) && (!a || a->uuid.empty() || named != lower(a->uuid))) {
+            if (hello_mismatch_logged_.insert(assembly).second)
+                PCLOUD_LOG(Warning,
+                           "Dropping a hello that names another assembly (logged once per "
+                           "assembly)",
+                           {{"assembly", assembly}, {"named", h->assembly}});
+            return;
+        }
+    }
     Millis now = clock_.nowMs();
     auto& oa = observed_.assemblies[assembly];
-    const auto* a = model_.findAssembly(assembly);
     auto resourceOf = [&](const std::string& unit) -> std::string {
         if (!a)
             return {};

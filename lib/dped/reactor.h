@@ -185,6 +185,7 @@ private:
     // Assemblies whose domain is being destroyed: reports are dropped until the destroy is
     // done, so a late heartbeat from the agent being killed cannot pass for the new one's.
     std::set<std::string> deaf_;
+    std::set<std::string> hello_mismatch_logged_;     // assemblies whose foreign hello was logged
     std::set<std::string> awaiting_heartbeat_;        // agent gone: log its next first heartbeat
     std::map<std::string, std::string> pending_cmds_; // command id -> "assembly/service"
     struct PendingPing {

@@ -234,6 +234,35 @@ TEST_F(Fixture, HelloSendsWatchWithProcessCommandsAndServiceStartFollows) {
     EXPECT_EQ(st["assemblies"][0]["agent"], "connected");
 }
 
+// A hello on pcloud.reports.node01 that names another assembly (a forgery: authz pins an
+// agent to its own report address, so only the address is authenticated) is dropped: no
+// "agent connected", no watch sent, no units taken from it. One naming node01 by its uuid,
+// in any case, is node01's own.
+TEST_F(Fixture, BusHelloNamingAnotherAssemblyIsDropped) {
+    auto m = makeModel();
+    m.assemblies["node01"].uuid = "6f1c0d52-0000-4000-8000-000000000001";
+    make(m);
+    ASSERT_TRUE(r->start().ok());
+    proto::Hello h;
+    h.assembly = "node02";
+    h.backend = "process";
+    proto::UnitState u;
+    u.unit = "httpd";
+    u.active_state = "failed";
+    h.units.push_back(u);
+    report("node01", proto::encodeHello(h));
+    EXPECT_TRUE(bus.to("pcloud.agent.node01").empty());
+    EXPECT_TRUE(bus.to("pcloud.agent.node02").empty());
+    auto st = r->statusJson();
+    for (const auto& a : st["assemblies"])
+        EXPECT_NE(a["agent"], "connected") << a.dump();
+    h.assembly = "6F1C0D52-0000-4000-8000-000000000001";
+    report("node01", proto::encodeHello(h));
+    auto cmds = bus.to("pcloud.agent.node01");
+    ASSERT_FALSE(cmds.empty());
+    EXPECT_EQ(cmds[0]["type"], "watch");
+}
+
 TEST_F(Fixture, ServiceFailureRestartsInPlaceWithCause) {
     make();
     ASSERT_TRUE(r->start().ok());
