@@ -37,6 +37,31 @@ model::Model oneAssembly() {
     return m;
 }
 
+// node01's agent says hello: the reactor answers with a watch, an agent command.
+void helloFromNode01(FakeBus& bus, dped::Reactor& r) {
+    proto::Hello h;
+    h.assembly = "node01";
+    h.backend = "process";
+    bus.subs.at("pcloud.reports.node01")(
+        bus::Message{"pcloud.reports.node01", proto::encodeHello(h)});
+    r.step();
+}
+
+// Every command sent to node01's agent, each with its envelope as that agent verifies it
+// (against `agent`, one replay cache for all, as the agent keeps).
+struct SentCommand {
+    std::string body;
+    envelope::VerifyResult verdict;
+};
+std::vector<SentCommand> agentCommands(const FakeBus& bus, const envelope::Trust& agent, Millis now,
+                                       envelope::ReplayCache& cache) {
+    std::vector<SentCommand> out;
+    for (const auto& [address, body] : bus.sent)
+        if (address == "pcloud.agent.node01")
+            out.push_back({body, envelope::verify(body, agent, now, cache)});
+    return out;
+}
+
 TEST(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
     testpki::TestPki pki("dped");
     pki.issue("dped:web");
@@ -56,23 +81,14 @@ TEST(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
     rc.epoch = 7;
     dped::Reactor r(rc, oneAssembly(), clock, hv, bus, watch, nullptr, jitter);
     ASSERT_TRUE(r.start().ok());
-    proto::Hello h;
-    h.assembly = "node01";
-    h.backend = "process";
-    bus.subs.at("pcloud.reports.node01")(
-        bus::Message{"pcloud.reports.node01", proto::encodeHello(h)});
-    r.step();
+    helloFromNode01(bus, r);
 
     auto ca = envelope::CaStore::loadFile(pki.caCert());
     ASSERT_TRUE(ca);
     envelope::Trust agent{*ca, "agent:node01", "web"};
     envelope::ReplayCache cache;
-    int commands = 0;
-    for (const auto& [address, body] : bus.sent) {
-        if (address != "pcloud.agent.node01")
-            continue;
-        ++commands;
-        auto v = envelope::verify(body, agent, clock.nowMs(), cache);
+    auto commands = agentCommands(bus, agent, clock.nowMs(), cache);
+    for (const auto& [body, v] : commands) {
         ASSERT_TRUE(std::holds_alternative<envelope::Verified>(v))
             << std::get<envelope::Rejection>(v).message;
         const auto& ok = std::get<envelope::Verified>(v);
@@ -89,7 +105,7 @@ TEST(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
         ASSERT_TRUE(std::holds_alternative<envelope::Rejection>(wrong));
         EXPECT_EQ(std::get<envelope::Rejection>(wrong).code, envelope::Reject::WrongTarget);
     }
-    EXPECT_GE(commands, 1); // at least the watch after the hello
+    EXPECT_GE(commands.size(), 1u); // at least the watch after the hello
     std::filesystem::remove_all(dir);
 }
 
@@ -151,27 +167,18 @@ TEST(DpedSigned, CpedRaisesTheEpochAndTheNextAgentCommandCarriesIt) {
     EXPECT_EQ(r.statusJson()["epoch"], 9);
 
     // The next agent command (the watch after a hello) is signed with epoch 9.
-    proto::Hello h;
-    h.assembly = "node01";
-    h.backend = "process";
-    bus.subs.at("pcloud.reports.node01")(
-        bus::Message{"pcloud.reports.node01", proto::encodeHello(h)});
-    r.step();
+    helloFromNode01(bus, r);
     auto ca = envelope::CaStore::loadFile(pki.caCert());
     ASSERT_TRUE(ca);
     envelope::Trust agent{*ca, "agent:node01", "web"};
     envelope::ReplayCache cache;
-    int commands = 0;
-    for (const auto& [address, body] : bus.sent) {
-        if (address != "pcloud.agent.node01")
-            continue;
-        ++commands;
-        auto v = envelope::verify(body, agent, clock.nowMs(), cache);
+    auto commands = agentCommands(bus, agent, clock.nowMs(), cache);
+    for (const auto& [body, v] : commands) {
         ASSERT_TRUE(std::holds_alternative<envelope::Verified>(v))
             << std::get<envelope::Rejection>(v).message;
         EXPECT_EQ(std::get<envelope::Verified>(v).fields.epoch, 9u);
     }
-    EXPECT_GE(commands, 1);
+    EXPECT_GE(commands.size(), 1u);
 
     // The old leader's dped, still at epoch 7, is refused by that agent.
     envelope::Fields old;
