@@ -6,6 +6,8 @@
 // keep its pid, and its own dped's signed commands must still be answered during the flood
 // and still run after it.
 #include "../../bench/forgery/forger.h"
+#include "tls_hub_fixture.h"
+
 #include "bus/client.h"
 #include "bus/hub.h"
 #include "common/clock.h"
@@ -51,35 +53,10 @@ int countOf(const std::string& text, const std::string& what) {
     return n;
 }
 
-class AgentForgery : public ::testing::Test {
+class AgentForgery : public agenttest::TlsHubFixture {
 protected:
     void SetUp() override {
-        char tmpl[] = "/tmp/pcloud-agent-forgery-XXXXXX";
-        dir_ = ::mkdtemp(tmpl);
-        pki_ = dir_ + "/pki";
-        ASSERT_TRUE(pki::initCa(pki_));
-        for (auto id : {"cped:hub", "dped:web", "agent:a", "agent:b"})
-            ASSERT_TRUE(pki::issue(pki_, *pki::parseIdentity(id)));
-        bus::HubOptions o;
-        o.tls = {pki_ + "/ca.crt", pki_ + "/cped.hub.crt", pki_ + "/cped.hub.key", ""};
-        o.authz.ownsAssembly = [](const std::string& d, const std::string& a) {
-            return d == "web" && (a == "a" || a == "b");
-        };
-        hub_ = std::make_unique<bus::Hub>(o);
-        ASSERT_TRUE(hub_->start("amqps://127.0.0.1:0"));
-        url_ = "amqps://127.0.0.1:" + std::to_string(hub_->boundPort());
-        bus::ClientOptions co;
-        co.url = url_;
-        co.caFile = pki_ + "/ca.crt";
-        co.certFile = pki_ + "/dped.web.crt";
-        co.keyFile = pki_ + "/dped.web.key";
-        ASSERT_TRUE(dped_.connect(co));
-        ASSERT_TRUE(dped_.waitConnected(10s));
-        auto sub = dped_.subscribe("pcloud.reports.b", [this](const bus::Message& m) {
-            std::lock_guard lock(mu_);
-            reports_.push_back(m.body);
-        });
-        ASSERT_TRUE(dped_.waitSubscribed(sub, 10s));
+        ASSERT_NO_FATAL_FAILURE(startHub("/tmp/pcloud-agent-forgery-XXXXXX", {"a", "b"}, "b"));
         auto s = envelope::Signer::load(pki_ + "/dped.web.key", pki_ + "/dped.web.crt");
         ASSERT_TRUE(s) << s.error().describe();
         signer_ = std::make_unique<envelope::Signer>(std::move(*s));
@@ -117,9 +94,7 @@ protected:
         }
         if (HasFailure())
             std::cerr << "---- agent log ----\n" << agentLog() << "\n";
-        dped_.close();
-        hub_->stop();
-        std::system(("rm -rf " + dir_).c_str());
+        stopHub();
     }
     std::string agentLog() const {
         std::ifstream in(dir_ + "/agent.log");
@@ -169,13 +144,9 @@ protected:
         return 0;
     }
 
-    std::string dir_, pki_, url_, worker_;
-    std::unique_ptr<bus::Hub> hub_;
-    bus::Client dped_;
+    std::string worker_;
     std::unique_ptr<envelope::Signer> signer_;
     pid_t agent_ = -1;
-    std::mutex mu_;
-    std::vector<std::string> reports_;
 };
 
 TEST_F(AgentForgery, AFloodFromAnotherAgentsIdentityMakesTheAgentDoNothing) {

@@ -1,6 +1,8 @@
 // The agent's TCP link over amqps:// to a real TLS hub (lib/bus Hub), with certificates made
 // by lib/pki: an agent presenting agent:A reports on pcloud.reports.A to its dped; one whose
 // certificate names another assembly is refused at attach, so it cannot forge A's reports.
+#include "tls_hub_fixture.h"
+
 #include "bus/client.h"
 #include "bus/hub.h"
 #include "pki/pki.h"
@@ -33,35 +35,11 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
     return true;
 }
 
-class AgentTls : public ::testing::Test {
+class AgentTls : public agenttest::TlsHubFixture {
 protected:
     void SetUp() override {
-        char tmpl[] = "/tmp/pcloud-agent-tls-XXXXXX";
-        dir_ = ::mkdtemp(tmpl);
-        pki_ = dir_ + "/pki";
-        ASSERT_TRUE(pki::initCa(pki_));
-        for (auto id : {"cped:hub", "dped:web", "agent:proc01", "agent:other"})
-            ASSERT_TRUE(pki::issue(pki_, *pki::parseIdentity(id)));
-        bus::HubOptions o;
-        o.tls = {pki_ + "/ca.crt", pki_ + "/cped.hub.crt", pki_ + "/cped.hub.key", ""};
-        o.authz.ownsAssembly = [](const std::string& d, const std::string& a) {
-            return d == "web" && a == "proc01";
-        };
-        hub_ = std::make_unique<bus::Hub>(o);
-        ASSERT_TRUE(hub_->start("amqps://127.0.0.1:0"));
-        url_ = "amqps://127.0.0.1:" + std::to_string(hub_->boundPort());
-        bus::ClientOptions co;
-        co.url = url_;
-        co.caFile = pki_ + "/ca.crt";
-        co.certFile = pki_ + "/dped.web.crt";
-        co.keyFile = pki_ + "/dped.web.key";
-        ASSERT_TRUE(dped_.connect(co));
-        ASSERT_TRUE(dped_.waitConnected(10s));
-        auto sub = dped_.subscribe("pcloud.reports.proc01", [this](const bus::Message& m) {
-            std::lock_guard lock(mu_);
-            reports_.push_back(m.body);
-        });
-        ASSERT_TRUE(dped_.waitSubscribed(sub, 10s));
+        ASSERT_NO_FATAL_FAILURE(
+            startHub("/tmp/pcloud-agent-tls-XXXXXX", {"proc01", "other"}, "proc01"));
     }
     void TearDown() override {
         if (agent_ > 0) {
@@ -70,9 +48,7 @@ protected:
         }
         if (HasFailure())
             std::cerr << "---- agent log ----\n" << agentLog() << "\n";
-        dped_.close();
-        hub_->stop();
-        std::system(("rm -rf " + dir_).c_str());
+        stopHub();
     }
     void startAgent(const std::string& certStem) {
         std::ofstream conf(dir_ + "/agent.conf");
@@ -106,12 +82,7 @@ protected:
         return reports_.size();
     }
 
-    std::string dir_, pki_, url_;
-    std::unique_ptr<bus::Hub> hub_;
-    bus::Client dped_;
     pid_t agent_ = 0;
-    std::mutex mu_;
-    std::vector<std::string> reports_;
 };
 
 TEST_F(AgentTls, AnAgentWithItsOwnCertificateReportsToItsDped) {
