@@ -62,25 +62,41 @@ std::vector<SentCommand> agentCommands(const FakeBus& bus, const envelope::Trust
     return out;
 }
 
-TEST(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
-    testpki::TestPki pki("dped");
-    pki.issue("dped:web");
-    auto signer = envelope::Signer::load(pki.keyPath("dped:web"), pki.certPath("dped:web"));
-    ASSERT_TRUE(signer) << signer.error().describe();
+// dped:web signing at epoch 7 over fake ports; make() builds the reactor from `rc` once the
+// test has adjusted it, and starts it.
+struct DpedSigned : ::testing::Test {
+    testpki::TestPki pki{"dped-signed"}; // its own temp dir per test
     std::string dir = "/tmp/dped-signed-test-" + std::to_string(::getpid());
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-
     ManualClock clock{SystemClock().nowMs()};
     FakeHv hv;
     FakeBus bus;
     FakeWatch watch;
     policy::ZeroJitter jitter;
     dped::ReactorConfig rc{"web", dir, {}, {}};
-    rc.signer = std::make_shared<const envelope::Signer>(*signer);
-    rc.epoch = 7;
-    dped::Reactor r(rc, oneAssembly(), clock, hv, bus, watch, nullptr, jitter);
-    ASSERT_TRUE(r.start().ok());
+    std::shared_ptr<const envelope::Signer> signer;
+    std::unique_ptr<dped::Reactor> reactor;
+
+    void SetUp() override {
+        pki.issue("dped:web");
+        auto s = envelope::Signer::load(pki.keyPath("dped:web"), pki.certPath("dped:web"));
+        ASSERT_TRUE(s) << s.error().describe();
+        signer = std::make_shared<const envelope::Signer>(std::move(*s));
+        std::filesystem::remove_all(dir);
+        std::filesystem::create_directories(dir);
+        rc.signer = signer;
+        rc.epoch = 7;
+    }
+    void TearDown() override { std::filesystem::remove_all(dir); }
+    void make() {
+        reactor = std::make_unique<dped::Reactor>(rc, oneAssembly(), clock, hv, bus, watch, nullptr,
+                                                  jitter);
+        ASSERT_TRUE(reactor->start().ok());
+    }
+};
+
+TEST_F(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
+    ASSERT_NO_FATAL_FAILURE(make());
+    auto& r = *reactor;
     helloFromNode01(bus, r);
 
     auto ca = envelope::CaStore::loadFile(pki.caCert());
@@ -106,7 +122,6 @@ TEST(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
         EXPECT_EQ(std::get<envelope::Rejection>(wrong).code, envelope::Reject::WrongTarget);
     }
     EXPECT_GE(commands.size(), 1u); // at least the watch after the hello
-    std::filesystem::remove_all(dir);
 }
 
 json request(const json& args) {
@@ -117,27 +132,11 @@ json request(const json& args) {
 // command carries it; a lower epoch is refused naming both numbers and changes nothing; a
 // bad value is a bad-field. An agent that accepted the new epoch refuses a command that an
 // older leader's dped (epoch 7) still sends.
-TEST(DpedSigned, CpedRaisesTheEpochAndTheNextAgentCommandCarriesIt) {
-    testpki::TestPki pki("dped-epoch");
-    pki.issue("dped:web");
-    auto signer = envelope::Signer::load(pki.keyPath("dped:web"), pki.certPath("dped:web"));
-    ASSERT_TRUE(signer) << signer.error().describe();
-    std::string dir = "/tmp/dped-epoch-test-" + std::to_string(::getpid());
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-
-    ManualClock clock{SystemClock().nowMs()};
-    FakeHv hv;
-    FakeBus bus;
-    FakeWatch watch;
-    policy::ZeroJitter jitter;
-    dped::ReactorConfig rc{"web", dir, {}, {}};
-    rc.signer = std::make_shared<const envelope::Signer>(*signer);
-    rc.epoch = 7;
+TEST_F(DpedSigned, CpedRaisesTheEpochAndTheNextAgentCommandCarriesIt) {
     std::vector<std::uint64_t> told;
     rc.epoch_raised = [&](std::uint64_t e) { told.push_back(e); };
-    dped::Reactor r(rc, oneAssembly(), clock, hv, bus, watch, nullptr, jitter);
-    ASSERT_TRUE(r.start().ok());
+    ASSERT_NO_FATAL_FAILURE(make());
+    auto& r = *reactor;
     EXPECT_EQ(r.statusJson()["epoch"], 7);
 
     auto raised = json::parse(r.onCommand(request({{"epoch", 9}}).dump()));
@@ -191,7 +190,6 @@ TEST(DpedSigned, CpedRaisesTheEpochAndTheNextAgentCommandCarriesIt) {
     auto refused = envelope::verify(*zombie, agent, clock.nowMs(), cache);
     ASSERT_TRUE(std::holds_alternative<envelope::Rejection>(refused));
     EXPECT_EQ(std::get<envelope::Rejection>(refused).code, envelope::Reject::StaleEpoch);
-    std::filesystem::remove_all(dir);
 }
 
 } // namespace
