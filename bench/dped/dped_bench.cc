@@ -20,6 +20,7 @@
 #include "common/fs.h"
 #include "model/model.h"
 #include "store/store.h"
+#include "support/bench_stats.h"
 #include "support/test_support.h"
 #include "virt/guest_xml.h"
 
@@ -44,17 +45,15 @@
 using namespace pcloud;
 using namespace pcloud::testsupport;
 using nlohmann::json;
+using pcloud::bench::monoUs;
+using pcloud::bench::stats;
+using pcloud::bench::Stats;
 using namespace std::chrono_literals;
 
 namespace {
 
 const std::string kBin = PCLOUD_BIN_DIR;
 const std::string kSrc = PCLOUD_SOURCE_DIR;
-
-std::int64_t monoUs() {
-    using namespace std::chrono;
-    return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
-}
 
 long rssKb(pid_t pid) {
     auto text = fs::readFile("/proc/" + std::to_string(pid) + "/status");
@@ -64,25 +63,6 @@ long rssKb(pid_t pid) {
     return pos == std::string::npos ? -1 : std::atol(text->c_str() + pos + 6);
 }
 
-struct Stats {
-    double median = 0, p99 = 0, max = 0;
-    std::size_t n = 0;
-};
-Stats stats(std::vector<double> v) {
-    Stats s;
-    s.n = v.size();
-    if (v.empty())
-        return s;
-    std::sort(v.begin(), v.end());
-    auto at = [&](double q) {
-        auto i = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-        return v[std::min(i, v.size() - 1)];
-    };
-    s.median = at(0.5);
-    s.p99 = at(0.99);
-    s.max = v.back();
-    return s;
-}
 void printRow(const char* what, const std::vector<double>& v) {
     auto s = stats(v);
     if (s.n == 0)

@@ -23,6 +23,7 @@
 #include "model/model.h"
 #include "pki/pki.h"
 #include "store/store.h"
+#include "support/bench_stats.h"
 #include "support/test_support.h"
 #include "virt/guest_xml.h"
 
@@ -46,17 +47,15 @@
 using namespace pcloud;
 using namespace pcloud::testsupport;
 using nlohmann::json;
+using pcloud::bench::monoUs;
+using pcloud::bench::stats;
+using pcloud::bench::Stats;
 using namespace std::chrono_literals;
 
 namespace {
 
 const std::string kBin = PCLOUD_BIN_DIR;
 const std::string kSrc = PCLOUD_SOURCE_DIR;
-
-std::int64_t monoUs() {
-    using namespace std::chrono;
-    return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
-}
 
 // utime + stime of a process, in seconds.
 double cpuSeconds(pid_t pid) {
@@ -80,25 +79,6 @@ double cpuSeconds(pid_t pid) {
     // fields after the comm: state(0) ... utime(11) stime(12)
     return (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) /
            static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-struct Stats {
-    double median = 0, p99 = 0;
-    std::size_t n = 0;
-};
-Stats stats(std::vector<double> v) {
-    Stats s;
-    s.n = v.size();
-    if (v.empty())
-        return s;
-    std::sort(v.begin(), v.end());
-    auto at = [&](double q) {
-        auto i = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-        return v[std::min(i, v.size() - 1)];
-    };
-    s.median = at(0.5);
-    s.p99 = at(0.99);
-    return s;
 }
 
 void printPair(const char* what, const std::vector<double>& base,
