@@ -131,6 +131,10 @@ struct Forger::Impl : proton::messaging_handler, std::enable_shared_from_this<Im
                  "pcloud.dped." + opt.deployable, "pcloud.journal", "pcloud.events",
                  "pcloud.reply.1", "pcloud.node." + opt.node, "pcloud.nodes." + opt.node})
             denied.push_back({false, a});
+        // Forged replies to guessed reply queues: agents may not answer requests at all
+        // (and the hub's reply queue names end in 128 random bits).
+        for (int i = 1; i <= opt.replyQueues; ++i)
+            denied.push_back({true, "pcloud.reply." + std::to_string(i)});
         if (!opt.wrongSignerKey.empty()) {
             auto s = envelope::Signer::load(opt.wrongSignerKey, opt.wrongSignerCert);
             if (s)
@@ -318,21 +322,6 @@ struct Forger::Impl : proton::messaging_handler, std::enable_shared_from_this<Im
         m.properties().put("coalesce-key", seq % 5 == 0 ? std::string("hb") : id);
         return m;
     }
-    proton::message nextReply(std::string& kind) {
-        ++seq;
-        proton::message m;
-        nlohmann::json j{
-            {"v", 1},
-            {"type", "reply"},
-            {"id", std::to_string(seq % 16)},
-            {"ok", true},
-            {"result", {{"deployable", opt.marker}, {"assemblies", nlohmann::json::array()}}}};
-        m.body(j.dump());
-        m.correlation_id(proton::message_id(std::to_string(seq % 32)));
-        kind = "forged-reply";
-        return m;
-    }
-
     void openDenied(proton::connection& c) {
         // Not on a connection the hub is closing (it closes one after 100 refusals).
         if (!budgetLeft() || denied.empty() || c.closed() || c.error())
@@ -358,10 +347,6 @@ struct Forger::Impl : proton::messaging_handler, std::enable_shared_from_this<Im
         deniedSenders.clear();
         deniedReceivers.clear();
         allowed[c.open_sender("pcloud.reports." + opt.self)] = "pcloud.reports." + opt.self;
-        for (int i = 1; i <= opt.replyQueues; ++i) {
-            std::string a = "pcloud.reply." + std::to_string(i);
-            allowed[c.open_sender(a)] = a;
-        }
         c.open_receiver("pcloud.agent." + opt.self, proton::receiver_options().credit_window(100));
         for (int i = 0; i < opt.deniedInFlight; ++i)
             openDenied(c);
@@ -449,10 +434,9 @@ struct Forger::Impl : proton::messaging_handler, std::enable_shared_from_this<Im
         auto it = allowed.find(s);
         if (it == allowed.end())
             return;
-        const bool reports = it->second.rfind("pcloud.reports.", 0) == 0;
         while (s.credit() > 0 && budgetLeft()) {
             std::string kind;
-            proton::message m = reports ? nextReport(kind) : nextReply(kind);
+            proton::message m = nextReport(kind);
             s.send(m);
             std::lock_guard lock(mu);
             ++st.sent;

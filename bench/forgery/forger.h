@@ -11,7 +11,8 @@
 //    be VICTIM or SELF with a forged boot id, heartbeats, a "failed" service report, replies
 //    to guessed command ids, garbage bytes, JSON of another version or type, exact replays,
 //    a map body, and now and then a string or list body over the hub's 1 MiB cap;
-//  - forged replies to guessed reply queues pcloud.reply.1..N (any identity may answer);
+//  - attaches to guessed reply queues pcloud.reply.1..N, to put forged replies there
+//    (refused: agents may not answer requests);
 //  - link attaches to every address the identity may not use (commands to VICTIM's and
 //    SELF's agent addresses, VICTIM's reports, the command API, the dped's address, the
 //    journal, the events topic, a node's addresses, and receivers competing for those
@@ -40,7 +41,7 @@ struct ForgerOptions {
     std::string deployable;                      // the dped both belong to
     std::string node = "h1";                     // a host name for pcloud.node(s).H
     std::uint64_t total = 0;                     // stop after this many; 0 = until stop()
-    int replyQueues = 8;                         // forged replies to pcloud.reply.1..N
+    int replyQueues = 8;                         // attaches to pcloud.reply.1..N
     int deniedInFlight = 16;                     // refused attaches kept in flight
     bool unauthenticatedPeers = true;            // the raw TCP and no-certificate peers
     std::uint64_t oversizedEvery = 20'000;       // every Nth report is over the cap

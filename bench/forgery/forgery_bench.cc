@@ -25,6 +25,7 @@
 #include "store/store.h"
 #include "support/bench_stats.h"
 #include "support/test_support.h"
+#include "support/test_tls.h"
 #include "virt/guest_xml.h"
 
 #include <nlohmann/json.hpp>
@@ -219,7 +220,7 @@ int forgerMain(int argc, char** argv) {
         sched_param sp{};
         (void)sched_setscheduler(0, SCHED_IDLE, &sp);
     }
-    // FORGER_REPLY_QUEUES=N: forged replies go to pcloud.reply.1..N (default 8; 0 = none).
+    // FORGER_REPLY_QUEUES=N: attaches to guessed reply queues pcloud.reply.1..N (default 8).
     if (const char* n = std::getenv("FORGER_REPLY_QUEUES"); n && *n)
         o.replyQueues = std::max(0, std::atoi(n));
     sigset_t sigs;
@@ -440,8 +441,12 @@ void Bench::tearDown() {
 }
 
 json Bench::status() {
-    auto r = client_.request("pcloud.dped." + dep_,
-                             R"({"v":1,"type":"command","id":"s","command":"status"})", 5s);
+    // Signed by cped.bench, as cped signs what it asks a dped on a TLS bus.
+    auto body = testsupport::signForDped(pki::clientFiles(pki_, {pki::Kind::Cped, "bench"}), dep_,
+                                         R"({"v":1,"type":"command","id":"s","command":"status"})");
+    if (!body)
+        return json();
+    auto r = client_.request("pcloud.dped." + dep_, *body, 5s);
     if (!r)
         return json();
     auto j = json::parse(r->body, nullptr, false);
@@ -621,7 +626,7 @@ int Bench::run(std::uint64_t messages, int kills, Millis hbTimeout) {
                 "the hub's below)\n",
                 static_cast<unsigned long long>(u("total")), secs,
                 secs > 0 ? static_cast<double>(u("total")) / secs : 0.0);
-    std::printf("  on allowed links (pcloud.reports.%s, pcloud.reply.1-N): %llu sent, hub "
+    std::printf("  on the allowed link (pcloud.reports.%s): %llu sent, hub "
                 "accepted %llu, rejected %llu (oversized/undecodable)\n",
                 A.c_str(), static_cast<unsigned long long>(u("sent")),
                 static_cast<unsigned long long>(u("accepted")),

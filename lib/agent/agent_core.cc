@@ -194,24 +194,6 @@ void AgentCore::requireSignedCommands(
     on_accepted_ = std::move(onAccepted);
 }
 
-namespace {
-
-// The "id" of the command inside an envelope (unverified), so that an error reply to a
-// refused envelope still correlates with what its sender waits for.
-std::string innerId(std::string_view bytes, const std::string& fallback) {
-    auto p = envelope::parse(bytes);
-    std::string_view body;
-    if (auto* parsed = std::get_if<envelope::Parsed>(&p))
-        body = parsed->body;
-    json j = json::parse(body.begin(), body.end(), nullptr, false);
-    if (j.is_object())
-        if (auto it = j.find("id"); it != j.end() && it->is_string())
-            return it->get<std::string>();
-    return fallback;
-}
-
-} // namespace
-
 void AgentCore::onMessage(std::string_view body) {
     std::string inner;
     std::optional<envelope::Fields> signedBy;
@@ -219,9 +201,7 @@ void AgentCore::onMessage(std::string_view body) {
         if (trust_) {
             auto v = envelope::verify(body, *trust_, clock_.nowMs(), replay_);
             if (auto* r = std::get_if<envelope::Rejection>(&v)) {
-                std::string id = r->code == envelope::Reject::Unsigned
-                                     ? r->request_id
-                                     : innerId(body, r->request_id);
+                std::string id = envelope::replyIdOf(body, *r, r->request_id);
                 PCLOUD_LOG(Warning, "Refused a command that failed verification",
                            {{"id", id},
                             {"code", envelope::toString(r->code)},

@@ -51,9 +51,16 @@ Decision authorize(const Peer& peer, Direction direction, const std::string& add
         return send ? deny("a dynamic address is only for receiving replies")
                     : allow("every authenticated peer may have reply queues");
     const std::string reply(kDynamicPrefix);
-    if (startsWith(address, reply))
-        return send ? allow("every authenticated peer may answer a request")
-                    : deny("a reply queue belongs to the link that asked for it");
+    if (startsWith(address, reply)) {
+        if (!send)
+            return deny("a reply queue belongs to the link that asked for it");
+        // Requests are served by cped (the command API), dpeds (cped's requests) and nodes
+        // (dpeds' requests). Agents answer on their reports queue and operators serve
+        // nothing, so neither may put a forged reply in someone's reply queue.
+        if (id.kind == pki::Kind::Cped || id.kind == pki::Kind::Dped || id.kind == pki::Kind::Node)
+            return allow("services answer the requests they were sent");
+        return deny("only cped, dpeds and nodes answer requests");
+    }
     if (isEvents(address)) {
         if (send)
             return id.kind == pki::Kind::Cped ? allow("cped publishes events")

@@ -35,6 +35,7 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -42,6 +43,20 @@
 namespace pcloud::bus {
 
 namespace {
+
+// 128 random bits in hex for a reply queue's name: only a peer that was sent a request
+// carrying it (in reply_to) knows where to answer, so replies cannot be forged by guessing.
+std::string unguessableSuffix() {
+    std::random_device rd; // getrandom(2) on Linux
+    static const char* const kHex = "0123456789abcdef";
+    std::string out;
+    for (int i = 0; i < 4; ++i) {
+        auto v = static_cast<std::uint32_t>(rd());
+        for (int n = 0; n < 8; ++n, v >>= 4)
+            out.push_back(kHex[v & 0xf]);
+    }
+    return out;
+}
 
 // A queued message and its coalesce key (read once, on arrival).
 struct Entry {
@@ -555,7 +570,8 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         if (!admit(s, authz::Direction::Receive, logical(s.source().address()), dynamic))
             return;
         if (dynamic) {
-            address = std::string(kDynamicPrefix) + std::to_string(++dynamicCounter);
+            address = std::string(kDynamicPrefix) + std::to_string(++dynamicCounter) + "." +
+                      unguessableSuffix();
             wire = address;
         } else {
             wire = s.source().address();

@@ -10,6 +10,7 @@
 #include "common/time_format.h"
 #include "cped/commands.h"
 #include "cped/supervisor.h"
+#include "envelope/envelope.h"
 #include "pki/pki.h"
 #include "store/store.h"
 #include "store/templates.h"
@@ -219,6 +220,11 @@ public:
     Result<json> stopDeployable(const std::string& d) override;
     Result<json> askDped(const std::string& d, const std::string& command,
                          const json& args) override;
+    // The body of a request to dped `d`: the command, inside a signed envelope carrying
+    // `epoch` when the bus is TLS.
+    Result<std::string> dpedRequest(const std::string& d, const std::string& id,
+                                    const std::string& command, const json& args,
+                                    std::uint64_t epoch) const;
     json dpedProcess(const std::string& d) override { return supervisor_->info(d); }
     std::vector<PingResult> pingAgents(const std::vector<std::string>& as, Millis timeout) override;
     void emit(events::Event e) override { journalAndPublish(std::move(e)); }
@@ -274,6 +280,9 @@ private:
     hostconfig::HostConfig host_;
     std::atomic<std::uint64_t> next_id_{0};
     std::atomic<std::uint64_t> led_epoch_{0};
+    // On a TLS bus every request to a dped is signed with cped's own bus key (dped checks
+    // it, with the epoch in it: docs/security.md "Signed commands").
+    std::shared_ptr<const envelope::Signer> signer_;
     std::mutex epoch_mutex_;                            // guards the three below
     std::set<std::string> epoch_inflight_;              // deployables with an "epoch" request out
     std::map<std::string, std::uint64_t> epoch_warned_; // failure logged for this epoch
@@ -312,6 +321,21 @@ void Cped::onJournalSubmission(const bus::Message& m) {
     journalAndPublish(std::move(*e));
 }
 
+Result<std::string> Cped::dpedRequest(const std::string& d, const std::string& id,
+                                      const std::string& command, const json& args,
+                                      std::uint64_t epoch) const {
+    std::string body = commandBody(id, command, args).dump();
+    if (!signer_)
+        return body;
+    envelope::Fields f;
+    f.target = "dped:" + d;
+    f.action = command;
+    f.request_id = id;
+    f.msgtime = clock_.nowMs();
+    f.epoch = epoch;
+    return signer_->sign(std::move(f), body);
+}
+
 Result<json> Cped::askDped(const std::string& d, const std::string& command, const json& args) {
     // A command handler may have changed the model: the dped may use the new assemblies'
     // addresses once it reloads.
@@ -322,8 +346,11 @@ Result<json> Cped::askDped(const std::string& d, const std::string& command, con
     Millis timeout = o_.dped_timeout;
     if (command == "ping" && args.contains("timeout_ms") && args["timeout_ms"].is_number_integer())
         timeout = std::max<Millis>(timeout, args["timeout_ms"].get<Millis>() + 1000);
-    auto reply = client_.request("pcloud.dped." + d, commandBody(id, command, args).dump(),
-                                 std::chrono::milliseconds(timeout), {}, id);
+    auto body = dpedRequest(d, id, command, args, dpedEpoch());
+    if (!body)
+        return body.error();
+    auto reply =
+        client_.request("pcloud.dped." + d, *body, std::chrono::milliseconds(timeout), {}, id);
     if (!reply)
         return reply.error();
     auto j = json::parse(reply->body, nullptr, false);
@@ -538,9 +565,16 @@ void Cped::raiseDpedEpochs() {
                 continue;
         }
         std::string id = "cped-" + std::to_string(++next_id_);
+        auto body = dpedRequest(d, id, "epoch", {{"epoch", epoch}}, epoch);
+        if (!body) {
+            PCLOUD_LOG(Error, "Cannot sign the epoch request",
+                       {{"deployable", d}, {"error", body.error().describe()}});
+            std::lock_guard lock(epoch_mutex_);
+            epoch_inflight_.erase(d);
+            continue;
+        }
         client_.requestAsync(
-            "pcloud.dped." + d, commandBody(id, "epoch", {{"epoch", epoch}}).dump(),
-            std::chrono::milliseconds(o_.dped_timeout),
+            "pcloud.dped." + d, *body, std::chrono::milliseconds(o_.dped_timeout),
             [this, d, pid = *pid, epoch](Result<bus::Message> r) {
                 onEpochReply(d, pid, epoch, r);
             },
@@ -752,6 +786,15 @@ int Cped::run() {
     }
     tls_ = url.rfind("amqps://", 0) == 0;
     pki_dir_ = pkiDir;
+    if (tls_) {
+        auto signer = envelope::Signer::load(files.key, files.cert);
+        if (!signer) {
+            std::cerr << "cped: cannot sign requests to dpeds with " << files.cert << ": "
+                      << signer.error().describe() << "\n";
+            return toInt(ExitCode::Config);
+        }
+        signer_ = std::make_shared<const envelope::Signer>(std::move(*signer));
+    }
     for (auto* c : {&client_, &server_}) {
         bus::ClientOptions co;
         co.url = url;

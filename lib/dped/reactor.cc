@@ -1109,10 +1109,56 @@ json Reactor::raiseEpoch(const json& request, const std::string& id) {
 }
 
 std::optional<std::string> Reactor::onRequest(const bus::Message& m) {
-    auto j = json::parse(m.body, nullptr, false);
+    std::string body = m.body;
+    if (cfg_.request_trust) {
+        auto opened = openSignedRequest(m);
+        if (auto* refusal = std::get_if<json>(&opened))
+            return refusal->dump();
+        body = std::move(std::get<std::string>(opened));
+    } else if (auto p = envelope::parse(m.body); std::holds_alternative<envelope::Parsed>(p)) {
+        body = std::move(std::get<envelope::Parsed>(p).body); // no CA: only unwrapped
+    }
+    auto j = json::parse(body, nullptr, false);
     if (j.is_object() && j.contains("command") && j["command"] == "ping")
         return startPing(j, j.value("id", m.correlationId), m);
-    return onCommand(m.body, m.correlationId);
+    return onCommand(body, m.correlationId);
+}
+
+std::variant<std::string, json> Reactor::openSignedRequest(const bus::Message& m) {
+    auto refuse = [&](const std::string& id, const std::string& code, const std::string& why,
+                      const std::string& sender) {
+        PCLOUD_LOG(Warning, "Refused a request that failed verification",
+                   {{"deployable", cfg_.deployable},
+                    {"id", id},
+                    {"code", code},
+                    {"sender", sender},
+                    {"reason", why}});
+        return errorReply(id, code, why);
+    };
+    auto v = envelope::verify(m.body, *cfg_.request_trust, clock_.nowMs(), request_replay_);
+    if (auto* r = std::get_if<envelope::Rejection>(&v))
+        return refuse(envelope::replyIdOf(m.body, *r, m.correlationId), envelope::toString(r->code),
+                      r->message, r->sender);
+    auto& ok = std::get<envelope::Verified>(v);
+    const auto& f = ok.fields;
+    auto j = json::parse(ok.body, nullptr, false);
+    std::string id = m.correlationId, command;
+    if (j.is_object()) {
+        if (auto it = j.find("id"); it != j.end() && it->is_string())
+            id = it->get<std::string>();
+        if (auto it = j.find("command"); it != j.end() && it->is_string())
+            command = it->get<std::string>();
+    }
+    if (command != f.action)
+        return refuse(id, "bad-field",
+                      "the envelope's action '" + f.action + "' is not the request's command '" +
+                          command + "'",
+                      f.sender);
+    if (f.sender.rfind("cped:", 0) == 0 && !policy::checkEpoch(cfg_.epoch, f.epoch).accepted())
+        return refuse(id, "stale-epoch",
+                      policy::staleEpochMessage(f.epoch, cfg_.epoch, "dped " + cfg_.deployable),
+                      f.sender);
+    return std::move(ok.body);
 }
 
 std::optional<std::string> Reactor::startPing(const json& request, const std::string& id,

@@ -28,6 +28,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace pcloud::dped {
@@ -46,6 +47,11 @@ struct ReactorConfig {
     // `epoch_raised` is then told the new one (runtime.cc: the RemoteNode's requests).
     std::uint64_t epoch = 0;
     std::function<void(std::uint64_t)> epoch_raised;
+    // When set (dped on a TLS bus: the bus CA), every request on pcloud.dped.<deployable>
+    // must be a signed envelope for dped:<deployable> from cped:* or operator:*
+    // (envelope::mayCommand), fresh and not replayed, whose action is the request's command;
+    // a cped's must carry at least `epoch`, so a cped that no longer leads is refused.
+    std::shared_ptr<const envelope::Trust> request_trust;
 };
 
 // Unit name the agent watches for a resource: for class process the resource name (the
@@ -96,6 +102,8 @@ public:
     std::string onCommand(const std::string& body, const std::string& correlationId = {});
     // A cped request as received: returns the reply body now, or nullopt when the reply is
     // sent later through Messenger::reply (ping: when the agent answers or the ping times out).
+    // With request_trust it must be a signed envelope; a refused one gets an error reply
+    // whose code is envelope::toString of the reason ("unsigned", "replayed", ...).
     std::optional<std::string> onRequest(const bus::Message& request);
 
     // Decide, act, persist. Call after every input and when nextWake() is reached.
@@ -160,6 +168,8 @@ private:
     // cped's "epoch" request: args.epoch, accepted only when not lower than the current one.
     nlohmann::json raiseEpoch(const nlohmann::json& request, const std::string& id);
     void expirePings();
+    // The request inside a signed envelope (request_trust), or the error reply refusing it.
+    std::variant<std::string, nlohmann::json> openSignedRequest(const bus::Message& m);
 
     ReactorConfig cfg_;
     model::Model model_;
@@ -198,6 +208,9 @@ private:
         Millis timeout = 0;
     };
     std::map<std::string, PendingPing> pending_pings_; // agent ping id -> cped request
+    // Request ids of verified requests (request_trust), for their ttl plus the skew. cped asks
+    // for status on every `status` and `deployable_status`: room for ~1000 requests/s.
+    envelope::ReplayCache request_replay_{65'536};
     std::optional<std::vector<referee::Member>> last_members_;
     std::uint64_t next_cmd_ = 1;
     bool finished_ = false;

@@ -663,6 +663,22 @@ int runDped(const Options& opt) {
                         {"ttl_ms", std::to_string(rc.command_ttl)}});
         }
     }
+    // On a TLS bus, requests to this dped are signed too (by cped, or an operator), checked
+    // against the bus CA. The hub already lets only cped:* and operator:* send here; the
+    // signature also holds on a broker whose permissions are coarser (RabbitMQ), and the
+    // epoch in it refuses a cped that no longer leads.
+    if (opt.broker.rfind("amqps://", 0) == 0) {
+        auto ca = envelope::CaStore::loadFile(copt.caFile);
+        if (!ca) {
+            PCLOUD_LOG(Error, "Cannot load the CA that requests to this dped are checked against",
+                       {{"error", ca.error().describe()}});
+            return toInt(ExitCode::Config);
+        }
+        envelope::Trust t{std::move(*ca), "dped:" + opt.deployable};
+        rc.request_trust = std::make_shared<const envelope::Trust>(std::move(t));
+        PCLOUD_LOG(Notice, "Requests to this dped must be signed",
+                   {{"identity", "dped:" + opt.deployable}, {"ca", copt.caFile}});
+    }
     // Declared after hv (its jobs call libvirt) and before the reactor (which holds it).
     ThreadJobRunner jobs([&inbox](std::function<void()> done) { inbox.post(std::move(done)); });
     Reactor reactor(rc, *model, clock, hv, messenger, watch, refWorker.get(), jitter, &jobs);

@@ -319,6 +319,18 @@ bool isEnvelope(std::string_view bytes) {
     return t != j.end() && t->is_string() && t->get<std::string>() == "signed";
 }
 
+std::string replyIdOf(std::string_view bytes, const Rejection& r, const std::string& fallback) {
+    std::string_view command = bytes;
+    auto p = parse(bytes);
+    if (auto* parsed = std::get_if<Parsed>(&p))
+        command = parsed->body;
+    json j = json::parse(command.begin(), command.end(), nullptr, false);
+    if (j.is_object())
+        if (auto it = j.find("id"); it != j.end() && it->is_string())
+            return it->get<std::string>();
+    return r.request_id.empty() ? fallback : r.request_id;
+}
+
 std::variant<Parsed, Rejection> parse(std::string_view bytes) {
     json j;
     try {

@@ -116,6 +116,10 @@ struct Parsed {
 std::variant<Parsed, Rejection> parse(std::string_view bytes);
 // Whether the bytes are a JSON object with "type":"signed" (cheap check before decoding).
 bool isEnvelope(std::string_view bytes);
+// The id an error reply to a refused message must carry so that its sender can correlate it:
+// the "id" of the command inside the envelope, or of the plain command (both unverified),
+// else the rejection's request_id, else `fallback`.
+std::string replyIdOf(std::string_view bytes, const Rejection& r, const std::string& fallback);
 
 std::string base64Encode(std::string_view bytes);
 // Strict: only the standard alphabet, padded, length a multiple of 4, no whitespace.

@@ -103,10 +103,22 @@ TEST(Authz, EventsAreForOperatorsAndTheEventsRole) {
 TEST(Authz, RepliesAreForEveryoneButOnlyTheirOwner) {
     for (auto who : {"operator:alice", "agent:w1", "dped:web", "node:h", "cped:h"}) {
         EXPECT_TRUE(may(peer(who), R, "", true)) << who;
-        EXPECT_TRUE(may(peer(who), S, "pcloud.reply.7")) << who;
         EXPECT_FALSE(may(peer(who), R, "pcloud.reply.7")) << who; // someone else's replies
         EXPECT_FALSE(may(peer(who), S, "", true)) << who;
     }
+}
+
+// Who serves requests may answer them: cped (the command API), dpeds (cped's requests),
+// nodes (dpeds' requests). A guest's agent or an operator never answers, so neither can put
+// a forged reply in a waiting client's queue.
+TEST(Authz, OnlyServicesAnswerRequests) {
+    for (auto who : {"dped:web", "node:h", "cped:h"})
+        EXPECT_TRUE(may(peer(who), S, "pcloud.reply.7.0123456789abcdef0123456789abcdef")) << who;
+    for (auto who : {"operator:alice", "agent:w1"}) {
+        EXPECT_FALSE(may(peer(who), S, "pcloud.reply.7")) << who;
+        EXPECT_FALSE(may(peer(who), S, "pcloud.reply.7.0123456789abcdef0123456789abcdef")) << who;
+    }
+    EXPECT_TRUE(may(peer("agent:w1", true), R, "pcloud.events")); // the events role is apart
 }
 
 TEST(Authz, CpedSendsAnywhereButConsumesOnlyItsOwnQueues) {

@@ -15,6 +15,8 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
+#include <regex>
 
 namespace pcloud::bus::test {
 namespace {
@@ -328,6 +330,51 @@ TEST_F(TlsHub, OperatorsUseTheCommandApi) {
     auto refused = agent.request("pcloud.cped", numbered(8), 500ms);
     EXPECT_FALSE(refused);
     EXPECT_TRUE(waitRefusedLinks(agent, 1));
+}
+
+// A waiting request's reply queue: its name carries 128 random bits, so guessing it by the
+// counter finds nothing, and a guest's agent may not answer even when it knows the name.
+// The operator's request gets only the real reply.
+TEST_F(TlsHub, RepliesCannotBeForgedIntoAGuessedReplyQueue) {
+    issue("operator:alice");
+    issue("agent:a");
+    issue("dped:web");
+    startHub();
+    Client& cped = connected("cped.hub");
+    Client& agent = connected("agent.a");
+    Client& dped = connected("dped.web");
+    std::mutex mu;
+    std::string replyTo;
+    auto sv = cped.serve("pcloud.cped", [&](const Message& m) -> std::optional<std::string> {
+        {
+            std::lock_guard lock(mu);
+            replyTo = m.replyTo;
+        }
+        // Forgeries first: the agent at the real name, a dped at the guessed names.
+        (void)agent.reply(m.replyTo, m.correlationId, R"({"ok":true,"forged":"agent"})");
+        for (int n = 1; n <= 4; ++n)
+            (void)dped.reply("pcloud.reply." + std::to_string(n), m.correlationId,
+                             R"({"ok":true,"forged":"dped"})");
+        EXPECT_TRUE(waitRefusedLinks(agent, 1));
+        return std::optional<std::string>(R"({"ok":true,"real":true})");
+    });
+    ASSERT_TRUE(cped.waitSubscribed(sv, kDeadline));
+    Client& op = connected("operator.alice");
+    auto reply = op.request("pcloud.cped", numbered(1), kDeadline);
+    ASSERT_TRUE(reply) << reply.error().describe();
+    EXPECT_EQ(reply->body, R"({"ok":true,"real":true})");
+    {
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(std::regex_match(replyTo, std::regex(R"(pcloud\.reply\.[0-9]+\.[0-9a-f]{32})")))
+            << replyTo;
+    }
+    auto err = agent.stats().lastLinkError;
+    EXPECT_NE(err.find("amqp:unauthorized-access"), std::string::npos) << err;
+    EXPECT_NE(err.find("pcloud.reply."), std::string::npos) << err;
+    // A second request on the same reply queue still gets only its real reply.
+    auto again = op.request("pcloud.cped", numbered(2), kDeadline);
+    ASSERT_TRUE(again) << again.error().describe();
+    EXPECT_EQ(again->body, R"({"ok":true,"real":true})");
 }
 
 TEST_F(TlsHub, EventsAreForOperatorsAndTheEventsRole) {

@@ -79,13 +79,22 @@ protected:
         pid_ = spawnDped(PCLOUD_DPED_BIN, "web", dir_, url_, log_, args);
         ASSERT_GT(pid_, 0);
     }
-    json status() {
-        auto r = client_.request("pcloud.dped.web",
-                                 R"({"v":1,"type":"command","id":"s","command":"status"})", 2s);
+    // A request as cped sends it: signed with cped:test's key. The whole reply.
+    json ask(const std::string& body) {
+        auto r = tls_->askDped(client_, "web", body, 2s);
+        auto j = r ? json::parse(r->body, nullptr, false) : json();
+        return j.is_discarded() ? json() : j;
+    }
+    json askRaw(const std::string& bytes) {
+        auto r = client_.request("pcloud.dped.web", bytes, 2s);
         if (!r)
             return json();
         auto j = json::parse(r->body, nullptr, false);
-        return j.is_discarded() ? json() : j.value("result", json());
+        return j.is_discarded() ? json() : j;
+    }
+    json status() {
+        return ask(R"({"v":1,"type":"command","id":"s","command":"status"})")
+            .value("result", json());
     }
     bool journalHas(const std::string& text) {
         std::lock_guard lock(mu_);
@@ -152,6 +161,35 @@ TEST_F(DpedTls, AnAssemblyOfAnotherDeployableIsRefused) {
         << hub_->securityJson();
     EXPECT_EQ(receivers("pcloud.reports.n1"), 0u);
     EXPECT_TRUE(waitFor([&] { return status().contains("assemblies"); }, 20s));
+}
+
+// On a TLS bus dped runs only requests signed by cped (or an operator): an unsigned one, or
+// one signed with a key that may not command it, gets an error reply and changes nothing.
+TEST_F(DpedTls, OnlySignedRequestsRun) {
+    tls_->setOwners(model_);
+    startDped();
+    ASSERT_TRUE(waitFor([&] { return status().contains("assemblies"); }, 20s));
+    auto plain = askRaw(R"({"v":1,"type":"command","id":"p1","command":"stop"})");
+    EXPECT_FALSE(plain.value("ok", true)) << plain.dump();
+    EXPECT_EQ(plain["error"].value("code", ""), "unsigned") << plain.dump();
+    EXPECT_EQ(plain.value("id", ""), "p1");
+    auto agentFiles = tls_->issue({pki::Kind::Agent, "n1"});
+    ASSERT_TRUE(agentFiles.ok());
+    auto byAgent = testsupport::signForDped(
+        *agentFiles, "web", R"({"v":1,"type":"command","id":"a1","command":"stop"})");
+    ASSERT_TRUE(byAgent.ok()) << byAgent.error().describe();
+    auto refused = askRaw(*byAgent);
+    EXPECT_EQ(refused["error"].value("code", ""), "not-authorized") << refused.dump();
+    // Still running: neither stop ran.
+    auto st = status();
+    EXPECT_EQ(st.value("state", ""), "running") << st.dump();
+    EXPECT_EQ(::waitpid(pid_, nullptr, WNOHANG), 0);
+    auto log = fs::readFile(log_);
+    ASSERT_TRUE(log.ok());
+    EXPECT_NE(log->find("Requests to this dped must be signed identity=dped:web"),
+              std::string::npos)
+        << *log;
+    EXPECT_NE(log->find("Refused a request that failed verification"), std::string::npos);
 }
 
 } // namespace

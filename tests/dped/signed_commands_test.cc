@@ -78,6 +78,7 @@ struct DpedSigned : ::testing::Test {
 
     void SetUp() override {
         pki.issue("dped:web");
+        clock.set(SystemClock().nowMs()); // not before the certificate just issued
         auto s = envelope::Signer::load(pki.keyPath("dped:web"), pki.certPath("dped:web"));
         ASSERT_TRUE(s) << s.error().describe();
         signer = std::make_shared<const envelope::Signer>(std::move(*s));
@@ -190,6 +191,98 @@ TEST_F(DpedSigned, CpedRaisesTheEpochAndTheNextAgentCommandCarriesIt) {
     auto refused = envelope::verify(*zombie, agent, clock.nowMs(), cache);
     ASSERT_TRUE(std::holds_alternative<envelope::Rejection>(refused));
     EXPECT_EQ(std::get<envelope::Rejection>(refused).code, envelope::Reject::StaleEpoch);
+}
+
+// Requests on pcloud.dped.web (ReactorConfig::request_trust, what dped sets on a TLS bus):
+// only a signed envelope for dped:web from cped:* or operator:* is run, once, and a cped's
+// only at the dped's epoch or above. Each refusal is an error reply with the envelope
+// verifier's code and the request's id, and changes nothing.
+TEST_F(DpedSigned, RequestsRunOnlySignedByCpedOrAnOperatorAtTheEpoch) {
+    for (const char* id : {"cped:test", "cped:old", "operator:alice", "agent:node01"})
+        pki.issue(id);
+    clock.set(SystemClock().nowMs()); // not before the certificates just issued
+    auto ca = envelope::CaStore::loadFile(pki.caCert());
+    ASSERT_TRUE(ca);
+    rc.request_trust = std::make_shared<const envelope::Trust>(envelope::Trust{*ca, "dped:web"});
+    ASSERT_NO_FATAL_FAILURE(make());
+    auto& r = *reactor;
+
+    auto command = [](const std::string& id, const std::string& cmd, const json& args = {}) {
+        return json{{"v", 1},
+                    {"type", "command"},
+                    {"id", id},
+                    {"command", cmd},
+                    {"args", args.is_null() ? json::object() : args}}
+            .dump();
+    };
+    auto sign = [&](const std::string& who, const std::string& body, std::uint64_t epoch,
+                    const std::string& action, const std::string& target = "dped:web") {
+        auto s = envelope::Signer::load(pki.keyPath(who), pki.certPath(who));
+        EXPECT_TRUE(s) << s.error().describe();
+        envelope::Fields f;
+        f.target = target;
+        f.action = action;
+        f.msgtime = clock.nowMs();
+        f.epoch = epoch;
+        auto e = s->sign(f, body);
+        EXPECT_TRUE(e) << e.error().describe();
+        return e ? *e : std::string();
+    };
+    auto ask = [&](const std::string& bytes) {
+        bus::Message m{"pcloud.dped.web", bytes};
+        m.replyTo = "reply-queue";
+        auto reply = r.onRequest(m);
+        EXPECT_TRUE(reply.has_value());
+        return json::parse(reply.value_or("{}"));
+    };
+    // The error code of a refusal that answers request `id`.
+    auto refusedWith = [](const json& reply, const std::string& id) {
+        EXPECT_FALSE(reply.value("ok", true)) << reply;
+        EXPECT_EQ(reply.value("id", ""), id) << reply;
+        return reply["error"].value("code", "");
+    };
+
+    // Plain, as before TLS: refused, naming why.
+    auto plain = ask(command("p1", "stop"));
+    EXPECT_EQ(refusedWith(plain, "p1"), "unsigned");
+    // cped at the dped's epoch (7): runs.
+    std::string status = sign("cped:test", command("s1", "status"), 7, "status");
+    auto ok = ask(status);
+    EXPECT_TRUE(ok.value("ok", false)) << ok;
+    EXPECT_EQ(ok["result"]["epoch"], 7);
+    // The same bytes again: replayed.
+    EXPECT_EQ(refusedWith(ask(status), "s1"), "replayed");
+    // A cped below the dped's epoch (a leader that has been replaced), never heard before:
+    // refused, both numbers named. One heard at 7 that goes back to 6: refused too.
+    auto stale = ask(sign("cped:old", command("s2", "stop"), 6, "stop"));
+    EXPECT_EQ(refusedWith(stale, "s2"), "stale-epoch");
+    EXPECT_EQ(stale["error"]["message"],
+              "stale epoch 6: dped web has accepted epoch 7 (a newer leader has acted)");
+    auto back = ask(sign("cped:test", command("s2b", "stop"), 6, "stop"));
+    EXPECT_EQ(refusedWith(back, "s2b"), "stale-epoch");
+    // The envelope says status, the request inside says stop: refused.
+    auto swapped = ask(sign("cped:test", command("s3", "stop"), 7, "status"));
+    EXPECT_EQ(refusedWith(swapped, "s3"), "bad-field");
+    EXPECT_NE(swapped["error"]["message"].get<std::string>().find("'status'"), std::string::npos);
+    // For another dped, or from an agent: refused.
+    auto other = ask(sign("cped:test", command("s4", "stop"), 7, "stop", "dped:db"));
+    EXPECT_EQ(refusedWith(other, "s4"), "wrong-target");
+    auto agent = ask(sign("agent:node01", command("s5", "stop"), 7, "stop"));
+    EXPECT_EQ(refusedWith(agent, "s5"), "not-authorized");
+    // None of those stopped anything.
+    EXPECT_EQ(r.statusJson()["state"], "running");
+
+    // An operator (no epoch: not a leader) may ask; cped raises the epoch with a signed
+    // request at the new epoch, after which epoch 7 is stale.
+    auto byOperator = ask(sign("operator:alice", command("o1", "status"), 0, "status"));
+    EXPECT_TRUE(byOperator.value("ok", false)) << byOperator;
+    auto raise = ask(sign("cped:test", command("e1", "epoch", {{"epoch", 9}}), 9, "epoch"));
+    EXPECT_TRUE(raise.value("ok", false)) << raise;
+    EXPECT_EQ(r.statusJson()["epoch"], 9);
+    auto late = ask(sign("cped:test", command("s6", "status"), 7, "status"));
+    EXPECT_EQ(refusedWith(late, "s6"), "stale-epoch");
+    auto current = ask(sign("cped:test", command("s7", "status"), 9, "status"));
+    EXPECT_TRUE(current.value("ok", false)) << current;
 }
 
 } // namespace

@@ -419,9 +419,12 @@ protected:
         pid_ = -1;
     }
 
+    // Requests go signed by cped:test, as cped sends them on a TLS bus.
+    Result<bus::Message> askDped(const std::string& body, std::chrono::seconds timeout = 10s) {
+        return tls_->askDped(client_, dep_, body, timeout);
+    }
     json status() {
-        auto r = client_.request("pcloud.dped." + dep_,
-                                 R"({"v":1,"type":"command","id":"s","command":"status"})", 5s);
+        auto r = askDped(R"({"v":1,"type":"command","id":"s","command":"status"})", 5s);
         if (!r)
             return json();
         auto j = json::parse(r->body, nullptr, false);

@@ -1,9 +1,44 @@
 #include "support/test_tls.h"
 
+#include "envelope/envelope.h"
+
+#include <nlohmann/json.hpp>
+
 namespace pcloud::testsupport {
 
 std::string amqpsUrl(int port) {
     return "amqps://127.0.0.1:" + std::to_string(port);
+}
+
+Result<std::string> signForDped(const pki::ClientFiles& signer, const std::string& deployable,
+                                const std::string& body, std::uint64_t epoch) {
+    auto s = envelope::Signer::load(signer.key, signer.cert);
+    if (!s)
+        return s.error();
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    if (!j.is_object() || !j.contains("command") || !j["command"].is_string())
+        return makeError("signForDped: the body is not a command object: " + body);
+    envelope::Fields f;
+    f.target = "dped:" + deployable;
+    f.action = j["command"].get<std::string>();
+    f.msgtime = SystemClock().nowMs();
+    f.epoch = epoch;
+    return s->sign(std::move(f), body);
+}
+
+Result<std::string> TestTls::signForDped(const std::string& deployable, const std::string& body,
+                                         std::uint64_t epoch) const {
+    return testsupport::signForDped(pki::clientFiles(dir_, cpedIdentity()), deployable, body,
+                                    epoch);
+}
+
+Result<bus::Message> TestTls::askDped(bus::Client& client, const std::string& deployable,
+                                      const std::string& body,
+                                      std::chrono::milliseconds timeout) const {
+    auto signedBody = signForDped(deployable, body);
+    if (!signedBody)
+        return signedBody.error();
+    return client.request("pcloud.dped." + deployable, *signedBody, timeout);
 }
 
 TestTls::TestTls(std::string dir) : dir_(std::move(dir)) {}

@@ -14,6 +14,8 @@
 #include "pki/identity.h"
 #include "pki/pki.h"
 
+#include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,6 +27,11 @@ namespace pcloud::testsupport {
 
 // "amqps://127.0.0.1:PORT"
 std::string amqpsUrl(int port);
+
+// A request to dped `deployable` as cped sends it on a TLS bus: `body` (a command object with
+// "id" and "command") inside an envelope signed with `signer`'s key, carrying `epoch`.
+Result<std::string> signForDped(const pki::ClientFiles& signer, const std::string& deployable,
+                                const std::string& body, std::uint64_t epoch = 0);
 
 class TestTls {
 public:
@@ -60,6 +67,13 @@ public:
     // The cped identity of setUp (the hub's certificate, and the test's own client when it
     // stands in for cped: it consumes pcloud.journal and commands every dped).
     pki::Identity cpedIdentity() const;
+    // signForDped() with the key of cpedIdentity().
+    Result<std::string> signForDped(const std::string& deployable, const std::string& body,
+                                    std::uint64_t epoch = 0) const;
+    // `body` sent to dped `deployable` through `client` as cped sends it (signForDped); the
+    // reply.
+    Result<bus::Message> askDped(bus::Client& client, const std::string& deployable,
+                                 const std::string& body, std::chrono::milliseconds timeout) const;
 
     // Which assemblies (names and uuids) each deployable holds, as cped's copy of its model;
     // call it whenever the model the dped reads changes. Thread-safe (the hub reads it).
