@@ -6,6 +6,8 @@
 #
 #   rabbitmq-identity.sh add KIND:NAME [--events] [--assembly A]...
 #   rabbitmq-identity.sh show KIND:NAME [--events] [--assembly A]...   # print, change nothing
+#   rabbitmq-identity.sh expected KIND:NAME ...  # the lines rabbitmqctl list_permissions and
+#                                                # list_topic_permissions would show for it
 #   rabbitmq-identity.sh remove KIND:NAME
 #
 # --events gives the `events` role (pcloud-pki's OU=events, which RabbitMQ does not see):
@@ -16,7 +18,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 add|show KIND:NAME [--events] [--assembly A]... | remove KIND:NAME" >&2
+    echo "usage: $0 add|show|expected KIND:NAME [--events] [--assembly A]... | remove KIND:NAME" >&2
     exit 2
 }
 die() {
@@ -32,7 +34,7 @@ re() { printf '%s' "${1//./\\.}"; }
 action="$1"
 identity="$2"
 shift 2
-case "$action" in add | show | remove) ;; *) usage ;; esac
+case "$action" in add | show | expected | remove) ;; *) usage ;; esac
 
 kind="${identity%%:*}"
 name="${identity#*:}"
@@ -131,6 +133,11 @@ fi
 topic_write="^($topic_write)\$"
 topic_read="^($topic_read)\$"
 
+if [ "$action" = expected ]; then
+    printf '%s\t%s\t%s\t%s\n' "$identity" "$configure" "$write" "$read_re"
+    printf '%s\tamq.topic\t%s\t%s\n' "$identity" "$topic_write" "$topic_read"
+    exit 0
+fi
 if [ "$action" = show ]; then
     printf 'user        %s\nvhost       %s\nconfigure   %s\nwrite       %s\nread        %s\n' \
         "$identity" "$vhost" "$configure" "$write" "$read_re"

@@ -24,6 +24,9 @@ tls_port="${PCLOUD_RABBITMQ_TLS_PORT:-5683}"
 pki=/etc/rabbitmq/pcloud-test-pki
 conf=/etc/rabbitmq/rabbitmq.conf
 here="$(cd "$(dirname "$0")" && pwd)"
+# Loopback only, Erlang's ports too: epmd (started by whichever of rabbitmq-server,
+# rabbitmqctl or rabbitmq-plugins comes first) and the inter-node port.
+export ERL_EPMD_ADDRESS=127.0.0.1
 t0=$(date +%s.%N)
 
 installed() { dpkg-query -W -f='${Status}' rabbitmq-server 2>/dev/null | grep -q "install ok installed"; }
@@ -90,11 +93,22 @@ pki_ok() {
 }
 conf_ok() { [ -f $conf ] && [ "$(cat $conf)" = "$(desired_conf)" ]; }
 users=(operator:alice cped:test agent:node01 agent:node02)
+# Each rabbitmqctl call starts an Erlang VM (seconds on a loaded machine): list what is there
+# once and add only the users whose permissions differ from rabbitmq-identity.sh's.
 add_users() {
+    local have added=()
+    have="$(rabbitmqctl -q list_permissions -p / && rabbitmqctl -q list_topic_permissions -p /)"
     for u in "${users[@]}"; do
-        bash "$here/rabbitmq-identity.sh" add "$u" >/dev/null
+        local missing=0 line
+        while IFS= read -r line; do
+            grep -qxF -- "$line" <<<"$have" || missing=1
+        done < <(bash "$here/rabbitmq-identity.sh" expected "$u")
+        if [ "$missing" = 1 ]; then
+            bash "$here/rabbitmq-identity.sh" add "$u" >/dev/null
+            added+=("$u")
+        fi
     done
-    echo "setup-rabbitmq: users for SASL EXTERNAL: ${users[*]}"
+    echo "setup-rabbitmq: users for SASL EXTERNAL: ${users[*]} (set up now: ${added[*]:-none})"
 }
 
 if plugins_ok && pki_ok && conf_ok && answers "$port" && answers "$tls_port"; then
@@ -152,9 +166,9 @@ fi
 
 mkdir -p /var/log/rabbitmq /var/lib/rabbitmq
 chown -R rabbitmq:rabbitmq /var/log/rabbitmq /var/lib/rabbitmq 2>/dev/null || true
-# Loopback only: the listeners are in $conf; the inter-node port and epmd stay local too.
+# Loopback only: the listeners are in $conf, epmd's address is set above.
 export RABBITMQ_DIST_PORT=$((port + 20000))
-export ERL_EPMD_ADDRESS=127.0.0.1
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 echo "setup-rabbitmq: starting rabbitmq-server"
 # The server wrapper drops to the rabbitmq user by itself when started as root. Every
 # descriptor above 2 is closed first, so the long-lived broker holds nothing of its caller:
