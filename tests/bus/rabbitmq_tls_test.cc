@@ -143,7 +143,8 @@ protected:
 
     std::string url() const { return "amqps://127.0.0.1:" + std::to_string(port_); }
 
-    // Issues `identity` in `dir` unless it was issued already (default: from the broker's CA) with lib/pki.
+    // Issues `identity` with lib/pki in `dir` (default: from the broker's CA), unless it was
+    // issued there already.
     pki::ClientFiles issue(const std::string& identity, const std::string& dir = {}) {
         std::string d = dir.empty() ? pki_ : dir;
         auto id = pki::parseIdentity(identity);
@@ -252,12 +253,11 @@ TEST_F(RabbitMqTls, ACertificateFromAnotherCaIsRefused) {
 }
 
 TEST_F(RabbitMqTls, NoClientCertificateIsRefused) {
-    Probe probe(url(),
-                proton::connection_options()
-                    .ssl_client_options(
-                        proton::ssl_client_options(pki_ + "/ca.crt", proton::ssl::VERIFY_PEER))
-                    .sasl_enabled(true)
-                    .sasl_allowed_mechs("EXTERNAL"));
+    Probe probe(url(), proton::connection_options()
+                           .ssl_client_options(proton::ssl_client_options(pki_ + "/ca.crt",
+                                                                          proton::ssl::VERIFY_PEER))
+                           .sasl_enabled(true)
+                           .sasl_allowed_mechs("EXTERNAL"));
     probe.run();
     EXPECT_FALSE(probe.opened);
     // TLS 1.3: the server's alert 116 "certificate required" ends the handshake.
