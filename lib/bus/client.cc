@@ -460,6 +460,10 @@ struct Client::Impl : proton::messaging_handler {
         }
         PCLOUD_LOG(Warning, "Bus peer closed a session",
                    {{"url", url.hostPort()}, {"error", s.error().what()}});
+        // RabbitMQ refuses a link its permissions forbid by ending the whole session
+        // (amqp:unauthorized-access): count it where a refused link shows.
+        if (!s.error().name().empty())
+            countRefusedLink(s.error());
     }
 
     void on_sender_close(proton::sender& s) override {

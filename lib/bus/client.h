@@ -128,7 +128,8 @@ public:
         std::uint64_t received = 0;
         std::uint64_t rejected = 0;     // messages the peer refused (e.g. oversized)
         std::uint64_t refused = 0;      // messages this client refused: oversized or undecodable
-        std::uint64_t linksRefused = 0; // links the peer closed at attach (e.g. unauthorized)
+        std::uint64_t linksRefused = 0; // links the peer closed at attach (e.g. unauthorized),
+                                        // and sessions it ended with an error (RabbitMQ)
         std::string lastLinkError;      // "condition: description" of the latest of those
         std::size_t pending = 0;        // queued, not yet written
     };
