@@ -8,8 +8,8 @@
 # forged input (must be 0), crash latency side by side with the ratio, and the flood's figures.
 #   bench/forgery/run.sh [MESSAGES] [KILLS] [HEARTBEAT_TIMEOUT_MS]
 #   (BUILD_DIR=... picks the build tree; default build. FORGERY_KEEP=1 keeps the state dir;
-#   FORGER_NICE=N renices the forger; FORGER_REPLY_QUEUES=N sets how many reply queues it
-#   floods, default 8; FORGER_SCHED_IDLE=1 runs the forger as SCHED_IDLE, a diagnostic arm.)
+#   FORGER_NICE=N renices the forger; FORGER_REPLY_QUEUES=N sets how many guessed reply
+#   queues it tries to attach to, default 8; FORGER_SCHED_IDLE=1 runs the forger as SCHED_IDLE, a diagnostic arm.)
 # Boots QEMU guests: run it under the machine's lock, flock /tmp/pcloud-qemu.lock bash ...
 set -euo pipefail
 cd "$(dirname "$0")/../.."

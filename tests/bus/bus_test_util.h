@@ -6,6 +6,11 @@
 #include "bus/hub.h"
 
 #include <gtest/gtest.h>
+#include <proton/connection.hpp>
+#include <proton/connection_options.hpp>
+#include <proton/container.hpp>
+#include <proton/messaging_handler.hpp>
+#include <proton/transport.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -138,5 +143,30 @@ private:
 inline std::string numbered(int i) {
     return R"({"v":1,"type":"test","n":)" + std::to_string(i) + "}";
 }
+
+// A Proton peer that connects once with the given options and records what happened.
+class Probe : public proton::messaging_handler {
+public:
+    Probe(std::string url, proton::connection_options opts)
+        : url_(std::move(url)), opts_(std::move(opts)) {}
+    void on_container_start(proton::container& c) override { c.connect(url_, opts_); }
+    void on_connection_open(proton::connection& c) override {
+        opened = true;
+        c.close();
+    }
+    void on_transport_error(proton::transport& t) override { error = t.error().what(); }
+    void on_connection_error(proton::connection& c) override { error = c.error().what(); }
+    // Runs until the connection is over (the container stops when it has none left).
+    void run() {
+        proton::container c(*this);
+        c.run();
+    }
+    bool opened = false;
+    std::string error;
+
+private:
+    std::string url_;
+    proton::connection_options opts_;
+};
 
 } // namespace pcloud::bus::test

@@ -2,6 +2,7 @@
 // opt-in with PCLOUD_TEST_RABBITMQ=1). SKIPs when no broker answers on 127.0.0.1:5682
 // (PCLOUD_RABBITMQ_PORT), unless PCLOUD_TEST_RABBITMQ=1 says it must be there.
 #include "bus_test_util.h"
+#include "rabbitmq_test_util.h"
 #include "support/test_support.h"
 
 #include <nlohmann/json.hpp>
@@ -17,23 +18,10 @@
 namespace pcloud::bus::test {
 
 namespace {
-bool portAnswers(int port) {
-    int fd = testsupport::connectLoopback(port);
-    if (fd < 0)
-        return false;
-    ::close(fd);
-    return true;
-}
 // scripts/setup-rabbitmq.sh puts RabbitMQ on 5682, leaving 5672 to pcloud's embedded hub.
 int rabbitPort() {
     const char* p = std::getenv("PCLOUD_RABBITMQ_PORT");
     return p ? std::atoi(p) : 5682;
-}
-// With PCLOUD_TEST_RABBITMQ=1 (the README test command sets it) the broker was set up on
-// purpose, so its absence is a failure, not a skip.
-bool required() {
-    const char* v = std::getenv("PCLOUD_TEST_RABBITMQ");
-    return v && std::string(v) == "1";
 }
 } // namespace
 

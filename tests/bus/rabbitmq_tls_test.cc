@@ -10,6 +10,7 @@
 #include "bus_test_util.h"
 #include "common/log.h"
 #include "pki/pki.h"
+#include "rabbitmq_test_util.h"
 #include "support/test_support.h"
 
 #include <nlohmann/json.hpp>
@@ -40,17 +41,6 @@ std::string envString(const char* name, const char* fallback) {
     const char* p = std::getenv(name);
     return p ? p : fallback;
 }
-bool required() {
-    const char* v = std::getenv("PCLOUD_TEST_RABBITMQ");
-    return v && std::string(v) == "1";
-}
-bool portAnswers(int port) {
-    int fd = testsupport::connectLoopback(port);
-    if (fd < 0)
-        return false;
-    ::close(fd);
-    return true;
-}
 bool copyFile(const std::string& from, const std::string& to, std::string& error) {
     std::ifstream in(from, std::ios::binary);
     if (!in) {
@@ -67,30 +57,6 @@ bool copyFile(const std::string& from, const std::string& to, std::string& error
     ::chmod(to.c_str(), 0600);
     return true;
 }
-// Runs until its one connection is over. Records whether it opened and the error it saw.
-class Probe : public proton::messaging_handler {
-public:
-    Probe(std::string url, proton::connection_options opts)
-        : url_(std::move(url)), opts_(std::move(opts)) {}
-    void on_container_start(proton::container& c) override { c.connect(url_, opts_); }
-    void on_connection_open(proton::connection& c) override {
-        opened = true;
-        c.close();
-    }
-    void on_transport_error(proton::transport& t) override { error = t.error().what(); }
-    void on_connection_error(proton::connection& c) override { error = c.error().what(); }
-    void run() {
-        proton::container c(*this);
-        c.run();
-    }
-    bool opened = false;
-    std::string error;
-
-private:
-    std::string url_;
-    proton::connection_options opts_;
-};
-
 } // namespace
 
 class RabbitMqTls : public ::testing::Test {
