@@ -197,7 +197,8 @@ TEST_F(RabbitMqCped, OnlyOperatorSignedRequestsRunAndAGuestChangesNothing) {
     auto r2 = agentAsks(signedId, *bytes);
     EXPECT_EQ(r2.value("id", ""), signedId) << r2.dump();
     EXPECT_EQ(r2.value("error", json::object()).value("code", ""), "not-authorized") << r2.dump();
-    EXPECT_NE(r2.value("error", json::object()).value("message", "").find("operator:*"), std::string::npos)
+    EXPECT_NE(r2.value("error", json::object()).value("message", "").find("operator:*"),
+              std::string::npos)
         << r2.dump();
 
     // Nothing changed: web is still there, evil was not made. cped said why, once each.
