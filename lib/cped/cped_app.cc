@@ -47,7 +47,9 @@ keeps the event journal and runs one dped per started deployable.
   --pki-dir DIR             certificates (default pki_dir in pcloud.conf, /etc/pcloud/pki):
                             ca.crt, cped.NAME.crt/.key, revoked; with ca.key there, cped
                             issues the dped.DEPLOYABLE certificates of the dpeds it starts
-  --broker URL              use an external AMQP 1.0 broker instead of the embedded hub
+  --broker URL              use an external AMQP 1.0 broker instead of the embedded hub;
+                            with amqps:// the command API runs only requests signed by an
+                            operator (pcloudsh signs them), as the broker cannot tell senders
   --address-prefix P        prepended to addresses (e.g. /queue/ for RabbitMQ)
   --dped-path PATH          the dped executable (default: next to cped)
   --log-level LEVEL         error, warning, notice, info or debug

@@ -176,6 +176,13 @@ TEST_F(RabbitMqCped, OnlyOperatorSignedRequestsRunAndAGuestChangesNothing) {
     EXPECT_EQ(r1.value("id", ""), plainId) << r1.dump();
     EXPECT_EQ(r1.value("ok", true), false) << r1.dump();
     EXPECT_EQ(r1.value("error", json::object()).value("code", ""), "unsigned") << r1.dump();
+    // A flood is answered but logged once a minute per claimed sender.
+    for (int i = 0; i < 3; ++i) {
+        const std::string again = plainId + "-" + std::to_string(i);
+        plain["id"] = again;
+        auto r = agentAsks(again, plain.dump());
+        EXPECT_EQ(r.value("error", json::object()).value("code", ""), "unsigned") << r.dump();
+    }
 
     // Signed with the agent's own (valid, same-CA) key: not an operator.
     auto id = pki::parseIdentity("agent:node01");
@@ -207,6 +214,12 @@ TEST_F(RabbitMqCped, OnlyOperatorSignedRequestsRunAndAGuestChangesNothing) {
               std::string::npos)
         << log();
     EXPECT_NE(log().find("code=not-authorized sender=agent:node01"), std::string::npos) << log();
+    const std::string text = log();
+    std::size_t unsignedLines = 0;
+    for (auto at = text.find("code=unsigned"); at != std::string::npos;
+         at = text.find("code=unsigned", at + 1))
+        ++unsignedLines;
+    EXPECT_EQ(unsignedLines, 1u) << text;
 }
 
 } // namespace
