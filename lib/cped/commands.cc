@@ -72,6 +72,62 @@ Result<Request> parseRequest(const std::string& body, Response* rejection) {
     return r;
 }
 
+std::variant<OpenedCommand, RefusedCommand>
+openCommand(const std::string& bytes, const envelope::Trust* trust, Millis now,
+            envelope::ReplayCache& cache, bool requireSigned, const std::string& fallbackId) {
+    auto refused = [](std::string id, std::string code, std::string message, std::string sender) {
+        return RefusedCommand{Response::failure(std::move(id), std::move(code), std::move(message)),
+                              std::move(sender)};
+    };
+    std::string body = bytes, sender;
+    if (envelope::isEnvelope(bytes)) {
+        if (trust) {
+            auto v = envelope::verify(bytes, *trust, now, cache);
+            if (auto* r = std::get_if<envelope::Rejection>(&v))
+                return refused(envelope::replyIdOf(bytes, *r, fallbackId),
+                               envelope::toString(r->code), r->message, r->sender);
+            auto& ok = std::get<envelope::Verified>(v);
+            body = std::move(ok.body);
+            sender = ok.fields.sender;
+            Response rejection;
+            auto req = parseRequest(body, &rejection);
+            if (!req) {
+                if (rejection.id.empty())
+                    rejection.id = fallbackId;
+                return RefusedCommand{std::move(rejection), sender};
+            }
+            if (req->command != ok.fields.action)
+                return refused(req->id.empty() ? fallbackId : req->id, code::BadRequest,
+                               "the envelope's action '" + ok.fields.action +
+                                   "' is not the request's command '" + req->command + "'",
+                               sender);
+            return OpenedCommand{std::move(*req), std::move(sender)};
+        }
+        auto p = envelope::parse(bytes);
+        if (auto* r = std::get_if<envelope::Rejection>(&p))
+            return refused(envelope::replyIdOf(bytes, *r, fallbackId), envelope::toString(r->code),
+                           r->message, r->sender);
+        body = std::move(std::get<envelope::Parsed>(p).body); // no CA: only unwrapped
+    } else if (requireSigned) {
+        envelope::Rejection r{envelope::Reject::Unsigned, "", "", ""};
+        return refused(envelope::replyIdOf(bytes, r, fallbackId),
+                       envelope::toString(envelope::Reject::Unsigned),
+                       "this cped uses an external broker, which cannot tell who sent a request: "
+                       "the command API takes only requests signed by an operator:* certificate "
+                       "for target " +
+                           std::string(envelope::kCommandApi) + " (pcloudsh over TLS signs them)",
+                       "");
+    }
+    Response rejection;
+    auto req = parseRequest(body, &rejection);
+    if (!req) {
+        if (rejection.id.empty())
+            rejection.id = fallbackId;
+        return RefusedCommand{std::move(rejection), sender};
+    }
+    return OpenedCommand{std::move(*req), std::move(sender)};
+}
+
 namespace {
 
 // Why an exception here: ~30 commands each validate several arguments; a failure thrown

@@ -12,6 +12,7 @@
 #include "common/host_config.h"
 #include "common/result.h"
 #include "cped/desired_state.h"
+#include "envelope/envelope.h"
 #include "events/event.h"
 #include "events/journal.h"
 #include "model/model.h"
@@ -20,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace pcloud::store {
@@ -61,6 +63,26 @@ struct Response {
 // {"v":1,"type":"command","id":"..","command":"..","args":{..}}. On failure the Response is
 // the bad-request reply to send (with the id, when one could be read).
 Result<Request> parseRequest(const std::string& body, Response* rejection);
+
+// A request as cped received it on pcloud.cped, opened (docs/security.md "Signed commands"):
+// a signed envelope for target envelope::kCommandApi ("cped:api") is verified against
+// `trust` (chain to the bus CA, signature, mayCommand: operator:* only, time window,
+// replay in `cache`) and its action must be the request's command; a plain request is
+// accepted only when `requireSigned` is false (the embedded hub, whose attach authorization
+// lets only operator:* send to pcloud.cped). Without `trust` (a plain bus: no CA) an envelope
+// is only unwrapped, as a dped without a CA does. `fallbackId` (the message's correlation
+// id) is the reply id when none can be read from the bytes.
+struct OpenedCommand {
+    Request request;
+    std::string sender; // the verified signer; "" for a plain request or without `trust`
+};
+struct RefusedCommand {
+    Response reply;     // the error reply to send: code envelope::toString(..) or bad-request
+    std::string sender; // as claimed (unverified); "" when unreadable or plain
+};
+std::variant<OpenedCommand, RefusedCommand>
+openCommand(const std::string& bytes, const envelope::Trust* trust, Millis now,
+            envelope::ReplayCache& cache, bool requireSigned, const std::string& fallbackId);
 
 // What the handler needs from the world outside the model.
 class Runtime {

@@ -26,6 +26,8 @@
 #include <set>
 #include <thread>
 #include <unistd.h>
+#include <utility>
+#include <variant>
 
 namespace pcloud::cped {
 namespace {
@@ -45,7 +47,9 @@ keeps the event journal and runs one dped per started deployable.
   --pki-dir DIR             certificates (default pki_dir in pcloud.conf, /etc/pcloud/pki):
                             ca.crt, cped.NAME.crt/.key, revoked; with ca.key there, cped
                             issues the dped.DEPLOYABLE certificates of the dpeds it starts
-  --broker URL              use an external AMQP 1.0 broker instead of the embedded hub
+  --broker URL              use an external AMQP 1.0 broker instead of the embedded hub;
+                            with amqps:// the command API runs only requests signed by an
+                            operator (pcloudsh signs them), as the broker cannot tell senders
   --address-prefix P        prepended to addresses (e.g. /queue/ for RabbitMQ)
   --dped-path PATH          the dped executable (default: next to cped)
   --log-level LEVEL         error, warning, notice, info or debug
@@ -239,6 +243,7 @@ public:
 private:
     void journalAndPublish(events::Event e);
     std::optional<std::string> serveCommand(const bus::Message& m);
+    void logRefusal(const RefusedCommand& r);
     void onJournalSubmission(const bus::Message& m);
     void reloadFromDisk();
     bool ownsAssembly(const std::string& deployable, const std::string& assembly);
@@ -283,6 +288,14 @@ private:
     // On a TLS bus every request to a dped is signed with cped's own bus key (dped checks
     // it, with the epoch in it: docs/security.md "Signed commands").
     std::shared_ptr<const envelope::Signer> signer_;
+    // Command API requests (docs/security.md "Signed commands"): envelopes for cped:api are
+    // verified against the bus CA; on an external TLS broker plain ones are refused.
+    std::shared_ptr<const envelope::Trust> api_trust_; // null on a plain bus
+    bool api_require_signed_ = false;
+    std::mutex api_mutex_; // guards the four below
+    envelope::ReplayCache api_replay_{65'536};
+    std::map<std::string, Millis> refusal_logged_; // claimed sender -> last logged refusal
+    std::uint64_t refusals_unlogged_ = 0;
     std::mutex epoch_mutex_;                            // guards the three below
     std::set<std::string> epoch_inflight_;              // deployables with an "epoch" request out
     std::map<std::string, std::uint64_t> epoch_warned_; // failure logged for this epoch
@@ -459,13 +472,18 @@ std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>
 }
 
 std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
-    Response rejection;
-    auto req = parseRequest(m.body, &rejection);
-    if (!req) {
-        if (rejection.id.empty())
-            rejection.id = m.correlationId;
-        return rejection.toJson().dump();
+    std::variant<OpenedCommand, RefusedCommand> opened;
+    {
+        std::lock_guard lock(api_mutex_);
+        opened = openCommand(m.body, api_trust_.get(), clock_.nowMs(), api_replay_,
+                             api_require_signed_, m.correlationId);
     }
+    if (auto* r = std::get_if<RefusedCommand>(&opened)) {
+        logRefusal(*r);
+        return r->reply.toJson().dump();
+    }
+    auto& opened_ok = std::get<OpenedCommand>(opened);
+    auto* req = &opened_ok.request;
     if (req->id.empty())
         req->id = m.correlationId;
     // Only the zone's leader serves commands; the check is made now, not from a cached
@@ -492,9 +510,43 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     PCLOUD_LOG(Info, "Command handled",
                {{"command", req->command},
                 {"id", req->id},
+                {"sender", opened_ok.sender.empty() ? "-" : opened_ok.sender},
                 {"ok", resp.ok ? "true" : "false"},
                 {"error", resp.error_message}});
     return resp.toJson().dump();
+}
+
+// Anyone who can log in to an external broker can send here, so a refusal is logged at most
+// once a minute per claimed sender (and a bounded number of senders), with how many refusals
+// were not logged since.
+void Cped::logRefusal(const RefusedCommand& r) {
+    const Millis now = clock_.nowMs();
+    const std::string who = r.sender.empty() ? "-" : r.sender;
+    std::uint64_t unlogged = 0;
+    {
+        std::lock_guard lock(api_mutex_);
+        auto it = refusal_logged_.find(who);
+        if (it != refusal_logged_.end() && now - it->second < 60'000) {
+            ++refusals_unlogged_;
+            return;
+        }
+        if (it == refusal_logged_.end() && refusal_logged_.size() >= 256) {
+            for (auto i = refusal_logged_.begin(); i != refusal_logged_.end();)
+                i = now - i->second >= 60'000 ? refusal_logged_.erase(i) : std::next(i);
+            if (refusal_logged_.size() >= 256) {
+                ++refusals_unlogged_;
+                return;
+            }
+        }
+        refusal_logged_[who] = now;
+        unlogged = std::exchange(refusals_unlogged_, 0);
+    }
+    PCLOUD_LOG(Warning, "Refused a command API request",
+               {{"id", r.reply.id},
+                {"code", r.reply.error_code},
+                {"sender", who},
+                {"reason", r.reply.error_message},
+                {"not_logged_since", std::to_string(unlogged)}});
 }
 
 // The hub's authorization asks this for every dped link to an agent address (authz.h), on
@@ -794,6 +846,19 @@ int Cped::run() {
             return toInt(ExitCode::Config);
         }
         signer_ = std::make_shared<const envelope::Signer>(std::move(*signer));
+        auto ca = envelope::CaStore::loadFile(files.ca);
+        if (!ca) {
+            std::cerr << "cped: cannot verify signed commands with " << files.ca << ": "
+                      << ca.error().describe() << "\n";
+            return toInt(ExitCode::Config);
+        }
+        envelope::Trust t;
+        t.ca = std::move(*ca);
+        t.self = envelope::kCommandApi;
+        api_trust_ = std::make_shared<const envelope::Trust>(std::move(t));
+        // RabbitMQ (or any external broker) cannot restrict who sends to pcloud.cped; the
+        // embedded hub lets only operator:* attach there, so plain requests stay valid on it.
+        api_require_signed_ = !o_.broker.empty();
     }
     for (auto* c : {&client_, &server_}) {
         bus::ClientOptions co;

@@ -267,6 +267,9 @@ Status mayCommand(std::string_view sender, std::string_view target,
         return makeError("a dped takes commands only from operator:* and cped:*, not from " +
                          std::string(sender));
     }
+    if (target == kCommandApi)
+        return makeError("the command API (" + std::string(kCommandApi) +
+                         ") takes commands only from operator:*, not from " + std::string(sender));
     return makeError("nobody but operator:* may command " + std::string(target));
 }
 

@@ -98,10 +98,15 @@ std::string canonicalBytes(const Fields& f, std::string_view body);
 // kMaxIdentity bytes in all.
 bool validIdentity(std::string_view id);
 
+// The target of a request to cped's command API (pcloud.cped): one fixed name, whichever cped
+// of a zone serves it (the leader may be any of them).
+inline constexpr const char* kCommandApi = "cped:api";
+
 // Who may command whom (docs/security.md "Signed commands"): a target `agent:A` accepts
 // `operator:*` and `dped:D` where D is the deployable the agent is configured to belong to
 // (`agentDeployable`, empty = none: only operators); a target `dped:D` accepts `operator:*`
-// and `cped:*`. Nobody else, nothing else. The error says why.
+// and `cped:*`; the command API `cped:api` (kCommandApi) accepts only `operator:*`. Nobody
+// else, nothing else. The error says why.
 Status mayCommand(std::string_view sender, std::string_view target,
                   std::string_view agentDeployable);
 

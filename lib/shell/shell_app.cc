@@ -4,6 +4,7 @@
 #include "common/args.h"
 #include "common/host_config.h"
 #include "common/log.h"
+#include "envelope/envelope.h"
 #include "events/event.h"
 #include "pki/pki.h"
 #include "shell/cli.h"
@@ -20,6 +21,7 @@
 #include <fcntl.h>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <poll.h>
 #include <readline/history.h>
 #include <readline/readline.h>
@@ -74,6 +76,10 @@ private:
     int follow(const cli::Invocation& inv);
 
     ShellOptions o_;
+    // Over TLS every request to pcloud.cped is signed with the operator key (target
+    // cped:api, docs/security.md "Signed commands"): an external broker cannot tell cped who
+    // sent it. Null on a plain bus.
+    std::optional<envelope::Signer> signer_;
     bus::Client client_;
     bool started_ = false;
     std::uint64_t next_id_ = 0;
@@ -91,6 +97,13 @@ bool Shell::ensureConnected() {
                 std::cerr << "pcloudsh: " << st.error().describe() << "\n";
                 return false;
             }
+            auto signer = envelope::Signer::load(co.keyFile, co.certFile);
+            if (!signer) {
+                std::cerr << "pcloudsh: cannot sign commands with " << co.certFile << ": "
+                          << signer.error().describe() << "\n";
+                return false;
+            }
+            signer_ = std::move(*signer);
         }
         if (auto st = client_.connect(co); !st) {
             std::cerr << "pcloudsh: " << st.error().describe() << "\n";
@@ -140,8 +153,19 @@ Result<json> Shell::call(const std::string& command, const json& args, Millis ti
         return makeError("not connected");
     std::string id = "sh-" + std::to_string(::getpid()) + "-" + std::to_string(++next_id_);
     json body = {{"v", 1}, {"type", "command"}, {"id", id}, {"command", command}, {"args", args}};
+    std::string bytes = body.dump();
+    if (signer_) {
+        envelope::Fields f;
+        f.target = envelope::kCommandApi;
+        f.action = command;
+        f.msgtime = SystemClock().nowMs();
+        auto signed_ = signer_->sign(std::move(f), bytes);
+        if (!signed_)
+            return makeError("cannot sign the request: " + signed_.error().message);
+        bytes = std::move(*signed_);
+    }
     auto reply =
-        client_.request("pcloud.cped", body.dump(), std::chrono::milliseconds(timeoutMs), {}, id);
+        client_.request("pcloud.cped", bytes, std::chrono::milliseconds(timeoutMs), {}, id);
     if (!reply)
         return makeError("cped did not answer: " + reply.error().message);
     auto j = json::parse(reply->body, nullptr, false);

@@ -2,7 +2,9 @@
 // the operator setup in three commands, pcloudsh presenting the operator certificate from
 // pcloud.conf, a non-operator certificate refused at the command API, cped issuing the
 // dped certificate of the dped it starts, and plain AMQP only with --insecure-listen.
+#include "bus/client.h"
 #include "common/fs.h"
+#include "envelope/envelope.h"
 #include "pki/pki.h"
 #include "support/test_support.h"
 
@@ -87,6 +89,52 @@ TEST_F(TlsCped, OperatorSetupInThreeCommandsThenPcloudshUsesIt) {
         << sh("deployable_list").out << "\n"
         << log();
     EXPECT_NE(log().find("identity=operator:alice"), std::string::npos) << log();
+    // pcloudsh signed it (target cped:api) and cped verified the signer.
+    EXPECT_NE(log().find("Command handled command=deployable_list"), std::string::npos) << log();
+    EXPECT_NE(log().find("sender=operator:alice"), std::string::npos) << log();
+}
+
+// On the embedded hub only operator:* may attach to pcloud.cped, so a plain (unsigned)
+// request from an operator's client still runs; one signed by the operator for another
+// target is refused with the verifier's code.
+TEST_F(TlsCped, OnTheHubPlainOperatorRequestsStillRunAndEnvelopesAreVerified) {
+    ASSERT_EQ(pki("init"), 0);
+    ASSERT_EQ(pki("issue --cped test"), 0);
+    ASSERT_EQ(pki("issue --operator alice"), 0);
+    start();
+    ASSERT_TRUE(testsupport::waitFor([&] { return sh("deployable_list").rc == 0; }, 20s)) << log();
+    bus::ClientOptions o;
+    o.url = url();
+    o.caFile = pki_ + "/ca.crt";
+    o.certFile = pki_ + "/operator.alice.crt";
+    o.keyFile = pki_ + "/operator.alice.key";
+    bus::Client c;
+    ASSERT_TRUE(c.connect(o).ok());
+    ASSERT_TRUE(c.waitConnected(10s));
+    std::string plain = R"({"v":1,"type":"command","id":"p1","command":"deployable_create",)"
+                        R"("args":{"name":"web","uri":"test:///default"}})";
+    auto r = c.request("pcloud.cped", plain, 10s, {}, "p1");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_NE(r->body.find("\"ok\":true"), std::string::npos) << r->body;
+
+    auto signer = envelope::Signer::load(o.keyFile, o.certFile);
+    ASSERT_TRUE(signer) << signer.error().describe();
+    envelope::Fields f;
+    f.target = "dped:web"; // not the command API
+    f.action = "deployable_delete";
+    f.msgtime = SystemClock().nowMs();
+    auto bytes = signer->sign(
+        f,
+        R"({"v":1,"type":"command","id":"s1","command":"deployable_delete","args":{"name":"web"}})");
+    ASSERT_TRUE(bytes) << bytes.error().describe();
+    auto r2 = c.request("pcloud.cped", *bytes, 10s, {}, "s1");
+    ASSERT_TRUE(r2.ok()) << r2.error().describe();
+    EXPECT_NE(r2->body.find("\"code\":\"wrong-target\""), std::string::npos) << r2->body;
+    EXPECT_NE(r2->body.find("\"id\":\"s1\""), std::string::npos) << r2->body;
+    c.close();
+    auto list = sh("deployable_list");
+    EXPECT_EQ(list.rc, 0) << list.out;
+    EXPECT_NE(list.out.find("web"), std::string::npos) << list.out; // not deleted
 }
 
 TEST_F(TlsCped, ANonOperatorCertificateIsRefusedAtTheCommandApi) {
