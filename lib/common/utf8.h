@@ -4,6 +4,7 @@
 // from outside (argv, a typed line) is checked before it goes into a JSON body.
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace pcloud {
@@ -50,6 +51,40 @@ inline std::size_t invalidUtf8At(std::string_view s) {
 
 inline bool isValidUtf8(std::string_view s) {
     return invalidUtf8At(s) == std::string_view::npos;
+}
+
+// Text from outside (a guest's reply, a name an operator typed, a tool's output) made safe
+// to quote in a message that goes into JSON: at most `maxBytes` bytes of it, cut only
+// between characters, each byte that is not part of a well-formed UTF-8 sequence replaced
+// by '?', and "..." appended when something was cut. A plain substr() can split a
+// character, and nlohmann::json::dump() then throws.
+inline std::string utf8Excerpt(std::string_view s, std::size_t maxBytes) {
+    // Every input byte becomes one output byte, so no more input than this is ever needed.
+    s = s.substr(0, maxBytes + 4);
+    std::string out;
+    std::size_t i = 0;
+    while (i < s.size()) {
+        std::size_t bad = invalidUtf8At(s.substr(i));
+        std::size_t good = bad == std::string_view::npos ? s.size() - i : bad;
+        // Copy the well-formed run, whole characters only.
+        std::size_t k = 0;
+        while (k < good) {
+            const auto c = static_cast<unsigned char>(s[i + k]);
+            std::size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+            if (out.size() + len > maxBytes)
+                return out + "...";
+            out.append(s.substr(i + k, len));
+            k += len;
+        }
+        i += good;
+        if (i < s.size()) {
+            if (out.size() + 1 > maxBytes)
+                return out + "...";
+            out.push_back('?');
+            ++i;
+        }
+    }
+    return out;
 }
 
 } // namespace pcloud

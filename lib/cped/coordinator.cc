@@ -1,4 +1,5 @@
 #include "cped/coordinator.h"
+#include "common/utf8.h"
 
 #include "common/fs.h"
 #include "common/log.h"
@@ -140,7 +141,7 @@ Result<std::unique_ptr<Coordinator>> makeLocalCoordinator(const std::string& sta
             used = 0;
         }
         if (used == 0 || used != t.size() || last < 0)
-            return makeError("not a non-negative epoch number: '" + t.substr(0, 40) +
+            return makeError("not a non-negative epoch number: '" + utf8Excerpt(t, 40) +
                                  "' (fix or remove the file; the next start raises it by one)",
                              epochFile, 1);
     }

@@ -1,4 +1,5 @@
 #include "cped/cped_app.h"
+#include "common/utf8.h"
 
 #include "bus/client.h"
 #include "bus/hub.h"
@@ -321,13 +322,13 @@ void Cped::onJournalSubmission(const bus::Message& m) {
     auto j = json::parse(m.body, nullptr, false);
     if (j.is_discarded() || !j.is_object() || j.value("type", "") != "event") {
         PCLOUD_LOG(Warning, "Dropped a journal submission that is not an event",
-                   {{"body", m.body.substr(0, 200)}});
+                   {{"body", utf8Excerpt(m.body, 200)}});
         return;
     }
     auto e = events::fromJson(j);
     if (!e) {
         PCLOUD_LOG(Warning, "Dropped a malformed event submission",
-                   {{"error", e.error().message}, {"body", m.body.substr(0, 200)}});
+                   {{"error", e.error().message}, {"body", utf8Excerpt(m.body, 200)}});
         return;
     }
     e->seq = 0; // cped assigns it
@@ -450,7 +451,7 @@ std::vector<Runtime::PingResult> Cped::pingAgents(const std::vector<std::string>
                         return finish(false, m.error().message, -1);
                     auto j = json::parse(m->body, nullptr, false);
                     if (!j.is_object() || !j.value("ok", false))
-                        return finish(false, "agent refused: " + m->body.substr(0, 200), -1);
+                        return finish(false, "agent refused: " + utf8Excerpt(m->body, 200), -1);
                     finish(true, "", -1);
                 },
                 {}, id);

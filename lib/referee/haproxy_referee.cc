@@ -1,4 +1,5 @@
 #include "referee/haproxy_referee.h"
+#include "common/utf8.h"
 
 #include "common/log.h"
 #include "referee/runtime_api.h"
@@ -216,7 +217,7 @@ Result<HaproxyReferee::Snapshot> HaproxyReferee::snapshot() {
     auto info = parseShowInfo((*answers)[0]);
     if (!info) {
         // A socket without level admin, or not haproxy at all.
-        return makeError(info.error().message + ": " + (*answers)[0].substr(0, 200), socket_);
+        return makeError(info.error().message + ": " + utf8Excerpt((*answers)[0], 200), socket_);
     }
     auto members = parseServersState((*answers)[1], backend_);
     if (!members)

@@ -1,4 +1,5 @@
 #include "referee/managed_file.h"
+#include "common/utf8.h"
 
 #include "common/fs.h"
 #include "referee/command.h"
@@ -21,9 +22,7 @@ std::string oneLine(std::string text, std::size_t max) {
     for (auto& c : text)
         if (c == '\n')
             c = ' ';
-    if (text.size() > max)
-        text = text.substr(0, max) + "...";
-    return text;
+    return utf8Excerpt(text, max);
 }
 
 ManagedFile::ManagedFile(std::string path, Tool tool)

@@ -1,4 +1,5 @@
 #include "referee/referee.h"
+#include "common/utf8.h"
 
 #include "referee/apache_referee.h"
 #include "referee/command.h"
@@ -183,11 +184,11 @@ Status validateBalancerName(const std::string& setting, const std::string& name)
     if (name.empty())
         return makeError("referee " + setting + " is empty");
     if (name.size() > 64)
-        return makeError("referee " + setting + " '" + name.substr(0, 64) +
-                         "...' is longer than 64 characters");
+        return makeError("referee " + setting + " '" + utf8Excerpt(name, 64) +
+                         "' is longer than 64 characters");
     for (char c : name) {
         if (!nameChar(c))
-            return makeError("referee " + setting + " '" + name +
+            return makeError("referee " + setting + " '" + utf8Excerpt(name, 64) +
                              "' may hold only letters, digits, '_', '-' and '.'");
     }
     return {};

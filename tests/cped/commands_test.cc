@@ -363,6 +363,17 @@ TEST(Commands, RefereeSet) {
                {{"deployable", "web"}, {"driver", "log"}, {"options", {{"colour", "red"}}}},
                "invalid-argument");
     e.rejected("referee_set", {{"deployable", "zz"}, {"driver", "log"}}, "not-found");
+    // A name over 64 bytes whose 64th byte is inside a character (found by fuzz_command_api):
+    // the error quotes a prefix that is still UTF-8, so the reply serialises (cped sent
+    // toJson().dump(), which threw and ended cped).
+    std::string longName = std::string(62, 'e') + "\xE8\x8F\x9E" + "x";
+    auto cut = e.rejected("referee_set",
+                          {{"deployable", "web"},
+                           {"driver", "haproxy"},
+                           {"options", {{"socket", "/run/haproxy.sock"}, {"backend", longName}}}},
+                          "invalid-argument");
+    EXPECT_NE(cut.find("longer than 64"), std::string::npos) << cut;
+    EXPECT_NO_THROW((void)json(cut).dump());
     // nginx: config_file and upstream are required, and the error names the missing one.
     const std::string managed = e.refereeDir + "/pcloud-web.conf";
     auto missing = e.rejected(
