@@ -371,6 +371,7 @@ private:
         kills_.push_back({victim, service, now});
     }
     std::mutex kills_mu_;
+    std::mutex haproxy_mu_; // haproxyNew: one new HAProxy at a time
     std::vector<Kill> kills_;
     void restartCped(Millis downMs, int sig);
     void haproxyNew(const char* how);
@@ -432,6 +433,11 @@ void Driver::restartCped(Millis downMs, int sig) {
 // states carried over through the state file (server-state-file in the config), the old
 // process finishes its connections (-sf, a reload) or is stopped at once (-st, a restart).
 void Driver::haproxyNew(const char* how) {
+    // One at a time (a double fault can be two of these): both would read the same old pid
+    // and start a new HAProxy each, and the one nobody stops keeps listening on the frontend
+    // (SO_REUSEPORT) with stale servers, beyond the referee's reach. The 1000-iteration run
+    // of 2026-12-02 had exactly that after double(haproxy-restart + haproxy-reload).
+    std::lock_guard lock(haproxy_mu_);
     long old = readPid(opt_.haproxy_pidfile);
     auto state = referee::runtimeApiExchange(opt_.haproxy_socket, "show servers state\n", 1000);
     if (state)
