@@ -20,7 +20,7 @@ TEST(Utf8Excerpt, CutsOnlyBetweenCharacters) {
 
 TEST(Utf8Excerpt, ReplacesBytesThatAreNotUtf8) {
     EXPECT_EQ(utf8Excerpt("ok\x80\xFFok", 64), "ok??ok");
-    EXPECT_EQ(utf8Excerpt("\xC3", 64), "?");            // a character cut off at the end
+    EXPECT_EQ(utf8Excerpt("\xC3", 64), "?");           // a character cut off at the end
     EXPECT_EQ(utf8Excerpt("\xED\xA0\x80", 64), "???"); // a surrogate
 }
 
