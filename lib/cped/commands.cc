@@ -79,6 +79,16 @@ openCommand(const std::string& bytes, const envelope::Trust* trust, Millis now,
         return RefusedCommand{Response::failure(std::move(id), std::move(code), std::move(message)),
                               std::move(sender)};
     };
+    // The request inside, or the bad-request reply (with the fallback id when none is read).
+    auto parsed = [&](const std::string& text) -> std::variant<Request, RefusedCommand> {
+        Response rejection;
+        auto req = parseRequest(text, &rejection);
+        if (req)
+            return std::move(*req);
+        if (rejection.id.empty())
+            rejection.id = fallbackId;
+        return RefusedCommand{std::move(rejection), ""};
+    };
     std::string body = bytes, sender;
     if (envelope::isEnvelope(bytes)) {
         if (trust) {
@@ -89,13 +99,12 @@ openCommand(const std::string& bytes, const envelope::Trust* trust, Millis now,
             auto& ok = std::get<envelope::Verified>(v);
             body = std::move(ok.body);
             sender = ok.fields.sender;
-            Response rejection;
-            auto req = parseRequest(body, &rejection);
-            if (!req) {
-                if (rejection.id.empty())
-                    rejection.id = fallbackId;
-                return RefusedCommand{std::move(rejection), sender};
+            auto p = parsed(body);
+            if (auto* bad = std::get_if<RefusedCommand>(&p)) {
+                bad->sender = sender;
+                return std::move(*bad);
             }
+            auto* req = &std::get<Request>(p);
             if (req->command != ok.fields.action)
                 return refused(req->id.empty() ? fallbackId : req->id, code::BadRequest,
                                "the envelope's action '" + ok.fields.action +
@@ -118,14 +127,12 @@ openCommand(const std::string& bytes, const envelope::Trust* trust, Millis now,
                            std::string(envelope::kCommandApi) + " (pcloudsh over TLS signs them)",
                        "");
     }
-    Response rejection;
-    auto req = parseRequest(body, &rejection);
-    if (!req) {
-        if (rejection.id.empty())
-            rejection.id = fallbackId;
-        return RefusedCommand{std::move(rejection), sender};
+    auto p = parsed(body);
+    if (auto* bad = std::get_if<RefusedCommand>(&p)) {
+        bad->sender = sender;
+        return std::move(*bad);
     }
-    return OpenedCommand{std::move(*req), std::move(sender)};
+    return OpenedCommand{std::move(std::get<Request>(p)), std::move(sender)};
 }
 
 namespace {
