@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <optional>
 #include <unistd.h>
 
 using namespace pcloud;
@@ -74,6 +75,7 @@ struct DpedSigned : ::testing::Test {
     policy::ZeroJitter jitter;
     dped::ReactorConfig rc{"web", dir, {}, {}};
     std::shared_ptr<const envelope::Signer> signer;
+    std::optional<envelope::CaStore> ca; // the test PKI's CA, what receivers verify against
     std::unique_ptr<dped::Reactor> reactor;
 
     void SetUp() override {
@@ -82,6 +84,9 @@ struct DpedSigned : ::testing::Test {
         auto s = envelope::Signer::load(pki.keyPath("dped:web"), pki.certPath("dped:web"));
         ASSERT_TRUE(s) << s.error().describe();
         signer = std::make_shared<const envelope::Signer>(std::move(*s));
+        auto c = envelope::CaStore::loadFile(pki.caCert());
+        ASSERT_TRUE(c) << c.error().describe();
+        ca = std::move(*c);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir);
         rc.signer = signer;
@@ -100,8 +105,6 @@ TEST_F(DpedSigned, EveryAgentCommandIsAnEnvelopeTheAgentVerifies) {
     auto& r = *reactor;
     helloFromNode01(bus, r);
 
-    auto ca = envelope::CaStore::loadFile(pki.caCert());
-    ASSERT_TRUE(ca);
     envelope::Trust agent{*ca, "agent:node01", "web"};
     envelope::ReplayCache cache;
     auto commands = agentCommands(bus, agent, clock.nowMs(), cache);
@@ -168,8 +171,6 @@ TEST_F(DpedSigned, CpedRaisesTheEpochAndTheNextAgentCommandCarriesIt) {
 
     // The next agent command (the watch after a hello) is signed with epoch 9.
     helloFromNode01(bus, r);
-    auto ca = envelope::CaStore::loadFile(pki.caCert());
-    ASSERT_TRUE(ca);
     envelope::Trust agent{*ca, "agent:node01", "web"};
     envelope::ReplayCache cache;
     auto commands = agentCommands(bus, agent, clock.nowMs(), cache);
@@ -201,8 +202,6 @@ TEST_F(DpedSigned, RequestsRunOnlySignedByCpedOrAnOperatorAtTheEpoch) {
     for (const char* id : {"cped:test", "cped:old", "operator:alice", "agent:node01"})
         pki.issue(id);
     clock.set(SystemClock().nowMs()); // not before the certificates just issued
-    auto ca = envelope::CaStore::loadFile(pki.caCert());
-    ASSERT_TRUE(ca);
     rc.request_trust = std::make_shared<const envelope::Trust>(envelope::Trust{*ca, "dped:web"});
     ASSERT_NO_FATAL_FAILURE(make());
     auto& r = *reactor;
