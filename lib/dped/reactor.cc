@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstring>
 #include <unistd.h>
 
 namespace pcloud::dped {
@@ -309,15 +310,18 @@ void Reactor::onBusUp() {
     PCLOUD_LOG(Notice, "Message hub connection back", {{"deployable", cfg_.deployable}});
 }
 
-void Reactor::onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid) {
+void Reactor::onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid,
+                        int signal) {
     auto it = pids_.find(assembly);
     if (it == pids_.end())
         return; // an exit we caused (planned stop) or a stale watch
     if (pid != 0 && it->second != pid)
         return; // the previous qemu, already dealt with
+    const char* name = signal ? sigabbrev_np(signal) : nullptr;
     PCLOUD_LOG(Notice, "qemu process exited",
                {{"assembly", assembly},
                 {"pid", std::to_string(it->second)},
+                {"signal", name ? std::string("SIG") + name : std::to_string(signal)}, // 0: pidfd
                 {"mono_us", std::to_string(monotonicUs)}});
     pids_.erase(it);
     auto& oa = observed_.assemblies[assembly];

@@ -89,7 +89,10 @@ public:
     void onBusDown();
     void onBusUp();
     // `pid` is the exited process; an exit of an older qemu of the same assembly is ignored.
-    void onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid = 0);
+    // `signal` is the fatal signal when the kernel told of the death as it began (see
+    // virt::PidWatcher), for the log; 0 when the pidfd told.
+    void onPidExit(const std::string& assembly, std::int64_t monotonicUs, pid_t pid = 0,
+                   int signal = 0);
     // `monotonicUs`: steady clock when the relay saw it (0: unknown), logged for benchmarks.
     void onChannelEvent(const std::string& assembly, bool connected, const std::string& detail,
                         std::int64_t monotonicUs = 0);

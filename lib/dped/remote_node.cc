@@ -159,7 +159,7 @@ void RemoteNode::onEvent(const bus::Message& m) {
         break;
     case nodep::EventKind::PidExit:
         if (pidExit)
-            pidExit(e->key, static_cast<pid_t>(e->pid));
+            pidExit(e->key, static_cast<pid_t>(e->pid), e->signal);
         break;
     case nodep::EventKind::InfraDown:
         if (l)

@@ -38,7 +38,7 @@ struct RemoteNodeOptions {
 
 class RemoteNode final : public virt::Hypervisor {
 public:
-    using PidExit = std::function<void(const std::string& key, pid_t pid)>;
+    using PidExit = std::function<void(const std::string& key, pid_t pid, int signal)>;
 
     RemoteNode(bus::Client& client, RemoteNodeOptions options);
     ~RemoteNode() override; // stops the silence watchdog

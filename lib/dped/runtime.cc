@@ -89,17 +89,22 @@ public:
           remote_(remote), pids_([this](const virt::PidExit& e) {
               inbox_.post([this, e] {
                   if (auto* r = reactor_())
-                      r->onPidExit(e.key, e.monotonicUs, e.pid);
+                      r->onPidExit(e.key, e.monotonicUs, e.pid, e.signal);
               });
           }) {
+        if (!remote_ && !pids_.hearsSignalDeaths())
+            PCLOUD_LOG(Warning,
+                       "No kernel process events (needs root in the host's pid namespace): a "
+                       "crashed qemu is seen only once the kernel has freed its memory",
+                       {});
         if (remote_)
-            remote_->onPidExit([this](const std::string& key, pid_t pid) {
+            remote_->onPidExit([this](const std::string& key, pid_t pid, int signal) {
                 std::int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
                                       std::chrono::steady_clock::now().time_since_epoch())
                                       .count();
-                inbox_.post([this, key, pid, us] {
+                inbox_.post([this, key, pid, us, signal] {
                     if (auto* r = reactor_())
-                        r->onPidExit(key, us, pid);
+                        r->onPidExit(key, us, pid, signal);
                 });
             });
     }

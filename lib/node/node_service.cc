@@ -227,6 +227,7 @@ void NodeService::onPidExit(const virt::PidExit& exit) {
     e.kind = nodep::EventKind::PidExit;
     e.key = exit.key;
     e.pid = exit.pid;
+    e.signal = exit.signal;
     publish(std::move(e));
 }
 

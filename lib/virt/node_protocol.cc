@@ -334,6 +334,8 @@ std::string encode(const Event& e) {
     case EventKind::PidExit:
         j["key"] = e.key;
         j["pid"] = e.pid;
+        if (e.signal)
+            j["signal"] = e.signal;
         break;
     case EventKind::InfraDown:
         j["reason"] = e.reason;
@@ -388,6 +390,10 @@ Result<Event> decodeEvent(const std::string& body) {
     case EventKind::PidExit:
         e.key = r.str("key", true);
         e.pid = r.integer("pid", true);
+        if (std::int64_t sig = r.integer("signal", false); sig <= 64)
+            e.signal = static_cast<int>(sig);
+        else
+            return makeError("node event pid-exit: \"signal\" must be 0-64");
         break;
     case EventKind::InfraDown:
         e.reason = r.str("reason", false, 4096);

@@ -91,6 +91,7 @@ struct Event {
     DomainEvent domain;     // Domain (monotonic times are the node's; receivers re-stamp)
     std::string key;        // PidExit: the watch key (the domain)
     std::int64_t pid = 0;   // PidExit
+    int signal = 0;         // PidExit: the fatal signal when heard as it died (PidWatcher)
     std::string reason;     // InfraDown
     HostFacts facts;        // Heartbeat
     Millis interval_ms = 0; // Heartbeat: the node's heartbeat interval

@@ -142,6 +142,21 @@ TEST(NodeProtocol, EventsAndRepliesRoundTrip) {
     EXPECT_EQ(d->domain.domain, "web1");
     EXPECT_EQ(d->domain.kind, virt::DomainEventKind::Stopped);
 
+    // A death heard as it began carries its signal; an out-of-range one is refused by name.
+    e.kind = nodep::EventKind::PidExit;
+    e.key = "web1";
+    e.pid = 4242;
+    e.signal = 9;
+    std::string wire = nodep::encode(e);
+    d = nodep::decodeEvent(wire);
+    ASSERT_TRUE(d.ok()) << d.error().describe();
+    EXPECT_EQ(d->signal, 9);
+    EXPECT_EQ(d->pid, 4242);
+    auto bogus = nodep::decodeEvent(wire.replace(wire.find("\"signal\":9"), 10, "\"signal\":99"));
+    ASSERT_FALSE(bogus.ok());
+    EXPECT_NE(bogus.error().describe().find("\"signal\" must be 0-64"), std::string::npos)
+        << bogus.error().describe();
+
     nodep::Reply r;
     r.id = "x";
     r.ok = true;
@@ -339,6 +354,7 @@ TEST_F(NodeServiceTest, PublishesNumberedEvents) {
     virt::PidExit exit;
     exit.key = "web1";
     exit.pid = 99;
+    exit.signal = 9;
     service_->onPidExit(exit);
     std::lock_guard lock(mu_);
     ASSERT_EQ(published_.size(), 2u);
@@ -351,6 +367,7 @@ TEST_F(NodeServiceTest, PublishesNumberedEvents) {
     EXPECT_EQ(b->seq, a->seq + 1);
     EXPECT_EQ(b->boot, "boot1");
     EXPECT_EQ(b->pid, 99);
+    EXPECT_EQ(b->signal, 9);
 }
 
 // --- the real pcloud-node process on the real hub, driven by RemoteNode ---------------------

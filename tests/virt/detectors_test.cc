@@ -7,13 +7,18 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <poll.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace pcloud::virt;
@@ -95,6 +100,54 @@ private:
     std::string got_;
 };
 
+// A child that looks like QEMU to the kernel: several threads and `mib` MiB of touched
+// small pages (so that tearing it down takes a while). It writes a byte to `ready` once
+// set up. With `thenExitNormally`, it instead runs one thread that ends normally, writes
+// the byte, and exits with status 3 when `go` has a byte to read.
+struct Child {
+    pid_t pid = -1;
+    int ready = -1; // read end
+    int go = -1;    // write end: a byte lets the child exit
+};
+
+Child spawnBusyChild(std::size_t mib, bool thenExitNormally) {
+    int ready[2], go[2];
+    if (::pipe(ready) != 0 || ::pipe(go) != 0)
+        return {};
+    pid_t pid = fork();
+    if (pid == 0) {
+        ::close(ready[0]);
+        ::close(go[1]);
+        const std::size_t size = mib << 20;
+        void* mem =
+            ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED)
+            _exit(120);
+        ::madvise(mem, size, MADV_NOHUGEPAGE);
+        std::memset(mem, 1, size);
+        if (thenExitNormally) {
+            std::thread([] {}).join(); // a thread of a live process ends normally
+            (void)!::write(ready[1], "t", 1);
+            char c;
+            (void)!::read(go[0], &c, 1);
+            _exit(3);
+        }
+        for (int i = 0; i < 3; ++i)
+            std::thread([] { ::pause(); }).detach();
+        (void)!::write(ready[1], "r", 1);
+        for (;;)
+            ::pause();
+    }
+    ::close(ready[1]);
+    ::close(go[0]);
+    return {pid, ready[0], go[1]};
+}
+
+bool readByte(int fd) {
+    char c;
+    return ::read(fd, &c, 1) == 1;
+}
+
 std::string tempPath(const std::string& stem) {
     return "/tmp/pcloud-virt-" + std::to_string(getpid()) + "-" + stem;
 }
@@ -148,6 +201,60 @@ TEST(PidWatcherTest, UnwatchedProcessDoesNotFire) {
         EXPECT_NE(e.key, "a");
     ::waitpid(a, nullptr, 0);
     ::waitpid(b, nullptr, 0);
+}
+
+// The kernel frees a killed QEMU's memory before its pidfd fires; the proc connector tells
+// of the death as its first thread dies. The README test command runs as root in the host's
+// pid namespace, where the connector must be there: its absence fails, it is not skipped.
+TEST(PidWatcherTest, HearsASignalDeathBeforeTheTeardownEnds) {
+    Child child = spawnBusyChild(512, false);
+    ASSERT_GT(child.pid, 0);
+    ASSERT_TRUE(readByte(child.ready));
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child.pid, 0));
+    ASSERT_GE(pidfd, 0);
+    std::atomic<int> pidfdReadyAtReport{-1};
+    Recorder<PidExit> exits;
+    PidWatcher watcher([&](const PidExit& e) {
+        pollfd p{pidfd, POLLIN, 0};
+        pidfdReadyAtReport = ::poll(&p, 1, 0);
+        exits.add(e);
+    });
+    ASSERT_TRUE(watcher.hearsSignalDeaths())
+        << "no proc connector: needs root (CAP_NET_ADMIN) in the host's pid namespace";
+    ASSERT_TRUE(watcher.watch("dom-q", child.pid).ok());
+    ::kill(child.pid, SIGKILL);
+    auto e = exits.waitFor([](const PidExit& x) { return x.key == "dom-q"; }, 10s);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->signal, SIGKILL);
+    EXPECT_EQ(e->pid, child.pid);
+    EXPECT_EQ(pidfdReadyAtReport.load(), 0) << "reported only after the process was torn down";
+    EXPECT_EQ(watcher.size(), 0u);
+    // Reported once: the pidfd that fires later belongs to a watch that is gone.
+    ::waitpid(child.pid, nullptr, 0);
+    EXPECT_EQ(exits.snapshot().size(), 1u);
+    ::close(pidfd);
+    ::close(child.ready);
+    ::close(child.go);
+}
+
+TEST(PidWatcherTest, AThreadEndingNormallyIsNoDeathAndANormalExitComesByThePidfd) {
+    Child child = spawnBusyChild(8, true);
+    ASSERT_GT(child.pid, 0);
+    Recorder<PidExit> exits;
+    PidWatcher watcher([&](const PidExit& e) { exits.add(e); });
+    ASSERT_TRUE(watcher.hearsSignalDeaths());
+    ASSERT_TRUE(watcher.watch("dom-n", child.pid).ok());
+    ASSERT_TRUE(readByte(child.ready)); // its thread has ended
+    EXPECT_FALSE(exits.waitFor([](const PidExit&) { return true; }, 200ms).has_value());
+    ASSERT_EQ(::write(child.go, "x", 1), 1);
+    auto e = exits.waitFor([](const PidExit& x) { return x.key == "dom-n"; }, 5s);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->signal, 0); // exit(3): not a signal, so the pidfd told
+    int status = 0;
+    ::waitpid(child.pid, &status, 0);
+    EXPECT_EQ(WEXITSTATUS(status), 3);
+    ::close(child.ready);
+    ::close(child.go);
 }
 
 TEST(ChannelConnectionTest, DataBothWaysThenEofOnPeerClose) {
