@@ -239,9 +239,10 @@ void AgentCore::onMessage(std::string_view body) {
         return;
     }
     auto& cmd = std::get<proto::Command>(decoded);
-    if (signedBy && signedBy->action != proto::toString(cmd.type)) {
-        std::string why = "the envelope's action '" + signedBy->action +
-                          "' is not the command's type '" + proto::toString(cmd.type) + "'";
+    Status action = signedBy ? envelope::actionIsCommand(*signedBy, proto::toString(cmd.type))
+                             : Status::success();
+    if (!action) {
+        const std::string why = action.error().message;
         PCLOUD_LOG(Warning, "Rejected a command",
                    {{"id", cmd.id}, {"code", proto::kErrBadField}, {"reason", why}});
         reply(cmd.id, false, nullptr, proto::kErrBadField, why);

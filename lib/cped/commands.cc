@@ -105,11 +105,9 @@ openCommand(const std::string& bytes, const envelope::Trust* trust, Millis now,
                 return std::move(*bad);
             }
             auto* req = &std::get<Request>(p);
-            if (req->command != ok.fields.action)
+            if (Status action = envelope::actionIsCommand(ok.fields, req->command); !action)
                 return refused(req->id.empty() ? fallbackId : req->id, code::BadRequest,
-                               "the envelope's action '" + ok.fields.action +
-                                   "' is not the request's command '" + req->command + "'",
-                               sender);
+                               action.error().message, sender);
             return OpenedCommand{std::move(*req), std::move(sender)};
         }
         auto p = envelope::parse(bytes);

@@ -1153,11 +1153,8 @@ std::variant<std::string, json> Reactor::openSignedRequest(const bus::Message& m
         if (auto it = j.find("command"); it != j.end() && it->is_string())
             command = it->get<std::string>();
     }
-    if (command != f.action)
-        return refuse(id, "bad-field",
-                      "the envelope's action '" + f.action + "' is not the request's command '" +
-                          command + "'",
-                      f.sender);
+    if (Status action = envelope::actionIsCommand(f, command); !action)
+        return refuse(id, "bad-field", action.error().message, f.sender);
     if (f.sender.rfind("cped:", 0) == 0 && !policy::checkEpoch(cfg_.epoch, f.epoch).accepted())
         return refuse(id, "stale-epoch",
                       policy::staleEpochMessage(f.epoch, cfg_.epoch, "dped " + cfg_.deployable),

@@ -239,6 +239,13 @@ bool validIdentity(std::string_view id) {
     return true;
 }
 
+Status actionIsCommand(const Fields& f, std::string_view command) {
+    if (f.action == command)
+        return {};
+    return makeError("the envelope's action '" + f.action + "' is not the request's command '" +
+                     std::string(command) + "'");
+}
+
 Status mayCommand(std::string_view sender, std::string_view target,
                   std::string_view agentDeployable) {
     if (!validIdentity(sender) || !validIdentity(target))

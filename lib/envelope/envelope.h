@@ -110,6 +110,11 @@ inline constexpr const char* kCommandApi = "cped:api";
 Status mayCommand(std::string_view sender, std::string_view target,
                   std::string_view agentDeployable);
 
+// A signature covers one action: the request it carries must be that command, or a
+// signature an operator gave for `status` could carry a `stop`. Every receiver of signed
+// requests (agent, dped, cped's command API) checks this after verify; the error names both.
+Status actionIsCommand(const Fields& f, std::string_view command);
+
 // Parsed but not verified: for receivers that have no CA (unauthenticated mode), and the
 // first step of verify.
 struct Parsed {

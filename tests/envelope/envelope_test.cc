@@ -516,6 +516,17 @@ TEST(EnvelopeRules, WhoMayCommandWhom) {
             << c.sender << " -> " << c.target << " (deployable '" << c.deployable << "')";
 }
 
+TEST(EnvelopeRules, ASignatureCarriesOnlyItsOwnCommand) {
+    Fields f;
+    f.action = "status";
+    EXPECT_TRUE(actionIsCommand(f, "status").ok());
+    Status s = actionIsCommand(f, "stop");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().message,
+              "the envelope's action 'status' is not the request's command 'stop'");
+    EXPECT_FALSE(actionIsCommand(f, "").ok());
+}
+
 TEST(EnvelopeRules, IdentitiesAreKindColonName) {
     EXPECT_TRUE(validIdentity("agent:node01"));
     EXPECT_TRUE(validIdentity("operator:alice.b_c-d"));
