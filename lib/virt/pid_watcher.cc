@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -246,7 +247,9 @@ void PidWatcher::forgetLocked(const std::string& key) {
 
 void PidWatcher::drainProcEvents(std::int64_t now, std::vector<PidExit>& fired) {
     alignas(nlmsghdr) char buf[16384];
-    for (;;) {
+    // A fork storm elsewhere on the host can fill the socket: read a bounded batch, then let
+    // epoll (level-triggered) come back, so pidfds and watch() are not held up behind it.
+    for (int batch = 0; batch < 64; ++batch) {
         sockaddr_nl from{};
         socklen_t fromLen = sizeof from;
         ssize_t n =
@@ -276,9 +279,11 @@ void PidWatcher::drainProcEvents(std::int64_t now, std::vector<PidExit>& fired) 
                 continue;
             // exit_code is the wait status: a signal number in the low 7 bits means the
             // thread died of that signal, and so does the whole process. exit(n) leaves
-            // them 0, so a thread that ends normally in a live process is not a death.
+            // them 0, so a thread that ends normally in a live process is not a death. The
+            // one signal that can end a single thread is SIGSYS (seccomp's KILL_THREAD):
+            // not a proof, the pidfd decides.
             const int signal = static_cast<int>(ev.event_data.exit.exit_code & 0x7f);
-            if (signal == 0 || signal == 0x7f)
+            if (signal == 0 || signal == 0x7f || signal == SIGSYS)
                 continue;
             auto it = by_pid_.find(ev.event_data.exit.process_tgid);
             if (it == by_pid_.end())

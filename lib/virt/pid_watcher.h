@@ -9,10 +9,16 @@
 // machines, far longer for a guest of many GiB. A process killed by a signal is dead from
 // the moment its first thread exits, so the watcher also listens to the kernel's process
 // events (the netlink proc connector): a thread of a watched process that exits because of
-// a signal (SIGKILL, SIGSEGV, SIGABRT...: a fatal signal always ends the whole process)
-// reports the process at once, with the signal. Normal exits, and every exit when the
+// a signal (SIGKILL, SIGSEGV, SIGABRT...: a fatal signal always ends the whole process;
+// SIGSYS, which seccomp can aim at one thread, is left to the pidfd) reports the process
+// at once, with the signal. Normal exits, and every exit when the
 // connector is not available (no CAP_NET_ADMIN, or the watcher is not in the host's pid
 // namespace, whose pid numbers the connector reports), are reported by the pidfd.
+//
+// Two rare kernel paths end a single thread with a signal code while the rest live on: a
+// thread in seccomp's strict mode that breaks it, and a kernel oops in that thread. QEMU
+// uses neither on purpose, and a qemu that lost a thread that way is broken: dped's answer
+// to the report (destroy, then start) suits it as well.
 //
 // An early report means "it will be gone", not "it is gone": the kernel is still freeing
 // the process. Nothing may start a replacement on the strength of it alone; dped restarts a
