@@ -92,11 +92,6 @@ public:
                       r->onPidExit(e.key, e.monotonicUs, e.pid, e.signal);
               });
           }) {
-        if (!remote_ && !pids_.hearsSignalDeaths())
-            PCLOUD_LOG(Warning,
-                       "No kernel process events (needs root in the host's pid namespace): a "
-                       "crashed qemu is seen only once the kernel has freed its memory",
-                       {});
         if (remote_)
             remote_->onPidExit([this](const std::string& key, pid_t pid, int signal) {
                 std::int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(

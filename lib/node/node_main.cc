@@ -156,11 +156,6 @@ int runNode(const Options& opt) {
         (void)client.send(events, body);
     });
     virt::PidWatcher pids([&service](const virt::PidExit& e) { service.onPidExit(e); });
-    if (!pids.hearsSignalDeaths())
-        PCLOUD_LOG(Warning,
-                   "No kernel process events (needs root in the host's pid namespace): a "
-                   "crashed qemu is seen only once the kernel has freed its memory",
-                   {});
     service.watchPid = [&pids](const std::string& key, pid_t pid) { return pids.watch(key, pid); };
     service.unwatchPid = [&pids](const std::string& key) { pids.unwatch(key); };
     hv.setListener(&service);

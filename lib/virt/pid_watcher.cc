@@ -1,5 +1,7 @@
 #include "virt/pid_watcher.h"
 
+#include "common/log.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -110,6 +112,11 @@ PidWatcher::PidWatcher(Callback callback) : callback_(std::move(callback)) {
             proc_fd_ = -1;
         }
     }
+    if (proc_fd_ < 0)
+        PCLOUD_LOG(Warning,
+                   "No kernel process events (needs root in the host's pid namespace): a "
+                   "crashed qemu is seen only once the kernel has freed its memory",
+                   {});
     thread_ = std::thread([this] { run(); });
 }
 
