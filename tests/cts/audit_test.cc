@@ -194,3 +194,38 @@ TEST(CtsReport, DetectionTimeIsTheVictimsFirstFailure) {
     none.fault.kind = FaultKind::DpedKill;
     EXPECT_NE(formatTable({none}).find(" -\n"), std::string::npos) << formatTable({none});
 }
+
+// Audit 6's tally: only the requests of the window count; a reset scheduled before the old
+// HAProxy of a -st restart was gone is HAProxy's cut, anything else that failed is failed.
+TEST(CtsReport, RequestsCutByAHardRestartAreCountedApartFromFailures) {
+    std::vector<ClientRequest> all{
+        {990, false, true, "reset"},                   // before the window: not charged
+        {1000, true, false, ""},                       // ok
+        {1020, false, true, "reset"},                  // in flight in the old process: cut
+        {1040, false, false, "bad-status status 503"}, // a 503 is never HAProxy's cut
+        {1060, false, true, "reset"},                  // after the old one was gone: failed
+        {1080, false, false, "timeout"},               // failed
+        {1200, false, true, "reset"},                  // after the window: not charged
+    };
+    auto hard = tallyRequests(all, 1000, 1100, 1050.0);
+    EXPECT_EQ(hard.requests, 5);
+    EXPECT_EQ(hard.cut, 1);
+    EXPECT_EQ(hard.failed, 3);
+    ASSERT_EQ(hard.failed_detail.size(), 3u);
+    EXPECT_EQ(hard.failed_detail[0], "bad-status status 503@+40ms");
+    EXPECT_EQ(hard.failed_detail[1], "reset@+60ms");
+    // Without a hard restart nothing is cut: every reset is a failure.
+    auto plain = tallyRequests(all, 1000, 1100, std::nullopt);
+    EXPECT_EQ(plain.cut, 0);
+    EXPECT_EQ(plain.failed, 4);
+
+    IterationRecord r;
+    r.fault.kind = FaultKind::HaproxyRestart;
+    r.cut_requests = hard.cut;
+    r.failed_requests = hard.failed;
+    EXPECT_EQ(r.toJson()["cut_requests"], 1);
+    auto t = formatTable({r, r});
+    // failed 6, cut 2 in the haproxy-restart row
+    EXPECT_NE(t.find("haproxy-restart"), std::string::npos) << t;
+    EXPECT_NE(t.find("       6     2 "), std::string::npos) << t;
+}

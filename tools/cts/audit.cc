@@ -330,6 +330,7 @@ json IterationRecord::toJson() const {
            {"recovery_ms", std::round(recovery_ms)},
            {"requests", requests},
            {"failed_requests", failed_requests},
+           {"cut_requests", cut_requests},
            {"failed_detail", failed_detail},
            {"vm_restarts", impact.vm_restarts},
            {"failures", impact.failures},
@@ -337,6 +338,27 @@ json IterationRecord::toJson() const {
     if (!detect_ms.empty())
         j["detect_ms"] = detect_ms;
     return j;
+}
+
+RequestTally tallyRequests(const std::vector<ClientRequest>& all, double fromMs, double toMs,
+                           std::optional<double> oldBalancerGoneMs) {
+    RequestTally t;
+    for (const auto& r : all) {
+        if (r.scheduled_ms < fromMs || r.scheduled_ms > toMs)
+            continue;
+        t.requests++;
+        if (r.ok)
+            continue;
+        if (r.reset && oldBalancerGoneMs && r.scheduled_ms < *oldBalancerGoneMs) {
+            t.cut++;
+            continue;
+        }
+        t.failed++;
+        if (t.failed_detail.size() < 10)
+            t.failed_detail.push_back(
+                r.what + "@+" + std::to_string(static_cast<long>(r.scheduled_ms - fromMs)) + "ms");
+    }
+    return t;
 }
 
 std::optional<double> detectionMs(const std::vector<JournalEvent>& window,
@@ -362,7 +384,7 @@ double percentile(std::vector<double> v, double p) {
 
 std::string formatTable(const std::vector<IterationRecord>& records) {
     struct Row {
-        int count = 0, failed = 0, requests = 0, restarts = 0, failures = 0, audit = 0;
+        int count = 0, failed = 0, cut = 0, requests = 0, restarts = 0, failures = 0, audit = 0;
         std::vector<double> recovery, detect;
     };
     std::map<std::string, Row> rows;
@@ -370,6 +392,7 @@ std::string formatTable(const std::vector<IterationRecord>& records) {
         auto& row = rows[toString(r.fault.kind)];
         row.count++;
         row.failed += r.failed_requests;
+        row.cut += r.cut_requests;
         row.requests += r.requests;
         row.restarts += r.impact.vm_restarts;
         row.failures += r.impact.failures;
@@ -379,22 +402,23 @@ std::string formatTable(const std::vector<IterationRecord>& records) {
     }
     std::ostringstream o;
     char line[256];
-    std::snprintf(line, sizeof line, "%-17s %5s %10s %10s %8s %8s %9s %8s %6s %11s\n", "fault",
-                  "count", "rec p50", "rec p99", "failed", "of reqs", "VM rest.", "budget", "audit",
-                  "detect p50/p99");
+    std::snprintf(line, sizeof line, "%-17s %5s %10s %10s %8s %5s %8s %9s %8s %6s %11s\n", "fault",
+                  "count", "rec p50", "rec p99", "failed", "cut", "of reqs", "VM rest.", "budget",
+                  "audit", "detect p50/p99");
     o << line;
     for (const auto& [kind, row] : rows) {
         char detect[64] = "-";
         if (!row.detect.empty())
             std::snprintf(detect, sizeof detect, "%.0f/%.0fms", percentile(row.detect, 50),
                           percentile(row.detect, 99));
-        std::snprintf(line, sizeof line, "%-17s %5d %8.0fms %8.0fms %8d %8d %9d %8d %6d %11s\n",
+        std::snprintf(line, sizeof line, "%-17s %5d %8.0fms %8.0fms %8d %5d %8d %9d %8d %6d %11s\n",
                       kind.c_str(), row.count, percentile(row.recovery, 50),
-                      percentile(row.recovery, 99), row.failed, row.requests, row.restarts,
+                      percentile(row.recovery, 99), row.failed, row.cut, row.requests, row.restarts,
                       row.failures, row.audit, detect);
         o << line;
     }
-    o << "detect: from the kill to the victim's failed event in the journal (qemu-kill: the\n"
+    o << "cut: requests in flight in an HAProxy stopped at once (-st), reset by HAProxy itself\n"
+         "detect: from the kill to the victim's failed event in the journal (qemu-kill: the\n"
          "assembly, service-kill: its service; in a double, each kill counts under double)\n";
     return o.str();
 }

@@ -110,6 +110,28 @@ GuestImpact impactOf(const std::vector<JournalEvent>& window,
 std::vector<std::string> auditImpact(const Fault& f, const std::vector<JournalEvent>& window,
                                      const GuestImpact& impact);
 
+// One client request of the load, as audit 6 needs it (times on the driver's steady clock).
+struct ClientRequest {
+    double scheduled_ms = 0;
+    bool ok = true;
+    bool reset = false; // the connection was closed or reset before an answer came
+    std::string what;   // how it failed, for the detail: "reset", "timeout", "status 503"
+};
+
+// Audit 6 input: the requests scheduled in [fromMs, toMs] are charged to the fault. A hard
+// HAProxy restart (-st) stops the old process at once, and the connections it holds are cut
+// whatever pcloud does: a reset of a request scheduled before the old process was gone
+// (`oldBalancerGoneMs`) is counted as `cut`, not as `failed`. Any other failure is failed:
+// a 503 or a timeout, or a reset after the new process alone serves, is pcloud's to answer.
+struct RequestTally {
+    int requests = 0;
+    int failed = 0;
+    int cut = 0;
+    std::vector<std::string> failed_detail; // the first 10: "timeout@+1234ms"
+};
+RequestTally tallyRequests(const std::vector<ClientRequest>& all, double fromMs, double toMs,
+                           std::optional<double> oldBalancerGoneMs);
+
 // One iteration as recorded in the JSON lines file and summed up in the table.
 struct IterationRecord {
     int n = 0;
@@ -117,6 +139,7 @@ struct IterationRecord {
     bool converged = false;
     double recovery_ms = 0;
     int failed_requests = 0;
+    int cut_requests = 0; // cut in flight by a hard HAProxy restart (tallyRequests)
     int requests = 0;
     std::vector<std::string> failed_detail; // the first few: "timeout@+1234ms"
     GuestImpact impact;
@@ -134,8 +157,9 @@ struct IterationRecord {
 std::optional<double> detectionMs(const std::vector<JournalEvent>& window,
                                   const std::string& victim, bool service, double killedAtMs);
 
-// The table per fault kind: count, recovery p50/p99, failed requests, VM restarts, budget
-// use, audit failures. A Double counts under "double".
+// The table per fault kind: count, recovery p50/p99, failed requests, requests cut in
+// flight by a hard balancer restart, VM restarts, budget use, audit failures. A Double counts under
+// "double".
 std::string formatTable(const std::vector<IterationRecord>& records);
 
 // Nearest-rank percentile of `v` (p in [0, 100]); 0 for an empty vector.

@@ -36,6 +36,7 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -372,6 +373,8 @@ private:
     }
     std::mutex kills_mu_;
     std::mutex haproxy_mu_; // haproxyNew: one new HAProxy at a time
+    // When the HAProxy stopped by this iteration's -st had exited (set by haproxyNew).
+    std::optional<double> old_balancer_gone_ms_;
     std::vector<Kill> kills_;
     void restartCped(Millis downMs, int sig);
     void haproxyNew(const char* how);
@@ -447,6 +450,13 @@ void Driver::haproxyNew(const char* how) {
     if (int rc = runClean(cmd, opt_.state_dir + "/haproxy.log"); rc != 0)
         say("haproxy " + std::string(how) + " failed (exit " + std::to_string(rc) + "); see " +
             opt_.state_dir + "/haproxy.log");
+    // Until the old process is gone it may still accept a connection on the shared listener
+    // and then cut it; from then on the new one alone serves (audit 6, tallyRequests).
+    if (std::string_view(how) == "-st") {
+        if (!waitGone(old, 5s))
+            say("the old haproxy (pid " + std::to_string(old) + ") did not stop after -st");
+        old_balancer_gone_ms_ = bench::steadyMs();
+    }
 }
 
 void Driver::restartLibvirtd() {
@@ -566,6 +576,7 @@ int Driver::run() {
         // for continuity with the rest, but not charged to this fault.
         auto late = journal_.readNew();
         kills_.clear();
+        old_balancer_gone_ms_.reset();
         double t0 = bench::steadyMs();
         inject(rec.fault);
         // Converged = healthy and in the balancer for a second in a row (a member that is
@@ -609,25 +620,21 @@ int Driver::run() {
             if (auto d = cts::detectionMs(window, k.victim, k.service, k.at_ms))
                 rec.detect_ms.push_back(*d);
         add(cts::auditImpact(rec.fault, window, rec.impact));
+        std::vector<cts::ClientRequest> requests;
         for (const auto& r : load_.records())
-            if (r.scheduled_ms >= t0 && r.scheduled_ms <= tEnd) {
-                rec.requests++;
-                if (r.outcome != bench::Outcome::Ok) {
-                    rec.failed_requests++;
-                    if (rec.failed_detail.size() < 10)
-                        rec.failed_detail.push_back(
-                            std::string(bench::toString(r.outcome)) + "@+" +
-                            std::to_string(static_cast<long>(r.scheduled_ms - t0)) + "ms" +
-                            (r.status ? " status " + std::to_string(r.status) : ""));
-                }
-            }
+            requests.push_back({r.scheduled_ms, r.outcome == bench::Outcome::Ok,
+                                r.outcome == bench::Outcome::Reset,
+                                std::string(bench::toString(r.outcome)) +
+                                    (r.status ? " status " + std::to_string(r.status) : "")});
+        auto tally = cts::tallyRequests(requests, t0, tEnd, old_balancer_gone_ms_);
+        rec.requests = tally.requests;
+        rec.failed_requests = tally.failed;
+        rec.cut_requests = tally.cut;
+        rec.failed_detail = tally.failed_detail;
         // Audit 6: pcloud's own faults (the agent's included) must cost users nothing. Not
-        // charged: guest faults, and a hard HAProxy restart (-st), which cuts the connections
-        // in flight by itself, whatever pcloud does; its failed requests are still counted.
-        auto exempt = [](const cts::Fault& p) { return p.kind == cts::FaultKind::HaproxyRestart; };
-        bool pcloudOnly = !cts::hurtsGuest(rec.fault) && !exempt(rec.fault) &&
-                          (rec.fault.kind != cts::FaultKind::Double ||
-                           std::none_of(rec.fault.parts.begin(), rec.fault.parts.end(), exempt));
+        // charged: guest faults, and the connections a hard HAProxy restart (-st) cut in
+        // flight by itself (counted as cut); any other failed request is.
+        bool pcloudOnly = !cts::hurtsGuest(rec.fault);
         if (pcloudOnly && rec.failed_requests > 0) {
             std::string detail;
             for (const auto& d : rec.failed_detail)
@@ -639,11 +646,15 @@ int Driver::run() {
         if (out.is_open())
             out << rec.toJson().dump() << "\n" << std::flush;
         std::fprintf(stderr,
-                     "cts: [%d/%d] %-40s %s recovery %.0f ms, %d/%d requests failed, "
+                     "cts: [%d/%d] %-40s %s recovery %.0f ms, %d/%d requests failed%s, "
                      "%d VM restarts, %d failures%s\n",
                      n, opt_.iterations, rec.fault.describe().c_str(),
                      rec.converged ? "converged," : "NOT CONVERGED,", rec.recovery_ms,
-                     rec.failed_requests, rec.requests, rec.impact.vm_restarts, rec.impact.failures,
+                     rec.failed_requests, rec.requests,
+                     rec.cut_requests
+                         ? (" (" + std::to_string(rec.cut_requests) + " cut by -st)").c_str()
+                         : "",
+                     rec.impact.vm_restarts, rec.impact.failures,
                      rec.problems.empty() ? "" : "  AUDIT FAILED");
         for (const auto& p : rec.problems)
             std::fprintf(stderr, "cts:     %s\n", p.c_str());
