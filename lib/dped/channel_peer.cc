@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <string_view>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -43,6 +44,20 @@ struct LinkAccess : proton::receiver {
         return static_cast<const LinkAccess&>(r).pn_object();
     }
 };
+
+// Where the protocol header of a new AMQP connection starts in `data`, or `n` if none does:
+// "AMQP" then protocol id 3 (SASL: how the agent opens), version 1.0.0. The plain AMQP header
+// (id 0) also follows SASL inside one connection, so it marks a new connection only when
+// `plainToo` (the session was already open).
+std::size_t findAmqpHeader(const char* data, std::size_t n, bool plainToo) {
+    static const char kSasl[] = {'A', 'M', 'Q', 'P', 3, 1, 0, 0};
+    static const char kPlain[] = {'A', 'M', 'Q', 'P', 0, 1, 0, 0};
+    std::string_view in(data, n);
+    std::size_t at = in.find(std::string_view(kSasl, sizeof kSasl));
+    if (plainToo)
+        at = std::min(at, in.find(std::string_view(kPlain, sizeof kPlain)));
+    return at == std::string_view::npos ? n : at;
+}
 
 Millis monoMs() {
     using namespace std::chrono;
@@ -499,6 +514,15 @@ void ChannelPeer::tryConnect() {
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = kSockTag;
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd_, &ev);
+    {
+        std::lock_guard lock(mu_);
+        connected_ = true;
+    }
+    newSession();
+    emit(virt::ChannelEventKind::Connected, opt_.socket_path);
+}
+
+void ChannelPeer::newSession() {
     AgentSession::Callbacks scb;
     scb.on_report = [this](std::string body) {
         pending_reports_.fetch_add(1);
@@ -513,13 +537,55 @@ void ChannelPeer::tryConnect() {
             to_send_.clear();
     };
     session_ = std::make_unique<AgentSession>(opt_.session, std::move(scb));
+    session_bytes_in_ = 0;
     tick_at_ = monoMs();
+    std::lock_guard lock(mu_);
+    ++stats_.sessions;
+}
+
+void ChannelPeer::restartSession() {
+    PCLOUD_LOG(Info,
+               "A new AMQP connection on the channel: the agent restarted; answering it on a new "
+               "session",
+               {{"assembly", opt_.session.assembly},
+                {"old_session_bytes", std::to_string(session_bytes_in_)}});
+    foldSessionStats();
     {
         std::lock_guard lock(mu_);
-        connected_ = true;
-        ++stats_.sessions;
+        attached_ = false;
+        to_send_.clear();
+        ++stats_.restarted_sessions;
     }
-    emit(virt::ChannelEventKind::Connected, opt_.socket_path);
+    newSession();
+}
+
+bool ChannelPeer::feed(const char* data, std::size_t n) {
+    while (n > 0 && session_) {
+        auto rb = session_->readBuffer();
+        if (rb.size == 0)
+            return false;
+        std::size_t k = std::min(n, rb.size);
+        std::memcpy(rb.data, data, k);
+        session_bytes_in_ += k;
+        session_->readDone(k);
+        if (!session_->process() || session_->misbehaved())
+            return false;
+        data += k;
+        n -= k;
+    }
+    return session_ != nullptr;
+}
+
+void ChannelPeer::foldSessionStats() {
+    if (!session_)
+        return;
+    std::lock_guard lock(mu_);
+    const auto& s = session_->stats();
+    stats_.session.reports += s.reports;
+    stats_.session.refused_links += s.refused_links;
+    stats_.session.mismatched_hellos += s.mismatched_hellos;
+    stats_.session.commands_sent += s.commands_sent;
+    stats_.session.commands_dropped += s.commands_dropped;
 }
 
 void ChannelPeer::closeSocket(int retryMs) {
@@ -528,15 +594,7 @@ void ChannelPeer::closeSocket(int retryMs) {
         ::close(fd_);
         fd_ = -1;
     }
-    if (session_) {
-        std::lock_guard lock(mu_);
-        const auto& s = session_->stats();
-        stats_.session.reports += s.reports;
-        stats_.session.refused_links += s.refused_links;
-        stats_.session.mismatched_hellos += s.mismatched_hellos;
-        stats_.session.commands_sent += s.commands_sent;
-        stats_.session.commands_dropped += s.commands_dropped;
-    }
+    foldSessionStats();
     session_.reset();
     tick_at_ = 0;
     {
@@ -573,7 +631,20 @@ void ChannelPeer::readSocket(bool& eof, std::string& err) {
             return;
         ssize_t n = ::read(fd_, rb.data, rb.size);
         if (n > 0) {
-            session_->readDone(static_cast<std::size_t>(n));
+            auto len = static_cast<std::size_t>(n);
+            std::size_t at =
+                session_bytes_in_ > 0 ? findAmqpHeader(rb.data, len, agentAttached()) : len;
+            if (at < len) {
+                // A restarted agent's new connection (see the header): what precedes the
+                // header is the old connection's last bytes; they end with the old session.
+                std::string fresh(rb.data + at, len - at);
+                restartSession();
+                if (!feed(fresh.data(), fresh.size()))
+                    return;
+                continue;
+            }
+            session_bytes_in_ += len;
+            session_->readDone(len);
             if (!session_->process() || session_->misbehaved())
                 return;
             continue;

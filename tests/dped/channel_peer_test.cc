@@ -475,6 +475,44 @@ TEST(ChannelPeer, AnAgentOnTheSocketReachesTheReportsAndTakesCommands) {
     EXPECT_EQ(f.peer->stats().pending_reports, 0u);
 }
 
+// QEMU's socket stays connected when a killed agent's port closes, so the new agent's
+// connection arrives in the old one's byte stream: between two frames, or after half a frame
+// of the old agent. Either way it is answered on a new session at once, on the same socket:
+// no drop, no reconnect, and its reports arrive.
+TEST(ChannelPeer, ARestartedAgentsNewConnectionIsAnsweredOnTheSameSocket) {
+    for (bool midFrame : {false, true}) {
+        SCOPED_TRACE(midFrame ? "killed in the middle of a frame" : "killed between frames");
+        PeerFixture f;
+        ASSERT_TRUE(f.peer->start().ok());
+        ASSERT_TRUE(f.qemu.accept());
+        {
+            SocketAgent old(f.qemu.fd(), "node01");
+            ASSERT_TRUE(
+                old.pumpUntil([&] { return old.agent.sender_open && f.peer->agentAttached(); }));
+            old.agent.to_send = {hello("node01")};
+            ASSERT_TRUE(old.pumpUntil([&] { return f.reportCount() == 1; }));
+        }               // SIGKILL: the old agent's driver is gone without a word
+        if (midFrame) { // a frame header announcing 200 bytes, and only 12 of them
+            ASSERT_EQ(f.qemu.writeFor(std::string("\x00\x00\x00\xc8\x02\x00\x00\x00", 8) +
+                                          std::string(12, 'x'),
+                                      1s),
+                      20u);
+        }
+        SocketAgent fresh(f.qemu.fd(), "node01");
+        ASSERT_TRUE(
+            fresh.pumpUntil([&] { return fresh.agent.sender_open && f.peer->agentAttached(); }));
+        fresh.agent.to_send = {hello("node01"), heartbeat(1)};
+        ASSERT_TRUE(fresh.pumpUntil([&] { return f.reportCount() == 3; }));
+        auto st = f.peer->stats();
+        EXPECT_EQ(st.restarted_sessions, 1u);
+        EXPECT_EQ(st.dropped_connections, 0u);
+        EXPECT_EQ(st.sessions, 2u);
+        std::lock_guard lock(f.mu);
+        EXPECT_EQ(f.events, std::vector<virt::ChannelEventKind>{virt::ChannelEventKind::Connected})
+            << "one socket connection, never closed";
+    }
+}
+
 TEST(ChannelPeer, GarbageDropsTheConnectionReconnectsAndIsLoggedOncePerBurst) {
     ChannelPeerOptions o;
     o.misbehave_ms = 50;
