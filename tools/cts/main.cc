@@ -153,14 +153,6 @@ long readPid(const std::string& file) {
     return pid;
 }
 
-bool alive(long pid) {
-    if (pid <= 0)
-        return false;
-    // cped restarted by us is our child: reap it, or its zombie would look alive.
-    ::waitpid(static_cast<pid_t>(pid), nullptr, WNOHANG);
-    return ::kill(static_cast<pid_t>(pid), 0) == 0;
-}
-
 // The whole of a small /proc file ("" when the process is gone; never throws).
 std::string readProcFile(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -173,6 +165,23 @@ std::string readProcFile(const std::string& path) {
         out.append(buf, static_cast<std::size_t>(n));
     ::close(fd);
     return out;
+}
+
+// Alive = exists and is not a zombie. A daemon that exited (the HAProxy that -st stopped)
+// stays a zombie until init reaps it, which on these machines can take a second.
+bool alive(long pid) {
+    if (pid <= 0)
+        return false;
+    // cped restarted by us is our child: reap it, or its zombie would look alive.
+    ::waitpid(static_cast<pid_t>(pid), nullptr, WNOHANG);
+    if (::kill(static_cast<pid_t>(pid), 0) != 0)
+        return false;
+    std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
+    auto paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size())
+        return false; // gone between the two looks
+    char state = stat[paren + 2];
+    return state != 'Z' && state != 'X';
 }
 
 bool waitGone(long pid, std::chrono::milliseconds timeout) {
