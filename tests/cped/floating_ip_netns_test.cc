@@ -6,26 +6,14 @@
 // it every test fails, saying so.
 #include "common/fs.h"
 #include "cped/floating_ip.h"
+#include "support/netns.h"
 #include "support/test_support.h"
 
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
 #include <csignal>
-#include <cstring>
-#include <fcntl.h>
-#include <functional>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
-#include <net/if.h>
 #include <optional>
-#include <poll.h>
-#include <sched.h>
-#include <sstream>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <thread>
 #include <unistd.h>
 
 using namespace pcloud;
@@ -38,132 +26,41 @@ namespace {
 const std::string kAddress = "10.9.0.100/24";
 const std::uint32_t kIp = (10u << 24) | (9u << 16) | 100u;
 
-// Enters network namespace `ns` in the calling thread only (setns(CLONE_NEWNET) is per
-// thread); "" on success.
-std::string enterNetns(const std::string& ns) {
-    int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return "cannot open /run/netns/" + ns + ": " + std::strerror(errno);
-    int rc = ::setns(fd, CLONE_NEWNET);
-    int err = errno;
-    ::close(fd);
-    return rc == 0 ? "" : "setns " + ns + ": " + std::strerror(err);
-}
-
-// Runs `fn` on a thread inside `ns`; sockets it opens stay in that namespace.
-std::string inNetns(const std::string& ns, const std::function<void()>& fn) {
-    std::string err;
-    std::thread t([&] {
-        err = enterNetns(ns);
-        if (err.empty())
-            fn();
-    });
-    t.join();
-    return err;
-}
-
-// A raw ARP socket on one interface: the frames whose sender IP is `ip`.
-class ArpCapture {
-public:
-    ~ArpCapture() {
-        if (fd_ >= 0)
-            ::close(fd_);
-    }
-    std::string open(const std::string& ns, const std::string& dev) {
-        std::string err;
-        auto setup = inNetns(ns, [&] {
-            fd_ = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
-            sockaddr_ll sll{};
-            sll.sll_family = AF_PACKET;
-            sll.sll_protocol = htons(ETH_P_ARP);
-            sll.sll_ifindex = static_cast<int>(::if_nametoindex(dev.c_str()));
-            if (fd_ < 0 || sll.sll_ifindex == 0 ||
-                ::bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) != 0)
-                err = "cannot capture ARP on " + dev + ": " + std::strerror(errno);
-        });
-        return setup.empty() ? err : setup;
-    }
-    // Frames with sender IP `ip` (all ARP ops) until `want` came or `timeout` passed.
-    std::vector<std::vector<std::uint8_t>> read(std::uint32_t ip, std::size_t want,
-                                                std::chrono::milliseconds timeout) {
-        std::vector<std::vector<std::uint8_t>> out;
-        auto end = std::chrono::steady_clock::now() + timeout;
-        while (out.size() < want) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                end - std::chrono::steady_clock::now());
-            pollfd p{fd_, POLLIN, 0};
-            if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-                break;
-            std::vector<std::uint8_t> buf(1500);
-            ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
-            if (n < 42)
-                continue;
-            buf.resize(static_cast<std::size_t>(n));
-            std::uint32_t spa =
-                (std::uint32_t{buf[28]} << 24) | (buf[29] << 16) | (buf[30] << 8) | buf[31];
-            if (spa == ip)
-                out.push_back(std::move(buf));
-        }
-        return out;
-    }
-
-private:
-    int fd_ = -1;
-};
-
 class FloatingIpNetns : public ::testing::Test {
 protected:
     void SetUp() override {
         ASSERT_EQ(::geteuid(), 0u)
             << "this test needs root (CAP_NET_ADMIN) to make network namespaces; run it as root";
-        const std::string tag = std::to_string(::getpid());
-        a_ = "pcloud-h-fip" + tag + "a";
-        b_ = "pcloud-h-fip" + tag + "b";
-        for (const std::string& cmd :
-             {"ip netns add " + a_, "ip netns add " + b_,
-              "ip -n " + a_ + " link add fip0 type veth peer name fip1 netns " + b_,
-              "ip -n " + a_ + " link set lo up", "ip -n " + a_ + " link set fip0 up",
-              "ip -n " + b_ + " link set lo up", "ip -n " + b_ + " link set fip1 up",
-              // Each end has its own static address, as hosts do. The hub needs one in A:
-              // proton resolves 127.0.0.1 with AI_ADDRCONFIG, which glibc refuses while
-              // the only address besides loopback is fip0's IPv6 link-local one.
-              "ip -n " + a_ + " addr add 10.9.0.1/24 dev fip0",
-              "ip -n " + b_ + " addr add 10.9.0.2/24 dev fip1"}) {
-            auto r = runCommand(cmd + " 2>&1");
-            ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out;
-        }
+        a_ = netnsName("fipa");
+        b_ = netnsName("fipb");
+        ASSERT_EQ(runAll({"ip netns add " + a_, "ip netns add " + b_,
+                          "ip -n " + a_ + " link add fip0 type veth peer name fip1 netns " + b_,
+                          "ip -n " + a_ + " link set lo up", "ip -n " + a_ + " link set fip0 up",
+                          "ip -n " + b_ + " link set lo up", "ip -n " + b_ + " link set fip1 up",
+                          // Each end has its own static address, as hosts do. The hub needs
+                          // one in A: proton resolves 127.0.0.1 with AI_ADDRCONFIG, which
+                          // glibc refuses while the only address besides loopback is fip0's
+                          // IPv6 link-local one.
+                          "ip -n " + a_ + " addr add 10.9.0.1/24 dev fip0",
+                          "ip -n " + b_ + " addr add 10.9.0.2/24 dev fip1"}),
+                  "");
         // Until both ends have carrier the veth drops what is sent (noop qdisc).
         ASSERT_TRUE(
-            waitFor([&] { return operstate(a_, "fip0") == "UP" && operstate(b_, "fip1") == "UP"; },
+            waitFor([&] { return linkState(a_, "fip0") == "UP" && linkState(b_, "fip1") == "UP"; },
                     5s, 10ms))
-            << operstate(a_, "fip0") << " " << operstate(b_, "fip1");
+            << linkState(a_, "fip0") << " " << linkState(b_, "fip1");
         ASSERT_EQ(capture_.open(b_, "fip1"), "");
     }
-    std::string operstate(const std::string& ns, const std::string& dev) {
-        std::istringstream in(runCommand("ip -n " + ns + " -br link show dev " + dev).out);
-        std::string name, state;
-        in >> name >> state;
-        return state;
-    }
     void TearDown() override {
-        if (!a_.empty())
-            runCommand("ip netns del " + a_ + " 2>/dev/null");
-        if (!b_.empty())
-            runCommand("ip netns del " + b_ + " 2>/dev/null");
+        for (const auto& ns : {a_, b_})
+            if (!ns.empty())
+                runCommand("ip netns del " + ns + " 2>/dev/null");
     }
     std::string addresses(const std::string& ns, const std::string& dev) {
         return runCommand("ip -n " + ns + " -4 addr show dev " + dev).out;
     }
     bool hasAddress(const std::string& ns, const std::string& dev) {
-        return addresses(ns, dev).find("inet " + kAddress + " ") != std::string::npos;
-    }
-    std::string mac(const std::string& ns, const std::string& dev) {
-        // "fip0@if2  UP  6e:...:4f <BROADCAST,...>"
-        auto out = runCommand("ip -n " + ns + " -br link show dev " + dev).out;
-        std::istringstream in(out);
-        std::string name, state, addr;
-        in >> name >> state >> addr;
-        return addr;
+        return hasIpv4(ns, dev, kAddress);
     }
     std::unique_ptr<FloatingIp> openInA(const std::string& dev = "fip0") {
         std::optional<Result<std::unique_ptr<AddressLink>>> link;
@@ -193,17 +90,14 @@ TEST_F(FloatingIpNetns, AcquireAddsTheAddressAndFiveGratuitousArpsReachThePeer) 
     // The peer sees them on the wire (the probe's sender is 0.0.0.0, so it is not counted).
     auto frames = capture_.read(kIp, 5, 3s);
     ASSERT_EQ(frames.size(), 5u);
-    const std::string sender = mac(a_, "fip0");
+    const std::string sender = linkMac(a_, "fip0");
     for (const auto& f : frames) {
         EXPECT_EQ(std::vector<std::uint8_t>(f.begin(), f.begin() + 6),
                   std::vector<std::uint8_t>(6, 0xff)); // broadcast
         EXPECT_EQ(f[21], 1);                           // request
         EXPECT_EQ(std::vector<std::uint8_t>(f.begin() + 28, f.begin() + 32),
                   std::vector<std::uint8_t>(f.begin() + 38, f.begin() + 42)); // sender == target
-        char m[18];
-        std::snprintf(m, sizeof m, "%02x:%02x:%02x:%02x:%02x:%02x", f[22], f[23], f[24], f[25],
-                      f[26], f[27]);
-        EXPECT_EQ(m, sender);
+        EXPECT_EQ(arpSenderMac(f), sender);
     }
     // Exactly five: no sixth once the burst is over.
     fip->tick(1000);
@@ -266,7 +160,7 @@ TEST_F(FloatingIpNetns, AnotherHostHoldingTheAddressAnswersTheProbeAndIsNamed) {
             return !fip->conflicts().empty();
         },
         3s, 10ms));
-    EXPECT_EQ(fip->conflicts(), (std::vector<std::string>{mac(b_, "fip1")}));
+    EXPECT_EQ(fip->conflicts(), (std::vector<std::string>{linkMac(b_, "fip1")}));
 }
 
 TEST_F(FloatingIpNetns, AMissingInterfaceIsNamed) {
@@ -317,31 +211,11 @@ protected:
                                     {}, 0644)
                         .ok());
         const std::string url = "amqp://127.0.0.1:" + std::to_string(freePort());
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            int fd = ::open((dir_ + "/cped.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-            if (!enterNetns(a_).empty())
-                ::_exit(126);
-            std::vector<std::string> argv = {CPED_BIN,
-                                             "--state-dir",
-                                             dir_ + "/state",
-                                             "--listen",
-                                             url,
-                                             "--insecure-listen",
-                                             "--config",
-                                             dir_ + "/pcloud.conf",
-                                             "--dped-path",
-                                             FAKE_DPED};
-            std::vector<char*> args;
-            for (auto& a : argv)
-                args.push_back(a.data());
-            args.push_back(nullptr);
-            ::execv(CPED_BIN, args.data());
-            ::_exit(127);
-        }
+        pid_ = spawnInNetns(a_,
+                            {CPED_BIN, "--state-dir", dir_ + "/state", "--listen", url,
+                             "--insecure-listen", "--config", dir_ + "/pcloud.conf", "--dped-path",
+                             FAKE_DPED},
+                            dir_ + "/cped.log");
     }
     int stop(int sig) {
         ::kill(pid_, sig);
