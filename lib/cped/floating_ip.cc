@@ -247,6 +247,9 @@ void FloatingIp::acquire(Millis now) {
         return;
     wanted_ = true;
     claimed_by_.clear();
+    // Frames queued before this term (the previous leader's announcements) say nothing
+    // about it.
+    link_->takeClaimsByOthers();
     ensure(now);
     tickLocked(now);
 }
@@ -311,7 +314,10 @@ void FloatingIp::ensure(Millis now) {
 }
 
 void FloatingIp::readClaims() {
-    for (const auto& mac : link_->takeClaimsByOthers()) {
+    auto claims = link_->takeClaimsByOthers();
+    if (!wanted_ && !held_)
+        return; // the leader's own announcements, read only so that they do not pile up
+    for (const auto& mac : claims) {
         if (!claimed_by_.insert(mac).second)
             continue;
         conflicts_.push_back(toString(mac));
@@ -328,8 +334,7 @@ Millis FloatingIp::tick(Millis now) {
 }
 
 Millis FloatingIp::tickLocked(Millis now) {
-    if (wanted_ || held_)
-        readClaims();
+    readClaims();
     if (wanted_) {
         if (now >= next_check_)
             ensure(now);

@@ -185,6 +185,18 @@ TEST(FloatingIpConflicts, AnotherHostClaimingTheAddressIsLoggedOncePerTerm) {
     EXPECT_EQ(f.fip.conflicts().size(), 2u);
 }
 
+TEST(FloatingIpConflicts, ClaimsHeardWhileNotLeadingAreTheLeadersOwnAndNotConflicts) {
+    Fixture f;
+    const MacAddress leader = {0x52, 0x54, 0, 0xaa, 0xbb, 0xcc};
+    f.link.claims = {leader}; // the current leader's gratuitous ARPs
+    f.fip.tick(0);
+    EXPECT_TRUE(f.link.claims.empty()); // read, so that they do not pile up
+    f.link.claims = {leader};           // its last ones, queued when this node takes over
+    f.fip.acquire(100);
+    f.fip.tick(300);
+    EXPECT_TRUE(f.fip.conflicts().empty());
+}
+
 TEST(FloatingIpRelease, ReleaseDeletesAtOnceAndStopsTheBurst) {
     Fixture f;
     f.fip.acquire(0);

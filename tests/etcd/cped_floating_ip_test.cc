@@ -152,9 +152,11 @@ TEST_F(CpedFloatingIpZone, TheAddressFollowsTheLeaderOnStepDownAndOnSigterm) {
     EXPECT_FALSE(holds(b)) << "a follower must not hold the address";
 
     // Step-down without exit: a's lease is revoked under it, b leads, a keeps running.
-    ASSERT_EQ(revokeLeaseOf("a"), "");
-    ASSERT_TRUE(waitFor([&] { return holds(b) && !holds(a); }, 5s, 20ms))
-        << "a holds: " << holds(a) << ", b holds: " << holds(b);
+    // On a loaded machine a's lease may have expired on its own just before ("lease not
+    // found"): a has stepped down either way, and b's key is then the oldest.
+    const std::string revoke = revokeLeaseOf("a");
+    ASSERT_TRUE(waitFor([&] { return holds(b) && !holds(a); }, 10s, 20ms))
+        << "a holds: " << holds(a) << ", b holds: " << holds(b) << "; revoke: " << revoke;
     EXPECT_EQ(::kill(a.pid, 0), 0) << "a stepped down; it must still run";
     EXPECT_NE(a.log().find("Floating address released"), std::string::npos) << a.log();
     auto garps = captures_[1].read(kIp, 5, 5s);
