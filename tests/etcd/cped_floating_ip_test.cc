@@ -170,3 +170,23 @@ TEST_F(CpedFloatingIpZone, TheAddressFollowsTheLeaderOnStepDownAndOnSigterm) {
 }
 
 } // namespace
+
+// etcd stops answering (SIGSTOP): the leader cannot renew its lease, so it stops leading at
+// its local deadline (TTL/4 before etcd could expire the lease) and drops the address
+// while it keeps running, without any other node to take over.
+TEST_F(CpedFloatingIpZone, ALeaderThatCannotRenewItsLeaseDropsTheAddress) {
+    auto& a = cpeds_[0];
+    start(a);
+    ASSERT_TRUE(waitFor([&] { return holds(a); }, 15s, 20ms)) << a.log();
+    auto t0 = std::chrono::steady_clock::now();
+    etcd_->signal(0, SIGSTOP);
+    ASSERT_TRUE(waitFor([&] { return !holds(a); }, 5s, 10ms)) << a.log();
+    auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    std::printf("[ measured ] etcd frozen -> the leader drops the floating address: %lld ms\n",
+                static_cast<long long>(ms));
+    EXPECT_EQ(::kill(a.pid, 0), 0);
+    EXPECT_NE(a.log().find("Floating address released"), std::string::npos) << a.log();
+    etcd_->signal(0, SIGCONT);
+}
