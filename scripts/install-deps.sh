@@ -7,7 +7,7 @@ BUILD_PKGS=(
     cmake g++ make pkg-config git
     libvirt-dev libqpid-proton-cpp12-dev libqpid-proton11-dev libpugixml-dev libsdbus-c++-dev
     libboost-dev libgtest-dev libgmock-dev nlohmann-json3-dev libreadline-dev clang-format
-    clang-14 libclang-rt-14-dev libssl-dev
+    clang-14 libclang-rt-14-dev libssl-dev libnl-route-3-dev
     libgrpc++-dev protobuf-compiler protobuf-compiler-grpc golang-etcd-server-dev
 )
 # The real parts the integration tests and the demo drive.

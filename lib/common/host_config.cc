@@ -22,7 +22,8 @@ std::string trim(const std::string& s) {
 }
 
 const char* const kKnown = "apachectl nginx referee_dir qemu_commandline allow_host_devices "
-                           "pki_dir operator cped_name fence_agents_dir fence_agent image_dir";
+                           "pki_dir operator cped_name fence_agents_dir fence_agent image_dir "
+                           "floating_ip floating_dev";
 
 // The model's name grammar (model::isValidName), which common cannot include.
 bool validName(const std::string& n) {
@@ -35,7 +36,79 @@ bool validName(const std::string& n) {
     return true;
 }
 
+// A Linux interface name (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':'
+// (alias labels) or blanks.
+bool validInterfaceName(const std::string& n) {
+    if (n.empty() || n.size() > 15 || n == "." || n == "..")
+        return false;
+    for (unsigned char ch : n)
+        if (ch <= ' ' || ch >= 0x7f || ch == '/' || ch == ':')
+            return false;
+    return true;
+}
+
+// One decimal without sign or leading zeros (so "010" is not read as octal, as inet_aton
+// would), at most `max`.
+bool parseDecimal(const std::string& s, unsigned max, unsigned& out) {
+    if (s.empty() || s.size() > 3 || (s.size() > 1 && s[0] == '0'))
+        return false;
+    out = 0;
+    for (char ch : s) {
+        if (ch < '0' || ch > '9')
+            return false;
+        out = out * 10 + static_cast<unsigned>(ch - '0');
+    }
+    return out <= max;
+}
+
 } // namespace
+
+std::string Ipv4Cidr::toString() const {
+    return std::to_string(address >> 24) + "." + std::to_string((address >> 16) & 0xff) + "." +
+           std::to_string((address >> 8) & 0xff) + "." + std::to_string(address & 0xff) + "/" +
+           std::to_string(prefix);
+}
+
+Result<Ipv4Cidr> parseIpv4Cidr(const std::string& text) {
+    if (text.find(':') != std::string::npos)
+        return makeError("'" + text +
+                         "' is an IPv6 address; only IPv4 floating addresses are implemented "
+                         "(docs/ha.md)");
+    auto slash = text.find('/');
+    if (slash == std::string::npos)
+        return makeError("'" + text + "' has no prefix length; write it as A.B.C.D/N, e.g. " +
+                         text + "/24");
+    Ipv4Cidr c;
+    unsigned prefix = 0;
+    if (!parseDecimal(text.substr(slash + 1), 32, prefix) || prefix == 0)
+        return makeError("'" + text + "' has a bad prefix length (a decimal from 1 to 32)");
+    c.prefix = static_cast<int>(prefix);
+    std::istringstream dotted(text.substr(0, slash) + ".");
+    std::string part;
+    int parts = 0;
+    while (std::getline(dotted, part, '.')) {
+        unsigned octet = 0;
+        if (++parts > 4 || !parseDecimal(part, 255, octet))
+            break;
+        c.address = (c.address << 8) | octet;
+    }
+    if (parts != 4 || !dotted.eof())
+        return makeError("'" + text +
+                         "' is not an IPv4 address (four decimals 0-255 without leading "
+                         "zeros, separated by dots)");
+    const std::uint32_t first = c.address >> 24;
+    if (first == 0 || first == 127 || first >= 224)
+        return makeError("'" + text +
+                         "' is not a unicast host address (0/8, 127/8 and 224/3 are not)");
+    if (c.prefix <= 30) {
+        const std::uint32_t host = ~0u >> c.prefix;
+        if ((c.address & host) == 0 || (c.address & host) == host)
+            return makeError("'" + text + "' is the " +
+                             ((c.address & host) == 0 ? "network" : "broadcast") +
+                             " address of its prefix; give a host address");
+    }
+    return c;
+}
 
 const char* toString(QemuCommandline q) {
     switch (q) {
@@ -53,6 +126,7 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
     std::set<std::string> seen;
     bool dirsGiven = false;
     bool imageDirsGiven = false;
+    int floatingLine = 0; // the line of floating_ip or floating_dev, for "both or neither"
     std::istringstream in(text);
     std::string raw;
     int line = 0;
@@ -158,10 +232,30 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
                                      "' is not a valid name (letters, digits, '-', '_', '.')",
                                  path, line);
             (key == "operator" ? c.operator_name : c.cped_name) = value;
+        } else if (key == "floating_ip") {
+            auto ip = parseIpv4Cidr(value);
+            if (!ip)
+                return makeError("floating_ip " + ip.error().message, path, line);
+            c.floating_ip = *ip;
+            floatingLine = line;
+        } else if (key == "floating_dev") {
+            if (!validInterfaceName(value))
+                return makeError("floating_dev '" + value +
+                                     "' is not a network interface name (1 to 15 characters, "
+                                     "no blanks, '/' or ':')",
+                                 path, line);
+            c.floating_dev = value;
+            floatingLine = line;
         } else {
             return makeError("unknown key '" + key + "' (known: " + kKnown + ")", path, line);
         }
     }
+    if (c.floating_ip.has_value() != !c.floating_dev.empty())
+        return makeError(c.floating_ip ? "floating_ip is set but floating_dev is not; name the "
+                                         "interface that carries it (floating_dev = eth0)"
+                                       : "floating_dev is set but floating_ip is not; give the "
+                                         "address (floating_ip = 10.9.0.100/24)",
+                         path, floatingLine);
     return c;
 }
 

@@ -9,6 +9,8 @@
 
 #include "common/result.h"
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,17 @@ enum class QemuCommandline {
     None,       // no <qemu:commandline> at all (default)
     NetdevUser, // only "-netdev user,..." (no guestfwd/smb/tftp) and "-device virtio-net-pci,..."
 };
+
+// An IPv4 address with its prefix length ("10.9.0.100/24").
+struct Ipv4Cidr {
+    std::uint32_t address = 0; // host byte order
+    int prefix = 0;            // 1..32
+    std::string toString() const;
+};
+
+// "A.B.C.D/N" with N from 1 to 32, a unicast host address (not the network or broadcast
+// address of its prefix, not 0/8, 127/8 or 224/3). The error says what is wrong with `text`.
+Result<Ipv4Cidr> parseIpv4Cidr(const std::string& text);
 
 struct HostConfig {
     std::string source; // the file it came from; "" = built-in defaults (no file)
@@ -47,6 +60,10 @@ struct HostConfig {
     std::vector<std::string> fence_agents;
     // Where the disk images of assemblies created from an image (--image PATH) may be.
     std::vector<std::string> image_dirs = {"/var/lib/libvirt/images", "/var/lib/pcloud"};
+    // The zone's floating address (docs/ha.md "Floating IP"): while this host's cped leads,
+    // it holds `floating_ip` on the Ethernet interface `floating_dev`. Both or neither.
+    std::optional<Ipv4Cidr> floating_ip;
+    std::string floating_dev;
 };
 
 // Parses the text of a config file; errors name `path`:line and say the fix.

@@ -10,6 +10,7 @@
 #include "common/signals.h"
 #include "common/time_format.h"
 #include "cped/commands.h"
+#include "cped/floating_ip.h"
 #include "cped/supervisor.h"
 #include "envelope/envelope.h"
 #include "pki/pki.h"
@@ -64,7 +65,8 @@ keeps the event journal and runs one dped per started deployable.
                             the leader serves the command API and starts dpeds, the
                             others answer not-leader naming the leader
   --node-name NAME          this node's name in the zone (default: the host name)
-Signals: SIGTERM/SIGINT exit (dpeds and VMs keep running; the next cped adopts them),
+Signals: SIGTERM/SIGINT exit (dpeds and VMs keep running; the next cped adopts them;
+the floating address of pcloud.conf, held while leading, is deleted first),
 SIGHUP re-reads the db files and the deny list (PKI dir/revoked) and tells every dped to
 reload.
 )";
@@ -252,6 +254,9 @@ private:
     std::vector<std::string> dpedTlsArgs(const std::string& deployable);
 
     void startWantedDpeds();
+    // Holds the floating address while this node leads and drops it when it does not; returns
+    // the ms until it wants to run again (-1 = no floating address).
+    Millis reconcileFloatingIp();
     // The epoch dpeds start with: this node's while it leads, else the last one it led with
     // (a dped restarted after a step-down is then refused by receivers that saw a newer one).
     std::uint64_t dpedEpoch();
@@ -266,6 +271,9 @@ private:
     std::string pki_dir_;
     std::mutex owners_mutex_;                             // guards owners_ only
     std::map<std::string, std::set<std::string>> owners_; // deployable -> assembly names, uuids
+    // The zone's floating address (floating_ip in pcloud.conf), held while this cped leads;
+    // null when none is configured. Declared before the coordinator, whose callback uses it.
+    std::unique_ptr<FloatingIp> floating_;
     ClusterCoordinatorFactory cluster_factory_;
     std::unique_ptr<Coordinator> coordinator_;
     // Set by the coordinator's callback (its own thread, which must never wait on
@@ -691,6 +699,25 @@ void Cped::onEpochReply(const std::string& d, pid_t pid, std::uint64_t epoch,
     }
 }
 
+Millis Cped::reconcileFloatingIp() {
+    if (!floating_)
+        return -1;
+    // Level-triggered: the callback can be late while etcd is unreachable (docs/ha.md "A late
+    // callback"), but isLeader() reads the clock, so this pass drops the address once the
+    // local lease deadline passed, before etcd can expire the lease and elect another leader.
+    const Millis now = clock_.monotonicMs();
+    if (coordinator_->isLeader())
+        floating_->acquire(now);
+    else
+        floating_->release();
+    Millis next = floating_->tick(now);
+    // In a zone, look at the deadline every 100 ms while holding the address: the margin
+    // between the local deadline and the lease's expiry is TTL/4 (500 ms).
+    if (!o_.cluster.empty() && floating_->held())
+        next = next < 0 ? 100 : std::min<Millis>(next, 100);
+    return next;
+}
+
 void Cped::startWantedDpeds() {
     std::lock_guard lock(model_mutex_);
     for (const auto& d : desired_.startedSet())
@@ -778,6 +805,13 @@ int Cped::run() {
     journal_ = std::move(*journal);
     for (auto& w : journal_->takeWarnings())
         PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
+    // A floating_dev that does not exist is a configuration error (no respawn would fix it).
+    auto floating = makeFloatingIp(host_);
+    if (!floating) {
+        std::cerr << "cped: cannot start: " << floating.error().describe() << "\n";
+        return toInt(ExitCode::Config);
+    }
+    floating_ = std::move(*floating);
     // Signals are taken synchronously by the main thread; every thread inherits the mask.
     sigset_t sigs = signals::blockShutdownSignals();
     // After the mask: the etcd client's gRPC threads must not take SIGTERM either.
@@ -904,11 +938,15 @@ int Cped::run() {
     // --epoch; running ones (adopted, or from an earlier term) are raised to the new epoch
     // by raiseDpedEpochs(). A leader that steps down leaves its dpeds running: nodes and
     // agents refuse their commands once a newer leader's have reached them (docs/ha.md).
+    // The floating address follows: the supervision loop adds it once this node leads, and a
+    // step-down deletes it here at once (netlink, no lock a command could hold).
     coordinator_->onLeadershipChange([this](const LeadershipInfo& li) {
         if (li.leader) {
             became_leader_ = true;
             supervisor_->wake();
         } else {
+            if (floating_)
+                floating_->release();
             PCLOUD_LOG(Warning, "This cped no longer leads; it refuses commands",
                        {{"node", li.node},
                         {"leader", li.leader_name.empty() ? "-" : li.leader_name},
@@ -926,10 +964,13 @@ int Cped::run() {
     std::atomic<bool> stopping{false};
     std::thread supervision([&] {
         while (!stopping) {
+            Millis fip = reconcileFloatingIp();
             if (became_leader_.exchange(false))
                 startWantedDpeds();
             Millis next = supervisor_->tick();
             raiseDpedEpochs();
+            if (fip >= 0)
+                next = next < 0 ? fip : std::min(next, fip);
             supervisor_->waitActivity(next < 0 ? 1000 : std::min<Millis>(next, 1000));
         }
     });
@@ -960,6 +1001,9 @@ int Cped::run() {
     stopping = true;
     supervisor_->wake();
     supervision.join();
+    // The address goes before the lease: the next leader adds it once this one resigned.
+    if (floating_)
+        floating_->release();
     coordinator_->resign(); // in a zone, another node takes over without waiting for a TTL
     server_.close();
     client_.waitIdle(2s);

@@ -137,3 +137,61 @@ TEST(HostConfig, FenceAgentsAndImageDirs) {
         EXPECT_NE(bad.error().message.find(says), std::string::npos) << bad.error().message;
     }
 }
+
+TEST(HostConfig, FloatingIpAndItsInterface) {
+    EXPECT_FALSE(HostConfig{}.floating_ip.has_value()); // no floating address by default
+    auto r = parse("floating_ip = 10.9.0.100/24\nfloating_dev = veth-a0\n", "p.conf");
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    ASSERT_TRUE(r->floating_ip.has_value());
+    EXPECT_EQ(r->floating_ip->address, (10u << 24) | (9u << 16) | 100u);
+    EXPECT_EQ(r->floating_ip->prefix, 24);
+    EXPECT_EQ(r->floating_ip->toString(), "10.9.0.100/24");
+    EXPECT_EQ(r->floating_dev, "veth-a0");
+    // A /32 and a /31 have no network or broadcast address to refuse.
+    EXPECT_TRUE(parseIpv4Cidr("192.168.1.0/32").ok());
+    EXPECT_TRUE(parseIpv4Cidr("192.168.1.255/31").ok());
+}
+
+TEST(HostConfig, BadFloatingIpLinesNameFileLineAndValue) {
+    struct Case {
+        std::string text;
+        int line;
+        std::string says;
+    };
+    const std::string dev = "floating_dev = eth0\n";
+    const std::vector<Case> cases = {
+        {dev + "floating_ip = 10.9.0.100\n", 2, "floating_ip '10.9.0.100' has no prefix length"},
+        {dev + "floating_ip = 10.9.0.100/0\n", 2, "bad prefix length (a decimal from 1 to 32)"},
+        {dev + "floating_ip = 10.9.0.100/33\n", 2, "bad prefix length"},
+        {dev + "floating_ip = 10.9.0.100/024\n", 2, "bad prefix length"},
+        {dev + "floating_ip = 10.9.0/24\n", 2, "'10.9.0/24' is not an IPv4 address"},
+        {dev + "floating_ip = 10.9.0.1.2/24\n", 2, "is not an IPv4 address"},
+        {dev + "floating_ip = 10.9.0.256/24\n", 2, "is not an IPv4 address"},
+        {dev + "floating_ip = 10.09.0.1/24\n", 2, "without leading zeros"},
+        {dev + "floating_ip = 10.9.0.x/24\n", 2, "is not an IPv4 address"},
+        {dev + "floating_ip = 10.9.0.1./24\n", 2, "is not an IPv4 address"},
+        {dev + "floating_ip = 10.9.0.0/24\n", 2, "the network address of its prefix"},
+        {dev + "floating_ip = 10.9.0.255/24\n", 2, "the broadcast address of its prefix"},
+        {dev + "floating_ip = 127.0.0.2/8\n", 2, "not a unicast host address"},
+        {dev + "floating_ip = 224.0.0.5/24\n", 2, "not a unicast host address"},
+        {dev + "floating_ip = fd00::100/64\n", 2, "IPv6 address; only IPv4"},
+        {"floating_ip = 10.9.0.100/24\nfloating_ip = 10.9.0.101/24\n", 2,
+         "'floating_ip' is set twice"},
+        {"floating_ip = 10.9.0.100/24\nfloating_dev = eth0:1\n", 2,
+         "floating_dev 'eth0:1' is not a network interface name"},
+        {"floating_ip = 10.9.0.100/24\nfloating_dev = averyveryverylongname\n", 2,
+         "is not a network interface name (1 to 15 characters"},
+        {"floating_ip = 10.9.0.100/24\nfloating_dev = ../x\n", 2, "not a network interface"},
+        {"# zone address\nfloating_ip = 10.9.0.100/24\n", 2,
+         "floating_ip is set but floating_dev is not"},
+        {"floating_dev = eth0\n", 1, "floating_dev is set but floating_ip is not"},
+    };
+    for (const auto& c : cases) {
+        auto r = parse(c.text, "/etc/pcloud/pcloud.conf");
+        ASSERT_FALSE(r.ok()) << c.text;
+        EXPECT_EQ(r.error().file, "/etc/pcloud/pcloud.conf") << c.text;
+        EXPECT_EQ(r.error().line, c.line) << c.text;
+        EXPECT_NE(r.error().describe().find(c.says), std::string::npos)
+            << c.text << " -> " << r.error().describe();
+    }
+}

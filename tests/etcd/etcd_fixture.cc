@@ -1,8 +1,10 @@
 #include "etcd/etcd_fixture.h"
 
+#include "support/netns.h"
 #include "support/test_support.h"
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
@@ -21,8 +23,8 @@ std::string tail(const std::string& path, size_t bytes) {
     return s.size() > bytes ? s.substr(s.size() - bytes) : s;
 }
 
-EtcdCluster::EtcdCluster(int members, std::vector<std::string> extraArgs)
-    : extra_(std::move(extraArgs)) {
+EtcdCluster::EtcdCluster(int members, std::vector<std::string> extraArgs, std::string netns)
+    : extra_(std::move(extraArgs)), netns_(std::move(netns)) {
     char tmpl[] = "/tmp/pcloud-etcd-XXXXXX";
     dir_ = ::mkdtemp(tmpl) ? tmpl : "/tmp/pcloud-etcd-fallback";
     for (int i = 0; i < members; ++i) {
@@ -98,6 +100,12 @@ std::string EtcdCluster::spawn(int i) {
             ::dup2(fd, 1);
             ::dup2(fd, 2);
         }
+        if (!netns_.empty()) {
+            if (auto err = testsupport::enterNetns(netns_); !err.empty()) {
+                std::fprintf(stderr, "%s\n", err.c_str());
+                ::_exit(126);
+            }
+        }
         std::vector<char*> argv;
         for (auto& a : args)
             argv.push_back(a.data());
@@ -110,9 +118,7 @@ std::string EtcdCluster::spawn(int i) {
 }
 
 bool EtcdCluster::healthy(int i) {
-    auto& m = members_[static_cast<size_t>(i)];
-    auto r = testsupport::runCommand("ETCDCTL_API=3 /usr/bin/etcdctl --endpoints=" + m.endpoint() +
-                                     " --command-timeout=1s endpoint health 2>&1");
+    auto r = testsupport::runCommand(etcdctl(i) + " --command-timeout=1s endpoint health 2>&1");
     return r.rc == 0;
 }
 
@@ -155,14 +161,17 @@ std::string EtcdCluster::restart(int i) {
     return "";
 }
 
+std::string EtcdCluster::etcdctl(int i) const {
+    return "ETCDCTL_API=3 " + (netns_.empty() ? std::string() : "ip netns exec " + netns_ + " ") +
+           "/usr/bin/etcdctl --endpoints=" + members_[static_cast<size_t>(i)].endpoint();
+}
+
 int EtcdCluster::leaderIndex() {
     for (int i = 0; i < size(); ++i) {
         if (members_[static_cast<size_t>(i)].pid <= 0)
             continue;
-        auto r =
-            testsupport::runCommand("ETCDCTL_API=3 /usr/bin/etcdctl --endpoints=" +
-                                    members_[static_cast<size_t>(i)].endpoint() +
-                                    " --command-timeout=1s endpoint status -w json 2>/dev/null");
+        auto r = testsupport::runCommand(
+            etcdctl(i) + " --command-timeout=1s endpoint status -w json 2>/dev/null");
         if (r.rc != 0)
             continue;
         // {"Status":{"header":{"member_id":A,...},"leader":B,...}}: leader when A == B.

@@ -21,7 +21,10 @@ struct Member {
 class EtcdCluster {
 public:
     // `extraArgs` go to every member (e.g. --heartbeat-interval=50 --election-timeout=500).
-    explicit EtcdCluster(int members = 1, std::vector<std::string> extraArgs = {});
+    // With `netns`, the members run in that network namespace (support/netns.h) and the
+    // fixture's etcdctl checks too; its loopback must be up.
+    explicit EtcdCluster(int members = 1, std::vector<std::string> extraArgs = {},
+                         std::string netns = {});
     ~EtcdCluster();
 
     // Starts every member and waits until each answers; "" or what went wrong, with the
@@ -37,12 +40,15 @@ public:
     int size() const { return static_cast<int>(members_.size()); }
     // The index of the member etcd reports as the raft leader, -1 if none answers.
     int leaderIndex();
+    // "ETCDCTL_API=3 [ip netns exec NS] /usr/bin/etcdctl --endpoints=... " for a shell.
+    std::string etcdctl(int i = 0) const;
 
 private:
     std::string spawn(int i);
     bool healthy(int i);
     std::string dir_;
     std::vector<std::string> extra_;
+    std::string netns_;
     std::vector<Member> members_;
 };
 
