@@ -567,6 +567,24 @@ struct AsmRun {
                                 e.causeId(a.name));
                 return Membership::Out;
             }
+            // The host connection went down after this start was issued, so the start may
+            // never have reached libvirt or failed with the connection (pcloud-cts: a qemu
+            // killed as libvirtd restarts). Once the connection is back and the domain is still
+            // down, start it again under the same cause; that is no new failure.
+            const auto& recovered = e.st.deployable.infra_recovered_at;
+            if (!at.seen_running && domainDown(oa.domain) && recovered &&
+                *recovered > at.phase_since) {
+                Engine::event(body, a.name, "", restart ? "restarting" : "starting",
+                              "the host connection came back before the domain ran; starting "
+                              "it again",
+                              at.cause_id);
+                if (oa.domain == DomainState::Crashed)
+                    body.push_back(make(ActionKind::StopDomain, a.name, "", at.cause_id));
+                body.push_back(make(ActionKind::StartDomain, a.name, "", at.cause_id));
+                at.phase_since = e.now;
+                e.wakeAt(e.now + e.tun.domain_start_deadline + 1);
+                return waiting(Membership::Out);
+            }
             Millis deadline = e.since(at.phase_since, oa) + e.tun.domain_start_deadline;
             if (e.now > deadline && !e.busBlind(oa)) {
                 assemblyFailure(std::string(restart ? "restart" : "start") +
