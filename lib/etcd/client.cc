@@ -50,6 +50,43 @@ Result<std::vector<std::string>> parseEndpoints(const std::string& spec) {
     return out;
 }
 
+// etcd's refusal of a member change, in words: what etcd said (its own text, without the
+// call's prefix) and what it means. `error` is the client's "etcd EP: CALL: CODE: MESSAGE".
+std::string explainMemberError(const std::string& what, const std::string& error) {
+    const std::string prefix = kEtcdServerPrefix;
+    auto at = error.find(prefix);
+    std::string said = at == std::string::npos ? "" : error.substr(at + prefix.size());
+    std::string ep;
+    if (error.rfind("etcd ", 0) == 0)
+        ep = error.substr(5, error.find(':', error.find(':') + 1) - 5);
+    const std::string asked = ep.empty() ? "" : " (asked etcd " + ep + ")";
+    if (said == "re-configuration failed due to not enough started members")
+        return "etcd refused to " + what + ": " + said +
+               " (etcd counts the members that have started at least once, and an added member "
+               "that never started is not one: with this change, fewer than a quorum would "
+               "have started); nothing was changed" +
+               asked;
+    if (said == "unhealthy cluster")
+        return "etcd refused to " + what + ": " + said +
+               " (etcd takes a membership change only once the member that received it has "
+               "been connected for 5 s to every voting member for an add, to a quorum of "
+               "those left for a removal: within 5 s of a member's start, or while members "
+               "are down); nothing was changed, retry in a few seconds" +
+               asked;
+    if (said == "member not found")
+        return "etcd refused to " + what + ": " + said + " (removed meanwhile?)" + asked;
+    if (said == "Peer URLs already exists")
+        return "etcd refused to " + what + ": another member uses that peer URL already" + asked;
+    if (!said.empty())
+        return "etcd refused to " + what + ": " + said + asked;
+    if (error.find("DEADLINE_EXCEEDED") != std::string::npos)
+        return "etcd did not answer in time when asked to " + what +
+               "; the change may have been applied: look at cluster_status before trying "
+               "again (" +
+               error + ")";
+    return "cannot " + what + ": " + error;
+}
+
 namespace {
 
 // The end of the range of every key starting with `prefix` (etcd's "prefix + 1").
@@ -109,7 +146,32 @@ struct Endpoint {
     std::unique_ptr<pb::KV::Stub> kv;
     std::unique_ptr<pb::Lease::Stub> lease;
     std::unique_ptr<pb::Watch::Stub> watch;
+    std::unique_ptr<pb::Cluster::Stub> cluster;
 };
+
+MemberInfo fromPb(const pb::Member& m) {
+    MemberInfo i;
+    i.id = m.id();
+    i.name = m.name();
+    i.peer_urls.assign(m.peerurls().begin(), m.peerurls().end());
+    i.client_urls.assign(m.clienturls().begin(), m.clienturls().end());
+    i.learner = m.islearner();
+    return i;
+}
+
+std::vector<MemberInfo> fromPb(const google::protobuf::RepeatedPtrField<pb::Member>& ms) {
+    std::vector<MemberInfo> out;
+    for (const auto& m : ms)
+        out.push_back(fromPb(m));
+    return out;
+}
+
+// etcd answers a member add that would break its quorum with UNAVAILABLE "etcdserver:
+// unhealthy cluster" (rpctypes.ErrGRPCUnhealthy): the cluster's answer, the same from
+// every endpoint, so it is not taken for an endpoint that is down.
+bool isClusterAnswer(const grpc::Status& st) {
+    return st.error_message() == std::string(kEtcdServerPrefix) + "unhealthy cluster";
+}
 
 // The reader side of a stream: a thread reads replies into a queue that next() drains.
 template <typename Req, typename Resp, typename Out> class StreamBase {
@@ -380,8 +442,10 @@ public:
             ep->kv = pb::KV::NewStub(ep->channel);
             ep->lease = pb::Lease::NewStub(ep->channel);
             ep->watch = pb::Watch::NewStub(ep->channel);
+            ep->cluster = pb::Cluster::NewStub(ep->channel);
             endpoints_.push_back(std::move(ep));
         }
+        args_ = args;
     }
 
     Result<RangeResult> range(const std::string& key, bool prefix) override {
@@ -533,6 +597,90 @@ public:
         return std::unique_ptr<WatchStream>(std::move(s));
     }
 
+    Result<MemberListResult> memberList() override {
+        pb::MemberListRequest req;
+        pb::MemberListResponse resp;
+        auto st = invoke(
+            "MemberList",
+            [&](Endpoint& ep, grpc::ClientContext& ctx) {
+                return ep.cluster->MemberList(&ctx, req, &resp);
+            },
+            true);
+        if (!st)
+            return st.error();
+        MemberListResult out;
+        out.cluster_id = resp.header().cluster_id();
+        out.answered_by = resp.header().member_id();
+        out.members = fromPb(resp.members());
+        return out;
+    }
+
+    Result<MemberAddResult> memberAdd(const std::vector<std::string>& peer_urls) override {
+        pb::MemberAddRequest req;
+        for (const auto& u : peer_urls)
+            req.add_peerurls(u);
+        pb::MemberAddResponse resp;
+        auto st = invoke(
+            "MemberAdd",
+            [&](Endpoint& ep, grpc::ClientContext& ctx) {
+                return ep.cluster->MemberAdd(&ctx, req, &resp);
+            },
+            true, o_.member_timeout_ms);
+        if (!st)
+            return st.error();
+        return MemberAddResult{fromPb(resp.member()), fromPb(resp.members())};
+    }
+
+    Result<std::vector<MemberInfo>> memberRemove(std::uint64_t id) override {
+        pb::MemberRemoveRequest req;
+        req.set_id(id);
+        pb::MemberRemoveResponse resp;
+        auto st = invoke(
+            "MemberRemove",
+            [&](Endpoint& ep, grpc::ClientContext& ctx) {
+                return ep.cluster->MemberRemove(&ctx, req, &resp);
+            },
+            true, o_.member_timeout_ms);
+        if (!st)
+            return st.error();
+        return fromPb(resp.members());
+    }
+
+    Result<MemberStatus> memberStatus(const std::string& endpoint) override {
+        std::string address = endpoint;
+        if (address.rfind("https://", 0) == 0)
+            return makeError("etcd " + address + ": Status: TLS is not supported yet");
+        if (address.rfind("http://", 0) == 0)
+            address = address.substr(7);
+        while (!address.empty() && address.back() == '/')
+            address.pop_back();
+        // A channel of its own each time: a member that just came back is asked at once,
+        // not after the reconnect backoff of a channel that saw it down.
+        auto channel =
+            grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args_);
+        auto stub = pb::Maintenance::NewStub(channel);
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(o_.call_timeout_ms));
+        pb::StatusRequest req;
+        pb::StatusResponse resp;
+        auto st = stub->Status(&ctx, req, &resp);
+        if (!st.ok())
+            return makeError(describe(address, "Status", st));
+        MemberStatus out;
+        out.member_id = resp.header().member_id();
+        out.version = resp.version();
+        out.db_size = resp.dbsize();
+        out.db_size_in_use = resp.dbsizeinuse();
+        out.leader = resp.leader();
+        out.raft_index = resp.raftindex();
+        out.raft_term = resp.raftterm();
+        out.raft_applied_index = resp.raftappliedindex();
+        out.errors.assign(resp.errors().begin(), resp.errors().end());
+        out.learner = resp.islearner();
+        return out;
+    }
+
     std::string currentEndpoint() const override { return endpoints_[current_]->address; }
 
 private:
@@ -544,22 +692,26 @@ private:
             current_.compare_exchange_strong(i, (i + 1) % endpoints_.size());
     }
 
-    template <typename F> Status invoke(const char* call, F&& fn) {
+    // `clusterAnswers`: an UNAVAILABLE that is etcd's own refusal (isClusterAnswer) is final.
+    // `timeoutMs` 0 = the call timeout.
+    template <typename F>
+    Status invoke(const char* call, F&& fn, bool clusterAnswers = false, Millis timeoutMs = 0) {
         std::size_t start = current_.load();
         std::string errors;
         for (std::size_t k = 0; k < endpoints_.size(); ++k) {
             std::size_t i = (start + k) % endpoints_.size();
             auto& ep = *endpoints_[i];
             grpc::ClientContext ctx;
-            ctx.set_deadline(std::chrono::system_clock::now() +
-                             std::chrono::milliseconds(o_.call_timeout_ms));
+            ctx.set_deadline(
+                std::chrono::system_clock::now() +
+                std::chrono::milliseconds(timeoutMs > 0 ? timeoutMs : o_.call_timeout_ms));
             grpc::Status st = fn(ep, ctx);
             if (st.ok()) {
                 current_ = i;
                 return Status::success();
             }
             std::string msg = describe(ep.address, call, st);
-            if (st.error_code() != grpc::UNAVAILABLE) {
+            if (st.error_code() != grpc::UNAVAILABLE || (clusterAnswers && isClusterAnswer(st))) {
                 // Not retried: the call may have been applied (a timeout), or the request
                 // itself is wrong. The next call starts elsewhere after a timeout.
                 if (st.error_code() == grpc::DEADLINE_EXCEEDED)
@@ -579,6 +731,7 @@ private:
     ClientOptions o_;
     std::vector<std::unique_ptr<Endpoint>> endpoints_;
     std::atomic<std::size_t> current_{0};
+    grpc::ChannelArguments args_;
 };
 
 } // namespace

@@ -1,6 +1,7 @@
 #pragma once
 // A small etcd v3 client over the gRPC stubs generated from etcd 3.4's protos: range, put,
-// delete, Txn, leases (grant, keep-alive stream, revoke, time-to-live) and watch streams.
+// delete, Txn, leases (grant, keep-alive stream, revoke, time-to-live), watch streams, the
+// Cluster member API (list, add, remove) and Maintenance.Status of one member.
 //
 // - Every unary call has a deadline (ClientOptions::call_timeout_ms).
 // - Several endpoints: a call that finds its endpoint unreachable (UNAVAILABLE) moves on to
@@ -11,6 +12,9 @@
 //   leader ends the stream instead of serving stale events.
 // - Errors are Result/Status whose message names the endpoint and the call:
 //   "etcd 127.0.0.1:2379: Txn: UNAVAILABLE: failed to connect to all addresses".
+// - The member calls are not retried on another endpoint when etcd itself answered with a
+//   refusal ("etcdserver: ..."), even one sent as UNAVAILABLE ("unhealthy cluster"): that is
+//   the cluster's answer, not an endpoint that is down.
 //
 // Thread-safe: calls may come from several threads; each stream is used by one consumer.
 
@@ -111,11 +115,56 @@ struct WatchBatch {
     std::vector<WatchEvent> events;
 };
 
+// A member of the etcd cluster (Cluster.MemberList).
+struct MemberInfo {
+    std::uint64_t id = 0;
+    std::string name; // "" until the member has started
+    std::vector<std::string> peer_urls;
+    std::vector<std::string> client_urls; // empty until the member has started
+    bool learner = false;
+};
+
+struct MemberListResult {
+    std::uint64_t cluster_id = 0;
+    std::uint64_t answered_by = 0; // the member that answered
+    std::vector<MemberInfo> members;
+};
+
+struct MemberAddResult {
+    MemberInfo added;
+    std::vector<MemberInfo> members; // after the add
+};
+
+// Maintenance.Status of one member.
+struct MemberStatus {
+    std::uint64_t member_id = 0;
+    std::string version;
+    std::int64_t db_size = 0;
+    std::int64_t db_size_in_use = 0;
+    std::uint64_t leader = 0; // the member it believes leads, 0 = none
+    std::uint64_t raft_index = 0;
+    std::uint64_t raft_term = 0;
+    std::uint64_t raft_applied_index = 0;
+    std::vector<std::string> errors;
+    bool learner = false;
+};
+
+// Messages of etcd's own refusals start with this (etcdserver/api/v3rpc/rpctypes).
+inline constexpr const char* kEtcdServerPrefix = "etcdserver: ";
+
+// A failed member call (`error` as the client put it: "etcd EP: CALL: CODE: MESSAGE", or
+// "no etcd endpoint answered: ...") in words for an operator: "etcd refused to WHAT:
+// <etcd's own words>: <what they mean>", or "cannot WHAT: <error>" when etcd said nothing.
+std::string explainMemberError(const std::string& what, const std::string& error);
+
 struct ClientOptions {
     // "host:port" or "http://host:port" each.
     std::vector<std::string> endpoints;
     Millis call_timeout_ms = 2000;
     Millis connect_timeout_ms = 1000; // one connection attempt (TCP + HTTP/2 handshake)
+    // MemberAdd and MemberRemove: etcd answers once the change is applied (a raft round; more
+    // while a raft election runs).
+    Millis member_timeout_ms = 5000;
 };
 
 // "etcd://h1:2379,h2:2379" (or "h1:2379,http://h2:2379") -> {"h1:2379", "h2:2379"}; an error
@@ -173,6 +222,15 @@ public:
     virtual Result<std::unique_ptr<WatchStream>> watch(const std::string& key, bool prefix,
                                                        std::int64_t start_revision,
                                                        StreamNotify notify = {}) = 0;
+
+    // Cluster.MemberList, MemberAdd (a voting member with these peer URLs), MemberRemove.
+    virtual Result<MemberListResult> memberList() = 0;
+    virtual Result<MemberAddResult> memberAdd(const std::vector<std::string>& peer_urls) = 0;
+    virtual Result<std::vector<MemberInfo>> memberRemove(std::uint64_t id) = 0;
+    // Maintenance.Status asked of one member at `endpoint` ("host:port" or a client URL
+    // "http://host:port"), which need not be one of the client's endpoints; one attempt
+    // within the call timeout.
+    virtual Result<MemberStatus> memberStatus(const std::string& endpoint) = 0;
 
     virtual std::string currentEndpoint() const = 0;
 };
