@@ -447,6 +447,29 @@ private:
     json hostMaintenance();
     json assemblyPlace();
     json deployableSpread();
+    json clusterStatus();
+    json clusterAdd();
+    json clusterRemove();
+    ZoneMembership& needZone(const char* command) {
+        ZoneMembership* z = ctx_.coordinator ? ctx_.coordinator->zone() : nullptr;
+        if (!z)
+            fail(code::Conflict,
+                 std::string(command) +
+                     ": this cped runs as a single node (no etcd, no zone to change); start "
+                     "every cped with --cluster etcd://H1:2379,... --node-name NAME "
+                     "(docs/ha.md)");
+        return *z;
+    }
+    policy::ZoneView observeZone(ZoneMembership& z) {
+        auto v = z.observe();
+        if (!v)
+            fail(code::Unavailable, v.error().message);
+        return std::move(*v);
+    }
+    // Zone events go to the journal under the pseudo-deployable "zone:MEMBER", like hosts.
+    void emitZone(const std::string& member, const std::string& state, const std::string& reason) {
+        emit("zone:" + member, "", state, reason);
+    }
     // Host events go to the journal under the pseudo-deployable "host:NAME" (':' cannot
     // be in a deployable name, so it never collides).
     void emitHost(const std::string& host, const std::string& state, const std::string& reason) {
@@ -708,6 +731,147 @@ json Handler::deployableSpread() {
     next.deployables[dep].spread = mode == "on";
     commit(std::move(next));
     return {{"deployable", dep}, {"spread", mode == "on"}, {"dped", reloadDped(dep)}};
+}
+
+namespace {
+
+json memberJson(const policy::ZoneView& v, const policy::ZoneHealth& h,
+                const policy::ZoneMember& m) {
+    json j = {{"name", m.name},
+              {"label", m.label()},
+              {"id", policy::memberIdHex(m.id)},
+              {"peer_urls", m.peer_urls},
+              {"client_urls", m.client_urls},
+              {"learner", m.learner},
+              {"started", m.started()},
+              {"healthy", m.healthy()},
+              {"is_leader", h.leader != 0 && m.id == h.leader}};
+    if (m.answered) {
+        j["status"] = {{"version", m.version},
+                       {"db_size", m.db_size},
+                       {"db_size_in_use", m.db_size_in_use},
+                       {"leader", m.leader ? policy::memberIdHex(m.leader) : ""},
+                       {"raft_index", m.raft_index},
+                       {"raft_term", m.raft_term},
+                       {"raft_applied_index", m.raft_applied_index},
+                       {"errors", m.errors}};
+    }
+    if (!m.healthy())
+        j["problem"] = m.unhealthyReason();
+    if (auto lag = policy::lagOf(v, m))
+        j["lag"] = *lag;
+    return j;
+}
+
+// "etcd://h1:2379,h2:2379" plus the new member's client address, for the printed cped line.
+std::string withEndpoint(std::string url, const std::string& endpoint) {
+    if (url.rfind("etcd://", 0) != 0)
+        url = "etcd://" + url;
+    return url + "," + endpoint;
+}
+
+// The host of "http://HOST:PORT".
+std::string urlHost(const std::string& url) {
+    auto start = url.find("://");
+    std::string rest = start == std::string::npos ? url : url.substr(start + 3);
+    return rest.substr(0, rest.rfind(':'));
+}
+
+} // namespace
+
+json Handler::clusterStatus() {
+    LeadershipInfo li;
+    if (ctx_.coordinator)
+        li = ctx_.coordinator->leadership();
+    json leader = {{"node", li.node}, {"epoch", li.epoch}};
+    ZoneMembership* z = ctx_.coordinator ? ctx_.coordinator->zone() : nullptr;
+    if (!z)
+        return {{"mode", "single-node"},
+                {"etcd", false},
+                {"leader", leader},
+                {"note", "single node: no etcd (cped runs without --cluster); members: this "
+                         "node only"},
+                {"members", json::array({{{"name", li.node}, {"self", true}}})}};
+    const auto v = observeZone(*z);
+    const auto h = policy::zoneHealth(v);
+    json members = json::array();
+    for (const auto& m : v.members)
+        members.push_back(memberJson(v, h, m));
+    std::string etcdLeader;
+    for (const auto& m : v.members)
+        if (h.leader != 0 && m.id == h.leader)
+            etcdLeader = m.label();
+    return {{"mode", "etcd"},
+            {"etcd", true},
+            {"endpoints", z->endpoints()},
+            {"leader", leader},
+            {"etcd_leader", etcdLeader},
+            {"quorum",
+             {{"voters", h.voters},
+              {"healthy", h.healthy_voters},
+              {"needed", h.quorum},
+              {"ok", h.has_quorum}}},
+            {"members", members}};
+}
+
+json Handler::clusterAdd() {
+    const std::string name = args_.str("name");
+    const std::string peer = args_.str("peer_url");
+    if (auto st = policy::checkMemberName(name); !st)
+        fail(code::InvalidArgument, st.error().message);
+    if (auto st = policy::checkPeerUrl(peer); !st)
+        fail(code::InvalidArgument, st.error().message);
+    auto& z = needZone("cluster_add");
+    const auto before = observeZone(z);
+    auto verdict = policy::checkAdd(before, name, peer);
+    if (!verdict.allowed)
+        fail(code::Conflict, "cluster_add " + name + ": refused: " + verdict.refusal);
+    auto added = z.add(peer);
+    if (!added)
+        fail(code::Unavailable, added.error().message);
+    const std::string id = policy::memberIdHex(added->member.id);
+    const std::string initial = policy::initialCluster(added->members, name, peer);
+    const std::string client = "http://" + urlHost(peer) + ":2379";
+    emitZone(name, "member-added",
+             "etcd member added by operator (id " + id + ", peer URL " + peer +
+                 "); it joins once etcd starts there with --initial-cluster-state existing");
+    const std::string etcdCommand =
+        "etcd --name " + name + " --data-dir /var/lib/etcd/" + name +
+        " --initial-advertise-peer-urls " + peer + " --listen-peer-urls " + peer +
+        " --advertise-client-urls " + client + " --listen-client-urls " + client +
+        " --initial-cluster " + initial + " --initial-cluster-state existing";
+    return {{"member", name},
+            {"id", id},
+            {"peer_url", peer},
+            {"initial_cluster", initial},
+            {"initial_cluster_state", "existing"},
+            {"etcd_command", etcdCommand},
+            {"cped_command", "cped --cluster " +
+                                 withEndpoint(z.endpoints(), urlHost(peer) + ":2379") +
+                                 " --node-name " + name},
+            {"warnings", verdict.warnings}};
+}
+
+json Handler::clusterRemove() {
+    const std::string who = args_.str("name");
+    auto& z = needZone("cluster_remove");
+    const auto before = observeZone(z);
+    auto verdict = policy::checkRemove(before, who);
+    if (verdict.target < 0)
+        fail(policy::checkMemberName(who) ? code::NotFound : code::InvalidArgument,
+             "cluster_remove " + who + ": refused: " + verdict.refusal);
+    if (!verdict.allowed)
+        fail(code::Conflict, "cluster_remove " + who + ": refused: " + verdict.refusal);
+    const auto& m = before.members[static_cast<size_t>(verdict.target)];
+    if (auto st = z.remove(m.id, m.label()); !st)
+        fail(code::Unavailable, st.error().message);
+    const std::string id = policy::memberIdHex(m.id);
+    emitZone(m.name.empty() ? id : m.name, "member-removed",
+             "etcd member removed by operator (id " + id + "); stop etcd and cped there");
+    return {{"removed", m.label()},
+            {"id", id},
+            {"members_left", before.members.size() - 1},
+            {"warnings", verdict.warnings}};
 }
 
 json Handler::deployableCreate() {
@@ -1269,6 +1433,12 @@ json Handler::run() {
         return assemblyPlace();
     if (c == "deployable_spread")
         return deployableSpread();
+    if (c == "cluster_status")
+        return clusterStatus();
+    if (c == "cluster_add")
+        return clusterAdd();
+    if (c == "cluster_remove")
+        return clusterRemove();
     fail(code::UnknownCommand, "unknown command '" + c + "'");
 }
 
@@ -1309,7 +1479,10 @@ const std::vector<std::string>& commandNames() {
                                       "host_status",
                                       "host_maintenance",
                                       "assembly_place",
-                                      "deployable_spread"};
+                                      "deployable_spread",
+                                      "cluster_status",
+                                      "cluster_add",
+                                      "cluster_remove"};
         std::sort(n.begin(), n.end());
         return n;
     }();

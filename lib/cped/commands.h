@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/host_config.h"
 #include "common/result.h"
+#include "cped/coordinator.h"
 #include "cped/desired_state.h"
 #include "envelope/envelope.h"
 #include "events/event.h"
@@ -129,6 +130,9 @@ struct Context {
     // What this host allows (balancer files, domain passthrough); the default is the safe
     // built-in one, as with no /etc/pcloud/pcloud.conf.
     hostconfig::HostConfig host;
+    // Leadership and zone membership (cluster_status, cluster_add, cluster_remove); null =
+    // a single node without a coordinator (tests).
+    Coordinator* coordinator = nullptr;
 };
 
 Response handle(const Request& request, model::Model& model, Context& ctx);

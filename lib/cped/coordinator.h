@@ -15,6 +15,7 @@
 // no "..", and not under "leader/" (the election's own prefix).
 
 #include "common/result.h"
+#include "policy/zone.h"
 
 #include <cstdint>
 #include <functional>
@@ -30,6 +31,27 @@ struct LeadershipInfo {
     std::string node;        // this node's name
     std::string leader_name; // the leading node when known
     std::string reason;      // why not leader
+};
+
+// The zone's etcd membership (docs/ha.md "Zone membership"): what cluster_status shows and
+// what cluster_add / cluster_remove change. Only the etcd coordinator has one; the rules
+// that decide whether a change may be made are policy::checkAdd / checkRemove.
+class ZoneMembership {
+public:
+    virtual ~ZoneMembership() = default;
+    // MemberList, then Maintenance.Status of every started member on its first client URL.
+    virtual Result<policy::ZoneView> observe() = 0;
+    struct Added {
+        policy::ZoneMember member; // as etcd added it: id and peer URL, no name yet
+        policy::ZoneView members;  // every member after the add (health not observed)
+    };
+    // MemberAdd of a voting member. Errors are etcd's refusals in words ("etcd refused to
+    // add ...: unhealthy cluster (...)"); nothing was changed unless the error says it may be.
+    virtual Result<Added> add(const std::string& peer_url) = 0;
+    // MemberRemove; errors as for add().
+    virtual Status remove(std::uint64_t id, const std::string& label) = 0;
+    // The etcd endpoints this cped was given (etcd://h1:2379,...).
+    virtual std::string endpoints() const = 0;
 };
 
 class Coordinator {
@@ -54,6 +76,8 @@ public:
     virtual void onLeadershipChange(std::function<void(const LeadershipInfo&)> cb) = 0;
     // "local STATE_DIR" or "etcd://h1:2379,...", for logs.
     virtual std::string describe() const = 0;
+    // The zone's membership; null for the single node (no etcd).
+    virtual ZoneMembership* zone() { return nullptr; }
 };
 
 // Checks a key relative to /pcloud/ and returns it in full ("/pcloud/KEY").

@@ -512,6 +512,7 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     ctx.templates = &templates_;
     ctx.runtime = this;
     ctx.host = host_;
+    ctx.coordinator = coordinator_.get();
     tHoldsModel = true;
     auto resp = handle(*req, model_, ctx);
     tHoldsModel = false;

@@ -3,6 +3,7 @@
 #include "etcd/client.h"
 #include "etcd/election.h"
 
+#include <future>
 #include <mutex>
 
 namespace pcloud::cped {
@@ -18,6 +19,87 @@ LeadershipInfo toInfo(const etcd::LeaderState& s, const std::string& node) {
     return i;
 }
 
+policy::ZoneMember toMember(const etcd::MemberInfo& m) {
+    policy::ZoneMember z;
+    z.id = m.id;
+    z.name = m.name;
+    z.peer_urls = m.peer_urls;
+    z.client_urls = m.client_urls;
+    z.learner = m.learner;
+    return z;
+}
+
+class EtcdZone final : public ZoneMembership {
+public:
+    EtcdZone(etcd::Client& client, std::string url) : client_(client), url_(std::move(url)) {}
+
+    Result<policy::ZoneView> observe() override {
+        auto list = client_.memberList();
+        if (!list)
+            return makeError("cannot list the zone's etcd members: " + list.error().message);
+        policy::ZoneView v;
+        for (const auto& m : list->members)
+            v.members.push_back(toMember(m));
+        // One Status per started member, at once: a member that is down costs one timeout.
+        std::vector<std::future<Result<etcd::MemberStatus>>> asked(v.members.size());
+        for (size_t i = 0; i < v.members.size(); ++i)
+            if (!v.members[i].client_urls.empty())
+                asked[i] =
+                    std::async(std::launch::async, [this, url = v.members[i].client_urls[0]] {
+                        return client_.memberStatus(url);
+                    });
+        for (size_t i = 0; i < v.members.size(); ++i) {
+            auto& m = v.members[i];
+            if (!asked[i].valid()) {
+                m.error = "not started: no client URL yet";
+                continue;
+            }
+            auto st = asked[i].get();
+            if (!st) {
+                m.error = st.error().message;
+                continue;
+            }
+            m.answered = true;
+            m.version = st->version;
+            m.db_size = st->db_size;
+            m.db_size_in_use = st->db_size_in_use;
+            m.leader = st->leader;
+            m.raft_index = st->raft_index;
+            m.raft_term = st->raft_term;
+            m.raft_applied_index = st->raft_applied_index;
+            m.errors = st->errors;
+        }
+        return v;
+    }
+
+    Result<Added> add(const std::string& peer_url) override {
+        auto r = client_.memberAdd({peer_url});
+        if (!r)
+            return makeError(etcd::explainMemberError("add a member with peer URL " + peer_url,
+                                                      r.error().message));
+        Added a;
+        a.member = toMember(r->added);
+        for (const auto& m : r->members)
+            a.members.members.push_back(toMember(m));
+        return a;
+    }
+
+    Status remove(std::uint64_t id, const std::string& label) override {
+        auto r = client_.memberRemove(id);
+        if (!r)
+            return makeError(etcd::explainMemberError("remove member '" + label + "' (id " +
+                                                          policy::memberIdHex(id) + ")",
+                                                      r.error().message));
+        return Status::success();
+    }
+
+    std::string endpoints() const override { return url_; }
+
+private:
+    etcd::Client& client_;
+    std::string url_;
+};
+
 class EtcdCoordinator final : public Coordinator {
 public:
     EtcdCoordinator(std::string url, std::string node, std::unique_ptr<etcd::Client> client,
@@ -27,6 +109,7 @@ public:
         o.node_name = node_;
         o.ttl_s = ttl_s;
         election_ = std::make_unique<etcd::Election>(*client_, o, clock);
+        zone_ = std::make_unique<EtcdZone>(*client_, url_);
     }
     ~EtcdCoordinator() override { election_->stop(true); }
 
@@ -78,12 +161,14 @@ public:
         });
     }
     std::string describe() const override { return url_; }
+    ZoneMembership* zone() override { return zone_.get(); }
 
 private:
     std::string url_;
     std::string node_;
     std::unique_ptr<etcd::Client> client_;
     std::unique_ptr<etcd::Election> election_;
+    std::unique_ptr<EtcdZone> zone_;
 };
 
 } // namespace

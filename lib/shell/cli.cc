@@ -144,6 +144,18 @@ const std::vector<CommandSpec>& commands() {
          "ping [ASSEMBLY...]",
          "agent round trip per assembly, with min/avg/max",
          {K::Assembly, K::Assembly, K::Assembly, K::Assembly, K::Assembly, K::Assembly}},
+        {"cluster_status",
+         "cluster_status",
+         "the zone: etcd members (health, raft index, lag), the leading cped and its epoch",
+         {}},
+        {"cluster_add",
+         "cluster_add NAME PEER_URL",
+         "add an etcd member to the zone (quorum checked first); prints how to start it",
+         {K::Other, K::Other}},
+        {"cluster_remove",
+         "cluster_remove NAME",
+         "remove an etcd member from the zone, refused when the rest would lose quorum",
+         {K::Other}},
         {"help", "help [COMMAND]", "list commands, or show one command's usage", {K::None}},
     };
     return table;
@@ -463,9 +475,18 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
         if (auto st = need(1); !st)
             return st.error();
         a["name"] = p[0];
-    } else if (name == "host_list") {
+    } else if (name == "host_list" || name == "cluster_status") {
         if (auto st = need(0); !st)
             return st.error();
+    } else if (name == "cluster_add") {
+        if (auto st = need(2); !st)
+            return st.error();
+        a["name"] = p[0];
+        a["peer_url"] = p[1];
+    } else if (name == "cluster_remove") {
+        if (auto st = need(1); !st)
+            return st.error();
+        a["name"] = p[0];
     } else if (name == "host_maintenance") {
         if (auto st = need(2); !st)
             return st.error();
@@ -731,6 +752,62 @@ std::string formatStatusTable(const json& r, bool colour) {
     return out.str();
 }
 
+// No colour: the table pads by byte count (the status words stay readable without it).
+std::string formatClusterStatus(const json& r, bool /*colour*/) {
+    std::ostringstream out;
+    const json& l = r.value("leader", json::object());
+    if (!r.value("etcd", false)) {
+        out << "zone: single node, no etcd (cped runs without --cluster)\n"
+            << "members: this node only (" << str(l, "node") << ")\n"
+            << "pcloud leader: " << str(l, "node") << ", epoch " << str(l, "epoch") << "\n";
+        return out.str();
+    }
+    const json& q = r.value("quorum", json::object());
+    out << "zone: etcd " << str(r, "endpoints") << "\n"
+        << "pcloud leader: " << str(l, "node") << ", epoch " << str(l, "epoch") << "\n"
+        << "etcd leader: " << (str(r, "etcd_leader", "").empty() ? "none" : str(r, "etcd_leader"))
+        << "; quorum: " << str(q, "healthy") << " of " << str(q, "voters")
+        << " voting members healthy, " << str(q, "needed") << " needed"
+        << (q.value("ok", false) ? "" : " (NO QUORUM)") << "\n";
+    std::vector<std::vector<std::string>> rows;
+    std::vector<std::string> problems;
+    for (const auto& m : r.value("members", json::array())) {
+        auto join = [](const json& list) {
+            std::string s;
+            for (const auto& x : list)
+                s += (s.empty() ? "" : ",") + x.get<std::string>();
+            return s.empty() ? std::string("-") : s;
+        };
+        const json& st = m.value("status", json::object());
+        std::string role = m.value("is_leader", false) ? "leader" : "follower";
+        if (m.value("learner", false))
+            role = "learner";
+        std::string health = m.value("healthy", false) ? "healthy" : "unhealthy";
+        if (!m.value("started", false))
+            health = "unstarted";
+        auto db = [](const json& j) {
+            if (!j.contains("db_size"))
+                return std::string("-");
+            return std::to_string(j.value("db_size", std::int64_t{0}) / 1024) + "K";
+        };
+        rows.push_back(
+            {str(m, "label"), str(m, "id"), health, role, str(st, "version", "-"), db(st),
+             st.contains("raft_index") ? str(st, "raft_index") + "/" + str(st, "raft_term") : "-",
+             str(m, "lag", "-"), join(m.value("peer_urls", json::array())),
+             join(m.value("client_urls", json::array()))});
+        if (m.contains("problem"))
+            problems.push_back(str(m, "label") + ": " + str(m, "problem"));
+        else if (st.contains("errors") && !st["errors"].empty())
+            problems.push_back(str(m, "label") + ": " + join(st["errors"]));
+    }
+    out << table({"NAME", "ID", "HEALTH", "ROLE", "VERSION", "DB", "INDEX/TERM", "LAG", "PEER URLS",
+                  "CLIENT URLS"},
+                 rows);
+    for (const auto& p : problems)
+        out << "  " << p << "\n";
+    return out.str();
+}
+
 std::string formatPing(const json& r) {
     std::ostringstream out;
     std::vector<Millis> rtts;
@@ -858,6 +935,27 @@ std::string format(const std::string& command, const json& r, bool colour) {
         out << "  any host: " << names(r.value("any_host", json::array())) << "\n";
         if (r.contains("observed"))
             out << "  observed: " << str(r, "observed") << "\n";
+        return out.str();
+    }
+    if (command == "cluster_status")
+        return formatClusterStatus(r, colour);
+    if (command == "cluster_add" || command == "cluster_remove") {
+        std::ostringstream out;
+        if (command == "cluster_add") {
+            out << "ok: etcd member " << str(r, "member") << " added (id " << str(r, "id")
+                << ", peer URL " << str(r, "peer_url") << "); it is not started yet.\n"
+                << "On its host, start etcd with (choose its client URL and data dir):\n  "
+                << str(r, "etcd_command") << "\n"
+                << "  (--initial-cluster " << str(r, "initial_cluster")
+                << " --initial-cluster-state existing are the parts that must be as shown)\n"
+                << "then cped there:\n  " << str(r, "cped_command") << " --state-dir DIR\n";
+        } else {
+            out << "ok: etcd member " << str(r, "removed") << " (id " << str(r, "id")
+                << ") removed; " << str(r, "members_left")
+                << " members left. Stop etcd and cped on its host.\n";
+        }
+        for (const auto& w : r.value("warnings", json::array()))
+            out << "warning: " << w.get<std::string>() << "\n";
         return out.str();
     }
     if (command == "template_list") {

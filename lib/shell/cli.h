@@ -42,6 +42,8 @@ Result<std::vector<std::string>> splitLine(const std::string& line);
 std::string format(const std::string& command, const nlohmann::json& result, bool colour);
 // The deployable_status table (readable at 100 columns).
 std::string formatStatusTable(const nlohmann::json& result, bool colour);
+// cluster_status: the zone's members (health, role, raft index/term, lag), leaders, quorum.
+std::string formatClusterStatus(const nlohmann::json& result, bool colour);
 // mco-ping style lines plus the min/avg/max summary.
 std::string formatPing(const nlohmann::json& result);
 

@@ -822,3 +822,135 @@ TEST(Hosts, PacemakerCloudFilesTakeHostsAndGenerateTheirDomains) {
               std::string::npos)
         << missing.error().message;
 }
+
+namespace {
+
+// A coordinator whose zone is a fixed observation; records what the handler asks of etcd.
+struct FakeZone : ZoneMembership {
+    policy::ZoneView view;
+    std::vector<std::string> calls;
+    std::string refuse; // when set, add/remove fail with it
+    Result<policy::ZoneView> observe() override { return view; }
+    Result<Added> add(const std::string& peer) override {
+        calls.push_back("add " + peer);
+        if (!refuse.empty())
+            return makeError(refuse);
+        Added a;
+        a.member.id = 0x99;
+        a.member.peer_urls = {peer};
+        a.members = view;
+        a.members.members.push_back(a.member);
+        return a;
+    }
+    Status remove(std::uint64_t id, const std::string& label) override {
+        calls.push_back("remove " + policy::memberIdHex(id) + " " + label);
+        if (!refuse.empty())
+            return makeError(refuse);
+        return Status::success();
+    }
+    std::string endpoints() const override { return "etcd://127.0.0.1:2379"; }
+};
+
+struct FakeCoordinator : Coordinator {
+    FakeZone fake;
+    Status campaign() override { return Status::success(); }
+    void resign() override {}
+    LeadershipInfo leadership() override { return {true, 7, "a", "a", ""}; }
+    Status put(const std::string&, const std::string&) override { return Status::success(); }
+    Status erase(const std::string&) override { return Status::success(); }
+    Result<std::optional<std::string>> get(const std::string&) override {
+        return std::optional<std::string>{};
+    }
+    void onLeadershipChange(std::function<void(const LeadershipInfo&)>) override {}
+    std::string describe() const override { return "fake"; }
+    ZoneMembership* zone() override { return &fake; }
+};
+
+policy::ZoneMember up(std::uint64_t id, const std::string& name, bool healthy = true) {
+    policy::ZoneMember m;
+    m.id = id;
+    m.name = name;
+    m.peer_urls = {"http://127.0.0.1:" + std::to_string(2380 + id)};
+    m.client_urls = {"http://127.0.0.1:" + std::to_string(3380 + id)};
+    m.answered = healthy;
+    m.leader = healthy ? 1 : 0;
+    m.raft_applied_index = 10;
+    if (!healthy)
+        m.error = "connection refused";
+    return m;
+}
+
+} // namespace
+
+TEST(Commands, ClusterStatusOfASingleNodeSaysSoInsteadOfFailing) {
+    Env e;
+    auto dir = tempDir();
+    auto local = makeLocalCoordinator(dir, "solo");
+    ASSERT_TRUE(local.ok()) << local.error().describe();
+    ASSERT_TRUE((*local)->campaign().ok());
+    e.ctx.coordinator = local->get();
+    auto r = e.ok("cluster_status");
+    EXPECT_EQ(r["mode"], "single-node");
+    EXPECT_EQ(r["etcd"], false);
+    EXPECT_EQ(r["leader"]["node"], "solo");
+    EXPECT_GT(r["leader"]["epoch"].get<int>(), 0);
+    EXPECT_EQ(r["members"].size(), 1u);
+    EXPECT_NE(r["note"].get<std::string>().find("members: this node only"), std::string::npos);
+    auto msg = e.rejected("cluster_add", {{"name", "b"}, {"peer_url", "http://10.0.0.2:2380"}},
+                          "conflict");
+    EXPECT_NE(msg.find("this cped runs as a single node (no etcd"), std::string::npos) << msg;
+    e.rejected("cluster_remove", {{"name", "b"}}, "conflict");
+    EXPECT_TRUE(e.runtime.emitted.empty());
+}
+
+TEST(Commands, ClusterChangesAreCheckedFirstAndJournaled) {
+    Env e;
+    FakeCoordinator c;
+    c.fake.view.members = {up(1, "m0"), up(2, "m1"), up(3, "m2", false)};
+    e.ctx.coordinator = &c;
+    auto st = e.ok("cluster_status");
+    EXPECT_EQ(st["quorum"]["healthy"], 2);
+    EXPECT_EQ(st["etcd_leader"], "m0");
+    EXPECT_EQ(st["members"][2]["problem"], "connection refused");
+    EXPECT_EQ(st["members"][1]["lag"], 0);
+
+    // Refused before etcd is asked: a healthy member while another is down, an unknown
+    // name, a bad name or URL.
+    auto msg = e.rejected("cluster_remove", {{"name", "m1"}}, "conflict");
+    EXPECT_NE(msg.find("refusing to remove 'm1'"), std::string::npos) << msg;
+    e.rejected("cluster_remove", {{"name", "nope"}}, "not-found");
+    e.rejected("cluster_remove", {{"name", "a b"}}, "invalid-argument");
+    e.rejected("cluster_add", {{"name", "m3"}, {"peer_url", "10.0.0.4:2380"}}, "invalid-argument");
+    e.rejected("cluster_add", {{"name", "m3"}, {"peer_url", "http://10.0.0.4:2380"}}, "conflict");
+    EXPECT_TRUE(c.fake.calls.empty());
+    EXPECT_TRUE(e.runtime.emitted.empty());
+
+    // The member that is down may go; the event names it.
+    auto r = e.ok("cluster_remove", {{"name", "m2"}});
+    EXPECT_EQ(r["removed"], "m2");
+    ASSERT_EQ(c.fake.calls.size(), 1u);
+    EXPECT_EQ(c.fake.calls[0], "remove 0000000000000003 m2");
+    ASSERT_EQ(e.runtime.emitted.size(), 1u);
+    EXPECT_EQ(e.runtime.emitted[0].deployable, "zone:m2");
+    EXPECT_EQ(e.runtime.emitted[0].state, "member-removed");
+
+    // Add with every member healthy: the printed lines carry --initial-cluster.
+    c.fake.view.members = {up(1, "m0"), up(2, "m1"), up(3, "m2")};
+    r = e.ok("cluster_add", {{"name", "m3"}, {"peer_url", "http://10.0.0.4:2380"}});
+    EXPECT_EQ(r["initial_cluster"], "m0=http://127.0.0.1:2381,m1=http://127.0.0.1:2382,"
+                                    "m2=http://127.0.0.1:2383,m3=http://10.0.0.4:2380");
+    EXPECT_NE(r["etcd_command"].get<std::string>().find("--initial-cluster-state existing"),
+              std::string::npos);
+    EXPECT_EQ(r["cped_command"],
+              "cped --cluster etcd://127.0.0.1:2379,10.0.0.4:2379 --node-name m3");
+    EXPECT_EQ(r["warnings"].size(), 1u);
+    EXPECT_EQ(e.runtime.emitted.back().deployable, "zone:m3");
+    EXPECT_EQ(e.runtime.emitted.back().state, "member-added");
+
+    // etcd's refusal is passed on as it was put into words, and nothing is journaled.
+    c.fake.refuse = "etcd refused to remove member 'm1' (id 0000000000000002): re-configuration "
+                    "failed due to not enough started members";
+    auto refused = e.rejected("cluster_remove", {{"name", "m1"}}, "unavailable");
+    EXPECT_EQ(refused, c.fake.refuse);
+    EXPECT_EQ(e.runtime.emitted.size(), 2u);
+}

@@ -63,10 +63,11 @@ std::string EtcdCluster::spawn(int i) {
     if (::access("/usr/bin/etcd", X_OK) != 0)
         return "/usr/bin/etcd is not installed: run scripts/install-deps.sh (etcd-server)";
     auto& m = members_[static_cast<size_t>(i)];
-    std::string cluster;
-    for (size_t k = 0; k < members_.size(); ++k)
-        cluster += (k ? "," : "") + members_[k].name +
-                   "=http://127.0.0.1:" + std::to_string(members_[k].peer_port);
+    std::string cluster = m.initial_cluster;
+    for (size_t k = 0; k < members_.size() && m.initial_cluster.empty(); ++k)
+        if (members_[k].initial_cluster.empty())
+            cluster += (cluster.empty() ? "" : ",") + members_[k].name +
+                       "=http://127.0.0.1:" + std::to_string(members_[k].peer_port);
     std::vector<std::string> args = {
         "/usr/bin/etcd",
         "--name",
@@ -84,7 +85,7 @@ std::string EtcdCluster::spawn(int i) {
         "--initial-cluster",
         cluster,
         "--initial-cluster-state",
-        "new",
+        m.initial_cluster.empty() ? "new" : "existing",
         "--initial-cluster-token",
         "pcloud-test",
     };
@@ -164,6 +165,33 @@ std::string EtcdCluster::restart(int i) {
 std::string EtcdCluster::etcdctl(int i) const {
     return "ETCDCTL_API=3 " + (netns_.empty() ? std::string() : "ip netns exec " + netns_ + " ") +
            "/usr/bin/etcdctl --endpoints=" + members_[static_cast<size_t>(i)].endpoint();
+}
+
+int EtcdCluster::addMember() {
+    Member m;
+    m.name = "m" + std::to_string(members_.size());
+    m.client_port = testsupport::freePort();
+    m.peer_port = testsupport::freePort();
+    m.data_dir = dir_ + "/" + m.name;
+    m.log = dir_ + "/" + m.name + ".log";
+    members_.push_back(m);
+    return size() - 1;
+}
+
+std::string EtcdCluster::peerUrl(int i) const {
+    return "http://127.0.0.1:" + std::to_string(members_[static_cast<size_t>(i)].peer_port);
+}
+
+std::string EtcdCluster::startJoining(int i, const std::string& initialCluster) {
+    auto& m = members_[static_cast<size_t>(i)];
+    m.initial_cluster = initialCluster;
+    if (auto e = spawn(i); !e.empty())
+        return e;
+    if (!testsupport::waitFor([&] { return healthy(i); }, std::chrono::seconds(20),
+                              std::chrono::milliseconds(100)))
+        return "etcd member " + m.name + " did not become healthy within 20 s; its log ends:\n" +
+               tail(m.log);
+    return "";
 }
 
 int EtcdCluster::leaderIndex() {

@@ -15,6 +15,9 @@ struct Member {
     std::string data_dir;
     std::string log;
     pid_t pid = -1;
+    // A member that joins a running cluster (addMember): its --initial-cluster as the
+    // member API printed it, and --initial-cluster-state existing.
+    std::string initial_cluster;
     std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port); }
 };
 
@@ -33,6 +36,13 @@ public:
     void kill(int i);            // SIGKILL member i and reap it
     void signal(int i, int sig); // e.g. SIGSTOP / SIGCONT
     std::string restart(int i);
+    // A new member's name and free ports (not started): "m<N>". Its peer URL is
+    // peerUrl(i); start it with startJoining() once the cluster has added it.
+    int addMember();
+    std::string peerUrl(int i) const;
+    // Starts member i with --initial-cluster `initialCluster` --initial-cluster-state
+    // existing and waits until it answers; "" or what went wrong.
+    std::string startJoining(int i, const std::string& initialCluster);
     // "etcd://127.0.0.1:P1,127.0.0.1:P2,..."
     std::string url() const;
     std::vector<std::string> endpoints() const;

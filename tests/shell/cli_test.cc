@@ -249,3 +249,62 @@ TEST(Cli, HostOutput) {
     EXPECT_EQ(format("host_maintenance", json{{"host", "h1"}, {"state", "maintenance"}}, false),
               "ok host=h1 state=maintenance\n");
 }
+
+TEST(Cli, ClusterCommands) {
+    auto r = parse({"cluster_add", "m3", "http://10.0.0.4:2380"});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->args, (json{{"name", "m3"}, {"peer_url", "http://10.0.0.4:2380"}}));
+    r = parse({"cluster_remove", "m3"});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->args, (json{{"name", "m3"}}));
+    EXPECT_FALSE(parse({"cluster_add", "m3"}).ok());
+    EXPECT_FALSE(parse({"cluster_status", "x"}).ok());
+
+    std::string single = format("cluster_status",
+                                {{"mode", "single-node"},
+                                 {"etcd", false},
+                                 {"leader", {{"node", "solo"}, {"epoch", 4}}},
+                                 {"members", {{{"name", "solo"}, {"self", true}}}}},
+                                false);
+    EXPECT_EQ(single, "zone: single node, no etcd (cped runs without --cluster)\n"
+                      "members: this node only (solo)\n"
+                      "pcloud leader: solo, epoch 4\n");
+    json zone = {{"etcd", true},
+                 {"endpoints", "etcd://127.0.0.1:2379"},
+                 {"leader", {{"node", "a"}, {"epoch", 12}}},
+                 {"etcd_leader", "m0"},
+                 {"quorum", {{"voters", 2}, {"healthy", 1}, {"needed", 2}, {"ok", false}}},
+                 {"members",
+                  {{{"label", "m0"},
+                    {"id", "00000000000000aa"},
+                    {"healthy", true},
+                    {"started", true},
+                    {"is_leader", true},
+                    {"lag", 0},
+                    {"peer_urls", {"http://127.0.0.1:2380"}},
+                    {"client_urls", {"http://127.0.0.1:2379"}},
+                    {"status",
+                     {{"version", "3.4.23"},
+                      {"db_size", 20480},
+                      {"raft_index", 9},
+                      {"raft_term", 2},
+                      {"errors", json::array()}}}},
+                   {{"label", "m1"},
+                    {"id", "00000000000000bb"},
+                    {"healthy", false},
+                    {"started", true},
+                    {"peer_urls", {"http://127.0.0.1:2390"}},
+                    {"client_urls", {"http://127.0.0.1:2389"}},
+                    {"problem", "connection refused"}}}}};
+    EXPECT_EQ(format("cluster_status", zone, false),
+              "zone: etcd etcd://127.0.0.1:2379\n"
+              "pcloud leader: a, epoch 12\n"
+              "etcd leader: m0; quorum: 1 of 2 voting members healthy, 2 needed (NO QUORUM)\n"
+              "NAME  ID                HEALTH     ROLE      VERSION  DB   INDEX/TERM  LAG  PEER "
+              "URLS              CLIENT URLS\n"
+              "m0    00000000000000aa  healthy    leader    3.4.23   20K  9/2         0    "
+              "http://127.0.0.1:2380  http://127.0.0.1:2379\n"
+              "m1    00000000000000bb  unhealthy  follower  -        -    -           -    "
+              "http://127.0.0.1:2390  http://127.0.0.1:2389\n"
+              "  m1: connection refused\n");
+}
