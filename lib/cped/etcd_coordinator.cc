@@ -3,8 +3,12 @@
 #include "etcd/client.h"
 #include "etcd/election.h"
 
+#include <algorithm>
+#include <chrono>
 #include <future>
 #include <mutex>
+#include <optional>
+#include <thread>
 
 namespace pcloud::cped {
 namespace {
@@ -27,6 +31,16 @@ policy::ZoneMember toMember(const etcd::MemberInfo& m) {
     z.client_urls = m.client_urls;
     z.learner = m.learner;
     return z;
+}
+
+// etcd answered no ("etcdserver: ..."): nothing was applied. Not so when the member stopped
+// under the call (the removed member itself) or the call timed out inside etcd.
+bool isRefusal(const std::string& error) {
+    const std::string p = etcd::kEtcdServerPrefix;
+    return error.find(p) != std::string::npos &&
+           error.find(p + "server stopped") == std::string::npos &&
+           error.find(p + "request timed out") == std::string::npos &&
+           error.find(p + "leader changed") == std::string::npos;
 }
 
 class EtcdZone final : public ZoneMembership {
@@ -72,11 +86,42 @@ public:
         return v;
     }
 
+    // A change whose reply was lost (a timeout, or the connection closed under it: the
+    // member that took a removal may be the one removed, and it stops at once) may have
+    // been applied; the member list says whether it was, so that it is neither reported as
+    // failed nor sent again. Members apply a change a moment after it is committed, and the
+    // removed one may still answer with its old list, so the list is read a few times.
+    template <typename Found> std::optional<etcd::MemberListResult> listUntil(Found found) {
+        for (int i = 0; i < 20; ++i) {
+            if (auto list = client_.memberList(); list && found(*list))
+                return std::move(*list);
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        return std::nullopt;
+    }
+
     Result<Added> add(const std::string& peer_url) override {
         auto r = client_.memberAdd({peer_url});
-        if (!r)
+        if (!r) {
+            auto has = [&](const etcd::MemberInfo& m) {
+                return std::find(m.peer_urls.begin(), m.peer_urls.end(), peer_url) !=
+                       m.peer_urls.end();
+            };
+            if (!isRefusal(r.error().message))
+                if (auto list = listUntil([&](const etcd::MemberListResult& l) {
+                        return std::any_of(l.members.begin(), l.members.end(), has);
+                    })) {
+                    Added a;
+                    for (const auto& m : list->members) {
+                        if (has(m))
+                            a.member = toMember(m);
+                        a.members.members.push_back(toMember(m));
+                    }
+                    return a;
+                }
             return makeError(etcd::explainMemberError("add a member with peer URL " + peer_url,
                                                       r.error().message));
+        }
         Added a;
         a.member = toMember(r->added);
         for (const auto& m : r->members)
@@ -86,10 +131,16 @@ public:
 
     Status remove(std::uint64_t id, const std::string& label) override {
         auto r = client_.memberRemove(id);
-        if (!r)
+        if (!r) {
+            if (!isRefusal(r.error().message) && listUntil([&](const etcd::MemberListResult& l) {
+                    return std::none_of(l.members.begin(), l.members.end(),
+                                        [&](const etcd::MemberInfo& m) { return m.id == id; });
+                }))
+                return Status::success();
             return makeError(etcd::explainMemberError("remove member '" + label + "' (id " +
                                                           policy::memberIdHex(id) + ")",
                                                       r.error().message));
+        }
         return Status::success();
     }
 

@@ -73,6 +73,12 @@ std::string explainMemberError(const std::string& what, const std::string& error
                "those left for a removal: within 5 s of a member's start, or while members "
                "are down); nothing was changed, retry in a few seconds" +
                asked;
+    if (said == "server stopped" || said.rfind("request timed out", 0) == 0 ||
+        said == "leader changed")
+        return "etcd answered '" + said + "' when asked to " + what +
+               ": the change may have been applied: look at cluster_status before trying "
+               "again" +
+               asked;
     if (said == "member not found")
         return "etcd refused to " + what + ": " + said + " (removed meanwhile?)" + asked;
     if (said == "Peer URLs already exists")
@@ -625,7 +631,7 @@ public:
             [&](Endpoint& ep, grpc::ClientContext& ctx) {
                 return ep.cluster->MemberAdd(&ctx, req, &resp);
             },
-            true, o_.member_timeout_ms);
+            true, o_.member_timeout_ms, true);
         if (!st)
             return st.error();
         return MemberAddResult{fromPb(resp.member()), fromPb(resp.members())};
@@ -640,7 +646,7 @@ public:
             [&](Endpoint& ep, grpc::ClientContext& ctx) {
                 return ep.cluster->MemberRemove(&ctx, req, &resp);
             },
-            true, o_.member_timeout_ms);
+            true, o_.member_timeout_ms, true);
         if (!st)
             return st.error();
         return fromPb(resp.members());
@@ -693,9 +699,12 @@ private:
     }
 
     // `clusterAnswers`: an UNAVAILABLE that is etcd's own refusal (isClusterAnswer) is final.
-    // `timeoutMs` 0 = the call timeout.
+    // `timeoutMs` 0 = the call timeout. `once`: not sent to another endpoint after an
+    // UNAVAILABLE either (a membership change: the connection may have closed after the
+    // change was applied, e.g. by the removed member itself).
     template <typename F>
-    Status invoke(const char* call, F&& fn, bool clusterAnswers = false, Millis timeoutMs = 0) {
+    Status invoke(const char* call, F&& fn, bool clusterAnswers = false, Millis timeoutMs = 0,
+                  bool once = false) {
         std::size_t start = current_.load();
         std::string errors;
         for (std::size_t k = 0; k < endpoints_.size(); ++k) {
@@ -711,7 +720,8 @@ private:
                 return Status::success();
             }
             std::string msg = describe(ep.address, call, st);
-            if (st.error_code() != grpc::UNAVAILABLE || (clusterAnswers && isClusterAnswer(st))) {
+            if (st.error_code() != grpc::UNAVAILABLE || (clusterAnswers && isClusterAnswer(st)) ||
+                once) {
                 // Not retried: the call may have been applied (a timeout), or the request
                 // itself is wrong. The next call starts elsewhere after a timeout.
                 if (st.error_code() == grpc::DEADLINE_EXCEEDED)

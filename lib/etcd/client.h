@@ -14,7 +14,9 @@
 //   "etcd 127.0.0.1:2379: Txn: UNAVAILABLE: failed to connect to all addresses".
 // - The member calls are not retried on another endpoint when etcd itself answered with a
 //   refusal ("etcdserver: ..."), even one sent as UNAVAILABLE ("unhealthy cluster"): that is
-//   the cluster's answer, not an endpoint that is down.
+//   the cluster's answer, not an endpoint that is down. MemberAdd and MemberRemove are sent
+//   once, to the current endpoint (the one that answered the last call): a connection that
+//   closed under them may have carried the change.
 //
 // Thread-safe: calls may come from several threads; each stream is used by one consumer.
 

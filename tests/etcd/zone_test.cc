@@ -75,16 +75,26 @@ protected:
             std::printf("---- cped ----\n%s\n", etcdtest::tail(dir_ + "/cped.log", 3000).c_str());
         runCommand("rm -rf '" + root_ + "'");
     }
+    // cped's lease (TTL 2 s) can lapse on a loaded machine; a not-leader answer changes
+    // nothing, so the command is sent again until cped leads again (at most 10 s).
     CommandResult shell(const std::string& words) {
-        return runCommand(std::string(PCLOUDSH_BIN) + " --broker " + amqpsUrl(port_) +
-                          " --config " + dir_ + "/pcloud.conf --timeout 10 " + words + " 2>&1");
+        CommandResult r;
+        waitFor(
+            [&] {
+                r = runCommand(std::string(PCLOUDSH_BIN) + " --broker " + amqpsUrl(port_) +
+                               " --config " + dir_ + "/pcloud.conf --timeout 10 " + words +
+                               " 2>&1");
+                return r.out.find("not-leader") == std::string::npos;
+            },
+            10s, 100ms);
+        return r;
     }
     json status() {
         auto r = shell("--json cluster_status");
         EXPECT_EQ(r.rc, 0) << r.out;
         auto j = json::parse(r.out, nullptr, false);
         EXPECT_TRUE(j.is_object()) << r.out;
-        return j.is_object() ? j : json::object();
+        return r.rc == 0 && j.is_object() ? j : json{{"members", json::array()}};
     }
     const json* member(const json& st, const std::string& name) {
         for (const auto& m : st["members"])
@@ -108,8 +118,9 @@ protected:
         return s;
     }
     // etcd refuses a membership change for 5 s after a member (re)connected ("unhealthy
-    // cluster", EtcdsOwnRefusal... below). Such a refusal changes nothing: checked, and the
-    // change asked again until etcd takes it or refuses it otherwise.
+    // cluster", EtcdsOwnRefusal... below), and cped while the members name a leader that
+    // just died ("retry in a moment"). Such a refusal changes nothing: checked, and the
+    // change asked again until it is taken or refused otherwise.
     CommandResult change(const std::string& words) {
         const std::string before = etcdMembers();
         CommandResult r;
@@ -117,12 +128,13 @@ protected:
             [&] {
                 r = shell(words);
                 if (r.out.find("unhealthy cluster (etcd takes a membership change only") ==
-                    std::string::npos)
+                        std::string::npos &&
+                    r.out.find("retry in a moment") == std::string::npos)
                     return true;
                 EXPECT_EQ(etcdMembers(), before) << r.out;
                 return false;
             },
-            15s, 250ms);
+            20s, 250ms);
         return r;
     }
     std::string journal() {
@@ -206,22 +218,25 @@ TEST_F(Zone, AddAFourthMemberStartItWithThePrintedLineAndSeeItJoin) {
     EXPECT_NE(journal().find("\"state\":\"member-added\""), std::string::npos) << journal();
 }
 
-TEST_F(Zone, RemoveAMemberLive) {
-    const std::string before = etcdMembers();
-    auto r = change("cluster_remove m2");
+// m0 is the first of cped's etcd endpoints, the one its client talks to: the member that
+// takes the removal is the one removed, and it leaves at once, closing the connection
+// under the reply. cped finds the change applied in the member list and says it was.
+TEST_F(Zone, RemoveAMemberLiveEvenTheOneCpedTalksTo) {
+    auto r = change("cluster_remove m0");
     ASSERT_EQ(r.rc, 0) << r.out;
-    EXPECT_NE(r.out.find("ok: etcd member m2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("ok: etcd member m0"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("warning: the zone will have 2 voting members"), std::string::npos)
         << r.out;
     const std::string after = etcdMembers();
-    EXPECT_EQ(after.find("m2="), std::string::npos) << after;
-    EXPECT_NE(after.find("m0="), std::string::npos) << after;
+    EXPECT_EQ(after.find("m0="), std::string::npos) << after;
     EXPECT_NE(after.find("m1="), std::string::npos) << after;
+    EXPECT_NE(after.find("m2="), std::string::npos) << after;
     EXPECT_EQ(status()["members"].size(), 2u);
-    EXPECT_NE(journal().find("\"deployable\":\"zone:m2\""), std::string::npos) << journal();
+    EXPECT_NE(journal().find("\"deployable\":\"zone:m0\""), std::string::npos) << journal();
     EXPECT_NE(journal().find("\"state\":\"member-removed\""), std::string::npos) << journal();
-    // The zone still works: cped still leads and serves.
-    EXPECT_EQ(shell("deployable_create web --uri test:///default").rc, 0);
+    // The zone still works: cped (on its other endpoints) leads and serves.
+    auto create = shell("deployable_create web --uri test:///default");
+    EXPECT_EQ(create.rc, 0) << create.out;
 }
 
 TEST_F(Zone, ARemovalThatWouldLoseTheQuorumIsRefusedAndNothingChanges) {
@@ -335,7 +350,8 @@ TEST_F(Zone, EtcdsOwnRefusalWithinFiveSecondsOfAStartIsSaidAsIs) {
     EXPECT_EQ(r.out.find("no etcd endpoint answered"), std::string::npos) << r.out;
     EXPECT_EQ(etcdMembers(), before);
     // Once etcd's 5 s are over, the same removal goes through.
-    EXPECT_EQ(change("cluster_remove " + name).rc, 0);
+    auto later = change("cluster_remove " + name);
+    EXPECT_EQ(later.rc, 0) << later.out;
 }
 
 // The words for etcd's refusals, from the client's error text.
@@ -363,6 +379,12 @@ TEST(ZoneWords, EtcdsRefusalsAreSaidInItsWordsWithWhatTheyMean) {
                          0),
               0u)
         << late;
+    EXPECT_EQ(
+        etcd::explainMemberError(
+            what, "etcd 127.0.0.1:2379: MemberRemove: UNAVAILABLE: etcdserver: server stopped"),
+        "etcd answered 'server stopped' when asked to remove member 'm1' (id "
+        "00000000000000aa): the change may have been applied: look at cluster_status "
+        "before trying again (asked etcd 127.0.0.1:2379)");
     EXPECT_EQ(etcd::explainMemberError(what, "no etcd endpoint answered: etcd a:1: MemberRemove: "
                                              "UNAVAILABLE: connection refused"),
               "cannot remove member 'm1' (id 00000000000000aa): no etcd endpoint answered: etcd "
