@@ -3,6 +3,7 @@
 #include "bus/address.h"
 #include "bus/proton_util.h"
 #include "common/log.h"
+#include "pki/pki.h"
 
 #include <proton/connection.hpp>
 #include <proton/connection_options.hpp>
@@ -148,6 +149,7 @@ private:
 struct Client::Impl : proton::messaging_handler {
     ClientOptions options;
     detail::ParsedUrl url;
+    std::string userId; // set on every message sent (ClientOptions::userId)
     std::string queuePrefix;
     std::string topicPrefix;
 
@@ -564,6 +566,8 @@ struct Client::Impl : proton::messaging_handler {
             proton::sender& s = sit->second;
             if (!s.active() || s.credit() <= 0)
                 break;
+            if (!userId.empty())
+                o.message.user(userId);
             s.send(o.message);
             ++stats.sent;
             if (!o.requestId.empty()) {
@@ -736,6 +740,16 @@ Status Client::connect(ClientOptions options) {
         for (const auto& f : {options.caFile, options.certFile, options.keyFile})
             if (::access(f.c_str(), R_OK) != 0)
                 return makeError(std::string("cannot read it: ") + std::strerror(errno), f);
+    }
+    if (options.userId) {
+        impl->userId = *options.userId;
+    } else if (!impl->url.user.empty()) {
+        impl->userId = impl->url.user;
+    } else if (impl->url.tls) {
+        auto cn = pki::commonName(options.certFile);
+        if (!cn)
+            return makeError("cannot read the identity to send as: " + cn.error().describe());
+        impl->userId = *cn;
     }
     if (options.topics.empty())
         options.topics = defaultTopicPatterns();

@@ -53,6 +53,10 @@ struct ClientOptions {
     std::function<void(bool connected)> onConnectionChange{};
     // Incoming messages larger than this (encoded, any body type) are rejected unread.
     std::size_t maxMessageBytes = 1 << 20;
+    // The AMQP user-id set on every message sent: who this client logged in as, which the
+    // broker checks (RabbitMQ refuses a message whose user-id is not the login; the TLS hub
+    // too). Unset: the URL's user, else on amqps:// the CN of certFile, else none. "" = none.
+    std::optional<std::string> userId;
 };
 
 using MessageCallback = std::function<void(const Message&)>;
