@@ -2,6 +2,7 @@
 
 #include "bus/address.h"
 #include "bus/proton_util.h"
+#include "bus/sender.h"
 #include "common/log.h"
 #include "pki/pki.h"
 
@@ -62,6 +63,7 @@ struct Subscription {
 struct PendingRequest {
     ReplyCallback callback;
     std::string wire;
+    std::string server; // who may answer (serverOf), with checkReplySenders
     bool written = false;
     std::chrono::steady_clock::time_point deadline;
     std::string timeoutMessage;
@@ -658,15 +660,29 @@ struct Client::Impl : proton::messaging_handler {
         }
         if (r == replyReceiver) {
             ReplyCallback cb;
+            std::string forgedFor;
+            bool logForged = false;
             {
                 std::lock_guard lock(mutex);
                 ++stats.received;
                 auto it = requests.find(msg.correlationId);
-                if (it != requests.end()) {
+                if (it != requests.end() && !it->second.server.empty() &&
+                    !senderMatches(it->second.server, msg.userId)) {
+                    // Someone who learnt the reply address; the real answer may still come.
+                    forgedFor = it->second.server;
+                    logForged = stats.forgedReplies++ == 0;
+                } else if (it != requests.end()) {
                     cb = std::move(it->second.callback);
                     requests.erase(it);
                 }
             }
+            if (logForged)
+                PCLOUD_LOG(Warning,
+                           "Bus client dropped a reply from a sender it did not ask (further "
+                           "ones are only counted)",
+                           {{"id", msg.correlationId},
+                            {"user_id", msg.userId.empty() ? "-" : msg.userId.substr(0, 200)},
+                            {"expected", forgedFor}});
             if (cb)
                 invoke([&] { cb(std::move(msg)); });
             // else: a late reply to a request that timed out; nothing waits for it.
@@ -996,7 +1012,11 @@ void Client::requestAsync(const std::string& address, const std::string& body,
         m.id(id);
         auto deadline = std::chrono::steady_clock::now() + timeout;
         impl_->requests[id] =
-            PendingRequest{std::move(callback), wire, false, deadline,
+            PendingRequest{std::move(callback),
+                           wire,
+                           impl_->options.checkReplySenders ? serverOf(address) : std::string(),
+                           false,
+                           deadline,
                            "no reply from " + address + " within " +
                                std::to_string(timeout.count()) + " ms (request id " + id + ")"};
         impl_->outgoing[wire].push_back(Outgoing{std::move(m), id, false});

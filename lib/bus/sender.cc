@@ -15,7 +15,30 @@ bool sameIdentity(const std::string& userId, const std::string& identity) {
            });
 }
 
-SenderGate::SenderGate(bool enforce, std::string what) : enforce_(enforce), what_(std::move(what)) {}
+std::string serverOf(const std::string& address) {
+    auto after = [&](const std::string& prefix) {
+        return address.size() > prefix.size() && address.compare(0, prefix.size(), prefix) == 0
+                   ? address.substr(prefix.size())
+                   : std::string();
+    };
+    if (address == "pcloud.cped")
+        return "cped:*";
+    if (auto d = after("pcloud.dped."); !d.empty())
+        return "dped:" + d;
+    if (auto h = after("pcloud.node."); !h.empty())
+        return "node:" + h;
+    return {};
+}
+
+bool senderMatches(const std::string& pattern, const std::string& userId) {
+    if (pattern.size() > 2 && pattern.compare(pattern.size() - 2, 2, ":*") == 0)
+        return userId.size() > pattern.size() - 1 &&
+               userId.compare(0, pattern.size() - 1, pattern, 0, pattern.size() - 1) == 0;
+    return sameIdentity(userId, pattern);
+}
+
+SenderGate::SenderGate(bool enforce, std::string what)
+    : enforce_(enforce), what_(std::move(what)) {}
 
 bool SenderGate::admit(const Message& m, bool allowed, const std::string& expected) {
     if (!enforce_ || allowed)

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <regex>
@@ -393,6 +394,57 @@ TEST_F(TlsHub, RepliesCannotBeForgedIntoAGuessedReplyQueue) {
     auto again = op.request("pcloud.cped", numbered(2), kDeadline);
     ASSERT_TRUE(again) << again.error().describe();
     EXPECT_EQ(again->body, R"({"ok":true,"real":true})");
+}
+
+// Another service may put a reply in a reply queue it learns (the hub lets dpeds answer), but
+// a requester that checks reply senders takes only the user-id of the server it asked: the
+// forgery is dropped and counted, and the request goes on waiting for the real reply.
+TEST_F(TlsHub, ARequesterTakesRepliesOnlyFromTheServerItAsked) {
+    issue("dped:web");
+    issue("dped:db");
+    startHub();
+    Client& web = connected("dped.web");
+    Client& db = connected("dped.db");
+    std::mutex mu;
+    Message asked;
+    auto sv = web.serve("pcloud.dped.web", [&](const Message& m) -> std::optional<std::string> {
+        {
+            std::lock_guard lock(mu);
+            asked = m;
+        }
+        (void)db.reply(m.replyTo, m.correlationId, R"({"ok":true,"forged":"db"})");
+        return std::nullopt; // answered below, once the forgery was seen
+    });
+    ASSERT_TRUE(web.waitSubscribed(sv, kDeadline));
+    ClientOptions o;
+    o.url = url();
+    o.caFile = pki_ + "/ca.crt";
+    o.certFile = pki_ + "/cped.hub.crt";
+    o.keyFile = pki_ + "/cped.hub.key";
+    o.checkReplySenders = true;
+    Client cped;
+    ASSERT_TRUE(cped.connect(o));
+    ASSERT_TRUE(cped.waitConnected(kDeadline));
+    StderrCapture log;
+    std::promise<Result<Message>> got;
+    cped.requestAsync("pcloud.dped.web", numbered(1), kDeadline,
+                      [&](Result<Message> r) { got.set_value(std::move(r)); });
+    ASSERT_TRUE(waitUntil([&] { return cped.stats().forgedReplies >= 1; }));
+    auto line = log.waitForLine("Bus client dropped a reply from a sender it did not ask");
+    EXPECT_NE(line.find("user_id=dped:db"), std::string::npos) << line;
+    EXPECT_NE(line.find("expected=dped:web"), std::string::npos) << line;
+    {
+        std::lock_guard lock(mu);
+        ASSERT_TRUE(web.reply(asked.replyTo, asked.correlationId, R"({"ok":true,"real":true})"));
+    }
+    auto fut = got.get_future();
+    ASSERT_EQ(fut.wait_for(kDeadline), std::future_status::ready);
+    auto reply = fut.get();
+    ASSERT_TRUE(reply) << reply.error().describe();
+    EXPECT_EQ(reply->body, R"({"ok":true,"real":true})");
+    EXPECT_EQ(reply->userId, "dped:web");
+    EXPECT_EQ(cped.stats().forgedReplies, 1u);
+    cped.close();
 }
 
 TEST_F(TlsHub, EventsAreForOperatorsAndTheEventsRole) {
