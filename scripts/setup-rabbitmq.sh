@@ -92,7 +92,11 @@ pki_ok() {
         openssl x509 -checkend 86400 -noout -in $pki/server.crt >/dev/null 2>&1
 }
 conf_ok() { [ -f $conf ] && [ "$(cat $conf)" = "$(desired_conf)" ]; }
-users=(operator:alice cped:test agent:node01 agent:node02)
+# The user-id tests (tests/shell rabbitmq_cped_test, tests/dped rabbitmq_dped_test) run a real
+# dped of deployable web holding n1 (its name and uuid) and its agent agent:n1. Each entry is
+# the arguments of rabbitmq-identity.sh after add.
+users=(operator:alice cped:test agent:node01 agent:node02 agent:n1
+    "dped:web --assembly n1 --assembly 0b5e1c57-1d2a-4c8e-9f00-5e1f00000001")
 # Each rabbitmqctl call starts an Erlang VM (seconds on a loaded machine): list what is there
 # once and add only the users whose permissions differ from rabbitmq-identity.sh's.
 add_users() {
@@ -102,13 +106,17 @@ add_users() {
         local missing=0 line
         while IFS= read -r line; do
             grep -qxF -- "$line" <<<"$have" || missing=1
-        done < <(bash "$here/rabbitmq-identity.sh" expected "$u")
+        # shellcheck disable=SC2086 # an entry is an identity and its options
+        done < <(bash "$here/rabbitmq-identity.sh" expected $u)
         if [ "$missing" = 1 ]; then
-            bash "$here/rabbitmq-identity.sh" add "$u" >/dev/null
-            added+=("$u")
+            # shellcheck disable=SC2086
+            bash "$here/rabbitmq-identity.sh" add $u >/dev/null
+            added+=("${u%% *}")
         fi
     done
-    echo "setup-rabbitmq: users for SASL EXTERNAL: ${users[*]} (set up now: ${added[*]:-none})"
+    local names=()
+    for u in "${users[@]}"; do names+=("${u%% *}"); done
+    echo "setup-rabbitmq: users for SASL EXTERNAL: ${names[*]} (set up now: ${added[*]:-none})"
 }
 
 if plugins_ok && pki_ok && conf_ok && answers "$port" && answers "$tls_port"; then

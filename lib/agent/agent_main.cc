@@ -259,6 +259,20 @@ int runAgent(int argc, char** argv) {
     AmqpLink link(*ep, prefix + "pcloud.reports." + cfg.assembly,
                   prefix + "pcloud.agent." + cfg.assembly, "pcloud-agent-" + cfg.assembly,
                   cfg.max_message_size, core, clock);
+    // On a TLS bus the broker vouches for the sender's user-id (RabbitMQ refuses another's;
+    // so does the hub): reports carry ours, and without ca= only this agent's dped (any
+    // dped's without deployable=) or a cped may command it (docs/security.md "Senders").
+    if (ep->tls || !ep->user.empty())
+        link.sendAs(ep->tls && ep->user.empty() ? "agent:" + cfg.assembly : ep->user);
+    if (ep->tls && cfg.ca.empty()) {
+        std::string dped = cfg.deployable.empty() ? std::string("dped:") : "dped:" + cfg.deployable;
+        link.acceptCommandsFrom(
+            [dped, exact = !cfg.deployable.empty()](const std::string& uid) {
+                return (exact ? uid == dped : uid.rfind(dped, 0) == 0) ||
+                       uid.rfind("cped:", 0) == 0;
+            },
+            (cfg.deployable.empty() ? "dped:*" : dped) + " or cped:*");
+    }
 
     loop.add(&signals);
     loop.add(backend.get());

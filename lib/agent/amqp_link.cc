@@ -279,6 +279,8 @@ void AmqpLink::pump(Millis now) {
                 m.content_type("application/json");
                 if (!box.front().correlation_id.empty())
                     m.correlation_id(box.front().correlation_id);
+                if (!user_id_.empty())
+                    m.user(user_id_);
                 box.pop_front();
                 sender_.send(m);
             }
@@ -409,6 +411,19 @@ void AmqpLink::on_sender_open(proton::sender&) {
 void AmqpLink::on_sendable(proton::sender&) {}
 
 void AmqpLink::on_message(proton::delivery&, proton::message& m) {
+    if (allowed_ && !allowed_(m.user())) {
+        ++refused_senders_;
+        std::string sender = m.user().empty() ? "-" : m.user().substr(0, 200);
+        if (refused_logged_.size() < 64 && refused_logged_.insert(sender).second)
+            PCLOUD_LOG(Warning,
+                       "Dropped a command from a sender that may not command this agent (logged "
+                       "once per sender)",
+                       {{"address", commands_addr_},
+                        {"user_id", sender},
+                        {"expected", expected_},
+                        {"refused_total", std::to_string(refused_senders_)}});
+        return;
+    }
     std::string body;
     const proton::value& v = m.body();
     if (v.type() == proton::STRING)

@@ -22,7 +22,10 @@
 #include <proton/receiver.hpp>
 #include <proton/sender.hpp>
 
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <set>
 #include <string>
 
 namespace pcloud::agent {
@@ -40,6 +43,16 @@ public:
     ~AmqpLink() override;
 
     bool open() const { return driver_ != nullptr && sender_open_; }
+    // The AMQP user-id set on every report: who this agent logged in as, which the broker
+    // checks (docs/security.md "Senders"). "" = none (a plain bus).
+    void sendAs(std::string userId) { user_id_ = std::move(userId); }
+    // Commands are passed on only when `allowed(user-id)`; the others are dropped, logged
+    // once per sender (the first 64) and counted. Unset = every command.
+    void acceptCommandsFrom(std::function<bool(const std::string&)> allowed, std::string expected) {
+        allowed_ = std::move(allowed);
+        expected_ = std::move(expected);
+    }
+    std::uint64_t refusedSenders() const { return refused_senders_; }
     std::uint64_t connects() const { return connects_; }
 
     void prepare(PollSet& ps, Millis now) override;
@@ -89,6 +102,11 @@ private:
     bool polled_ = false;
     std::uint64_t connects_ = 0;
     std::string virtio_path_;
+    std::string user_id_;
+    std::function<bool(const std::string&)> allowed_;
+    std::string expected_;
+    std::set<std::string> refused_logged_;
+    std::uint64_t refused_senders_ = 0;
 };
 
 } // namespace pcloud::agent

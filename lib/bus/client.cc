@@ -2,7 +2,9 @@
 
 #include "bus/address.h"
 #include "bus/proton_util.h"
+#include "bus/sender.h"
 #include "common/log.h"
+#include "pki/pki.h"
 
 #include <proton/connection.hpp>
 #include <proton/connection_options.hpp>
@@ -61,6 +63,7 @@ struct Subscription {
 struct PendingRequest {
     ReplyCallback callback;
     std::string wire;
+    std::string server; // who may answer (serverOf), with checkReplySenders
     bool written = false;
     std::chrono::steady_clock::time_point deadline;
     std::string timeoutMessage;
@@ -148,6 +151,7 @@ private:
 struct Client::Impl : proton::messaging_handler {
     ClientOptions options;
     detail::ParsedUrl url;
+    std::string userId; // set on every message sent (ClientOptions::userId)
     std::string queuePrefix;
     std::string topicPrefix;
 
@@ -564,6 +568,8 @@ struct Client::Impl : proton::messaging_handler {
             proton::sender& s = sit->second;
             if (!s.active() || s.credit() <= 0)
                 break;
+            if (!userId.empty())
+                o.message.user(userId);
             s.send(o.message);
             ++stats.sent;
             if (!o.requestId.empty()) {
@@ -654,15 +660,29 @@ struct Client::Impl : proton::messaging_handler {
         }
         if (r == replyReceiver) {
             ReplyCallback cb;
+            std::string forgedFor;
+            bool logForged = false;
             {
                 std::lock_guard lock(mutex);
                 ++stats.received;
                 auto it = requests.find(msg.correlationId);
-                if (it != requests.end()) {
+                if (it != requests.end() && !it->second.server.empty() &&
+                    !senderMatches(it->second.server, msg.userId)) {
+                    // Someone who learnt the reply address; the real answer may still come.
+                    forgedFor = it->second.server;
+                    logForged = stats.forgedReplies++ == 0;
+                } else if (it != requests.end()) {
                     cb = std::move(it->second.callback);
                     requests.erase(it);
                 }
             }
+            if (logForged)
+                PCLOUD_LOG(Warning,
+                           "Bus client dropped a reply from a sender it did not ask (further "
+                           "ones are only counted)",
+                           {{"id", msg.correlationId},
+                            {"user_id", msg.userId.empty() ? "-" : msg.userId.substr(0, 200)},
+                            {"expected", forgedFor}});
             if (cb)
                 invoke([&] { cb(std::move(msg)); });
             // else: a late reply to a request that timed out; nothing waits for it.
@@ -736,6 +756,16 @@ Status Client::connect(ClientOptions options) {
         for (const auto& f : {options.caFile, options.certFile, options.keyFile})
             if (::access(f.c_str(), R_OK) != 0)
                 return makeError(std::string("cannot read it: ") + std::strerror(errno), f);
+    }
+    if (options.userId) {
+        impl->userId = *options.userId;
+    } else if (!impl->url.user.empty()) {
+        impl->userId = impl->url.user;
+    } else if (impl->url.tls) {
+        auto cn = pki::commonName(options.certFile);
+        if (!cn)
+            return makeError("cannot read the identity to send as: " + cn.error().describe());
+        impl->userId = *cn;
     }
     if (options.topics.empty())
         options.topics = defaultTopicPatterns();
@@ -982,7 +1012,11 @@ void Client::requestAsync(const std::string& address, const std::string& body,
         m.id(id);
         auto deadline = std::chrono::steady_clock::now() + timeout;
         impl_->requests[id] =
-            PendingRequest{std::move(callback), wire, false, deadline,
+            PendingRequest{std::move(callback),
+                           wire,
+                           impl_->options.checkReplySenders ? serverOf(address) : std::string(),
+                           false,
+                           deadline,
                            "no reply from " + address + " within " +
                                std::to_string(timeout.count()) + " ms (request id " + id + ")"};
         impl_->outgoing[wire].push_back(Outgoing{std::move(m), id, false});

@@ -53,6 +53,15 @@ struct ClientOptions {
     std::function<void(bool connected)> onConnectionChange{};
     // Incoming messages larger than this (encoded, any body type) are rejected unread.
     std::size_t maxMessageBytes = 1 << 20;
+    // The AMQP user-id set on every message sent: who this client logged in as, which the
+    // broker checks (RabbitMQ refuses a message whose user-id is not the login; the TLS hub
+    // too). Unset: the URL's user, else on amqps:// the CN of certFile, else none. "" = none.
+    std::optional<std::string> userId;
+    // Take a reply only from the server of the address the request went to (serverOf() in
+    // bus/sender.h: cped:* for pcloud.cped, dped:D, node:H), by its user-id; another one is
+    // dropped (counted in stats().forgedReplies, the first logged) and the request goes on
+    // waiting. For authenticated buses (amqps://); a plain bus has no user-ids to check.
+    bool checkReplySenders = false;
 };
 
 using MessageCallback = std::function<void(const Message&)>;
@@ -126,12 +135,14 @@ public:
         std::uint64_t connects = 0; // successful connection opens (1 + reconnects)
         std::uint64_t sent = 0;
         std::uint64_t received = 0;
-        std::uint64_t rejected = 0;     // messages the peer refused (e.g. oversized)
-        std::uint64_t refused = 0;      // messages this client refused: oversized or undecodable
-        std::uint64_t linksRefused = 0; // links the peer closed at attach (e.g. unauthorized),
-                                        // and sessions it ended with an error (RabbitMQ)
-        std::string lastLinkError;      // "condition: description" of the latest of those
-        std::size_t pending = 0;        // queued, not yet written
+        std::uint64_t rejected = 0;      // messages the peer refused (e.g. oversized)
+        std::uint64_t refused = 0;       // messages this client refused: oversized or undecodable
+        std::uint64_t linksRefused = 0;  // links the peer closed at attach (e.g. unauthorized),
+                                         // and sessions it ended with an error (RabbitMQ)
+        std::string lastLinkError;       // "condition: description" of the latest of those
+        std::uint64_t forgedReplies = 0; // replies dropped: not from the server asked
+                                         // (ClientOptions::checkReplySenders)
+        std::size_t pending = 0;         // queued, not yet written
     };
     Stats stats() const;
 

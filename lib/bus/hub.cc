@@ -146,6 +146,7 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
     std::map<std::string, std::size_t> queuesByOwner;
     std::map<std::string, std::uint64_t> deniedByIdentity; // refused attaches, for log bounds
     std::map<std::string, std::uint64_t> closedByIdentity; // connections closed for them
+    std::map<std::string, std::uint64_t> forgedByIdentity; // messages with another's user-id
     SecurityCounters security;
 
     HubOptions options;
@@ -617,6 +618,33 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
         }
     }
 
+    // mutex held. On a TLS listener, the user-id is the sender's identity, as RabbitMQ makes
+    // it: a message naming another identity is refused (false; counted and logged per
+    // identity, the first few then every kDenialLogEvery-th), one without gets the peer's.
+    // Plain peers proved nothing: their user-id is left as sent.
+    bool stampSender(proton::delivery& d, proton::message& m, const std::string& address) {
+        auto pit = peers.find(d.connection());
+        if (pit == peers.end() || pit->second.peer.insecure)
+            return true;
+        const ConnPeer& cp = pit->second;
+        const std::string who = cp.peer.identity.text();
+        const std::string claimed = m.user();
+        if (claimed.empty() || claimed == who) {
+            m.user(who);
+            return true;
+        }
+        ++security.forgedUserIds;
+        const std::uint64_t mine = ++forgedByIdentity[who];
+        if (mine <= kLoggedDenialsPerIdentity || mine % kDenialLogEvery == 0)
+            PCLOUD_LOG(Warning, "Hub rejected a message whose user-id is not its sender's identity",
+                       {{"identity", who},
+                        {"peer", cp.address.empty() ? "-" : cp.address},
+                        {"address", address},
+                        {"user_id", claimed.substr(0, kMaxReasonChars)},
+                        {"refused_total", std::to_string(mine)}});
+        return false;
+    }
+
     void on_message(proton::delivery& d, proton::message& m) override {
         Guard guard(*this);
         auto it = receivers.find(d.receiver());
@@ -636,6 +664,11 @@ struct Hub::Impl : proton::messaging_handler, proton::listen_handler {
             why = "undecodable: " + reason;
         else if (!size)
             why = "undecodable: cannot be re-encoded";
+        if (why.empty() && !stampSender(d, m, it->second.address)) {
+            d.reject();
+            refillCredit(n);
+            return;
+        }
         if (why.empty()) {
             try {
                 route(n, m);
@@ -847,7 +880,8 @@ std::string Hub::securityJson() const {
     return nlohmann::json{{"refused_connections", c.refusedConnections},
                           {"denied_links", c.deniedLinks},
                           {"queue_cap_refusals", c.queueCapRefusals},
-                          {"closed_for_denials", c.closedForDenials}}
+                          {"closed_for_denials", c.closedForDenials},
+                          {"forged_user_ids", c.forgedUserIds}}
         .dump();
 }
 

@@ -10,7 +10,10 @@
 //   - flow control is AMQP credit both ways: producers get credit only while their queue
 //     has room (back-pressure, commands are never dropped), receivers' credit is respected;
 //   - messages with the application property "coalesce-key" replace an older queued one
-//     with the same key on the same queue (heartbeats).
+//     with the same key on the same queue (heartbeats);
+//   - on amqps:// every message carries its sender's identity as the AMQP user-id, as on
+//     RabbitMQ: one that names another identity is rejected (counted, forgedUserIds), one
+//     without a user-id gets the peer's stamped. Plain listeners leave the user-id as sent.
 // All AMQP work runs on the hub's own thread; the public methods are thread-safe.
 
 #include "bus/authz.h"
@@ -65,6 +68,7 @@ struct SecurityCounters {
     std::uint64_t deniedLinks = 0;        // attaches refused by authz::authorize
     std::uint64_t queueCapRefusals = 0;   // attaches refused by maxQueuesPerIdentity
     std::uint64_t closedForDenials = 0;   // connections closed after 100 refused attaches
+    std::uint64_t forgedUserIds = 0;      // messages whose user-id was not the sender's identity
 };
 
 // Per-address counters, for the status command.
@@ -102,7 +106,7 @@ public:
     std::string countersJson() const;
     SecurityCounters security() const;
     // {"refused_connections": N, "denied_links": N, "queue_cap_refusals": N,
-    //  "closed_for_denials": N}
+    //  "closed_for_denials": N, "forged_user_ids": N}
     std::string securityJson() const;
 
     // Re-reads tls.denyListFile (cped calls it on SIGHUP) and closes every connection whose

@@ -18,6 +18,11 @@ struct Message {
     std::string correlationId; // requests and replies: the request's "id"
     std::string replyTo;       // requests: where the reply goes (used verbatim)
     std::string subject;
+    // The AMQP user-id: who the broker says sent it. RabbitMQ refuses a message whose user-id
+    // is not the sender's login (its certificate's CN with SASL EXTERNAL); the TLS hub does the
+    // same and stamps the peer's identity on a message without one. Empty when the sender set
+    // none on RabbitMQ, or on a plain bus (docs/security.md "Senders").
+    std::string userId;
 };
 
 } // namespace pcloud::bus

@@ -134,6 +134,7 @@ Message fromProton(const proton::message& m) {
     out.correlationId = idText(m.correlation_id());
     out.replyTo = m.reply_to();
     out.subject = m.subject();
+    out.userId = m.user();
     const auto& props = m.properties();
     if (!props.empty()) {
         std::map<std::string, proton::scalar> all;

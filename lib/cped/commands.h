@@ -113,7 +113,8 @@ public:
     // Journals and publishes one of cped's own events.
     virtual void emit(events::Event event) = 0;
     // The embedded hub's security counters for `status` ({"tls":bool,"refused_connections":N,
-    // "denied_links":N,"queue_cap_refusals":N}); null without an embedded hub.
+    // "denied_links":N,"queue_cap_refusals":N,"closed_for_denials":N,"forged_user_ids":N});
+    // null without an embedded hub.
     virtual nlohmann::json busSecurity() { return nullptr; }
 };
 

@@ -3,6 +3,7 @@
 
 #include "bus/client.h"
 #include "bus/hub.h"
+#include "bus/sender.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
 #include "common/lock_file.h"
@@ -268,6 +269,8 @@ private:
 
     Options o_;
     bool tls_ = false;
+    // On a TLS bus, journal submissions only from dped:<the event's deployable>.
+    std::unique_ptr<bus::SenderGate> journal_senders_;
     std::string pki_dir_;
     std::mutex owners_mutex_;                             // guards owners_ only
     std::map<std::string, std::set<std::string>> owners_; // deployable -> assembly names, uuids
@@ -327,6 +330,12 @@ void Cped::journalAndPublish(events::Event e) {
 }
 
 void Cped::onJournalSubmission(const bus::Message& m) {
+    // Any identity that can log in to RabbitMQ can send here; only the dped of the event's
+    // deployable may put it in the journal (its user-id, which the broker checks).
+    if (journal_senders_->enforced() && m.userId.rfind("dped:", 0) != 0) {
+        journal_senders_->admit(m, false, "dped:<the event's deployable>");
+        return;
+    }
     auto j = json::parse(m.body, nullptr, false);
     if (j.is_discarded() || !j.is_object() || j.value("type", "") != "event") {
         PCLOUD_LOG(Warning, "Dropped a journal submission that is not an event",
@@ -339,6 +348,8 @@ void Cped::onJournalSubmission(const bus::Message& m) {
                    {{"error", e.error().message}, {"body", utf8Excerpt(m.body, 200)}});
         return;
     }
+    if (!journal_senders_->admitFrom(m, "dped:" + e->deployable))
+        return;
     e->seq = 0; // cped assigns it
     journalAndPublish(std::move(*e));
 }
@@ -903,6 +914,8 @@ int Cped::run() {
         co.caFile = files.ca;
         co.certFile = files.cert;
         co.keyFile = files.key;
+        // Replies only from the dped (or node) asked, by the user-id the broker checks.
+        co.checkReplySenders = tls_;
         if (auto st = c->connect(co); !st) {
             std::cerr << "cped: cannot use broker " << url << ": " << st.error().describe() << "\n";
             return toInt(ExitCode::Usage);
@@ -932,6 +945,7 @@ int Cped::run() {
     supervisor_ =
         std::make_unique<Supervisor>(so, clock_, [this](events::Event e) { emit(std::move(e)); });
 
+    journal_senders_ = std::make_unique<bus::SenderGate>(tls_, "journal submission");
     client_.subscribe("pcloud.journal",
                       [this](const bus::Message& msg) { onJournalSubmission(msg); });
 

@@ -1,6 +1,7 @@
 #include "dped/runtime.h"
 
 #include "bus/client.h"
+#include "bus/sender.h"
 #include "common/args.h"
 #include "common/exit_codes.h"
 #include "common/fs.h"
@@ -59,8 +60,12 @@ class RealHostWatch;
 // them straight to the reactor.
 class RoutingMessenger final : public Messenger {
 public:
-    RoutingMessenger(bus::Client& client, Inbox& inbox, JournalGate& journal, RealHostWatch& watch)
-        : client_(client), inbox_(inbox), journal_(journal), watch_(watch) {}
+    // `reportSenders`: on a TLS bus, a report on pcloud.reports.K is taken only from
+    // agent:K (the broker's user-id; docs/security.md "Senders").
+    RoutingMessenger(bus::Client& client, Inbox& inbox, JournalGate& journal, RealHostWatch& watch,
+                     bus::SenderGate& reportSenders)
+        : client_(client), inbox_(inbox), journal_(journal), watch_(watch),
+          report_senders_(reportSenders) {}
     Status send(const std::string& address, const std::string& body,
                 const bus::Properties& properties) override;
     Status reply(const std::string& replyTo, const std::string& correlationId,
@@ -75,6 +80,7 @@ private:
     Inbox& inbox_;
     JournalGate& journal_;
     RealHostWatch& watch_;
+    bus::SenderGate& report_senders_;
     std::mutex mu_;
     std::set<std::string> bus_agents_;  // report keys seen on the bus (agents over TCP)
     std::set<std::string> bus_refused_; // keys whose bus reports were dropped (logged once)
@@ -243,6 +249,9 @@ void RoutingMessenger::subscribe(const std::string& address,
     std::string key =
         address.rfind(kReports, 0) == 0 ? lowered(address.substr(kReports.size())) : std::string();
     client_.subscribe(address, [this, cb, key](const bus::Message& m) {
+        // RabbitMQ lets any identity send to any queue, but not under another's user-id.
+        if (!key.empty() && !report_senders_.admitFrom(m, "agent:" + key))
+            return;
         if (!key.empty()) {
             // While the assembly's own agent is attached to its channel, that channel is the
             // only source of its reports: a bus report claiming to be it is not the guest's.
@@ -579,6 +588,8 @@ int runDped(const Options& opt) {
         copt.keyFile = opt.bus_key.empty() ? files.key : opt.bus_key;
     }
     copt.containerId = "dped-" + opt.deployable + "-" + std::to_string(::getpid());
+    // Replies (pcloud-node's) only from the node asked, by the user-id the broker checks.
+    copt.checkReplySenders = opt.broker.rfind("amqps://", 0) == 0;
     // A hub that is stopped (not closed) must show up as a lost bus before the heartbeats
     // that cross it time out: AMQP idle timeout at half the heartbeat timeout.
     copt.idleTimeout =
@@ -618,7 +629,8 @@ int runDped(const Options& opt) {
     virt::Hypervisor& hv = remote ? static_cast<virt::Hypervisor&>(*remote) : local;
 
     RealHostWatch watch(inbox, getReactor, opt.address_prefix, remote.get());
-    RoutingMessenger messenger(client, inbox, journal, watch);
+    bus::SenderGate reportSenders(opt.broker.rfind("amqps://", 0) == 0, "agent report");
+    RoutingMessenger messenger(client, inbox, journal, watch, reportSenders);
     std::unique_ptr<RefereeWorker> refWorker;
     if (ref)
         refWorker = std::make_unique<RefereeWorker>(std::move(ref), journal, opt.deployable,

@@ -293,6 +293,24 @@ Result<std::string> subjectLine(const std::string& certPath) {
     return std::string(data, static_cast<std::size_t>(n));
 }
 
+Result<std::string> commonName(const std::string& certPath) {
+    auto x = readCert(certPath);
+    if (!x)
+        return x.error();
+    X509_NAME* name = X509_get_subject_name(x->get());
+    int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    if (at < 0)
+        return makeError("the certificate's subject has no CN", certPath);
+    ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
+    unsigned char* utf8 = nullptr;
+    int n = ASN1_STRING_to_UTF8(&utf8, data);
+    if (n < 0)
+        return sslFailure("cannot read the CN", certPath);
+    std::string cn(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(n));
+    OPENSSL_free(utf8);
+    return cn;
+}
+
 namespace {
 // The identity and serial of a certificate already loaded, with the subject's serialNumber
 // checked against the real serial.

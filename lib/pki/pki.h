@@ -61,6 +61,9 @@ Result<CertInfo> verify(const std::string& caPath, const std::string& certPath,
 
 // The subject of `certPath` in the RFC 2253 one-line form (what Proton reports for a peer).
 Result<std::string> subjectLine(const std::string& certPath);
+// The CN of `certPath`'s subject: the user RabbitMQ logs a SASL EXTERNAL peer in as
+// (ssl_cert_login_from = common_name), so the AMQP user-id a client must set.
+Result<std::string> commonName(const std::string& certPath);
 
 // What a bus client of identity `id` presents from PKI directory `dir`.
 struct ClientFiles {

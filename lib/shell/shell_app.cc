@@ -92,6 +92,8 @@ bool Shell::ensureConnected() {
         co.addressPrefix = o_.prefix;
         co.reconnectMax = 1000ms;
         co.containerId = "pcloudsh-" + std::to_string(::getpid()); // how cped's log names us
+        // Only a cped answers the command API: a reply from anyone else is dropped.
+        co.checkReplySenders = o_.broker.rfind("amqps://", 0) == 0;
         if (o_.broker.rfind("amqps://", 0) == 0) {
             if (auto st = operatorFiles(co); !st) {
                 std::cerr << "pcloudsh: " << st.error().describe() << "\n";

@@ -121,8 +121,9 @@ protected:
         files.ca = pki_ + "/ca.crt"; // the broker's certificate chains to this one
         return files;
     }
-    Client& client(const pki::ClientFiles& f) {
+    Client& client(const pki::ClientFiles& f, std::optional<std::string> userId = std::nullopt) {
         ClientOptions o;
+        o.userId = std::move(userId);
         o.url = url();
         o.caFile = f.ca;
         o.certFile = f.cert;
@@ -135,8 +136,10 @@ protected:
         EXPECT_TRUE(st) << st.error().describe();
         return *clients_.back();
     }
-    Client& connected(const std::string& identity) {
-        Client& c = client(issue(identity));
+    // Sends as `userId` (unset: the certificate's CN, what the client does by default).
+    Client& connected(const std::string& identity,
+                      std::optional<std::string> userId = std::nullopt) {
+        Client& c = client(issue(identity), std::move(userId));
         EXPECT_TRUE(c.waitConnected(kDeadline)) << identity << " did not connect to " << url();
         return c;
     }
@@ -260,6 +263,39 @@ TEST_F(RabbitMqTls, AnAgentReceivesFromItsOwnCommandQueueOnly) {
     EXPECT_FALSE(holds(own, "theirs" + tag_));
     EXPECT_EQ(node01.stats().linksRefused, 0u) << node01.stats().lastLinkError;
     EXPECT_EQ(node02.stats().linksRefused, 0u) << node02.stats().lastLinkError;
+}
+
+// RabbitMQ's validated user-id, which pcloud's receivers rely on to know who sent what
+// (docs/security.md "Senders"): a message whose user-id is not the login (the CN) is refused,
+// and RabbitMQ ends the sender's session for it (amqp:precondition-failed); the client's own
+// CN passes through to the consumer; a message with none arrives with none (RabbitMQ stamps
+// nothing), which is why receivers require the user-id, not merely its absence of a mismatch.
+TEST_F(RabbitMqTls, TheUserIdMustBeTheLoginAndReachesTheConsumer) {
+    Client& node01 = connected("agent:node01");
+    Client& bare = connected("agent:node01", std::string());
+    Client& forger = connected("agent:node01", std::string("cped:test"));
+    Inbox own;
+    auto sub = node01.subscribe("pcloud.agent.node01", own.callback());
+    ASSERT_TRUE(node01.waitSubscribed(sub, kDeadline));
+    ASSERT_TRUE(forger.send("pcloud.agent.node01", "forged" + tag_).ok());
+    ASSERT_TRUE(waitUntil([&] { return forger.stats().linksRefused >= 1; }));
+    auto err = forger.stats().lastLinkError;
+    EXPECT_NE(err.find("amqp:precondition-failed"), std::string::npos) << err;
+    EXPECT_NE(err.find("user_id property set to 'cped:test' but authenticated user was "
+                       "'agent:node01'"),
+              std::string::npos)
+        << err;
+    ASSERT_TRUE(node01.send("pcloud.agent.node01", "own" + tag_).ok());
+    ASSERT_TRUE(bare.send("pcloud.agent.node01", "bare" + tag_).ok());
+    ASSERT_TRUE(waitUntil([&] { return holds(own, "own" + tag_) && holds(own, "bare" + tag_); }));
+    for (const auto& m : own.messages()) {
+        if (m.body == "own" + tag_)
+            EXPECT_EQ(m.userId, "agent:node01");
+        if (m.body == "bare" + tag_)
+            EXPECT_EQ(m.userId, "");
+    }
+    EXPECT_FALSE(holds(own, "forged" + tag_));
+    EXPECT_EQ(node01.stats().linksRefused, 0u) << node01.stats().lastLinkError;
 }
 
 // Topic permissions on amq.topic: an agent may not bind to pcloud.events*, an operator may.

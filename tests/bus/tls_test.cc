@@ -15,7 +15,9 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <future>
 #include <mutex>
+#include <optional>
 #include <regex>
 
 namespace pcloud::bus::test {
@@ -64,8 +66,10 @@ protected:
     }
     std::string url() const { return "amqps://127.0.0.1:" + std::to_string(hub_->boundPort()); }
 
-    // A lib/bus client presenting `stem`.crt from `dir` (default: this test's PKI).
-    Client& client(const std::string& stem, const std::string& dir = {}) {
+    // A lib/bus client presenting `stem`.crt from `dir` (default: this test's PKI), sending
+    // as `userId` (unset: its certificate's CN).
+    Client& client(const std::string& stem, const std::string& dir = {},
+                   std::optional<std::string> userId = std::nullopt) {
         std::string d = dir.empty() ? pki_ : dir;
         ClientOptions o;
         o.url = url();
@@ -74,13 +78,14 @@ protected:
         o.keyFile = d + "/" + stem + ".key";
         o.reconnectMin = 20ms;
         o.reconnectMax = 200ms;
+        o.userId = std::move(userId);
         clients_.push_back(std::make_unique<Client>());
         auto st = clients_.back()->connect(o);
         EXPECT_TRUE(st) << st.error().describe();
         return *clients_.back();
     }
-    Client& connected(const std::string& stem) {
-        Client& c = client(stem);
+    Client& connected(const std::string& stem, std::optional<std::string> userId = std::nullopt) {
+        Client& c = client(stem, {}, std::move(userId));
         EXPECT_TRUE(c.waitConnected(kDeadline)) << stem << " did not connect";
         return c;
     }
@@ -264,6 +269,45 @@ TEST_F(TlsHub, AnAgentIsConfinedToItsOwnQueues) {
     EXPECT_TRUE(agent.connected()); // a refused link does not cost the connection
 }
 
+// As RabbitMQ does: every message carries its sender's identity as the AMQP user-id. The
+// client sets its certificate's CN; one that sets none gets it stamped by the hub; one that
+// claims another identity is rejected, counted and logged, and never delivered.
+TEST_F(TlsHub, TheUserIdIsTheSendersIdentityStampedOrValidated) {
+    issue("agent:a");
+    issue("dped:web");
+    startHub();
+    Client& dped = connected("dped.web");
+    Inbox reports;
+    auto rs = dped.subscribe("pcloud.reports.a", reports.callback());
+    ASSERT_TRUE(dped.waitSubscribed(rs, kDeadline));
+    Client& agent = connected("agent.a");
+    Client& bare = connected("agent.a", std::string());
+    Client& forger = connected("agent.a", std::string("dped:web"));
+    ASSERT_TRUE(agent.send("pcloud.reports.a", numbered(1)));
+    ASSERT_TRUE(reports.waitFor(1));
+    ASSERT_TRUE(bare.send("pcloud.reports.a", numbered(2)));
+    ASSERT_TRUE(reports.waitFor(2));
+    for (const auto& m : reports.messages())
+        EXPECT_EQ(m.userId, "agent:a") << m.body;
+
+    StderrCapture log;
+    ASSERT_TRUE(forger.send("pcloud.reports.a", numbered(3)));
+    ASSERT_TRUE(waitUntil([&] { return forger.stats().rejected >= 1; }));
+    EXPECT_EQ(hub_->security().forgedUserIds, 1u);
+    EXPECT_NE(hub_->securityJson().find("\"forged_user_ids\":1"), std::string::npos)
+        << hub_->securityJson();
+    auto line = log.waitForLine("Hub rejected a message whose user-id is not its sender");
+    EXPECT_NE(line.find("identity=agent:a"), std::string::npos) << line;
+    EXPECT_NE(line.find("user_id=dped:web"), std::string::npos) << line;
+    EXPECT_NE(line.find("address=pcloud.reports.a"), std::string::npos) << line;
+    // The connection keeps serving: its next message (with its own id) goes through.
+    ASSERT_TRUE(agent.send("pcloud.reports.a", numbered(4)));
+    ASSERT_TRUE(reports.waitFor(3));
+    EXPECT_EQ(reports.bodies().back(), numbered(4));
+    EXPECT_EQ(reports.size(), 3u);
+    EXPECT_TRUE(forger.connected());
+}
+
 TEST_F(TlsHub, NobodyCompetesForAnotherIdentitysQueue) {
     issue("agent:a");
     issue("agent:b");
@@ -350,6 +394,57 @@ TEST_F(TlsHub, RepliesCannotBeForgedIntoAGuessedReplyQueue) {
     auto again = op.request("pcloud.cped", numbered(2), kDeadline);
     ASSERT_TRUE(again) << again.error().describe();
     EXPECT_EQ(again->body, R"({"ok":true,"real":true})");
+}
+
+// Another service may put a reply in a reply queue it learns (the hub lets dpeds answer), but
+// a requester that checks reply senders takes only the user-id of the server it asked: the
+// forgery is dropped and counted, and the request goes on waiting for the real reply.
+TEST_F(TlsHub, ARequesterTakesRepliesOnlyFromTheServerItAsked) {
+    issue("dped:web");
+    issue("dped:db");
+    startHub();
+    Client& web = connected("dped.web");
+    Client& db = connected("dped.db");
+    std::mutex mu;
+    Message asked;
+    auto sv = web.serve("pcloud.dped.web", [&](const Message& m) -> std::optional<std::string> {
+        {
+            std::lock_guard lock(mu);
+            asked = m;
+        }
+        (void)db.reply(m.replyTo, m.correlationId, R"({"ok":true,"forged":"db"})");
+        return std::nullopt; // answered below, once the forgery was seen
+    });
+    ASSERT_TRUE(web.waitSubscribed(sv, kDeadline));
+    ClientOptions o;
+    o.url = url();
+    o.caFile = pki_ + "/ca.crt";
+    o.certFile = pki_ + "/cped.hub.crt";
+    o.keyFile = pki_ + "/cped.hub.key";
+    o.checkReplySenders = true;
+    Client cped;
+    ASSERT_TRUE(cped.connect(o));
+    ASSERT_TRUE(cped.waitConnected(kDeadline));
+    StderrCapture log;
+    std::promise<Result<Message>> got;
+    cped.requestAsync("pcloud.dped.web", numbered(1), kDeadline,
+                      [&](Result<Message> r) { got.set_value(std::move(r)); });
+    ASSERT_TRUE(waitUntil([&] { return cped.stats().forgedReplies >= 1; }));
+    auto line = log.waitForLine("Bus client dropped a reply from a sender it did not ask");
+    EXPECT_NE(line.find("user_id=dped:db"), std::string::npos) << line;
+    EXPECT_NE(line.find("expected=dped:web"), std::string::npos) << line;
+    {
+        std::lock_guard lock(mu);
+        ASSERT_TRUE(web.reply(asked.replyTo, asked.correlationId, R"({"ok":true,"real":true})"));
+    }
+    auto fut = got.get_future();
+    ASSERT_EQ(fut.wait_for(kDeadline), std::future_status::ready);
+    auto reply = fut.get();
+    ASSERT_TRUE(reply) << reply.error().describe();
+    EXPECT_EQ(reply->body, R"({"ok":true,"real":true})");
+    EXPECT_EQ(reply->userId, "dped:web");
+    EXPECT_EQ(cped.stats().forgedReplies, 1u);
+    cped.close();
 }
 
 TEST_F(TlsHub, EventsAreForOperatorsAndTheEventsRole) {

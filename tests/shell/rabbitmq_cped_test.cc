@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -73,8 +74,8 @@ protected:
             ASSERT_TRUE(fs::writeAtomic(pki_ + "/" + f, *text, {}, 0600));
         }
         // The broker's users (scripts/setup-rabbitmq.sh): cped:test, operator:alice,
-        // agent:node01.
-        for (const char* id : {"cped:test", "operator:alice", "agent:node01"}) {
+        // agent:node01, dped:web.
+        for (const char* id : {"cped:test", "operator:alice", "agent:node01", "dped:web"}) {
             auto parsed = pki::parseIdentity(id);
             ASSERT_TRUE(parsed) << id;
             auto r = pki::ensureIssued(pki_, *parsed, 1);
@@ -85,6 +86,8 @@ protected:
     }
     void TearDown() override {
         agent_.close();
+        dped_.close();
+        forger_.close();
         if (pid_ > 0) {
             ::kill(pid_, SIGTERM);
             ::waitpid(pid_, nullptr, 0);
@@ -112,19 +115,33 @@ protected:
         return t ? *t : "";
     }
     // agent:node01 as a guest could: its own certificate, addresses that declare no queue.
-    void connectAgent() {
-        auto id = pki::parseIdentity("agent:node01");
+    // `userId` unset: the certificate's CN, as every pcloud client sends.
+    void connectAgent(std::optional<std::string> userId = std::nullopt) {
+        connectAs(agent_, "agent:node01", "/amq/queue/", std::move(userId));
+    }
+    void connectAs(bus::Client& c, const std::string& identity, const std::string& prefix,
+                   std::optional<std::string> userId = std::nullopt) {
+        auto id = pki::parseIdentity(identity);
         auto f = pki::clientFiles(pki_, *id);
         bus::ClientOptions o;
+        o.userId = std::move(userId);
         o.url = url();
         o.caFile = f.ca;
         o.certFile = f.cert;
         o.keyFile = f.key;
-        o.addressPrefix = "/amq/queue/";
+        o.addressPrefix = prefix;
         o.topicPrefix = "/topic/";
-        ASSERT_TRUE(agent_.connect(o).ok());
-        ASSERT_TRUE(agent_.waitConnected(10s)) << "agent:node01 did not connect to " << url();
+        ASSERT_TRUE(c.connect(o).ok());
+        ASSERT_TRUE(c.waitConnected(10s)) << identity << " did not connect to " << url();
     }
+    // A journal submission as dped sends it (events::toJson).
+    static std::string event(const std::string& deployable, const std::string& reason) {
+        return json{{"v", 1},          {"type", "event"},          {"seq", 0},
+                    {"time", 1000},    {"deployable", deployable}, {"assembly", ""},
+                    {"state", "note"}, {"reason", reason},         {"cause_id", ""}}
+            .dump();
+    }
+    std::string journal() { return sh("--json events --limit 1000").out; }
     json agentAsks(const std::string& id, const std::string& bytes) {
         auto r = agent_.request("pcloud.cped", bytes, 10s, {}, id);
         EXPECT_TRUE(r.ok()) << r.error().describe() << "\n" << log();
@@ -151,6 +168,8 @@ protected:
     std::string dir_, pki_, conf_, log_;
     pid_t pid_ = 0;
     bus::Client agent_;
+    bus::Client dped_;
+    bus::Client forger_;
 };
 
 TEST_F(RabbitMqCped, OnlyOperatorSignedRequestsRunAndAGuestChangesNothing) {
@@ -220,6 +239,58 @@ TEST_F(RabbitMqCped, OnlyOperatorSignedRequestsRunAndAGuestChangesNothing) {
          at = text.find("code=unsigned", at + 1))
         ++unsignedLines;
     EXPECT_EQ(unsignedLines, 1u) << text;
+}
+
+// RabbitMQ lets anyone who logs in send to pcloud.journal; cped journals a submission only
+// when its user-id, which RabbitMQ checks against the login, is dped:<the event's deployable>.
+TEST_F(RabbitMqCped, JournalSubmissionsOnlyFromTheDpedOfTheirDeployable) {
+    startCped();
+    ASSERT_TRUE(testsupport::waitFor([&] { return sh("deployable_list").rc == 0; }, 30s))
+        << sh("deployable_list").out << "\n"
+        << log();
+    const std::string tag = std::to_string(::getpid());
+    connectAs(dped_, "dped:web", "/queue/");
+    ASSERT_TRUE(dped_.send("pcloud.journal", event("web", "real-" + tag)).ok());
+    ASSERT_TRUE(testsupport::waitFor(
+        [&] { return journal().find("real-" + tag) != std::string::npos; }, 20s))
+        << journal() << "\n"
+        << log();
+
+    // A guest's agent:node01 without a user-id: delivered by RabbitMQ, dropped by cped.
+    connectAgent(std::string());
+    ASSERT_TRUE(agent_.send("pcloud.journal", event("web", "bare-" + tag)).ok());
+    ASSERT_TRUE(testsupport::waitFor(
+        [&] {
+            return log().find("Dropped a message from a sender that may not send it") !=
+                   std::string::npos;
+        },
+        20s))
+        << log();
+    EXPECT_NE(log().find("what=\"journal submission\" address=pcloud.journal user_id=-"),
+              std::string::npos)
+        << log();
+    // Claiming to be dped:web: RabbitMQ refuses it and ends the forger's session.
+    connectAs(forger_, "agent:node01", "/amq/queue/", std::string("dped:web"));
+    ASSERT_TRUE(forger_.send("pcloud.journal", event("web", "forged-" + tag)).ok());
+    ASSERT_TRUE(testsupport::waitFor([&] { return forger_.stats().linksRefused >= 1; }, 10s));
+    auto err = forger_.stats().lastLinkError;
+    EXPECT_NE(err.find("user_id property set to 'dped:web' but authenticated user was "
+                       "'agent:node01'"),
+              std::string::npos)
+        << err;
+    // dped:web for another deployable's event: dropped too.
+    ASSERT_TRUE(dped_.send("pcloud.journal", event("db", "other-" + tag)).ok());
+    ASSERT_TRUE(testsupport::waitFor(
+        [&] { return log().find("user_id=dped:web expected=dped:db") != std::string::npos; }, 20s))
+        << log();
+    // The real one goes on; nothing forged is in the journal.
+    ASSERT_TRUE(dped_.send("pcloud.journal", event("web", "again-" + tag)).ok());
+    ASSERT_TRUE(testsupport::waitFor(
+        [&] { return journal().find("again-" + tag) != std::string::npos; }, 20s));
+    const std::string j = journal();
+    EXPECT_EQ(j.find("bare-" + tag), std::string::npos) << j;
+    EXPECT_EQ(j.find("forged-" + tag), std::string::npos) << j;
+    EXPECT_EQ(j.find("other-" + tag), std::string::npos) << j;
 }
 
 } // namespace
