@@ -544,11 +544,21 @@ void ChannelPeer::newSession() {
 }
 
 void ChannelPeer::restartSession() {
-    PCLOUD_LOG(Info,
-               "A new AMQP connection on the channel: the agent restarted; answering it on a new "
-               "session",
-               {{"assembly", opt_.session.assembly},
-                {"old_session_bytes", std::to_string(session_bytes_in_)}});
+    // Logged at most once per quiet_burst_ms: a guest that sends nothing but new headers must
+    // not flood dped's log (the count of the ones not logged goes with the next line).
+    Millis now = monoMs();
+    if (last_restart_log_ == 0 || now - last_restart_log_ >= opt_.quiet_burst_ms) {
+        PCLOUD_LOG(Info,
+                   "A new AMQP connection on the channel: the agent restarted; answering it on a "
+                   "new session",
+                   {{"assembly", opt_.session.assembly},
+                    {"old_session_bytes", std::to_string(session_bytes_in_)},
+                    {"not_logged_before", std::to_string(restarts_not_logged_)}});
+        last_restart_log_ = now;
+        restarts_not_logged_ = 0;
+    } else {
+        ++restarts_not_logged_;
+    }
     foldSessionStats();
     {
         std::lock_guard lock(mu_);

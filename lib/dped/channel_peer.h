@@ -221,6 +221,8 @@ private:
     int fd_ = -1;
     std::unique_ptr<AgentSession> session_;
     std::uint64_t session_bytes_in_ = 0; // read into session_ so far
+    Millis last_restart_log_ = 0;        // restartSession()'s bounded log line
+    std::uint64_t restarts_not_logged_ = 0;
     bool reported_connect_failure_ = false;
     std::atomic<bool> reading_{true}; // read by reportDone() on other threads
     Millis retry_at_ = 0;             // monotonic ms; 0 = none
