@@ -14,6 +14,7 @@
 #include "dped/inbox.h"
 #include "dped/pause_detector.h"
 #include "dped/reactor.h"
+#include "dped/reactor_loop.h"
 #include "dped/remote_node.h"
 #include "events/event.h"
 #include "pki/pki.h"
@@ -754,37 +755,16 @@ int runDped(const Options& opt) {
     // it is not reported.
     constexpr Millis kMaxWaitMs = 1000;
     PauseDetector pause(std::max<Millis>(200, dep->heartbeat_timeout / 4));
-    auto checkPause = [&] {
-        auto gap = pause.check(clock.monotonicMs(), clock.nowMs());
-        if (!gap)
-            return false;
-        if (gap->clock_step)
+    ReactorLoop loop(reactor, inbox, clock, pause, [&](const PauseDetector::Gap& gap) {
+        if (gap.clock_step)
             PCLOUD_LOG(Warning, "The wall clock jumped; heartbeat ages mean nothing across it",
-                       {{"deployable", opt.deployable}, {"step_ms", std::to_string(gap->ms)}});
-        reactor.onObserverPaused(gap->ms);
-        return true;
-    };
+                       {{"deployable", opt.deployable}, {"step_ms", std::to_string(gap.ms)}});
+    });
     while (true) {
-        bool due = checkPause();
-        Millis waitMs = kMaxWaitMs;
-        if (auto w = reactor.nextWake())
-            waitMs = std::clamp<Millis>(*w - clock.nowMs(), 0, kMaxWaitMs);
-        pause.waiting(clock.monotonicMs() + waitMs);
-        bool stop = false;
-        auto work =
-            inbox.wait(std::chrono::steady_clock::now() + std::chrono::milliseconds(waitMs), stop);
-        if (stop)
+        auto pass = loop.runOnce(kMaxWaitMs);
+        if (pass == ReactorLoop<Reactor>::Pass::Stopped)
             break;
-        // Before the queued inputs: they were sent during the gap and are read as new.
-        if (checkPause())
-            due = true;
-        for (auto& f : work)
-            f();
-        auto w = reactor.nextWake();
-        if (!due && work.empty() && (!w || *w > clock.nowMs()))
-            continue; // a periodic wake with nothing to decide
-        reactor.step();
-        if (reactor.finished()) {
+        if (pass == ReactorLoop<Reactor>::Pass::Finished) {
             PCLOUD_LOG(Notice, "Planned stop complete; exiting", {{"deployable", opt.deployable}});
             (void)client.waitIdle(std::chrono::seconds(2));
             break;
