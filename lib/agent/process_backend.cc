@@ -162,9 +162,20 @@ bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
     for (auto& w : words)
         argv.push_back(w.data());
     argv.push_back(nullptr);
+    // The child waits on `release` until the agent has recorded it, so a service never runs
+    // unrecorded: an agent killed between the fork and the record would otherwise leave a
+    // process the next agent cannot adopt, holding the service's port while that agent starts
+    // a second copy. If the agent dies first, the child reads EOF and exits without exec.
+    int release[2];
+    if (::pipe2(release, O_CLOEXEC) != 0) {
+        why = std::string("pipe failed: ") + std::strerror(errno);
+        return false;
+    }
     pid_t pid = ::fork();
     if (pid < 0) {
         why = std::string("fork failed: ") + std::strerror(errno);
+        ::close(release[0]);
+        ::close(release[1]);
         return false;
     }
     if (pid == 0) {
@@ -174,12 +185,22 @@ bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         ::signal(SIGPIPE, SIG_DFL);
+        ::close(release[1]);
+        char go = 0;
+        ssize_t n;
+        while ((n = ::read(release[0], &go, 1)) < 0 && errno == EINTR) {
+        }
+        if (n != 1)
+            _exit(kUnreleasedExit); // the agent died before it recorded this process
         int devnull = ::open("/dev/null", O_RDONLY);
         if (devnull >= 0)
             ::dup2(devnull, 0);
         ::execvp(argv[0], argv.data());
         _exit(127);
     }
+    ::close(release[0]);
+    if (spawn_observer_)
+        spawn_observer_(pid);
     ::setpgid(pid, pid); // also from the parent, so the group exists before any kill
     p.pid = pid;
     p.pgid = pid;
@@ -198,8 +219,11 @@ bool ProcessBackend::spawn(const std::string& unit, Proc& p, std::string& why) {
     p.st.exit_code = 0;
     p.st.result = "success";
     setState(p, "active", "running");
-    PCLOUD_LOG(Notice, "Started process", {{"unit", unit}, {"pid", std::to_string(pid)}});
     saveState();
+    // Recorded (or not recordable: no run directory): let it exec.
+    [[maybe_unused]] auto w = ::write(release[1], "1", 1);
+    ::close(release[1]);
+    PCLOUD_LOG(Notice, "Started process", {{"unit", unit}, {"pid", std::to_string(pid)}});
     emit(p);
     return true;
 }

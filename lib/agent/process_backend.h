@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -56,6 +57,14 @@ public:
     void startAll();
     // The state file in the run directory ("" without one).
     std::string stateFile() const;
+
+    // How a started child exits when the agent died before recording it: it never execs.
+    static constexpr int kUnreleasedExit = 126;
+    // Called in the agent right after each fork, before the child is recorded and released
+    // to exec: where tests kill the agent to prove no service runs unrecorded.
+    void setSpawnObserver(std::function<void(pid_t child)> observer) {
+        spawn_observer_ = std::move(observer);
+    }
 
     void prepare(PollSet& ps, Millis now) override;
     void dispatch(const PollSet& ps, Millis now) override;
@@ -101,6 +110,7 @@ private:
     std::string boot_id_;
     bool persist_ = false; // the run directory is usable and ours (locked)
     int lock_fd_ = -1;
+    std::function<void(pid_t)> spawn_observer_;
 };
 
 } // namespace pcloud::agent

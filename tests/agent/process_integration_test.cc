@@ -4,7 +4,9 @@
 #include "test_peer.h"
 
 #include "agent/config.h"
+#include "agent/process_backend.h"
 #include "agent/process_state.h"
+#include "common/clock.h"
 #include "common/fs.h"
 #include "support/test_support.h"
 
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -542,4 +545,90 @@ TEST(AgentCli, BadConfigLineExitsTwoNamingFileAndLine) {
     std::remove(path);
     EXPECT_EQ(WEXITSTATUS(status), 2);
     EXPECT_NE(out.find(std::string(path) + ":2:"), std::string::npos) << out;
+}
+
+// The agent is SIGKILLed between the fork of a service and its record (the CTS found the
+// window: the next agent could not adopt the process and started a second copy). The
+// child must never exec: it exits kUnreleasedExit once its agent is gone. The control run,
+// where the agent lives on, proves the same service does start.
+class ProcessBackendSpawn : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char d[] = "/tmp/pcloud-agent-spawn-XXXXXX";
+        ASSERT_NE(::mkdtemp(d), nullptr);
+        dir = d;
+        marker = dir + "/ran";
+        script = dir + "/svc.sh";
+        std::ofstream(script) << "#!/bin/sh\ntouch " << marker << "\nexec sleep 60\n";
+        ::chmod(script.c_str(), 0755);
+        // Orphaned grandchildren come back to us, so the test can reap the service.
+        ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    }
+    void TearDown() override {
+        ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+        std::filesystem::remove_all(dir);
+    }
+
+    // Forks an agent that starts "web"; `killAgent` SIGKILLs it in the spawn observer.
+    // Returns the service's pid as the observer saw it and the agent's wait status.
+    std::pair<pid_t, int> runAgent(bool killAgent) {
+        int fds[2];
+        EXPECT_EQ(::pipe(fds), 0);
+        pid_t agentPid = ::fork();
+        if (agentPid == 0) {
+            ::close(fds[0]);
+            SystemClock clock;
+            agent::ProcessBackend b(clock, {{"web", script}}, dir + "/run", bootId());
+            b.setWatch({"web"}, {});
+            b.setSpawnObserver([&](pid_t child) {
+                [[maybe_unused]] auto n = ::write(fds[1], &child, sizeof child);
+                if (killAgent)
+                    ::kill(::getpid(), SIGKILL);
+            });
+            b.startAll();
+            _exit(0); // the service stays, as after any agent exit without shutdown
+        }
+        ::close(fds[1]);
+        pid_t child = -1;
+        EXPECT_EQ(::read(fds[0], &child, sizeof child), static_cast<ssize_t>(sizeof child));
+        ::close(fds[0]);
+        int status = 0;
+        EXPECT_EQ(::waitpid(agentPid, &status, 0), agentPid);
+        return {child, status};
+    }
+
+    std::string dir, marker, script;
+};
+
+TEST_F(ProcessBackendSpawn, AChildTheAgentDidNotRecordNeverRuns) {
+    auto [child, agentStatus] = runAgent(true);
+    ASSERT_TRUE(WIFSIGNALED(agentStatus) && WTERMSIG(agentStatus) == SIGKILL);
+    ASSERT_GT(child, 0);
+    int status = 0;
+    bool ended = eventually([&] { return ::waitpid(child, &status, WNOHANG) == child; }, 5s);
+    if (!ended) { // it exec'd: end it so the failure is quick
+        ::kill(-child, SIGKILL);
+        ::kill(child, SIGKILL);
+        ::waitpid(child, &status, 0);
+    }
+    ASSERT_TRUE(ended) << "the orphan still runs 5 s after its agent died";
+    EXPECT_TRUE(WIFEXITED(status)) << "status " << status;
+    EXPECT_EQ(WEXITSTATUS(status), agent::ProcessBackend::kUnreleasedExit);
+    EXPECT_FALSE(std::filesystem::exists(marker)) << "the service ran unrecorded";
+}
+
+TEST_F(ProcessBackendSpawn, ARecordedChildRuns) {
+    auto [child, agentStatus] = runAgent(false);
+    ASSERT_TRUE(WIFEXITED(agentStatus) && WEXITSTATUS(agentStatus) == 0);
+    ASSERT_GT(child, 0);
+    EXPECT_TRUE(eventually([&] { return std::filesystem::exists(marker); }, 5s));
+    // It runs because it was recorded first: the record names this very process.
+    auto text = fs::readFile(dir + "/run/processes.json");
+    ASSERT_TRUE(text) << text.error().describe();
+    auto saved = agent::decodeProcessState(*text, "state");
+    ASSERT_TRUE(saved) << saved.error().describe();
+    ASSERT_TRUE(saved->units.count("web"));
+    EXPECT_EQ(saved->units.at("web").pid, child);
+    ::kill(-child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
 }
