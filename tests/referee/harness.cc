@@ -143,24 +143,39 @@ void HttpBackend::loop() {
     }
 }
 
-std::string httpGet(int port, const std::string& path, int* status, int timeoutMs) {
+std::string httpGet(int port, const std::string& path, int* status, int timeoutMs,
+                    std::string* why) {
     if (status)
         *status = 0;
+    auto start = std::chrono::steady_clock::now();
+    auto fail = [&](const std::string& what) {
+        if (why) {
+            auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+            *why = what + " after " + std::to_string(ms) + " ms";
+        }
+        return std::string();
+    };
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a = loopback(port);
     timeval tv{timeoutMs / 1000, (timeoutMs % 1000) * 1000};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        std::string e = std::strerror(errno);
         ::close(fd);
-        return {};
+        return fail("connect: " + e);
     }
     std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     [[maybe_unused]] auto w = ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    std::string resp;
+    std::string resp, recvError;
     char buf[4096];
     for (;;) {
         ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+        if (n < 0)
+            recvError = errno == EAGAIN || errno == EWOULDBLOCK ? std::string("receive timeout")
+                                                                : std::strerror(errno);
         if (n <= 0)
             break;
         resp.append(buf, static_cast<size_t>(n));
@@ -172,8 +187,13 @@ std::string httpGet(int port, const std::string& path, int* status, int timeoutM
     if (status)
         *status = code;
     auto body = resp.find("\r\n\r\n");
-    if (code != 200 || body == std::string::npos)
-        return {};
+    if (code != 200 || body == std::string::npos) {
+        if (!recvError.empty())
+            return fail(recvError + " with " + std::to_string(resp.size()) + " bytes read");
+        if (resp.empty())
+            return fail("connection closed without an answer");
+        return fail("answer '" + resp.substr(0, resp.find("\r\n")) + "'");
+    }
     return resp.substr(body + 4);
 }
 

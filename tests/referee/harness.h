@@ -37,9 +37,11 @@ private:
     std::thread thread_;
 };
 
-// GET http://127.0.0.1:port/path; the body on a 200, else "" (and status set).
+// GET http://127.0.0.1:port/path; the body on a 200, else "" (and status set). On a failure
+// `why` (if given) says what went wrong and after how long: the connect errno, a receive
+// timeout or error, an empty answer, or the status line.
 std::string httpGet(int port, const std::string& path = "/", int* status = nullptr,
-                    int timeoutMs = 2000);
+                    int timeoutMs = 2000, std::string* why = nullptr);
 // Sends n requests; how many each body (backend name) got. Failures count under "".
 std::map<std::string, int> spread(int port, int n, const std::string& path = "/");
 

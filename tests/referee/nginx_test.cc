@@ -7,7 +7,10 @@
 #include "referee/nginx_referee.h"
 #include "referee/referee.h"
 
+#include <atomic>
 #include <gtest/gtest.h>
+#include <mutex>
+#include <thread>
 
 #include <cstdlib>
 #include <filesystem>
@@ -336,6 +339,55 @@ TEST_F(NginxTest, OutMemberGetsNoTrafficAndComesBack) {
 
     expectApplied(members(MemberState::Ready, MemberState::Ready, MemberState::Ready));
     EXPECT_TRUE(servesExactly({"a", "b", "c"}));
+}
+
+// Promise 1: a balancer reload never fails a client request. dped may apply several
+// membership changes within a few ms (one assembly drained, another added back), so each
+// reload lands while the previous one's workers are still switching over. A client sends
+// requests back to back through it all; every one must be answered by a member.
+TEST_F(NginxTest, BackToBackReloadsFailNoClientRequest) {
+    expectApplied(members(MemberState::Ready, MemberState::Ready, MemberState::Ready));
+    ASSERT_TRUE(servesExactly({"a", "b", "c"}));
+    std::atomic<bool> stop{false};
+    std::atomic<int> answered{0};
+    std::mutex mu;
+    std::vector<std::string> failures;
+    std::thread client([&] {
+        while (!stop) {
+            std::string why;
+            std::string body = httpGet(port_, "/", nullptr, 3000, &why);
+            if (body == "a" || body == "b" || body == "c") {
+                answered++;
+            } else {
+                std::lock_guard lock(mu);
+                failures.push_back(why.empty() ? "body '" + body + "'" : why);
+            }
+        }
+    });
+    const MemberState R = MemberState::Ready, O = MemberState::Out, D = MemberState::Drain;
+    const std::vector<std::vector<Member>> cycle = {members(O, R, R), members(R, R, R),
+                                                    members(R, D, O), members(R, R, R),
+                                                    members(O, O, R), members(R, O, R)};
+    int applied = 0;
+    for (int round = 0; round < 5; ++round)
+        for (const auto& m : cycle) {
+            auto st = referee_->apply(m);
+            EXPECT_TRUE(st.ok()) << st.error().describe();
+            ++applied;
+        }
+    expectApplied(members(R, R, R));
+    ASSERT_TRUE(servesExactly({"a", "b", "c"}));
+    stop = true;
+    client.join();
+    std::string reasons;
+    for (std::size_t i = 0; i < failures.size() && i < 10; ++i)
+        reasons += "\n  " + failures[i];
+    std::fprintf(stderr, "%d reloads, %d requests answered, %zu failed\n", applied + 1,
+                 answered.load(), failures.size());
+    EXPECT_GT(answered.load(), applied) << "the client hardly ran";
+    EXPECT_TRUE(failures.empty()) << failures.size() << " of " << answered + failures.size()
+                                  << " requests failed across " << applied + 1
+                                  << " reloads:" << reasons << "\nsee " << dir_ << "/error.log";
 }
 
 TEST_F(NginxTest, DrainIsDownWithAMarkerAndReadsBackAsDrain) {
