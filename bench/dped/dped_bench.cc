@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "store/store.h"
 #include "support/bench_stats.h"
+#include "support/journal_standin.h"
 #include "support/test_support.h"
 #include "virt/guest_xml.h"
 
@@ -155,7 +156,7 @@ bool Bench::setUp(int assemblies, Millis hbTimeout) {
     if (!client_.connect("amqp://127.0.0.1:" + std::to_string(hub_.boundPort())).ok() ||
         !client_.waitConnected(10s))
         return false;
-    auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
+    auto sub = testsupport::serveJournal(client_, [this](const bus::Message& m) {
         auto now = monoUs();
         auto j = json::parse(m.body, nullptr, false);
         if (j.is_discarded())

@@ -13,6 +13,7 @@
 //       [--pre-ms 2000] [--window-ms 20000]
 //       One failure under load; prints one JSON line.
 //   failover_bench report FILE      The side-by-side table from the trial lines.
+#include "support/journal_standin.h"
 #include "support/load.h"
 
 #include "bus/client.h"
@@ -120,7 +121,7 @@ int cmdHub(const Args& a) {
         std::fprintf(stderr, "failover_bench hub: cannot connect to own hub\n");
         return 1;
     }
-    auto sub = client.subscribe("pcloud.journal", [&](const bus::Message& m) {
+    auto sub = testsupport::serveJournal(client, [&](const bus::Message& m) {
         std::lock_guard lock(mu);
         journal << json{{"recv_steady_ms", bench::steadyMs()},
                         {"event", json::parse(m.body, nullptr, false)}}

@@ -24,6 +24,7 @@
 #include "pki/pki.h"
 #include "store/store.h"
 #include "support/bench_stats.h"
+#include "support/journal_standin.h"
 #include "support/test_support.h"
 #include "support/test_tls.h"
 #include "virt/guest_xml.h"
@@ -395,7 +396,7 @@ bool Bench::setUp(Millis hbTimeout) {
     co.keyFile = pki_ + "/cped.bench.key";
     if (!client_.connect(co).ok() || !client_.waitConnected(10s))
         return false;
-    auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& msg) {
+    auto sub = testsupport::serveJournal(client_, [this](const bus::Message& msg) {
         auto now = monoUs();
         auto j = json::parse(msg.body, nullptr, false);
         if (j.is_discarded())

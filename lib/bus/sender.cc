@@ -21,7 +21,7 @@ std::string serverOf(const std::string& address) {
                    ? address.substr(prefix.size())
                    : std::string();
     };
-    if (address == "pcloud.cped")
+    if (address == "pcloud.cped" || address == "pcloud.journal")
         return "cped:*";
     if (auto d = after("pcloud.dped."); !d.empty())
         return "dped:" + d;

@@ -21,9 +21,10 @@ namespace pcloud::bus {
 // compared that way, e.g. dped's report keys).
 bool sameIdentity(const std::string& userId, const std::string& identity);
 
-// Who answers requests sent to `address`: "cped:*" for the command API pcloud.cped (any cped:
-// in a zone the leader may be any of them), "dped:D" for pcloud.dped.D, "node:H" for
-// pcloud.node.H; "" when pcloud does not know (then any sender is taken).
+// Who answers requests sent to `address`: "cped:*" for the command API pcloud.cped and the
+// journal pcloud.journal (any cped: in a zone the leader may be any of them), "dped:D" for
+// pcloud.dped.D, "node:H" for pcloud.node.H; "" when pcloud does not know (then any sender is
+// taken).
 std::string serverOf(const std::string& address);
 // Whether `userId` is `pattern`: an identity, or "kind:*" for any identity of that kind.
 bool senderMatches(const std::string& pattern, const std::string& userId);

@@ -12,6 +12,7 @@
 #include "common/time_format.h"
 #include "cped/commands.h"
 #include "cped/floating_ip.h"
+#include "cped/submission_ledger.h"
 #include "cped/supervisor.h"
 #include "envelope/envelope.h"
 #include "pki/pki.h"
@@ -245,10 +246,15 @@ public:
     }
 
 private:
-    void journalAndPublish(events::Event e);
+    // The event's seq; nullopt when it could not be journaled (then it is not published).
+    std::optional<std::uint64_t> journalAndPublish(events::Event e);
     std::optional<std::string> serveCommand(const bus::Message& m);
     void logRefusal(const RefusedCommand& r);
-    void onJournalSubmission(const bus::Message& m);
+    // The answer to the submitting dped (nullopt: none, it sends the event again).
+    std::optional<std::string> onJournalSubmission(const bus::Message& m);
+    // Fills ledger_ from the journal's last kLedgerRebuildEvents events.
+    void rebuildLedger();
+    static constexpr std::size_t kLedgerRebuildEvents = 20'000;
     void reloadFromDisk();
     bool ownsAssembly(const std::string& deployable, const std::string& assembly);
     void refreshOwners();
@@ -271,6 +277,7 @@ private:
     bool tls_ = false;
     // On a TLS bus, journal submissions only from dped:<the event's deployable>.
     std::unique_ptr<bus::SenderGate> journal_senders_;
+    SubmissionLedger ledger_; // the client_ thread's, after rebuildLedger() at start
     std::string pki_dir_;
     std::mutex owners_mutex_;                             // guards owners_ only
     std::map<std::string, std::set<std::string>> owners_; // deployable -> assembly names, uuids
@@ -314,44 +321,88 @@ private:
     std::map<std::string, std::pair<pid_t, std::uint64_t>> epoch_refused_; // dped said stale
 };
 
-void Cped::journalAndPublish(events::Event e) {
+std::optional<std::uint64_t> Cped::journalAndPublish(events::Event e) {
     std::lock_guard lock(publish_mutex_);
     auto written = journal_->append(std::move(e));
     if (!written) {
         PCLOUD_LOG(Error, "Cannot journal an event; it is published without a seq",
                    {{"error", written.error().describe()}});
-        return;
+        return std::nullopt;
     }
     for (auto& w : journal_->takeWarnings())
         PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
     if (auto st = client_.send("pcloud.events", events::toLine(*written)); !st)
         PCLOUD_LOG(Warning, "Cannot publish an event",
                    {{"seq", std::to_string(written->seq)}, {"error", st.error().message}});
+    return written->seq;
 }
 
-void Cped::onJournalSubmission(const bus::Message& m) {
+namespace {
+
+std::string journalReply(bool ok, const json& detail) {
+    json j = {{"v", 1}, {"type", "reply"}, {"ok", ok}};
+    j[ok ? "result" : "error"] = detail;
+    return j.dump();
+}
+
+std::string journalRefusal(const std::string& code, const std::string& message) {
+    return journalReply(false, {{"code", code}, {"message", message}});
+}
+
+} // namespace
+
+std::optional<std::string> Cped::onJournalSubmission(const bus::Message& m) {
     // Any identity that can log in to RabbitMQ can send here; only the dped of the event's
-    // deployable may put it in the journal (its user-id, which the broker checks).
+    // deployable may put it in the journal (its user-id, which the broker checks). A sender
+    // refused that way gets no answer.
     if (journal_senders_->enforced() && m.userId.rfind("dped:", 0) != 0) {
         journal_senders_->admit(m, false, "dped:<the event's deployable>");
-        return;
+        return std::nullopt;
     }
     auto j = json::parse(m.body, nullptr, false);
     if (j.is_discarded() || !j.is_object() || j.value("type", "") != "event") {
         PCLOUD_LOG(Warning, "Dropped a journal submission that is not an event",
                    {{"body", utf8Excerpt(m.body, 200)}});
-        return;
+        return journalRefusal("bad-event", "a journal submission must be a JSON event object");
     }
     auto e = events::fromJson(j);
     if (!e) {
         PCLOUD_LOG(Warning, "Dropped a malformed event submission",
                    {{"error", e.error().message}, {"body", utf8Excerpt(m.body, 200)}});
-        return;
+        return journalRefusal("bad-event", e.error().message);
     }
     if (!journal_senders_->admitFrom(m, "dped:" + e->deployable))
-        return;
+        return std::nullopt;
+    // The submitting dped sends an event again until it has this answer: journal it once.
+    const std::string source = e->source;
+    const std::uint64_t n = e->source_seq;
+    if (!source.empty() && ledger_.journaled(source, n)) {
+        PCLOUD_LOG(Info, "A journal submission came again; answered, not journaled again",
+                   {{"source", source}, {"source_seq", std::to_string(n)}});
+        return journalReply(true, {{"duplicate", true}});
+    }
     e->seq = 0; // cped assigns it
-    journalAndPublish(std::move(*e));
+    auto seq = journalAndPublish(std::move(*e));
+    if (!seq) // not on disk: no answer, so the dped sends it again
+        return std::nullopt;
+    if (!source.empty())
+        ledger_.record(source, n);
+    return journalReply(true, {{"seq", *seq}});
+}
+
+void Cped::rebuildLedger() {
+    events::ReplayQuery q;
+    q.limit = kLedgerRebuildEvents;
+    q.newest = true;
+    auto tail = journal_->replay(q);
+    if (!tail) {
+        PCLOUD_LOG(Warning, "Cannot read the journal's tail; a resent event may be journaled twice",
+                   {{"error", tail.error().describe()}});
+        return;
+    }
+    for (const auto& e : tail->events)
+        if (!e.source.empty())
+            ledger_.record(e.source, e.source_seq);
 }
 
 Result<std::string> Cped::dpedRequest(const std::string& d, const std::string& id,
@@ -946,8 +997,9 @@ int Cped::run() {
         std::make_unique<Supervisor>(so, clock_, [this](events::Event e) { emit(std::move(e)); });
 
     journal_senders_ = std::make_unique<bus::SenderGate>(tls_, "journal submission");
-    client_.subscribe("pcloud.journal",
-                      [this](const bus::Message& msg) { onJournalSubmission(msg); });
+    rebuildLedger();
+    client_.serve("pcloud.journal",
+                  [this](const bus::Message& msg) { return onJournalSubmission(msg); });
 
     // dpeds start once this node leads (at once for the single-node coordinator), with
     // --epoch; running ones (adopted, or from an earlier term) are raised to the new epoch

@@ -9,9 +9,10 @@
 #include "common/lock_file.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "common/utf8.h"
 #include "dped/channel_peer.h"
-#include "dped/event_outbox.h"
 #include "dped/inbox.h"
+#include "dped/journal_gate.h"
 #include "dped/pause_detector.h"
 #include "dped/reactor.h"
 #include "dped/reactor_loop.h"
@@ -45,6 +46,10 @@
 namespace pcloud::dped {
 
 namespace {
+
+// How long dped waits for cped's answer to a journal submission before it sends it again.
+// A live cped journals in milliseconds (one fdatasync); past this it is paused or gone.
+constexpr std::chrono::milliseconds kJournalAnswerTimeout{5'000};
 
 std::string lowered(std::string s) {
     for (auto& c : s)
@@ -566,11 +571,26 @@ int runDped(const Options& opt) {
     auto getReactor = [&]() -> Reactor* { return reactorPtr; }; // used on the reactor thread
 
     bus::Client client;
-    // Events wait here while the hub is unreachable (10 000 at most, oldest dropped).
+    // Every event is kept until cped answers that it journaled it (10 000 at most, oldest
+    // dropped), and sent again when no answer came: journal_gate.h.
     SystemClock wallClock;
     JournalGate journal(
-        [&client](const std::string& body) { return client.send("pcloud.journal", body); },
-        opt.deployable, wallClock, 10'000);
+        [&client](const std::string& body, JournalGate::Done done) {
+            client.requestAsync("pcloud.journal", body, kJournalAnswerTimeout,
+                                [done = std::move(done)](Result<bus::Message> r) {
+                                    if (!r)
+                                        return done(JournalGate::Answer::NoAnswer,
+                                                    r.error().describe());
+                                    auto j = nlohmann::json::parse(r->body, nullptr, false);
+                                    if (j.is_object() && j.value("ok", false))
+                                        return done(JournalGate::Answer::Journaled, "");
+                                    done(JournalGate::Answer::Refused, utf8Excerpt(r->body, 200));
+                                });
+        },
+        opt.deployable,
+        "dped-" + opt.deployable + "-" + std::to_string(::getpid()) + "-" +
+            std::to_string(wallClock.nowMs()),
+        wallClock, 10'000);
     bus::ClientOptions copt;
     copt.onConnectionChange = [&journal, &inbox, getReactor](bool up) {
         journal.setUp(up);

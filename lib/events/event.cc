@@ -16,6 +16,10 @@ nlohmann::json toJson(const Event& e) {
     j["state"] = e.state;
     j["reason"] = e.reason;
     j["cause_id"] = e.cause_id;
+    if (!e.source.empty()) {
+        j["source"] = e.source;
+        j["source_seq"] = e.source_seq;
+    }
     return j;
 }
 
@@ -84,6 +88,15 @@ Result<Event> fromJson(const nlohmann::json& j) {
     if (!ca)
         return ca.error();
     e.cause_id = *ca;
+    auto so = optString(j, "source", false);
+    if (!so)
+        return so.error();
+    e.source = *so;
+    if (auto it = j.find("source_seq"); it != j.end() && !it->is_null()) {
+        if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<long long>() >= 0))
+            return makeError("event field \"source_seq\" is not a non-negative integer");
+        e.source_seq = it->get<std::uint64_t>();
+    }
     if (auto it = j.find("service"); it != j.end() && !it->is_null()) {
         if (!it->is_string())
             return makeError("event field \"service\" is not a string");

@@ -5,7 +5,7 @@
 // Wire form (one JSON object; a journal line is the same object on one line):
 //   {"v":1,"type":"event","seq":42,"time":"2026-11-21T22:40:01.123Z","deployable":"web",
 //    "assembly":"node01","service":"httpd","state":"failed","reason":"monitor failed",
-//    "cause_id":"..."}
+//    "cause_id":"...","source":"dped-web-4242-1764000000000","source_seq":7}
 
 #include "common/clock.h"
 #include "common/result.h"
@@ -27,6 +27,11 @@ struct Event {
     std::string state;    // e.g. "started", "failed", "stopped", "crashed"
     std::string reason;   // e.g. "monitor failed", "restarted"
     std::string cause_id; // links a recovery to the failure that caused it
+    // Who submitted it and its number there: a dped instance numbers the events it submits,
+    // so cped journals an event that dped resends (no reply came) only once. Empty for
+    // cped's own events; omitted from the JSON then.
+    std::string source;
+    std::uint64_t source_seq = 0;
     bool operator==(const Event&) const = default;
 };
 

@@ -2,7 +2,7 @@
 // with a client connection_driver) and ChannelPeer over a real unix socket standing in for
 // QEMU's channel socket, fed a well-behaved agent, garbage, oversized frames and a flood.
 #include "dped/channel_peer.h"
-#include "dped/event_outbox.h"
+#include "dped/journal_gate.h"
 #include "proto/agent_messages.h"
 
 #include <gtest/gtest.h>
@@ -209,48 +209,119 @@ TEST(AgentSession, AReportOverTheLimitEndsTheConnection) {
     EXPECT_NE(p.server->error().find("larger than 1000"), std::string::npos) << p.server->error();
 }
 
-TEST(EventOutbox, KeepsTheNewestAndCountsTheDropped) {
-    EventOutbox box(3);
-    for (int i = 0; i < 5; ++i)
-        box.push("e" + std::to_string(i));
-    EXPECT_EQ(box.size(), 3u);
-    auto t = box.take();
-    EXPECT_EQ(t.dropped, 2u);
-    EXPECT_EQ(t.events, (std::deque<std::string>{"e2", "e3", "e4"}));
-    EXPECT_TRUE(box.empty());
-    EXPECT_EQ(box.take().dropped, 0u);
+// The submissions a JournalGate made, answered by the test as cped would.
+struct FakeJournal {
+    struct Sent {
+        nlohmann::json event;
+        JournalGate::Done done;
+    };
+    std::vector<Sent> sent;
+    JournalGate::Submit submit() {
+        return [this](const std::string& body, JournalGate::Done done) {
+            sent.push_back({nlohmann::json::parse(body), std::move(done)});
+        };
+    }
+    std::vector<std::string> states(std::size_t from = 0) const {
+        std::vector<std::string> out;
+        for (std::size_t i = from; i < sent.size(); ++i)
+            out.push_back(sent[i].event["state"]);
+        return out;
+    }
+};
+
+std::string eventBody(const std::string& state) {
+    events::Event e;
+    e.deployable = "web";
+    e.state = state;
+    return events::toJson(e).dump();
 }
 
-TEST(JournalGate, HoldsEventsWhileDownThenPublishesTheCountAndTheNewest) {
+TEST(JournalGate, NumbersEachEventAndKeepsItUntilCpedJournaledIt) {
     ManualClock clock{1'700'000'000'000};
-    std::vector<std::string> out;
-    JournalGate gate(
-        [&](const std::string& b) {
-            out.push_back(b);
-            return Status::success();
-        },
-        "web", clock, 3);
-    ASSERT_TRUE(gate.publish("live").ok());
-    EXPECT_EQ(out, std::vector<std::string>{"live"});
+    FakeJournal cped;
+    JournalGate gate(cped.submit(), "web", "dped-web-1", clock, 10);
+    ASSERT_TRUE(gate.publish(eventBody("a")).ok());
+    ASSERT_TRUE(gate.publish(eventBody("b")).ok());
+    ASSERT_EQ(cped.sent.size(), 2u);
+    EXPECT_EQ(cped.sent[0].event["source"], "dped-web-1");
+    EXPECT_EQ(cped.sent[0].event["source_seq"], 1);
+    EXPECT_EQ(cped.sent[1].event["source_seq"], 2);
+    EXPECT_EQ(gate.held(), 2u);
+    cped.sent[1].done(JournalGate::Answer::Journaled, "");
+    EXPECT_EQ(gate.held(), 1u);
+    // No answer for "a" (cped paused: the request timed out): sent again at once.
+    cped.sent[0].done(JournalGate::Answer::NoAnswer, "timeout");
+    ASSERT_EQ(cped.sent.size(), 3u);
+    EXPECT_EQ(cped.sent[2].event["state"], "a");
+    EXPECT_EQ(cped.sent[2].event["source_seq"], 1);
+    cped.sent[2].done(JournalGate::Answer::Journaled, "");
+    EXPECT_EQ(gate.held(), 0u);
+    // A late answer to the first copy changes nothing.
+    cped.sent[0].done(JournalGate::Answer::Journaled, "");
+    EXPECT_EQ(gate.held(), 0u);
+    EXPECT_EQ(cped.sent.size(), 3u);
+}
+
+TEST(JournalGate, EverythingUnansweredIsSentAgainAfterAReconnectAndOnlyThen) {
+    ManualClock clock{1'700'000'000'000};
+    FakeJournal cped;
+    JournalGate gate(cped.submit(), "web", "dped-web-1", clock, 10);
+    ASSERT_TRUE(gate.publish(eventBody("a")).ok()); // accepted by a hub that then died
+    gate.setUp(false);
+    ASSERT_TRUE(gate.publish(eventBody("b")).ok()); // never blocks, never fails
+    EXPECT_EQ(cped.sent.size(), 1u) << "nothing is sent while the bus is down";
+    // The lost connection fails the request to the old hub: no resend yet.
+    cped.sent[0].done(JournalGate::Answer::NoAnswer, "connection lost");
+    EXPECT_EQ(cped.sent.size(), 1u);
+    gate.setUp(true);
+    ASSERT_EQ(cped.states(1), (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(cped.sent[1].event["source_seq"], 1);
+    EXPECT_EQ(cped.sent[2].event["source_seq"], 2);
+    // An answer to a send on the old connection does not send it a third time.
+    cped.sent[0].done(JournalGate::Answer::NoAnswer, "timeout");
+    EXPECT_EQ(cped.sent.size(), 3u);
+    cped.sent[1].done(JournalGate::Answer::Journaled, "");
+    cped.sent[2].done(JournalGate::Answer::Refused, "malformed");
+    EXPECT_EQ(gate.held(), 0u) << "a refused event is forgotten, not resent forever";
+}
+
+TEST(JournalGate, BeyondCapacityTheOldestAreDroppedAndCountedInOneEvent) {
+    ManualClock clock{1'700'000'000'000};
+    FakeJournal cped;
+    JournalGate gate(cped.submit(), "web", "dped-web-1", clock, 3);
     gate.setUp(false);
     for (int i = 0; i < 5; ++i)
-        ASSERT_TRUE(gate.publish("e" + std::to_string(i)).ok()); // never blocks, never fails
-    EXPECT_EQ(out.size(), 1u);
+        ASSERT_TRUE(gate.publish(eventBody("e" + std::to_string(i))).ok());
     EXPECT_EQ(gate.held(), 3u);
     gate.setUp(true);
-    ASSERT_EQ(out.size(), 5u);
-    auto dropped = nlohmann::json::parse(out[1]);
-    EXPECT_EQ(dropped["state"], "events-dropped");
+    ASSERT_EQ(cped.states(), (std::vector<std::string>{"events-dropped", "e2", "e3", "e4"}));
+    const auto& dropped = cped.sent[0].event;
     EXPECT_EQ(dropped["deployable"], "web");
     EXPECT_NE(dropped["reason"].get<std::string>().find("2 events"), std::string::npos);
-    EXPECT_EQ(std::vector<std::string>(out.begin() + 2, out.end()),
-              (std::vector<std::string>{"e2", "e3", "e4"}));
-    // Back to direct publishing; a second outage without loss sends no events-dropped.
+    EXPECT_EQ(dropped["source_seq"], 6) << "a number of its own";
+    for (auto& s : cped.sent)
+        s.done(JournalGate::Answer::Journaled, "");
+    // A second outage without loss sends no events-dropped.
     gate.setUp(false);
-    ASSERT_TRUE(gate.publish("x").ok());
+    ASSERT_TRUE(gate.publish(eventBody("x")).ok());
     gate.setUp(true);
-    EXPECT_EQ(out.back(), "x");
-    EXPECT_EQ(out.size(), 6u);
+    EXPECT_EQ(cped.states(4), std::vector<std::string>{"x"});
+}
+
+TEST(JournalGate, AnAnswerInsideSubmitNeitherDeadlocksNorSpins) {
+    ManualClock clock{1'700'000'000'000};
+    int calls = 0;
+    JournalGate gate(
+        [&](const std::string&, JournalGate::Done done) {
+            ++calls; // the client's queue is full: it fails at once, on this thread
+            done(JournalGate::Answer::NoAnswer, "bus outgoing queue is full");
+        },
+        "web", "dped-web-1", clock, 10);
+    ASSERT_TRUE(gate.publish(eventBody("a")).ok());
+    EXPECT_EQ(calls, 1);
+    ASSERT_TRUE(gate.publish(eventBody("b")).ok()); // tries "a" again first, stops there
+    EXPECT_EQ(calls, 2);
+    EXPECT_EQ(gate.held(), 2u);
 }
 
 // ---- ChannelPeer over a unix socket -------------------------------------------------------

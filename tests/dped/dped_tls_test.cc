@@ -9,6 +9,7 @@
 #include "common/fs.h"
 #include "model/model.h"
 #include "store/store.h"
+#include "support/journal_standin.h"
 #include "support/test_support.h"
 #include "support/test_tls.h"
 
@@ -40,7 +41,7 @@ protected:
         auto hub = tls_->startCpedHub(hub_, client_);
         ASSERT_TRUE(hub.ok()) << hub.error().describe();
         url_ = amqpsUrl(hub_->boundPort());
-        auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
+        auto sub = testsupport::serveJournal(client_, [this](const bus::Message& m) {
             std::lock_guard lock(mu_);
             journal_.push_back(m.body);
         });

@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "proto/agent_messages.h"
 #include "store/store.h"
+#include "support/journal_standin.h"
 #include "support/test_support.h"
 #include "support/test_tls.h"
 #include "virt/guest_xml.h"
@@ -110,7 +111,7 @@ protected:
         ASSERT_TRUE(pki.ok()) << pki.error().describe();
         auto hub = tls_->startCpedHub(hub_, client_);
         ASSERT_TRUE(hub.ok()) << hub.error().describe();
-        auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
+        auto sub = testsupport::serveJournal(client_, [this](const bus::Message& m) {
             auto j = json::parse(m.body, nullptr, false);
             if (j.is_discarded())
                 return;

@@ -27,6 +27,7 @@
 #include "referee/haproxy_referee.h"
 #include "referee/nginx_referee.h"
 #include "store/store.h"
+#include "support/journal_standin.h"
 #include "support/test_support.h"
 #include "support/test_tls.h"
 #include "virt/guest_xml.h"
@@ -191,7 +192,7 @@ protected:
         ASSERT_TRUE(pki.ok()) << pki.error().describe();
         auto hub = tls_->startCpedHub(hub_, client_);
         ASSERT_TRUE(hub.ok()) << hub.error().describe();
-        auto sub = client_.subscribe("pcloud.journal", [this](const bus::Message& m) {
+        auto sub = testsupport::serveJournal(client_, [this](const bus::Message& m) {
             auto j = json::parse(m.body, nullptr, false);
             if (j.is_discarded())
                 return;
@@ -324,7 +325,7 @@ protected:
             << "master_process on;\n"
             << "daemon off;\n"
             << "pid " << d << "/nginx.pid;\n"
-            << "error_log " << d << "/error.log warn;\n"
+            << "error_log " << d << "/error.log info;\n" // info: also clients that gave up
             << "events { worker_connections 64; }\n"
             << "http {\n"
             << "    access_log off;\n";
@@ -366,6 +367,12 @@ protected:
         reader_ = std::make_unique<referee::NginxReferee>(s);
     }
 
+    // The nginx error log, when this case runs nginx (haproxy logs nothing useful here).
+    std::string balancerLog() {
+        auto t = fs::readFile(dir_ + "/nginx/error.log");
+        return t ? "\n--- nginx error.log:\n" + *t : std::string();
+    }
+
     // ---- observing -----------------------------------------------------------------------
 
     States balancerStates() {
@@ -383,16 +390,21 @@ protected:
     }
     // Which guests answered `n` requests through the frontend (the page names the assembly);
     // failures count under "".
+    // Why each failed request failed is printed, so a failure can be told from the log.
     std::map<std::string, int> frontendSpread(int n) {
         std::map<std::string, int> out;
         for (int i = 0; i < n; ++i) {
-            std::string body = referee::test::httpGet(fe_, "/", nullptr, 3000);
-            if (body.find(A_) != std::string::npos)
+            std::string why;
+            std::string body = referee::test::httpGet(fe_, "/", nullptr, 3000, &why);
+            if (body.find(A_) != std::string::npos) {
                 out[A_]++;
-            else if (body.find(B_) != std::string::npos)
+            } else if (body.find(B_) != std::string::npos) {
                 out[B_]++;
-            else
+            } else {
                 out[""]++;
+                std::fprintf(stderr, "frontend request %d failed: %s\n", i,
+                             why.empty() ? ("body '" + body + "'").c_str() : why.c_str());
+            }
         }
         return out;
     }
@@ -501,7 +513,8 @@ protected:
         EXPECT_TRUE(waitFor([&] { return hasEvent(A_, "failed", mark); }, 10s)) << dump();
         // While A is out the frontend answers, from B alone.
         auto whileOut = frontendSpread(10);
-        EXPECT_EQ(whileOut[B_], 10) << "A=" << whileOut[A_] << " failed=" << whileOut[""];
+        EXPECT_EQ(whileOut[B_], 10)
+            << "A=" << whileOut[A_] << " failed=" << whileOut[""] << balancerLog();
         ASSERT_TRUE(waitFor(
             [&] {
                 return qemuPidOf(A_) > 0 && qemuPidOf(A_) != qemuA && healthy(A_) &&
