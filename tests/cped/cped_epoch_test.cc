@@ -313,4 +313,52 @@ TEST_F(CpedEpoch, AnEventTheHubTookBeforeCpedDiedIsJournaledOnceByTheNextCped) {
     EXPECT_EQ(reloads(), 2u) << text(journal);
 }
 
+// Bad journal submissions, sent as the deployable's dped would: a body that is not an event
+// gets a refusal naming what is wrong; an event for another deployable gets no answer (the
+// sender may not submit it). Neither reaches the journal.
+TEST_F(CpedEpoch, ABadJournalSubmissionIsRefusedWithAReasonAndJournalsNothing) {
+    startCped();
+    ASSERT_NO_FATAL_FAILURE(startWeb());
+    const std::string journal = state_ + "/events.jsonl";
+    ASSERT_TRUE(
+        waitFor([&] { return text(journal).find("dped-started") != std::string::npos; }, 20s));
+    auto asDped = client("dped.web"); // cped issued it for the dped it started
+    const std::string before = text(journal);
+
+    auto garbage = asDped->request("pcloud.journal", "{not json", 3s);
+    ASSERT_TRUE(garbage) << garbage.error().describe();
+    auto g = json::parse(garbage->body);
+    EXPECT_FALSE(g["ok"].get<bool>()) << g;
+    EXPECT_EQ(g["error"]["code"], "bad-event");
+    EXPECT_NE(g["error"]["message"].get<std::string>().find("JSON event"), std::string::npos) << g;
+
+    auto noState = asDped->request(
+        "pcloud.journal",
+        R"({"v":1,"type":"event","deployable":"web","source":"t","source_seq":1})", 3s);
+    ASSERT_TRUE(noState) << noState.error().describe();
+    auto n = json::parse(noState->body);
+    EXPECT_FALSE(n["ok"].get<bool>()) << n;
+    EXPECT_NE(n["error"]["message"].get<std::string>().find("\"state\""), std::string::npos) << n;
+
+    auto otherDeployable = asDped->request(
+        "pcloud.journal",
+        R"({"v":1,"type":"event","deployable":"db","state":"failed","source":"t","source_seq":2})",
+        2s);
+    EXPECT_FALSE(otherDeployable.ok()) << "dped:web may not journal for db";
+
+    // A good one from the same sender is journaled, so the refusals above were not silence.
+    auto good = asDped->request(
+        "pcloud.journal",
+        R"({"v":1,"type":"event","deployable":"web","state":"probe-ok","source":"t","source_seq":3})",
+        3s);
+    ASSERT_TRUE(good) << good.error().describe();
+    EXPECT_TRUE(json::parse(good->body)["ok"].get<bool>()) << good->body;
+    auto after = text(journal);
+    ASSERT_EQ(after.compare(0, before.size(), before), 0) << "the journal was rewritten";
+    auto added = after.substr(before.size());
+    // (Only this test's source: the dped may journal its own events meanwhile.)
+    EXPECT_EQ(count(added, "\"source\":\"t\""), 1u) << added;
+    EXPECT_NE(added.find("probe-ok"), std::string::npos) << added;
+}
+
 } // namespace
