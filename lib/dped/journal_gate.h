@@ -84,7 +84,6 @@ public:
         std::lock_guard lock(s_->mu);
         return s_->kept.size();
     }
-    const std::string& source() const { return s_->source; }
 
 private:
     struct Entry {
@@ -123,7 +122,7 @@ private:
 
     // Sends what is due; under s->mu.
     static void pump(const std::shared_ptr<State>& s) {
-        if (!s->up)
+        if (!s->up || s->pumping) // pumping: an answer given inside submit(); the loop goes on
             return;
         if (s->dropped > 0) {
             events::Event e;
@@ -143,8 +142,6 @@ private:
             s->kept.push_front(std::move(notice));
             s->dropped = 0;
         }
-        if (s->pumping)
-            return; // an answer given inside submit(): the loop below goes on
         s->pumping = true;
         for (std::size_t i = 0; i < s->kept.size() && s->up; ++i) {
             if (s->kept[i].sent)
