@@ -272,6 +272,11 @@ private:
     void raiseDpedEpochs();
     void onEpochReply(const std::string& deployable, pid_t pid, std::uint64_t epoch,
                       const Result<bus::Message>& reply);
+    // This cped no longer leads (its lease is gone, or it resigns on SIGTERM in a zone):
+    // sends "fence" naming its epoch + 1 to every running dped of its term, so they stop
+    // acting now rather than at their first command a newer leader's node refuses
+    // (docs/ha.md "Epoch fencing"). Once per term; the next term's raise lifts it.
+    void fenceDpeds(const char* why);
 
     Options o_;
     bool tls_ = false;
@@ -290,6 +295,8 @@ private:
     // model_mutex_: a slow command would starve its keep-alives); the supervision thread
     // starts the wanted dpeds.
     std::atomic<bool> became_leader_{false};
+    std::atomic<bool> stepped_down_{false}; // the same, for fenceDpeds()
+    std::uint64_t fenced_term_ = 0;         // the supervision thread's: the term fenced last
     SystemClock clock_;
     std::unique_ptr<bus::Hub> hub_;
     bus::Client server_; // serves pcloud.cped; its handler may block on `client_`
@@ -706,6 +713,46 @@ void Cped::raiseDpedEpochs() {
     }
 }
 
+void Cped::fenceDpeds(const char* why) {
+    const std::uint64_t term = led_epoch_;
+    if (term == 0 || fenced_term_ == term || coordinator_->leadership().leader)
+        return; // never led, this term's dpeds already told, or leading again
+    fenced_term_ = term;
+    const std::uint64_t fence = term + 1; // every later leader's epoch is at least this
+    const auto dpeds = supervisor_->belowEpoch(fence);
+    if (dpeds.empty())
+        return;
+    PCLOUD_LOG(Warning, why,
+               {{"epoch", std::to_string(term)},
+                {"fence", std::to_string(fence)},
+                {"dpeds", std::to_string(dpeds.size())}});
+    for (const auto& d : dpeds) {
+        std::string id = "cped-" + std::to_string(++next_id_);
+        auto body = dpedRequest(d, id, "fence", {{"epoch", fence}}, term);
+        if (!body) {
+            PCLOUD_LOG(Error, "Cannot sign the fence request",
+                       {{"deployable", d}, {"error", body.error().describe()}});
+            continue;
+        }
+        // Not asked again: a dped that misses it is fenced by the first node that refuses
+        // its command, and its restart (by this cped) finds no newer epoch to act under.
+        client_.requestAsync(
+            "pcloud.dped." + d, *body, std::chrono::milliseconds(o_.dped_timeout),
+            [d, fence](Result<bus::Message> r) {
+                auto j = r ? json::parse(r->body, nullptr, false) : json();
+                if (j.is_object() && j.value("ok", false))
+                    PCLOUD_LOG(Notice, "dped fenced off until this cped leads again",
+                               {{"deployable", d}, {"fence", std::to_string(fence)}});
+                else
+                    PCLOUD_LOG(Warning,
+                               "dped did not confirm the fence; it stops acting at its first "
+                               "command a newer leader's node refuses",
+                               {{"deployable", d}, {"error", r ? r->body : r.error().describe()}});
+            },
+            {}, id);
+    }
+}
+
 // On the bus client's thread: short, never blocking.
 void Cped::onEpochReply(const std::string& d, pid_t pid, std::uint64_t epoch,
                         const Result<bus::Message>& reply) {
@@ -1014,6 +1061,8 @@ int Cped::run() {
         } else {
             if (floating_)
                 floating_->release();
+            stepped_down_ = true;
+            supervisor_->wake();
             PCLOUD_LOG(Warning, "This cped no longer leads; it refuses commands",
                        {{"node", li.node},
                         {"leader", li.leader_name.empty() ? "-" : li.leader_name},
@@ -1034,6 +1083,8 @@ int Cped::run() {
             Millis fip = reconcileFloatingIp();
             if (became_leader_.exchange(false))
                 startWantedDpeds();
+            if (stepped_down_.exchange(false))
+                fenceDpeds("This cped no longer leads; fencing off its dpeds");
             Millis next = supervisor_->tick();
             raiseDpedEpochs();
             if (fip >= 0)
@@ -1072,6 +1123,11 @@ int Cped::run() {
     if (floating_)
         floating_->release();
     coordinator_->resign(); // in a zone, another node takes over without waiting for a TTL
+    // ... and this cped's dpeds must not act beside that leader's (waitIdle below lets the
+    // requests go out). The single node fences nothing: no other cped can lead, and its
+    // next run raises its dpeds without a pause in what they do.
+    if (coordinator_->zone())
+        fenceDpeds("This cped resigned; fencing off its dpeds");
     server_.close();
     client_.waitIdle(2s);
     client_.close();

@@ -70,6 +70,10 @@ public:
     // takes it as its starting point. nullopt: unknown (balancer down, or no read support);
     // the remembered membership is kept then. Called before the first setDesired().
     virtual std::optional<std::vector<referee::ActualMember>> current() { return std::nullopt; }
+    // This dped is fenced off by a newer leader: stop applying and reconciling the last
+    // desired set (the newer leader's dped drives the balancer now) until the next
+    // setDesired().
+    virtual void hold() {}
 };
 
 } // namespace pcloud::dped

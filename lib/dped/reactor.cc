@@ -156,6 +156,7 @@ Status Reactor::start() {
     // its agent's full state arrives (policy: observer_since), so a restarted dped changes
     // nothing a healthy guest or the balancer sees.
     observed_.observer_since = clock_.nowMs();
+    observed_.epoch = cfg_.epoch;
     readRefereeMembership();
     for (const auto& name : dep()->assemblies)
         if (const auto* a = model_.findAssembly(name))
@@ -386,6 +387,21 @@ void Reactor::fullState(const std::string& assembly, const std::vector<proto::Un
         for (const auto& r : a->resources)
             if (agentUnitFor(r) == u.unit)
                 oa.services[r.name] = toObserved(u);
+}
+
+void Reactor::onReceiverEpoch(std::uint64_t epoch) {
+    noteNewerEpoch(epoch, "A newer leader has acted on this deployable's hosts; fenced off");
+}
+
+void Reactor::noteNewerEpoch(std::uint64_t epoch, const char* why) {
+    if (epoch <= observed_.receiver_epoch)
+        return;
+    observed_.receiver_epoch = epoch;
+    if (epoch > cfg_.epoch)
+        PCLOUD_LOG(Error, why,
+                   {{"deployable", cfg_.deployable},
+                    {"epoch", std::to_string(cfg_.epoch)},
+                    {"receiver_epoch", std::to_string(epoch)}});
 }
 
 void Reactor::onObserverPaused(Millis gapMs) {
@@ -656,6 +672,12 @@ void Reactor::checkFrozen(Millis now) {
 void Reactor::updateReferee() {
     if (!referee_)
         return;
+    if (state_.deployable.fenced_by != 0) {
+        if (last_members_)
+            referee_->hold();
+        last_members_.reset(); // the fence's end hands the referee the set again
+        return;
+    }
     auto members = desiredMembers(model_, cfg_.deployable, state_);
     if (!last_members_ || *last_members_ != members) {
         last_members_ = members;
@@ -950,6 +972,8 @@ nlohmann::json Reactor::statusJson() const {
     json out;
     out["deployable"] = cfg_.deployable;
     out["epoch"] = cfg_.epoch;
+    if (state_.deployable.fenced_by != 0)
+        out["fenced_by"] = state_.deployable.fenced_by; // a node's newer epoch: not acting
     std::string st = observed_.desired == policy::DesiredState::Stopped
                          ? (finished_ ? "stopped" : "stopping")
                          : (state_.deployable.outcome_applied ? "failed" : "running");
@@ -1067,26 +1091,43 @@ std::string Reactor::onCommand(const std::string& body, const std::string& corre
             .dump();
     } else if (cmd == "epoch") {
         return raiseEpoch(j, id).dump();
+    } else if (cmd == "fence") {
+        return fence(j, id).dump();
     } else {
         return errorReply(id, "unknown-command",
                           "unknown command '" + cmd +
-                              "' (status, reload, stop, start, ping, epoch)")
+                              "' (status, reload, stop, start, ping, epoch, fence)")
             .dump();
     }
     return reply.dump();
 }
 
-// Only cped may send to pcloud.dped.<name> (bus/authz.h): the raise comes from a cped that
-// has become the leader and adopted this dped, or that leads again with a newer epoch.
-json Reactor::raiseEpoch(const json& request, const std::string& id) {
+namespace {
+
+// args.epoch of an "epoch" or "fence" request: a whole number from 1 to kMaxEpoch.
+std::optional<std::uint64_t> epochArg(const json& request) {
     json args = request.value("args", json::object());
     const json* e = args.is_object() && args.contains("epoch") ? &args["epoch"] : nullptr;
     if (!e || !e->is_number_unsigned() || e->get<std::uint64_t>() == 0 ||
         e->get<std::uint64_t>() > policy::kMaxEpoch)
-        return errorReply(id, "bad-field",
-                          "epoch needs args.epoch, a whole number from 1 to " +
-                              std::to_string(policy::kMaxEpoch));
-    const std::uint64_t epoch = e->get<std::uint64_t>();
+        return std::nullopt;
+    return e->get<std::uint64_t>();
+}
+
+std::string epochArgError(const std::string& command) {
+    return command + " needs args.epoch, a whole number from 1 to " +
+           std::to_string(policy::kMaxEpoch);
+}
+
+} // namespace
+
+// Only cped may send to pcloud.dped.<name> (bus/authz.h): the raise comes from a cped that
+// has become the leader and adopted this dped, or that leads again with a newer epoch.
+json Reactor::raiseEpoch(const json& request, const std::string& id) {
+    const auto arg = epochArg(request);
+    if (!arg)
+        return errorReply(id, "bad-field", epochArgError("epoch"));
+    const std::uint64_t epoch = *arg;
     const std::uint64_t before = cfg_.epoch;
     auto c = policy::checkEpoch(before, epoch);
     if (!c.accepted()) {
@@ -1101,14 +1142,33 @@ json Reactor::raiseEpoch(const json& request, const std::string& id) {
     json reply{{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", true}};
     if (c.verdict == policy::EpochVerdict::Raise) {
         cfg_.epoch = c.floor;
+        observed_.epoch = cfg_.epoch; // lifts a fence by an epoch up to this one
         if (cfg_.epoch_raised)
             cfg_.epoch_raised(cfg_.epoch);
         PCLOUD_LOG(Notice, "Leadership epoch raised; the next commands carry it",
                    {{"deployable", cfg_.deployable},
                     {"from", std::to_string(before)},
                     {"to", std::to_string(cfg_.epoch)}});
+        step(); // a fence this epoch reaches lifts now, not at the next observation
     }
     reply["result"] = {{"epoch", cfg_.epoch}, {"previous", before}};
+    return reply;
+}
+
+// cped stepped down (its lease is gone): whoever leads next leads with a higher epoch than
+// the one this dped acts under, so cped names its own epoch + 1 and this dped stops acting
+// at once rather than at its first command that a newer leader's node refuses. The request
+// is signed at cped's epoch like any other (openSignedRequest), so only this dped's own
+// cped, at an epoch this dped accepts, can fence it. A fence at or below this dped's epoch
+// (a late one, after a raise) changes nothing; the reply says whether it holds.
+json Reactor::fence(const json& request, const std::string& id) {
+    const auto epoch = epochArg(request);
+    if (!epoch)
+        return errorReply(id, "bad-field", epochArgError("fence"));
+    noteNewerEpoch(*epoch, "This dped's cped stepped down; fenced off until it leads again");
+    step();
+    json reply{{"v", 1}, {"type", "reply"}, {"id", id}, {"ok", true}};
+    reply["result"] = {{"epoch", cfg_.epoch}, {"fenced_by", state_.deployable.fenced_by}};
     return reply;
 }
 

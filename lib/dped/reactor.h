@@ -101,6 +101,11 @@ public:
     void onReport(const std::string& assembly, const std::string& body, bool viaBus = true);
     // dped itself was not running for `gapMs` (SIGSTOP, a host stall); see PauseDetector.
     void onObserverPaused(Millis gapMs);
+    // A pcloud-node refused one of this dped's commands as stale: it has accepted `epoch`, a
+    // newer leader's. Above this dped's own epoch that fences it: the engine decides
+    // nothing and the balancer is left alone until cped raises the epoch to at least this.
+    // Only host-side receivers may call this (an agent is untrusted, docs/ha.md).
+    void onReceiverEpoch(std::uint64_t epoch);
     // A cped request body; returns the reply body. (ping needs onRequest: it answers later.)
     std::string onCommand(const std::string& body, const std::string& correlationId = {});
     // A cped request as received: returns the reply body now, or nullopt when the reply is
@@ -170,6 +175,11 @@ private:
     void finishPing(const std::string& pingId, const nlohmann::json& reply);
     // cped's "epoch" request: args.epoch, accepted only when not lower than the current one.
     nlohmann::json raiseEpoch(const nlohmann::json& request, const std::string& id);
+    // cped's "fence" request: it stepped down, so a newer epoch than args.epoch - 1 may act.
+    nlohmann::json fence(const nlohmann::json& request, const std::string& id);
+    // Remembers `epoch` as a receiver's (the engine fences while it is above this dped's own)
+    // and logs `why` the first time it fences.
+    void noteNewerEpoch(std::uint64_t epoch, const char* why);
     void expirePings();
     // The request inside a signed envelope (request_trust), or the error reply refusing it.
     std::variant<std::string, nlohmann::json> openSignedRequest(const bus::Message& m);

@@ -70,6 +70,10 @@ void RemoteNode::onPidExit(PidExit callback) {
     on_pid_exit_ = std::move(callback);
 }
 
+void RemoteNode::onStaleEpoch(std::function<void(std::uint64_t)> callback) {
+    on_stale_epoch_ = std::move(callback); // before start(): calls only read it
+}
+
 void RemoteNode::setUp(bool up, const std::string& reason) {
     virt::HypervisorListener* l = nullptr;
     {
@@ -208,6 +212,8 @@ Result<nodep::Reply> RemoteNode::call(nodep::Request q, std::chrono::millisecond
                             {"domain", q.domain},
                             {"epoch", std::to_string(q.epoch)},
                             {"node_epoch", std::to_string(reply->epoch)}});
+            if (on_stale_epoch_)
+                on_stale_epoch_(reply->epoch);
         }
         return nodep::replyError(*reply, opt_.host);
     }

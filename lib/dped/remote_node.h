@@ -71,6 +71,9 @@ public:
     void watchPid(const std::string& domain, pid_t pid);
     void unwatchPid(const std::string& domain);
     void onPidExit(PidExit callback);
+    // Told the node's epoch whenever the node refuses a request as stale (a newer leader has
+    // commanded it), on the calling thread. Set before start().
+    void onStaleEpoch(std::function<void(std::uint64_t nodeEpoch)> callback);
 
 private:
     static virt::node::Request requestFor(virt::node::Op op, const std::string& domain,
@@ -94,6 +97,7 @@ private:
     std::condition_variable cv_;
     virt::HypervisorListener* listener_ = nullptr;
     PidExit on_pid_exit_;
+    std::function<void(std::uint64_t)> on_stale_epoch_;
     bool up_ = false;
     bool stopping_ = false;
     std::string boot_;

@@ -308,6 +308,11 @@ public:
         }
         cv_.notify_one();
     }
+    void hold() override {
+        std::lock_guard lock(mu_);
+        desired_.reset(); // nothing to apply or reconcile until the next setDesired()
+        dirty_ = false;
+    }
     std::optional<std::vector<referee::ActualMember>> current() override {
         std::lock_guard io(io_mu_);
         auto r = ref_->read();
@@ -724,6 +729,13 @@ int runDped(const Options& opt) {
     if (remote) {
         // Until the node's first heartbeat its domains are unknown, not failed.
         reactor.onInfrastructureDown("node " + opt.node + " not heard yet");
+        // A node that has accepted a newer leader's epoch fences this dped off (docs/ha.md).
+        remote->onStaleEpoch([&inbox, getReactor](std::uint64_t nodeEpoch) {
+            inbox.post([getReactor, nodeEpoch] {
+                if (auto* r = getReactor())
+                    r->onReceiverEpoch(nodeEpoch);
+            });
+        });
         remote->start();
     }
     if (auto st = reactor.start(); !st) {

@@ -71,13 +71,13 @@ struct Engine {
             wake = t;
     }
     // Deadlines and heartbeat ages do not run while the infrastructure was down, before this
-    // observer started, or while the observer itself was paused: none of those gaps is
-    // evidence about a guest.
+    // observer started, while the observer itself was paused or while it was fenced off:
+    // none of those gaps is evidence about a guest.
     Millis since(Millis t) const {
         const auto& ds = st.deployable;
-        return std::max({t, ds.infra_recovered_at.value_or(kMinTime),
-                         obs.observer_since.value_or(kMinTime),
-                         ds.observer_resumed_at.value_or(kMinTime)});
+        return std::max(
+            {t, ds.infra_recovered_at.value_or(kMinTime), obs.observer_since.value_or(kMinTime),
+             ds.observer_resumed_at.value_or(kMinTime), ds.fence_lifted_at.value_or(kMinTime)});
     }
     // The same for one assembly: an agent that reports through the hub was also silenced by
     // a bus outage, so its ages restart when the bus came back.
@@ -790,6 +790,35 @@ Decision Engine::run() {
             it = st.assemblies.erase(it);
         else
             ++it;
+    }
+    // Fenced off by a newer leader (a node refused this dped's epoch as stale, or its cped
+    // stepped down and said so): another dped may act on these guests now, so this one does
+    // nothing at all, not even count what it sees. Comparing the two epochs, not a flag, makes a
+    // refusal that was in flight when cped raised this dped's epoch harmless. The fence is
+    // remembered (fenced_by), so a dped that the old leader starts again with its old epoch stays
+    // fenced.
+    if (const std::uint64_t newer = std::max(obs.receiver_epoch, ds.fenced_by); newer > obs.epoch) {
+        if (ds.fenced_by != newer)
+            event(out, "", "", "fenced",
+                  "fenced off by a newer leader: epoch " + std::to_string(newer) +
+                      " is above this dped's epoch " + std::to_string(obs.epoch) +
+                      " (a node refused one of its commands as stale, or its cped stepped "
+                      "down); it takes no action (no restart, no balancer change, nothing "
+                      "counted) until its cped leads again with a newer epoch",
+                  "");
+        ds.fenced_by = newer;
+        ds.reported = "fenced";
+        return Decision{std::move(out), std::move(st), std::nullopt};
+    }
+    if (ds.fenced_by != 0) {
+        event(out, "", "", "fence-lifted",
+              "this dped's epoch " + std::to_string(obs.epoch) + " is not below the epoch " +
+                  std::to_string(ds.fenced_by) +
+                  " that fenced it: acting again; deadlines and heartbeat ages restart now",
+              "");
+        ds.fenced_by = 0;
+        ds.fence_lifted_at = now;
+        ds.reported = "fence-lifted";
     }
     if (!obs.infra_ok) {
         if (!ds.infra_down) {

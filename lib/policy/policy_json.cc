@@ -27,6 +27,14 @@ void readOptTime(JsonReader& r, const char* key, std::optional<Millis>& out) {
     }
 }
 
+// A leadership epoch: a whole number from 0 (the unfenced single node) to kMaxEpoch.
+void readEpoch(JsonReader& r, const char* key, std::uint64_t& out) {
+    std::int64_t v = static_cast<std::int64_t>(out);
+    r.integer64(key, v, 0);
+    if (r.ok())
+        out = static_cast<std::uint64_t>(v);
+}
+
 void readTime(JsonReader& r, const char* key, Millis& out) {
     r.integer64(key, out);
 }
@@ -239,6 +247,8 @@ json toJson(const Observed& o) {
             {"observer_since", optTime(o.observer_since)},
             {"observer_resumed_at", optTime(o.observer_resumed_at)},
             {"observer_paused_ms", o.observer_paused_ms},
+            {"epoch", o.epoch},
+            {"receiver_epoch", o.receiver_epoch},
             {"assemblies", asms}};
 }
 
@@ -260,6 +270,8 @@ Result<Observed> observedFromJson(const json& j, const std::string& path) {
     readOptTime(r, "observer_since", o.observer_since);
     readOptTime(r, "observer_resumed_at", o.observer_resumed_at);
     r.integer64("observer_paused_ms", o.observer_paused_ms, 0);
+    readEpoch(r, "epoch", o.epoch);
+    readEpoch(r, "receiver_epoch", o.receiver_epoch);
     readObjectMap(r, "assemblies", o.assemblies, observedAssemblyFromJson);
     return done(r, o);
 }
@@ -279,6 +291,8 @@ json toJson(const EscalationState& s) {
               {"observer_resumed_at", optTime(d.observer_resumed_at)},
               {"bus_down", d.bus_down},
               {"bus_recovered_at", optTime(d.bus_recovered_at)},
+              {"fenced_by", d.fenced_by},
+              {"fence_lifted_at", optTime(d.fence_lifted_at)},
               {"reported", d.reported}}},
             {"assemblies", asms}};
 }
@@ -301,6 +315,8 @@ Result<EscalationState> escalationStateFromJson(const json& j, const std::string
         readOptTime(dr, "observer_resumed_at", d.observer_resumed_at);
         dr.boolean("bus_down", d.bus_down);
         readOptTime(dr, "bus_recovered_at", d.bus_recovered_at);
+        readEpoch(dr, "fenced_by", d.fenced_by);
+        readOptTime(dr, "fence_lifted_at", d.fence_lifted_at);
         dr.str("reported", d.reported);
         dr.rejectUnknown();
         if (!dr.ok())

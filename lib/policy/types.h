@@ -68,6 +68,16 @@ struct Observed {
     // a gap of observer_paused_ms: every age it sees is inflated by the gap, none is evidence.
     std::optional<Millis> observer_resumed_at;
     Millis observer_paused_ms = 0;
+    // Leadership fencing (docs/ha.md "Epoch fencing"): the epoch this dped acts under (its
+    // cped's; 0 = the unfenced single node) and the highest epoch that a host-side receiver
+    // of its commands (a pcloud-node) named when it refused one as stale, or that its cped
+    // named when it stepped down (its own epoch + 1: whoever leads next leads above it). A
+    // receiver epoch above this dped's own means a newer leader has acted, or may act, on
+    // those hosts: this dped must not act until its cped raises its epoch again. Guests' refusals
+    // never count here: an agent is untrusted, and a forged refusal must not silence the
+    // deployable's recovery.
+    std::uint64_t epoch = 0;
+    std::uint64_t receiver_epoch = 0;
     std::map<std::string, ObservedAssembly> assemblies; // absent = nothing known
     bool operator==(const Observed&) const = default;
 };
@@ -127,6 +137,11 @@ struct DeployableTrack {
     std::optional<Millis> observer_resumed_at; // the last observer pause already handled
     bool bus_down = false;
     std::optional<Millis> bus_recovered_at; // ages of agents over the bus restart here
+    // Fenced off by a newer leader: the receiver epoch that did it (0 = not fenced). While
+    // fenced the engine decides nothing; when the fence lifts (this dped's epoch caught up)
+    // every deadline and heartbeat age restarts at fence_lifted_at, as after a pause.
+    std::uint64_t fenced_by = 0;
+    std::optional<Millis> fence_lifted_at;
     std::string reported;
     bool operator==(const DeployableTrack&) const = default;
 };

@@ -689,6 +689,10 @@ std::string formatStatusTable(const json& r, bool colour) {
     out << "\n";
     if (r.contains("dped_error"))
         out << "  " << str(r, "dped_error") << "\n";
+    if (r.contains("status") && r["status"].is_object() && r["status"].contains("fenced_by"))
+        out << "  " << paint("fenced", colour) << " off by a newer leader's epoch "
+            << str(r["status"], "fenced_by") << " (this dped's is " << str(r["status"], "epoch")
+            << "): it acts on nothing until its cped leads again\n";
     // Widths sum to 98 with separators: readable at 100 columns.
     const std::vector<std::pair<const char*, size_t>> cols = {
         {"ASSEMBLY", 14}, {"DOMAIN", 9},    {"AGENT", 12},  {"HB AGE", 7},

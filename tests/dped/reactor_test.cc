@@ -29,8 +29,10 @@ class FakeReferee : public dped::RefereeSink {
 public:
     std::vector<std::vector<referee::Member>> applied;
     std::optional<std::vector<referee::ActualMember>> actual; // what current() returns
+    int holds = 0; // hold() calls: a fenced dped leaves the balancer alone
     void setDesired(const std::vector<referee::Member>& m) override { applied.push_back(m); }
     std::optional<std::vector<referee::ActualMember>> current() override { return actual; }
+    void hold() override { ++holds; }
     // Every membership the balancer was ever asked for, for `member`.
     std::vector<referee::MemberState> history(const std::string& member) const {
         std::vector<referee::MemberState> out;
@@ -108,7 +110,8 @@ struct Fixture : ::testing::Test {
     FakeReferee ref;
     policy::ZeroJitter jitter;
     DeferredJobs deferred;
-    bool defer = false; // set before make(): libvirt jobs wait in `deferred`
+    bool defer = false;      // set before make(): libvirt jobs wait in `deferred`
+    std::uint64_t epoch = 0; // set before make(): the epoch dped acts under (--epoch)
     std::unique_ptr<dped::Reactor> r;
 
     void SetUp() override {
@@ -120,8 +123,10 @@ struct Fixture : ::testing::Test {
     void TearDown() override { std::filesystem::remove_all(dir); }
     hostconfig::HostConfig host; // what the domain XML may ask of the host (safe default)
     void make(model::Model m = makeModel()) {
-        r = std::make_unique<dped::Reactor>(dped::ReactorConfig{"web", dir, {}, host}, m, clock, hv,
-                                            bus, watch, &ref, jitter, defer ? &deferred : nullptr);
+        dped::ReactorConfig rc{"web", dir, {}, host};
+        rc.epoch = epoch;
+        r = std::make_unique<dped::Reactor>(rc, m, clock, hv, bus, watch, &ref, jitter,
+                                            defer ? &deferred : nullptr);
     }
     void report(const std::string& a, const std::string& body) {
         bus.subs.at("pcloud.reports." + a)(bus::Message{"pcloud.reports." + a, body});
@@ -733,6 +738,97 @@ TEST_F(Fixture, RestartedDpedJudgesASilentAgentAfterTheGrace) {
     heartbeat("node01", 2);
     EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node02-dom", "start node02-dom"}));
     EXPECT_EQ(ref.applied.back()[1].desired, referee::MemberState::Out);
+}
+
+// A node refused a command of this dped as stale: a newer leader (epoch 5) has acted on its
+// hosts. From then on this dped (epoch 4) neither restarts a guest nor counts a failure nor
+// touches the balancer, whatever it sees; when its cped raises its epoch past the fence, it
+// acts again on what it sees then. A refusal still in flight from before the raise (naming 5)
+// does not fence it again.
+TEST_F(Fixture, AFencedDpedActsOnNothingUntilItsEpochCatchesUp) {
+    epoch = 4;
+    ASSERT_NO_FATAL_FAILURE(startBothHealthy());
+    ASSERT_FALSE(ref.applied.empty());
+    const size_t applied = ref.applied.size();
+    hv.calls.clear();
+
+    r->onReceiverEpoch(5);
+    r->step();
+    EXPECT_TRUE(hasEvent("", "fenced"));
+    EXPECT_EQ(ref.holds, 1);
+    EXPECT_EQ(r->statusJson()["fenced_by"], 5);
+
+    clock.advance(100);
+    r->onPidExit("node01", 0);
+    r->step();
+    clock.advance(20'000); // node02's heartbeat is long overdue too
+    r->step();
+    EXPECT_TRUE(hv.calls.empty()) << hv.calls.front();
+    EXPECT_FALSE(hasEvent("node01", "failed"));
+    EXPECT_FALSE(hasEvent("node02", "failed"));
+    EXPECT_EQ(ref.applied.size(), applied);
+    EXPECT_EQ(ref.holds, 1);
+    auto st = r->statusJson();
+    EXPECT_EQ(st["assemblies"][0]["failures"]["used"], 0);
+    EXPECT_EQ(st["assemblies"][1]["failures"]["used"], 0);
+
+    auto raised = json::parse(r->onCommand(R"({"id":"e1","command":"epoch","args":{"epoch":6}})"));
+    ASSERT_EQ(raised.value("ok", false), true) << raised.dump();
+    r->step();
+    EXPECT_TRUE(hasEvent("", "fence-lifted"));
+    EXPECT_FALSE(r->statusJson().contains("fenced_by"));
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
+    EXPECT_TRUE(hasEvent("node01", "failed"));
+    EXPECT_GT(ref.applied.size(), applied); // the balancer gets the set again
+    // node02's silence counts from the lift, not from its last heartbeat.
+    EXPECT_FALSE(hasEvent("node02", "failed"));
+
+    r->onReceiverEpoch(5); // a refusal of a command sent under epoch 4, read late
+    r->step();
+    EXPECT_EQ(ref.holds, 1);
+    EXPECT_FALSE(r->statusJson().contains("fenced_by"));
+}
+
+// cped stepped down and sends "fence" naming its epoch + 1: the dped stops acting at once, as
+// when a node refuses it. A fence at or below its own epoch holds nothing; a bad one is an
+// error naming the field, and changes nothing.
+TEST_F(Fixture, CpedsFenceOnStepDownStopsTheDpedAndABadOneIsRefused) {
+    epoch = 4;
+    ASSERT_NO_FATAL_FAILURE(startBothHealthy());
+    hv.calls.clear();
+
+    for (const char* bad :
+         {R"({"id":"f0","command":"fence"})", R"({"id":"f1","command":"fence","args":{"epoch":0}})",
+          R"({"id":"f2","command":"fence","args":{"epoch":"5"}})",
+          R"({"id":"f3","command":"fence","args":{"epoch":-5}})"}) {
+        auto reply = json::parse(r->onCommand(bad));
+        EXPECT_EQ(reply.value("ok", true), false) << bad;
+        EXPECT_EQ(reply["error"]["code"], "bad-field") << bad;
+        EXPECT_NE(reply["error"]["message"].get<std::string>().find(
+                      "fence needs args.epoch, a whole number from 1 to"),
+                  std::string::npos)
+            << reply.dump();
+    }
+    auto late = json::parse(r->onCommand(R"({"id":"f4","command":"fence","args":{"epoch":4}})"));
+    ASSERT_EQ(late.value("ok", false), true) << late.dump();
+    EXPECT_EQ(late["result"]["fenced_by"], 0);
+    EXPECT_FALSE(hasEvent("", "fenced"));
+
+    auto fenced = json::parse(r->onCommand(R"({"id":"f5","command":"fence","args":{"epoch":5}})"));
+    ASSERT_EQ(fenced.value("ok", false), true) << fenced.dump();
+    EXPECT_EQ(fenced["result"]["fenced_by"], 5);
+    EXPECT_EQ(fenced["result"]["epoch"], 4);
+    EXPECT_TRUE(hasEvent("", "fenced"));
+    clock.advance(100);
+    r->onPidExit("node01", 0);
+    r->step();
+    EXPECT_TRUE(hv.calls.empty()) << hv.calls.front();
+
+    // The next term's raise lifts it at once (no further input needed).
+    auto raised = json::parse(r->onCommand(R"({"id":"e1","command":"epoch","args":{"epoch":7}})"));
+    ASSERT_EQ(raised.value("ok", false), true) << raised.dump();
+    EXPECT_TRUE(hasEvent("", "fence-lifted"));
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
 }
 
 // dped was stopped (SIGSTOP) for longer than the heartbeat timeout: on resume the runtime

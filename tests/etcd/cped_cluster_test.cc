@@ -2,7 +2,8 @@
 // a real etcd; only the leader serves the command API, the other answers not-leader naming
 // it; when the leader stops (SIGTERM: it resigns) or dies (kill -9: its lease expires),
 // the other serves. Driven by the real pcloudsh; dped is the fake script of tests/cped. The
-// bus is amqps://: one PKI (test_tls.h) with cped.a, cped.b and operator.alice.
+// bus is amqps://: one PKI (test_tls.h) with cped.a, cped.b and operator.alice. One test
+// runs the real dped (on libvirt's test driver) to see a step-down fence it.
 #include "common/fs.h"
 #include "common/lock_file.h"
 #include "etcd/client.h"
@@ -11,6 +12,7 @@
 #include "support/test_tls.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <csignal>
 #include <fcntl.h>
@@ -31,6 +33,7 @@ struct CpedProc {
     std::string dir;
     int port = 0;
     pid_t pid = -1;
+    std::string dped = FAKE_DPED; // --dped-path
     std::string url() const { return amqpsUrl(port); }
     std::string config() const { return dir + "/pcloud.conf"; } // pki_dir, cped_name = name
 };
@@ -43,9 +46,9 @@ void startCped(CpedProc& c, const std::vector<std::string>& extra) {
         int fd = ::open((c.dir + "/cped.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
         ::dup2(fd, 1);
         ::dup2(fd, 2);
-        std::vector<std::string> argv = {CPED_BIN,  "--state-dir", c.dir,      "--listen",
-                                         c.url(),   "--config",    c.config(), "--dped-path",
-                                         FAKE_DPED, "--node-name", c.name,     "--log-level",
+        std::vector<std::string> argv = {CPED_BIN, "--state-dir", c.dir,      "--listen",
+                                         c.url(),  "--config",    c.config(), "--dped-path",
+                                         c.dped,   "--node-name", c.name,     "--log-level",
                                          "info"};
         argv.insert(argv.end(), extra.begin(), extra.end());
         std::vector<char*> args;
@@ -121,6 +124,16 @@ protected:
         }
         return who;
     }
+    // The epoch of c's latest term, from its log ("Leadership acquired node=N epoch=E"); 0
+    // when it has not led.
+    static std::uint64_t lastEpoch(const CpedProc& c) {
+        const std::string text = etcdtest::tail(c.dir + "/cped.log", 1'000'000);
+        const std::string acquired = "Leadership acquired node=" + c.name + " epoch=";
+        auto at = text.rfind(acquired);
+        if (at == std::string::npos)
+            return 0;
+        return std::strtoull(text.c_str() + at + acquired.size(), nullptr, 10);
+    }
     EtcdCluster etcd_{1};
     std::string root_;
     std::unique_ptr<TestTls> tls_;
@@ -164,13 +177,8 @@ TEST_F(CpedCluster, TheLeaderStartsItsDpedsWithItsEtcdEpoch) {
     ASSERT_TRUE(waitFor([&] { return shell(cpeds_[0], "deployable_list").rc == 0; }, 15s, 100ms))
         << shell(cpeds_[0], "deployable_list").out;
     const std::string log = cpeds_[0].dir + "/cped.log";
-    std::string text = etcdtest::tail(log, 100000);
-    const std::string acquired = "Leadership acquired node=a epoch=";
-    auto at = text.find(acquired);
-    ASSERT_NE(at, std::string::npos) << text;
-    const std::string epoch = text.substr(
-        at + acquired.size(), text.find(' ', at + acquired.size()) - at - acquired.size());
-    ASSERT_GT(std::stoll(epoch), 0) << epoch;
+    const std::string epoch = std::to_string(lastEpoch(cpeds_[0]));
+    ASSERT_NE(epoch, "0") << etcdtest::tail(log, 3000);
     for (const char* cmd : {"deployable_create web --uri test:///default",
                             "assembly_create n1 --image /var/lib/pcloud/n1.img",
                             "deployable_assembly_add web n1", "deployable_start web"}) {
@@ -186,6 +194,102 @@ TEST_F(CpedCluster, TheLeaderStartsItsDpedsWithItsEtcdEpoch) {
         10s))
         << etcdtest::tail(log, 3000);
     EXPECT_NE(args.find("--epoch " + epoch), std::string::npos) << args << " epoch " << epoch;
+}
+
+// A leader that loses its lease (revoked under it; it keeps running) fences its running
+// dpeds at once (docs/ha.md "Epoch fencing"): the real dped journals `fenced`, naming the
+// old epoch + 1, and saves the fence, rather than acting beside the new leader until a node
+// refuses it. When a leads again (b resigns on SIGTERM) its new epoch is above the fence: it
+// raises its dped, the same process throughout, and the fence lifts. a's own SIGTERM (it
+// resigns) fences it again.
+TEST_F(CpedCluster, ALeaderThatStepsDownFencesItsDpedsUntilItLeadsAgain) {
+    auto& a = cpeds_[0];
+    auto& b = cpeds_[1];
+    a.dped = DPED_BIN;
+    ASSERT_TRUE(fs::writeAtomic(a.dir + "/n1.xml",
+                                "<domain type='test'><name>n1</name><memory "
+                                "unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n",
+                                {}, 0644)
+                    .ok());
+    startCped(a, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms))
+        << shell(a, "deployable_list").out;
+    const std::uint64_t first = lastEpoch(a);
+    ASSERT_GT(first, 0u);
+    for (const std::string& cmd :
+         {std::string("deployable_create web --uri test:///default"),
+          "assembly_create n1 --domain-xml " + a.dir + "/n1.xml",
+          std::string("deployable_assembly_add web n1"), std::string("deployable_start web")}) {
+        auto r = shell(a, cmd);
+        ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out;
+    }
+    const std::string lock = a.dir + "/dped-web.lock";
+    pid_t dped = 0;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            dped = LockFile::holder(lock).value_or(0);
+            auto st = shell(a, "deployable_status web");
+            return dped > 0 && st.rc == 0 && st.out.find("not answering") == std::string::npos;
+        },
+        20s))
+        << shell(a, "deployable_status web").out << etcdtest::tail(a.dir + "/cped.log", 3000);
+
+    startCped(b, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor(
+        [&] {
+            return shell(b, "deployable_list").out.find("the leader is a") != std::string::npos;
+        },
+        15s, 100ms));
+    ASSERT_EQ(etcd_.revokeLeaseOf("a"), "");
+    ASSERT_TRUE(waitFor([&] { return shell(b, "deployable_list").rc == 0; }, 10s, 50ms));
+
+    const std::string fence = std::to_string(first + 1);
+    const std::string escalation = a.dir + "/escalation-web.json"; // dped::escalationPath
+    // The fence the dped saved with its escalation state (0: none).
+    auto fencedBy = [&] {
+        auto saved = nlohmann::json::parse(etcdtest::tail(escalation, 100000), nullptr, false);
+        return saved.is_object() ? saved["deployable"].value("fenced_by", 0ull) : 0ull;
+    };
+    ASSERT_TRUE(waitFor([&] { return fencedBy() == first + 1; }, 10s))
+        << etcdtest::tail(escalation, 3000) << etcdtest::tail(a.dir + "/cped.log", 4000);
+    std::string log = etcdtest::tail(a.dir + "/cped.log", 1'000'000);
+    EXPECT_NE(log.find("This cped no longer leads; fencing off its dpeds epoch=" +
+                       std::to_string(first) + " fence=" + fence + " dpeds=1"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("dped fenced off until this cped leads again deployable=web fence=" + fence),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("epoch " + fence + " is above this dped's epoch " + std::to_string(first)),
+              std::string::npos)
+        << log;
+
+    // b resigns; a leads again with a newer epoch and raises its dped: the fence lifts.
+    EXPECT_EQ(stopCped(b, SIGTERM), 0);
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 10s, 50ms));
+    const std::uint64_t second = lastEpoch(a);
+    EXPECT_GT(second, first + 1);
+    ASSERT_TRUE(waitFor(
+        [&] {
+            return etcdtest::tail(a.dir + "/cped.log", 1'000'000).find("state=fence-lifted") !=
+                   std::string::npos;
+        },
+        10s))
+        << etcdtest::tail(a.dir + "/cped.log", 4000);
+    auto st = shell(a, "deployable_status web");
+    EXPECT_EQ(st.rc, 0) << st.out;
+    EXPECT_EQ(st.out.find("fenced"), std::string::npos) << st.out;
+    EXPECT_EQ(LockFile::holder(lock).value_or(0), dped); // raised, not restarted
+
+    // A leader that resigns on SIGTERM fences its dpeds too: the next leader may be another.
+    EXPECT_EQ(stopCped(a, SIGTERM), 0);
+    const std::uint64_t again = second + 1;
+    ASSERT_TRUE(waitFor([&] { return fencedBy() == again; }, 10s))
+        << etcdtest::tail(escalation, 3000) << etcdtest::tail(a.dir + "/cped.log", 4000);
+    EXPECT_NE(etcdtest::tail(a.dir + "/cped.log", 1'000'000)
+                  .find("This cped resigned; fencing off its dpeds epoch=" +
+                        std::to_string(second) + " fence=" + std::to_string(again) + " dpeds=1"),
+              std::string::npos);
 }
 
 TEST_F(CpedCluster, KillMinusNineOfTheLeadingCpedHandsOverWithinTheTtl) {

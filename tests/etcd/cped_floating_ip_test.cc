@@ -114,22 +114,6 @@ protected:
         return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
     }
     bool holds(const Cped& c) { return hasIpv4(z_, c.dev, kAddress); }
-    // Revokes the lease of `node`'s leader key: it steps down at once and campaigns again.
-    std::string revokeLeaseOf(const std::string& node) {
-        auto r = runCommand(etcd_->etcdctl() + " get --prefix /pcloud/leader/ 2>&1");
-        std::istringstream in(r.out);
-        std::string key, value;
-        while (std::getline(in, key) && std::getline(in, value)) {
-            if (value != node)
-                continue;
-            char hex[32];
-            std::snprintf(hex, sizeof hex, "%llx", std::stoull(key.substr(key.rfind('/') + 1)));
-            auto rv = runCommand(etcd_->etcdctl() + " lease revoke " + hex + " 2>&1");
-            return rv.rc == 0 ? "" : rv.out;
-        }
-        return "no leader key of " + node + " in: " + r.out;
-    }
-
     std::string z_, p_, root_;
     std::vector<Cped> cpeds_;
     ArpCapture captures_[2];
@@ -154,7 +138,7 @@ TEST_F(CpedFloatingIpZone, TheAddressFollowsTheLeaderOnStepDownAndOnSigterm) {
     // Step-down without exit: a's lease is revoked under it, b leads, a keeps running.
     // On a loaded machine a's lease may have expired on its own just before ("lease not
     // found"): a has stepped down either way, and b's key is then the oldest.
-    const std::string revoke = revokeLeaseOf("a");
+    const std::string revoke = etcd_->revokeLeaseOf("a");
     ASSERT_TRUE(waitFor([&] { return holds(b) && !holds(a); }, 10s, 20ms))
         << "a holds: " << holds(a) << ", b holds: " << holds(b) << "; revoke: " << revoke;
     EXPECT_EQ(::kill(a.pid, 0), 0) << "a stepped down; it must still run";

@@ -15,6 +15,21 @@
 
 namespace pcloud::etcdtest {
 
+std::string EtcdCluster::revokeLeaseOf(const std::string& node) const {
+    auto r = testsupport::runCommand(etcdctl() + " get --prefix /pcloud/leader/ 2>&1");
+    std::istringstream in(r.out);
+    std::string key, value;
+    while (std::getline(in, key) && std::getline(in, value)) {
+        if (value != node)
+            continue;
+        char hex[32];
+        std::snprintf(hex, sizeof hex, "%llx", std::stoull(key.substr(key.rfind('/') + 1)));
+        auto rv = testsupport::runCommand(etcdctl() + " lease revoke " + hex + " 2>&1");
+        return rv.rc == 0 ? "" : rv.out;
+    }
+    return "no leader key of " + node + " in: " + r.out;
+}
+
 std::string tail(const std::string& path, size_t bytes) {
     std::ifstream f(path);
     std::stringstream ss;

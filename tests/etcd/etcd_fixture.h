@@ -52,6 +52,9 @@ public:
     int leaderIndex();
     // "ETCDCTL_API=3 [ip netns exec NS] /usr/bin/etcdctl --endpoints=... " for a shell.
     std::string etcdctl(int i = 0) const;
+    // Revokes the lease of the leader key that cped `node` holds under /pcloud/leader/: it
+    // steps down at once (and campaigns again). "" or what went wrong.
+    std::string revokeLeaseOf(const std::string& node) const;
 
 private:
     std::string spawn(int i);

@@ -3,6 +3,7 @@
 // RemoteNode (the Hypervisor dped uses with --node).
 #include "bus/hub.h"
 #include "common/fs.h"
+#include "dped/reactor.h"
 #include "dped/remote_node.h"
 #include "node/node_main.h"
 #include "node/node_service.h"
@@ -25,6 +26,7 @@
 using namespace pcloud;
 using namespace std::chrono_literals;
 namespace nodep = pcloud::virt::node;
+using nlohmann::json;
 using pcloud::testsupport::freePort;
 using pcloud::testsupport::spawnLogged;
 using pcloud::testsupport::waitFor;
@@ -657,7 +659,26 @@ TEST_F(NodeProcessTest, ADpedCarriesItsEpochToTheNodeAndAnOlderOneIsRefused) {
     EXPECT_NE(nodeLog().find("stale epoch 4: this node has accepted epoch 5"), std::string::npos)
         << nodeLog();
     EXPECT_EQ(text(floorFile), "5\n"); // refused: the floor stays
+    // The refusal fenced the zombie off: it journals that and acts on nothing more.
+    ASSERT_TRUE(waitFor([&] { return text(log4).find("state=fenced ") != std::string::npos; }, 20s))
+        << text(log4);
+    EXPECT_NE(text(log4).find("epoch 5 is above this dped's epoch 4"), std::string::npos)
+        << text(log4);
     EXPECT_EQ(stop(zombie), 0) << text(log4);
+    auto saved = json::parse(text(dped::escalationPath(state, "web")), nullptr, false);
+    ASSERT_TRUE(saved.is_object()) << text(dped::escalationPath(state, "web"));
+    EXPECT_EQ(saved["deployable"]["fenced_by"], 5) << saved.dump();
+
+    // A dped of a newer leader (epoch 6) finds the fence in the saved state and lifts it: its
+    // epoch is not below the one that fenced it. The node takes its commands.
+    const std::string log6 = dir_ + "/dped.6.log";
+    pid_t next = dped("6", log6);
+    ASSERT_GT(next, 0);
+    ASSERT_TRUE(waitFor([&] { return text(floorFile) == "6\n"; }, 20s))
+        << "floor '" << text(floorFile) << "'\n"
+        << nodeLog() << text(log6);
+    EXPECT_NE(text(log6).find("state=fence-lifted"), std::string::npos) << text(log6);
+    EXPECT_EQ(stop(next), 0) << text(log6);
 }
 
 TEST_F(NodeProcessTest, TheFirstRequestRightAfterTheFirstHeartbeatIsAnswered) {

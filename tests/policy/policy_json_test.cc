@@ -40,6 +40,8 @@ TEST(ObservedJson, RoundTrips) {
     o.observer_since = 1000;
     o.observer_resumed_at = 1500;
     o.observer_paused_ms = 400;
+    o.epoch = 4;
+    o.receiver_epoch = 9'223'372'036'854'775'807; // kMaxEpoch
     auto back = observedFromJson(json::parse(toJson(o).dump()));
     ASSERT_TRUE(back.ok()) << back.error().message;
     EXPECT_EQ(*back, o);
@@ -63,6 +65,12 @@ TEST(ObservedJson, BadTypesNameThePath) {
     o = observedFromJson(json{{"observer_since", "soon"}});
     ASSERT_FALSE(o.ok());
     EXPECT_NE(o.error().message.find("observer_since"), std::string::npos);
+    o = observedFromJson(json{{"receiver_epoch", -1}});
+    ASSERT_FALSE(o.ok());
+    EXPECT_EQ(o.error().message, "receiver_epoch: must be at least 0");
+    o = observedFromJson(json{{"epoch", 9'223'372'036'854'775'808ull}});
+    ASSERT_FALSE(o.ok());
+    EXPECT_EQ(o.error().message, "epoch: number too large");
 }
 
 TEST(EscalationStateJson, RoundTripsEverything) {
@@ -75,6 +83,8 @@ TEST(EscalationStateJson, RoundTripsEverything) {
     s.deployable.observer_resumed_at = 88;
     s.deployable.bus_down = true;
     s.deployable.bus_recovered_at = 99;
+    s.deployable.fenced_by = 5;
+    s.deployable.fence_lifted_at = 111;
     s.deployable.reported = "failed";
     auto& a = s.assemblies["n"];
     a.phase = Phase::RestartPending;

@@ -131,6 +131,21 @@ TEST(Cli, StatusTableSaysInfinityForAnUnlimitedBudget) {
     EXPECT_EQ(t.find("/-1"), std::string::npos) << t;
 }
 
+// A dped fenced off by a newer leader (docs/ha.md) says so above its table, with both epochs;
+// an unfenced one says nothing about fencing.
+TEST(Cli, StatusTableSaysWhenTheDpedIsFencedOff) {
+    json r = json::parse(R"({"name":"web","desired":"started","dped":{"state":"running","pid":12},
+      "model_assemblies":[{"name":"node01"}],
+      "status":{"deployable":"web","state":"running","epoch":4,"fenced_by":5,"assemblies":[]}})");
+    std::string t = formatStatusTable(r, false);
+    EXPECT_NE(t.find("fenced off by a newer leader's epoch 5 (this dped's is 4): it acts on "
+                     "nothing until its cped leads again"),
+              std::string::npos)
+        << t;
+    r["status"].erase("fenced_by");
+    EXPECT_EQ(formatStatusTable(r, false).find("fenced"), std::string::npos);
+}
+
 TEST(Cli, PingLikeMco) {
     json r = {{"pings",
                {{{"assembly", "n1"}, {"ok", true}, {"rtt_ms", 3}},
