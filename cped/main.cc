@@ -7,8 +7,8 @@
 int main(int argc, char** argv) {
 #ifdef PCLOUD_WITH_ETCD
     return pcloud::cped::runCped(
-        argc, argv, [](const std::string& url, const std::string& node, const pcloud::Clock& c) {
-            return pcloud::cped::makeEtcdCoordinator(url, node, c);
+        argc, argv, [](const pcloud::cped::ClusterSettings& settings, const pcloud::Clock& c) {
+            return pcloud::cped::makeEtcdCoordinator(settings, c);
         });
 #else
     return pcloud::cped::runCped(argc, argv);

@@ -23,7 +23,7 @@ std::string trim(const std::string& s) {
 
 const char* const kKnown = "apachectl nginx referee_dir qemu_commandline allow_host_devices "
                            "pki_dir operator cped_name fence_agents_dir fence_agent image_dir "
-                           "floating_ip floating_dev";
+                           "floating_ip floating_dev etcd_ca etcd_cert etcd_key";
 
 // The model's name grammar (model::isValidName), which common cannot include.
 bool validName(const std::string& n) {
@@ -127,6 +127,7 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
     bool dirsGiven = false;
     bool imageDirsGiven = false;
     int floatingLine = 0; // the line of floating_ip or floating_dev, for "both or neither"
+    int etcdLine = 0;     // the last etcd_* line, for the same
     std::istringstream in(text);
     std::string raw;
     int line = 0;
@@ -246,10 +247,26 @@ Result<HostConfig> parse(const std::string& text, const std::string& path) {
                                  path, line);
             c.floating_dev = value;
             floatingLine = line;
+        } else if (key == "etcd_ca" || key == "etcd_cert" || key == "etcd_key") {
+            if (value[0] != '/' || value.find("/../") != std::string::npos)
+                return makeError(key + " '" + value + "' must be an absolute file path", path,
+                                 line);
+            (key == "etcd_ca" ? c.etcd_ca : key == "etcd_cert" ? c.etcd_cert : c.etcd_key) = value;
+            etcdLine = line;
         } else {
             return makeError("unknown key '" + key + "' (known: " + kKnown + ")", path, line);
         }
     }
+    if (c.etcd_cert.empty() != c.etcd_key.empty())
+        return makeError(c.etcd_cert.empty() ? "etcd_key is set but etcd_cert is not; a client "
+                                               "key needs its certificate"
+                                             : "etcd_cert is set but etcd_key is not; a client "
+                                               "certificate needs its key",
+                         path, etcdLine);
+    if (!c.etcd_cert.empty() && c.etcd_ca.empty())
+        return makeError("etcd_cert is set but etcd_ca is not; name the CA that signed the etcd "
+                         "members' certificates",
+                         path, etcdLine);
     if (c.floating_ip.has_value() != !c.floating_dev.empty())
         return makeError(c.floating_ip ? "floating_ip is set but floating_dev is not; name the "
                                          "interface that carries it (floating_dev = eth0)"

@@ -64,6 +64,13 @@ struct HostConfig {
     // it holds `floating_ip` on the Ethernet interface `floating_dev`. Both or neither.
     std::optional<Ipv4Cidr> floating_ip;
     std::string floating_dev;
+    // TLS to etcd (docs/ha.md "TLS to etcd"), for cped --cluster etcds://...: the CA that
+    // signed the etcd members' certificates, and the client certificate and key cped
+    // presents (etcd --client-cert-auth). Absolute paths; the certificate and key both or
+    // neither, and not without the CA.
+    std::string etcd_ca;
+    std::string etcd_cert;
+    std::string etcd_key;
 };
 
 // Parses the text of a config file; errors name `path`:line and say the fix.

@@ -763,10 +763,15 @@ json memberJson(const policy::ZoneView& v, const policy::ZoneHealth& h,
     return j;
 }
 
+// The zone speaks TLS to etcd: "etcds://..." or https:// elements (etcd::parseEndpoints).
+bool tlsZone(const std::string& url) {
+    return url.rfind("etcds://", 0) == 0 || url.find("https://") != std::string::npos;
+}
+
 // "etcd://h1:2379,h2:2379" plus the new member's client address, for the printed cped line.
 std::string withEndpoint(std::string url, const std::string& endpoint) {
-    if (url.rfind("etcd://", 0) != 0)
-        url = "etcd://" + url;
+    if (url.rfind("etcd://", 0) != 0 && url.rfind("etcds://", 0) != 0)
+        url = (tlsZone(url) ? "etcds://" : "etcd://") + url;
     return url + "," + endpoint;
 }
 
@@ -831,7 +836,8 @@ json Handler::clusterAdd() {
         fail(code::Unavailable, added.error().message);
     const std::string id = policy::memberIdHex(added->member.id);
     const std::string initial = policy::initialCluster(added->members, name, peer);
-    const std::string client = "http://" + urlHost(peer) + ":2379";
+    const bool tls = tlsZone(z.endpoints());
+    const std::string client = (tls ? "https://" : "http://") + urlHost(peer) + ":2379";
     emitZone(name, "member-added",
              "etcd member added by operator (id " + id + ", peer URL " + peer +
                  "); it joins once etcd starts there with --initial-cluster-state existing");
@@ -839,7 +845,10 @@ json Handler::clusterAdd() {
         "etcd --name " + name + " --data-dir /var/lib/etcd/" + name +
         " --initial-advertise-peer-urls " + peer + " --listen-peer-urls " + peer +
         " --advertise-client-urls " + client + " --listen-client-urls " + client +
-        " --initial-cluster " + initial + " --initial-cluster-state existing";
+        " --initial-cluster " + initial + " --initial-cluster-state existing" +
+        (tls ? " --client-cert-auth --trusted-ca-file CA.crt --cert-file " + name +
+                   ".crt --key-file " + name + ".key"
+             : std::string());
     return {{"member", name},
             {"id", id},
             {"peer_url", peer},

@@ -25,6 +25,17 @@
 
 namespace pcloud::cped {
 
+// How cped reaches its zone's etcd: `cped --cluster URL --node-name NAME` and, for
+// etcds:// URLs, the TLS files named in pcloud.conf (etcd_ca, etcd_cert, etcd_key; "" = not
+// set). docs/ha.md "TLS to etcd".
+struct ClusterSettings {
+    std::string url;
+    std::string node_name;
+    std::string etcd_ca;
+    std::string etcd_cert;
+    std::string etcd_key;
+};
+
 struct LeadershipInfo {
     bool leader = false;
     std::int64_t epoch = 0;  // while leader

@@ -938,7 +938,9 @@ int Cped::run() {
                          "(PCLOUD_WITH_ETCD=OFF)\n";
             return toInt(ExitCode::Usage);
         }
-        auto c = cluster_factory_(o_.cluster, o_.node_name, clock_);
+        auto c = cluster_factory_(ClusterSettings{o_.cluster, o_.node_name, host_.etcd_ca,
+                                                  host_.etcd_cert, host_.etcd_key},
+                                  clock_);
         if (!c) {
             std::cerr << "cped: --cluster " << o_.cluster << ": " << c.error().describe() << "\n";
             return toInt(ExitCode::Usage);

@@ -17,7 +17,7 @@ namespace pcloud::cped {
 // Makes the Coordinator of `cped --cluster URL --node-name N` (makeEtcdCoordinator); cped's
 // main passes it when built with etcd, so pcloud_cped itself does not link gRPC.
 using ClusterCoordinatorFactory = std::function<Result<std::unique_ptr<Coordinator>>(
-    const std::string& url, const std::string& node_name, const Clock& clock)>;
+    const ClusterSettings& settings, const Clock& clock)>;
 
 // Returns the process exit status (ExitCode). Without a factory, --cluster is refused.
 int runCped(int argc, char** argv, ClusterCoordinatorFactory cluster = {});

@@ -224,19 +224,33 @@ private:
 
 } // namespace
 
-Result<std::unique_ptr<Coordinator>> makeEtcdCoordinator(const std::string& url,
-                                                         const std::string& node_name,
+Result<std::unique_ptr<Coordinator>> makeEtcdCoordinator(const ClusterSettings& settings,
                                                          const Clock& clock, std::int64_t ttl_s) {
-    if (node_name.empty())
+    if (settings.node_name.empty())
         return makeError("--cluster needs --node-name NAME (this node's name in the zone)");
-    auto eps = etcd::parseEndpoints(url);
+    auto eps = etcd::parseEndpoints(settings.url);
     if (!eps)
         return eps.error();
-    auto client = etcd::Client::create(etcd::ClientOptions{*eps, 1000, 1000});
+    const bool files =
+        !settings.etcd_ca.empty() || !settings.etcd_cert.empty() || !settings.etcd_key.empty();
+    etcd::ClientOptions o{eps->addresses, 1000, 1000};
+    if (eps->tls) {
+        if (settings.etcd_ca.empty())
+            return makeError(settings.url +
+                             " is TLS: set etcd_ca in pcloud.conf (the CA that signed the etcd "
+                             "members' certificates), and etcd_cert and etcd_key when etcd "
+                             "checks client certificates");
+        o.tls = etcd::TlsFiles{settings.etcd_ca, settings.etcd_cert, settings.etcd_key};
+    } else if (files) {
+        return makeError(settings.url +
+                         " is plain text but pcloud.conf names etcd TLS files (etcd_ca, "
+                         "etcd_cert, etcd_key): use etcds://, or remove them");
+    }
+    auto client = etcd::Client::create(std::move(o));
     if (!client)
         return client.error();
-    return std::unique_ptr<Coordinator>(
-        std::make_unique<EtcdCoordinator>(url, node_name, std::move(*client), clock, ttl_s));
+    return std::unique_ptr<Coordinator>(std::make_unique<EtcdCoordinator>(
+        settings.url, settings.node_name, std::move(*client), clock, ttl_s));
 }
 
 } // namespace pcloud::cped

@@ -11,11 +11,11 @@
 
 namespace pcloud::cped {
 
-// `url` is "etcd://h1:2379,h2:2379"; `node_name` is stored as the candidate key's value.
-// The clock must outlive the coordinator.
-Result<std::unique_ptr<Coordinator>> makeEtcdCoordinator(const std::string& url,
-                                                         const std::string& node_name,
-                                                         const Clock& clock,
-                                                         std::int64_t ttl_s = 2);
+// `settings.url` is "etcd://h1:2379,h2:2379", or "etcds://..." for TLS with the settings'
+// files (the CA is required then; the client certificate and key when etcd checks client
+// certificates); `node_name` is stored as the candidate key's value. TLS files given with a
+// plain URL are an error: the operator meant TLS. The clock must outlive the coordinator.
+Result<std::unique_ptr<Coordinator>>
+makeEtcdCoordinator(const ClusterSettings& settings, const Clock& clock, std::int64_t ttl_s = 2);
 
 } // namespace pcloud::cped

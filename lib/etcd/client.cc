@@ -1,5 +1,6 @@
 #include "etcd/client.h"
 
+#include "common/fs.h"
 #include "common/log.h"
 
 #include <etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h>
@@ -15,18 +16,31 @@
 namespace pcloud::etcd {
 namespace pb = etcdserverpb;
 
-Result<std::vector<std::string>> parseEndpoints(const std::string& spec) {
+Result<Endpoints> parseEndpoints(const std::string& spec) {
     std::string s = spec;
-    if (s.rfind("etcd://", 0) == 0)
-        s = s.substr(7);
-    std::vector<std::string> out;
+    std::optional<bool> tls; // what the spec asks for so far
+    auto scheme = [&](const std::string& prefix, bool isTls, std::string& text) {
+        if (text.rfind(prefix, 0) != 0)
+            return true;
+        text = text.substr(prefix.size());
+        if (tls && *tls != isTls)
+            return false;
+        tls = isTls;
+        return true;
+    };
+    const std::string mixed = "etcd endpoints '" + spec +
+                              "' mix TLS (etcds://, https://) and plain (etcd://, http://): "
+                              "use one for every member";
+    if (!scheme("etcd://", false, s) || !scheme("etcds://", true, s))
+        return makeError(mixed);
+    Endpoints out;
     std::size_t start = 0;
     while (start <= s.size()) {
         auto comma = s.find(',', start);
         std::string e =
             s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (e.rfind("http://", 0) == 0)
-            e = e.substr(7);
+        if (!scheme("http://", false, e) || !scheme("https://", true, e))
+            return makeError(mixed);
         while (!e.empty() && e.back() == '/')
             e.pop_back();
         auto colon = e.rfind(':');
@@ -35,18 +49,17 @@ Result<std::vector<std::string>> parseEndpoints(const std::string& spec) {
             for (std::size_t i = colon + 1; i < e.size(); ++i)
                 portOk = portOk && e[i] >= '0' && e[i] <= '9';
         }
-        if (!portOk)
+        if (!portOk || e.find("://") != std::string::npos)
             return makeError("bad etcd endpoint '" + e + "' in '" + spec +
                              "': expected HOST:PORT (e.g. etcd://h1:2379,h2:2379)");
-        if (e.rfind("https://", 0) == 0)
-            return makeError("etcd endpoint '" + e + "': TLS is not supported yet");
-        out.push_back(e);
+        out.addresses.push_back(e);
         if (comma == std::string::npos)
             break;
         start = comma + 1;
     }
-    if (out.empty())
+    if (out.addresses.empty())
         return makeError("no etcd endpoint in '" + spec + "'");
+    out.tls = tls.value_or(false);
     return out;
 }
 
@@ -427,9 +440,47 @@ void fillOp(pb::RequestOp* r, const Op& op) {
     }
 }
 
+// The channel credentials for `tls`: TLS with its files read now, or plain text. An
+// unreadable or empty file is an error naming it.
+Result<std::shared_ptr<grpc::ChannelCredentials>>
+channelCredentials(const std::optional<TlsFiles>& tls) {
+    if (!tls)
+        return grpc::InsecureChannelCredentials();
+    if (tls->cert_file.empty() != tls->key_file.empty())
+        return makeError("etcd TLS: a client certificate needs its key and a key its "
+                         "certificate (cert '" +
+                         tls->cert_file + "', key '" + tls->key_file + "')");
+    grpc::SslCredentialsOptions o;
+    struct File {
+        const std::string& path;
+        std::string& into;
+        const char* what;
+    };
+    for (const File& f : {File{tls->ca_file, o.pem_root_certs, "CA certificate"},
+                          File{tls->cert_file, o.pem_cert_chain, "client certificate"},
+                          File{tls->key_file, o.pem_private_key, "client key"}}) {
+        if (f.path.empty()) {
+            if (&f.into == &o.pem_root_certs)
+                return makeError("etcd TLS: no CA certificate given (the CA that signed the "
+                                 "members' certificates)");
+            continue;
+        }
+        auto text = fs::readFile(f.path);
+        if (!text)
+            return makeError("etcd TLS: cannot read the " + std::string(f.what) + " " + f.path +
+                             ": " + text.error().message);
+        if (text->find("-----BEGIN ") == std::string::npos)
+            return makeError("etcd TLS: the " + std::string(f.what) + " " + f.path +
+                             " is not PEM (no -----BEGIN line)");
+        f.into = std::move(*text);
+    }
+    return grpc::SslCredentials(o);
+}
+
 class ClientImpl final : public Client {
 public:
-    explicit ClientImpl(ClientOptions o) : o_(std::move(o)) {
+    ClientImpl(ClientOptions o, std::shared_ptr<grpc::ChannelCredentials> credentials)
+        : o_(std::move(o)), credentials_(std::move(credentials)) {
         grpc::ChannelArguments args;
         // etcd's server refuses pings more often than every 5 s (too_many_pings).
         args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
@@ -444,7 +495,7 @@ public:
         for (const auto& e : o_.endpoints) {
             auto ep = std::make_unique<Endpoint>();
             ep->address = e;
-            ep->channel = grpc::CreateCustomChannel(e, grpc::InsecureChannelCredentials(), args);
+            ep->channel = grpc::CreateCustomChannel(e, credentials_, args);
             ep->kv = pb::KV::NewStub(ep->channel);
             ep->lease = pb::Lease::NewStub(ep->channel);
             ep->watch = pb::Watch::NewStub(ep->channel);
@@ -654,16 +705,22 @@ public:
 
     Result<MemberStatus> memberStatus(const std::string& endpoint) override {
         std::string address = endpoint;
-        if (address.rfind("https://", 0) == 0)
-            return makeError("etcd " + address + ": Status: TLS is not supported yet");
-        if (address.rfind("http://", 0) == 0)
+        const bool https = address.rfind("https://", 0) == 0;
+        const bool http = address.rfind("http://", 0) == 0;
+        if ((https && !o_.tls) || (http && o_.tls))
+            return makeError("etcd " + address + ": Status: " +
+                             (https ? "the member serves TLS; this client is plain text "
+                                      "(cped --cluster etcds://, with etcd_ca in pcloud.conf)"
+                                    : "the member serves plain text; this client speaks TLS"));
+        if (https)
+            address = address.substr(8);
+        else if (http)
             address = address.substr(7);
         while (!address.empty() && address.back() == '/')
             address.pop_back();
         // A channel of its own each time: a member that just came back is asked at once,
         // not after the reconnect backoff of a channel that saw it down.
-        auto channel =
-            grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args_);
+        auto channel = grpc::CreateCustomChannel(address, credentials_, args_);
         auto stub = pb::Maintenance::NewStub(channel);
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() +
@@ -739,6 +796,7 @@ private:
     }
 
     ClientOptions o_;
+    std::shared_ptr<grpc::ChannelCredentials> credentials_; // TLS or plain, for every channel
     std::vector<std::unique_ptr<Endpoint>> endpoints_;
     std::atomic<std::size_t> current_{0};
     grpc::ChannelArguments args_;
@@ -751,7 +809,11 @@ Result<std::unique_ptr<Client>> Client::create(ClientOptions options) {
         return makeError("etcd client: no endpoint given");
     if (options.call_timeout_ms <= 0)
         return makeError("etcd client: the call timeout must be positive");
-    return std::unique_ptr<Client>(std::make_unique<ClientImpl>(std::move(options)));
+    auto credentials = channelCredentials(options.tls);
+    if (!credentials)
+        return credentials.error();
+    return std::unique_ptr<Client>(
+        std::make_unique<ClientImpl>(std::move(options), std::move(*credentials)));
 }
 
 } // namespace pcloud::etcd

@@ -159,19 +159,36 @@ inline constexpr const char* kEtcdServerPrefix = "etcdserver: ";
 // <etcd's own words>: <what they mean>", or "cannot WHAT: <error>" when etcd said nothing.
 std::string explainMemberError(const std::string& what, const std::string& error);
 
+// TLS to etcd (docs/ha.md "TLS to etcd"): PEM files. `ca_file` signed the members'
+// server certificates (which must name the address the client dials, as a SAN); the client
+// certificate and key are presented for etcd's --client-cert-auth, both or neither.
+struct TlsFiles {
+    std::string ca_file;
+    std::string cert_file;
+    std::string key_file;
+};
+
 struct ClientOptions {
-    // "host:port" or "http://host:port" each.
+    // "host:port" each (parseEndpoints strips the scheme).
     std::vector<std::string> endpoints;
     Millis call_timeout_ms = 2000;
     Millis connect_timeout_ms = 1000; // one connection attempt (TCP + HTTP/2 handshake)
     // MemberAdd and MemberRemove: etcd answers once the change is applied (a raft round; more
     // while a raft election runs).
     Millis member_timeout_ms = 5000;
+    // Set: every channel is TLS with these files (and memberStatus takes https:// URLs);
+    // unset: plain text, and an https:// member URL is an error naming the missing setting.
+    std::optional<TlsFiles> tls;
 };
 
-// "etcd://h1:2379,h2:2379" (or "h1:2379,http://h2:2379") -> {"h1:2379", "h2:2379"}; an error
-// naming the bad element otherwise.
-Result<std::vector<std::string>> parseEndpoints(const std::string& spec);
+struct Endpoints {
+    std::vector<std::string> addresses; // "host:port" each
+    bool tls = false;                   // etcds:// or https:// elements
+};
+// "etcd://h1:2379,h2:2379" (or "h1:2379,http://h2:2379") -> {"h1:2379", "h2:2379"}, plain;
+// "etcds://h1:2379,h2:2379" (or "https://h1:2379,...") the same over TLS. An error naming the
+// bad element otherwise, or saying that the spec mixes TLS and plain endpoints.
+Result<Endpoints> parseEndpoints(const std::string& spec);
 
 // A bidirectional stream read by a background thread: next() waits up to a timeout.
 class KeepAliveStream {

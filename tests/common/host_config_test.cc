@@ -195,3 +195,38 @@ TEST(HostConfig, BadFloatingIpLinesNameFileLineAndValue) {
             << c.text << " -> " << r.error().describe();
     }
 }
+
+// TLS to etcd: three absolute paths, the client certificate and key both or neither, and
+// not without the CA; each error names the line.
+TEST(HostConfig, EtcdTlsFiles) {
+    auto ok = parse("etcd_ca = /etc/pcloud/etcd/ca.crt\netcd_cert = /etc/pcloud/etcd/c.crt\n"
+                    "etcd_key = /etc/pcloud/etcd/c.key\n",
+                    "/etc/pcloud/pcloud.conf");
+    ASSERT_TRUE(ok.ok()) << ok.error().describe();
+    EXPECT_EQ(ok->etcd_ca, "/etc/pcloud/etcd/ca.crt");
+    EXPECT_EQ(ok->etcd_cert, "/etc/pcloud/etcd/c.crt");
+    EXPECT_EQ(ok->etcd_key, "/etc/pcloud/etcd/c.key");
+    auto caOnly = parse("etcd_ca = /etc/pcloud/etcd/ca.crt\n", "/etc/pcloud/pcloud.conf");
+    ASSERT_TRUE(caOnly.ok()) << caOnly.error().describe();
+    EXPECT_TRUE(caOnly->etcd_cert.empty());
+    struct Case {
+        std::string text;
+        int line;
+        std::string says;
+    };
+    const std::vector<Case> cases = {
+        {"etcd_ca = ca.crt\n", 1, "etcd_ca 'ca.crt' must be an absolute file path"},
+        {"etcd_ca = /etc/../x\n", 1, "must be an absolute file path"},
+        {"etcd_ca = /a\netcd_cert = /c\n", 2, "etcd_cert is set but etcd_key is not"},
+        {"etcd_ca = /a\netcd_key = /k\n", 2, "etcd_key is set but etcd_cert is not"},
+        {"etcd_cert = /c\netcd_key = /k\n", 2, "etcd_cert is set but etcd_ca is not"},
+        {"etcd_ca = /a\netcd_ca = /b\n", 2, "'etcd_ca' is set twice"},
+    };
+    for (const auto& c : cases) {
+        auto r = parse(c.text, "/etc/pcloud/pcloud.conf");
+        ASSERT_FALSE(r.ok()) << c.text;
+        EXPECT_EQ(r.error().line, c.line) << c.text;
+        EXPECT_NE(r.error().describe().find(c.says), std::string::npos)
+            << c.text << " -> " << r.error().describe();
+    }
+}

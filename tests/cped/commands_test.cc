@@ -848,7 +848,8 @@ struct FakeZone : ZoneMembership {
             return makeError(refuse);
         return Status::success();
     }
-    std::string endpoints() const override { return "etcd://127.0.0.1:2379"; }
+    std::string url = "etcd://127.0.0.1:2379"; // cped's --cluster
+    std::string endpoints() const override { return url; }
 };
 
 struct FakeCoordinator : Coordinator {
@@ -946,11 +947,28 @@ TEST(Commands, ClusterChangesAreCheckedFirstAndJournaled) {
     EXPECT_EQ(r["warnings"].size(), 1u);
     EXPECT_EQ(e.runtime.emitted.back().deployable, "zone:m3");
     EXPECT_EQ(e.runtime.emitted.back().state, "member-added");
+    EXPECT_EQ(r["etcd_command"].get<std::string>().find("https://"), std::string::npos);
+
+    // A zone on TLS (etcds://): the new member serves https:// and checks client
+    // certificates, and the new cped speaks TLS too.
+    c.fake.url = "etcds://127.0.0.1:2379";
+    r = e.ok("cluster_add", {{"name", "m4"}, {"peer_url", "http://10.0.0.5:2380"}});
+    const std::string tlsCommand = r["etcd_command"];
+    EXPECT_NE(tlsCommand.find("--advertise-client-urls https://10.0.0.5:2379 "
+                              "--listen-client-urls https://10.0.0.5:2379"),
+              std::string::npos)
+        << tlsCommand;
+    EXPECT_NE(tlsCommand.find("--client-cert-auth --trusted-ca-file CA.crt --cert-file m4.crt "
+                              "--key-file m4.key"),
+              std::string::npos)
+        << tlsCommand;
+    EXPECT_EQ(r["cped_command"],
+              "cped --cluster etcds://127.0.0.1:2379,10.0.0.5:2379 --node-name m4");
 
     // etcd's refusal is passed on as it was put into words, and nothing is journaled.
     c.fake.refuse = "etcd refused to remove member 'm1' (id 0000000000000002): re-configuration "
                     "failed due to not enough started members";
     auto refused = e.rejected("cluster_remove", {{"name", "m1"}}, "unavailable");
     EXPECT_EQ(refused, c.fake.refuse);
-    EXPECT_EQ(e.runtime.emitted.size(), 2u);
+    EXPECT_EQ(e.runtime.emitted.size(), 3u);
 }

@@ -29,12 +29,35 @@ protected:
 TEST(EtcdEndpoints, Parse) {
     auto e = parseEndpoints("etcd://h1:2379,http://h2:2380/");
     ASSERT_TRUE(e.ok()) << e.error().message;
-    EXPECT_EQ(*e, (std::vector<std::string>{"h1:2379", "h2:2380"}));
+    EXPECT_EQ(e->addresses, (std::vector<std::string>{"h1:2379", "h2:2380"}));
+    EXPECT_FALSE(e->tls);
     auto bad = parseEndpoints("etcd://h1:2379,h2");
     ASSERT_FALSE(bad.ok());
     EXPECT_NE(bad.error().message.find("'h2'"), std::string::npos) << bad.error().message;
     EXPECT_FALSE(parseEndpoints("etcd://").ok());
     EXPECT_FALSE(parseEndpoints("etcd://h1:23x9").ok());
+    EXPECT_FALSE(parseEndpoints("etcd://ftp://h1:2379").ok());
+}
+
+// etcds:// (or https:// on each element) asks for TLS; a spec that mixes the two is refused,
+// naming it, rather than sending some members plain text.
+TEST(EtcdEndpoints, TlsSchemesAndMixing) {
+    for (const char* spec : {"etcds://h1:2379,h2:2379", "https://h1:2379,https://h2:2379",
+                             "etcds://h1:2379,https://h2:2379/"}) {
+        auto e = parseEndpoints(spec);
+        ASSERT_TRUE(e.ok()) << spec << ": " << e.error().message;
+        EXPECT_TRUE(e->tls) << spec;
+        EXPECT_EQ(e->addresses, (std::vector<std::string>{"h1:2379", "h2:2379"})) << spec;
+    }
+    for (const char* spec : {"etcds://h1:2379,http://h2:2379", "etcd://h1:2379,https://h2:2379",
+                             "https://h1:2379,http://h2:2379"}) {
+        auto e = parseEndpoints(spec);
+        ASSERT_FALSE(e.ok()) << spec;
+        EXPECT_NE(e.error().message.find("mix TLS (etcds://, https://) and plain"),
+                  std::string::npos)
+            << e.error().message;
+        EXPECT_NE(e.error().message.find(spec), std::string::npos) << e.error().message;
+    }
 }
 
 TEST_F(EtcdClient, PutGetDeletePrefix) {

@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
         out("usage error: " + eps.error().message);
         return 2;
     }
-    auto client = etcd::Client::create(etcd::ClientOptions{*eps, 1000, 500});
+    auto client = etcd::Client::create(etcd::ClientOptions{eps->addresses, 1000, 500});
     if (!client) {
         out("error: " + client.error().message);
         return 1;

@@ -18,8 +18,8 @@ TEST(EtcdCoordinator, GuardedWritesUnderPcloudAndHandover) {
     etcdtest::EtcdCluster etcd{1};
     ASSERT_EQ(etcd.start(), "");
     SystemClock clock;
-    auto a = makeEtcdCoordinator(etcd.url(), "a", clock);
-    auto b = makeEtcdCoordinator(etcd.url(), "b", clock);
+    auto a = makeEtcdCoordinator({etcd.url(), "a"}, clock);
+    auto b = makeEtcdCoordinator({etcd.url(), "b"}, clock);
     ASSERT_TRUE(a.ok()) << a.error().message;
     ASSERT_TRUE(b.ok());
     ASSERT_TRUE((*a)->campaign().ok());

@@ -60,8 +60,30 @@ EtcdCluster::~EtcdCluster() {
         testsupport::runCommand("rm -rf '" + dir_ + "'");
 }
 
+std::string makeTlsPki(const std::string& dir, TlsPki& out) {
+    if (auto r = testsupport::runCommand("mkdir -p '" + dir + "' 2>&1"); r.rc != 0)
+        return r.out;
+    out = TlsPki{dir + "/ca.crt",     dir + "/ca.key",     dir + "/server.crt",
+                 dir + "/server.key", dir + "/client.crt", dir + "/client.key"};
+    const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    auto leaf = [&](const std::string& stem, const std::string& cn, const std::string& ext) {
+        const std::string p = dir + "/" + stem;
+        return "openssl req" + ec + " -keyout " + p + ".key -out " + p + ".csr -subj '/CN=" + cn +
+               "' && printf '" + ext + "\n' > " + p + ".ext && openssl x509 -req -in " + p +
+               ".csr -CA " + out.ca + " -CAkey " + out.ca_key +
+               " -CAcreateserial -days 2 -extfile " + p + ".ext -out " + p + ".crt";
+    };
+    const std::string cmd =
+        "set -e; openssl req -x509" + ec + " -keyout " + out.ca_key + " -out " + out.ca +
+        " -days 2 -subj '/CN=pcloud test etcd CA'; " +
+        leaf("server", "etcd", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth") + "; " +
+        leaf("client", "cped", "extendedKeyUsage=clientAuth") + "; chmod 0600 " + dir + "/*.key";
+    auto r = testsupport::runCommand("bash -c \"" + cmd + "\" 2>&1");
+    return r.rc == 0 ? "" : "making the etcd test PKI failed: " + r.out;
+}
+
 std::string EtcdCluster::url() const {
-    std::string u = "etcd://";
+    std::string u = tls_ ? "etcds://" : "etcd://";
     for (size_t i = 0; i < members_.size(); ++i)
         u += (i ? "," : "") + members_[i].endpoint();
     return u;
@@ -90,9 +112,9 @@ std::string EtcdCluster::spawn(int i) {
         "--data-dir",
         m.data_dir,
         "--listen-client-urls",
-        "http://" + m.endpoint(),
+        clientScheme() + m.endpoint(),
         "--advertise-client-urls",
-        "http://" + m.endpoint(),
+        clientScheme() + m.endpoint(),
         "--listen-peer-urls",
         "http://127.0.0.1:" + std::to_string(m.peer_port),
         "--initial-advertise-peer-urls",
@@ -104,6 +126,9 @@ std::string EtcdCluster::spawn(int i) {
         "--initial-cluster-token",
         "pcloud-test",
     };
+    if (tls_)
+        args.insert(args.end(), {"--cert-file", tls_->server_cert, "--key-file", tls_->server_key,
+                                 "--trusted-ca-file", tls_->ca, "--client-cert-auth"});
     for (const auto& e : extra_)
         args.push_back(e);
     pid_t pid = ::fork();
@@ -179,7 +204,11 @@ std::string EtcdCluster::restart(int i) {
 
 std::string EtcdCluster::etcdctl(int i) const {
     return "ETCDCTL_API=3 " + (netns_.empty() ? std::string() : "ip netns exec " + netns_ + " ") +
-           "/usr/bin/etcdctl --endpoints=" + members_[static_cast<size_t>(i)].endpoint();
+           "/usr/bin/etcdctl --endpoints=" + clientScheme() +
+           members_[static_cast<size_t>(i)].endpoint() +
+           (tls_ ? " --cacert=" + tls_->ca + " --cert=" + tls_->client_cert +
+                       " --key=" + tls_->client_key
+                 : std::string());
 }
 
 int EtcdCluster::addMember() {

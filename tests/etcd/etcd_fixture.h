@@ -2,6 +2,7 @@
 // Real etcd members for the tests: started by the test on free loopback ports with a
 // temporary data dir each, SIGKILLed (and their dirs removed) at the end. A missing
 // /usr/bin/etcd is a loud failure, not a skip (scripts/install-deps.sh installs it).
+#include <optional>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -21,6 +22,16 @@ struct Member {
     std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port); }
 };
 
+// TLS for etcd's client port (peers stay plain on loopback): a CA, the members' server
+// certificate (SAN IP:127.0.0.1) and a client certificate, made with the openssl command.
+struct TlsPki {
+    std::string ca, ca_key;
+    std::string server_cert, server_key;
+    std::string client_cert, client_key;
+};
+// Makes a fresh PKI in `dir` (created if missing); "" or what went wrong.
+std::string makeTlsPki(const std::string& dir, TlsPki& out);
+
 class EtcdCluster {
 public:
     // `extraArgs` go to every member (e.g. --heartbeat-interval=50 --election-timeout=500).
@@ -30,6 +41,10 @@ public:
                          std::string netns = {});
     ~EtcdCluster();
 
+    // Before start(): the members serve clients over TLS with `pki` and require client
+    // certificates (--client-cert-auth); url() is etcds://, etcdctl() presents the client
+    // certificate.
+    void useTls(TlsPki pki) { tls_ = std::move(pki); }
     // Starts every member and waits until each answers; "" or what went wrong, with the
     // end of the member's log.
     std::string start();
@@ -63,6 +78,8 @@ private:
     std::vector<std::string> extra_;
     std::string netns_;
     std::vector<Member> members_;
+    std::optional<TlsPki> tls_;
+    std::string clientScheme() const { return tls_ ? "https://" : "http://"; }
 };
 
 std::string tail(const std::string& path, size_t bytes = 2000);
