@@ -2,6 +2,7 @@
 // a HostObserved as the observation and decideHosts() as the function (docs/hosts.md).
 
 #include "model/model_json.h"
+#include "policy/scenario_reader.h"
 #include "policy/simulation.h"
 
 #include <sstream>
@@ -13,11 +14,6 @@ using model::jsonPath;
 using nlohmann::json;
 
 namespace {
-
-Error inFile(Error e, const std::string& file) {
-    e.file = file;
-    return e;
-}
 
 // Time-valued keys of a host observation: node_heartbeat, observer_since,
 // observer_resumed_at, fence.at, and every value of agent_heartbeats and budget_exhausted.
@@ -95,63 +91,13 @@ Result<Scenario> parseHostScenario(const json& j, const std::string& file) {
         else
             sc.host_initial = *s;
     }
-    if (auto* v = r.get("observe"); v && r.ok()) {
-        sc.observe = *v;
-        if (auto s = resolveHostTimes(sc.observe, sc.start, std::nullopt, "observe"); !s)
-            r.fail(s.error());
-        else if (auto o = hosts::hostObservedFromJson(sc.observe, "observe"); !o)
-            r.fail(o.error());
-    }
-    if (sc.observe.is_null())
-        sc.observe = json::object();
-    const json* steps = r.get("steps");
-    if (r.ok() && (!steps || !steps->is_array() || steps->empty()))
-        r.fail("steps", "expected a non-empty array of steps");
-    if (r.ok()) {
-        Millis prev = sc.start;
-        for (size_t i = 0; i < steps->size() && r.ok(); ++i) {
-            std::string where = jsonIndex("steps", i);
-            model::JsonReader sr((*steps)[i], where);
-            ScenarioStep st;
-            const json* at = sr.get("at");
-            if (sr.ok() && !at)
-                sr.fail(sr.at("at"), "missing: when this step happens (\"+5s\")");
-            if (sr.ok()) {
-                auto t = parseScenarioTime(*at, sc.start, std::nullopt, sr.at("at"));
-                if (!t)
-                    sr.fail(t.error());
-                else if (*t < prev)
-                    sr.fail(sr.at("at"), "steps must not go back in time");
-                else
-                    st.at = prev = *t;
-            }
-            sr.str("comment", st.comment);
-            if (auto* v = sr.get("observe"); v && sr.ok()) {
-                if (!v->is_object()) {
-                    sr.fail(sr.at("observe"), "expected an object (a partial observation)");
-                } else {
-                    st.observe = *v;
-                    if (auto s = resolveHostTimes(st.observe, sc.start, st.at, sr.at("observe"));
-                        !s)
-                        sr.fail(s.error());
-                }
-            }
-            if (auto* v = sr.get("model"); v && sr.ok()) {
-                if (!v->is_object())
-                    sr.fail(sr.at("model"), "expected an object (a merge patch)");
-                else
-                    st.model = *v;
-            }
-            sr.rejectUnknown();
-            if (!sr.ok())
-                r.fail(sr.error());
-            else
-                sc.steps.push_back(std::move(st));
-        }
-    }
+    readObservationAndSteps(r, sc, resolveHostTimes, [](const json& o, const std::string& where) {
+        auto parsed = hosts::hostObservedFromJson(o, where);
+        return parsed ? Status{} : Status{parsed.error()};
+    });
     r.rejectUnknown();
     if (!r.ok())
-        return inFile(r.error(), file);
+        return inScenarioFile(r.error(), file);
     return sc;
 }
 
@@ -160,7 +106,7 @@ Result<std::vector<StepOutcome>> runHostScenario(const Scenario& sc) {
     json modelJson = sc.model;
     auto model = model::modelFromJson(modelJson, "model");
     if (!model)
-        return inFile(model.error(), sc.file);
+        return inScenarioFile(model.error(), sc.file);
     json observeJson = sc.observe;
     hosts::HostLayerState state = sc.host_initial;
     for (size_t i = 0; i < sc.steps.size(); ++i) {
@@ -170,13 +116,13 @@ Result<std::vector<StepOutcome>> runHostScenario(const Scenario& sc) {
             modelJson.merge_patch(step.model);
             model = model::modelFromJson(modelJson, where + ".model (merged)");
             if (!model)
-                return inFile(model.error(), sc.file);
+                return inScenarioFile(model.error(), sc.file);
         }
         if (!step.observe.is_null())
             observeJson.merge_patch(step.observe);
         auto observed = hosts::hostObservedFromJson(observeJson, where + ".observe (merged)");
         if (!observed)
-            return inFile(observed.error(), sc.file);
+            return inScenarioFile(observed.error(), sc.file);
         auto d = hosts::decideHosts(*model, *observed, state, step.at, sc.host_tunables);
         // Persist and reload the state as an executor would; a difference is a codec bug.
         auto reloaded =

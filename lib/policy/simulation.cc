@@ -4,6 +4,7 @@
 #include "common/time_format.h"
 #include "model/model_json.h"
 #include "policy/policy_json.h"
+#include "policy/scenario_reader.h"
 
 #include <sys/stat.h>
 
@@ -124,11 +125,6 @@ Status resolveTimes(json& j, Millis start, std::optional<Millis> now, const std:
     return {};
 }
 
-Error inFile(Error e, const std::string& file) {
-    e.file = file;
-    return e;
-}
-
 std::string phaseSummary(const AssemblyTrack& at, bool referee, Millis start) {
     std::string s = toString(at.phase);
     if (referee)
@@ -234,63 +230,13 @@ Result<Scenario> parseScenario(const std::string& text, const std::string& file)
         else
             sc.initial = *s;
     }
-    if (auto* v = r.get("observe"); v && r.ok()) {
-        sc.observe = *v;
-        if (auto s = resolveTimes(sc.observe, sc.start, std::nullopt, "observe"); !s)
-            r.fail(s.error());
-        else if (auto o = observedFromJson(sc.observe, "observe"); !o)
-            r.fail(o.error());
-    }
-    if (sc.observe.is_null())
-        sc.observe = json::object();
-    const json* steps = r.get("steps");
-    if (r.ok() && (!steps || !steps->is_array() || steps->empty()))
-        r.fail("steps", "expected a non-empty array of steps");
-    if (r.ok()) {
-        Millis prev = sc.start;
-        for (size_t i = 0; i < steps->size() && r.ok(); ++i) {
-            std::string where = jsonIndex("steps", i);
-            model::JsonReader sr((*steps)[i], where);
-            ScenarioStep st;
-            const json* at = sr.get("at");
-            if (sr.ok() && !at)
-                sr.fail(sr.at("at"), "missing: when this step happens (\"+5s\")");
-            if (sr.ok()) {
-                auto t = parseTime(*at, sc.start, std::nullopt, sr.at("at"));
-                if (!t)
-                    sr.fail(t.error());
-                else if (*t < prev)
-                    sr.fail(sr.at("at"), "steps must not go back in time (previous step at " +
-                                             formatRelative(prev - sc.start) + ")");
-                else
-                    st.at = prev = *t;
-            }
-            sr.str("comment", st.comment);
-            if (auto* v = sr.get("observe"); v && sr.ok()) {
-                if (!v->is_object()) {
-                    sr.fail(sr.at("observe"), "expected an object (a partial observation)");
-                } else {
-                    st.observe = *v;
-                    if (auto s = resolveTimes(st.observe, sc.start, st.at, sr.at("observe")); !s)
-                        sr.fail(s.error());
-                }
-            }
-            if (auto* v = sr.get("model"); v && sr.ok()) {
-                if (!v->is_object())
-                    sr.fail(sr.at("model"), "expected an object (a merge patch)");
-                else
-                    st.model = *v;
-            }
-            sr.rejectUnknown();
-            if (!sr.ok())
-                r.fail(sr.error());
-            else
-                sc.steps.push_back(std::move(st));
-        }
-    }
+    readObservationAndSteps(r, sc, resolveTimes, [](const json& o, const std::string& where) {
+        auto parsed = observedFromJson(o, where);
+        return parsed ? Status{} : Status{parsed.error()};
+    });
     r.rejectUnknown();
     if (!r.ok())
-        return inFile(r.error(), file);
+        return inScenarioFile(r.error(), file);
     return sc;
 }
 
@@ -316,7 +262,7 @@ Result<std::vector<StepOutcome>> runScenario(const Scenario& sc) {
     json modelJson = sc.model;
     auto model = model::modelFromJson(modelJson, "model");
     if (!model)
-        return inFile(model.error(), sc.file);
+        return inScenarioFile(model.error(), sc.file);
     json observeJson = sc.observe;
     EscalationState state = sc.initial;
     FixedJitter jitter(sc.jitter);
@@ -327,7 +273,7 @@ Result<std::vector<StepOutcome>> runScenario(const Scenario& sc) {
             modelJson.merge_patch(step.model);
             model = model::modelFromJson(modelJson, where + ".model (merged)");
             if (!model)
-                return inFile(model.error(), sc.file);
+                return inScenarioFile(model.error(), sc.file);
             if (!model->findDeployable(sc.deployable))
                 return makeError(where + ".model: deployable '" + sc.deployable + "' removed",
                                  sc.file);
@@ -336,7 +282,7 @@ Result<std::vector<StepOutcome>> runScenario(const Scenario& sc) {
             observeJson.merge_patch(step.observe);
         auto observed = observedFromJson(observeJson, where + ".observe (merged)");
         if (!observed)
-            return inFile(observed.error(), sc.file);
+            return inScenarioFile(observed.error(), sc.file);
         Decision d = decide(*model, sc.deployable, *observed, state, step.at, jitter, sc.tunables);
         // Persist and reload the state exactly as dped does; a difference is a codec bug.
         auto reloaded = escalationStateFromJson(json::parse(toJson(d.state).dump()), "state");
@@ -412,6 +358,69 @@ json formatJson(const Scenario& sc, const std::vector<StepOutcome>& steps) {
         arr.push_back(j);
     }
     return {{"file", sc.file}, {"deployable", sc.deployable}, {"steps", arr}};
+}
+
+void readObservationAndSteps(model::JsonReader& r, Scenario& sc,
+                             const ResolveScenarioTimes& resolve, const CheckObservation& check) {
+    if (auto* v = r.get("observe"); v && r.ok()) {
+        sc.observe = *v;
+        if (auto s = resolve(sc.observe, sc.start, std::nullopt, "observe"); !s)
+            r.fail(s.error());
+        else if (auto c = check(sc.observe, "observe"); !c)
+            r.fail(c.error());
+    }
+    if (sc.observe.is_null())
+        sc.observe = json::object();
+    const json* steps = r.get("steps");
+    if (r.ok() && (!steps || !steps->is_array() || steps->empty()))
+        r.fail("steps", "expected a non-empty array of steps");
+    if (!r.ok())
+        return;
+    Millis prev = sc.start;
+    for (size_t i = 0; i < steps->size() && r.ok(); ++i) {
+        std::string where = jsonIndex("steps", i);
+        model::JsonReader sr((*steps)[i], where);
+        ScenarioStep st;
+        const json* at = sr.get("at");
+        if (sr.ok() && !at)
+            sr.fail(sr.at("at"), "missing: when this step happens (\"+5s\")");
+        if (sr.ok()) {
+            auto t = parseTime(*at, sc.start, std::nullopt, sr.at("at"));
+            if (!t)
+                sr.fail(t.error());
+            else if (*t < prev)
+                sr.fail(sr.at("at"), "steps must not go back in time (previous step at " +
+                                         formatRelative(prev - sc.start) + ")");
+            else
+                st.at = prev = *t;
+        }
+        sr.str("comment", st.comment);
+        if (auto* v = sr.get("observe"); v && sr.ok()) {
+            if (!v->is_object()) {
+                sr.fail(sr.at("observe"), "expected an object (a partial observation)");
+            } else {
+                st.observe = *v;
+                if (auto s = resolve(st.observe, sc.start, st.at, sr.at("observe")); !s)
+                    sr.fail(s.error());
+            }
+        }
+        if (auto* v = sr.get("model"); v && sr.ok()) {
+            if (!v->is_object())
+                sr.fail(sr.at("model"), "expected an object (a merge patch)");
+            else
+                st.model = *v;
+        }
+        sr.rejectUnknown();
+        if (!sr.ok())
+            r.fail(sr.error());
+        else
+            sc.steps.push_back(std::move(st));
+    }
+}
+
+Error inScenarioFile(Error e, const std::string& file) {
+    e.file = file;
+    return e;
 }
 
 } // namespace pcloud::policy

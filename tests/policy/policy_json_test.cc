@@ -171,6 +171,39 @@ TEST(Scenario, TimesAndDurationsAreBounded) {
     EXPECT_TRUE(s.ok()) << s.error().describe();
 }
 
+// Both layers read their steps with one reader: a step that goes back in time, a step that
+// is not an object, and a bad first observation are refused the same way, naming the path.
+TEST(Scenario, BothLayersRefuseBadStepsAlike) {
+    const std::string model = R"("model": {"deployables": {"web": {}}})";
+    for (const std::string layer : {"", R"("layer": "hosts", )"}) {
+        auto s = parseScenario(
+            "{" + layer + model + R"(, "steps": [{"at": "+5s"}, {"at": "+2s"}]})", "t.json");
+        ASSERT_FALSE(s.ok()) << layer;
+        EXPECT_EQ(s.error().file, "t.json");
+        EXPECT_NE(s.error().describe().find(
+                      "steps[1].at: steps must not go back in time (previous step at +5s)"),
+                  std::string::npos)
+            << layer << s.error().describe();
+        s = parseScenario("{" + layer + model + R"(, "steps": [{"at": "+1s", "observe": 3}]})",
+                          "t.json");
+        ASSERT_FALSE(s.ok()) << layer;
+        EXPECT_NE(s.error().describe().find("steps[0].observe: expected an object"),
+                  std::string::npos)
+            << layer << s.error().describe();
+        s = parseScenario("{" + layer + model + R"(, "steps": []})", "t.json");
+        ASSERT_FALSE(s.ok()) << layer;
+        EXPECT_NE(s.error().describe().find("expected a non-empty array of steps"),
+                  std::string::npos)
+            << layer << s.error().describe();
+        s = parseScenario("{" + layer + model +
+                              R"(, "observe": {"bogus": 1}, "steps": [{"at": "+1s"}]})",
+                          "t.json");
+        ASSERT_FALSE(s.ok()) << layer;
+        EXPECT_NE(s.error().describe().find("observe.bogus: unknown key"), std::string::npos)
+            << layer << s.error().describe();
+    }
+}
+
 TEST(Scenario, BadStepNamesThePath) {
     std::string text = R"({"model": {"deployables": {"web": {}}},
         "steps": [{"at": "+0s"}, {"at": "+5s", "observe": {"assemblies": {"n": {"last_heartbeat": "later"}}}}]})";
