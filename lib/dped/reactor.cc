@@ -824,6 +824,10 @@ void Reactor::startDomain(const policy::Action& action) {
                            {{"assembly", assembly}, {"error", err.describe()}});
                 emitEvent(assembly, "", "error", "libvirt rejected the domain: " + err.describe(),
                           cause);
+                // The engine fails this attempt now and retries after the backoff.
+                auto& oa = observed_.assemblies[assembly];
+                oa.start_failed_at = clock_.nowMs();
+                oa.start_error = err.message;
             } else if (out->started) {
                 PCLOUD_LOG(Notice, "Domain started",
                            {{"assembly", assembly}, {"domain", name}, {"cause_id", cause}});

@@ -567,6 +567,19 @@ struct AsmRun {
                                 e.causeId(a.name));
                 return Membership::Out;
             }
+            // libvirt refused this attempt's start, or its qemu died before it ran (pcloud-cts:
+            // "domain is no longer running" right after a destroy): the attempt has failed
+            // now, not at domain_start_deadline. A failure like any other: counted, and the
+            // next attempt follows the backoff, so a start that always fails ends in the
+            // outcome instead of a loop.
+            if (!at.seen_running && oa.start_failed_at && *oa.start_failed_at >= at.phase_since &&
+                domainDown(oa.domain)) {
+                assemblyFailure(std::string(restart ? "restart" : "start") +
+                                    " failed: libvirt refused to start the domain" +
+                                    (oa.start_error.empty() ? "" : ": " + oa.start_error),
+                                e.causeId(a.name));
+                return Membership::Out;
+            }
             // The host connection went down after this start was issued, so the start may
             // never have reached libvirt or failed with the connection (pcloud-cts: a qemu
             // killed as libvirtd restarts). Once the connection is back and the domain is still

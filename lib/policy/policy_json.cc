@@ -137,6 +137,8 @@ Result<ObservedAssembly> observedAssemblyFromJson(const json& j, const std::stri
         readEnum(r, "referee", m, parseMembership, "out, in, draining, parked");
         a.referee = m;
     }
+    readOptTime(r, "start_failed_at", a.start_failed_at);
+    r.str("start_error", a.start_error);
     return done(r, a);
 }
 
@@ -239,7 +241,9 @@ json toJson(const Observed& o) {
                    {"services", svcs},
                    {"agent_via_bus", a.agent_via_bus},
                    {"hello_at", optTime(a.hello_at)},
-                   {"referee", a.referee ? json(toString(*a.referee)) : json(nullptr)}};
+                   {"referee", a.referee ? json(toString(*a.referee)) : json(nullptr)},
+                   {"start_failed_at", optTime(a.start_failed_at)},
+                   {"start_error", a.start_error}};
     }
     return {{"desired", toString(o.desired)},
             {"infra_ok", o.infra_ok},

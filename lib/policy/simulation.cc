@@ -104,14 +104,15 @@ Result<Millis> parseTime(const json& v, Millis start, std::optional<Millis> now,
 }
 
 // Rewrites time strings under the time keys of an observation ("last_heartbeat",
-// "changed_at", "hello_at", "observer_since", "observer_resumed_at") into integer ms.
+// "changed_at", "hello_at", "observer_since", "observer_resumed_at", "start_failed_at")
+// into integer ms.
 Status resolveTimes(json& j, Millis start, std::optional<Millis> now, const std::string& where) {
     if (!j.is_object())
         return {};
     for (auto& [k, v] : j.items()) {
         std::string p = jsonPath(where, k);
         if ((k == "last_heartbeat" || k == "changed_at" || k == "hello_at" ||
-             k == "observer_since" || k == "observer_resumed_at") &&
+             k == "observer_since" || k == "observer_resumed_at" || k == "start_failed_at") &&
             !v.is_null()) {
             auto t = parseTime(v, start, now, p);
             if (!t)

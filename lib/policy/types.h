@@ -53,6 +53,12 @@ struct ObservedAssembly {
     // What the referee actually serves for this assembly, read when the observer started
     // (nullopt: unknown or no referee). The starting point until the assembly is judged.
     std::optional<Membership> referee;
+    // The last StartDomain libvirt refused (or whose qemu died before it ran): when dped
+    // heard so, and libvirt's words. A refusal at or after the start of the current
+    // start/restart is that attempt's failure, handled at once rather than at
+    // domain_start_deadline.
+    std::optional<Millis> start_failed_at;
+    std::string start_error;
     bool operator==(const ObservedAssembly&) const = default;
 };
 

@@ -462,6 +462,38 @@ TEST_F(Fixture, RejectedDomainXmlIsAnEventAndTheOtherAssemblyStarts) {
     EXPECT_EQ(hv.calls.size(), 2u); // both tried; neither stopped the other
 }
 
+// libvirt refuses a restart's start (pcloud-cts: the new qemu died at once, "domain is no
+// longer running"): the attempt fails at once and is counted, and the next start follows
+// the backoff (none in this model), instead of waiting for domain_start_deadline (2 min).
+TEST_F(Fixture, ARefusedStartFailsAtOnceAndIsRetriedWithoutWaitingForTheDeadline) {
+    ASSERT_NO_FATAL_FAILURE(startBothHealthy());
+    hv.calls.clear();
+    hv.reject = "operation failed: domain is no longer running";
+    clock.advance(100);
+    r->onPidExit("node01", 0);
+    r->step();
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom"}));
+    hv.reject.clear();
+    r->step(); // the refusal: a failure now, and the next attempt at once (backoff 0)
+    bool refused = false;
+    for (const auto& e : bus.events())
+        refused = refused || (e["state"] == "failed" &&
+                              e["reason"] == "restart failed: libvirt refused to start the domain: "
+                                             "operation failed: domain is no longer running");
+    EXPECT_TRUE(refused);
+    EXPECT_EQ(hv.calls, (std::vector<std::string>{"destroy node01-dom", "start node01-dom",
+                                                  "destroy node01-dom", "start node01-dom"}));
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 2);
+    // That attempt ran: the old refusal fails nothing more, and the agent's heartbeat
+    // brings node01 up again.
+    r->step();
+    clock.advance(500);
+    heartbeat("node01", 2);
+    EXPECT_EQ(hv.calls.size(), 4u);
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["failures"]["used"], 2);
+    EXPECT_EQ(r->statusJson()["assemblies"][0]["phase"], "up");
+}
+
 // A store file edited by hand after cped accepted it: dped checks the domain XML against
 // the host configuration again and never hands libvirt what the host does not allow.
 TEST_F(Fixture, DomainXmlTheHostDoesNotAllowIsNeverDefined) {
