@@ -371,10 +371,16 @@ TEST(BusClient, CloseRightAfterSendStillDelivers) {
 // answer, and after a short grace the client drops the connection without it.
 TEST(BusClient, CloseGivesUpOnAPeerThatDoesNotAnswer) {
     auto hub = startHub();
+    auto server = connectTo(*hub);
+    ASSERT_TRUE(server->waitSubscribed(server->serve("pcloud.cped", echoHandler()), kDeadline));
     Relay relay(hub->boundPort());
     auto c = std::make_unique<Client>();
     ASSERT_TRUE(c->connect("amqp://127.0.0.1:" + std::to_string(relay.port())).ok());
     ASSERT_TRUE(c->waitConnected(kDeadline));
+    // One answered request first: the link to pcloud.cped has its credit and the client its
+    // reply address. Without it the freeze can come before the hub answered those attaches
+    // (CI, 2026-12-04, on a loaded machine), and the request below is never written.
+    ASSERT_TRUE(c->request("pcloud.cped", "{}", kDeadline).ok());
     relay.freeze();
     Client* raw = c.get();
     auto pending = inBackground([raw] { return raw->request("pcloud.cped", "{}", 10min); });

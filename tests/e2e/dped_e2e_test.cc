@@ -659,6 +659,53 @@ TEST_F(DpedE2e, PlannedStopIsGracefulAndDestroysOnlyAfterTheStopTimeout) {
     }();
 }
 
+// A start libvirt refuses is that attempt's failure at once, not at domain_start_deadline
+// (2 minutes; pcloud-cts seed 20261206 iteration 423). The test holds the guest's hostfwd
+// port, so its qemu cannot set up the forwarding and exits at start: libvirt refuses the
+// start. dped journals the failure within seconds and tries again after the backoff; once
+// the port is free, a retry boots the guest.
+TEST_F(DpedE2e, AStartLibvirtRefusesFailsAtOnceAndIsRetriedAfterTheBackoff) {
+    const std::string S = tag_ + "-s";
+    const int port = freePort();
+    int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(holder, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << errno;
+    ASSERT_EQ(::listen(holder, 1), 0);
+    model::Deployable d;
+    d.name = dep_;
+    d.assemblies = {S};
+    d.heartbeat_interval = 1'000;
+    d.heartbeat_timeout = 10'000;
+    d.backoff = {1'000, 2.0, 4'000, 300'000};
+    d.escalation = {5, 3'600'000};
+    d.referee.driver = "log";
+    model_.deployables[dep_] = d;
+    model_.assemblies[S] = tinyAssembly(S, port);
+    model_.assemblies[S].escalation = {20, 600'000}; // every refused attempt counts here
+    writeModel();
+    const auto t0 = std::chrono::steady_clock::now();
+    startDped();
+
+    ASSERT_TRUE(waitFor(
+        [&] { return hasEvent(S, "failed", "start failed: libvirt refused to start the domain"); },
+        30s))
+        << dumpEvents();
+    const auto failedAfter =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    std::printf("[ measured ] dped start -> refused start journaled as failed: %lld ms\n",
+                static_cast<long long>(failedAfter));
+    ::close(holder); // the next attempt can forward the port
+    ASSERT_TRUE(waitFor([&] { return healthy(S); }, 150s)) << dumpEvents();
+    EXPECT_TRUE(hasEvent(S, "running"));
+    const auto st = assemblyStatus(status(), S);
+    EXPECT_GE(st["failures"]["used"].get<int>(), 1) << st.dump();
+}
+
 } // namespace
 
 // dped drives its domains through a real pcloud-node (dped --node) on the same machine: a
