@@ -123,29 +123,35 @@ private:
 
 } // namespace
 
+Result<std::int64_t> readEpochFile(const std::string& path, const std::string& fix) {
+    if (!fs::exists(path))
+        return std::int64_t{0};
+    auto text = fs::readFile(path);
+    if (!text)
+        return text.error();
+    std::string t = *text;
+    while (!t.empty() && (t.back() == '\n' || t.back() == ' '))
+        t.pop_back();
+    std::size_t used = 0;
+    std::int64_t n = 0;
+    try {
+        n = std::stoll(t, &used);
+    } catch (...) {
+        used = 0;
+    }
+    if (used == 0 || used != t.size() || n < 0)
+        return makeError(
+            "not a non-negative epoch number: '" + utf8Excerpt(t, 40) + "' (" + fix + ")", path, 1);
+    return n;
+}
+
 Result<std::unique_ptr<Coordinator>> makeLocalCoordinator(const std::string& state_dir,
                                                           const std::string& node_name) {
     const std::string epochFile = state_dir + "/epoch";
-    std::int64_t last = 0;
-    if (fs::exists(epochFile)) {
-        auto text = fs::readFile(epochFile);
-        if (!text)
-            return text.error();
-        std::string t = *text;
-        while (!t.empty() && (t.back() == '\n' || t.back() == ' '))
-            t.pop_back();
-        std::size_t used = 0;
-        try {
-            last = std::stoll(t, &used);
-        } catch (...) {
-            used = 0;
-        }
-        if (used == 0 || used != t.size() || last < 0)
-            return makeError("not a non-negative epoch number: '" + utf8Excerpt(t, 40) +
-                                 "' (fix or remove the file; the next start raises it by one)",
-                             epochFile, 1);
-    }
-    std::int64_t epoch = last + 1;
+    auto last = readEpochFile(epochFile, "fix or remove the file; the next start raises it by one");
+    if (!last)
+        return last.error();
+    std::int64_t epoch = *last + 1;
     if (auto st = fs::writeAtomic(epochFile, std::to_string(epoch) + "\n"); !st)
         return st.error();
     std::map<std::string, std::string> kv;

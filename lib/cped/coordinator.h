@@ -94,6 +94,11 @@ public:
 // Checks a key relative to /pcloud/ and returns it in full ("/pcloud/KEY").
 Result<std::string> coordinatorKey(const std::string& key);
 
+// The number in an epoch file (STATE_DIR/epoch, STATE_DIR/led-epoch): 0 when there is no
+// file; an error naming the file, the line and the text, with `fix` (what the operator may
+// do), when it is not one non-negative decimal.
+Result<std::int64_t> readEpochFile(const std::string& path, const std::string& fix);
+
 // The single-node coordinator on `state_dir`; fails when the epoch file is unreadable or
 // cannot be written (it names the file).
 Result<std::unique_ptr<Coordinator>> makeLocalCoordinator(const std::string& state_dir,

@@ -267,6 +267,10 @@ private:
     // The epoch dpeds start with: this node's while it leads, else the last one it led with
     // (a dped restarted after a step-down is then refused by receivers that saw a newer one).
     std::uint64_t dpedEpoch();
+    // Raises led_epoch_ to `epoch`; in a zone also saves it (ledEpochPath), so that a
+    // restarted cped that follows can still fence the dpeds of its last term.
+    void noteLedEpoch(std::uint64_t epoch);
+    std::string ledEpochPath() const { return o_.state_dir + "/led-epoch"; }
     // Sends the "epoch" request to every running dped below this leader's epoch (adopted
     // ones, or all of them after a new term); called by the supervision loop, never blocks.
     void raiseDpedEpochs();
@@ -275,7 +279,9 @@ private:
     // This cped no longer leads (its lease is gone, or it resigns on SIGTERM in a zone):
     // sends "fence" naming its epoch + 1 to every running dped of its term, so they stop
     // acting now rather than at their first command a newer leader's node refuses
-    // (docs/ha.md "Epoch fencing"). Once per term; the next term's raise lifts it.
+    // (docs/ha.md "Epoch fencing"). Called on every supervision pass while this cped does
+    // not lead, it asks each dped until that process confirms; logs `why` once per term.
+    // The next term's raise lifts the fence.
     void fenceDpeds(const char* why);
 
     Options o_;
@@ -295,8 +301,7 @@ private:
     // model_mutex_: a slow command would starve its keep-alives); the supervision thread
     // starts the wanted dpeds.
     std::atomic<bool> became_leader_{false};
-    std::atomic<bool> stepped_down_{false}; // the same, for fenceDpeds()
-    std::uint64_t fenced_term_ = 0;         // the supervision thread's: the term fenced last
+    std::uint64_t fenced_term_ = 0; // the supervision thread's: the term fenced last
     SystemClock clock_;
     std::unique_ptr<bus::Hub> hub_;
     bus::Client server_; // serves pcloud.cped; its handler may block on `client_`
@@ -311,6 +316,7 @@ private:
     hostconfig::HostConfig host_;
     std::atomic<std::uint64_t> next_id_{0};
     std::atomic<std::uint64_t> led_epoch_{0};
+    std::mutex led_mutex_; // noteLedEpoch: raise and save together
     // On a TLS bus every request to a dped is signed with cped's own bus key (dped checks
     // it, with the epoch in it: docs/security.md "Signed commands").
     std::shared_ptr<const envelope::Signer> signer_;
@@ -322,10 +328,14 @@ private:
     envelope::ReplayCache api_replay_{65'536};
     std::map<std::string, Millis> refusal_logged_; // claimed sender -> last logged refusal
     std::uint64_t refusals_unlogged_ = 0;
-    std::mutex epoch_mutex_;                            // guards the three below
+    std::mutex epoch_mutex_;                            // guards the six below
     std::set<std::string> epoch_inflight_;              // deployables with an "epoch" request out
     std::map<std::string, std::uint64_t> epoch_warned_; // failure logged for this epoch
     std::map<std::string, std::pair<pid_t, std::uint64_t>> epoch_refused_; // dped said stale
+    // fenceDpeds(): the same for "fence", by (dped pid, fence epoch).
+    std::set<std::string> fence_inflight_;
+    std::map<std::string, std::pair<pid_t, std::uint64_t>> fence_confirmed_;
+    std::map<std::string, std::pair<pid_t, std::uint64_t>> fence_warned_;
 };
 
 std::optional<std::uint64_t> Cped::journalAndPublish(events::Event e) {
@@ -673,8 +683,22 @@ std::vector<std::string> Cped::dpedTlsArgs(const std::string& deployable) {
 
 std::uint64_t Cped::dpedEpoch() {
     if (auto li = coordinator_->leadership(); li.leader && li.epoch > 0)
-        led_epoch_ = static_cast<std::uint64_t>(li.epoch);
+        noteLedEpoch(static_cast<std::uint64_t>(li.epoch));
     return led_epoch_;
+}
+
+void Cped::noteLedEpoch(std::uint64_t epoch) {
+    std::lock_guard lock(led_mutex_); // the supervision thread's, and a command's waitExit
+    if (epoch <= led_epoch_)
+        return;
+    led_epoch_ = epoch;
+    if (!coordinator_->zone())
+        return; // the single node's epoch file is the coordinator's
+    if (auto st = fs::writeAtomic(ledEpochPath(), std::to_string(epoch) + "\n"); !st)
+        PCLOUD_LOG(Error,
+                   "Cannot save the epoch this cped leads with; after a restart it cannot "
+                   "fence the dpeds of this term",
+                   {{"epoch", std::to_string(epoch)}, {"error", st.error().describe()}});
 }
 
 void Cped::raiseDpedEpochs() {
@@ -682,7 +706,7 @@ void Cped::raiseDpedEpochs() {
     if (!li.leader || li.epoch <= 0)
         return; // only the leader commands; a follower's dpeds keep what they have
     const auto epoch = static_cast<std::uint64_t>(li.epoch);
-    led_epoch_ = epoch;
+    noteLedEpoch(epoch);
     for (const auto& d : supervisor_->belowEpoch(epoch)) {
         auto pid = supervisor_->pid(d);
         if (!pid)
@@ -715,39 +739,59 @@ void Cped::raiseDpedEpochs() {
 
 void Cped::fenceDpeds(const char* why) {
     const std::uint64_t term = led_epoch_;
-    if (term == 0 || fenced_term_ == term || coordinator_->leadership().leader)
-        return; // never led, this term's dpeds already told, or leading again
-    fenced_term_ = term;
+    if (term == 0 || coordinator_->leadership().leader)
+        return; // never led, or leading again (then raiseDpedEpochs lifts the fence)
     const std::uint64_t fence = term + 1; // every later leader's epoch is at least this
     const auto dpeds = supervisor_->belowEpoch(fence);
     if (dpeds.empty())
         return;
-    PCLOUD_LOG(Warning, why,
-               {{"epoch", std::to_string(term)},
-                {"fence", std::to_string(fence)},
-                {"dpeds", std::to_string(dpeds.size())}});
+    if (fenced_term_ != term) {
+        fenced_term_ = term;
+        PCLOUD_LOG(Warning, why,
+                   {{"epoch", std::to_string(term)},
+                    {"fence", std::to_string(fence)},
+                    {"dpeds", std::to_string(dpeds.size())}});
+    }
     for (const auto& d : dpeds) {
+        auto pid = supervisor_->pid(d);
+        if (!pid)
+            continue;
+        {
+            std::lock_guard lock(epoch_mutex_);
+            auto c = fence_confirmed_.find(d);
+            if (c != fence_confirmed_.end() && c->second == std::pair{*pid, fence})
+                continue; // this process saved the fence
+            if (!fence_inflight_.insert(d).second)
+                continue;
+        }
         std::string id = "cped-" + std::to_string(++next_id_);
         auto body = dpedRequest(d, id, "fence", {{"epoch", fence}}, term);
         if (!body) {
             PCLOUD_LOG(Error, "Cannot sign the fence request",
                        {{"deployable", d}, {"error", body.error().describe()}});
+            std::lock_guard lock(epoch_mutex_);
+            fence_inflight_.erase(d);
             continue;
         }
-        // Not asked again: a dped that misses it is fenced by the first node that refuses
-        // its command, and its restart (by this cped) finds no newer epoch to act under.
+        // Asked again on every pass (at most once a second) until this process confirms:
+        // a dped that was stopped (SIGSTOP) or busy when the term ended is fenced the
+        // moment it answers, not at the first command a newer leader's node refuses.
         client_.requestAsync(
             "pcloud.dped." + d, *body, std::chrono::milliseconds(o_.dped_timeout),
-            [d, fence](Result<bus::Message> r) {
+            [this, d, pid = *pid, fence](Result<bus::Message> r) {
                 auto j = r ? json::parse(r->body, nullptr, false) : json();
-                if (j.is_object() && j.value("ok", false))
+                const bool ok = j.is_object() && j.value("ok", false);
+                std::lock_guard lock(epoch_mutex_);
+                fence_inflight_.erase(d);
+                if (ok) {
+                    fence_confirmed_[d] = {pid, fence};
                     PCLOUD_LOG(Notice, "dped fenced off until this cped leads again",
                                {{"deployable", d}, {"fence", std::to_string(fence)}});
-                else
-                    PCLOUD_LOG(Warning,
-                               "dped did not confirm the fence; it stops acting at its first "
-                               "command a newer leader's node refuses",
+                } else if (fence_warned_[d] != std::pair{pid, fence}) {
+                    fence_warned_[d] = {pid, fence}; // once per process and fence
+                    PCLOUD_LOG(Warning, "dped did not confirm the fence; asking again every second",
                                {{"deployable", d}, {"error", r ? r->body : r.error().describe()}});
+                }
             },
             {}, id);
     }
@@ -946,6 +990,14 @@ int Cped::run() {
             return toInt(ExitCode::Usage);
         }
         coordinator_ = std::move(*c);
+        auto led = readEpochFile(ledEpochPath(),
+                                 "the last epoch this cped led the zone with; remove the file "
+                                 "only when none of its dpeds runs");
+        if (!led) {
+            std::cerr << "cped: cannot start: " << led.error().describe() << "\n";
+            return toInt(ExitCode::Config);
+        }
+        led_epoch_ = static_cast<std::uint64_t>(*led);
     }
 
     std::string url = o_.broker;
@@ -1034,6 +1086,9 @@ int Cped::run() {
     if (tls_)
         so.dped_args = [this](const std::string& d) { return dpedTlsArgs(d); };
     so.epoch = [this] { return dpedEpoch(); };
+    // A zone's follower starts no dped: it would act beside the leader's. It still adopts
+    // running ones, to fence them (fenceDpeds).
+    so.may_start = [this] { return !coordinator_->zone() || coordinator_->leadership().leader; };
     if (log::level() >= log::Level::Info) {
         so.extra_args = {"--log-level", log::level() == log::Level::Debug ? "debug" : "info"};
     }
@@ -1063,8 +1118,7 @@ int Cped::run() {
         } else {
             if (floating_)
                 floating_->release();
-            stepped_down_ = true;
-            supervisor_->wake();
+            supervisor_->wake(); // its next pass fences this term's dpeds
             PCLOUD_LOG(Warning, "This cped no longer leads; it refuses commands",
                        {{"node", li.node},
                         {"leader", li.leader_name.empty() ? "-" : li.leader_name},
@@ -1081,11 +1135,15 @@ int Cped::run() {
     server_.serve("pcloud.cped", [this](const bus::Message& msg) { return serveCommand(msg); });
     std::atomic<bool> stopping{false};
     std::thread supervision([&] {
+        // A zone's cped adopts the dpeds still running from its last run before it leads,
+        // so that it fences them while it follows (it starts none: may_start).
+        if (coordinator_->zone())
+            startWantedDpeds();
         while (!stopping) {
             Millis fip = reconcileFloatingIp();
             if (became_leader_.exchange(false))
                 startWantedDpeds();
-            if (stepped_down_.exchange(false))
+            if (coordinator_->zone())
                 fenceDpeds("This cped no longer leads; fencing off its dpeds");
             Millis next = supervisor_->tick();
             raiseDpedEpochs();

@@ -86,6 +86,7 @@ void Supervisor::unwant(const std::string& deployable) {
         if (it == entries_.end())
             return;
         it->second.wanted = false;
+        it->second.held = false;
         it->second.next_start_mono.reset();
     }
     wake();
@@ -125,6 +126,7 @@ void Supervisor::startOrAdopt(const std::string& name, Entry& e, std::vector<eve
         // the lock fd until they exec or exit): look again soon rather than adopt a corpse.
         if (*holder > 0 && *holder != e.last_pid && ::kill(*holder, 0) == 0 &&
             adopt(name, e, *holder)) {
+            e.held = false;
             out.push_back(
                 event(name, "adopted", "dped pid " + std::to_string(*holder) + " already running"));
             return;
@@ -133,6 +135,16 @@ void Supervisor::startOrAdopt(const std::string& name, Entry& e, std::vector<eve
         e.next_start_mono = clock_.monotonicMs() + 100;
         return;
     }
+    // A running dped is adopted above whatever may_start says (so a follower can fence
+    // it); a new one waits, still due, until it may.
+    if (options_.may_start && !options_.may_start()) {
+        if (!e.held)
+            PCLOUD_LOG(Notice, "dped not started: this cped does not lead the zone",
+                       {{"deployable", name}});
+        e.held = true;
+        return;
+    }
+    e.held = false;
     std::vector<std::string> args = {options_.dped_path, "--deployable", name, "--state-dir",
                                      options_.state_dir};
     if (!options_.broker_url.empty()) {
@@ -236,6 +248,7 @@ void Supervisor::reap(const std::string& name, Entry& e, std::vector<events::Eve
         if (auto holder = LockFile::holder(dpedLockPath(options_.state_dir, name));
             holder && *holder > 0 && *holder != pid && ::kill(*holder, 0) == 0 &&
             adopt(name, e, *holder)) {
+            e.held = false;
             out.push_back(
                 event(name, "adopted",
                       "another dped (pid " + std::to_string(*holder) + ") holds the lock"));
@@ -279,7 +292,8 @@ Millis Supervisor::tick() {
             if (e.pid == 0 && e.wanted && !e.failed && e.next_start_mono &&
                 *e.next_start_mono <= now)
                 startOrAdopt(name, e, out);
-            if (e.pid == 0 && e.wanted && !e.failed && e.next_start_mono) {
+            // A held start waits for a wake-up (leading again), not for a timer.
+            if (e.pid == 0 && e.wanted && !e.failed && e.next_start_mono && !e.held) {
                 Millis in = std::max<Millis>(0, *e.next_start_mono - clock_.monotonicMs());
                 next = next < 0 ? in : std::min(next, in);
             }
@@ -375,6 +389,7 @@ nlohmann::json Supervisor::info(const std::string& deployable) const {
     const Entry& e = it->second;
     std::string state = e.pid > 0  ? "running"
                         : e.failed ? "failed"
+                        : e.held   ? "held"
                                    : (e.wanted ? "backoff" : "stopped");
     nlohmann::json j = {{"state", state}, {"running", e.pid > 0}, {"restarts", e.restarts}};
     if (e.pid > 0) {

@@ -44,6 +44,11 @@ struct SupervisorOptions {
     // The leadership epoch a dped starts with (`--epoch N`, docs/ha.md "Epoch fencing"),
     // asked at each start; unset or 0 = no --epoch (unfenced).
     std::function<std::uint64_t()> epoch;
+    // Whether a new dped may be started now; unset = always. A zone's follower may not: a
+    // dped it started would act beside the leader's (docs/ha.md "Epoch fencing"). A due
+    // start then waits, shown as state "held", until a tick after it may. A running dped
+    // (the lock's live holder) is adopted all the same, so a follower can fence it.
+    std::function<bool()> may_start;
     model::Backoff backoff{1'000, 2.0, 60'000, 60'000};
 };
 
@@ -86,7 +91,7 @@ public:
     std::vector<std::string> belowEpoch(std::uint64_t epoch) const;
     // The current dped of `deployable` (pid `pid`) confirmed that it runs with `epoch`.
     void noteEpoch(const std::string& deployable, pid_t pid, std::uint64_t epoch);
-    // {"state":"running|backoff|failed|stopped","pid":..,"adopted":..,"restarts":..,...}
+    // {"state":"running|backoff|held|failed|stopped","pid":..,"adopted":..,"restarts":..,...}
     nlohmann::json info(const std::string& deployable) const;
 
 private:
@@ -104,6 +109,7 @@ private:
         std::optional<int> last_exit;          // -1 = unknown (adopted)
         std::uint64_t exits = 0;               // bumped on every reap
         std::uint64_t epoch = 0; // what the running dped was given or confirmed (0: unknown)
+        bool held = false;       // due, but may_start said no (logged once per hold)
     };
 
     void startOrAdopt(const std::string& name, Entry& e, std::vector<events::Event>& out);

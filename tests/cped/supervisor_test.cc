@@ -66,6 +66,7 @@ struct Fixture {
     std::mutex mutex;
     std::unique_ptr<Supervisor> sup;
     std::function<std::uint64_t()> epoch; // SupervisorOptions::epoch of the next make()
+    std::function<bool()> mayStart;       // SupervisorOptions::may_start of the next make()
 
     Fixture() { sup = make(); }
     ~Fixture() {
@@ -80,6 +81,7 @@ struct Fixture {
         o.broker_url = "amqp://127.0.0.1:1";
         o.backoff = model::Backoff{1000, 2.0, 4000, 60'000};
         o.epoch = epoch;
+        o.may_start = mayStart;
         return std::make_unique<Supervisor>(o, clock, [this](events::Event e) {
             std::lock_guard lock(mutex);
             events.push_back(std::move(e));
@@ -227,6 +229,32 @@ TEST(Supervisor, CrashRestartsWithBackoffOnInjectedClock) {
     EXPECT_TRUE(f.sawEvent("dped-crashed"));
     EXPECT_EQ(f.sup->info("web")["restarts"].get<int>(), 3);
     f.sup->unwant("web");
+}
+
+// A zone's follower starts no dped (docs/ha.md "Epoch fencing"): one that crashes while this
+// cped does not lead stays down, shown as "held", and starts on the first tick that may.
+TEST(Supervisor, ADpedThatMayNotStartIsHeldUntilItMay) {
+    Fixture f;
+    bool may = true;
+    f.mayStart = [&] { return may; };
+    f.sup = f.make();
+    setMode(f.dir, "web", "exit 1");
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 1));
+    may = false; // this cped stopped leading while its dped ran
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    f.clock.advance(60'000);
+    EXPECT_EQ(f.sup->tick(), -1); // nothing to wake up for: leading again wakes it
+    EXPECT_FALSE(f.sup->pid("web").has_value());
+    EXPECT_EQ(f.sup->info("web")["state"], "held");
+    EXPECT_EQ(startsOf(f.dir, "web"), 1);
+    may = true;
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 2));
+    EXPECT_NE(f.sup->info("web")["state"], "held");
+    f.sup->unwant("web");
+    f.sup->waitExit("web", 5000);
 }
 
 TEST(Supervisor, ConfigErrorIsNotRespawned) {

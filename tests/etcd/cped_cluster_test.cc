@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <fcntl.h>
 #include <sys/prctl.h>
@@ -39,7 +40,8 @@ struct CpedProc {
 };
 
 void startCped(CpedProc& c, const std::vector<std::string>& extra) {
-    c.port = freePort();
+    if (c.port == 0) // a restart keeps the address its dpeds know
+        c.port = freePort();
     c.pid = ::fork();
     if (c.pid == 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -134,6 +136,45 @@ protected:
             return 0;
         return std::strtoull(text.c_str() + at + acquired.size(), nullptr, 10);
     }
+    // c leads the zone (alone) and runs deployable web with one assembly on libvirt's test
+    // driver, driven by the real dped; `epoch` is c's epoch, `dped` the dped's pid.
+    void leadWithTheRealDped(CpedProc& c, std::uint64_t& epoch, pid_t& dped) {
+        c.dped = DPED_BIN;
+        ASSERT_TRUE(fs::writeAtomic(c.dir + "/n1.xml",
+                                    "<domain type='test'><name>n1</name><memory "
+                                    "unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n",
+                                    {}, 0644)
+                        .ok());
+        startCped(c, {"--cluster", etcd_.url()});
+        ASSERT_TRUE(waitFor([&] { return shell(c, "deployable_list").rc == 0; }, 15s, 100ms))
+            << shell(c, "deployable_list").out;
+        epoch = lastEpoch(c);
+        ASSERT_GT(epoch, 0u);
+        for (const std::string& cmd :
+             {std::string("deployable_create web --uri test:///default"),
+              "assembly_create n1 --domain-xml " + c.dir + "/n1.xml",
+              std::string("deployable_assembly_add web n1"), std::string("deployable_start web")}) {
+            auto r = shell(c, cmd);
+            ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out;
+        }
+        ASSERT_TRUE(waitFor(
+            [&] {
+                dped = LockFile::holder(c.dir + "/dped-web.lock").value_or(0);
+                auto st = shell(c, "deployable_status web");
+                return dped > 0 && st.rc == 0 && st.out.find("not answering") == std::string::npos;
+            },
+            20s))
+            << shell(c, "deployable_status web").out << etcdtest::tail(c.dir + "/cped.log", 3000);
+    }
+    // The fence c's dped of web saved with its escalation state (0: none).
+    static std::uint64_t fencedBy(const CpedProc& c) {
+        auto saved = nlohmann::json::parse(etcdtest::tail(c.dir + "/escalation-web.json", 100000),
+                                           nullptr, false); // dped::escalationPath
+        return saved.is_object() ? saved["deployable"].value("fenced_by", 0ull) : 0ull;
+    }
+    static bool logHas(const CpedProc& c, const std::string& text) {
+        return etcdtest::tail(c.dir + "/cped.log", 1'000'000).find(text) != std::string::npos;
+    }
     EtcdCluster etcd_{1};
     std::string root_;
     std::unique_ptr<TestTls> tls_;
@@ -205,34 +246,10 @@ TEST_F(CpedCluster, TheLeaderStartsItsDpedsWithItsEtcdEpoch) {
 TEST_F(CpedCluster, ALeaderThatStepsDownFencesItsDpedsUntilItLeadsAgain) {
     auto& a = cpeds_[0];
     auto& b = cpeds_[1];
-    a.dped = DPED_BIN;
-    ASSERT_TRUE(fs::writeAtomic(a.dir + "/n1.xml",
-                                "<domain type='test'><name>n1</name><memory "
-                                "unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n",
-                                {}, 0644)
-                    .ok());
-    startCped(a, {"--cluster", etcd_.url()});
-    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms))
-        << shell(a, "deployable_list").out;
-    const std::uint64_t first = lastEpoch(a);
-    ASSERT_GT(first, 0u);
-    for (const std::string& cmd :
-         {std::string("deployable_create web --uri test:///default"),
-          "assembly_create n1 --domain-xml " + a.dir + "/n1.xml",
-          std::string("deployable_assembly_add web n1"), std::string("deployable_start web")}) {
-        auto r = shell(a, cmd);
-        ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out;
-    }
-    const std::string lock = a.dir + "/dped-web.lock";
+    std::uint64_t first = 0;
     pid_t dped = 0;
-    ASSERT_TRUE(waitFor(
-        [&] {
-            dped = LockFile::holder(lock).value_or(0);
-            auto st = shell(a, "deployable_status web");
-            return dped > 0 && st.rc == 0 && st.out.find("not answering") == std::string::npos;
-        },
-        20s))
-        << shell(a, "deployable_status web").out << etcdtest::tail(a.dir + "/cped.log", 3000);
+    ASSERT_NO_FATAL_FAILURE(leadWithTheRealDped(a, first, dped));
+    const std::string lock = a.dir + "/dped-web.lock";
 
     startCped(b, {"--cluster", etcd_.url()});
     ASSERT_TRUE(waitFor(
@@ -244,13 +261,8 @@ TEST_F(CpedCluster, ALeaderThatStepsDownFencesItsDpedsUntilItLeadsAgain) {
     ASSERT_TRUE(waitFor([&] { return shell(b, "deployable_list").rc == 0; }, 10s, 50ms));
 
     const std::string fence = std::to_string(first + 1);
-    const std::string escalation = a.dir + "/escalation-web.json"; // dped::escalationPath
-    // The fence the dped saved with its escalation state (0: none).
-    auto fencedBy = [&] {
-        auto saved = nlohmann::json::parse(etcdtest::tail(escalation, 100000), nullptr, false);
-        return saved.is_object() ? saved["deployable"].value("fenced_by", 0ull) : 0ull;
-    };
-    ASSERT_TRUE(waitFor([&] { return fencedBy() == first + 1; }, 10s))
+    const std::string escalation = a.dir + "/escalation-web.json";
+    ASSERT_TRUE(waitFor([&] { return fencedBy(a) == first + 1; }, 10s))
         << etcdtest::tail(escalation, 3000) << etcdtest::tail(a.dir + "/cped.log", 4000);
     std::string log = etcdtest::tail(a.dir + "/cped.log", 1'000'000);
     EXPECT_NE(log.find("This cped no longer leads; fencing off its dpeds epoch=" +
@@ -284,12 +296,95 @@ TEST_F(CpedCluster, ALeaderThatStepsDownFencesItsDpedsUntilItLeadsAgain) {
     // A leader that resigns on SIGTERM fences its dpeds too: the next leader may be another.
     EXPECT_EQ(stopCped(a, SIGTERM), 0);
     const std::uint64_t again = second + 1;
-    ASSERT_TRUE(waitFor([&] { return fencedBy() == again; }, 10s))
+    ASSERT_TRUE(waitFor([&] { return fencedBy(a) == again; }, 10s))
         << etcdtest::tail(escalation, 3000) << etcdtest::tail(a.dir + "/cped.log", 4000);
     EXPECT_NE(etcdtest::tail(a.dir + "/cped.log", 1'000'000)
                   .find("This cped resigned; fencing off its dpeds epoch=" +
                         std::to_string(second) + " fence=" + std::to_string(again) + " dpeds=1"),
               std::string::npos);
+}
+
+// A follower starts no dped (docs/ha.md "Epoch fencing"): one would act beside the
+// leader's. a's dped, fenced when a lost its lease, dies (kill -9) while a follows: a leaves
+// it down ("held") until it leads again, then starts it with its new epoch.
+TEST_F(CpedCluster, AFollowerDoesNotRestartItsDpedUntilItLeadsAgain) {
+    auto& a = cpeds_[0];
+    auto& b = cpeds_[1];
+    std::uint64_t first = 0;
+    pid_t dped = 0;
+    ASSERT_NO_FATAL_FAILURE(leadWithTheRealDped(a, first, dped));
+    startCped(b, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor(
+        [&] {
+            return shell(b, "deployable_list").out.find("the leader is a") != std::string::npos;
+        },
+        15s, 100ms));
+    ASSERT_EQ(etcd_.revokeLeaseOf("a"), "");
+    ASSERT_TRUE(waitFor([&] { return fencedBy(a) == first + 1; }, 10s))
+        << etcdtest::tail(a.dir + "/cped.log", 4000);
+
+    ASSERT_EQ(::kill(dped, SIGKILL), 0);
+    ASSERT_TRUE(waitFor(
+        [&] {
+            return logHas(a, "dped not started: this cped does not lead the zone deployable=web");
+        },
+        10s))
+        << etcdtest::tail(a.dir + "/cped.log", 4000);
+    const std::string lock = a.dir + "/dped-web.lock";
+    auto holder = LockFile::holder(lock);
+    EXPECT_TRUE(!holder || *holder <= 0 || ::kill(*holder, 0) != 0)
+        << "a follower started dped pid " << holder.value_or(0);
+
+    // b resigns: a leads with a newer epoch and starts its dped with it.
+    EXPECT_EQ(stopCped(b, SIGTERM), 0);
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 10s, 50ms));
+    const std::uint64_t second = lastEpoch(a);
+    EXPECT_GT(second, first + 1);
+    pid_t next = 0;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            next = LockFile::holder(lock).value_or(0);
+            return next > 0 && next != dped && ::kill(next, 0) == 0;
+        },
+        10s))
+        << etcdtest::tail(a.dir + "/cped.log", 4000);
+    std::string cmdline = etcdtest::tail("/proc/" + std::to_string(next) + "/cmdline", 10000);
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    EXPECT_NE(cmdline.find("--epoch " + std::to_string(second)), std::string::npos) << cmdline;
+}
+
+// A cped that dies while leading sends no fence. Restarted while another leads, it adopts
+// the dped its last run started and fences it with the epoch it saved (STATE_DIR/led-epoch),
+// though this process never led. A led-epoch file that is not a number stops cped, naming it.
+TEST_F(CpedCluster, ARestartedFollowerFencesTheDpedsOfItsLastTerm) {
+    auto& a = cpeds_[0];
+    auto& b = cpeds_[1];
+    std::uint64_t first = 0;
+    pid_t dped = 0;
+    ASSERT_NO_FATAL_FAILURE(leadWithTheRealDped(a, first, dped));
+    stopCped(a, SIGKILL);
+    EXPECT_EQ(fencedBy(a), 0u);
+    startCped(b, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(b, "deployable_list").rc == 0; }, 10s, 50ms));
+
+    startCped(a, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return fencedBy(a) == first + 1; }, 15s))
+        << etcdtest::tail(a.dir + "/cped.log", 4000);
+    EXPECT_EQ(LockFile::holder(a.dir + "/dped-web.lock").value_or(0), dped); // adopted
+    EXPECT_TRUE(logHas(a, "This cped no longer leads; fencing off its dpeds epoch=" +
+                              std::to_string(first) + " fence=" + std::to_string(first + 1)));
+    EXPECT_NE(shell(a, "deployable_list").rc, 0); // b still leads
+
+    stopCped(a, SIGKILL);
+    ASSERT_TRUE(fs::writeAtomic(a.dir + "/led-epoch", "seven\n", {}, 0644).ok());
+    auto bad =
+        runCommand(std::string(CPED_BIN) + " --state-dir " + a.dir + " --listen " + a.url() +
+                   " --config " + a.config() + " --cluster " + etcd_.url() + " --node-name a 2>&1");
+    EXPECT_EQ(bad.rc, 78) << bad.out; // ExitCode::Config
+    EXPECT_NE(bad.out.find(a.dir + "/led-epoch"), std::string::npos) << bad.out;
+    EXPECT_NE(bad.out.find("not a non-negative epoch number: 'seven'"), std::string::npos)
+        << bad.out;
+    EXPECT_EQ(etcdtest::tail(a.dir + "/led-epoch"), "seven\n"); // left as it was
 }
 
 TEST_F(CpedCluster, KillMinusNineOfTheLeadingCpedHandsOverWithinTheTtl) {

@@ -103,8 +103,8 @@ std::string EtcdCluster::spawn(int i) {
     std::string cluster = m.initial_cluster;
     for (size_t k = 0; k < members_.size() && m.initial_cluster.empty(); ++k)
         if (members_[k].initial_cluster.empty())
-            cluster += (cluster.empty() ? "" : ",") + members_[k].name +
-                       "=http://127.0.0.1:" + std::to_string(members_[k].peer_port);
+            cluster +=
+                (cluster.empty() ? "" : ",") + members_[k].name + "=" + members_[k].peerUrl();
     std::vector<std::string> args = {
         "/usr/bin/etcd",
         "--name",
@@ -116,9 +116,9 @@ std::string EtcdCluster::spawn(int i) {
         "--advertise-client-urls",
         clientScheme() + m.endpoint(),
         "--listen-peer-urls",
-        "http://127.0.0.1:" + std::to_string(m.peer_port),
+        m.peerUrl(),
         "--initial-advertise-peer-urls",
-        "http://127.0.0.1:" + std::to_string(m.peer_port),
+        m.peerUrl(),
         "--initial-cluster",
         cluster,
         "--initial-cluster-state",
@@ -141,8 +141,8 @@ std::string EtcdCluster::spawn(int i) {
             ::dup2(fd, 1);
             ::dup2(fd, 2);
         }
-        if (!netns_.empty()) {
-            if (auto err = testsupport::enterNetns(netns_); !err.empty()) {
+        if (const std::string& ns = m.netns.empty() ? netns_ : m.netns; !ns.empty()) {
+            if (auto err = testsupport::enterNetns(ns); !err.empty()) {
                 std::fprintf(stderr, "%s\n", err.c_str());
                 ::_exit(126);
             }
@@ -202,10 +202,17 @@ std::string EtcdCluster::restart(int i) {
     return "";
 }
 
+void EtcdCluster::place(int i, std::string netns, std::string host) {
+    auto& m = members_[static_cast<size_t>(i)];
+    m.netns = std::move(netns);
+    m.host = std::move(host);
+}
+
 std::string EtcdCluster::etcdctl(int i) const {
-    return "ETCDCTL_API=3 " + (netns_.empty() ? std::string() : "ip netns exec " + netns_ + " ") +
-           "/usr/bin/etcdctl --endpoints=" + clientScheme() +
-           members_[static_cast<size_t>(i)].endpoint() +
+    const auto& m = members_[static_cast<size_t>(i)];
+    const std::string& ns = m.netns.empty() ? netns_ : m.netns;
+    return "ETCDCTL_API=3 " + (ns.empty() ? std::string() : "ip netns exec " + ns + " ") +
+           "/usr/bin/etcdctl --endpoints=" + clientScheme() + m.endpoint() +
            (tls_ ? " --cacert=" + tls_->ca + " --cert=" + tls_->client_cert +
                        " --key=" + tls_->client_key
                  : std::string());
@@ -223,7 +230,7 @@ int EtcdCluster::addMember() {
 }
 
 std::string EtcdCluster::peerUrl(int i) const {
-    return "http://127.0.0.1:" + std::to_string(members_[static_cast<size_t>(i)].peer_port);
+    return members_[static_cast<size_t>(i)].peerUrl();
 }
 
 std::string EtcdCluster::startJoining(int i, const std::string& initialCluster) {

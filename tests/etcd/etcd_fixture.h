@@ -19,7 +19,12 @@ struct Member {
     // A member that joins a running cluster (addMember): its --initial-cluster as the
     // member API printed it, and --initial-cluster-state existing.
     std::string initial_cluster;
-    std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port); }
+    // Where it runs (place()): its own network namespace and address; by default the
+    // cluster's namespace (or none) and 127.0.0.1.
+    std::string netns;
+    std::string host = "127.0.0.1";
+    std::string endpoint() const { return host + ":" + std::to_string(client_port); }
+    std::string peerUrl() const { return "http://" + host + ":" + std::to_string(peer_port); }
 };
 
 // TLS for etcd's client port (peers stay plain on loopback): a CA, the members' server
@@ -45,6 +50,9 @@ public:
     // certificates (--client-cert-auth); url() is etcds://, etcdctl() presents the client
     // certificate.
     void useTls(TlsPki pki) { tls_ = std::move(pki); }
+    // Before start(): member i runs in network namespace `netns` (made by the caller, its
+    // loopback up) and serves clients and peers on `host` (an address there).
+    void place(int i, std::string netns, std::string host);
     // Starts every member and waits until each answers; "" or what went wrong, with the
     // end of the member's log.
     std::string start();
