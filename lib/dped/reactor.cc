@@ -1219,10 +1219,20 @@ std::variant<std::string, json> Reactor::openSignedRequest(const bus::Message& m
     }
     if (Status action = envelope::actionIsCommand(f, command); !action)
         return refuse(id, "bad-field", action.error().message, f.sender);
-    if (f.sender.rfind("cped:", 0) == 0 && !policy::checkEpoch(cfg_.epoch, f.epoch).accepted())
-        return refuse(id, "stale-epoch",
-                      policy::staleEpochMessage(f.epoch, cfg_.epoch, "dped " + cfg_.deployable),
-                      f.sender);
+    if (f.sender.rfind("cped:", 0) == 0) {
+        if (!policy::checkEpoch(cfg_.epoch, f.epoch).accepted())
+            return refuse(id, "stale-epoch",
+                          policy::staleEpochMessage(f.epoch, cfg_.epoch, "dped " + cfg_.deployable),
+                          f.sender);
+        // The audit trail of what each leader made this dped do: the zone's history check
+        // (tests/etcd/zone_ha_test.cc) reads it to prove no two leaders' commands overlap.
+        PCLOUD_LOG(Info, "Accepted a command",
+                   {{"deployable", cfg_.deployable},
+                    {"id", id},
+                    {"command", command},
+                    {"sender", f.sender},
+                    {"epoch", std::to_string(f.epoch)}});
+    }
     return std::move(ok.body);
 }
 
