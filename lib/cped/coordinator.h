@@ -14,6 +14,7 @@
 // Keys are relative to /pcloud/ ("model/web" is /pcloud/model/web): non-empty, printable,
 // no "..", and not under "leader/" (the election's own prefix).
 
+#include "common/clock.h"
 #include "common/result.h"
 #include "policy/zone.h"
 
@@ -42,6 +43,9 @@ struct LeadershipInfo {
     std::string node;        // this node's name
     std::string leader_name; // the leading node when known
     std::string reason;      // why not leader
+    // While leader in a zone: how long a command signed now stays safe to act on (no newer
+    // leader can act before); 0 = no bound (the single node, or not leader).
+    Millis valid_for_ms = 0;
 };
 
 // The zone's etcd membership (docs/ha.md "Zone membership"): what cluster_status shows and

@@ -230,10 +230,16 @@ public:
     Result<json> askDped(const std::string& d, const std::string& command,
                          const json& args) override;
     // The body of a request to dped `d`: the command, inside a signed envelope carrying
-    // `epoch` when the bus is TLS.
+    // `epoch` when the bus is TLS, valid for `ttl` ms (0: the envelope's default).
     Result<std::string> dpedRequest(const std::string& d, const std::string& id,
                                     const std::string& command, const json& args,
-                                    std::uint64_t epoch) const;
+                                    std::uint64_t epoch, Millis ttl = 0) const;
+    // The ttl of a command this cped signs now: in a zone, while it leads, the time until no
+    // newer leader can have acted (LeadershipInfo::valid_for_ms), so that dped, on this
+    // host's clock, refuses it once a newer leader may act (docs/ha.md "Epoch fencing", 7);
+    // 0 (the default) for the single node. In a zone a cped that does not lead commands
+    // nothing: not-leader.
+    Result<Millis> commandTtl();
     json dpedProcess(const std::string& d) override { return supervisor_->info(d); }
     std::vector<PingResult> pingAgents(const std::vector<std::string>& as, Millis timeout) override;
     void emit(events::Event e) override { journalAndPublish(std::move(e)); }
@@ -424,7 +430,7 @@ void Cped::rebuildLedger() {
 
 Result<std::string> Cped::dpedRequest(const std::string& d, const std::string& id,
                                       const std::string& command, const json& args,
-                                      std::uint64_t epoch) const {
+                                      std::uint64_t epoch, Millis ttl) const {
     std::string body = commandBody(id, command, args).dump();
     if (!signer_)
         return body;
@@ -434,7 +440,19 @@ Result<std::string> Cped::dpedRequest(const std::string& d, const std::string& i
     f.request_id = id;
     f.msgtime = clock_.nowMs();
     f.epoch = epoch;
+    if (ttl > 0)
+        f.ttl = ttl;
     return signer_->sign(std::move(f), body);
+}
+
+Result<Millis> Cped::commandTtl() {
+    if (!coordinator_->zone())
+        return Millis{0};
+    auto li = coordinator_->leadership();
+    if (!li.leader || li.valid_for_ms <= 0)
+        return makeError(std::string(code::NotLeader) + ": cped " + li.node +
+                         " no longer leads; it commands no dped");
+    return li.valid_for_ms;
 }
 
 Result<json> Cped::askDped(const std::string& d, const std::string& command, const json& args) {
@@ -447,7 +465,10 @@ Result<json> Cped::askDped(const std::string& d, const std::string& command, con
     Millis timeout = o_.dped_timeout;
     if (command == "ping" && args.contains("timeout_ms") && args["timeout_ms"].is_number_integer())
         timeout = std::max<Millis>(timeout, args["timeout_ms"].get<Millis>() + 1000);
-    auto body = dpedRequest(d, id, command, args, dpedEpoch());
+    auto ttl = commandTtl();
+    if (!ttl)
+        return ttl.error();
+    auto body = dpedRequest(d, id, command, args, dpedEpoch(), *ttl);
     if (!body)
         return body.error();
     auto reply =
@@ -720,7 +741,9 @@ void Cped::raiseDpedEpochs() {
                 continue;
         }
         std::string id = "cped-" + std::to_string(++next_id_);
-        auto body = dpedRequest(d, id, "epoch", {{"epoch", epoch}}, epoch);
+        auto ttl = commandTtl();
+        auto body = ttl ? dpedRequest(d, id, "epoch", {{"epoch", epoch}}, epoch, *ttl)
+                        : Result<std::string>(ttl.error());
         if (!body) {
             PCLOUD_LOG(Error, "Cannot sign the epoch request",
                        {{"deployable", d}, {"error", body.error().describe()}});

@@ -20,6 +20,7 @@ LeadershipInfo toInfo(const etcd::LeaderState& s, const std::string& node) {
     i.node = node;
     i.leader_name = s.leader_name;
     i.reason = s.reason;
+    i.valid_for_ms = s.valid_for_ms;
     return i;
 }
 

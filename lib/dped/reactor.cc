@@ -1224,6 +1224,16 @@ std::variant<std::string, json> Reactor::openSignedRequest(const bus::Message& m
             return refuse(id, "stale-epoch",
                           policy::staleEpochMessage(f.epoch, cfg_.epoch, "dped " + cfg_.deployable),
                           f.sender);
+        // A cped runs on this host, so one clock: a command it signed while leading a zone
+        // is valid for as long as no newer leader can have acted (its ttl, docs/ha.md
+        // "Epoch fencing", 7). Past that, without the skew every receiver allows for other
+        // hosts' clocks, it may be a resumed old leader's and is not run.
+        if (const Millis now = clock_.nowMs(); now > f.msgtime + f.ttl)
+            return refuse(id, "expired",
+                          "signed " + std::to_string(now - f.msgtime) +
+                              " ms ago, past its ttl of " + std::to_string(f.ttl) +
+                              " ms: its sender's term may have ended and a newer leader acted",
+                          f.sender);
         // The audit trail of what each leader made this dped do: the zone's history check
         // (tests/etcd/zone_ha_test.cc) reads it to prove no two leaders' commands overlap.
         PCLOUD_LOG(Info, "Accepted a command",

@@ -66,6 +66,7 @@ LeaderState Election::evaluateLocked(Millis now) {
     s.leader_name = d.role == policy::Role::Ended ? "" : d.leader;
     s.own_key = own_key_;
     s.reason = d.reason;
+    s.valid_for_ms = s.leader ? std::max<Millis>(0, d.lease_end - now) : 0;
     return s;
 }
 

@@ -49,6 +49,9 @@ struct LeaderState {
     std::string leader_name; // the leading node when known ("" = none known)
     std::string own_key;     // this term's candidate key ("" between terms)
     std::string reason;      // why not leader
+    // While leader: ms from now until no newer leader can have acted (the lease's surest
+    // end, policy::LeadershipDecision::lease_end); 0 otherwise.
+    Millis valid_for_ms = 0;
 };
 
 // Error messages of guardedTxn() start with one of these, so callers can map them.

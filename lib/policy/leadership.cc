@@ -62,6 +62,7 @@ void Leadership::end(std::string reason) {
 LeadershipDecision Leadership::decide(Millis now) {
     LeadershipDecision d;
     d.deadline = deadline_;
+    d.lease_end = deadline_ == 0 ? 0 : deadline_ + t_.margin_ms;
     if (!in_term_) {
         d.role = Role::Ended;
         d.reason = "no term";

@@ -55,6 +55,10 @@ struct LeadershipDecision {
     std::string leader;     // the leading node's name when known
     std::string reason;     // why the term ended (Ended), or why not leader
     Millis deadline = 0;    // the local lease deadline (monotonic ms), 0 before the grant
+    // deadline + margin: the latest renewal's send time + TTL. etcd keeps the lease (and so
+    // this epoch's key) at least until then, so no newer leader can act before it: a command
+    // this leader signs now is safe to act on until then (monotonic ms; 0 before the grant).
+    Millis lease_end = 0;
     Millis next_wakeup = 0; // when to look again at the latest (monotonic ms)
 };
 

@@ -284,4 +284,49 @@ TEST_F(DpedSigned, RequestsRunOnlySignedByCpedOrAnOperatorAtTheEpoch) {
     EXPECT_TRUE(current.value("ok", false)) << current;
 }
 
+// In a zone cped signs each command with a ttl that ends when a newer leader may act
+// (docs/ha.md "Epoch fencing", 7). dped shares cped's host and clock, so it holds a cped's
+// command to that ttl exactly, without the 30 s skew allowed for other hosts' clocks: a
+// command an old leader signed just before it froze is not run when it arrives late.
+// Operators' commands keep the usual window.
+TEST_F(DpedSigned, ACpedCommandPastItsTtlIsRefusedOnThisHostsClock) {
+    for (const char* id : {"cped:test", "operator:alice"})
+        pki.issue(id);
+    clock.set(SystemClock().nowMs());
+    rc.request_trust = std::make_shared<const envelope::Trust>(envelope::Trust{*ca, "dped:web"});
+    ASSERT_NO_FATAL_FAILURE(make());
+    auto signedAt = [&](const std::string& who, const std::string& id, Millis ttl) {
+        auto s = envelope::Signer::load(pki.keyPath(who), pki.certPath(who));
+        EXPECT_TRUE(s) << s.error().describe();
+        envelope::Fields f;
+        f.target = "dped:web";
+        f.action = "status";
+        f.msgtime = clock.nowMs();
+        f.ttl = ttl;
+        f.epoch = who == "cped:test" ? 7 : 0;
+        auto e = s->sign(
+            f, json{{"v", 1}, {"type", "command"}, {"id", id}, {"command", "status"}}.dump());
+        EXPECT_TRUE(e) << e.error().describe();
+        bus::Message m{"pcloud.dped.web", e ? *e : std::string()};
+        m.replyTo = "reply-queue";
+        return m;
+    };
+    auto answer = [&](const bus::Message& m) {
+        return json::parse(reactor->onRequest(m).value_or("{}"));
+    };
+    auto inTime = signedAt("cped:test", "t1", 1500);
+    clock.advance(1500);
+    EXPECT_TRUE(answer(inTime).value("ok", false));
+    auto late = signedAt("cped:test", "t2", 1500);
+    auto byOperator = signedAt("operator:alice", "t3", 1500);
+    clock.advance(1501);
+    auto refused = answer(late);
+    EXPECT_FALSE(refused.value("ok", true)) << refused;
+    EXPECT_EQ(refused["error"].value("code", ""), "expired");
+    EXPECT_EQ(refused["error"].value("message", ""),
+              "signed 1501 ms ago, past its ttl of 1500 ms: its sender's term may have ended and "
+              "a newer leader acted");
+    EXPECT_TRUE(answer(byOperator).value("ok", false)) << "an operator's keeps the skew";
+}
+
 } // namespace

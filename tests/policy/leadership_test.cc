@@ -183,3 +183,18 @@ TEST(Leadership, NoTermIsNotLeader) {
 }
 
 } // namespace
+
+// What a command signed by the leader may be acted on until: the lease's surest end, the
+// latest renewal's send time + TTL (the deadline + the margin), which no reply moves back.
+TEST(Leadership, LeaseEndIsTheLatestSendPlusTtl) {
+    Leadership l(LeadershipTiming{2000, 500, 500});
+    EXPECT_EQ(l.decide(0).lease_end, 0);
+    l.beginTerm(0, 2000);
+    l.observed(own(3, 3));
+    EXPECT_EQ(l.decide(10).lease_end, 2000);
+    EXPECT_EQ(l.decide(10).deadline, 1500);
+    l.renewed(600, 2000);
+    EXPECT_EQ(l.decide(700).lease_end, 2600);
+    l.renewed(400, 2000); // an older reply, late
+    EXPECT_EQ(l.decide(800).lease_end, 2600);
+}
