@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
 #ifdef PCLOUD_WITH_ETCD
     return pcloud::cped::runCped(
         argc, argv, [](const pcloud::cped::ClusterSettings& settings, const pcloud::Clock& c) {
-            return pcloud::cped::makeEtcdCoordinator(settings, c);
+            return pcloud::cped::makeEtcdCoordinator(settings, c, settings.lease_ttl_s);
         });
 #else
     return pcloud::cped::runCped(argc, argv);

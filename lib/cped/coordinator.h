@@ -35,6 +35,10 @@ struct ClusterSettings {
     std::string etcd_ca;
     std::string etcd_cert;
     std::string etcd_key;
+    // The leader lease's TTL asked of etcd (`--lease-ttl`). etcd grants at least its own
+    // minimum (1.5 x election timeout, rounded up: 2 s with default timers, 1 s with
+    // --heartbeat-interval=50 --election-timeout=500), and the election uses what it grants.
+    std::int64_t lease_ttl_s = 2;
 };
 
 struct LeadershipInfo {

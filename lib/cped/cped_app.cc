@@ -20,6 +20,7 @@
 #include "store/templates.h"
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -67,6 +68,8 @@ keeps the event journal and runs one dped per started deployable.
                             the leader serves the command API and starts dpeds, the
                             others answer not-leader naming the leader
   --node-name NAME          this node's name in the zone (default: the host name)
+  --lease-ttl S             the leader lease's TTL in seconds, 1-60 (default 2; etcd grants
+                            at least 1.5 x its election timeout: 1 s needs tuned etcd timers)
 Signals: SIGTERM/SIGINT exit (dpeds and VMs keep running; the next cped adopts them;
 the floating address of pcloud.conf, held while leading, is deleted first),
 SIGHUP re-reads the db files and the deny list (PKI dir/revoked) and tells every dped to
@@ -84,6 +87,7 @@ struct Options {
     std::string log_level;
     events::JournalOptions journal;
     Millis dped_timeout = 3000;
+    std::int64_t lease_ttl_s = 2; // --lease-ttl
     std::string config;    // host configuration; "" = /etc/pcloud/pcloud.conf (may be absent)
     std::string cluster;   // etcd://... ; "" = single node (LocalCoordinator)
     std::string node_name; // "" = the host name
@@ -166,7 +170,13 @@ int parseOptions(int argc, char** argv, Options& o) {
             o.cluster = v;
         else if (a == "--node-name")
             o.node_name = v;
-        else if (a == "--log-level") {
+        else if (a == "--lease-ttl") {
+            std::int64_t n = 0;
+            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+            if (ec != std::errc() || end != v.data() + v.size() || n < 1 || n > 60)
+                return usage("bad --lease-ttl '" + v + "': a whole number of seconds, 1 to 60");
+            o.lease_ttl_s = n;
+        } else if (a == "--log-level") {
             log::Level l;
             if (!log::parseLevel(v, l))
                 return usage("unknown log level '" + v + "'");
@@ -1006,7 +1016,7 @@ int Cped::run() {
             return toInt(ExitCode::Usage);
         }
         auto c = cluster_factory_(ClusterSettings{o_.cluster, o_.node_name, host_.etcd_ca,
-                                                  host_.etcd_cert, host_.etcd_key},
+                                                  host_.etcd_cert, host_.etcd_key, o_.lease_ttl_s},
                                   clock_);
         if (!c) {
             std::cerr << "cped: --cluster " << o_.cluster << ": " << c.error().describe() << "\n";
