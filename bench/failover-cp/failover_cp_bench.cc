@@ -57,9 +57,8 @@ std::int64_t firstAfter(const std::string& log, const std::string& needle, std::
 }
 
 // The epoch of the first "Leadership acquired node=N epoch=E" at or after `since` in `log`.
-std::optional<std::pair<std::int64_t, std::string>> acquired(const std::string& log,
-                                                             const std::string& node,
-                                                             std::int64_t since) {
+std::optional<std::pair<std::int64_t, std::string>>
+acquired(const std::string& log, const std::string& node, std::int64_t since) {
     const std::string key = "Leadership acquired node=" + node + " epoch=";
     std::istringstream in(log);
     std::string line;
@@ -166,8 +165,8 @@ std::optional<Sample> fault(Zone& z, Prober& op, bool partition, std::string& er
                 return false;
             auto tOp = op.firstAfter(t0);
             // The new leader's dped's first command under the new epoch.
-            auto tDped = firstAfter(z.host(next).log(),
-                                    "info: Accepted a command deployable=web", t0, epoch);
+            auto tDped = firstAfter(z.host(next).log(), "info: Accepted a command deployable=web",
+                                    t0, epoch);
             if (tOp < 0 || tDped < 0)
                 return false;
             s.address = static_cast<double>(tFip - t0);
@@ -186,8 +185,9 @@ std::optional<Sample> fault(Zone& z, Prober& op, bool partition, std::string& er
     }
     if (!testsupport::waitFor(
             [&] {
-                return !z.holds(old) && z.shell("deployable_list", z.host(old).addr)
-                                                .out.find("not-leader") != std::string::npos;
+                return !z.holds(old) &&
+                       z.shell("deployable_list", z.host(old).addr).out.find("not-leader") !=
+                           std::string::npos;
             },
             30s, 100ms)) {
         error = z.host(old).name + " did not rejoin as a follower after the fault";
@@ -219,14 +219,13 @@ Run runOne(const ZoneOptions& o, int kills, int partitions, const char* label) {
         std::fprintf(stderr,
                      "failover-cp %s %s %d: elected %.0f ms, address %.0f ms, operator %.0f ms, "
                      "dped %.0f ms\n",
-                     label, partition ? "partition" : "kill", k + 1, s->elected, s->address,
-                     s->op, s->dped);
+                     label, partition ? "partition" : "kill", k + 1, s->elected, s->address, s->op,
+                     s->dped);
     }
     for (int i = 0; i < Zone::kHosts; ++i) {
         const std::string log = z.host(i).log();
         for (const char* needle : {"code=stale-epoch", "code=expired"})
-            for (auto at = log.find(needle); at != std::string::npos;
-                 at = log.find(needle, at + 1))
+            for (auto at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1))
                 ++r.stale;
     }
     return r;
@@ -234,8 +233,8 @@ Run runOne(const ZoneOptions& o, int kills, int partitions, const char* label) {
 
 void table(const char* what, const std::vector<Sample>& base, const std::vector<Sample>& tuned) {
     std::printf("\n%s (%zu baseline, %zu tuned)\n", what, base.size(), tuned.size());
-    std::printf("%-40s %10s %10s %10s %10s %8s %8s\n", "from the fault to", "base p50",
-                "base p99", "tuned p50", "tuned p99", "p50 x", "p99 x");
+    std::printf("%-40s %10s %10s %10s %10s %8s %8s\n", "from the fault to", "base p50", "base p99",
+                "tuned p50", "tuned p99", "p50 x", "p99 x");
     auto row = [&](const char* name, double Sample::*m) {
         std::vector<double> b, t;
         for (const auto& s : base)
@@ -244,8 +243,8 @@ void table(const char* what, const std::vector<Sample>& base, const std::vector<
             t.push_back(s.*m);
         double b50 = percentile(b, 50), b99 = percentile(b, 99);
         double t50 = percentile(t, 50), t99 = percentile(t, 99);
-        std::printf("%-40s %8.0fms %8.0fms %8.0fms %8.0fms %8.2f %8.2f\n", name, b50, b99, t50,
-                    t99, t50 / b50, t99 / b99);
+        std::printf("%-40s %8.0fms %8.0fms %8.0fms %8.0fms %8.2f %8.2f\n", name, b50, b99, t50, t99,
+                    t50 / b50, t99 / b99);
     };
     row("a new leader elected", &Sample::elected);
     row("the floating address answers", &Sample::address);
@@ -268,8 +267,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "failover-cp: baseline: %s\n", base.error.c_str());
         return 1;
     }
-    Run tuned = runOne({{"--heartbeat-interval=50", "--election-timeout=500"}, {"--lease-ttl", "1"}},
-                       kills, partitions, "tuned");
+    Run tuned =
+        runOne({{"--heartbeat-interval=50", "--election-timeout=500"}, {"--lease-ttl", "1"}}, kills,
+               partitions, "tuned");
     if (!tuned.error.empty()) {
         std::fprintf(stderr, "failover-cp: tuned: %s\n", tuned.error.c_str());
         return 1;

@@ -413,6 +413,16 @@ TEST_F(CpedCluster, BadClusterUrlAndMissingEtcdAreClearErrors) {
                           " --cluster etcd://h1 --node-name a 2>&1");
     EXPECT_EQ(bad.rc, 2) << bad.out;
     EXPECT_NE(bad.out.find("bad etcd endpoint 'h1'"), std::string::npos) << bad.out;
+    for (const char* ttl : {"0", "61", "1.5", "2s"}) {
+        auto r =
+            runCommand(std::string(CPED_BIN) + " --state-dir " + cpeds_[0].dir + " --cluster " +
+                       etcd_.url() + " --node-name a --lease-ttl " + ttl + " 2>&1");
+        EXPECT_EQ(r.rc, 2) << ttl << ": " << r.out;
+        EXPECT_NE(r.out.find("bad --lease-ttl '" + std::string(ttl) +
+                             "': a whole number of seconds, 1 to 60"),
+                  std::string::npos)
+            << r.out;
+    }
     // An etcd that does not answer: cped starts, serves nothing, and says why.
     int dead = freePort();
     startCped(cpeds_[0], {"--cluster", "etcd://127.0.0.1:" + std::to_string(dead)});

@@ -59,10 +59,12 @@ std::string Zone::start() {
         return "the zone harness needs root (network namespaces)";
     sw_ = testsupport::netnsName("zsw");
     client_ = testsupport::netnsName("zcl");
-    std::vector<std::string> cmds = {
-        "ip netns add " + sw_,          "ip netns add " + client_,
-        "ip -n " + sw_ + " link set lo up", "ip -n " + client_ + " link set lo up",
-        "ip -n " + sw_ + " link add br0 type bridge", "ip -n " + sw_ + " link set br0 up"};
+    std::vector<std::string> cmds = {"ip netns add " + sw_,
+                                     "ip netns add " + client_,
+                                     "ip -n " + sw_ + " link set lo up",
+                                     "ip -n " + client_ + " link set lo up",
+                                     "ip -n " + sw_ + " link add br0 type bridge",
+                                     "ip -n " + sw_ + " link set br0 up"};
     char tmpl[] = "/tmp/pcloud-zone-XXXXXX";
     if (!::mkdtemp(tmpl))
         return "mkdtemp failed";
@@ -76,14 +78,13 @@ std::string Zone::start() {
         h.dir = root_ + "/" + h.name;
         if (::mkdir(h.dir.c_str(), 0700) != 0)
             return "mkdir " + h.dir + " failed";
-        cmds.insert(cmds.end(),
-                    {"ip netns add " + h.ns, "ip -n " + h.ns + " link set lo up",
-                     "ip -n " + h.ns + " link add eth0 type veth peer name " + h.port + " netns " +
-                         sw_,
-                     "ip -n " + sw_ + " link set " + h.port + " master br0",
-                     "ip -n " + sw_ + " link set " + h.port + " up",
-                     "ip -n " + h.ns + " addr add " + h.addr + "/24 dev eth0",
-                     "ip -n " + h.ns + " link set eth0 up"});
+        cmds.insert(cmds.end(), {"ip netns add " + h.ns, "ip -n " + h.ns + " link set lo up",
+                                 "ip -n " + h.ns + " link add eth0 type veth peer name " + h.port +
+                                     " netns " + sw_,
+                                 "ip -n " + sw_ + " link set " + h.port + " master br0",
+                                 "ip -n " + sw_ + " link set " + h.port + " up",
+                                 "ip -n " + h.ns + " addr add " + h.addr + "/24 dev eth0",
+                                 "ip -n " + h.ns + " link set eth0 up"});
         hosts_.push_back(h);
     }
     cmds.insert(cmds.end(),
@@ -166,14 +167,21 @@ void Zone::startCped(int i) {
     for (int k = 0; k < kHosts; ++k)
         if (k != i)
             cluster += "," + etcd_->member(k).endpoint();
-    std::vector<std::string> argv = {CPED_BIN,      "--state-dir",
-                                     h.dir,         "--listen",
+    std::vector<std::string> argv = {CPED_BIN,
+                                     "--state-dir",
+                                     h.dir,
+                                     "--listen",
                                      "amqps://0.0.0.0:" + std::to_string(kHubPort),
-                                     "--config",    h.dir + "/pcloud.conf",
-                                     "--dped-path", DPED_BIN,
-                                     "--cluster",   cluster,
-                                     "--node-name", h.name,
-                                     "--log-level", "info"};
+                                     "--config",
+                                     h.dir + "/pcloud.conf",
+                                     "--dped-path",
+                                     DPED_BIN,
+                                     "--cluster",
+                                     cluster,
+                                     "--node-name",
+                                     h.name,
+                                     "--log-level",
+                                     "info"};
     argv.insert(argv.end(), o_.cped_args.begin(), o_.cped_args.end());
     h.cped = testsupport::spawnInNetns(h.ns, argv, h.dir + "/cped.log");
 }
