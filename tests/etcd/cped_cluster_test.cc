@@ -166,6 +166,16 @@ protected:
             20s))
             << shell(c, "deployable_status web").out << etcdtest::tail(c.dir + "/cped.log", 3000);
     }
+    // Starts c in the zone and waits until it follows `leader`, naming it.
+    void startFollowerOf(CpedProc& c, const std::string& leader) {
+        startCped(c, {"--cluster", etcd_.url()});
+        ASSERT_TRUE(waitFor(
+            [&] {
+                return shell(c, "deployable_list").out.find("the leader is " + leader) !=
+                       std::string::npos;
+            },
+            15s, 100ms));
+    }
     // The fence c's dped of web saved with its escalation state (0: none).
     static std::uint64_t fencedBy(const CpedProc& c) {
         auto saved = nlohmann::json::parse(etcdtest::tail(c.dir + "/escalation-web.json", 100000),
@@ -251,12 +261,7 @@ TEST_F(CpedCluster, ALeaderThatStepsDownFencesItsDpedsUntilItLeadsAgain) {
     ASSERT_NO_FATAL_FAILURE(leadWithTheRealDped(a, first, dped));
     const std::string lock = a.dir + "/dped-web.lock";
 
-    startCped(b, {"--cluster", etcd_.url()});
-    ASSERT_TRUE(waitFor(
-        [&] {
-            return shell(b, "deployable_list").out.find("the leader is a") != std::string::npos;
-        },
-        15s, 100ms));
+    ASSERT_NO_FATAL_FAILURE(startFollowerOf(b, "a"));
     ASSERT_EQ(etcd_.revokeLeaseOf("a"), "");
     ASSERT_TRUE(waitFor([&] { return shell(b, "deployable_list").rc == 0; }, 10s, 50ms));
 
@@ -313,12 +318,7 @@ TEST_F(CpedCluster, AFollowerDoesNotRestartItsDpedUntilItLeadsAgain) {
     std::uint64_t first = 0;
     pid_t dped = 0;
     ASSERT_NO_FATAL_FAILURE(leadWithTheRealDped(a, first, dped));
-    startCped(b, {"--cluster", etcd_.url()});
-    ASSERT_TRUE(waitFor(
-        [&] {
-            return shell(b, "deployable_list").out.find("the leader is a") != std::string::npos;
-        },
-        15s, 100ms));
+    ASSERT_NO_FATAL_FAILURE(startFollowerOf(b, "a"));
     ASSERT_EQ(etcd_.revokeLeaseOf("a"), "");
     ASSERT_TRUE(waitFor([&] { return fencedBy(a) == first + 1; }, 10s))
         << etcdtest::tail(a.dir + "/cped.log", 4000);
