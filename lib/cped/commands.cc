@@ -763,15 +763,10 @@ json memberJson(const policy::ZoneView& v, const policy::ZoneHealth& h,
     return j;
 }
 
-// The zone speaks TLS to etcd: "etcds://..." or https:// elements (etcd::parseEndpoints).
-bool tlsZone(const std::string& url) {
-    return url.rfind("etcds://", 0) == 0 || url.find("https://") != std::string::npos;
-}
-
 // "etcd://h1:2379,h2:2379" plus the new member's client address, for the printed cped line.
-std::string withEndpoint(std::string url, const std::string& endpoint) {
+std::string withEndpoint(std::string url, bool tls, const std::string& endpoint) {
     if (url.rfind("etcd://", 0) != 0 && url.rfind("etcds://", 0) != 0)
-        url = (tlsZone(url) ? "etcds://" : "etcd://") + url;
+        url = (tls ? "etcds://" : "etcd://") + url;
     return url + "," + endpoint;
 }
 
@@ -836,7 +831,7 @@ json Handler::clusterAdd() {
         fail(code::Unavailable, added.error().message);
     const std::string id = policy::memberIdHex(added->member.id);
     const std::string initial = policy::initialCluster(added->members, name, peer);
-    const bool tls = tlsZone(z.endpoints());
+    const bool tls = z.tls();
     const std::string client = (tls ? "https://" : "http://") + urlHost(peer) + ":2379";
     emitZone(name, "member-added",
              "etcd member added by operator (id " + id + ", peer URL " + peer +
@@ -856,7 +851,7 @@ json Handler::clusterAdd() {
             {"initial_cluster_state", "existing"},
             {"etcd_command", etcdCommand},
             {"cped_command", "cped --cluster " +
-                                 withEndpoint(z.endpoints(), urlHost(peer) + ":2379") +
+                                 withEndpoint(z.endpoints(), tls, urlHost(peer) + ":2379") +
                                  " --node-name " + name},
             {"warnings", verdict.warnings}};
 }

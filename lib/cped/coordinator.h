@@ -71,6 +71,8 @@ public:
     virtual Status remove(std::uint64_t id, const std::string& label) = 0;
     // The etcd endpoints this cped was given (etcd://h1:2379,...).
     virtual std::string endpoints() const = 0;
+    // Whether they are TLS (etcds://, or https:// elements: etcd::parseEndpoints).
+    virtual bool tls() const = 0;
 };
 
 class Coordinator {

@@ -46,7 +46,10 @@ bool isRefusal(const std::string& error) {
 
 class EtcdZone final : public ZoneMembership {
 public:
-    EtcdZone(etcd::Client& client, std::string url) : client_(client), url_(std::move(url)) {}
+    EtcdZone(etcd::Client& client, std::string url) : client_(client), url_(std::move(url)) {
+        auto e = etcd::parseEndpoints(url_); // valid: makeEtcdCoordinator parsed it first
+        tls_ = e && e->tls;
+    }
 
     Result<policy::ZoneView> observe() override {
         auto list = client_.memberList();
@@ -146,10 +149,12 @@ public:
     }
 
     std::string endpoints() const override { return url_; }
+    bool tls() const override { return tls_; }
 
 private:
     etcd::Client& client_;
     std::string url_;
+    bool tls_ = false;
 };
 
 class EtcdCoordinator final : public Coordinator {

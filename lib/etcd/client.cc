@@ -450,6 +450,9 @@ channelCredentials(const std::optional<TlsFiles>& tls) {
         return makeError("etcd TLS: a client certificate needs its key and a key its "
                          "certificate (cert '" +
                          tls->cert_file + "', key '" + tls->key_file + "')");
+    if (tls->ca_file.empty())
+        return makeError("etcd TLS: no CA certificate given (the CA that signed the "
+                         "members' certificates)");
     grpc::SslCredentialsOptions o;
     struct File {
         const std::string& path;
@@ -459,12 +462,8 @@ channelCredentials(const std::optional<TlsFiles>& tls) {
     for (const File& f : {File{tls->ca_file, o.pem_root_certs, "CA certificate"},
                           File{tls->cert_file, o.pem_cert_chain, "client certificate"},
                           File{tls->key_file, o.pem_private_key, "client key"}}) {
-        if (f.path.empty()) {
-            if (&f.into == &o.pem_root_certs)
-                return makeError("etcd TLS: no CA certificate given (the CA that signed the "
-                                 "members' certificates)");
-            continue;
-        }
+        if (f.path.empty())
+            continue; // no client certificate: the CA is checked above
         auto text = fs::readFile(f.path);
         if (!text)
             return makeError("etcd TLS: cannot read the " + std::string(f.what) + " " + f.path +

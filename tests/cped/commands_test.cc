@@ -849,7 +849,9 @@ struct FakeZone : ZoneMembership {
         return Status::success();
     }
     std::string url = "etcd://127.0.0.1:2379"; // cped's --cluster
+    bool tls_zone = false;                     // whether `url` is TLS
     std::string endpoints() const override { return url; }
+    bool tls() const override { return tls_zone; }
 };
 
 struct FakeCoordinator : Coordinator {
@@ -952,6 +954,7 @@ TEST(Commands, ClusterChangesAreCheckedFirstAndJournaled) {
     // A zone on TLS (etcds://): the new member serves https:// and checks client
     // certificates, and the new cped speaks TLS too.
     c.fake.url = "etcds://127.0.0.1:2379";
+    c.fake.tls_zone = true;
     r = e.ok("cluster_add", {{"name", "m4"}, {"peer_url", "http://10.0.0.5:2380"}});
     const std::string tlsCommand = r["etcd_command"];
     EXPECT_NE(tlsCommand.find("--advertise-client-urls https://10.0.0.5:2379 "

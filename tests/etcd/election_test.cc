@@ -93,9 +93,14 @@ TEST(Election, ThreeCandidatesElectExactlyOneWithItsKeysRevisionAsEpoch) {
         }
     EXPECT_EQ(s.epoch, lowest);
     EXPECT_EQ(s.leader_name, lowestName);
+    // The leader's commands are valid until the lease's surest end: more than the margin
+    // (it leads, so its deadline is ahead), never more than the TTL (2 s).
+    EXPECT_GT(s.valid_for_ms, 500);
+    EXPECT_LE(s.valid_for_ms, 2000);
     // Followers know who leads, and their guarded writes are refused locally, naming it.
     auto& follower = cs[static_cast<size_t>((leader + 1) % 3)];
     EXPECT_EQ(follower.election->state().leader_name, lowestName);
+    EXPECT_EQ(follower.election->state().valid_for_ms, 0);
     auto refused = follower.election->guardedTxn(Txn{{}, {Op::put("/pcloud/x", "1")}, {}});
     ASSERT_FALSE(refused.ok());
     EXPECT_EQ(refused.error().message.rfind("not-leader: ", 0), 0u) << refused.error().message;
