@@ -921,6 +921,9 @@ json Handler::deployableStart() {
     if (d.assemblies.empty())
         fail(code::Conflict, "deployable '" + name +
                                  "' has no assemblies; add one with deployable_assembly_add first");
+    if (ctx_.coordinator && ctx_.coordinator->zone())
+        if (auto why = policy::zoneDpedRefusal(d.uri); !why.empty())
+            fail(code::Conflict, "deployable '" + name + "' cannot start in a zone: " + why);
     bool already = started(name);
     if (!already)
         setStarted(name, true);

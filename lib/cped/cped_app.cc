@@ -14,8 +14,10 @@
 #include "cped/floating_ip.h"
 #include "cped/submission_ledger.h"
 #include "cped/supervisor.h"
+#include "cped/zone_model.h"
 #include "envelope/envelope.h"
 #include "pki/pki.h"
+#include "policy/zone.h"
 #include "store/store.h"
 #include "store/templates.h"
 
@@ -276,7 +278,16 @@ private:
     void refreshOwners();
     std::vector<std::string> dpedTlsArgs(const std::string& deployable);
 
-    void startWantedDpeds();
+    // Wants every started deployable (adopting its running dped or starting one);
+    // `newTerm`: this node has just become leader (a zone then skips host-local URIs).
+    void startWantedDpeds(bool newTerm);
+    // In a zone (docs/ha.md "The shared model", cped/zone_model.h). model_mutex_ held by
+    // both. publishZoneModel writes the model and desired state to etcd when they differ
+    // from what this leader last wrote or took; takeZoneModel, on a new term, reads the
+    // zone's snapshot and takes it (rewriting the local files), or seeds etcd with the local
+    // model when it holds none. True once this term has the zone's model.
+    Status publishZoneModel();
+    bool takeZoneModel(std::int64_t epoch);
     // Holds the floating address while this node leads and drops it when it does not; returns
     // the ms until it wants to run again (-1 = no floating address).
     Millis reconcileFloatingIp();
@@ -317,6 +328,13 @@ private:
     // model_mutex_: a slow command would starve its keep-alives); the supervision thread
     // starts the wanted dpeds.
     std::atomic<bool> became_leader_{false};
+    // The term (epoch) that has the zone's model (takeZoneModel): commands are served only
+    // then. zone_files_/zone_generation_: what this node last wrote or took (model_mutex_);
+    // zone_model_error_: why the snapshot could not be taken, for the refusals.
+    std::atomic<std::int64_t> model_epoch_{0};
+    std::string zone_files_;
+    std::uint64_t zone_generation_ = 0;
+    std::string zone_model_error_;
     std::uint64_t fenced_term_ = 0; // the supervision thread's: the term fenced last
     SystemClock clock_;
     std::unique_ptr<bus::Hub> hub_;
@@ -607,13 +625,21 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
         req->id = m.correlationId;
     // Only the zone's leader serves commands; the check is made now, not from a cached
     // flag, so a leader whose lease deadline passed refuses at once.
-    if (auto li = coordinator_->leadership(); !li.leader) {
+    const LeadershipInfo li = coordinator_->leadership();
+    if (!li.leader) {
         std::string msg = "cped " + li.node + " is not the leader";
         msg += li.leader_name.empty() ? " (no leader known yet; retry)"
                                       : "; the leader is " + li.leader_name;
         return Response::failure(req->id, code::NotLeader, msg).toJson().dump();
     }
     std::lock_guard lock(model_mutex_);
+    // A new term serves once it has the zone's model, or another leader's changes would be
+    // answered from this node's older copy.
+    if (coordinator_->zone() && model_epoch_.load() != li.epoch) {
+        std::string msg = "cped " + li.node + " leads but has not read the zone's model yet";
+        msg += zone_model_error_.empty() ? "; retry" : ": " + zone_model_error_;
+        return Response::failure(req->id, code::Unavailable, msg).toJson().dump();
+    }
     Context ctx;
     ctx.state_dir = o_.state_dir;
     ctx.clock = &clock_;
@@ -627,6 +653,14 @@ std::optional<std::string> Cped::serveCommand(const bus::Message& m) {
     auto resp = handle(*req, model_, ctx);
     tHoldsModel = false;
     refreshOwners();
+    if (coordinator_->zone())
+        if (auto st = publishZoneModel(); !st && resp.ok)
+            resp = Response::failure(req->id, code::Unavailable,
+                                     "done on cped " + li.node +
+                                         " but not written to the zone's etcd, so another "
+                                         "leader would not know it (it goes with this "
+                                         "cped's next change while it leads): " +
+                                         st.error().message);
     PCLOUD_LOG(Info, "Command handled",
                {{"command", req->command},
                 {"id", req->id},
@@ -905,11 +939,114 @@ Millis Cped::reconcileFloatingIp() {
     return next;
 }
 
-void Cped::startWantedDpeds() {
+void Cped::startWantedDpeds(bool newTerm) {
     std::lock_guard lock(model_mutex_);
-    for (const auto& d : desired_.startedSet())
-        if (model_.findDeployable(d))
-            supervisor_->want(d);
+    for (const auto& d : desired_.startedSet()) {
+        const auto* dep = model_.findDeployable(d);
+        if (!dep)
+            continue;
+        // A zone's new term starts no dped whose URI means "whichever host leads": its
+        // domains may run on the host that led before (policy::zoneDpedRefusal). Adopting
+        // this host's own running dpeds at start stays allowed: they must be fenced.
+        if (newTerm && coordinator_->zone())
+            if (auto why = policy::zoneDpedRefusal(dep->uri); !why.empty()) {
+                PCLOUD_LOG(Warning, "Not starting a dped in this zone",
+                           {{"deployable", d}, {"reason", why}});
+                continue;
+            }
+        supervisor_->want(d);
+    }
+}
+
+Status Cped::publishZoneModel() {
+    std::string files = zoneModelFiles(model_, desired_);
+    if (files == zone_files_)
+        return Status::success();
+    const std::int64_t epoch = coordinator_->epoch();
+    auto text = formatZoneModel(files, zone_generation_ + 1, epoch, o_.node_name);
+    if (!text)
+        return text.error();
+    if (auto st = coordinator_->put(kZoneModelKey, *text); !st)
+        return st;
+    zone_files_ = std::move(files);
+    ++zone_generation_;
+    PCLOUD_LOG(
+        Info, "Wrote the zone's model",
+        {{"generation", std::to_string(zone_generation_)}, {"epoch", std::to_string(epoch)}});
+    return Status::success();
+}
+
+bool Cped::takeZoneModel(std::int64_t epoch) {
+    auto got = coordinator_->get(kZoneModelKey);
+    if (!got) {
+        zone_model_error_ = "cannot read it from etcd: " + got.error().message;
+        PCLOUD_LOG(Warning, "Cannot read the zone's model; serving nothing until it is read",
+                   {{"error", got.error().message}});
+        return false;
+    }
+    if (!*got) {
+        // A zone whose etcd has no model yet: this leader's own is the zone's.
+        zone_files_.clear();
+        zone_generation_ = 0;
+        if (auto st = publishZoneModel(); !st) {
+            zone_model_error_ = "cannot write this cped's model to etcd: " + st.error().message;
+            PCLOUD_LOG(Warning, "Cannot seed the zone's model", {{"error", st.error().message}});
+            return false;
+        }
+        PCLOUD_LOG(Notice, "The zone had no model in etcd; wrote this cped's",
+                   {{"epoch", std::to_string(epoch)}});
+        zone_model_error_.clear();
+        model_epoch_ = epoch;
+        return true;
+    }
+    const std::string where = "etcd /pcloud/" + std::string(kZoneModelKey);
+    auto zm = parseZoneModel(**got, where);
+    if (!zm) {
+        // Nothing is overwritten: an operator repairs or deletes the key (docs/ha.md).
+        zone_model_error_ = "it is unreadable: " + zm.error().describe();
+        PCLOUD_LOG(Error, "The zone's model in etcd is unreadable; serving nothing",
+                   {{"error", zm.error().describe()}});
+        return false;
+    }
+    std::string files = zoneModelFiles(zm->model, zm->desired);
+    if (files != zoneModelFiles(model_, desired_)) {
+        if (auto st = store::saveModel(o_.state_dir, zm->model); !st) {
+            zone_model_error_ = "cannot save it here: " + st.error().describe();
+            PCLOUD_LOG(Error, "Cannot save the zone's model", {{"error", st.error().describe()}});
+            return false;
+        }
+        if (auto st = zm->desired.save(o_.state_dir); !st) {
+            zone_model_error_ = "cannot save it here: " + st.error().describe();
+            PCLOUD_LOG(Error, "Cannot save the zone's model", {{"error", st.error().describe()}});
+            return false;
+        }
+        model_ = std::move(zm->model);
+        desired_ = std::move(zm->desired);
+        refreshOwners();
+        PCLOUD_LOG(Notice, "Took the zone's model from etcd",
+                   {{"generation", std::to_string(zm->generation)},
+                    {"writer", zm->writer},
+                    {"written_epoch", std::to_string(zm->epoch)},
+                    {"epoch", std::to_string(epoch)}});
+        // dpeds this node adopted read the model it had: they reread it, as after a SIGHUP
+        // (not from this thread, which holds the model and must not wait on a dped).
+        std::vector<std::string> running;
+        for (const auto& d : desired_.startedSet())
+            if (supervisor_->info(d).value("running", false))
+                running.push_back(d);
+        if (!running.empty())
+            std::thread([this, running] {
+                for (const auto& d : running)
+                    if (auto r = askDped(d, "reload", json::object()); !r)
+                        PCLOUD_LOG(Warning, "dped did not confirm the reload",
+                                   {{"deployable", d}, {"error", r.error().message}});
+            }).detach();
+    }
+    zone_files_ = std::move(files);
+    zone_generation_ = zm->generation;
+    zone_model_error_.clear();
+    model_epoch_ = epoch;
+    return true;
 }
 
 void Cped::reloadFromDisk() {
@@ -931,6 +1068,11 @@ void Cped::reloadFromDisk() {
         templates_ = store::TemplateRegistry::load();
         for (const auto& d : desired_.startedSet())
             started.push_back(d);
+        // An operator's edit of the files is the zone's too, while this node leads.
+        if (coordinator_->zone() && coordinator_->isLeader())
+            if (auto st = publishZoneModel(); !st)
+                PCLOUD_LOG(Warning, "The reloaded model is not in the zone's etcd",
+                           {{"error", st.error().message}});
     }
     PCLOUD_LOG(Notice, "Reloaded the model from disk", {{"state_dir", o_.state_dir}});
     for (const auto& d : started) {
@@ -1171,17 +1313,35 @@ int Cped::run() {
         // A zone's cped adopts the dpeds still running from its last run before it leads,
         // so that it fences them while it follows (it starts none: may_start).
         if (coordinator_->zone())
-            startWantedDpeds();
+            startWantedDpeds(false);
+        bool startPending = false;
         while (!stopping) {
             Millis fip = reconcileFloatingIp();
             if (became_leader_.exchange(false))
-                startWantedDpeds();
+                startPending = true;
+            // In a zone, a new term first takes the zone's model (retried each pass).
+            bool haveModel = true;
+            if (startPending && coordinator_->zone()) {
+                const LeadershipInfo li = coordinator_->leadership();
+                if (!li.leader) {
+                    startPending = false;
+                } else if (model_epoch_.load() != li.epoch) {
+                    std::lock_guard lock(model_mutex_);
+                    haveModel = takeZoneModel(li.epoch);
+                }
+            }
+            if (startPending && haveModel) {
+                startPending = false;
+                startWantedDpeds(true);
+            }
             if (coordinator_->zone())
                 fenceDpeds("This cped no longer leads; fencing off its dpeds");
             Millis next = supervisor_->tick();
             raiseDpedEpochs();
             if (fip >= 0)
                 next = next < 0 ? fip : std::min(next, fip);
+            if (startPending) // the zone's model is still to be read: again soon
+                next = next < 0 ? 500 : std::min<Millis>(next, 500);
             supervisor_->waitActivity(next < 0 ? 1000 : std::min<Millis>(next, 1000));
         }
     });

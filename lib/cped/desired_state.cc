@@ -8,32 +8,40 @@ namespace pcloud::cped {
 
 Result<DesiredState> DesiredState::load(const std::string& stateDir) {
     const std::string path = stateDir + "/" + kFile;
-    DesiredState d;
     if (!fs::exists(path))
-        return d;
+        return DesiredState{};
     auto text = fs::readFile(path);
     if (!text)
         return text.error();
-    auto j = nlohmann::json::parse(*text, nullptr, false);
+    return parse(*text, path);
+}
+
+Result<DesiredState> DesiredState::parse(const std::string& text, const std::string& where) {
+    DesiredState d;
+    auto j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object())
         return makeError("not a JSON object; fix or remove it (it only lists started deployables)",
-                         path);
+                         where);
     auto it = j.find("started");
     if (it == j.end())
         return d;
     if (!it->is_array())
-        return makeError("\"started\" is not a list of names", path);
+        return makeError("\"started\" is not a list of names", where);
     for (const auto& n : *it) {
         if (!n.is_string())
-            return makeError("\"started\" holds a non-string", path);
+            return makeError("\"started\" holds a non-string", where);
         d.started_.insert(n.get<std::string>());
     }
     return d;
 }
 
-Status DesiredState::save(const std::string& stateDir) const {
+std::string DesiredState::text() const {
     nlohmann::json j = {{"v", 1}, {"started", started_}};
-    return fs::writeAtomic(stateDir + "/" + kFile, j.dump(2) + "\n");
+    return j.dump(2) + "\n";
+}
+
+Status DesiredState::save(const std::string& stateDir) const {
+    return fs::writeAtomic(stateDir + "/" + kFile, text());
 }
 
 } // namespace pcloud::cped

@@ -17,6 +17,9 @@ public:
     // A missing file reads as "nothing started". A corrupt file is an error naming it.
     static Result<DesiredState> load(const std::string& stateDir);
     Status save(const std::string& stateDir) const;
+    // The file's text, and back (errors name `where`): the zone's snapshot carries it.
+    std::string text() const;
+    static Result<DesiredState> parse(const std::string& text, const std::string& where);
 
     bool started(const std::string& deployable) const { return started_.count(deployable) > 0; }
     void setStarted(const std::string& deployable, bool on) {

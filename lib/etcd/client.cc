@@ -743,6 +743,12 @@ public:
         return out;
     }
 
+    void streamBroke(const std::string& endpoint) override {
+        for (const auto& ep : endpoints_)
+            if (ep->address == endpoint)
+                rotate(*ep);
+    }
+
     std::string currentEndpoint() const override { return endpoints_[current_]->address; }
 
 private:

@@ -233,8 +233,8 @@ public:
     // The lease's remaining TTL in seconds, -1 when it does not exist (expired or revoked).
     virtual Result<std::int64_t> leaseTimeToLive(std::int64_t id) = 0;
 
-    // Streams open on the current endpoint; `notify` (optional) is called from the
-    // stream's reader thread after each reply and when the stream breaks.
+    // Streams open on the current endpoint (see streamBroke); `notify` (optional) is called
+    // from the stream's reader thread after each reply and when the stream breaks.
     virtual Result<std::unique_ptr<KeepAliveStream>> keepAlive(StreamNotify notify = {}) = 0;
     // Watches `key` (or the prefix) from `start_revision` (0 = now). Returns once etcd
     // confirmed the watch was created.
@@ -250,6 +250,12 @@ public:
     // "http://host:port"), which need not be one of the client's endpoints; one attempt
     // within the call timeout.
     virtual Result<MemberStatus> memberStatus(const std::string& endpoint) = 0;
+
+    // The caller found a stream broken (its member died, lost its raft leader, or ended
+    // it): the next call and stream start on the endpoint after `endpoint`, unless a call
+    // has moved on already. Without this a stream reopened at once goes back to the member
+    // that just failed, since a stream does not fail over as a unary call does.
+    virtual void streamBroke(const std::string& endpoint) = 0;
 
     virtual std::string currentEndpoint() const = 0;
 };

@@ -213,11 +213,14 @@ void Election::loop() {
             }
             continue;
         }
-        // Streams: (re)open on the current endpoint when missing or broken.
+        // Streams: (re)open when missing or broken; a broken one reopens on the next
+        // endpoint, since its own member may be the one that died.
         if (!keepalive_ || keepalive_->broken()) {
-            if (keepalive_)
-                PCLOUD_LOG(Info, "Keep-alive stream broke; reopening",
+            if (keepalive_) {
+                PCLOUD_LOG(Info, "Keep-alive stream broke; reopening on the next endpoint",
                            {{"error", keepalive_->error()}});
+                client_.streamBroke(keepalive_->endpoint());
+            }
             sent_.clear();
             auto ka = client_.keepAlive([this] { wake(); });
             if (ka)
@@ -225,6 +228,8 @@ void Election::loop() {
             next_renew_ = clock_.monotonicMs();
         }
         if (!watch_ || watch_->broken()) {
+            if (watch_)
+                client_.streamBroke(watch_->endpoint());
             auto w = client_.watch(o_.prefix, true, watch_from_, [this] { wake(); });
             if (w)
                 watch_ = std::move(*w);

@@ -317,4 +317,30 @@ std::string initialCluster(const ZoneView& view, const std::string& name,
     return s + (s.empty() ? "" : ",") + name + "=" + peer_url;
 }
 
+std::string zoneDpedRefusal(const std::string& uri) {
+    const auto sep = uri.find("://");
+    const std::string scheme = sep == std::string::npos ? "" : uri.substr(0, sep);
+    if (scheme == "test")
+        return "";
+    std::string host;
+    if (sep != std::string::npos) {
+        std::string authority = uri.substr(sep + 3, uri.find('/', sep + 3) - (sep + 3));
+        if (auto at = authority.rfind('@'); at != std::string::npos)
+            authority.erase(0, at + 1);
+        if (!authority.empty() && authority.front() == '[')
+            host = authority.substr(1, authority.find(']') - 1);
+        else
+            host = authority.substr(0, authority.find(':'));
+    }
+    const bool local = host.empty() || host == "localhost" || host.rfind("127.", 0) == 0 ||
+                       host == "::1" || host == "localhost.localdomain";
+    if (!local)
+        return "";
+    return "its libvirt URI '" + uri + "' " +
+           (host.empty() ? std::string("names no host") : "names this host (" + host + ")") +
+           ", so in a zone it would drive whichever host leads and the next leader would "
+           "start its domains a second time; give the hypervisor's own URI "
+           "(qemu+tls://HOST/system or qemu+ssh://HOST/system) as the deployable's --uri";
+}
+
 } // namespace pcloud::policy

@@ -99,6 +99,14 @@ ZoneVerdict checkAdd(const ZoneView& view, const std::string& name, const std::s
 // no name) one of its peer URLs.
 ZoneVerdict checkRemove(const ZoneView& view, const std::string& who);
 
+// Whether a zone's leader may run a dped for a deployable on libvirt URI `uri`: "" when it
+// may, else why not. Leadership moves between hosts, so a URI that names no host
+// (qemu:///system), or names this one (localhost, 127.0.0.0/8, ::1), means whichever host
+// leads: the next leader would start the same domains again on its own host, and a VM would
+// run twice. A URI naming the hypervisor (qemu+tls://hv1/system) is the same libvirt from any
+// leader. libvirt's test driver (test:///...) holds no real domain and is allowed (tests).
+std::string zoneDpedRefusal(const std::string& uri);
+
 // The --initial-cluster value the new member starts with: every started member's
 // name=peer URL pairs, in MemberList order, then NAME=PEER_URL.
 std::string initialCluster(const ZoneView& view, const std::string& name,

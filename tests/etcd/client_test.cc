@@ -206,4 +206,39 @@ TEST(EtcdClientFailover, SecondEndpointAnswersWhenFirstIsDown) {
         << r2.error().message;
 }
 
+// A stream does not fail over by itself; once its user reports it broken, the next one
+// opens on the endpoint after it (the election reopens its keep-alive this way).
+TEST(EtcdClientFailover, AStreamReportedBrokenReopensOnTheNextEndpoint) {
+    EtcdCluster one{1};
+    auto err = one.start();
+    ASSERT_EQ(err, "") << err;
+    std::string dead = "127.0.0.1:" + std::to_string(testsupport::freePort());
+    auto c = Client::create(ClientOptions{{dead, one.member(0).endpoint()}, 2000, 500});
+    ASSERT_TRUE(c.ok());
+    auto first = (*c)->keepAlive();
+    ASSERT_TRUE(first.ok()) << first.error().message;
+    EXPECT_EQ((*first)->endpoint(), dead);
+    ASSERT_TRUE(testsupport::waitFor([&] { return (*first)->broken(); }, std::chrono::seconds(5)));
+
+    (*c)->streamBroke((*first)->endpoint());
+    EXPECT_EQ((*c)->currentEndpoint(), one.member(0).endpoint());
+    // The lease from another client: a call of this one would fail over by itself.
+    auto other = Client::create(ClientOptions{{one.member(0).endpoint()}, 2000, 500});
+    ASSERT_TRUE(other.ok());
+    auto lease = (*other)->leaseGrant(5);
+    ASSERT_TRUE(lease.ok()) << lease.error().message;
+    auto second = (*c)->keepAlive();
+    ASSERT_TRUE(second.ok()) << second.error().message;
+    EXPECT_EQ((*second)->endpoint(), one.member(0).endpoint());
+    ASSERT_TRUE((*second)->send(lease->id));
+    auto reply = (*second)->next(3000);
+    ASSERT_TRUE(reply.has_value()) << (*second)->error();
+    EXPECT_EQ(reply->id, lease->id);
+    EXPECT_GT(reply->ttl_s, 0);
+
+    // Reported again once another call has moved on: it stays where it is.
+    (*c)->streamBroke(dead);
+    EXPECT_EQ((*c)->currentEndpoint(), one.member(0).endpoint());
+}
+
 } // namespace

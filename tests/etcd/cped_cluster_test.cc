@@ -136,15 +136,19 @@ protected:
             return 0;
         return std::strtoull(text.c_str() + at + acquired.size(), nullptr, 10);
     }
+    // Domain n1 on libvirt's test driver, as assembly_create --domain-xml reads it.
+    static bool writeTestDomain(const std::string& path) {
+        return fs::writeAtomic(path,
+                               "<domain type='test'><name>n1</name><memory "
+                               "unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n",
+                               {}, 0644)
+            .ok();
+    }
     // c leads the zone (alone) and runs deployable web with one assembly on libvirt's test
     // driver, driven by the real dped; `epoch` is c's epoch, `dped` the dped's pid.
     void leadWithTheRealDped(CpedProc& c, std::uint64_t& epoch, pid_t& dped) {
         c.dped = DPED_BIN;
-        ASSERT_TRUE(fs::writeAtomic(c.dir + "/n1.xml",
-                                    "<domain type='test'><name>n1</name><memory "
-                                    "unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n",
-                                    {}, 0644)
-                        .ok());
+        ASSERT_TRUE(writeTestDomain(c.dir + "/n1.xml"));
         startCped(c, {"--cluster", etcd_.url()});
         ASSERT_TRUE(waitFor([&] { return shell(c, "deployable_list").rc == 0; }, 15s, 100ms))
             << shell(c, "deployable_list").out;
@@ -435,6 +439,108 @@ TEST_F(CpedCluster, BadClusterUrlAndMissingEtcdAreClearErrors) {
         15s, 100ms))
         << r.out;
     EXPECT_NE(r.out.find("no leader known"), std::string::npos) << r.out;
+}
+
+// The shared model (docs/ha.md "The shared model"): b never led and has empty files, yet once
+// a resigns, b serves the deployable a created; b's change is then what a serves when it
+// leads again, its own files being older. The snapshot in etcd says who wrote it last.
+TEST_F(CpedCluster, EachNewLeaderServesTheModelTheLastOneWrote) {
+    auto& a = cpeds_[0];
+    auto& b = cpeds_[1];
+    startCped(a, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms))
+        << shell(a, "deployable_list").out;
+    auto r = shell(a, "deployable_create web2 --uri test:///default");
+    ASSERT_EQ(r.rc, 0) << r.out;
+    ASSERT_NO_FATAL_FAILURE(startFollowerOf(b, "a"));
+    EXPECT_FALSE(fs::exists(b.dir + "/db_deployable.xml")); // b has not led: no files yet
+
+    stopCped(a, SIGTERM);
+    ASSERT_TRUE(waitFor([&] { return shell(b, "deployable_list").rc == 0; }, 10s, 50ms));
+    EXPECT_NE(shell(b, "deployable_list").out.find("web2"), std::string::npos)
+        << shell(b, "deployable_list").out;
+    EXPECT_NE(etcdtest::tail(b.dir + "/db_deployable.xml", 100000).find("\"web2\""),
+              std::string::npos)
+        << "b keeps the zone's model in its own files too";
+    EXPECT_TRUE(logHas(b, "Took the zone's model from etcd"));
+
+    r = shell(b, "deployable_create web3 --uri test:///default");
+    ASSERT_EQ(r.rc, 0) << r.out;
+    ASSERT_NO_FATAL_FAILURE(startFollowerOf(a, "b"));
+    EXPECT_EQ(etcdtest::tail(a.dir + "/db_deployable.xml", 100000).find("web3"),
+              std::string::npos); // a's files are older
+    stopCped(b, SIGTERM);
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 10s, 50ms));
+    auto list = shell(a, "deployable_list").out;
+    EXPECT_NE(list.find("web2"), std::string::npos) << list;
+    EXPECT_NE(list.find("web3"), std::string::npos) << list;
+
+    // a seeded generation 1 (empty), wrote web2 as 2; b took 2 and wrote web3 as 3.
+    auto got = runCommand(etcd_.etcdctl() + " get --print-value-only /pcloud/model/snapshot");
+    ASSERT_EQ(got.rc, 0) << got.out;
+    auto snap = nlohmann::json::parse(got.out, nullptr, false);
+    ASSERT_TRUE(snap.is_object()) << got.out;
+    EXPECT_EQ(snap.value("generation", 0), 3) << got.out;
+    EXPECT_EQ(snap.value("writer", ""), "b") << got.out;
+}
+
+// A snapshot in etcd that does not read is never overwritten: the leader serves nothing and
+// says why, naming the key, and its own files stay as they were. Once the operator deletes
+// the key, the leader's own model becomes the zone's.
+TEST_F(CpedCluster, AnUnreadableSnapshotIsRefusedNamingItAndOverwritesNothing) {
+    auto& a = cpeds_[0];
+    startCped(a, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms));
+    ASSERT_EQ(shell(a, "deployable_create web --uri test:///default").rc, 0);
+    stopCped(a, SIGTERM);
+    const std::string before = etcdtest::tail(a.dir + "/db_deployable.xml", 100000);
+    ASSERT_EQ(
+        runCommand(etcd_.etcdctl() + " put /pcloud/model/snapshot '{\"v\":1,\"files\":3}'").rc, 0);
+    startCped(a, {"--cluster", etcd_.url()});
+    CommandResult r;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            r = shell(a, "deployable_list");
+            return r.out.find("has not read the zone's model") != std::string::npos;
+        },
+        15s, 100ms))
+        << r.out;
+    EXPECT_NE(r.rc, 0);
+    EXPECT_NE(r.out.find("it is unreadable: etcd /pcloud/model/snapshot: \"generation\" is "
+                         "missing"),
+              std::string::npos)
+        << r.out;
+    EXPECT_EQ(etcdtest::tail(a.dir + "/db_deployable.xml", 100000), before);
+
+    ASSERT_EQ(runCommand(etcd_.etcdctl() + " del /pcloud/model/snapshot").rc, 0);
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 10s, 100ms))
+        << shell(a, "deployable_list").out;
+    EXPECT_NE(shell(a, "deployable_list").out.find("web"), std::string::npos);
+    EXPECT_TRUE(logHas(a, "The zone had no model in etcd; wrote this cped's"));
+}
+
+// In a zone, qemu:///system means whichever host leads: a deployable on it is refused at
+// deployable_start, naming the URI and what to give instead, and nothing is started.
+TEST_F(CpedCluster, AZoneRefusesToStartADeployableOnAHostLocalUri) {
+    auto& a = cpeds_[0];
+    ASSERT_TRUE(writeTestDomain(a.dir + "/n1.xml"));
+    startCped(a, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms));
+    for (const std::string& cmd : {std::string("deployable_create web --uri qemu:///system"),
+                                   "assembly_create n1 --domain-xml " + a.dir + "/n1.xml",
+                                   std::string("deployable_assembly_add web n1")}) {
+        auto r = shell(a, cmd);
+        ASSERT_EQ(r.rc, 0) << cmd << ": " << r.out;
+    }
+    auto r = shell(a, "deployable_start web");
+    EXPECT_NE(r.rc, 0) << r.out;
+    EXPECT_NE(r.out.find("deployable 'web' cannot start in a zone: its libvirt URI "
+                         "'qemu:///system' names no host"),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("qemu+tls://HOST/system"), std::string::npos) << r.out;
+    EXPECT_FALSE(LockFile::holder(a.dir + "/dped-web.lock").value_or(0) > 0);
+    EXPECT_EQ(etcdtest::tail(a.dir + "/desired.json", 10000).find("web"), std::string::npos);
 }
 
 } // namespace

@@ -105,7 +105,12 @@ std::string Zone::start() {
             10s, 20ms))
         return "the zone's links did not come up";
 
-    etcd_ = std::make_unique<EtcdCluster>(kHosts, o_.etcd_args);
+    // --pre-vote, as docs/ha.md tells operators: a member cut off and healed (the partition
+    // case) then cannot force a raft election with the higher term it reached alone, which
+    // would stop the renewals of the pcloud leader elected meanwhile.
+    std::vector<std::string> etcdArgs = {"--pre-vote"};
+    etcdArgs.insert(etcdArgs.end(), o_.etcd_args.begin(), o_.etcd_args.end());
+    etcd_ = std::make_unique<EtcdCluster>(kHosts, etcdArgs);
     for (int i = 0; i < kHosts; ++i)
         etcd_->place(i, hosts_[i].ns, hosts_[i].addr);
     if (auto e = etcd_->start(); !e.empty())
@@ -142,11 +147,8 @@ std::string Zone::start() {
             return cmd + ": " + r.out;
     if (!waitFor([&] { return dpedAnswers(); }, 20s))
         return "h1's dped never answered";
-    for (int i = 1; i < kHosts; ++i)
-        if (auto r = runCommand("cp " + hosts_[0].dir + "/db_*.xml " + hosts_[0].dir +
-                                "/desired.json " + hosts_[i].dir + "/ 2>&1");
-            r.rc != 0)
-            return "copying the model: " + r.out;
+    // h2 and h3 start with empty state dirs: the model they lead with is the zone's, from
+    // etcd (docs/ha.md "The shared model").
     for (int i = 1; i < kHosts; ++i)
         startCped(i);
     if (!waitFor(

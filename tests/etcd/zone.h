@@ -6,9 +6,9 @@
 // (one PKI: cped.h1..h3, operator.alice); the floating address 10.77.0.100/24 follows the
 // leader; deployable `web` has one assembly on libvirt's test driver.
 //
-// The model is not in etcd yet: start() makes it on h1 alone and copies h1's model files to
-// h2 and h3 before the others start. Needs root. Processes are spawned by the calling
-// thread (PR_SET_PDEATHSIG follows it): call start() and startCped() from one long-lived
+// start() makes the model through h1 alone, then starts h2 and h3 with empty state dirs: they
+// know the model only from the zone's snapshot in etcd. Needs root. Processes are spawned by the
+// calling thread (PR_SET_PDEATHSIG follows it): call start() and startCped() from one long-lived
 // thread. Nothing here asserts; callers do.
 #include "etcd/etcd_fixture.h"
 #include "support/test_support.h"

@@ -218,3 +218,27 @@ TEST(Zone, TheInitialClusterLineOfTheNewMember) {
               "m0=http://127.0.0.1:2380,m0=http://10.0.0.1:2380,m1=http://127.0.0.1:2390,"
               "m2=http://127.0.0.1:2400,m3=http://127.0.0.1:2410");
 }
+
+// A zone's leader runs a dped only for a URI that is the same libvirt from every host.
+TEST(Zone, ADpedRunsInAZoneOnlyOnALibvirtUriThatNamesItsHost) {
+    for (const char* ok :
+         {"qemu+tls://hv1/system", "qemu+ssh://root@hv1.example/system",
+          "qemu+tcp://10.0.0.7:16509/system", "qemu+tls://[fd00::7]/system", "test:///default"})
+        EXPECT_EQ(zoneDpedRefusal(ok), "") << ok;
+    struct Case {
+        const char* uri;
+        const char* says;
+    };
+    for (const Case& c :
+         {Case{"qemu:///system", "names no host"}, Case{"qemu+unix:///system", "names no host"},
+          Case{"qemu:///session", "names no host"}, Case{"", "names no host"},
+          Case{"qemu+ssh://localhost/system", "names this host (localhost)"},
+          Case{"qemu+tcp://127.0.0.1:16509/system", "names this host (127.0.0.1)"},
+          Case{"qemu+tls://[::1]/system", "names this host (::1)"}}) {
+        const std::string r = zoneDpedRefusal(c.uri);
+        EXPECT_NE(r.find(std::string("its libvirt URI '") + c.uri + "' " + c.says),
+                  std::string::npos)
+            << c.uri << ": " << r;
+        EXPECT_NE(r.find("start its domains a second time"), std::string::npos) << r;
+    }
+}
