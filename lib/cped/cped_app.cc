@@ -30,6 +30,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -329,10 +330,15 @@ private:
     // starts the wanted dpeds.
     std::atomic<bool> became_leader_{false};
     // The term (epoch) that has the zone's model (takeZoneModel): commands are served only
-    // then. zone_files_/zone_generation_: what this node last wrote or took (model_mutex_);
+    // then. zone_content_/zone_generation_: what this node last wrote or took (model_mutex_),
+    // compared with the model after each command, so a read formats nothing;
     // zone_model_error_: why the snapshot could not be taken, for the refusals.
     std::atomic<std::int64_t> model_epoch_{0};
-    std::string zone_files_;
+    struct ZoneContent {
+        model::Model model;
+        DesiredState desired;
+    };
+    std::optional<ZoneContent> zone_content_;
     std::uint64_t zone_generation_ = 0;
     std::string zone_model_error_;
     std::uint64_t fenced_term_ = 0; // the supervision thread's: the term fenced last
@@ -959,16 +965,16 @@ void Cped::startWantedDpeds(bool newTerm) {
 }
 
 Status Cped::publishZoneModel() {
-    std::string files = zoneModelFiles(model_, desired_);
-    if (files == zone_files_)
+    if (zone_content_ && zone_content_->model == model_ && zone_content_->desired == desired_)
         return Status::success();
     const std::int64_t epoch = coordinator_->epoch();
-    auto text = formatZoneModel(files, zone_generation_ + 1, epoch, o_.node_name);
+    auto text = formatZoneModel(zoneModelFiles(model_, desired_), zone_generation_ + 1, epoch,
+                                o_.node_name);
     if (!text)
         return text.error();
     if (auto st = coordinator_->put(kZoneModelKey, *text); !st)
         return st;
-    zone_files_ = std::move(files);
+    zone_content_ = ZoneContent{model_, desired_};
     ++zone_generation_;
     PCLOUD_LOG(
         Info, "Wrote the zone's model",
@@ -986,7 +992,7 @@ bool Cped::takeZoneModel(std::int64_t epoch) {
     }
     if (!*got) {
         // A zone whose etcd has no model yet: this leader's own is the zone's.
-        zone_files_.clear();
+        zone_content_.reset();
         zone_generation_ = 0;
         if (auto st = publishZoneModel(); !st) {
             zone_model_error_ = "cannot write this cped's model to etcd: " + st.error().message;
@@ -1008,8 +1014,7 @@ bool Cped::takeZoneModel(std::int64_t epoch) {
                    {{"error", zm.error().describe()}});
         return false;
     }
-    std::string files = zoneModelFiles(zm->model, zm->desired);
-    if (files != zoneModelFiles(model_, desired_)) {
+    if (!(zm->model == model_ && zm->desired == desired_)) {
         if (auto st = store::saveModel(o_.state_dir, zm->model); !st) {
             zone_model_error_ = "cannot save it here: " + st.error().describe();
             PCLOUD_LOG(Error, "Cannot save the zone's model", {{"error", st.error().describe()}});
@@ -1042,7 +1047,7 @@ bool Cped::takeZoneModel(std::int64_t epoch) {
                                    {{"deployable", d}, {"error", r.error().message}});
             }).detach();
     }
-    zone_files_ = std::move(files);
+    zone_content_ = ZoneContent{model_, desired_};
     zone_generation_ = zm->generation;
     zone_model_error_.clear();
     model_epoch_ = epoch;

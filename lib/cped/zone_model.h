@@ -39,7 +39,7 @@ struct ZoneModel {
 };
 
 // The files of `model` and `desired` as one canonical JSON text (the snapshot's "files"):
-// equal texts, equal content. The leader compares it with what it last wrote.
+// equal texts, equal content.
 std::string zoneModelFiles(const model::Model& model, const DesiredState& desired);
 
 // The snapshot of `files` (zoneModelFiles) written as `generation` by `writer` at `epoch`;
