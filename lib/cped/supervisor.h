@@ -49,7 +49,10 @@ struct SupervisorOptions {
     // start then waits, shown as state "held", until a tick after it may. A running dped
     // (the lock's live holder) is adopted all the same, so a follower can fence it.
     std::function<bool()> may_start;
-    model::Backoff backoff{1'000, 2.0, 60'000, 60'000};
+    // A dped that ran 10 s is no crash loop: its next restart is immediate again (systemd's
+    // default start-limit interval is 10 s too). One that keeps dying sooner waits 1, 2,
+    // 4 ... 60 s.
+    model::Backoff backoff{1'000, 2.0, 60'000, 10'000};
 };
 
 // Delay before restart number `consecutive` (1 = the first restart after a crash).

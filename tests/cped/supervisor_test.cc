@@ -67,6 +67,8 @@ struct Fixture {
     std::unique_ptr<Supervisor> sup;
     std::function<std::uint64_t()> epoch; // SupervisorOptions::epoch of the next make()
     std::function<bool()> mayStart;       // SupervisorOptions::may_start of the next make()
+    // SupervisorOptions::backoff of the next make(); unset = short steps for the tests.
+    std::optional<model::Backoff> backoff;
 
     Fixture() { sup = make(); }
     ~Fixture() {
@@ -79,7 +81,7 @@ struct Fixture {
         o.dped_path = FAKE_DPED;
         o.state_dir = dir;
         o.broker_url = "amqp://127.0.0.1:1";
-        o.backoff = model::Backoff{1000, 2.0, 4000, 60'000};
+        o.backoff = backoff.value_or(model::Backoff{1000, 2.0, 4000, 60'000});
         o.epoch = epoch;
         o.may_start = mayStart;
         return std::make_unique<Supervisor>(o, clock, [this](events::Event e) {
@@ -229,6 +231,41 @@ TEST(Supervisor, CrashRestartsWithBackoffOnInjectedClock) {
     EXPECT_TRUE(f.sawEvent("dped-crashed"));
     EXPECT_EQ(f.sup->info("web")["restarts"].get<int>(), 3);
     f.sup->unwant("web");
+}
+
+// cped's own backoff: a dped that dies within 10 s of its start waits longer each time
+// (against one that crashes at start), but one that ran 10 s is no crash loop and is
+// restarted at once, however often it was restarted before (docs/cts.md: dped kills a
+// minute apart waited up to 60 s when this was 60 s).
+TEST(Supervisor, ADpedThatRanTenSecondsIsRestartedAtOnceAgain) {
+    Fixture f;
+    f.backoff = SupervisorOptions{}.backoff;
+    f.sup = f.make();
+    setMode(f.dir, "web", "exit 1");
+    f.sup->want("web");
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 1));
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    f.sup->tick(); // the first restart is immediate
+    ASSERT_TRUE(waitStarts(f.dir, "web", 2));
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    EXPECT_EQ(f.sup->tick(), 1000);
+    f.clock.advance(1000);
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 3));
+    f.clock.advance(9'999); // ran just under 10 s: still a loop
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    EXPECT_EQ(f.sup->tick(), 2000);
+    f.clock.advance(2000);
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 4));
+    f.clock.advance(10'000); // ran 10 s
+    ASSERT_EQ(f.sup->waitExit("web", 5000), std::optional<int>(1));
+    f.sup->tick();
+    ASSERT_TRUE(waitStarts(f.dir, "web", 5)) << "restarted without a delay";
+    EXPECT_EQ(f.sup->info("web")["restarts"].get<int>(), 4);
+    f.sup->unwant("web");
+    f.sup->waitExit("web", 5000);
 }
 
 // A zone's follower starts no dped (docs/ha.md "Epoch fencing"): one that crashes while this
