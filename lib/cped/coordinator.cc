@@ -1,5 +1,6 @@
 #include "cped/coordinator.h"
 #include "common/utf8.h"
+#include "etcd/errors.h"
 
 #include "common/fs.h"
 #include "common/log.h"
@@ -122,6 +123,37 @@ private:
 };
 
 } // namespace
+
+bool isUnansweredWrite(const Error& e) {
+    const std::string& m = e.message;
+    if (m.rfind("not-leader", 0) == 0 || m.rfind("stale-epoch", 0) == 0)
+        return false;
+    return m.find("DEADLINE_EXCEEDED") != std::string::npos ||
+           m.find("UNAVAILABLE") != std::string::npos || etcd::memberCouldNotServe(m);
+}
+
+Status retryUnansweredWrite(const std::function<Status()>& attempt,
+                            const std::function<bool()>& termLasts, const Clock& clock,
+                            const std::function<void(Millis)>& pause, WriteRetry retry) {
+    const Millis start = clock.monotonicMs();
+    for (int n = 1;; ++n) {
+        Status st = attempt();
+        if (st || !isUnansweredWrite(st.error()))
+            return st;
+        const Millis spent = clock.monotonicMs() - start;
+        std::string why;
+        if (spent + retry.pause_ms > retry.budget_ms)
+            why = "gave up after " + std::to_string(spent) + " ms";
+        else if (!termLasts())
+            why = "this cped's term ended meanwhile";
+        if (!why.empty())
+            return makeError(st.error().message + " (sent " + std::to_string(n) +
+                             (n == 1 ? " time; " : " times; ") + why + ")");
+        PCLOUD_LOG(Info, "etcd did not answer a write; sending it again",
+                   {{"attempt", std::to_string(n)}, {"error", st.error().message}});
+        pause(retry.pause_ms);
+    }
+}
 
 Result<std::int64_t> readEpochFile(const std::string& path, const std::string& fix) {
     if (!fs::exists(path))

@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/result.h"
+#include "cped/zone_journal.h"
 #include "policy/zone.h"
 
 #include <cstdint>
@@ -99,10 +100,31 @@ public:
     virtual std::string describe() const = 0;
     // The zone's membership; null for the single node (no etcd).
     virtual ZoneMembership* zone() { return nullptr; }
+    // The zone's event journal (lib/cped/zone_journal.h); null for the single node.
+    virtual ZoneJournalStore* journal() { return nullptr; }
 };
 
 // Checks a key relative to /pcloud/ and returns it in full ("/pcloud/KEY").
 Result<std::string> coordinatorKey(const std::string& key);
+
+// Whether a store error says only that the store did not answer (a timeout, or no etcd
+// endpoint reachable), so the same write may be sent again; not a refusal (not-leader,
+// stale-epoch, a bad key or value).
+bool isUnansweredWrite(const Error& e);
+
+// A guarded write that etcd did not answer is sent again, with the same epoch, while the
+// writer's term lasts and for at most `budget_ms` (docs/ha.md "Writes through an etcd
+// election"). etcd has no leader for up to two election timeouts after its leader died or
+// left, longer than one call's deadline; a write sent again is the same write, and the
+// guard still refuses it once the term is gone. `pause` waits between attempts (tests
+// pass one that moves their clock).
+struct WriteRetry {
+    Millis budget_ms = 4000;
+    Millis pause_ms = 100;
+};
+Status retryUnansweredWrite(const std::function<Status()>& attempt,
+                            const std::function<bool()>& termLasts, const Clock& clock,
+                            const std::function<void(Millis)>& pause, WriteRetry retry = {});
 
 // The number in an epoch file (STATE_DIR/epoch, STATE_DIR/led-epoch): 0 when there is no
 // file; an error naming the file, the line and the text, with `fix` (what the operator may

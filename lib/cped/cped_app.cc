@@ -14,6 +14,7 @@
 #include "cped/floating_ip.h"
 #include "cped/submission_ledger.h"
 #include "cped/supervisor.h"
+#include "cped/zone_journal.h"
 #include "cped/zone_model.h"
 #include "envelope/envelope.h"
 #include "pki/pki.h"
@@ -266,7 +267,15 @@ public:
 
 private:
     // The event's seq; nullopt when it could not be journaled (then it is not published).
+    // An event with a source that the ledger has journaled already is not journaled again:
+    // its seq is then 0. In a zone the event goes to the zone's journal first (catching
+    // this node's copy up on a new term); a cped that does not lead journals nothing.
     std::optional<std::uint64_t> journalAndPublish(events::Event e);
+    // In a zone (docs/ha.md "The shared journal", cped/zone_journal.h), publish_mutex_
+    // held: brings this node's journal to the zone's for term `epoch` (copying what it
+    // lacks, setting a diverged copy aside, or seeding the zone's), once per term; false
+    // with journal_error_ set when etcd could not be read or written.
+    bool catchUpJournal(std::int64_t epoch);
     std::optional<std::string> serveCommand(const bus::Message& m);
     void logRefusal(const RefusedCommand& r);
     // The answer to the submitting dped (nullopt: none, it sends the event again).
@@ -316,7 +325,7 @@ private:
     bool tls_ = false;
     // On a TLS bus, journal submissions only from dped:<the event's deployable>.
     std::unique_ptr<bus::SenderGate> journal_senders_;
-    SubmissionLedger ledger_; // the client_ thread's, after rebuildLedger() at start
+    SubmissionLedger ledger_; // guarded by publish_mutex_
     std::string pki_dir_;
     std::mutex owners_mutex_;                             // guards owners_ only
     std::map<std::string, std::set<std::string>> owners_; // deployable -> assembly names, uuids
@@ -348,7 +357,9 @@ private:
     bus::Client client_; // journal submissions, events, requests to dpeds and agents
     std::unique_ptr<events::EventJournal> journal_;
     std::unique_ptr<Supervisor> supervisor_;
-    std::mutex publish_mutex_; // journal order == publish order
+    std::mutex publish_mutex_;       // journal order == publish order
+    std::int64_t journal_epoch_ = 0; // the term this node's journal is the zone's for
+    std::string journal_error_;      // why it is not, when catchUpJournal failed
     std::mutex model_mutex_;
     model::Model model_;
     DesiredState desired_;
@@ -380,12 +391,53 @@ private:
 
 std::optional<std::uint64_t> Cped::journalAndPublish(events::Event e) {
     std::lock_guard lock(publish_mutex_);
-    auto written = journal_->append(std::move(e));
+    ZoneJournalStore* zone = coordinator_ ? coordinator_->journal() : nullptr;
+    if (zone) {
+        const LeadershipInfo li = coordinator_->leadership();
+        if (!li.leader) {
+            PCLOUD_LOG(Notice, "Not journaled: this cped does not lead the zone",
+                       {{"event", events::formatHuman(e)}});
+            return std::nullopt;
+        }
+        if (!catchUpJournal(li.epoch)) {
+            PCLOUD_LOG(Error, "Not journaled: this cped's journal is not the zone's",
+                       {{"event", events::formatHuman(e)}, {"error", journal_error_}});
+            return std::nullopt;
+        }
+    }
+    if (!e.source.empty() && ledger_.journaled(e.source, e.source_seq))
+        return 0;
+    Result<events::Event> written = makeError("not written");
+    if (zone) {
+        e.seq = journal_->lastSeq() + 1;
+        if (e.time == 0)
+            e.time = clock_.nowMs();
+        if (auto st = zone->append(e.seq, events::toLine(e)); !st) {
+            // Behind (journal-moved) or not answered: the next event catches up first.
+            journal_epoch_ = 0;
+            journal_error_ = st.error().message;
+            PCLOUD_LOG(Error, "Cannot write an event to the zone's journal; not journaled",
+                       {{"seq", std::to_string(e.seq)}, {"error", st.error().message}});
+            return std::nullopt;
+        }
+        written = journal_->appendNumbered(std::move(e));
+        if (!written) {
+            // It is the zone's: another leader has it; this copy reads it back next time.
+            journal_epoch_ = 0;
+            journal_error_ = "this node's copy: " + written.error().describe();
+            PCLOUD_LOG(Error, "An event is in the zone's journal but not in this node's copy",
+                       {{"error", written.error().describe()}});
+        }
+    } else {
+        written = journal_->append(std::move(e));
+    }
     if (!written) {
-        PCLOUD_LOG(Error, "Cannot journal an event; it is published without a seq",
+        PCLOUD_LOG(Error, "Cannot journal an event; it is not published",
                    {{"error", written.error().describe()}});
         return std::nullopt;
     }
+    if (!written->source.empty())
+        ledger_.record(written->source, written->source_seq);
     for (auto& w : journal_->takeWarnings())
         PCLOUD_LOG(Warning, "Event journal", {{"problem", w}});
     if (auto st = client_.send("pcloud.events", events::toLine(*written)); !st)
@@ -430,24 +482,24 @@ std::optional<std::string> Cped::onJournalSubmission(const bus::Message& m) {
     }
     if (!journal_senders_->admitFrom(m, "dped:" + e->deployable))
         return std::nullopt;
-    // The submitting dped sends an event again until it has this answer: journal it once.
+    // The submitting dped sends an event again until it has this answer: journal it once
+    // (journalAndPublish checks the ledger, in a zone after it has the zone's journal).
     const std::string source = e->source;
     const std::uint64_t n = e->source_seq;
-    if (!source.empty() && ledger_.journaled(source, n)) {
-        PCLOUD_LOG(Info, "A journal submission came again; answered, not journaled again",
-                   {{"source", source}, {"source_seq", std::to_string(n)}});
-        return journalReply(true, {{"duplicate", true}});
-    }
     e->seq = 0; // cped assigns it
     auto seq = journalAndPublish(std::move(*e));
     if (!seq) // not on disk: no answer, so the dped sends it again
         return std::nullopt;
-    if (!source.empty())
-        ledger_.record(source, n);
+    if (*seq == 0) {
+        PCLOUD_LOG(Info, "A journal submission came again; answered, not journaled again",
+                   {{"source", source}, {"source_seq", std::to_string(n)}});
+        return journalReply(true, {{"duplicate", true}});
+    }
     return journalReply(true, {{"seq", *seq}});
 }
 
 void Cped::rebuildLedger() {
+    ledger_ = SubmissionLedger{};
     events::ReplayQuery q;
     q.limit = kLedgerRebuildEvents;
     q.newest = true;
@@ -982,7 +1034,90 @@ Status Cped::publishZoneModel() {
     return Status::success();
 }
 
+bool Cped::catchUpJournal(std::int64_t epoch) {
+    ZoneJournalStore* zone = coordinator_->journal();
+    if (!zone || journal_epoch_ == epoch)
+        return true;
+    auto fail = [&](std::string why) {
+        journal_error_ = std::move(why);
+        return false;
+    };
+    auto head = zone->head();
+    if (!head)
+        return fail("cannot read the zone's journal from etcd: " + head.error().message);
+    const std::uint64_t local = journal_->lastSeq();
+    // Is this copy's last event the zone's event of that seq?
+    std::optional<bool> sameLast;
+    if (local > 0 && *head && (*head)->first <= local && local <= (*head)->last) {
+        auto theirs = zone->read(local, local, 1);
+        if (!theirs)
+            return fail("cannot read the zone's journal from etcd: " + theirs.error().message);
+        events::ReplayQuery q;
+        q.since_seq = local - 1;
+        auto mine = journal_->replay(q);
+        if (mine && !mine->events.empty() && !theirs->empty())
+            sameLast = events::toLine(mine->events.back()) == theirs->front().second;
+    }
+    const JournalCatchUp plan = planJournalCatchUp(local, *head, sameLast);
+    if (plan.missing > 0 || plan.kind == JournalCatchUp::Kind::SetAsideThenCopy)
+        PCLOUD_LOG(Warning, "Taking the zone's journal", {{"plan", cped::describe(plan, local)}});
+    else if (plan.kind != JournalCatchUp::Kind::UpToDate)
+        PCLOUD_LOG(Notice, "Taking the zone's journal", {{"plan", cped::describe(plan, local)}});
+    switch (plan.kind) {
+    case JournalCatchUp::Kind::UpToDate:
+        break;
+    case JournalCatchUp::Kind::Seed:
+        if (auto st = zone->seed(local); !st)
+            return fail("cannot start the zone's journal in etcd: " + st.error().message);
+        break;
+    case JournalCatchUp::Kind::SetAsideThenCopy: {
+        auto aside = journal_->setAside("diverged-" + std::to_string(clock_.nowMs()));
+        if (!aside)
+            return fail("cannot set this node's journal aside: " + aside.error().describe());
+        PCLOUD_LOG(Warning,
+                   "Set this node's journal aside: its seqs are the zone's for other events",
+                   {{"file", *aside}});
+        [[fallthrough]];
+    }
+    case JournalCatchUp::Kind::Copy:
+        for (std::uint64_t from = plan.from; from <= plan.to;) {
+            auto page = zone->read(from, plan.to, 500);
+            if (!page)
+                return fail("cannot read the zone's journal from etcd: " + page.error().message);
+            if (page->empty()) // trimmed meanwhile: what is left is newer
+                break;
+            for (const auto& [seq, line] : *page) {
+                auto e = events::parseLine(line);
+                if (!e || e->seq != seq) {
+                    PCLOUD_LOG(Error, "Skipped an unreadable event of the zone's journal",
+                               {{"key", zoneJournalEventKey(seq)},
+                                {"error",
+                                 e ? "its seq is " + std::to_string(e->seq) : e.error().message}});
+                    continue;
+                }
+                if (auto w = journal_->appendNumbered(std::move(*e)); !w)
+                    return fail("cannot copy the zone's journal here: " + w.error().describe());
+            }
+            from = page->back().first + 1;
+        }
+        break;
+    }
+    rebuildLedger();
+    journal_epoch_ = epoch;
+    journal_error_.clear();
+    return true;
+}
+
 bool Cped::takeZoneModel(std::int64_t epoch) {
+    {
+        std::lock_guard lock(publish_mutex_);
+        if (!catchUpJournal(epoch)) {
+            zone_model_error_ = journal_error_;
+            PCLOUD_LOG(Warning, "Cannot take the zone's journal; serving nothing until it is read",
+                       {{"error", journal_error_}});
+            return false;
+        }
+    }
     auto got = coordinator_->get(kZoneModelKey);
     if (!got) {
         zone_model_error_ = "cannot read it from etcd: " + got.error().message;
@@ -1281,7 +1416,10 @@ int Cped::run() {
         std::make_unique<Supervisor>(so, clock_, [this](events::Event e) { emit(std::move(e)); });
 
     journal_senders_ = std::make_unique<bus::SenderGate>(tls_, "journal submission");
-    rebuildLedger();
+    {
+        std::lock_guard lock(publish_mutex_);
+        rebuildLedger();
+    }
     client_.serve("pcloud.journal",
                   [this](const bus::Message& msg) { return onJournalSubmission(msg); });
 

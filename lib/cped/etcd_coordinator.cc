@@ -4,6 +4,7 @@
 #include "etcd/election.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <future>
 #include <mutex>
@@ -157,6 +158,145 @@ private:
     bool tls_ = false;
 };
 
+// Guarded Txns of one term: a Txn etcd did not answer is sent again within the term that
+// first sent it (retryUnansweredWrite), each time with the same guard.
+class GuardedWriter {
+public:
+    GuardedWriter(etcd::Election& election, const Clock& clock)
+        : election_(election), clock_(clock) {}
+    Result<etcd::TxnResult> txn(const etcd::Txn& t) {
+        const etcd::LeaderState term = election_.state();
+        if (!term.leader)
+            return election_.guardedTxn(t); // refused locally, with the reason
+        std::optional<etcd::TxnResult> out;
+        auto st = retryUnansweredWrite(
+            [&]() -> Status {
+                auto r = election_.guardedTxnAs(term.own_key, term.epoch, t);
+                if (!r)
+                    return r.error();
+                out = std::move(*r);
+                return Status::success();
+            },
+            [&] {
+                const etcd::LeaderState now = election_.state();
+                return now.leader && now.epoch == term.epoch;
+            },
+            clock_, [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+        if (!st)
+            return st.error();
+        return std::move(*out);
+    }
+    Status write(const etcd::Txn& t) {
+        auto r = txn(t);
+        return r ? Status::success() : Status(r.error());
+    }
+
+private:
+    etcd::Election& election_;
+    const Clock& clock_;
+};
+
+// The zone's journal in etcd (lib/cped/zone_journal.h).
+class EtcdJournal final : public ZoneJournalStore {
+public:
+    EtcdJournal(etcd::Client& client, GuardedWriter& writer) : client_(client), writer_(writer) {}
+
+    Result<std::optional<ZoneJournalHead>> head() override {
+        auto last = client_.range(kZoneJournalLastKey);
+        if (!last)
+            return last.error();
+        if (last->kvs.empty())
+            return std::optional<ZoneJournalHead>{};
+        auto n = parseSeq(last->kvs[0].value);
+        if (!n)
+            return n.error();
+        ZoneJournalHead h{*n, *n + 1};
+        const std::string prefix = kZoneJournalEventPrefix;
+        auto oldest = client_.rangeBetween(prefix, prefix + std::string(1, '\xff'), 1);
+        if (!oldest)
+            return oldest.error();
+        if (!oldest->kvs.empty())
+            if (auto seq = zoneJournalSeqOf(oldest->kvs[0].key); seq && *seq <= h.last)
+                h.first = *seq;
+        return std::optional<ZoneJournalHead>{h};
+    }
+
+    Result<std::vector<std::pair<std::uint64_t, std::string>>>
+    read(std::uint64_t from, std::uint64_t to, std::size_t limit) override {
+        std::vector<std::pair<std::uint64_t, std::string>> out;
+        if (from > to)
+            return out;
+        auto r = client_.rangeBetween(zoneJournalEventKey(from), zoneJournalEventKey(to + 1),
+                                      static_cast<std::int64_t>(limit));
+        if (!r)
+            return r.error();
+        for (auto& kv : r->kvs)
+            if (auto seq = zoneJournalSeqOf(kv.key))
+                out.emplace_back(*seq, std::move(kv.value));
+        return out;
+    }
+
+    Status append(std::uint64_t seq, const std::string& line) override {
+        etcd::Txn t;
+        etcd::Compare c;
+        c.key = kZoneJournalLastKey;
+        c.target = etcd::Compare::Target::Value;
+        c.value = std::to_string(seq - 1);
+        t.compare.push_back(c);
+        t.success.push_back(etcd::Op::put(zoneJournalEventKey(seq), line));
+        t.success.push_back(etcd::Op::put(kZoneJournalLastKey, std::to_string(seq)));
+        if (seq > kZoneJournalKeep)
+            t.success.push_back(etcd::Op::del(zoneJournalEventKey(seq - kZoneJournalKeep)));
+        t.failure.push_back(etcd::Op::get(kZoneJournalLastKey));
+        t.failure.push_back(etcd::Op::get(zoneJournalEventKey(seq)));
+        auto r = writer_.txn(t);
+        if (!r)
+            return r.error();
+        if (r->succeeded)
+            return Status::success();
+        // Sent again after a lost reply: the first one was applied.
+        const auto& mine = r->gets.at(1);
+        if (!mine.kvs.empty() && mine.kvs[0].value == line)
+            return Status::success();
+        const auto& last = r->gets.at(0);
+        return makeError(std::string(kJournalMoved) + ": the zone's journal is at seq " +
+                         (last.kvs.empty() ? std::string("none") : last.kvs[0].value) + ", not " +
+                         std::to_string(seq - 1) + " as this copy has it");
+    }
+
+    Status seed(std::uint64_t last) override {
+        etcd::Txn t;
+        etcd::Compare c;
+        c.key = kZoneJournalLastKey;
+        c.target = etcd::Compare::Target::Version;
+        c.number = 0;
+        t.compare.push_back(c);
+        t.success.push_back(etcd::Op::put(kZoneJournalLastKey, std::to_string(last)));
+        t.failure.push_back(etcd::Op::get(kZoneJournalLastKey));
+        auto r = writer_.txn(t);
+        if (!r)
+            return r.error();
+        if (!r->succeeded &&
+            (r->gets.at(0).kvs.empty() || r->gets.at(0).kvs[0].value != std::to_string(last)))
+            return makeError(std::string(kJournalMoved) +
+                             ": the zone's journal was started meanwhile");
+        return Status::success();
+    }
+
+private:
+    static Result<std::uint64_t> parseSeq(const std::string& text) {
+        std::uint64_t n = 0;
+        auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+        if (text.empty() || ec != std::errc() || ptr != text.data() + text.size())
+            return makeError(std::string("etcd ") + kZoneJournalLastKey + ": '" +
+                             text.substr(0, 40) + "' is not a seq (a decimal number)");
+        return n;
+    }
+
+    etcd::Client& client_;
+    GuardedWriter& writer_;
+};
+
 class EtcdCoordinator final : public Coordinator {
 public:
     EtcdCoordinator(std::string url, std::string node, std::unique_ptr<etcd::Client> client,
@@ -166,7 +306,9 @@ public:
         o.node_name = node_;
         o.ttl_s = ttl_s;
         election_ = std::make_unique<etcd::Election>(*client_, o, clock);
+        writer_ = std::make_unique<GuardedWriter>(*election_, clock);
         zone_ = std::make_unique<EtcdZone>(*client_, url_);
+        journal_ = std::make_unique<EtcdJournal>(*client_, *writer_);
     }
     ~EtcdCoordinator() override { election_->stop(true); }
 
@@ -183,10 +325,7 @@ public:
             return full.error();
         etcd::Txn t;
         t.success.push_back(etcd::Op::put(*full, value));
-        auto r = election_->guardedTxn(std::move(t));
-        if (!r)
-            return r.error();
-        return Status::success();
+        return writer_->write(t);
     }
     Status erase(const std::string& key) override {
         auto full = coordinatorKey(key);
@@ -194,10 +333,7 @@ public:
             return full.error();
         etcd::Txn t;
         t.success.push_back(etcd::Op::del(*full));
-        auto r = election_->guardedTxn(std::move(t));
-        if (!r)
-            return r.error();
-        return Status::success();
+        return writer_->write(t);
     }
     Result<std::optional<std::string>> get(const std::string& key) override {
         auto full = coordinatorKey(key);
@@ -219,13 +355,16 @@ public:
     }
     std::string describe() const override { return url_; }
     ZoneMembership* zone() override { return zone_.get(); }
+    ZoneJournalStore* journal() override { return journal_.get(); }
 
 private:
     std::string url_;
     std::string node_;
     std::unique_ptr<etcd::Client> client_;
     std::unique_ptr<etcd::Election> election_;
+    std::unique_ptr<GuardedWriter> writer_;
     std::unique_ptr<EtcdZone> zone_;
+    std::unique_ptr<EtcdJournal> journal_;
 };
 
 } // namespace

@@ -509,17 +509,16 @@ public:
         req.set_key(key);
         if (prefix)
             req.set_range_end(prefixEnd(key));
-        pb::RangeResponse resp;
-        auto st = invoke("Range", [&](Endpoint& ep, grpc::ClientContext& ctx) {
-            return ep.kv->Range(&ctx, req, &resp);
-        });
-        if (!st)
-            return st.error();
-        RangeResult out;
-        out.revision = resp.header().revision();
-        for (const auto& kv : resp.kvs())
-            out.kvs.push_back(fromPb(kv));
-        return out;
+        return rangeRequest(req);
+    }
+
+    Result<RangeResult> rangeBetween(const std::string& key, const std::string& end,
+                                     std::int64_t limit) override {
+        pb::RangeRequest req;
+        req.set_key(key);
+        req.set_range_end(end);
+        req.set_limit(limit);
+        return rangeRequest(req);
     }
 
     Result<std::int64_t> put(const std::string& key, const std::string& value,
@@ -752,6 +751,21 @@ public:
     std::string currentEndpoint() const override { return endpoints_[current_]->address; }
 
 private:
+    Result<RangeResult> rangeRequest(const pb::RangeRequest& req) {
+        pb::RangeResponse resp;
+        auto st = invoke("Range", [&](Endpoint& ep, grpc::ClientContext& ctx) {
+            return ep.kv->Range(&ctx, req, &resp);
+        });
+        if (!st)
+            return st.error();
+        RangeResult out;
+        out.revision = resp.header().revision();
+        out.more = resp.more();
+        for (const auto& kv : resp.kvs())
+            out.kvs.push_back(fromPb(kv));
+        return out;
+    }
+
     Endpoint& current() { return *endpoints_[current_.load()]; }
     // The next call starts on the endpoint after `failed` (unless another call moved on).
     void rotate(const Endpoint& failed) {
@@ -785,8 +799,10 @@ private:
             if (st.error_code() != grpc::UNAVAILABLE || (clusterAnswers && isClusterAnswer(st)) ||
                 once) {
                 // Not retried: the call may have been applied (a timeout), or the request
-                // itself is wrong. The next call starts elsewhere after a timeout.
-                if (st.error_code() == grpc::DEADLINE_EXCEEDED)
+                // itself is wrong. The next call starts elsewhere after a timeout, or when
+                // the member could not serve it (no leader, stopped).
+                if (st.error_code() == grpc::DEADLINE_EXCEEDED ||
+                    memberCouldNotServe(st.error_message()))
                     current_ = (i + 1) % endpoints_.size();
                 return makeError(msg);
             }

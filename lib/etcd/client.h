@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/result.h"
+#include "etcd/errors.h"
 
 #include <cstdint>
 #include <functional>
@@ -44,6 +45,7 @@ struct KeyValue {
 struct RangeResult {
     std::int64_t revision = 0; // the store's revision when the range was read
     std::vector<KeyValue> kvs;
+    bool more = false; // a limit cut off further keys
 };
 
 // One comparison of a Txn (etcd's Compare).
@@ -222,6 +224,10 @@ public:
 
     // The key, or every key with that prefix when `prefix`; sorted by key.
     virtual Result<RangeResult> range(const std::string& key, bool prefix = false) = 0;
+    // The keys in [key, end), sorted by key, at most `limit` of them (0 = all); `more` says
+    // whether the limit cut some off.
+    virtual Result<RangeResult> rangeBetween(const std::string& key, const std::string& end,
+                                             std::int64_t limit) = 0;
     // Returns the revision of the put.
     virtual Result<std::int64_t> put(const std::string& key, const std::string& value,
                                      std::int64_t lease = 0) = 0;

@@ -74,7 +74,8 @@ public:
     // when not leader now; kStaleEpoch when etcd found the guard false (leadership lost).
     // A failure of the caller's own compares is a success with succeeded == false.
     Result<TxnResult> guardedTxn(Txn txn, std::int64_t* epoch_used = nullptr);
-    // The same guard with an explicit key and epoch (tests: an old leader's write).
+    // The same guard with an explicit key and epoch: a write sent again within the term
+    // that first sent it (cped's retryUnansweredWrite); tests: an old leader's write.
     Result<TxnResult> guardedTxnAs(const std::string& key, std::int64_t epoch, Txn txn);
 
     // Called on the loop thread when leader/epoch/leader_name change.

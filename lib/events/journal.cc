@@ -168,13 +168,57 @@ Status EventJournal::rotate() {
 
 Result<Event> EventJournal::append(Event e) {
     std::lock_guard lock(mutex_);
+    if (e.time == 0)
+        e.time = clock_.nowMs();
+    e.seq = last_seq_ + 1;
+    return writeLocked(std::move(e));
+}
+
+Result<Event> EventJournal::appendNumbered(Event e) {
+    std::lock_guard lock(mutex_);
+    if (e.seq <= last_seq_)
+        return makeError("event seq " + std::to_string(e.seq) +
+                             " is not after the journal's last (" + std::to_string(last_seq_) + ")",
+                         currentPath());
+    if (e.time == 0)
+        return makeError("event seq " + std::to_string(e.seq) + " has no time", currentPath());
+    return writeLocked(std::move(e));
+}
+
+Result<std::string> EventJournal::setAside(const std::string& tag) {
+    std::lock_guard lock(mutex_);
+    if (tag.empty() || tag.find('/') != std::string::npos)
+        return makeError("bad tag '" + tag + "' for the set-aside journal files");
+    const std::string aside = dir_ + "/events-" + tag + ".jsonl";
+    if (fs::exists(aside))
+        return makeError("cannot set the event journal aside: " + aside + " exists");
+    if (fd_ >= 0) {
+        ::close(fd_);
+        fd_ = -1;
+    }
+    auto move = [&](const std::string& from, const std::string& to) -> Status {
+        if (fs::exists(from) && ::rename(from.c_str(), to.c_str()) != 0)
+            return makeError("cannot set the event journal aside: " + errnoText(), from);
+        return {};
+    };
+    for (int n = 1; fs::exists(rotatedPath(n)); ++n)
+        if (auto st = move(rotatedPath(n), aside + "." + std::to_string(n)); !st)
+            return st.error();
+    if (auto st = move(currentPath(), aside); !st)
+        return st.error();
+    last_seq_ = 0;
+    size_ = 0;
+    first_time_.reset();
+    if (auto st = openCurrent(); !st)
+        return st.error();
+    return aside;
+}
+
+Result<Event> EventJournal::writeLocked(Event e) {
     if (fd_ < 0) {
         if (auto st = openCurrent(); !st)
             return st.error();
     }
-    if (e.time == 0)
-        e.time = clock_.nowMs();
-    e.seq = last_seq_ + 1;
     std::string line = toLine(e) + "\n";
     const Millis now = clock_.nowMs();
     if (size_ > 0 && (size_ + line.size() > options_.max_bytes ||

@@ -62,6 +62,14 @@ public:
     // Assigns the next seq (and the time, when 0), writes the line, and returns the event
     // as written. Thread-safe.
     Result<Event> append(Event e);
+    // Writes an event numbered elsewhere (a zone's journal in etcd, docs/ha.md "The shared
+    // journal"): refused unless its seq is after the last one here and it has a time. A
+    // seq may skip some (events this copy never had).
+    Result<Event> appendNumbered(Event e);
+    // Renames events.jsonl (and events.jsonl.N) to events-TAG.jsonl (.N) and starts an empty
+    // journal (last seq 0): a copy whose seqs another journal has given to other events.
+    // Returns the new name of the current file.
+    Result<std::string> setAside(const std::string& tag);
     Result<ReplayResult> replay(const ReplayQuery& q) const;
     std::uint64_t lastSeq() const;
     // Problems found while reading (torn or garbage lines), for the daemon to log.
@@ -74,6 +82,7 @@ private:
     EventJournal(std::string dir, JournalOptions options, const Clock& clock);
     Status openCurrent();
     Status rotate();
+    Result<Event> writeLocked(Event e); // e's seq and time are set; mutex_ held
     void warn(std::string w) const;
 
     std::string dir_;

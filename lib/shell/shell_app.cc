@@ -248,16 +248,23 @@ int Shell::follow(const cli::Invocation& inv) {
         else
             std::cout << events::formatHuman(e) << std::endl;
     };
-    // Replays from the journal after `last` (or per the first query) until caught up.
+    // Replays from the journal after `last` (or per the first query) until caught up. An
+    // error is printed once, not at every retry (a new leader that has not read the zone's
+    // journal yet answers `unavailable` for a while).
+    std::string lastError;
     auto replay = [&](json args) -> bool {
         for (;;) {
             auto r = call("events", args, 10'000);
             if (!r)
                 return false;
             if (!r->value("ok", false)) {
-                printError(*r, o_.json);
+                const std::string said = (*r).value("error", json::object()).dump();
+                if (said != lastError)
+                    printError(*r, o_.json);
+                lastError = said;
                 return false;
             }
+            lastError.clear();
             const json& res = (*r)["result"];
             for (const auto& j : res["events"]) {
                 auto e = events::fromJson(j);
@@ -316,8 +323,15 @@ int Shell::follow(const cli::Invocation& inv) {
         if (next->seq <= last)
             continue;               // already printed from the journal
         if (next->seq > last + 1) { // a gap: fetch it before this one
-            if (!resume())
+            if (!resume()) {
+                // Not now (cped unreachable, or not serving yet): keep this one for after
+                // the gap, which the loop fetches again before anything else.
                 haveHistory = false;
+                std::unique_lock lock(m);
+                live.push_front(std::move(*next));
+                cv.wait_for(lock, 200ms, [&] { return g_interrupted.load(); });
+                continue;
+            }
             if (next->seq <= last)
                 continue;
         }

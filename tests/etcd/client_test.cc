@@ -81,6 +81,22 @@ TEST_F(EtcdClient, PutGetDeletePrefix) {
     EXPECT_EQ(client_->range("/pcloud/u")->kvs.size(), 1u);
 }
 
+TEST_F(EtcdClient, RangeBetweenKeysWithALimitSaysWhetherThereIsMore) {
+    for (const char* k : {"/pcloud/r/1", "/pcloud/r/2", "/pcloud/r/3", "/pcloud/r/4"})
+        ASSERT_TRUE(client_->put(k, k).ok());
+    auto two = client_->rangeBetween("/pcloud/r/2", "/pcloud/r/4", 0);
+    ASSERT_TRUE(two.ok()) << two.error().message;
+    ASSERT_EQ(two->kvs.size(), 2u) << "the end is not included";
+    EXPECT_EQ(two->kvs[0].key, "/pcloud/r/2");
+    EXPECT_EQ(two->kvs[1].key, "/pcloud/r/3");
+    EXPECT_FALSE(two->more);
+    auto one = client_->rangeBetween("/pcloud/r/", "/pcloud/r0", 1);
+    ASSERT_TRUE(one.ok());
+    ASSERT_EQ(one->kvs.size(), 1u);
+    EXPECT_EQ(one->kvs[0].value, "/pcloud/r/1");
+    EXPECT_TRUE(one->more);
+}
+
 TEST_F(EtcdClient, TxnComparesCreateRevision) {
     Txn create;
     create.compare.push_back(Compare::createRevision("/pcloud/k", 0));

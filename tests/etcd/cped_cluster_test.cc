@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <csignal>
 #include <fcntl.h>
+#include <fstream>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -541,6 +542,80 @@ TEST_F(CpedCluster, AZoneRefusesToStartADeployableOnAHostLocalUri) {
     EXPECT_NE(r.out.find("qemu+tls://HOST/system"), std::string::npos) << r.out;
     EXPECT_FALSE(LockFile::holder(a.dir + "/dped-web.lock").value_or(0) > 0);
     EXPECT_EQ(etcdtest::tail(a.dir + "/desired.json", 10000).find("web"), std::string::npos);
+}
+
+// Every event a cped serves with `events`, oldest first.
+std::vector<nlohmann::json> servedEvents(const CpedProc& c) {
+    auto r = shell(c, "--json events --since 0 --limit 100000");
+    EXPECT_EQ(r.rc, 0) << r.out;
+    std::vector<nlohmann::json> out;
+    std::size_t at = 0;
+    while (at < r.out.size()) {
+        auto end = r.out.find('\n', at);
+        if (end == std::string::npos)
+            end = r.out.size();
+        auto j = nlohmann::json::parse(r.out.substr(at, end - at), nullptr, false);
+        if (j.is_object())
+            out.push_back(j);
+        at = end + 1;
+    }
+    return out;
+}
+
+// The seqs of c's own events.jsonl, in file order.
+std::vector<std::uint64_t> fileSeqs(const CpedProc& c) {
+    std::vector<std::uint64_t> out;
+    std::ifstream in(c.dir + "/events.jsonl");
+    for (std::string line; std::getline(in, line);)
+        if (auto j = nlohmann::json::parse(line, nullptr, false); j.is_object())
+            out.push_back(j.value("seq", std::uint64_t(0)));
+    return out;
+}
+
+// The shared journal (docs/ha.md "The shared journal"): each leader numbers its events after
+// the zone's last one, whoever journaled it, and has every earlier event in its own file.
+// Three terms on two nodes (a, b, a again): seqs 1, 2, 3 ... with no gap and no event twice,
+// the same in both files, and etcd's last seq is the last one served.
+TEST_F(CpedCluster, TheJournalGoesOnByOneAcrossLeaders) {
+    auto& a = cpeds_[0];
+    auto& b = cpeds_[1];
+    startCped(a, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms));
+    ASSERT_EQ(shell(a, "deployable_create web2 --uri test:///default").rc, 0);
+    const auto byA = servedEvents(a);
+    ASSERT_FALSE(byA.empty());
+    ASSERT_NO_FATAL_FAILURE(startFollowerOf(b, "a"));
+    stopCped(a, SIGTERM);
+    ASSERT_TRUE(waitFor([&] { return shell(b, "deployable_list").rc == 0; }, 10s, 50ms));
+    ASSERT_EQ(shell(b, "deployable_create web3 --uri test:///default").rc, 0);
+    ASSERT_NO_FATAL_FAILURE(startFollowerOf(a, "b"));
+    stopCped(b, SIGTERM);
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 10s, 50ms));
+    ASSERT_EQ(shell(a, "deployable_create web4 --uri test:///default").rc, 0);
+
+    const auto all = servedEvents(a);
+    ASSERT_GT(all.size(), byA.size());
+    std::vector<std::string> created;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        EXPECT_EQ(all[i].value("seq", std::uint64_t(0)), i + 1) << all[i].dump();
+        if (all[i].value("state", "") == "created")
+            created.push_back(all[i].value("deployable", ""));
+    }
+    EXPECT_EQ(created, (std::vector<std::string>{"web2", "web3", "web4"}));
+    for (std::size_t i = 0; i < byA.size(); ++i)
+        EXPECT_EQ(all[i], byA[i]) << "the first term's events, unchanged";
+    // b's file holds the zone's events up to its term's last; a's all of them, in order.
+    const auto seqsA = fileSeqs(a);
+    const auto seqsB = fileSeqs(b);
+    ASSERT_EQ(seqsA.size(), all.size());
+    for (std::size_t i = 0; i < seqsA.size(); ++i)
+        EXPECT_EQ(seqsA[i], i + 1);
+    ASSERT_GT(seqsB.size(), byA.size());
+    for (std::size_t i = 0; i < seqsB.size(); ++i)
+        EXPECT_EQ(seqsB[i], i + 1);
+    auto last = runCommand(etcd_.etcdctl() + " get --print-value-only /pcloud/journal/last");
+    ASSERT_EQ(last.rc, 0) << last.out;
+    EXPECT_EQ(std::stoull(last.out), all.size()) << last.out;
 }
 
 } // namespace

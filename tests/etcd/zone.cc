@@ -210,6 +210,14 @@ testsupport::CommandResult Zone::shell(const std::string& words, const std::stri
                       "/pcloud.conf --timeout 2 " + words + " 2>&1");
 }
 
+pid_t Zone::follow(const std::string& path) const {
+    return testsupport::spawnInNetns(
+        client_,
+        {PCLOUDSH_BIN, "--broker", "amqps://" + kFloatingIp + ":" + std::to_string(kHubPort),
+         "--config", hosts_[0].dir + "/pcloud.conf", "--json", "events", "--follow"},
+        path);
+}
+
 bool Zone::dpedAnswers() const {
     auto r = shell("deployable_status web");
     return r.rc == 0 && r.out.find("not answering") == std::string::npos;

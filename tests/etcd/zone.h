@@ -73,6 +73,10 @@ public:
     // pcloudsh in the client namespace, through the floating address (or `addr`).
     testsupport::CommandResult shell(const std::string& words,
                                      const std::string& addr = kFloatingIp) const;
+    // `pcloudsh --json events --follow` in the client namespace through the floating
+    // address, all along: its event lines (and any error it prints) appended to `path`.
+    // Stop it with SIGINT (it ends cleanly) and reap it.
+    pid_t follow(const std::string& path) const;
     // deployable_status web answered, with the dped's own state (the leader asked it).
     bool dpedAnswers() const;
     // The host whose cped leads, from its own cluster_status through the floating address;

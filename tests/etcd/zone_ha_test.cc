@@ -12,7 +12,12 @@
 //  - no lost acknowledged write: a second client creates deployables all along, and each
 //    one the zone acknowledged is in the model its leader serves afterwards;
 //  - the zone comes back: a new leader serves through the floating address, and the
-//    client's ARP entry names its MAC.
+//    client's ARP entry names its MAC;
+//  - one journal (docs/ha.md "The shared journal"): the leader's `events` has seqs 1, 2,
+//    3 ... with no gap, whichever hosts journaled them, and each acknowledged deployable's
+//    `created` event once; a `pcloudsh events --follow` that ran through the floating
+//    address all along printed every seq after its first one once, in order, up to the
+//    last acknowledged deployable's.
 // Needs root.
 #include "common/lock_file.h"
 #include "etcd/history.h"
@@ -25,6 +30,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sys/wait.h>
@@ -49,6 +55,7 @@ protected:
     }
     void TearDown() override {
         stopWatch();
+        stopFollow();
         if (HasFailure())
             for (int i = 0; i < kHosts; ++i)
                 std::printf("---- %s ----\n%s\n", zone_.host(i).name.c_str(),
@@ -59,6 +66,10 @@ protected:
     // another asks deployable_status through it all along, noting each answer's time.
     void startWatch() {
         watching_ = true;
+        // The follower connects once a leader serves (a first connect that fails ends it).
+        follow_path_ = zone_.host(0).dir + "/follow.out";
+        if (waitFor([&] { return zone_.leader() >= 0; }, 20s, 100ms))
+            follow_ = zone_.follow(follow_path_);
         sampler_ = std::thread([this] {
             while (watching_) {
                 int n = 0;
@@ -104,6 +115,79 @@ protected:
             client_loop_.join();
         if (writer_.joinable())
             writer_.join();
+    }
+    void stopFollow() {
+        if (follow_ <= 0)
+            return;
+        ::kill(follow_, SIGINT);
+        int ws = 0;
+        if (!waitFor([&] { return ::waitpid(follow_, &ws, WNOHANG) == follow_; }, 5s, 20ms)) {
+            ::kill(follow_, SIGKILL);
+            ::waitpid(follow_, &ws, 0);
+        }
+        follow_ = -1;
+    }
+    // The JSON objects among `text`'s lines (event lines; errors are not JSON).
+    static std::vector<nlohmann::json> jsonLines(const std::string& text) {
+        std::vector<nlohmann::json> out;
+        std::size_t at = 0;
+        while (at < text.size()) {
+            auto end = text.find('\n', at);
+            if (end == std::string::npos)
+                end = text.size();
+            auto j = nlohmann::json::parse(text.substr(at, end - at), nullptr, false);
+            if (j.is_object() && j.contains("seq"))
+                out.push_back(std::move(j));
+            at = end + 1;
+        }
+        return out;
+    }
+    static bool createdIn(const std::vector<nlohmann::json>& events, const std::string& name) {
+        for (const auto& e : events)
+            if (e.value("state", "") == "created" && e.value("deployable", "") == name)
+                return true;
+        return false;
+    }
+    // One journal across every leader of the case, and a follower that saw all of it.
+    void checkOneJournal() {
+        auto r = zone_.shell("--json events --since 0 --limit 1000000");
+        ASSERT_EQ(r.rc, 0) << r.out;
+        const auto all = jsonLines(r.out);
+        ASSERT_FALSE(all.empty());
+        std::map<std::string, int> created;
+        for (std::size_t i = 0; i < all.size(); ++i) {
+            EXPECT_EQ(all[i].value("seq", std::uint64_t(0)), i + 1) << all[i].dump();
+            if (all[i].value("state", "") == "created")
+                ++created[all[i].value("deployable", "")];
+        }
+        for (const auto& name : acked_)
+            EXPECT_EQ(created[name], 1) << "the created event of acknowledged " << name;
+        // The follower: its first replay starts near the end (the newest 10), then every
+        // seq once, in order, through every failover of the case.
+        ASSERT_GT(follow_, 0) << "no follower: no leader served when the case began";
+        if (!acked_.empty())
+            EXPECT_TRUE(waitFor(
+                [&] {
+                    return createdIn(jsonLines(etcdtest::tail(follow_path_, 8'000'000)),
+                                     acked_.back());
+                },
+                20s, 200ms))
+                << "the follower never printed " << acked_.back() << "'s created event:\n"
+                << etcdtest::tail(follow_path_, 3000);
+        stopFollow();
+        const auto followed = jsonLines(etcdtest::tail(follow_path_, 8'000'000));
+        ASSERT_FALSE(followed.empty()) << etcdtest::tail(follow_path_, 3000);
+        const std::uint64_t first = followed.front().value("seq", std::uint64_t(0));
+        for (std::size_t i = 0; i < followed.size(); ++i) {
+            const std::uint64_t seq = followed[i].value("seq", std::uint64_t(0));
+            EXPECT_EQ(seq, first + i) << "the follower's line " << i + 1;
+            if (seq >= 1 && seq <= all.size())
+                EXPECT_EQ(followed[i], all[seq - 1]) << "seq " << seq << " as the journal has it";
+        }
+        std::printf("[ measured ] journal: %zu events, seqs 1..%zu; the follower printed "
+                    "%zu of them (from seq %llu) through the case\n",
+                    all.size(), all.size(), followed.size(),
+                    static_cast<unsigned long long>(first));
     }
     // The deployables in the model the zone serves now, from the leader's deployable_list.
     std::set<std::string> servedDeployables() {
@@ -157,6 +241,7 @@ protected:
         std::printf("[ measured ] model: %zu deployables created and acknowledged during the "
                     "case, %zu lost\n",
                     acked_.size(), lost);
+        checkOneJournal();
     }
     int awaitLeader(std::chrono::milliseconds within) {
         int l = -1;
@@ -215,6 +300,8 @@ protected:
     std::vector<std::string> doubles_;
     std::vector<std::int64_t> answered_, unanswered_;
     std::vector<std::string> acked_; // deployables whose creation the zone acknowledged
+    pid_t follow_ = -1;              // pcloudsh events --follow (Zone::follow)
+    std::string follow_path_;
 };
 
 TEST_F(ZoneHa, KillMinusNineOfTheLeaderMovesTheZoneToAnother) {

@@ -195,3 +195,66 @@ TEST(Journal, ReplayFilters) {
     EXPECT_EQ(seqs(*tail), (std::vector<std::uint64_t>{8, 9, 10}));
     EXPECT_EQ(tail->last_seq, 10u);
 }
+
+// A zone's events are numbered by its journal in etcd; this node's copy takes them as they
+// are: after its last seq (gaps allowed: events it never had), never before, never untimed.
+TEST(Journal, AnEventNumberedElsewhereGoesAfterTheLastAndKeepsItsSeqAndTime) {
+    ManualClock clock;
+    auto dir = tempDir();
+    auto j = openOk(dir, clock);
+    ASSERT_TRUE(j->append(ev("web")).ok());
+    Event e = ev("web", "failed");
+    e.seq = 5;
+    e.time = 1'700'000'123'456;
+    auto w = j->appendNumbered(e);
+    ASSERT_TRUE(w.ok()) << w.error().describe();
+    EXPECT_EQ(*w, e);
+    EXPECT_EQ(j->lastSeq(), 5u);
+    auto again = j->appendNumbered(e);
+    ASSERT_FALSE(again.ok());
+    EXPECT_EQ(again.error().describe(),
+              dir + "/events.jsonl: event seq 5 is not after the journal's last (5)");
+    e.seq = 6;
+    e.time = 0;
+    auto untimed = j->appendNumbered(e);
+    ASSERT_FALSE(untimed.ok());
+    EXPECT_EQ(untimed.error().message, "event seq 6 has no time");
+    EXPECT_EQ(seqs(*j->replay({})), (std::vector<std::uint64_t>{1, 5}));
+    // The next local append goes on after the numbered one, and a reopen finds it.
+    EXPECT_EQ(j->append(ev("web"))->seq, 6u);
+    j.reset();
+    EXPECT_EQ(openOk(dir, clock)->lastSeq(), 6u);
+}
+
+// A copy whose seqs the zone gave to other events is renamed, whole, and an empty journal
+// starts: nothing of it is lost, nothing of it is served as the zone's.
+TEST(Journal, SetAsideRenamesEveryFileAndStartsEmpty) {
+    ManualClock clock;
+    auto dir = tempDir();
+    JournalOptions o;
+    o.max_bytes = 300; // a few rotated files
+    auto j = openOk(dir, clock, o);
+    for (int i = 0; i < 8; ++i)
+        ASSERT_TRUE(j->append(ev("web")).ok());
+    ASSERT_TRUE(fs::exists(j->rotatedPath(1)));
+    auto aside = j->setAside("diverged-42");
+    ASSERT_TRUE(aside.ok()) << aside.error().describe();
+    EXPECT_EQ(*aside, dir + "/events-diverged-42.jsonl");
+    EXPECT_TRUE(fs::exists(dir + "/events-diverged-42.jsonl.1"));
+    EXPECT_FALSE(fs::exists(j->rotatedPath(1)));
+    EXPECT_EQ(j->lastSeq(), 0u);
+    EXPECT_TRUE(j->replay({})->events.empty());
+    EXPECT_EQ(j->append(ev("web"))->seq, 1u);
+    std::size_t lines = 0;
+    for (int n = 0; n == 0 || fs::exists(*aside + "." + std::to_string(n)); ++n) {
+        std::ifstream in(n == 0 ? *aside : *aside + "." + std::to_string(n));
+        for (std::string l; std::getline(in, l);)
+            ++lines;
+    }
+    EXPECT_EQ(lines, 8u) << "every event set aside is kept";
+    auto twice = j->setAside("diverged-42");
+    ASSERT_FALSE(twice.ok());
+    EXPECT_NE(twice.error().message.find("events-diverged-42.jsonl exists"), std::string::npos)
+        << twice.error().message;
+    EXPECT_FALSE(j->setAside("../x").ok());
+}
