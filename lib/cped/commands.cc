@@ -801,7 +801,21 @@ json Handler::clusterStatus() {
     for (const auto& m : v.members)
         if (h.leader != 0 && m.id == h.leader)
             etcdLeader = m.label();
+    // The zone's journal and this node's copy of it (docs/ha.md "The shared journal").
+    json journal = json::object();
+    if (ctx_.journal)
+        journal["copy_last"] = ctx_.journal->lastSeq();
+    if (ZoneJournalStore* zj = ctx_.coordinator->journal()) {
+        auto head = zj->head();
+        if (!head)
+            journal["error"] = head.error().message;
+        else if (*head) {
+            journal["zone_last"] = (*head)->last;
+            journal["etcd_oldest"] = (*head)->first;
+        }
+    }
     return {{"mode", "etcd"},
+            {"journal", journal},
             {"etcd", true},
             {"endpoints", z->endpoints()},
             {"leader", leader},

@@ -773,6 +773,19 @@ std::string formatClusterStatus(const json& r, bool /*colour*/) {
         << "; quorum: " << str(q, "healthy") << " of " << str(q, "voters")
         << " voting members healthy, " << str(q, "needed") << " needed"
         << (q.value("ok", false) ? "" : " (NO QUORUM)") << "\n";
+    if (const json& j = r.value("journal", json::object()); !j.empty()) {
+        out << "journal: ";
+        if (j.contains("error"))
+            out << "cannot read the zone's: " << str(j, "error");
+        else if (!j.contains("zone_last"))
+            out << "none in etcd yet";
+        else if (j.value("etcd_oldest", 0ull) > j.value("zone_last", 0ull))
+            out << "zone's last seq " << str(j, "zone_last") << " (etcd holds no event yet)";
+        else
+            out << "zone's last seq " << str(j, "zone_last") << " (etcd keeps "
+                << str(j, "etcd_oldest") << ".." << str(j, "zone_last") << ")";
+        out << "; this node's copy: last seq " << str(j, "copy_last", "-") << "\n";
+    }
     std::vector<std::vector<std::string>> rows;
     std::vector<std::string> problems;
     for (const auto& m : r.value("members", json::array())) {

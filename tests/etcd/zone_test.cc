@@ -151,6 +151,7 @@ protected:
 };
 
 TEST_F(Zone, StatusListsThreeHealthyMembersTheEtcdLeaderAndThePcloudLeader) {
+    ASSERT_EQ(shell("deployable_create web --uri test:///default").rc, 0); // an event
     auto r = shell("cluster_status");
     ASSERT_EQ(r.rc, 0) << r.out;
     std::printf("%s", r.out.c_str()); // what an operator reads (docs/ha.md shows one)
@@ -176,6 +177,17 @@ TEST_F(Zone, StatusListsThreeHealthyMembersTheEtcdLeaderAndThePcloudLeader) {
     }
     EXPECT_EQ(leaders, 1) << st.dump();
     EXPECT_EQ(st.value("etcd_leader", ""), etcd_.member(etcd_.leaderIndex()).name) << st.dump();
+    // The zone's journal and this node's copy: the same last seq; etcd holds all of it.
+    const auto& j = st["journal"];
+    const auto last = j.value("zone_last", std::uint64_t(0));
+    EXPECT_GT(last, 0u) << st.dump();
+    EXPECT_EQ(j.value("copy_last", std::uint64_t(0)), last) << st.dump();
+    EXPECT_EQ(j.value("etcd_oldest", std::uint64_t(0)), 1u) << st.dump();
+    const std::string n = std::to_string(last);
+    EXPECT_NE(r.out.find("journal: zone's last seq " + n + " (etcd keeps 1.." + n +
+                         "); this node's copy: last seq " + n),
+              std::string::npos)
+        << r.out;
 }
 
 TEST_F(Zone, AddAFourthMemberStartItWithThePrintedLineAndSeeItJoin) {
