@@ -18,6 +18,7 @@
 #include "cped/zone_model.h"
 #include "envelope/envelope.h"
 #include "pki/pki.h"
+#include "policy/policy_json.h"
 #include "policy/zone.h"
 #include "store/store.h"
 #include "store/templates.h"
@@ -298,6 +299,14 @@ private:
     // model when it holds none. True once this term has the zone's model.
     Status publishZoneModel();
     bool takeZoneModel(std::int64_t epoch);
+    // The escalation states (docs/ha.md "Escalation states"), model_mutex_ held: each
+    // started deployable's STATE_DIR/escalation-D.json, which its dped saves, is the zone's
+    // too. publishEscalations, while this term has the zone's model, writes a changed file
+    // to /pcloud/escalation/D; takeEscalations, on a new term before any dped starts,
+    // writes the zone's into this host's file for each deployable whose dped does not run
+    // here (one that runs keeps what it has). True once this term has them.
+    void publishEscalations();
+    bool takeEscalations(std::int64_t epoch);
     // Holds the floating address while this node leads and drops it when it does not; returns
     // the ms until it wants to run again (-1 = no floating address).
     Millis reconcileFloatingIp();
@@ -361,6 +370,8 @@ private:
     std::int64_t journal_epoch_ = 0; // the term this node's journal is the zone's for
     std::string journal_error_;      // why it is not, when catchUpJournal failed
     std::mutex model_mutex_;
+    std::map<std::string, std::string> zone_escalations_; // model_mutex_: as written/taken
+    std::int64_t escalations_epoch_ = 0;                  // model_mutex_: the term that took them
     model::Model model_;
     DesiredState desired_;
     store::TemplateRegistry templates_;
@@ -1034,6 +1045,90 @@ Status Cped::publishZoneModel() {
     return Status::success();
 }
 
+namespace {
+
+// An escalation state as dped reads it back; the error names `where`.
+Status checkEscalationText(const std::string& text, const std::string& where) {
+    auto j = json::parse(text, nullptr, false);
+    if (j.is_discarded())
+        return makeError(where + ": not JSON");
+    if (auto st = policy::escalationStateFromJson(j, where); !st)
+        return st.error();
+    return Status::success();
+}
+
+std::string escalationKey(const std::string& deployable) {
+    return "escalation/" + deployable;
+}
+
+} // namespace
+
+void Cped::publishEscalations() {
+    for (const auto& d : desired_.startedSet()) {
+        const std::string path = store::escalationStatePath(o_.state_dir, d);
+        if (!fs::exists(path))
+            continue;
+        auto text = fs::readFile(path);
+        if (!text)
+            continue; // dped replaces it atomically: read it on the next pass
+        auto it = zone_escalations_.find(d);
+        if (it != zone_escalations_.end() && it->second == *text)
+            continue;
+        if (auto st = checkEscalationText(*text, path); !st) {
+            PCLOUD_LOG(Warning, "Not sharing an unreadable escalation state",
+                       {{"deployable", d}, {"error", st.error().describe()}});
+            zone_escalations_[d] = *text; // said once per content
+            continue;
+        }
+        if (auto st = coordinator_->put(escalationKey(d), *text); !st) {
+            PCLOUD_LOG(Info, "Cannot write an escalation state to the zone's etcd; next pass",
+                       {{"deployable", d}, {"error", st.error().message}});
+            continue;
+        }
+        zone_escalations_[d] = std::move(*text);
+    }
+}
+
+bool Cped::takeEscalations(std::int64_t epoch) {
+    for (const auto& d : desired_.startedSet()) {
+        if (supervisor_->info(d).value("running", false))
+            continue;
+        auto got = coordinator_->get(escalationKey(d));
+        if (!got) {
+            zone_model_error_ =
+                "cannot read the escalation state of '" + d + "' from etcd: " + got.error().message;
+            PCLOUD_LOG(Warning, "Cannot read the zone's escalation state; starting no dped yet",
+                       {{"deployable", d}, {"error", got.error().message}});
+            return false;
+        }
+        if (!*got)
+            continue;
+        const std::string where = "etcd /pcloud/" + escalationKey(d);
+        if (auto st = checkEscalationText(**got, where); !st) {
+            // Never blocks the zone: dped starts from this host's file, as without a zone.
+            PCLOUD_LOG(Error, "The zone's escalation state is unreadable; not taken",
+                       {{"deployable", d}, {"error", st.error().describe()}});
+            continue;
+        }
+        const std::string path = store::escalationStatePath(o_.state_dir, d);
+        auto mine = fs::exists(path) ? fs::readFile(path) : Result<std::string>(std::string());
+        if (!mine || *mine != **got) {
+            if (auto st = fs::writeAtomic(path, **got, {}, 0600); !st) {
+                zone_model_error_ = "cannot save the zone's escalation state of '" + d +
+                                    "' here: " + st.error().describe();
+                PCLOUD_LOG(Error, "Cannot save the zone's escalation state",
+                           {{"deployable", d}, {"error", st.error().describe()}});
+                return false;
+            }
+            PCLOUD_LOG(Notice, "Took the zone's escalation state from etcd",
+                       {{"deployable", d}, {"file", path}});
+        }
+        zone_escalations_[d] = **got;
+    }
+    escalations_epoch_ = epoch;
+    return true;
+}
+
 bool Cped::catchUpJournal(std::int64_t epoch) {
     ZoneJournalStore* zone = coordinator_->journal();
     if (!zone || journal_epoch_ == epoch)
@@ -1468,9 +1563,11 @@ int Cped::run() {
                 const LeadershipInfo li = coordinator_->leadership();
                 if (!li.leader) {
                     startPending = false;
-                } else if (model_epoch_.load() != li.epoch) {
+                } else {
                     std::lock_guard lock(model_mutex_);
-                    haveModel = takeZoneModel(li.epoch);
+                    if (model_epoch_.load() != li.epoch || escalations_epoch_ != li.epoch)
+                        haveModel = (model_epoch_.load() == li.epoch || takeZoneModel(li.epoch)) &&
+                                    takeEscalations(li.epoch);
                 }
             }
             if (startPending && haveModel) {
@@ -1479,6 +1576,12 @@ int Cped::run() {
             }
             if (coordinator_->zone())
                 fenceDpeds("This cped no longer leads; fencing off its dpeds");
+            if (coordinator_->zone()) {
+                const LeadershipInfo li = coordinator_->leadership();
+                std::lock_guard lock(model_mutex_);
+                if (li.leader && model_epoch_.load() == li.epoch && escalations_epoch_ == li.epoch)
+                    publishEscalations();
+            }
             Millis next = supervisor_->tick();
             raiseDpedEpochs();
             if (fip >= 0)

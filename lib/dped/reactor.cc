@@ -119,7 +119,7 @@ std::vector<referee::Member> desiredMembers(const model::Model& model,
 }
 
 std::string escalationPath(const std::string& stateDir, const std::string& deployable) {
-    return stateDir + "/escalation-" + deployable + ".json";
+    return store::escalationStatePath(stateDir, deployable);
 }
 
 Reactor::Reactor(ReactorConfig config, model::Model model, const Clock& clock,

@@ -25,6 +25,12 @@ inline constexpr const char* kAssembliesFile = "db_assemblies.xml";
 // a host exists. Read before db_assemblies.xml, whose host=/hosts= must name its hosts.
 inline constexpr const char* kHostsFile = "db_hosts.xml";
 
+// STATE_DIR/escalation-NAME.json: the escalation state (failure history, budgets) dped
+// saves for its deployable; in a zone cped shares it through etcd (docs/ha.md).
+inline std::string escalationStatePath(const std::string& stateDir, const std::string& deployable) {
+    return stateDir + "/escalation-" + deployable + ".json";
+}
+
 // Reads STATE_DIR/db_deployable.xml and STATE_DIR/db_assemblies.xml. A missing file reads
 // as empty (so does a missing STATE_DIR); an empty or unparsable file is an error. Harmless
 // oddities (unknown attributes, which would be dropped on the next save) are appended to

@@ -618,4 +618,44 @@ TEST_F(CpedCluster, TheJournalGoesOnByOneAcrossLeaders) {
     EXPECT_EQ(std::stoull(last.out), all.size()) << last.out;
 }
 
+// Escalation states (docs/ha.md "Escalation states"): the file a's dped saves for web goes to
+// etcd, and b, which never ran web, puts the zone's copy in its own state dir before it starts
+// its dped, which loads it: a failover keeps the failure history and the budgets spent.
+TEST_F(CpedCluster, TheNextLeadersDpedStartsWithTheZonesEscalationState) {
+    auto& a = cpeds_[0];
+    auto& b = cpeds_[1];
+    std::uint64_t epoch = 0;
+    pid_t dped = 0;
+    ASSERT_NO_FATAL_FAILURE(leadWithTheRealDped(a, epoch, dped));
+    const std::string file = a.dir + "/escalation-web.json"; // dped::escalationPath
+    std::string saved, shared;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            saved = etcdtest::tail(file, 1'000'000);
+            auto r = runCommand(etcd_.etcdctl() + " get --print-value-only /pcloud/escalation/web");
+            shared = r.out;
+            if (!shared.empty() && shared.back() == '\n')
+                shared.pop_back(); // etcdctl ends the value with a newline
+            return !saved.empty() && r.rc == 0 && shared == saved;
+        },
+        20s, 100ms))
+        << "file: " << saved << "\netcd: " << shared;
+    b.dped = DPED_BIN;
+    ASSERT_NO_FATAL_FAILURE(startFollowerOf(b, "a"));
+    EXPECT_FALSE(fs::exists(b.dir + "/escalation-web.json"));
+    stopCped(a, SIGTERM);
+    ASSERT_TRUE(waitFor([&] { return logHas(b, "Loaded escalation state"); }, 20s, 100ms))
+        << etcdtest::tail(b.dir + "/cped.log", 3000);
+    const std::string log = etcdtest::tail(b.dir + "/cped.log", 1'000'000);
+    const auto took = log.find("Took the zone's escalation state from etcd");
+    ASSERT_NE(took, std::string::npos) << log;
+    EXPECT_LT(took, log.find("Loaded escalation state")) << "taken before b's dped started";
+    auto nlohmannSaved = nlohmann::json::parse(shared, nullptr, false);
+    auto nlohmannTaken = nlohmann::json::parse(
+        etcdtest::tail(b.dir + "/escalation-web.json", 1'000'000), nullptr, false);
+    ASSERT_TRUE(nlohmannSaved.is_object());
+    ASSERT_TRUE(nlohmannTaken.is_object());
+    EXPECT_EQ(nlohmannTaken["deployable"], nlohmannSaved["deployable"]);
+}
+
 } // namespace
