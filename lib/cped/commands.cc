@@ -166,6 +166,14 @@ public:
     std::string optStr(const char* key, std::string dflt = {}) const {
         return has(key) ? str(key) : dflt;
     }
+    bool optBool(const char* key) const {
+        if (!has(key))
+            return false;
+        const auto& v = j_.at(key);
+        if (!v.is_boolean())
+            fail(code::InvalidArgument, std::string("argument \"") + key + "\" must be a boolean");
+        return v.get<bool>();
+    }
     std::string name(const char* key) const {
         std::string n = str(key);
         if (!model::isValidName(n))
@@ -450,6 +458,7 @@ private:
     json clusterStatus();
     json clusterAdd();
     json clusterRemove();
+    json clusterPromote();
     ZoneMembership& needZone(const char* command) {
         ZoneMembership* z = ctx_.coordinator ? ctx_.coordinator->zone() : nullptr;
         if (!z)
@@ -835,12 +844,13 @@ json Handler::clusterAdd() {
         fail(code::InvalidArgument, st.error().message);
     if (auto st = policy::checkPeerUrl(peer); !st)
         fail(code::InvalidArgument, st.error().message);
+    const bool learner = args_.optBool("learner");
     auto& z = needZone("cluster_add");
     const auto before = observeZone(z);
-    auto verdict = policy::checkAdd(before, name, peer);
+    auto verdict = policy::checkAdd(before, name, peer, learner);
     if (!verdict.allowed)
         fail(code::Conflict, "cluster_add " + name + ": refused: " + verdict.refusal);
-    auto added = z.add(peer);
+    auto added = z.add(peer, learner);
     if (!added)
         fail(code::Unavailable, added.error().message);
     const std::string id = policy::memberIdHex(added->member.id);
@@ -848,8 +858,10 @@ json Handler::clusterAdd() {
     const bool tls = z.tls();
     const std::string client = (tls ? "https://" : "http://") + urlHost(peer) + ":2379";
     emitZone(name, "member-added",
-             "etcd member added by operator (id " + id + ", peer URL " + peer +
-                 "); it joins once etcd starts there with --initial-cluster-state existing");
+             std::string(learner ? "etcd learner" : "etcd member") + " added by operator (id " +
+                 id + ", peer URL " + peer +
+                 "); it joins once etcd starts there with --initial-cluster-state existing" +
+                 (learner ? "; it votes once promoted (cluster_promote)" : ""));
     const std::string etcdCommand =
         "etcd --name " + name + " --data-dir /var/lib/etcd/" + name +
         " --initial-advertise-peer-urls " + peer + " --listen-peer-urls " + peer +
@@ -860,6 +872,7 @@ json Handler::clusterAdd() {
              : std::string());
     return {{"member", name},
             {"id", id},
+            {"learner", learner},
             {"peer_url", peer},
             {"initial_cluster", initial},
             {"initial_cluster_state", "existing"},
@@ -870,17 +883,25 @@ json Handler::clusterAdd() {
             {"warnings", verdict.warnings}};
 }
 
+// The member a cluster_remove or cluster_promote of `who` is allowed to change, or the
+// refusal (an unknown member: not-found, or invalid-argument for a bad name; else conflict).
+const policy::ZoneMember& allowedTarget(const std::string& command, const std::string& who,
+                                        const policy::ZoneView& before,
+                                        const policy::ZoneVerdict& verdict) {
+    if (verdict.target < 0)
+        fail(policy::checkMemberName(who) ? code::NotFound : code::InvalidArgument,
+             command + " " + who + ": refused: " + verdict.refusal);
+    if (!verdict.allowed)
+        fail(code::Conflict, command + " " + who + ": refused: " + verdict.refusal);
+    return before.members[static_cast<size_t>(verdict.target)];
+}
+
 json Handler::clusterRemove() {
     const std::string who = args_.str("name");
     auto& z = needZone("cluster_remove");
     const auto before = observeZone(z);
     auto verdict = policy::checkRemove(before, who);
-    if (verdict.target < 0)
-        fail(policy::checkMemberName(who) ? code::NotFound : code::InvalidArgument,
-             "cluster_remove " + who + ": refused: " + verdict.refusal);
-    if (!verdict.allowed)
-        fail(code::Conflict, "cluster_remove " + who + ": refused: " + verdict.refusal);
-    const auto& m = before.members[static_cast<size_t>(verdict.target)];
+    const auto& m = allowedTarget("cluster_remove", who, before, verdict);
     if (auto st = z.remove(m.id, m.label()); !st)
         fail(code::Unavailable, st.error().message);
     const std::string id = policy::memberIdHex(m.id);
@@ -889,6 +910,23 @@ json Handler::clusterRemove() {
     return {{"removed", m.label()},
             {"id", id},
             {"members_left", before.members.size() - 1},
+            {"warnings", verdict.warnings}};
+}
+
+json Handler::clusterPromote() {
+    const std::string who = args_.str("name");
+    auto& z = needZone("cluster_promote");
+    const auto before = observeZone(z);
+    auto verdict = policy::checkPromote(before, who);
+    const auto& m = allowedTarget("cluster_promote", who, before, verdict);
+    if (auto st = z.promote(m.id, m.label()); !st)
+        fail(code::Unavailable, st.error().message);
+    const std::string id = policy::memberIdHex(m.id);
+    emitZone(m.label(), "member-promoted",
+             "etcd learner promoted to a voting member by operator (id " + id + ")");
+    return {{"promoted", m.label()},
+            {"id", id},
+            {"voters", policy::zoneHealth(before).voters + 1},
             {"warnings", verdict.warnings}};
 }
 
@@ -1460,6 +1498,8 @@ json Handler::run() {
         return clusterAdd();
     if (c == "cluster_remove")
         return clusterRemove();
+    if (c == "cluster_promote")
+        return clusterPromote();
     fail(code::UnknownCommand, "unknown command '" + c + "'");
 }
 
@@ -1503,7 +1543,8 @@ const std::vector<std::string>& commandNames() {
                                       "deployable_spread",
                                       "cluster_status",
                                       "cluster_add",
-                                      "cluster_remove"};
+                                      "cluster_remove",
+                                      "cluster_promote"};
         std::sort(n.begin(), n.end());
         return n;
     }();

@@ -65,11 +65,14 @@ public:
         policy::ZoneMember member; // as etcd added it: id and peer URL, no name yet
         policy::ZoneView members;  // every member after the add (health not observed)
     };
-    // MemberAdd of a voting member. Errors are etcd's refusals in words ("etcd refused to
-    // add ...: unhealthy cluster (...)"); nothing was changed unless the error says it may be.
-    virtual Result<Added> add(const std::string& peer_url) = 0;
+    // MemberAdd of a voting member, or of a learner. Errors are etcd's refusals in words
+    // ("etcd refused to add ...: unhealthy cluster (...)"); nothing was changed unless the
+    // error says it may be.
+    virtual Result<Added> add(const std::string& peer_url, bool learner = false) = 0;
     // MemberRemove; errors as for add().
     virtual Status remove(std::uint64_t id, const std::string& label) = 0;
+    // MemberPromote of a learner to a voting member; errors as for add().
+    virtual Status promote(std::uint64_t id, const std::string& label) = 0;
     // The etcd endpoints this cped was given (etcd://h1:2379,...).
     virtual std::string endpoints() const = 0;
     // Whether they are TLS (etcds://, or https:// elements: etcd::parseEndpoints).

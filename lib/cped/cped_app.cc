@@ -1245,14 +1245,13 @@ bool Cped::takeZoneModel(std::int64_t epoch) {
         return false;
     }
     if (!(zm->model == model_ && zm->desired == desired_)) {
-        if (auto st = store::saveModel(o_.state_dir, zm->model); !st) {
-            zone_model_error_ = "cannot save it here: " + st.error().describe();
-            PCLOUD_LOG(Error, "Cannot save the zone's model", {{"error", st.error().describe()}});
-            return false;
-        }
-        if (auto st = zm->desired.save(o_.state_dir); !st) {
-            zone_model_error_ = "cannot save it here: " + st.error().describe();
-            PCLOUD_LOG(Error, "Cannot save the zone's model", {{"error", st.error().describe()}});
+        Status saved = store::saveModel(o_.state_dir, zm->model);
+        if (saved)
+            saved = zm->desired.save(o_.state_dir);
+        if (!saved) {
+            zone_model_error_ = "cannot save it here: " + saved.error().describe();
+            PCLOUD_LOG(Error, "Cannot save the zone's model",
+                       {{"error", saved.error().describe()}});
             return false;
         }
         model_ = std::move(zm->model);

@@ -105,8 +105,8 @@ public:
         return std::nullopt;
     }
 
-    Result<Added> add(const std::string& peer_url) override {
-        auto r = client_.memberAdd({peer_url});
+    Result<Added> add(const std::string& peer_url, bool learner) override {
+        auto r = client_.memberAdd({peer_url}, learner);
         if (!r) {
             auto has = [&](const etcd::MemberInfo& m) {
                 return std::find(m.peer_urls.begin(), m.peer_urls.end(), peer_url) !=
@@ -124,14 +124,33 @@ public:
                     }
                     return a;
                 }
-            return makeError(etcd::explainMemberError("add a member with peer URL " + peer_url,
-                                                      r.error().message));
+            return makeError(
+                etcd::explainMemberError(std::string(learner ? "add a learner" : "add a member") +
+                                             " with peer URL " + peer_url,
+                                         r.error().message));
         }
         Added a;
         a.member = toMember(r->added);
         for (const auto& m : r->members)
             a.members.members.push_back(toMember(m));
         return a;
+    }
+
+    Status promote(std::uint64_t id, const std::string& label) override {
+        auto r = client_.memberPromote(id);
+        if (!r) {
+            // A lost reply: the member list says whether it votes now.
+            if (!isRefusal(r.error().message) && listUntil([&](const etcd::MemberListResult& l) {
+                    return std::any_of(
+                        l.members.begin(), l.members.end(),
+                        [&](const etcd::MemberInfo& m) { return m.id == id && !m.learner; });
+                }))
+                return Status::success();
+            return makeError(etcd::explainMemberError("promote learner '" + label + "' (id " +
+                                                          policy::memberIdHex(id) + ")",
+                                                      r.error().message));
+        }
+        return Status::success();
     }
 
     Status remove(std::uint64_t id, const std::string& label) override {

@@ -94,6 +94,16 @@ std::string explainMemberError(const std::string& what, const std::string& error
                asked;
     if (said == "member not found")
         return "etcd refused to " + what + ": " + said + " (removed meanwhile?)" + asked;
+    if (said == "can only promote a learner member which is in sync with leader")
+        return "etcd refused to " + what + ": " + said +
+               " (the learner has not caught up with the leader's log yet); nothing was "
+               "changed, retry once cluster_status shows its lag near 0" +
+               asked;
+    if (said == "can only promote a learner member")
+        return "etcd refused to " + what + ": it is a voting member already" + asked;
+    if (said == "too many learner members in cluster")
+        return "etcd refused to " + what + ": " + said +
+               " (etcd 3.4 allows one learner: promote or remove it first)" + asked;
     if (said == "Peer URLs already exists")
         return "etcd refused to " + what + ": another member uses that peer URL already" + asked;
     if (!said.empty())
@@ -670,10 +680,12 @@ public:
         return out;
     }
 
-    Result<MemberAddResult> memberAdd(const std::vector<std::string>& peer_urls) override {
+    Result<MemberAddResult> memberAdd(const std::vector<std::string>& peer_urls,
+                                      bool learner) override {
         pb::MemberAddRequest req;
         for (const auto& u : peer_urls)
             req.add_peerurls(u);
+        req.set_islearner(learner);
         pb::MemberAddResponse resp;
         auto st = invoke(
             "MemberAdd",
@@ -684,6 +696,21 @@ public:
         if (!st)
             return st.error();
         return MemberAddResult{fromPb(resp.member()), fromPb(resp.members())};
+    }
+
+    Result<std::vector<MemberInfo>> memberPromote(std::uint64_t id) override {
+        pb::MemberPromoteRequest req;
+        req.set_id(id);
+        pb::MemberPromoteResponse resp;
+        auto st = invoke(
+            "MemberPromote",
+            [&](Endpoint& ep, grpc::ClientContext& ctx) {
+                return ep.cluster->MemberPromote(&ctx, req, &resp);
+            },
+            true, o_.member_timeout_ms, true);
+        if (!st)
+            return st.error();
+        return fromPb(resp.members());
     }
 
     Result<std::vector<MemberInfo>> memberRemove(std::uint64_t id) override {

@@ -248,10 +248,13 @@ public:
                                                        std::int64_t start_revision,
                                                        StreamNotify notify = {}) = 0;
 
-    // Cluster.MemberList, MemberAdd (a voting member with these peer URLs), MemberRemove.
+    // Cluster.MemberList, MemberAdd (a voting member with these peer URLs, or a learner:
+    // it replicates the log but does not vote until MemberPromote), MemberRemove.
     virtual Result<MemberListResult> memberList() = 0;
-    virtual Result<MemberAddResult> memberAdd(const std::vector<std::string>& peer_urls) = 0;
+    virtual Result<MemberAddResult> memberAdd(const std::vector<std::string>& peer_urls,
+                                              bool learner = false) = 0;
     virtual Result<std::vector<MemberInfo>> memberRemove(std::uint64_t id) = 0;
+    virtual Result<std::vector<MemberInfo>> memberPromote(std::uint64_t id) = 0;
     // Maintenance.Status asked of one member at `endpoint` ("host:port" or a client URL
     // "http://host:port"), which need not be one of the client's endpoints; one attempt
     // within the call timeout.

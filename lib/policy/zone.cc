@@ -180,7 +180,8 @@ void warnEven(ZoneVerdict& v, int voters) {
 
 } // namespace
 
-ZoneVerdict checkAdd(const ZoneView& view, const std::string& name, const std::string& peer_url) {
+ZoneVerdict checkAdd(const ZoneView& view, const std::string& name, const std::string& peer_url,
+                     bool learner) {
     ZoneVerdict v;
     if (auto st = checkMemberName(name); !st) {
         v.refusal = st.error().message;
@@ -222,6 +223,18 @@ ZoneVerdict checkAdd(const ZoneView& view, const std::string& name, const std::s
         v.refusal = leaderGone(view, h);
         return v;
     }
+    if (learner) {
+        // A learner does not vote: the quorum stays the voters' (etcd allows one learner).
+        for (const auto& m : view.members)
+            if (m.learner) {
+                v.refusal = "member " + m.label() +
+                            " is a learner already; etcd 3.4 allows one: cluster_promote or "
+                            "cluster_remove it first";
+                return v;
+            }
+        v.allowed = true;
+        return v;
+    }
     const int grown = h.voters + 1;
     if (h.voters == 1 && h.healthy_voters == 1) {
         v.warnings.push_back("a zone of one member grows to two: it has no quorum until '" + name +
@@ -240,8 +253,22 @@ ZoneVerdict checkAdd(const ZoneView& view, const std::string& name, const std::s
     return v;
 }
 
-ZoneVerdict checkRemove(const ZoneView& view, const std::string& who) {
-    ZoneVerdict v;
+namespace {
+
+// Why no change to member `m` (`verb` it) can be made now: no quorum, or a raft leader that
+// is gone; "" when one can.
+std::string noChangeNow(const ZoneView& view, const ZoneHealth& h, const char* verb,
+                        const ZoneMember& m) {
+    if (!h.has_quorum)
+        return std::string("refusing to ") + verb + " '" + m.label() + "': " + noQuorumNow(view, h);
+    if (h.leader_gone)
+        return std::string("refusing to ") + verb + " '" + m.label() +
+               "' now: " + leaderGone(view, h);
+    return "";
+}
+
+// The index of the member `who` names (checkRemove's rules), or -1 with the refusal set.
+int findMember(const ZoneView& view, const std::string& who, ZoneVerdict& v) {
     int target = -1;
     for (size_t i = 0; i < view.members.size() && target < 0; ++i)
         if (!who.empty() && view.members[i].name == who)
@@ -256,7 +283,7 @@ ZoneVerdict checkRemove(const ZoneView& view, const std::string& who) {
     if (target < 0) {
         if (auto st = checkMemberName(who); !st) {
             v.refusal = st.error().message;
-            return v;
+            return -1;
         }
         std::vector<std::string> labels;
         for (const auto& m : view.members)
@@ -268,19 +295,28 @@ ZoneVerdict checkRemove(const ZoneView& view, const std::string& who) {
         v.refusal = "no member named '" + who +
                     "' in the zone (members: " + (names.empty() ? "none" : names) +
                     "); a member that has not started yet has no name: give its id or peer URL";
-        return v;
+        return -1;
     }
-    v.target = target;
-    const auto& m = view.members[static_cast<size_t>(target)];
+    return target;
+}
+
+// The member `who` names, noted in v.target; null with the refusal set when there is none.
+const ZoneMember* targetOf(const ZoneView& view, const std::string& who, ZoneVerdict& v) {
+    v.target = findMember(view, who, v);
+    return v.target < 0 ? nullptr : &view.members[static_cast<size_t>(v.target)];
+}
+
+} // namespace
+
+ZoneVerdict checkRemove(const ZoneView& view, const std::string& who) {
+    ZoneVerdict v;
+    const ZoneMember* target = targetOf(view, who, v);
+    if (!target)
+        return v;
+    const auto& m = *target;
     const auto h = zoneHealth(view);
-    if (!h.has_quorum) {
-        v.refusal = "refusing to remove '" + m.label() + "': " + noQuorumNow(view, h);
+    if (v.refusal = noChangeNow(view, h, "remove", m); !v.refusal.empty())
         return v;
-    }
-    if (h.leader_gone) {
-        v.refusal = "refusing to remove '" + m.label() + "' now: " + leaderGone(view, h);
-        return v;
-    }
     if (m.learner) {
         v.allowed = true;
         return v;
@@ -295,12 +331,53 @@ ZoneVerdict checkRemove(const ZoneView& view, const std::string& who) {
     if (healthyLeft < quorumOf(left)) {
         v.refusal = "refusing to remove '" + m.label() + "': the " + std::to_string(left) +
                     " voting members left would have " + std::to_string(healthyLeft) +
-                    " healthy (" + healthyNames(view, target) + "), fewer than their quorum of " +
-                    std::to_string(quorumOf(left)) + " (not healthy: " + notHealthy(view, target) +
+                    " healthy (" + healthyNames(view, v.target) + "), fewer than their quorum of " +
+                    std::to_string(quorumOf(left)) +
+                    " (not healthy: " + notHealthy(view, v.target) +
                     "); bring the members that are down back, or remove one of them first";
         return v;
     }
     warnEven(v, left);
+    v.allowed = true;
+    return v;
+}
+
+ZoneVerdict checkPromote(const ZoneView& view, const std::string& who) {
+    ZoneVerdict v;
+    const ZoneMember* target = targetOf(view, who, v);
+    if (!target)
+        return v;
+    const auto& m = *target;
+    if (!m.learner) {
+        v.refusal = "'" + m.label() + "' is a voting member already";
+        return v;
+    }
+    if (!m.started()) {
+        v.refusal = "learner " + m.label() +
+                    " has not started yet: start etcd there (the line cluster_add printed) and "
+                    "wait until cluster_status shows it healthy";
+        return v;
+    }
+    if (!m.healthy()) {
+        v.refusal = "learner '" + m.label() + "' is not healthy (" + m.unhealthyReason() +
+                    "); promote it once it is";
+        return v;
+    }
+    const auto h = zoneHealth(view);
+    if (v.refusal = noChangeNow(view, h, "promote", m); !v.refusal.empty())
+        return v;
+    // With a quorum now and the learner healthy this always holds; kept so that the rule
+    // stays right if the ones above change.
+    const int grown = h.voters + 1;
+    if (h.healthy_voters + 1 < quorumOf(grown)) {
+        v.refusal = "promoting '" + m.label() + "' makes " + std::to_string(grown) +
+                    " voting members, whose quorum is " + std::to_string(quorumOf(grown)) +
+                    ", but only " + std::to_string(h.healthy_voters + 1) +
+                    " of them are healthy (not healthy: " + notHealthy(view) +
+                    "). Bring the members that are down back first";
+        return v;
+    }
+    warnEven(v, grown);
     v.allowed = true;
     return v;
 }

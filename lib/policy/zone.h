@@ -16,6 +16,9 @@
 //   quorum of the grown cluster (a one-member zone may grow to two: etcd's exception, with
 //   a warning, since it has no quorum until the new member starts).
 // - Even voting counts are warned about: 4 members tolerate one failure, like 3.
+// - A learner (added with --learner) does not vote: adding one needs only the quorum now,
+//   and etcd 3.4 takes one at a time; promoting it needs it healthy and the grown voting
+//   set to keep a healthy quorum.
 
 #include "common/result.h"
 
@@ -94,10 +97,17 @@ struct ZoneVerdict {
     int target = -1;                   // checkRemove: the index of the member to remove
 };
 
-ZoneVerdict checkAdd(const ZoneView& view, const std::string& name, const std::string& peer_url);
+// `learner`: a member that replicates the log without voting (etcd 3.4 allows one), so the
+// voters' quorum is all that matters; cluster_promote makes it vote (checkPromote).
+ZoneVerdict checkAdd(const ZoneView& view, const std::string& name, const std::string& peer_url,
+                     bool learner = false);
 // `who` is a member's name, its id in hex, or (for a member that has not started and so has
 // no name) one of its peer URLs.
 ZoneVerdict checkRemove(const ZoneView& view, const std::string& who);
+// A learner becomes a voting member: it must have started and be healthy, and the grown
+// voting set must have a quorum of healthy members (the learner counts). etcd itself also
+// wants its log in sync with the leader's, and says so when it is not.
+ZoneVerdict checkPromote(const ZoneView& view, const std::string& who);
 
 // Whether a zone's leader may run a dped for a deployable on libvirt URI `uri`: "" when it
 // may, else why not. Leadership moves between hosts, so a URI that names no host

@@ -149,12 +149,17 @@ const std::vector<CommandSpec>& commands() {
          "the zone: etcd members (health, raft index, lag), the leading cped and its epoch",
          {}},
         {"cluster_add",
-         "cluster_add NAME PEER_URL",
-         "add an etcd member to the zone (quorum checked first); prints how to start it",
+         "cluster_add NAME PEER_URL [--learner]",
+         "add an etcd member to the zone (quorum checked first); prints how to start it; a "
+         "--learner replicates without voting until cluster_promote",
          {K::Other, K::Other}},
         {"cluster_remove",
          "cluster_remove NAME",
          "remove an etcd member from the zone, refused when the rest would lose quorum",
+         {K::Other}},
+        {"cluster_promote",
+         "cluster_promote NAME",
+         "make a started, healthy learner a voting member of the zone",
          {K::Other}},
         {"help", "help [COMMAND]", "list commands, or show one command's usage", {K::None}},
     };
@@ -299,7 +304,7 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
                         {"--uri", "--monitor", "--domain-xml", "--image", "--address", "--outcome",
                          "--since", "--deployable", "--limit", "--spread", "--memory", "--vcpus",
                          "--network", "--host", "--hosts", "--node", "--fence", "--capacity"},
-                        {"--follow", "-f"}, usage);
+                        {"--follow", "-f", "--learner"}, usage);
     if (!parsed)
         return parsed.error();
     Words& w = *parsed;
@@ -483,7 +488,9 @@ Result<Invocation> parse(const std::vector<std::string>& words) {
             return st.error();
         a["name"] = p[0];
         a["peer_url"] = p[1];
-    } else if (name == "cluster_remove") {
+        if (w.opts.count("--learner"))
+            a["learner"] = true;
+    } else if (name == "cluster_remove" || name == "cluster_promote") {
         if (auto st = need(1); !st)
             return st.error();
         a["name"] = p[0];
@@ -956,16 +963,24 @@ std::string format(const std::string& command, const json& r, bool colour) {
     }
     if (command == "cluster_status")
         return formatClusterStatus(r, colour);
-    if (command == "cluster_add" || command == "cluster_remove") {
+    if (command == "cluster_add" || command == "cluster_remove" || command == "cluster_promote") {
         std::ostringstream out;
-        if (command == "cluster_add") {
-            out << "ok: etcd member " << str(r, "member") << " added (id " << str(r, "id")
-                << ", peer URL " << str(r, "peer_url") << "); it is not started yet.\n"
+        if (command == "cluster_promote") {
+            out << "ok: etcd learner " << str(r, "promoted") << " (id " << str(r, "id")
+                << ") promoted; the zone has " << str(r, "voters") << " voting members.\n";
+        } else if (command == "cluster_add") {
+            const bool learner = r.value("learner", false);
+            out << "ok: etcd " << (learner ? "learner " : "member ") << str(r, "member")
+                << " added (id " << str(r, "id") << ", peer URL " << str(r, "peer_url")
+                << "); it is not started yet" << (learner ? " and does not vote" : "") << ".\n"
                 << "On its host, start etcd with (choose its client URL and data dir):\n  "
                 << str(r, "etcd_command") << "\n"
                 << "  (--initial-cluster " << str(r, "initial_cluster")
                 << " --initial-cluster-state existing are the parts that must be as shown)\n"
                 << "then cped there:\n  " << str(r, "cped_command") << " --state-dir DIR\n";
+            if (learner)
+                out << "Once cluster_status shows it healthy and its lag near 0: cluster_promote "
+                    << str(r, "member") << "\n";
         } else {
             out << "ok: etcd member " << str(r, "removed") << " (id " << str(r, "id")
                 << ") removed; " << str(r, "members_left")

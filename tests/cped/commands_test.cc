@@ -831,8 +831,8 @@ struct FakeZone : ZoneMembership {
     std::vector<std::string> calls;
     std::string refuse; // when set, add/remove fail with it
     Result<policy::ZoneView> observe() override { return view; }
-    Result<Added> add(const std::string& peer) override {
-        calls.push_back("add " + peer);
+    Result<Added> add(const std::string& peer, bool learner) override {
+        calls.push_back(std::string(learner ? "add-learner " : "add ") + peer);
         if (!refuse.empty())
             return makeError(refuse);
         Added a;
@@ -844,6 +844,12 @@ struct FakeZone : ZoneMembership {
     }
     Status remove(std::uint64_t id, const std::string& label) override {
         calls.push_back("remove " + policy::memberIdHex(id) + " " + label);
+        if (!refuse.empty())
+            return makeError(refuse);
+        return Status::success();
+    }
+    Status promote(std::uint64_t id, const std::string& label) override {
+        calls.push_back("promote " + policy::memberIdHex(id) + " " + label);
         if (!refuse.empty())
             return makeError(refuse);
         return Status::success();

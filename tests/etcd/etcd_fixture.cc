@@ -238,8 +238,14 @@ std::string EtcdCluster::startJoining(int i, const std::string& initialCluster) 
     m.initial_cluster = initialCluster;
     if (auto e = spawn(i); !e.empty())
         return e;
-    if (!testsupport::waitFor([&] { return healthy(i); }, std::chrono::seconds(20),
-                              std::chrono::milliseconds(100)))
+    // A learner serves no reads (endpoint health reads a key): it answers Status instead.
+    auto learnerAnswers = [&] {
+        auto r = testsupport::runCommand(etcdctl(i) +
+                                         " --command-timeout=1s endpoint status -w json 2>&1");
+        return r.rc == 0 && r.out.find("\"isLearner\":true") != std::string::npos;
+    };
+    if (!testsupport::waitFor([&] { return healthy(i) || learnerAnswers(); },
+                              std::chrono::seconds(20), std::chrono::milliseconds(100)))
         return "etcd member " + m.name + " did not become healthy within 20 s; its log ends:\n" +
                tail(m.log);
     return "";

@@ -64,7 +64,8 @@ public:
     int addMember();
     std::string peerUrl(int i) const;
     // Starts member i with --initial-cluster `initialCluster` --initial-cluster-state
-    // existing and waits until it answers; "" or what went wrong.
+    // existing and waits until it answers (healthy, or a learner answering Status); "" or
+    // what went wrong.
     std::string startJoining(int i, const std::string& initialCluster);
     // "etcd://127.0.0.1:P1,127.0.0.1:P2,..."
     std::string url() const;

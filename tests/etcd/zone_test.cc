@@ -230,6 +230,73 @@ TEST_F(Zone, AddAFourthMemberStartItWithThePrintedLineAndSeeItJoin) {
     EXPECT_NE(journal().find("\"state\":\"member-added\""), std::string::npos) << journal();
 }
 
+// A learner: added without voting (the quorum stays 2 of 3), started with the printed line,
+// then promoted once etcd has it in sync: the zone has 4 voting members, all healthy.
+TEST_F(Zone, ALearnerJoinsWithoutVotingAndVotesOncePromoted) {
+    const int i = etcd_.addMember();
+    const std::string peer = etcd_.peerUrl(i);
+    auto text = change("cluster_add m3 " + peer + " --learner");
+    ASSERT_EQ(text.rc, 0) << text.out;
+    EXPECT_NE(text.out.find("ok: etcd learner m3 added"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("does not vote"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("cluster_promote m3"), std::string::npos) << text.out;
+    EXPECT_EQ(text.out.find("even count"), std::string::npos) << "a learner does not vote";
+    // Unstarted, it has no name yet: its id, as the reply gave it.
+    const auto idAt = text.out.find("(id ");
+    ASSERT_NE(idAt, std::string::npos) << text.out;
+    auto early = shell("cluster_promote " + text.out.substr(idAt + 4, 16));
+    EXPECT_NE(early.rc, 0) << early.out;
+    EXPECT_NE(early.out.find("has not started yet"), std::string::npos) << early.out;
+
+    const std::string key = "--initial-cluster ";
+    auto at = text.out.find(key);
+    ASSERT_NE(at, std::string::npos) << text.out;
+    const std::string line =
+        text.out.substr(at + key.size(), text.out.find(' ', at + key.size()) - at - key.size());
+    ASSERT_EQ(etcd_.startJoining(i, line), "");
+    ASSERT_TRUE(waitFor(
+        [&] {
+            auto s = status();
+            const json* m = member(s, "m3");
+            return m && m->value("healthy", false) && m->value("learner", false);
+        },
+        20s, 200ms))
+        << status().dump();
+    EXPECT_NE(shell("cluster_status").out.find("3 of 3 voting members healthy, 2 needed"),
+              std::string::npos)
+        << shell("cluster_status").out;
+    // etcd promotes a learner only once its log is in sync with the leader's; until then it
+    // refuses, and the refusal says to retry.
+    CommandResult promoted;
+    ASSERT_TRUE(waitFor(
+        [&] {
+            promoted = change("cluster_promote m3");
+            return promoted.rc == 0 || promoted.out.find("in sync") == std::string::npos;
+        },
+        20s, 500ms));
+    ASSERT_EQ(promoted.rc, 0) << promoted.out;
+    EXPECT_NE(promoted.out.find("ok: etcd learner m3 (id "), std::string::npos) << promoted.out;
+    EXPECT_NE(promoted.out.find("the zone has 4 voting members"), std::string::npos)
+        << promoted.out;
+    EXPECT_NE(promoted.out.find("warning: the zone will have 4 voting members"), std::string::npos)
+        << promoted.out;
+    auto st = status();
+    const json* m = member(st, "m3");
+    ASSERT_NE(m, nullptr) << st.dump();
+    EXPECT_FALSE(m->value("learner", true)) << st.dump();
+    ASSERT_TRUE(waitFor(
+        [&] {
+            return shell("cluster_status").out.find("4 of 4 voting members healthy, 3 needed") !=
+                   std::string::npos;
+        },
+        10s, 200ms))
+        << shell("cluster_status").out;
+    EXPECT_NE(journal().find("\"state\":\"member-promoted\""), std::string::npos) << journal();
+    auto again = shell("cluster_promote m3");
+    EXPECT_NE(again.rc, 0);
+    EXPECT_NE(again.out.find("'m3' is a voting member already"), std::string::npos) << again.out;
+}
+
 // m0 is the first of cped's etcd endpoints, the one its client talks to: the member that
 // takes the removal is the one removed, and it leaves at once, closing the connection
 // under the reply. cped finds the change applied in the member list and says it was.

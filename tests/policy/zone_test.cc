@@ -61,6 +61,13 @@ std::string add(const std::vector<std::string>& z, const std::string& name,
 std::string remove(const std::vector<std::string>& z, const std::string& who) {
     return verdict(checkRemove(zone(z), who));
 }
+std::string addLearner(const std::vector<std::string>& z, const std::string& name,
+                       const std::string& url) {
+    return verdict(checkAdd(zone(z), name, url, true));
+}
+std::string promote(const std::vector<std::string>& z, const std::string& who) {
+    return verdict(checkPromote(zone(z), who));
+}
 
 } // namespace
 
@@ -158,6 +165,54 @@ TEST(Zone, AddingNeedsAQuorumOfTheGrownZoneAndOneUnstartedMemberAtATime) {
               "choose another name or cluster_remove it first");
     EXPECT_EQ(add({"m0 up", "m1 up", "m2 up"}, "m3", "http://127.0.0.1:2390"),
               "refused: member m1 already uses peer URL http://127.0.0.1:2390");
+}
+
+// A learner does not vote: adding one needs a quorum now but not of a grown zone (so a
+// zone with a member down can still take one), no even-count warning, one at a time.
+// Promoting it grows the voters: it must have started and be healthy, and the grown set
+// must keep a healthy quorum, the learner counted.
+TEST(Zone, ALearnerIsAddedWithoutGrowingTheQuorumAndPromotedOnlyWhenHealthy) {
+    EXPECT_EQ(addLearner({"m0 up", "m1 up", "m2 up"}, "l3", "http://127.0.0.1:2410"), "allowed");
+    EXPECT_EQ(addLearner({"m0 up", "m1 up", "m2 down"}, "l3", "http://127.0.0.1:2410"), "allowed");
+    EXPECT_EQ(addLearner({"m0 up", "m1 down", "m2 down"}, "l3", "http://127.0.0.1:2410")
+                  .rfind("refused: the zone has no quorum now: ", 0),
+              0u)
+        << addLearner({"m0 up", "m1 down", "m2 down"}, "l3", "http://127.0.0.1:2410");
+    EXPECT_EQ(
+        addLearner({"m0 up", "m1 up", "m2 up", "l3 learner up"}, "l4", "http://127.0.0.1:2420"),
+        "refused: member l3 is a learner already; etcd 3.4 allows one: cluster_promote or "
+        "cluster_remove it first");
+
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 up", "l3 learner up"}, "l3"),
+              "allowed\n  warning: the zone will have 4 voting members, an even count: it "
+              "tolerates 1 failure(s), as 3 would (quorum 3 of 4)");
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 up", "m3 up", "l4 learner up"}, "l4"), "allowed");
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 up"}, "m1"),
+              "refused: 'm1' is a voting member already");
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 up", "l3 learner unstarted"}, "0000000000000013"),
+              "refused: learner (unstarted 0000000000000013) has not started yet: start etcd "
+              "there (the line cluster_add printed) and wait until cluster_status shows it "
+              "healthy");
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 up", "l3 learner down"}, "l3"),
+              "refused: learner 'l3' is not healthy (etcd 127.0.0.1:2399: Status: UNAVAILABLE: "
+              "connection refused); promote it once it is");
+    // 2 of 3 healthy is a quorum of 3, and 3 of 4 is needed once l3 votes: 2 + l3 = 3. (With
+    // a quorum now and a healthy learner the grown set always keeps one; without a quorum
+    // nothing changes.)
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 down", "l3 learner up"}, "l3"),
+              "allowed\n  warning: the zone will have 4 voting members, an even count: it "
+              "tolerates 1 failure(s), as 3 would (quorum 3 of 4)");
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 down", "m3 down", "m4 up", "l5 learner up"}, "l5"),
+              "allowed\n  warning: the zone will have 6 voting members, an even count: it "
+              "tolerates 2 failure(s), as 5 would (quorum 4 of 6)");
+    EXPECT_EQ(promote({"m0 up", "m1 down", "m2 down", "m3 up", "m4 up", "l5 learner up"}, "l5"),
+              "allowed\n  warning: the zone will have 6 voting members, an even count: it "
+              "tolerates 2 failure(s), as 5 would (quorum 4 of 6)");
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 down", "m3 down", "l4 learner up"}, "l4")
+                  .rfind("refused: ", 0),
+              0u);
+    EXPECT_EQ(promote({"m0 up", "m1 up", "m2 up"}, "l9").rfind("refused: no member named 'l9'", 0),
+              0u);
 }
 
 TEST(Zone, UnknownNamesAndUnstartedMembers) {

@@ -269,9 +269,18 @@ TEST(Cli, ClusterCommands) {
     auto r = parse({"cluster_add", "m3", "http://10.0.0.4:2380"});
     ASSERT_TRUE(r.ok()) << r.error().message;
     EXPECT_EQ(r->args, (json{{"name", "m3"}, {"peer_url", "http://10.0.0.4:2380"}}));
+    r = parse({"cluster_add", "m3", "http://10.0.0.4:2380", "--learner"});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->args,
+              (json{{"name", "m3"}, {"peer_url", "http://10.0.0.4:2380"}, {"learner", true}}));
     r = parse({"cluster_remove", "m3"});
     ASSERT_TRUE(r.ok()) << r.error().message;
     EXPECT_EQ(r->args, (json{{"name", "m3"}}));
+    r = parse({"cluster_promote", "m3"});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->args, (json{{"name", "m3"}}));
+    EXPECT_FALSE(parse({"cluster_remove", "m3", "--learner"}).ok()) << "only cluster_add has it";
+    EXPECT_FALSE(parse({"cluster_promote"}).ok());
     EXPECT_FALSE(parse({"cluster_add", "m3"}).ok());
     EXPECT_FALSE(parse({"cluster_status", "x"}).ok());
 
