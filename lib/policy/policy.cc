@@ -567,23 +567,13 @@ struct AsmRun {
                                 e.causeId(a.name));
                 return Membership::Out;
             }
-            // libvirt refused this attempt's start, or its qemu died before it ran (pcloud-cts:
-            // "domain is no longer running" right after a destroy): the attempt has failed
-            // now, not at domain_start_deadline. A failure like any other: counted, and the
-            // next attempt follows the backoff, so a start that always fails ends in the
-            // outcome instead of a loop.
-            if (!at.seen_running && oa.start_failed_at && *oa.start_failed_at >= at.phase_since &&
-                domainDown(oa.domain)) {
-                assemblyFailure(std::string(restart ? "restart" : "start") +
-                                    " failed: libvirt refused to start the domain" +
-                                    (oa.start_error.empty() ? "" : ": " + oa.start_error),
-                                e.causeId(a.name));
-                return Membership::Out;
-            }
             // The host connection went down after this start was issued, so the start may
-            // never have reached libvirt or failed with the connection (pcloud-cts: a qemu
-            // killed as libvirtd restarts). Once the connection is back and the domain is still
-            // down, start it again under the same cause; that is no new failure.
+            // never have reached libvirt, or failed with the connection (pcloud-cts: a qemu
+            // killed as libvirtd restarts; seed 20261211: libvirtd restarted during the
+            // define+start, which failed with "client socket is closed"). Once the connection
+            // is back and the domain is still down, start it again under the same cause; that
+            // is no new failure. Checked before a refusal, which the lost connection explains;
+            // the next attempt starts a new phase, so one that libvirt refuses again counts.
             const auto& recovered = e.st.deployable.infra_recovered_at;
             if (!at.seen_running && domainDown(oa.domain) && recovered &&
                 *recovered > at.phase_since) {
@@ -597,6 +587,19 @@ struct AsmRun {
                 at.phase_since = e.now;
                 e.wakeAt(e.now + e.tun.domain_start_deadline + 1);
                 return waiting(Membership::Out);
+            }
+            // libvirt refused this attempt's start, or its qemu died before it ran (pcloud-cts:
+            // "domain is no longer running" right after a destroy): the attempt has failed
+            // now, not at domain_start_deadline. A failure like any other: counted, and the
+            // next attempt follows the backoff, so a start that always fails ends in the
+            // outcome instead of a loop.
+            if (!at.seen_running && oa.start_failed_at && *oa.start_failed_at >= at.phase_since &&
+                domainDown(oa.domain)) {
+                assemblyFailure(std::string(restart ? "restart" : "start") +
+                                    " failed: libvirt refused to start the domain" +
+                                    (oa.start_error.empty() ? "" : ": " + oa.start_error),
+                                e.causeId(a.name));
+                return Membership::Out;
             }
             Millis deadline = e.since(at.phase_since, oa) + e.tun.domain_start_deadline;
             if (e.now > deadline && !e.busBlind(oa)) {
