@@ -277,6 +277,9 @@ private:
     // lacks, setting a diverged copy aside, or seeding the zone's), once per term; false
     // with journal_error_ set when etcd could not be read or written.
     bool catchUpJournal(std::int64_t epoch);
+    // A stand-in in this node's copy for zone event `seq` that etcd does not hold in a form
+    // that reads (deployable "zone", state "unreadable", `why` as the reason).
+    Result<events::Event> appendStandIn(std::uint64_t seq, const std::string& why);
     std::optional<std::string> serveCommand(const bus::Message& m);
     void logRefusal(const RefusedCommand& r);
     // The answer to the submitting dped (nullopt: none, it sends the event again).
@@ -1129,6 +1132,16 @@ bool Cped::takeEscalations(std::int64_t epoch) {
     return true;
 }
 
+Result<events::Event> Cped::appendStandIn(std::uint64_t seq, const std::string& why) {
+    events::Event e;
+    e.seq = seq;
+    e.time = clock_.nowMs();
+    e.deployable = "zone";
+    e.state = "unreadable";
+    e.reason = why;
+    return journal_->appendNumbered(std::move(e));
+}
+
 bool Cped::catchUpJournal(std::int64_t epoch) {
     ZoneJournalStore* zone = coordinator_->journal();
     if (!zone || journal_epoch_ == epoch)
@@ -1150,7 +1163,9 @@ bool Cped::catchUpJournal(std::int64_t epoch) {
         events::ReplayQuery q;
         q.since_seq = local - 1;
         auto mine = journal_->replay(q);
-        if (mine && !mine->events.empty() && !theirs->empty())
+        // An unreadable event in etcd says nothing about this copy (it has a stand-in).
+        if (mine && !mine->events.empty() && !theirs->empty() &&
+            events::parseLine(theirs->front().second))
             sameLast = events::toLine(mine->events.back()) == theirs->front().second;
     }
     const JournalCatchUp plan = planJournalCatchUp(local, *head, sameLast);
@@ -1184,16 +1199,32 @@ bool Cped::catchUpJournal(std::int64_t epoch) {
             for (const auto& [seq, line] : *page) {
                 auto e = events::parseLine(line);
                 if (!e || e->seq != seq) {
+                    const std::string why =
+                        "etcd " + zoneJournalEventKey(seq) + " does not read as event " +
+                        std::to_string(seq) + ": " +
+                        (e ? "its seq is " + std::to_string(e->seq) : e.error().message);
                     PCLOUD_LOG(Error, "Skipped an unreadable event of the zone's journal",
-                               {{"key", zoneJournalEventKey(seq)},
-                                {"error",
-                                 e ? "its seq is " + std::to_string(e->seq) : e.error().message}});
+                               {{"error", why}});
+                    if (auto w = appendStandIn(seq, why); !w)
+                        return fail("cannot copy the zone's journal here: " + w.error().describe());
                     continue;
                 }
                 if (auto w = journal_->appendNumbered(std::move(*e)); !w)
                     return fail("cannot copy the zone's journal here: " + w.error().describe());
             }
             from = page->back().first + 1;
+        }
+        // The copy must end at the zone's last seq, or its next event would be refused as
+        // behind for ever: seqs etcd does not hold (trimmed, deleted, or before a seed)
+        // get one stand-in at the last.
+        if (journal_->lastSeq() < plan.to) {
+            const std::string why = "etcd holds no event after seq " +
+                                    std::to_string(journal_->lastSeq()) + " up to " +
+                                    std::to_string(plan.to) + " (the zone's last)";
+            PCLOUD_LOG(Warning, "The zone's journal lacks events this copy never had",
+                       {{"error", why}});
+            if (auto w = appendStandIn(plan.to, why); !w)
+                return fail("cannot copy the zone's journal here: " + w.error().describe());
         }
         break;
     }

@@ -171,6 +171,9 @@ std::string describe(const std::string& endpoint, const char* call, const grpc::
 
 struct Endpoint {
     std::string address;
+    // Steady-clock ms until which this member is tried after the others: it timed out or
+    // could not serve a call a moment ago (stopped, or without a raft leader).
+    std::atomic<std::int64_t> suspect_until_ms{0};
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<pb::KV::Stub> kv;
     std::unique_ptr<pb::Lease::Stub> lease;
@@ -809,6 +812,14 @@ private:
     Status invoke(const char* call, F&& fn, bool clusterAnswers = false, Millis timeoutMs = 0,
                   bool once = false) {
         std::size_t start = current_.load();
+        const std::int64_t now = steadyMs();
+        for (std::size_t k = 0; k < endpoints_.size(); ++k) {
+            const std::size_t i = (start + k) % endpoints_.size();
+            if (endpoints_[i]->suspect_until_ms.load() <= now) {
+                start = i;
+                break;
+            }
+        }
         std::string errors;
         for (std::size_t k = 0; k < endpoints_.size(); ++k) {
             std::size_t i = (start + k) % endpoints_.size();
@@ -819,6 +830,7 @@ private:
                 std::chrono::milliseconds(timeoutMs > 0 ? timeoutMs : o_.call_timeout_ms));
             grpc::Status st = fn(ep, ctx);
             if (st.ok()) {
+                ep.suspect_until_ms = 0;
                 current_ = i;
                 return Status::success();
             }
@@ -829,8 +841,10 @@ private:
                 // itself is wrong. The next call starts elsewhere after a timeout, or when
                 // the member could not serve it (no leader, stopped).
                 if (st.error_code() == grpc::DEADLINE_EXCEEDED ||
-                    memberCouldNotServe(st.error_message()))
+                    memberCouldNotServe(st.error_message())) {
+                    ep.suspect_until_ms = steadyMs() + kSuspectMs;
                     current_ = (i + 1) % endpoints_.size();
+                }
                 return makeError(msg);
             }
             PCLOUD_LOG(Info, "etcd endpoint unavailable; trying the next one",
@@ -841,6 +855,16 @@ private:
         if (endpoints_.size() == 1)
             return makeError(errors);
         return makeError("no etcd endpoint answered: " + errors);
+    }
+
+    // A member that timed out is tried last for this long (other threads' calls, the
+    // election's, would otherwise move the next call back to it), so a write sent again
+    // during an etcd election goes to the members that can elect a leader.
+    static constexpr std::int64_t kSuspectMs = 3000;
+    static std::int64_t steadyMs() {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
     }
 
     ClientOptions o_;

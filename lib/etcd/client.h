@@ -7,7 +7,8 @@
 // - Several endpoints: a call that finds its endpoint unreachable (UNAVAILABLE) moves on to
 //   the next one and tries again, once per endpoint; the endpoint that answered becomes
 //   the current one. A call that timed out is not retried (a write may have been applied);
-//   the next call starts from the next endpoint.
+//   the next call starts from the next endpoint, and for 3 s calls start on the other
+//   members first (a member that timed out or had no raft leader is tried last).
 // - Streams carry the `hasleader: true` metadata, so a member cut off from its cluster's
 //   leader ends the stream instead of serving stale events.
 // - Errors are Result/Status whose message names the endpoint and the call:

@@ -562,6 +562,16 @@ std::vector<nlohmann::json> servedEvents(const CpedProc& c) {
     return out;
 }
 
+// The events of the events.jsonl in `dir`, in file order.
+std::vector<nlohmann::json> servedEventsOf(const std::string& dir) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(dir + "/events.jsonl");
+    for (std::string line; std::getline(in, line);)
+        if (auto j = nlohmann::json::parse(line, nullptr, false); j.is_object())
+            out.push_back(j);
+    return out;
+}
+
 // The seqs of c's own events.jsonl, in file order.
 std::vector<std::uint64_t> fileSeqs(const CpedProc& c) {
     std::vector<std::uint64_t> out;
@@ -656,6 +666,53 @@ TEST_F(CpedCluster, TheNextLeadersDpedStartsWithTheZonesEscalationState) {
     ASSERT_TRUE(nlohmannSaved.is_object());
     ASSERT_TRUE(nlohmannTaken.is_object());
     EXPECT_EQ(nlohmannTaken["deployable"], nlohmannSaved["deployable"]);
+}
+
+// The zone's journal in etcd holds an event that does not read and lacks its last one (an
+// operator's edit, say): the next leader copies the rest, puts a stand-in under each of
+// those seqs naming the key and what is wrong, and journals on after the zone's last seq
+// instead of being refused as behind for ever.
+TEST_F(CpedCluster, AnUnreadableOrMissingZoneEventGetsAStandInAndTheJournalGoesOn) {
+    auto& a = cpeds_[0];
+    auto& b = cpeds_[1];
+    startCped(a, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms));
+    ASSERT_EQ(shell(a, "deployable_create web2 --uri test:///default").rc, 0);
+    stopCped(a, SIGTERM);
+    const std::uint64_t last = servedEventsOf(a.dir).size();
+    ASSERT_GT(last, 0u);
+    char key[64];
+    std::snprintf(key, sizeof key, "/pcloud/journal/e/%020llu",
+                  static_cast<unsigned long long>(last + 1));
+    ASSERT_EQ(runCommand(etcd_.etcdctl() + " put " + key + " 'not an event'").rc, 0);
+    ASSERT_EQ(
+        runCommand(etcd_.etcdctl() + " put /pcloud/journal/last " + std::to_string(last + 2)).rc,
+        0);
+
+    startCped(b, {"--cluster", etcd_.url()});
+    ASSERT_TRUE(waitFor([&] { return shell(b, "deployable_list").rc == 0; }, 15s, 100ms))
+        << shell(b, "deployable_list").out;
+    auto r = shell(b, "deployable_create web3 --uri test:///default");
+    ASSERT_EQ(r.rc, 0) << r.out;
+    const auto all = servedEvents(b);
+    ASSERT_GE(all.size(), last + 3);
+    for (std::size_t i = 0; i < all.size(); ++i)
+        EXPECT_EQ(all[i].value("seq", std::uint64_t(0)), i + 1) << all[i].dump();
+    const auto& bad = all[last];
+    EXPECT_EQ(bad.value("deployable", ""), "zone") << bad.dump();
+    EXPECT_EQ(bad.value("state", ""), "unreadable") << bad.dump();
+    EXPECT_NE(bad.value("reason", "").find(std::string("etcd ") + key + " does not read as event"),
+              std::string::npos)
+        << bad.dump();
+    const auto& missing = all[last + 1];
+    EXPECT_EQ(missing.value("state", ""), "unreadable") << missing.dump();
+    EXPECT_NE(missing.value("reason", "").find("etcd holds no event after seq"), std::string::npos)
+        << missing.dump();
+    bool web3 = false;
+    for (std::size_t i = last + 2; i < all.size(); ++i)
+        web3 = web3 ||
+               (all[i].value("state", "") == "created" && all[i].value("deployable", "") == "web3");
+    EXPECT_TRUE(web3) << "b journals on after the zone's last seq";
 }
 
 } // namespace
