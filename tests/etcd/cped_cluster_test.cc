@@ -171,6 +171,14 @@ protected:
             20s))
             << shell(c, "deployable_status web").out << etcdtest::tail(c.dir + "/cped.log", 3000);
     }
+    // c leads the zone alone (the fake dped) and creates `deployable`, journaling events.
+    void leadAndCreate(CpedProc& c, const std::string& deployable) {
+        startCped(c, {"--cluster", etcd_.url()});
+        ASSERT_TRUE(waitFor([&] { return shell(c, "deployable_list").rc == 0; }, 15s, 100ms))
+            << shell(c, "deployable_list").out;
+        auto r = shell(c, "deployable_create " + deployable + " --uri test:///default");
+        ASSERT_EQ(r.rc, 0) << r.out;
+    }
     // Starts c in the zone and waits until it follows `leader`, naming it.
     void startFollowerOf(CpedProc& c, const std::string& leader) {
         startCped(c, {"--cluster", etcd_.url()});
@@ -575,10 +583,8 @@ std::vector<nlohmann::json> servedEventsOf(const std::string& dir) {
 // The seqs of c's own events.jsonl, in file order.
 std::vector<std::uint64_t> fileSeqs(const CpedProc& c) {
     std::vector<std::uint64_t> out;
-    std::ifstream in(c.dir + "/events.jsonl");
-    for (std::string line; std::getline(in, line);)
-        if (auto j = nlohmann::json::parse(line, nullptr, false); j.is_object())
-            out.push_back(j.value("seq", std::uint64_t(0)));
+    for (const auto& e : servedEventsOf(c.dir))
+        out.push_back(e.value("seq", std::uint64_t(0)));
     return out;
 }
 
@@ -589,9 +595,7 @@ std::vector<std::uint64_t> fileSeqs(const CpedProc& c) {
 TEST_F(CpedCluster, TheJournalGoesOnByOneAcrossLeaders) {
     auto& a = cpeds_[0];
     auto& b = cpeds_[1];
-    startCped(a, {"--cluster", etcd_.url()});
-    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms));
-    ASSERT_EQ(shell(a, "deployable_create web2 --uri test:///default").rc, 0);
+    ASSERT_NO_FATAL_FAILURE(leadAndCreate(a, "web2"));
     const auto byA = servedEvents(a);
     ASSERT_FALSE(byA.empty());
     ASSERT_NO_FATAL_FAILURE(startFollowerOf(b, "a"));
@@ -675,9 +679,7 @@ TEST_F(CpedCluster, TheNextLeadersDpedStartsWithTheZonesEscalationState) {
 TEST_F(CpedCluster, AnUnreadableOrMissingZoneEventGetsAStandInAndTheJournalGoesOn) {
     auto& a = cpeds_[0];
     auto& b = cpeds_[1];
-    startCped(a, {"--cluster", etcd_.url()});
-    ASSERT_TRUE(waitFor([&] { return shell(a, "deployable_list").rc == 0; }, 15s, 100ms));
-    ASSERT_EQ(shell(a, "deployable_create web2 --uri test:///default").rc, 0);
+    ASSERT_NO_FATAL_FAILURE(leadAndCreate(a, "web2"));
     stopCped(a, SIGTERM);
     const std::uint64_t last = servedEventsOf(a.dir).size();
     ASSERT_GT(last, 0u);
